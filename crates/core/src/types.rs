@@ -1,0 +1,415 @@
+//! The vocabulary of the state machine: identifiers, commands, responses, events, errors
+//! and limits. Everything here is plain data that is replicated through the Raft log, so
+//! every type is `serde`-serializable and has no behaviour that depends on the node.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A session (lease) id, assigned by the state machine from a counter; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+/// A fencing token: one counter for the whole state, incremented on every grant.
+/// Strictly increasing per lock and unique across the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FencingToken(pub u64);
+
+/// The id a client picks for a session (a UUID as 128 bits). Opening a session twice with
+/// the same client id returns the same live session, so `OpenSession` can be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub u128);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How a lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LockMode {
+    /// One holder, no shared holders alongside.
+    Exclusive,
+    /// Many shared holders may coexist; an exclusive request waits for all of them.
+    Shared,
+}
+
+/// What an `Acquire` does when the lock cannot be granted at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitPolicy {
+    /// Answer `WouldBlock` and leave no trace.
+    NoWait,
+    /// Join the FIFO wait queue. Deadlines are the leader's business: when one passes, the
+    /// leader proposes [`Command::CancelWait`].
+    Queue,
+}
+
+/// Identifies one mutating request of a session, for exactly-once application
+/// (Raft dissertation §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The request's sequence number within its session, starting at 1.
+    pub seq: u64,
+    /// The client has received the responses of every request below this sequence number,
+    /// so the state machine may forget them. A request whose `seq` is below the lowest
+    /// sequence number ever announced this way is rejected as
+    /// [`Error::RequestTooOld`].
+    pub first_unanswered_seq: u64,
+}
+
+/// A replicated command. A Raft entry carries a batch of them, applied in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Open a session (a lease) for `client_id`. If a live session with that client id
+    /// exists, it is returned again (a retried open acts once).
+    OpenSession {
+        /// The client's chosen id.
+        client_id: ClientId,
+        /// The lease's time to live, checked against [`Limits`].
+        ttl_ms: u64,
+    },
+    /// End a session: release every lock it holds and drop every wait it queued, granting
+    /// the next waiters in the same entry.
+    CloseSession {
+        /// The session to end.
+        session: SessionId,
+    },
+    /// Take a lock, or queue for it.
+    Acquire {
+        /// The session that will hold the lock.
+        session: SessionId,
+        /// For exactly-once application.
+        request: RequestId,
+        /// The lock's name (validated against [`Limits`]).
+        name: String,
+        /// Exclusive or shared.
+        mode: LockMode,
+        /// Queue, or answer `WouldBlock`.
+        wait: WaitPolicy,
+        /// An opaque value shown to `Describe` and `Watch` (e.g. the holder's address).
+        value: Vec<u8>,
+    },
+    /// The convenience form: open a one-lock session and acquire in one entry. Retried
+    /// with the same client id, it acts once and returns the first answer.
+    AcquireWithLease {
+        /// The client's chosen id for the new session.
+        client_id: ClientId,
+        /// The new session's TTL.
+        ttl_ms: u64,
+        /// The lock's name.
+        name: String,
+        /// Exclusive or shared.
+        mode: LockMode,
+        /// Queue, or answer `WouldBlock`.
+        wait: WaitPolicy,
+        /// An opaque holder value.
+        value: Vec<u8>,
+    },
+    /// Release a held lock. Only the holding session, with the matching token, may.
+    Release {
+        /// The holding session.
+        session: SessionId,
+        /// For exactly-once application.
+        request: RequestId,
+        /// The lock's name.
+        name: String,
+        /// The token of the grant being released.
+        token: FencingToken,
+    },
+    /// Withdraw a queued wait (deadline passed or the caller gave up). The response says
+    /// what the state machine decided: cancelled, or already granted.
+    CancelWait {
+        /// The waiting session.
+        session: SessionId,
+        /// The lock waited for.
+        name: String,
+    },
+    /// The leader decided these sessions' leases ran out. Sessions already gone are
+    /// skipped.
+    ExpireSessions {
+        /// Sessions to end, in one entry (the leader bounds the batch size).
+        sessions: Vec<SessionId>,
+    },
+    /// Admin: release every holder of a lock, whatever session holds it.
+    ForceRelease {
+        /// The lock's name.
+        name: String,
+    },
+    /// Replace the limits. The leader proposes this when its configured limits differ
+    /// from the replicated ones, so every replica decides with the same limits.
+    SetLimits(Limits),
+}
+
+/// The successful result of applying a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A session is open (new, or the live one for this client id).
+    SessionOpened {
+        /// Its id.
+        session: SessionId,
+        /// Its TTL.
+        ttl_ms: u64,
+    },
+    /// The session ended.
+    SessionClosed,
+    /// The lock is held by `session` with `token`.
+    Granted {
+        /// The holding session (useful for `AcquireWithLease`).
+        session: SessionId,
+        /// The fencing token of this grant.
+        token: FencingToken,
+    },
+    /// Queued behind other holders or waiters. A later entry grants it (see
+    /// [`Event::Acquired`]) or cancels it. For `AcquireWithLease`, `session` is the new
+    /// session.
+    Queued {
+        /// The waiting session.
+        session: SessionId,
+    },
+    /// Not granted and not queued (`WaitPolicy::NoWait`).
+    WouldBlock {
+        /// The session that asked (useful for `AcquireWithLease`).
+        session: SessionId,
+    },
+    /// The wait was withdrawn; nothing is held.
+    WaitCancelled,
+    /// The lock was released.
+    Released,
+    /// `ExpireSessions` ended this many sessions.
+    SessionsExpired {
+        /// How many of the named sessions were live and are now ended.
+        count: u64,
+    },
+    /// `ForceRelease` released this many grants.
+    ForceReleased {
+        /// How many grants were released.
+        count: u64,
+    },
+    /// New limits are in force.
+    LimitsSet,
+}
+
+/// Why the state machine refused a command. Deterministic: every replica refuses alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Error {
+    /// The session does not exist: never opened, closed or expired.
+    #[error("session {0} not found (never opened, closed, or expired)")]
+    SessionNotFound(SessionId),
+    /// Lock names are 1..=max bytes of UTF-8 without control characters.
+    #[error("invalid lock name: {0}")]
+    InvalidName(String),
+    /// The TTL is outside `[min_ttl_ms, max_ttl_ms]`.
+    #[error("TTL {ttl_ms} ms is outside {min_ttl_ms}..={max_ttl_ms} ms")]
+    InvalidTtl {
+        /// Asked for.
+        ttl_ms: u64,
+        /// Smallest allowed.
+        min_ttl_ms: u64,
+        /// Largest allowed.
+        max_ttl_ms: u64,
+    },
+    /// The holder value is longer than allowed.
+    #[error("holder value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The lock is not held by this session.
+    #[error("lock {0:?} is not held by this session")]
+    NotHeld(String),
+    /// The session holds the lock, but under another token (a stale or wrong token).
+    #[error("stale token {given} for lock {name:?} (current grant has {current})")]
+    StaleToken {
+        /// The lock.
+        name: String,
+        /// The token given.
+        given: FencingToken,
+        /// The session's current token.
+        current: FencingToken,
+    },
+    /// The session already holds or waits for this lock.
+    #[error("session already holds or waits for lock {0:?}")]
+    AlreadyHeldOrQueued(String),
+    /// The lock is not being waited for by this session.
+    #[error("session is not waiting for lock {0:?}")]
+    NotWaiting(String),
+    /// A configured limit was reached.
+    #[error("limit reached: {0}")]
+    LimitReached(LimitKind),
+    /// A retried request whose answer was already forgotten.
+    #[error("request {seq} is older than the oldest remembered answer ({first_remembered})")]
+    RequestTooOld {
+        /// The request's sequence number.
+        seq: u64,
+        /// The lowest sequence number whose answer is still remembered.
+        first_remembered: u64,
+    },
+    /// The token counter would overflow `u64`.
+    #[error("fencing token counter exhausted")]
+    TokenOverflow,
+    /// Invalid limits in `SetLimits`.
+    #[error("invalid limits: {0}")]
+    InvalidLimits(String),
+}
+
+/// Which limit was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitKind {
+    /// Live sessions.
+    Sessions,
+    /// Locks known (held or waited for).
+    Locks,
+    /// Waiters on one lock.
+    WaitersPerLock,
+    /// Locks held or waited for by one session.
+    LocksPerSession,
+    /// Remembered request answers per session.
+    PendingRequestsPerSession,
+    /// Sessions named in one `ExpireSessions`.
+    ExpireBatch,
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            LimitKind::Sessions => "sessions",
+            LimitKind::Locks => "locks",
+            LimitKind::WaitersPerLock => "waiters per lock",
+            LimitKind::LocksPerSession => "locks per session",
+            LimitKind::PendingRequestsPerSession => "pending requests per session",
+            LimitKind::ExpireBatch => "sessions per expiry batch",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Every bound the state machine enforces. Replicated (see [`Command::SetLimits`]) so
+/// that all replicas decide alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Live sessions at once.
+    pub max_sessions: u64,
+    /// Locks known at once (held or waited for).
+    pub max_locks: u64,
+    /// Waiters queued on one lock.
+    pub max_waiters_per_lock: u64,
+    /// Locks one session holds or waits for.
+    pub max_locks_per_session: u64,
+    /// Remembered answers per session (requests in flight).
+    pub max_pending_requests_per_session: u64,
+    /// Bytes in a lock name (at most [`Limits::NAME_BYTES_CEILING`]).
+    pub max_name_bytes: u64,
+    /// Bytes in a holder value.
+    pub max_value_bytes: u64,
+    /// Smallest session TTL.
+    pub min_ttl_ms: u64,
+    /// Largest session TTL.
+    pub max_ttl_ms: u64,
+    /// Sessions one `ExpireSessions` may name.
+    pub max_expire_batch: u64,
+}
+
+impl Limits {
+    /// The hard ceiling for `max_name_bytes`.
+    pub const NAME_BYTES_CEILING: u64 = 4096;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 1_000_000,
+            max_locks: 2_000_000,
+            max_waiters_per_lock: 10_000,
+            max_locks_per_session: 10_000,
+            max_pending_requests_per_session: 1_024,
+            max_name_bytes: 512,
+            max_value_bytes: 1_024,
+            min_ttl_ms: 1_000,
+            max_ttl_ms: 3_600_000,
+            max_expire_batch: 4_096,
+        }
+    }
+}
+
+/// A change of lock or session state, emitted by `apply` for watchers and for the server's
+/// waiting `Acquire` calls. Events are emitted in the order they happened inside the entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A session opened.
+    SessionOpened {
+        /// The session.
+        session: SessionId,
+        /// The client's id for it.
+        client_id: ClientId,
+        /// Its TTL.
+        ttl_ms: u64,
+    },
+    /// A session ended.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// Closed by its client, or expired by the leader.
+        reason: EndReason,
+    },
+    /// A lock was granted (at once, or to a waiter on release/expiry/cancel).
+    Acquired {
+        /// The lock.
+        name: String,
+        /// The new holder.
+        session: SessionId,
+        /// The grant's token.
+        token: FencingToken,
+        /// Exclusive or shared.
+        mode: LockMode,
+        /// The holder value.
+        value: Vec<u8>,
+    },
+    /// A grant ended.
+    Released {
+        /// The lock.
+        name: String,
+        /// The holder it was.
+        session: SessionId,
+        /// The grant's token.
+        token: FencingToken,
+        /// Why it ended.
+        reason: ReleaseReason,
+    },
+    /// A queued wait ended without a grant.
+    WaitCancelled {
+        /// The lock.
+        name: String,
+        /// The waiting session.
+        session: SessionId,
+    },
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// `CloseSession`.
+    Closed,
+    /// `ExpireSessions`.
+    Expired,
+}
+
+/// Why a grant ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseReason {
+    /// `Release` by the holder.
+    Released,
+    /// The holder's session was closed.
+    SessionClosed,
+    /// The holder's session expired.
+    SessionExpired,
+    /// An admin's `ForceRelease`.
+    Forced,
+}

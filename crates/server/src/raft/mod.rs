@@ -1,0 +1,56 @@
+//! The thin adapter over openraft: the type configuration shared by the storage and
+//! network modules. Everything openraft-specific stays behind `raft` and `store`, so a
+//! later move to openraft 0.10 stays local.
+
+use fencelock_core::{Command, Error as CoreError, Response};
+use serde::{Deserialize, Serialize};
+
+/// Raft node ids are `u64`.
+pub type NodeId = u64;
+
+/// What the membership config records about a node: where its Raft traffic goes.
+/// (Its client address is asked for over the peer service; see `peer.proto`.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    /// `host:port` of the node's peer (Raft) listener.
+    pub peer_addr: String,
+}
+
+impl std::fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.peer_addr)
+    }
+}
+
+/// One Raft entry's payload: commands packed by the proposer, applied in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandBatch(pub Vec<Command>);
+
+/// The results of one entry's commands, in the same order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult(pub Vec<Result<Response, CoreError>>);
+
+impl std::fmt::Display for CommandBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {} commands", self.0.len())
+    }
+}
+
+openraft::declare_raft_types!(
+    /// fencelock's openraft type configuration.
+    pub TypeConfig:
+        D = CommandBatch,
+        R = BatchResult,
+        NodeId = NodeId,
+        Node = PeerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log id.
+pub type LogId = openraft::LogId<NodeId>;
+/// A stored membership.
+pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;

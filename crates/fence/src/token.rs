@@ -1,0 +1,128 @@
+//! The fencing token and the decisions the fence makes about it.
+
+use std::fmt;
+
+/// A fencing token: the `u64` a fencelock grant carries.
+///
+/// Tokens of successive grants of one lock strictly increase. The fence compares tokens
+/// only within one resource, which is bound to one lock (see the crate docs for why).
+///
+/// This crate has its own newtype, rather than the one of the client library, so that a
+/// resource owner can depend on this crate alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FencingToken(pub u64);
+
+impl FencingToken {
+    /// The token as a plain integer, e.g. to store it in a database column.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for FencingToken {
+    fn from(value: u64) -> Self {
+        Self(value)
+    }
+}
+
+impl From<FencingToken> for u64 {
+    fn from(token: FencingToken) -> Self {
+        token.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
+}
+
+/// What the fence decided about one presented token, for logs, metrics and checkers.
+///
+/// [`Admitted::decision`] and [`FenceError::decision`](crate::FenceError::decision) give
+/// the decision of every call to [`Fence::admit`](crate::Fence::admit) that reached the
+/// token comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// The token was at least the highest seen; the operation ran and the token is now
+    /// the highest seen.
+    Admitted {
+        /// The token presented.
+        token: FencingToken,
+        /// The highest token seen before this one, `None` on the first admission for the
+        /// resource.
+        previous: Option<FencingToken>,
+    },
+    /// The token was below the highest seen; the operation did not run.
+    Refused {
+        /// The token presented.
+        token: FencingToken,
+        /// The highest token seen for the resource, which is greater than `token`.
+        highest_seen: FencingToken,
+    },
+}
+
+/// The fence's record for one resource: the lock it is bound to and the highest token
+/// admitted under that lock.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FenceRecord {
+    /// The lock whose tokens the resource accepts.
+    pub lock: String,
+    /// The highest token admitted so far.
+    pub highest_seen: FencingToken,
+}
+
+/// A successful admission: the decision and the output of the operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Admitted<T> {
+    /// The token presented, now the highest seen for the resource.
+    pub token: FencingToken,
+    /// The highest token seen before, `None` on the first admission for the resource.
+    /// Equal to `Some(token)` when the same holder wrote again.
+    pub previous: Option<FencingToken>,
+    /// What the operation returned.
+    pub output: T,
+}
+
+impl<T> Admitted<T> {
+    /// The decision, without the output.
+    #[must_use]
+    pub fn decision(&self) -> Decision {
+        Decision::Admitted {
+            token: self.token,
+            previous: self.previous,
+        }
+    }
+}
+
+/// The comparison shared by every backend.
+///
+/// Returns the previous highest token on admission, or the error that refuses the token.
+/// The caller runs the operation and records the token only on `Ok`.
+pub(crate) fn decide<E>(
+    resource: &str,
+    record: Option<&FenceRecord>,
+    lock: &str,
+    token: FencingToken,
+) -> Result<Option<FencingToken>, crate::FenceError<E>> {
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    if record.lock != lock {
+        return Err(crate::FenceError::WrongLock {
+            resource: resource.to_owned(),
+            bound_lock: record.lock.clone(),
+            presented_lock: lock.to_owned(),
+        });
+    }
+    if token < record.highest_seen {
+        return Err(crate::FenceError::Refused {
+            resource: resource.to_owned(),
+            token,
+            highest_seen: record.highest_seen,
+        });
+    }
+    Ok(Some(record.highest_seen))
+}

@@ -2,5 +2,14 @@
 //! stores the Raft log and snapshots durably, serves the gRPC API and the admin HTTP
 //! port, and runs the leader's lease clock.
 
+pub mod admin;
+pub mod api;
+pub mod barrier;
+pub mod config;
+pub mod events;
+pub mod leases;
+pub mod metrics;
+pub mod node;
+pub mod proposer;
 pub mod raft;
 pub mod store;

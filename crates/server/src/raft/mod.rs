@@ -54,3 +54,5 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 /// A stored membership.
 pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
+
+pub mod network;

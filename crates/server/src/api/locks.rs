@@ -1,0 +1,749 @@
+//! The `Locks` gRPC service.
+
+use super::status::{self as st, from_barrier, from_core, from_propose, invalid_argument};
+use crate::events::{Attach, WaitOutcome, WaitTicket};
+use crate::leases::Renewal;
+use crate::node::Node;
+use fencelock_core::{
+    ClientId, Command, FencingToken, LockMode, ReleaseReason, RequestId, Response, SessionId,
+    WaitPolicy,
+};
+use fencelock_proto::v1 as pb;
+use fencelock_proto::v1::locks_server::Locks;
+use futures::{FutureExt, Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming};
+
+/// Keepalives answered per leadership round from one stream at most.
+const KEEPALIVE_BATCH: usize = 4_096;
+/// The longest finite wait an `Acquire` may ask for (one day).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The `Locks` service of one node.
+pub struct LocksService {
+    node: Arc<Node>,
+    keepalive_streams: Arc<AtomicUsize>,
+    watch_streams: Arc<AtomicUsize>,
+}
+
+impl LocksService {
+    /// Serve `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        LocksService {
+            node,
+            keepalive_streams: Arc::new(AtomicUsize::new(0)),
+            watch_streams: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<Response, Status> {
+        match self.node.proposer.propose(command).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(from_core(&error)),
+            Err(error) => Err(from_propose(&self.node, error)),
+        }
+    }
+
+    async fn linearizable(&self) -> Result<(), Status> {
+        self.node
+            .barrier
+            .confirm()
+            .await
+            .map_err(|e| from_barrier(&self.node, e))
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), Status> {
+        self.node
+            .shared
+            .read(|applied| applied.state.limits().check_name(name))
+            .map_err(|e| from_core(&e))
+    }
+
+    fn session_ttl_ms(&self, session: SessionId) -> u64 {
+        self.node
+            .shared
+            .read(|applied| applied.state.session(session).map(|s| s.ttl_ms))
+            .unwrap_or(0)
+    }
+
+    /// Wait for a queued acquire to end, cancelling it through the log at the deadline.
+    async fn wait_for_grant(
+        &self,
+        session: SessionId,
+        name: &str,
+        deadline: Option<Instant>,
+    ) -> Result<WaitEnd, Status> {
+        let ticket = match self.node.hub.attach_wait(&self.node.shared, session, name) {
+            Attach::Granted(token) => return Ok(WaitEnd::Granted(token)),
+            Attach::NotWaiting => return self.settle_ended_wait(session, name),
+            Attach::Waiting(ticket) => ticket,
+        };
+        let mut guard = WaitGuard {
+            node: self.node.clone(),
+            ticket,
+            session,
+            name: name.to_string(),
+            armed: true,
+        };
+        let outcome = match deadline {
+            None => (&mut guard.ticket.outcome).await.ok(),
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), &mut guard.ticket.outcome).await {
+                    Ok(outcome) => outcome.ok(),
+                    Err(_elapsed) => None,
+                }
+            }
+        };
+        guard.disarm();
+        match outcome {
+            Some(WaitOutcome::Granted(token)) => Ok(WaitEnd::Granted(token)),
+            Some(WaitOutcome::Ended) => self.settle_ended_wait(session, name),
+            // The deadline passed: ask the state machine, which decides between the grant
+            // and the cancel; the reply reports its decision, never a guess.
+            None => self.cancel_wait(session, name).await,
+        }
+    }
+
+    async fn cancel_wait(&self, session: SessionId, name: &str) -> Result<WaitEnd, Status> {
+        let command = Command::CancelWait {
+            session,
+            name: name.to_string(),
+        };
+        match self.node.proposer.propose(command).await {
+            Ok(Ok(Response::Granted { token, .. })) => Ok(WaitEnd::Granted(token)),
+            Ok(Ok(_)) => Ok(WaitEnd::TimedOut),
+            Ok(Err(fencelock_core::Error::NotWaiting(_))) => self.settle_ended_wait(session, name),
+            Ok(Err(error)) => Err(from_core(&error)),
+            Err(error) => Err(from_propose(&self.node, error)),
+        }
+    }
+
+    /// The wait is over without a grant seen: read what the state says.
+    fn settle_ended_wait(&self, session: SessionId, name: &str) -> Result<WaitEnd, Status> {
+        self.node.shared.read(|applied| {
+            let Some(view) = applied.state.session(session) else {
+                return Err(from_core(&fencelock_core::Error::SessionNotFound(session)));
+            };
+            match view.held.iter().find(|(held, _)| held == name) {
+                Some((_, token)) => Ok(WaitEnd::Granted(*token)),
+                None => Ok(WaitEnd::TimedOut),
+            }
+        })
+    }
+}
+
+enum WaitEnd {
+    Granted(FencingToken),
+    TimedOut,
+}
+
+/// Withdraws the wait on the server if the `Acquire` call is dropped (the client went
+/// away or cancelled) while it was the last call attached to that wait.
+struct WaitGuard {
+    node: Arc<Node>,
+    ticket: WaitTicket,
+    session: SessionId,
+    name: String,
+    armed: bool,
+}
+
+impl WaitGuard {
+    fn disarm(&mut self) {
+        self.armed = false;
+        self.ticket.detach(&self.node.hub);
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if self.armed && self.ticket.detach(&self.node.hub) {
+            let node = self.node.clone();
+            let command = Command::CancelWait {
+                session: self.session,
+                name: std::mem::take(&mut self.name),
+            };
+            tokio::spawn(async move {
+                let _ = node.proposer.propose(command).await;
+            });
+        }
+    }
+}
+
+fn client_id(bytes: &[u8]) -> Result<ClientId, Status> {
+    let bytes: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| invalid_argument("client_id must be 16 bytes (a UUID)"))?;
+    Ok(ClientId(u128::from_be_bytes(bytes)))
+}
+
+fn request_id(request: Option<pb::RequestId>) -> Result<RequestId, Status> {
+    let request = request.ok_or_else(|| invalid_argument("request id is required"))?;
+    if request.seq == 0 {
+        return Err(invalid_argument("request seq starts at 1"));
+    }
+    Ok(RequestId {
+        seq: request.seq,
+        first_unanswered_seq: request.first_unanswered_seq,
+    })
+}
+
+fn session_id(id: u64) -> Result<SessionId, Status> {
+    if id == 0 {
+        return Err(invalid_argument("session_id is required"));
+    }
+    Ok(SessionId(id))
+}
+
+fn mode_from(mode: i32) -> Result<LockMode, Status> {
+    match pb::LockMode::try_from(mode) {
+        Ok(pb::LockMode::Exclusive) => Ok(LockMode::Exclusive),
+        Ok(pb::LockMode::Shared) => Ok(LockMode::Shared),
+        Err(_) => Err(invalid_argument(format!("unknown lock mode {mode}"))),
+    }
+}
+
+fn mode_to(mode: LockMode) -> i32 {
+    match mode {
+        LockMode::Exclusive => pb::LockMode::Exclusive as i32,
+        LockMode::Shared => pb::LockMode::Shared as i32,
+    }
+}
+
+fn lock_info(view: fencelock_core::LockView) -> pb::LockInfo {
+    pb::LockInfo {
+        name: view.name,
+        holders: view
+            .holders
+            .into_iter()
+            .map(|h| pb::Holder {
+                session_id: h.session.0,
+                token: h.token.0,
+                mode: mode_to(h.mode),
+                value: h.value,
+                client_id: h.client_id.0.to_be_bytes().to_vec(),
+            })
+            .collect(),
+        waiters: view
+            .waiters
+            .into_iter()
+            .map(|w| pb::Waiter {
+                session_id: w.session.0,
+                mode: mode_to(w.mode),
+            })
+            .collect(),
+    }
+}
+
+fn timed<T>(method: &'static str, started: Instant, result: &Result<T, Status>) {
+    let code = match result {
+        Ok(_) => "ok",
+        Err(status) => grpc_code_name(status.code()),
+    };
+    crate::metrics::record_request(method, code, started.elapsed());
+}
+
+fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Counts a live stream; the count drops when the guard does.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize, what: &str) -> Result<StreamSlot, Status> {
+        let previous = counter.fetch_add(1, Ordering::SeqCst);
+        if previous >= max {
+            counter.fetch_sub(1, Ordering::SeqCst);
+            return Err(st::status(
+                tonic::Code::ResourceExhausted,
+                pb::ErrorDetail {
+                    reason: pb::ErrorReason::LimitReached as i32,
+                    message: format!("too many {what} streams on this node (limit {max})"),
+                    limit: format!("{what} streams"),
+                    ..Default::default()
+                },
+            ));
+        }
+        Ok(StreamSlot(counter.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Locks for LocksService {
+    async fn open_session(
+        &self,
+        request: Request<pb::OpenSessionRequest>,
+    ) -> Result<tonic::Response<pb::OpenSessionResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let request = request.into_inner();
+            let client_id = client_id(&request.client_id)?;
+            match self
+                .propose(Command::OpenSession {
+                    client_id,
+                    ttl_ms: request.ttl_ms,
+                })
+                .await?
+            {
+                Response::SessionOpened { session, ttl_ms } => Ok(pb::OpenSessionResponse {
+                    session_id: session.0,
+                    ttl_ms,
+                }),
+                other => Err(unexpected(&other)),
+            }
+        }
+        .await;
+        timed("open_session", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<tonic::Response<pb::CloseSessionResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let session = session_id(request.into_inner().session_id)?;
+            self.propose(Command::CloseSession { session }).await?;
+            Ok(pb::CloseSessionResponse {})
+        }
+        .await;
+        timed("close_session", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    type KeepAliveStream = BoxStream<pb::KeepAliveResponse>;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<pb::KeepAliveRequest>>,
+    ) -> Result<tonic::Response<Self::KeepAliveStream>, Status> {
+        let slot = StreamSlot::take(
+            &self.keepalive_streams,
+            self.node.config().max_keepalive_streams,
+            "keepalive",
+        )?;
+        let mut inbound = request.into_inner();
+        let (replies, outbound) = mpsc::channel(KEEPALIVE_BATCH);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut batch: Vec<(SessionId, Instant)> = Vec::new();
+            loop {
+                // Wait for one keepalive, then take every one already received.
+                let first = tokio::select! {
+                    message = inbound.next() => message,
+                    _ = replies.closed() => return,
+                };
+                let Some(Ok(first)) = first else { return };
+                batch.push((SessionId(first.session_id), Instant::now()));
+                while batch.len() < KEEPALIVE_BATCH {
+                    match inbound.next().now_or_never() {
+                        Some(Some(Ok(message))) => {
+                            batch.push((SessionId(message.session_id), Instant::now()))
+                        }
+                        _ => break,
+                    }
+                }
+                // One quorum round for the whole batch; it starts after every arrival.
+                let confirmed = node.barrier.confirm().await;
+                for (session, arrived) in batch.drain(..) {
+                    let reply = answer_keepalive(&node, &confirmed, session, arrived);
+                    if replies.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+
+    async fn acquire(
+        &self,
+        request: Request<pb::AcquireRequest>,
+    ) -> Result<tonic::Response<pb::AcquireResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let request = request.into_inner();
+            let mode = mode_from(request.mode)?;
+            let (wait, deadline) = match pb::WaitPolicy::try_from(request.wait) {
+                Ok(pb::WaitPolicy::NoWait) => (WaitPolicy::NoWait, None),
+                Ok(pb::WaitPolicy::Forever) => (WaitPolicy::Queue, None),
+                Ok(pb::WaitPolicy::Timeout) => {
+                    let timeout = Duration::from_millis(request.wait_timeout_ms);
+                    if timeout.is_zero() || timeout > MAX_WAIT {
+                        return Err(invalid_argument(format!(
+                            "wait_timeout_ms must be 1..={} with WAIT_POLICY_TIMEOUT",
+                            MAX_WAIT.as_millis()
+                        )));
+                    }
+                    (WaitPolicy::Queue, Some(started + timeout))
+                }
+                Err(_) => return Err(invalid_argument(format!("unknown wait policy {}", request.wait))),
+            };
+            let convenience = request.session_id == 0;
+            let command = if convenience {
+                Command::AcquireWithLease {
+                    client_id: client_id(&request.client_id)?,
+                    ttl_ms: request.lease_ttl_ms,
+                    name: request.name.clone(),
+                    mode,
+                    wait,
+                    value: request.value,
+                }
+            } else {
+                Command::Acquire {
+                    session: SessionId(request.session_id),
+                    request: request_id(request.request)?,
+                    name: request.name.clone(),
+                    mode,
+                    wait,
+                    value: request.value,
+                }
+            };
+            let response = self.propose(command).await?;
+            let (session, end) = match response {
+                Response::Granted { session, token } => (session, WaitEnd::Granted(token)),
+                Response::WouldBlock { session } => {
+                    return Ok(pb::AcquireResponse {
+                        outcome: pb::AcquireOutcome::WouldBlock as i32,
+                        token: 0,
+                        session_id: session.0,
+                        ttl_ms: self.session_ttl_ms(session),
+                    });
+                }
+                Response::WaitCancelled => (SessionId(request.session_id), WaitEnd::TimedOut),
+                Response::Queued { session } => {
+                    (session, self.wait_for_grant(session, &request.name, deadline).await?)
+                }
+                other => return Err(unexpected(&other)),
+            };
+            let ttl_ms = self.session_ttl_ms(session);
+            Ok(match end {
+                WaitEnd::Granted(token) => pb::AcquireResponse {
+                    outcome: pb::AcquireOutcome::Granted as i32,
+                    token: token.0,
+                    session_id: session.0,
+                    ttl_ms,
+                },
+                WaitEnd::TimedOut => pb::AcquireResponse {
+                    outcome: pb::AcquireOutcome::TimedOut as i32,
+                    token: 0,
+                    session_id: session.0,
+                    ttl_ms,
+                },
+            })
+        }
+        .await;
+        timed("acquire", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<tonic::Response<pb::ReleaseResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let request = request.into_inner();
+            let command = Command::Release {
+                session: session_id(request.session_id)?,
+                request: request_id(request.request)?,
+                name: request.name,
+                token: FencingToken(request.token),
+            };
+            self.propose(command).await?;
+            Ok(pb::ReleaseResponse {})
+        }
+        .await;
+        timed("release", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<tonic::Response<pb::VerifyResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let request = request.into_inner();
+            self.check_name(&request.name)?;
+            self.linearizable().await?;
+            let token = FencingToken(request.token);
+            Ok(self.node.shared.read(|applied| {
+                let current_token = applied
+                    .state
+                    .lock(&request.name)
+                    .and_then(|lock| lock.holders.iter().map(|h| h.token.0).max())
+                    .unwrap_or(0);
+                pb::VerifyResponse {
+                    current: applied.state.is_current_grant(&request.name, token),
+                    current_token,
+                }
+            }))
+        }
+        .await;
+        timed("verify", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    async fn describe(
+        &self,
+        request: Request<pb::DescribeRequest>,
+    ) -> Result<tonic::Response<pb::DescribeResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let request = request.into_inner();
+            self.check_name(&request.name)?;
+            self.linearizable().await?;
+            Ok(self.node.shared.read(|applied| pb::DescribeResponse {
+                lock: applied.state.lock(&request.name).map(lock_info),
+                revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+            }))
+        }
+        .await;
+        timed("describe", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<tonic::Response<pb::ListResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let request = request.into_inner();
+            let max_page = self.node.config().max_list_page;
+            let limit = match request.limit as usize {
+                0 => max_page.min(100),
+                n => n.min(max_page),
+            };
+            self.linearizable().await?;
+            let start_after = (!request.start_after.is_empty()).then_some(request.start_after.as_str());
+            Ok(self.node.shared.read(|applied| {
+                let (locks, more) =
+                    applied
+                        .state
+                        .locks_with_prefix(&request.prefix, start_after, limit);
+                let next_start_after = if more {
+                    locks.last().map(|l| l.name.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                pb::ListResponse {
+                    locks: locks.into_iter().map(lock_info).collect(),
+                    next_start_after,
+                    revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                }
+            }))
+        }
+        .await;
+        timed("list", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        if !request.prefix {
+            self.check_name(&request.name)?;
+        }
+        let slot = StreamSlot::take(&self.watch_streams, self.node.config().max_watchers, "watch")?;
+        // Subscribe before reading the revision, so nothing between the two is missed.
+        let mut events = self.node.hub.subscribe();
+        let revision = self
+            .node
+            .shared
+            .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
+        let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let resync = |revision| pb::WatchEvent {
+                revision,
+                resync: true,
+                ..Default::default()
+            };
+            if sender.send(Ok(resync(revision))).await.is_err() {
+                return;
+            }
+            let mut last_revision = revision;
+            loop {
+                let applied = tokio::select! {
+                    applied = events.recv() => applied,
+                    _ = sender.closed() => return,
+                };
+                match applied {
+                    Ok(applied) => {
+                        last_revision = applied.index;
+                        for event in &applied.events {
+                            if let Some(event) = watch_event(event, applied.index, &request)
+                                && sender.send(Ok(event)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if sender.send(Ok(resync(last_revision))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+
+    async fn force_release(
+        &self,
+        request: Request<pb::ForceReleaseRequest>,
+    ) -> Result<tonic::Response<pb::ForceReleaseResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let name = request.into_inner().name;
+            match self.propose(Command::ForceRelease { name: name.clone() }).await? {
+                Response::ForceReleased { count } => {
+                    tracing::warn!(lock = %name, released = count, "admin force-release");
+                    Ok(pb::ForceReleaseResponse { released: count })
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        .await;
+        timed("force_release", started, &result);
+        result.map(tonic::Response::new)
+    }
+}
+
+fn answer_keepalive(
+    node: &Node,
+    confirmed: &Result<(), crate::barrier::BarrierError>,
+    session: SessionId,
+    arrived: Instant,
+) -> pb::KeepAliveResponse {
+    let not_leader = |leader: Option<u64>| pb::KeepAliveResponse {
+        session_id: session.0,
+        status: pb::KeepAliveStatus::NotLeader as i32,
+        ttl_ms: 0,
+        leader_addr: leader
+            .filter(|l| *l != node.id())
+            .and_then(|l| node.client_addr_of(l))
+            .unwrap_or_default(),
+    };
+    match confirmed {
+        Err(crate::barrier::BarrierError::NotLeader { leader }) => not_leader(*leader),
+        Err(crate::barrier::BarrierError::ShuttingDown) => not_leader(None),
+        Ok(()) => match node.leases.renew(session, arrived) {
+            Renewal::Renewed { ttl } => pb::KeepAliveResponse {
+                session_id: session.0,
+                status: pb::KeepAliveStatus::Ok as i32,
+                ttl_ms: ttl.as_millis() as u64,
+                leader_addr: String::new(),
+            },
+            Renewal::NotFound => pb::KeepAliveResponse {
+                session_id: session.0,
+                status: pb::KeepAliveStatus::SessionNotFound as i32,
+                ttl_ms: 0,
+                leader_addr: String::new(),
+            },
+            Renewal::NotLeader => not_leader(node.leader()),
+        },
+    }
+}
+
+fn watch_event(
+    event: &fencelock_core::Event,
+    revision: u64,
+    request: &pb::WatchRequest,
+) -> Option<pb::WatchEvent> {
+    use fencelock_core::Event;
+    let matches = |name: &str| {
+        if request.prefix {
+            name.starts_with(&request.name)
+        } else {
+            name == request.name
+        }
+    };
+    match event {
+        Event::Acquired {
+            name,
+            session,
+            token,
+            mode,
+            value,
+        } if matches(name) => Some(pb::WatchEvent {
+            kind: pb::EventKind::Acquired as i32,
+            name: name.clone(),
+            session_id: session.0,
+            token: token.0,
+            mode: mode_to(*mode),
+            value: value.clone(),
+            revision,
+            resync: false,
+        }),
+        Event::Released {
+            name,
+            session,
+            token,
+            reason,
+        } if matches(name) => Some(pb::WatchEvent {
+            kind: match reason {
+                ReleaseReason::Released => pb::EventKind::Released,
+                ReleaseReason::SessionClosed => pb::EventKind::SessionClosed,
+                ReleaseReason::SessionExpired => pb::EventKind::Expired,
+                ReleaseReason::Forced => pb::EventKind::Forced,
+            } as i32,
+            name: name.clone(),
+            session_id: session.0,
+            token: token.0,
+            revision,
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
+fn unexpected(response: &Response) -> Status {
+    st::reason(
+        tonic::Code::Internal,
+        pb::ErrorReason::Internal,
+        format!("unexpected state machine response {response:?}"),
+    )
+}

@@ -1,0 +1,10 @@
+//! The client-facing gRPC services: [`LocksService`] (sessions, locks, watches) and
+//! [`ClusterService`] (status, membership). Both are thin: they validate, propose
+//! through the proposer or read behind the read barrier, and map errors in `status`.
+
+mod cluster;
+mod locks;
+pub mod status;
+
+pub use cluster::ClusterService;
+pub use locks::LocksService;

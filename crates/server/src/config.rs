@@ -1,0 +1,184 @@
+//! Server configuration: addresses, data directory, initial members, timing and limits.
+//! Built by the binary from flags and an optional TOML file; every field has a default
+//! so that `ServerConfig::default()` is the single-node quick start.
+
+use crate::raft::NodeId;
+use fencelock_core::Limits;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default client (gRPC) address of the single-node quick start.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
+/// Default peer (Raft) address.
+pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:7101";
+/// Default admin (HTTP) address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7201";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "fencelock-data";
+
+/// How the node finds its cluster at first start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Bootstrap {
+    /// Form a cluster of these voters (node id → peer address), which must include this
+    /// node. Every node started with the same map forms the same cluster, in any order.
+    /// An empty map means a single-node cluster of this node alone.
+    Members(BTreeMap<NodeId, String>),
+    /// Do not initialize anything: wait to be added to an existing cluster with
+    /// `AddMember`.
+    Join,
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's Raft id (>= 1).
+    pub node_id: NodeId,
+    /// Client gRPC listener.
+    pub listen: SocketAddr,
+    /// Peer (Raft) gRPC listener.
+    pub peer_listen: SocketAddr,
+    /// The peer address other nodes use to reach this one (defaults to `peer_listen`).
+    pub peer_advertise: Option<String>,
+    /// The client address this node tells clients (defaults to `listen`).
+    pub client_advertise: Option<String>,
+    /// Admin HTTP listener (`/health`, `/metrics`, `/status`); `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
+    /// Where the Raft log and the snapshots live.
+    pub data_dir: PathBuf,
+    /// How the node joins or forms its cluster at first start.
+    pub bootstrap: Bootstrap,
+    /// Raft heartbeat interval.
+    #[serde(with = "duration_ms")]
+    pub heartbeat_interval: Duration,
+    /// Raft election timeout, lower bound (the upper bound is twice this).
+    #[serde(with = "duration_ms")]
+    pub election_timeout: Duration,
+    /// Take a snapshot after this many applied entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot (for followers that are a little behind).
+    pub log_entries_kept_after_snapshot: u64,
+    /// Commands packed into one Raft entry at most.
+    pub max_batch_commands: usize,
+    /// Commands queued for the proposer at most (callers beyond it get "unavailable").
+    pub max_queued_commands: usize,
+    /// How often the leader looks for expired sessions.
+    #[serde(with = "duration_ms")]
+    pub expiry_tick: Duration,
+    /// How long a request may wait for Raft before the caller gets "unavailable"
+    /// (outcome unknown; retry with the same request id).
+    #[serde(with = "duration_ms")]
+    pub request_timeout: Duration,
+    /// Largest gRPC message accepted from clients, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest page of `List`.
+    pub max_list_page: usize,
+    /// Open watch streams at most.
+    pub max_watchers: usize,
+    /// Events buffered per watcher before it is told to resync.
+    pub watch_buffer: usize,
+    /// Live keepalive streams at most.
+    pub max_keepalive_streams: usize,
+    /// The replicated limits this node proposes when it leads.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: 1,
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            peer_listen: DEFAULT_PEER_LISTEN.parse().expect("valid default address"),
+            peer_advertise: None,
+            client_advertise: None,
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("valid default address")),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            bootstrap: Bootstrap::Members(BTreeMap::new()),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
+            snapshot_every_entries: 10_000,
+            log_entries_kept_after_snapshot: 5_000,
+            max_batch_commands: 1_024,
+            max_queued_commands: 100_000,
+            expiry_tick: Duration::from_millis(50),
+            request_timeout: Duration::from_secs(5),
+            max_message_bytes: 64 * 1024,
+            max_list_page: 1_000,
+            max_watchers: 10_000,
+            watch_buffer: 1_024,
+            max_keepalive_streams: 10_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The peer address other nodes use for this one.
+    pub fn peer_advertise_addr(&self) -> String {
+        self.peer_advertise
+            .clone()
+            .unwrap_or_else(|| self.peer_listen.to_string())
+    }
+
+    /// The client address this node gives out.
+    pub fn client_advertise_addr(&self) -> String {
+        self.client_advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Check the configuration for mistakes that would only show later.
+    ///
+    /// # Errors
+    /// A message naming the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node id must be >= 1".into());
+        }
+        if let Bootstrap::Members(members) = &self.bootstrap {
+            if !members.is_empty() && !members.contains_key(&self.node_id) {
+                return Err(format!(
+                    "--peers does not name this node (id {}); add {}=<peer address>",
+                    self.node_id, self.node_id
+                ));
+            }
+            if members.contains_key(&0) {
+                return Err("node ids in --peers must be >= 1".into());
+            }
+        }
+        if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval * 2
+        {
+            return Err("election timeout must exceed twice the heartbeat interval".into());
+        }
+        if self.max_batch_commands == 0 || self.max_queued_commands == 0 {
+            return Err("batch and queue sizes must be >= 1".into());
+        }
+        if self.snapshot_every_entries == 0 {
+            return Err("snapshot interval must be >= 1 entry".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("max message size must be >= 1024 bytes".into());
+        }
+        if self.max_list_page == 0 || self.watch_buffer == 0 {
+            return Err("list page and watch buffer must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Durations in the TOML file are written as milliseconds (`election_timeout = 500`).
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(deserializer)?))
+    }
+}

@@ -1,0 +1,215 @@
+//! What the server learns from the apply path: the [`EventHub`] is the state machine's
+//! [`ApplyObserver`]. It wakes `Acquire` calls waiting in a queue, feeds `Watch` streams,
+//! and tells the leader's lease clock about sessions that opened or ended.
+//!
+//! It runs under the state's write lock; a waiter registers under the read lock after
+//! checking the state, so no grant can slip between the check and the registration.
+
+use crate::leases::LeaseClock;
+use crate::store::{Applied, ApplyObserver, SharedState};
+use fencelock_core::{Event, FencingToken, SessionId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, oneshot};
+
+/// The events of one applied entry, as watchers see them.
+#[derive(Debug)]
+pub struct AppliedEvents {
+    /// The entry's log index (the revision).
+    pub index: u64,
+    /// What changed, in order.
+    pub events: Vec<Event>,
+}
+
+/// How a queued wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The lock was granted to the waiting session.
+    Granted(FencingToken),
+    /// The wait was withdrawn (cancelled, or its session ended).
+    Ended,
+}
+
+/// The wait registry key.
+type WaitKey = (SessionId, String);
+
+struct WaitSlot {
+    /// Every `Acquire` call attached to this wait (a retry re-attaches).
+    listeners: Vec<(u64, oneshot::Sender<WaitOutcome>)>,
+}
+
+/// The apply observer of a node.
+pub struct EventHub {
+    waits: Mutex<HashMap<WaitKey, WaitSlot>>,
+    next_listener: std::sync::atomic::AtomicU64,
+    watchers: broadcast::Sender<Arc<AppliedEvents>>,
+    leases: Arc<LeaseClock>,
+}
+
+/// The result of [`EventHub::attach_wait`].
+#[derive(Debug)]
+pub enum Attach {
+    /// The session already holds the lock.
+    Granted(FencingToken),
+    /// The session does not wait for the lock (any more): cancelled, or session gone.
+    NotWaiting,
+    /// Attached: the receiver resolves when the wait ends.
+    Waiting(WaitTicket),
+}
+
+/// A registered interest in one queued wait. Dropping it detaches.
+#[derive(Debug)]
+pub struct WaitTicket {
+    key: WaitKey,
+    listener: u64,
+    /// Resolves when the wait ends.
+    pub outcome: oneshot::Receiver<WaitOutcome>,
+}
+
+impl WaitTicket {
+    /// Detach from the wait; true when no other call is attached to it any more (so the
+    /// caller may withdraw the wait on the server).
+    pub fn detach(&self, hub: &EventHub) -> bool {
+        let mut waits = hub.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = waits.get_mut(&self.key) else {
+            return true;
+        };
+        slot.listeners.retain(|(id, _)| *id != self.listener);
+        if slot.listeners.is_empty() {
+            waits.remove(&self.key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl EventHub {
+    /// A hub whose watch channel buffers `watch_buffer` entries.
+    pub fn new(watch_buffer: usize, leases: Arc<LeaseClock>) -> Arc<Self> {
+        let (watchers, _) = broadcast::channel(watch_buffer.max(1));
+        Arc::new(EventHub {
+            waits: Mutex::new(HashMap::new()),
+            next_listener: std::sync::atomic::AtomicU64::new(1),
+            watchers,
+            leases,
+        })
+    }
+
+    /// Subscribe to applied events (for `Watch`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
+        self.watchers.subscribe()
+    }
+
+    /// How many watch streams are subscribed.
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.receiver_count()
+    }
+
+    /// Attach to `session`'s queued wait for `name`, checking the state under the same
+    /// lock as the apply path so no grant is missed.
+    pub fn attach_wait(&self, shared: &SharedState, session: SessionId, name: &str) -> Attach {
+        shared.read(|applied| {
+            if let Some(lock) = applied.state.lock(name) {
+                if let Some(holder) = lock.holders.iter().find(|h| h.session == session) {
+                    return Attach::Granted(holder.token);
+                }
+                if lock.waiters.iter().any(|w| w.session == session) {
+                    let (sender, outcome) = oneshot::channel();
+                    let listener = self
+                        .next_listener
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let key = (session, name.to_string());
+                    let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+                    waits
+                        .entry(key.clone())
+                        .or_insert_with(|| WaitSlot {
+                            listeners: Vec::new(),
+                        })
+                        .listeners
+                        .push((listener, sender));
+                    return Attach::Waiting(WaitTicket {
+                        key,
+                        listener,
+                        outcome,
+                    });
+                }
+            }
+            Attach::NotWaiting
+        })
+    }
+
+    fn finish_wait(&self, key: &WaitKey, outcome: WaitOutcome) {
+        let slot = self
+            .waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if let Some(slot) = slot {
+            for (_, sender) in slot.listeners {
+                let _ = sender.send(outcome);
+            }
+        }
+    }
+}
+
+impl ApplyObserver for EventHub {
+    fn applied(&self, index: u64, events: &[Event], applied: &Applied) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match event {
+                Event::Acquired {
+                    name,
+                    session,
+                    token,
+                    ..
+                } => self.finish_wait(&(*session, name.clone()), WaitOutcome::Granted(*token)),
+                Event::WaitCancelled { name, session } => {
+                    self.finish_wait(&(*session, name.clone()), WaitOutcome::Ended)
+                }
+                Event::SessionOpened {
+                    session, ttl_ms, ..
+                } => self.leases.session_opened(*session, *ttl_ms),
+                Event::SessionEnded { session, .. } => self.leases.session_ended(*session),
+                Event::Released { .. } => {}
+            }
+        }
+        let _ = applied;
+        // No receivers is fine: nobody watches.
+        let _ = self.watchers.send(Arc::new(AppliedEvents {
+            index,
+            events: events.to_vec(),
+        }));
+    }
+
+    fn reset(&self, applied: &Applied) {
+        // A snapshot replaced the state: settle every wait from the new state.
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<WaitKey> = waits.keys().cloned().collect();
+        for key in keys {
+            let outcome = match applied.state.lock(&key.1) {
+                Some(lock) => {
+                    if let Some(holder) = lock.holders.iter().find(|h| h.session == key.0) {
+                        Some(WaitOutcome::Granted(holder.token))
+                    } else if lock.waiters.iter().any(|w| w.session == key.0) {
+                        None
+                    } else {
+                        Some(WaitOutcome::Ended)
+                    }
+                }
+                None => Some(WaitOutcome::Ended),
+            };
+            if let Some(outcome) = outcome
+                && let Some(slot) = waits.remove(&key)
+            {
+                for (_, sender) in slot.listeners {
+                    let _ = sender.send(outcome);
+                }
+            }
+        }
+        drop(waits);
+        self.leases.reset(&applied.state);
+    }
+}

@@ -1,0 +1,661 @@
+//! A running fencelock node: opens storage, starts Raft, binds the client, peer and admin
+//! listeners, forms or joins the cluster, and runs the leader's background duties (lease
+//! expiry, limits). [`start`] returns a [`RunningNode`] that shuts it all down gracefully.
+
+use crate::admin;
+use crate::api::{ClusterService, LocksService};
+use crate::barrier::ReadBarrier;
+use crate::config::{Bootstrap, ServerConfig};
+use crate::events::EventHub;
+use crate::leases::LeaseClock;
+use crate::proposer::{ProposeError, Proposer};
+use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::raft::{NodeId, PeerNode, Raft};
+use crate::store::log::{LogStore, LogStoreOptions};
+use crate::store::state_machine::StateMachineStore;
+use crate::store::SharedState;
+use fencelock_core::Command;
+use fencelock_proto::peer::peer_server::PeerServer;
+use fencelock_proto::peer::NodeInfoRequest;
+use fencelock_proto::v1::cluster_server::ClusterServer;
+use fencelock_proto::v1::locks_server::LocksServer;
+use openraft::ServerState;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be opened or is damaged.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// openraft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// One member as the status reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: u64,
+    /// Peer (Raft) address.
+    pub peer_addr: String,
+    /// Client address, when known.
+    pub client_addr: Option<String>,
+    /// Voter (true) or learner.
+    pub voter: bool,
+}
+
+/// A snapshot of what a node knows, for `/status`, `/metrics` and the `Status` RPC.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: u64,
+    /// "Leader", "Follower", "Candidate", "Learner" or "Shutdown".
+    pub state: String,
+    /// The leader, if known.
+    pub leader_id: Option<u64>,
+    /// The leader's client address, if known.
+    pub leader_client_addr: Option<String>,
+    /// Current term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Commit index (refreshed at most every 100 ms).
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Members of the effective configuration.
+    pub members: Vec<MemberStatus>,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Known locks.
+    pub locks: u64,
+    /// Held grants.
+    pub held_grants: u64,
+    /// Queued waiters.
+    pub waiters: u64,
+    /// The last fencing token issued.
+    pub last_token: u64,
+    /// Grants since the beginning of the log.
+    pub total_grants: u64,
+    /// Sessions expired since the beginning of the log.
+    pub total_expired_sessions: u64,
+}
+
+/// Client addresses of the members, learned over the peer service.
+#[derive(Default)]
+pub struct PeerDirectory {
+    client_addrs: Mutex<HashMap<NodeId, String>>,
+}
+
+impl PeerDirectory {
+    /// The cached client address of `node`.
+    pub fn client_addr(&self, node: NodeId) -> Option<String> {
+        self.client_addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .cloned()
+    }
+
+    fn remember(&self, node: NodeId, client_addr: String) {
+        self.client_addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, client_addr);
+    }
+}
+
+/// The parts of a node that the API services share.
+pub struct Node {
+    id: NodeId,
+    config: ServerConfig,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The applied state.
+    pub shared: Arc<SharedState>,
+    /// Wait and watch notifications.
+    pub hub: Arc<EventHub>,
+    /// The leader's lease clock.
+    pub leases: Arc<LeaseClock>,
+    /// The write path.
+    pub proposer: Proposer,
+    /// The linearizable read path.
+    pub barrier: ReadBarrier,
+    /// Client addresses of peers.
+    pub peers: PeerDirectory,
+    channels: PeerChannels,
+    commit_index: AtomicU64,
+}
+
+impl Node {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The current leader, if known (never this node unless it leads).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The client address of `node`, if known.
+    pub fn client_addr_of(&self, node: NodeId) -> Option<String> {
+        if node == self.id {
+            Some(self.config.client_advertise_addr())
+        } else {
+            self.peers.client_addr(node)
+        }
+    }
+
+    /// What the node knows right now.
+    pub fn status(&self) -> NodeStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                id: *id,
+                peer_addr: node.peer_addr.clone(),
+                client_addr: self.client_addr_of(*id),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let stats = self.shared.read(|applied| applied.state.stats());
+        let state = match metrics.running_state {
+            Err(_) => "Shutdown".to_string(),
+            Ok(()) => match metrics.state {
+                ServerState::Leader => "Leader",
+                ServerState::Follower => "Follower",
+                ServerState::Candidate => "Candidate",
+                ServerState::Learner => "Learner",
+                ServerState::Shutdown => "Shutdown",
+            }
+            .to_string(),
+        };
+        NodeStatus {
+            node_id: self.id,
+            state,
+            leader_id: metrics.current_leader,
+            leader_client_addr: metrics.current_leader.and_then(|l| self.client_addr_of(l)),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index: self.commit_index.load(Ordering::Relaxed),
+            applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            members,
+            sessions: stats.sessions,
+            locks: stats.locks,
+            held_grants: stats.held_grants,
+            waiters: stats.waiters,
+            last_token: stats.last_token,
+            total_grants: stats.total_grants,
+            total_expired_sessions: stats.total_expired_sessions,
+        }
+    }
+
+    /// Ask `node` for its client address over the peer service and remember it.
+    pub async fn learn_client_addr(&self, node: NodeId) -> Option<String> {
+        if node == self.id {
+            return Some(self.config.client_advertise_addr());
+        }
+        let peer_addr = {
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&node)
+                .map(|n| n.peer_addr.clone())
+        }?;
+        let mut client = self.channels.client(&peer_addr).ok()?;
+        let mut request = tonic::Request::new(NodeInfoRequest {});
+        request.set_timeout(Duration::from_secs(1));
+        let info = client.node_info(request).await.ok()?.into_inner();
+        if info.node_id != node {
+            tracing::warn!(node, answered = info.node_id, %peer_addr, "peer address answers as another node");
+            return None;
+        }
+        self.peers.remember(node, info.client_addr.clone());
+        Some(info.client_addr)
+    }
+}
+
+impl admin::AdminSource for Node {
+    fn status(&self) -> NodeStatus {
+        Node::status(self)
+    }
+}
+
+/// A started node and its servers.
+pub struct RunningNode {
+    node: Arc<Node>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The bound client (gRPC) address.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The bound peer (Raft) address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The bound admin (HTTP) address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stop serving, stop Raft, and wait for the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.node.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
+        }
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+/// Pre-bound listeners, for callers that pick ports themselves (tests use port 0).
+pub struct Listeners {
+    /// Client gRPC.
+    pub client: std::net::TcpListener,
+    /// Peer gRPC.
+    pub peer: std::net::TcpListener,
+    /// Admin HTTP.
+    pub admin: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Bind the addresses of `config`.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] naming the address that failed.
+    pub fn bind(config: &ServerConfig) -> Result<Listeners, StartError> {
+        let bind = |addr: SocketAddr| {
+            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            client: bind(config.listen)?,
+            peer: bind(config.peer_listen)?,
+            admin: config.admin_listen.map(bind).transpose()?,
+        })
+    }
+}
+
+/// Start a node with the listeners its configuration names.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start(config: ServerConfig) -> Result<RunningNode, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let listeners = Listeners::bind(&config)?;
+    start_with_listeners(config, listeners).await
+}
+
+fn raft_config(config: &ServerConfig) -> Result<openraft::Config, StartError> {
+    let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
+    let election_ms = config.election_timeout.as_millis() as u64;
+    let raft_config = openraft::Config {
+        cluster_name: "fencelock".into(),
+        heartbeat_interval: heartbeat_ms,
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        install_snapshot_timeout: 2_000.max(election_ms * 4),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        // Generous, so a follower installing a snapshot never finds the log purged past it
+        // (openraft#1706).
+        max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    raft_config
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))
+}
+
+/// Start a node on pre-bound listeners.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start_with_listeners(
+    config: ServerConfig,
+    listeners: Listeners,
+) -> Result<RunningNode, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let storage = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let log_store =
+        LogStore::open(&config.data_dir, LogStoreOptions::default()).map_err(|e| storage(&e))?;
+    let leases = Arc::new(LeaseClock::default());
+    let hub = EventHub::new(config.watch_buffer, leases.clone());
+    let shared = SharedState::new(hub.clone());
+    let state_machine = StateMachineStore::open(&config.data_dir.join("snapshots"), shared.clone())
+        .map_err(|e| storage(&e))?;
+    let channels = PeerChannels::default();
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config(&config)?),
+        PeerNetworkFactory::new(channels.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let proposer = Proposer::spawn(
+        raft.clone(),
+        config.node_id,
+        config.max_batch_commands,
+        config.max_queued_commands,
+        config.request_timeout,
+    );
+    let barrier = ReadBarrier::spawn(raft.clone());
+    let node = Arc::new(Node {
+        id: config.node_id,
+        config: config.clone(),
+        raft: raft.clone(),
+        shared,
+        hub,
+        leases,
+        proposer,
+        barrier,
+        peers: PeerDirectory::default(),
+        channels,
+        commit_index: AtomicU64::new(0),
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown_signal = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let to_tokio = |listener: std::net::TcpListener| -> Result<TcpListener, StartError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr, source })
+    };
+    let client_listener = to_tokio(listeners.client)?;
+    let peer_listener = to_tokio(listeners.peer)?;
+    let admin_listener = listeners.admin.map(to_tokio).transpose()?;
+    let client_addr = client_listener.local_addr().map_err(|e| storage(&e))?;
+    let peer_addr = peer_listener.local_addr().map_err(|e| storage(&e))?;
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|e| storage(&e))?;
+
+    let mut tasks = Vec::new();
+    let peer_service = PeerServer::new(PeerService::new(
+        raft.clone(),
+        config.node_id,
+        config.client_advertise_addr(),
+        admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+    ))
+    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let signal = shutdown_signal(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(peer_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), signal)
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "peer server stopped");
+        }
+    }));
+
+    let max_message = config.max_message_bytes;
+    let locks = LocksServer::new(LocksService::new(node.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message.max(4 * 1024 * 1024));
+    let cluster = ClusterServer::new(ClusterService::new(node.clone()))
+        .max_decoding_message_size(max_message);
+    let signal = shutdown_signal(stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(locks)
+            .add_service(cluster)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), signal)
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "client server stopped");
+        }
+    }));
+
+    if let Some(listener) = admin_listener {
+        let signal = shutdown_signal(stopped.clone());
+        let admin_node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = admin::serve(listener, admin_node, signal).await {
+                tracing::error!(%error, "admin server stopped");
+            }
+        }));
+    }
+
+    tasks.push(tokio::spawn(watch_leadership(node.clone(), stopped.clone())));
+    tasks.push(tokio::spawn(expire_sessions(node.clone(), stopped.clone())));
+
+    bootstrap(&node, peer_addr).await?;
+    tracing::info!(
+        node_id = config.node_id,
+        %client_addr,
+        %peer_addr,
+        admin = ?admin_addr,
+        data_dir = %config.data_dir.display(),
+        "fencelock node started"
+    );
+    Ok(RunningNode {
+        node,
+        client_addr,
+        peer_addr,
+        admin_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// Form the cluster at first start. Every node started with the same `--peers` calls
+/// `initialize` with the same membership, which openraft allows; a node that already has
+/// a log, or was started with `--join`, does nothing.
+async fn bootstrap(node: &Node, bound_peer_addr: SocketAddr) -> Result<(), StartError> {
+    let Bootstrap::Members(members) = &node.config.bootstrap else {
+        return Ok(());
+    };
+    let initialized = node
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, PeerNode> = if members.is_empty() {
+        let peer_addr = node
+            .config
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| bound_peer_addr.to_string());
+        BTreeMap::from([(node.id, PeerNode { peer_addr })])
+    } else {
+        members
+            .iter()
+            .map(|(id, addr)| (*id, PeerNode { peer_addr: addr.clone() }))
+            .collect()
+    };
+    match node.raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(error) => Err(StartError::Raft(error.to_string())),
+    }
+}
+
+/// Follow Raft's view of leadership: start or stop the lease clock, propose the
+/// configured limits when they differ from the replicated ones, learn the leader's client
+/// address, and refresh the cached commit index.
+async fn watch_leadership(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let mut metrics = node.raft.metrics();
+    let mut led_term: Option<u64> = None;
+    let mut last_commit_refresh = Instant::now() - Duration::from_secs(1);
+    loop {
+        let (state, term, leader) = {
+            let m = metrics.borrow_and_update();
+            (m.state, m.current_term, m.current_leader)
+        };
+        let leading = state == ServerState::Leader;
+        if leading && led_term != Some(term) {
+            led_term = Some(term);
+            node.shared
+                .read(|applied| node.leases.become_leader(&applied.state));
+            tracing::info!(term, "became leader: every session has a full TTL from now");
+            let limits_node = node.clone();
+            tokio::spawn(async move { propose_limits(&limits_node).await });
+        } else if !leading && led_term.is_some() {
+            led_term = None;
+            node.leases.step_down();
+            tracing::info!(term, ?leader, "no longer leader");
+        }
+        if let Some(leader) = leader
+            && node.client_addr_of(leader).is_none()
+        {
+            let learn_node = node.clone();
+            tokio::spawn(async move { learn_node.learn_client_addr(leader).await });
+        }
+        if last_commit_refresh.elapsed() >= Duration::from_millis(100) {
+            last_commit_refresh = Instant::now();
+            if let Ok(Some(committed)) = node.raft.with_raft_state(|st| st.committed().copied()).await
+            {
+                node.commit_index.store(committed.index, Ordering::Relaxed);
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stopped.wait_for(|stop| *stop) => return,
+            // Refresh the commit index even when nothing else changes.
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// When this node leads and its configured limits differ from the replicated ones,
+/// replicate its own, so every replica decides with the same limits.
+async fn propose_limits(node: &Node) {
+    // Wait until the entries of earlier terms are applied, so the comparison is current.
+    if node.barrier.confirm().await.is_err() {
+        return;
+    }
+    let differs = node
+        .shared
+        .read(|applied| applied.state.limits() != &node.config.limits);
+    if differs {
+        match node
+            .proposer
+            .propose(Command::SetLimits(node.config.limits.clone()))
+            .await
+        {
+            Ok(Ok(_)) => tracing::info!("replicated this node's limits"),
+            Ok(Err(error)) => tracing::error!(%error, "configured limits refused"),
+            Err(error) => tracing::warn!(%error, "could not replicate limits"),
+        }
+    }
+}
+
+/// The leader's expiry loop: every tick, propose `ExpireSessions` for sessions whose
+/// deadline passed, in bounded batches.
+async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.config.expiry_tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let max = node
+            .shared
+            .read(|applied| applied.state.limits().max_expire_batch)
+            .min(usize::MAX as u64) as usize;
+        // A few batches per tick at most, so an expiry storm cannot stall the log.
+        for _ in 0..4 {
+            let due = node.leases.take_expired(Instant::now(), max);
+            if due.is_empty() {
+                break;
+            }
+            let count = due.len();
+            let result = node
+                .proposer
+                .propose(Command::ExpireSessions {
+                    sessions: due.clone(),
+                })
+                .await;
+            match result {
+                Ok(Ok(_)) => {
+                    crate::metrics::record_expired(count);
+                    tracing::debug!(count, "expired sessions");
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "expiry refused by the state machine");
+                    node.leases.expiry_failed(&due);
+                    break;
+                }
+                Err(ProposeError::NotLeader { .. }) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "expiry outcome unknown; will retry");
+                    node.leases.expiry_failed(&due);
+                    break;
+                }
+            }
+        }
+    }
+}

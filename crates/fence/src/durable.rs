@@ -161,28 +161,11 @@ impl Fence for DurableFence {
             operation(&mut RedbTable { table }).map_err(Failure::Operation)
         });
         admitted.map_err(|error| match error {
-            FenceError::Operation(Failure::Operation(error)) => FenceError::Operation(error),
-            FenceError::Operation(Failure::OpenTable(error)) | FenceError::Storage(error) => {
-                FenceError::Storage(error)
-            }
-            FenceError::Refused {
-                resource,
-                token,
-                highest_seen,
-            } => FenceError::Refused {
-                resource,
-                token,
-                highest_seen,
-            },
-            FenceError::WrongLock {
-                resource,
-                bound_lock,
-                presented_lock,
-            } => FenceError::WrongLock {
-                resource,
-                bound_lock,
-                presented_lock,
-            },
+            FenceError::Operation(Failure::OpenTable(error)) => FenceError::Storage(error),
+            error => error.map_operation(|failure| match failure {
+                Failure::Operation(error) => error,
+                Failure::OpenTable(_) => unreachable!("matched by the arm above"),
+            }),
         })
     }
 

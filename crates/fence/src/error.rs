@@ -24,7 +24,7 @@ pub enum FenceError<E> {
     },
     /// The token was presented under a different lock than the one the resource is bound
     /// to. Tokens are only ordered within one lock, so the fence does not compare them.
-    /// Use [`Fence::rebind`](crate::Fence::rebind) to move a resource to another lock.
+    /// Use [`Fence::bind`](crate::Fence::bind) to move a resource to another lock.
     #[error(
         "resource {resource:?} is fenced by lock {bound_lock:?}, \
          not by lock {presented_lock:?}"
@@ -59,6 +59,32 @@ impl<E> FenceError<E> {
                 highest_seen: *highest_seen,
             }),
             Self::WrongLock { .. } | Self::Operation(_) | Self::Storage(_) => None,
+        }
+    }
+
+    /// Maps the operation's error, leaving the other variants as they are.
+    pub fn map_operation<F>(self, map: impl FnOnce(E) -> F) -> FenceError<F> {
+        match self {
+            Self::Refused {
+                resource,
+                token,
+                highest_seen,
+            } => FenceError::Refused {
+                resource,
+                token,
+                highest_seen,
+            },
+            Self::WrongLock {
+                resource,
+                bound_lock,
+                presented_lock,
+            } => FenceError::WrongLock {
+                resource,
+                bound_lock,
+                presented_lock,
+            },
+            Self::Operation(error) => FenceError::Operation(map(error)),
+            Self::Storage(error) => FenceError::Storage(error),
         }
     }
 

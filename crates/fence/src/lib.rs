@@ -90,6 +90,9 @@
 //! # }
 //! ```
 //!
+//! `examples/fenced_service.rs` plays the same story against a ledger file, printing every
+//! decision (`cargo run -p fencelock-fence --example fenced_service`).
+//!
 //! # From async code
 //!
 //! The API is synchronous: [`DurableFence`] waits for an fsync, and both backends run the

@@ -102,3 +102,34 @@ impl ResourceTable for RedbTable<'_> {
         Ok(previous.map(|guard| guard.value().to_vec()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_writes_shadow_committed_data_and_are_returned() {
+        let committed = BTreeMap::from([
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec()),
+        ]);
+        let mut table = StagedTable::new(&committed);
+        assert_eq!(table.insert(b"a", b"10").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(table.remove(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(table.remove(b"b").unwrap(), None);
+        assert_eq!(table.insert(b"c", b"3").unwrap(), None);
+        assert_eq!(table.get(b"a").unwrap(), Some(b"10".to_vec()));
+        assert_eq!(table.get(b"b").unwrap(), None);
+        let writes = table.into_writes();
+        assert_eq!(
+            writes,
+            BTreeMap::from([
+                (b"a".to_vec(), Some(b"10".to_vec())),
+                (b"b".to_vec(), None),
+                (b"c".to_vec(), Some(b"3".to_vec())),
+            ])
+        );
+        // The committed map is untouched until the writes are applied.
+        assert_eq!(committed.get(b"a".as_slice()), Some(&b"1".to_vec()));
+    }
+}

@@ -75,7 +75,6 @@ pub struct FenceRecord {
 
 /// A successful admission: the decision and the output of the operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[must_use]
 pub struct Admitted<T> {
     /// The token presented, now the highest seen for the resource.
     pub token: FencingToken,
@@ -125,4 +124,79 @@ pub(crate) fn decide<E>(
         });
     }
     Ok(Some(record.highest_seen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FenceError;
+
+    fn record(lock: &str, highest_seen: u64) -> FenceRecord {
+        FenceRecord {
+            lock: lock.to_owned(),
+            highest_seen: FencingToken(highest_seen),
+        }
+    }
+
+    fn decide_plain(
+        record: Option<&FenceRecord>,
+        lock: &str,
+        token: u64,
+    ) -> Result<Option<FencingToken>, FenceError<()>> {
+        decide("resource", record, lock, FencingToken(token))
+    }
+
+    #[test]
+    fn first_presentation_has_no_previous() {
+        assert_eq!(decide_plain(None, "a", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn equal_and_higher_are_admitted_lower_is_refused() {
+        let bound = record("a", 10);
+        assert_eq!(
+            decide_plain(Some(&bound), "a", 10).unwrap(),
+            Some(FencingToken(10))
+        );
+        assert_eq!(
+            decide_plain(Some(&bound), "a", 11).unwrap(),
+            Some(FencingToken(10))
+        );
+        let refused = decide_plain(Some(&bound), "a", 9).unwrap_err();
+        assert_eq!(
+            refused.decision(),
+            Some(Decision::Refused {
+                token: FencingToken(9),
+                highest_seen: FencingToken(10)
+            })
+        );
+    }
+
+    #[test]
+    fn lock_is_compared_before_token() {
+        let bound = record("a", 10);
+        for token in [0, 10, 11] {
+            assert!(matches!(
+                decide_plain(Some(&bound), "b", token),
+                Err(FenceError::WrongLock { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn token_conversions_and_display() {
+        assert_eq!(FencingToken::from(7).get(), 7);
+        assert_eq!(u64::from(FencingToken(7)), 7);
+        assert_eq!(FencingToken(7).to_string(), "7");
+        assert!(FencingToken(1) < FencingToken(2));
+    }
+
+    #[test]
+    fn refusal_message_names_resource_and_tokens() {
+        let refused = decide_plain(Some(&record("a", 10)), "a", 9).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "fencing token 9 refused for resource \"resource\": highest seen is 10"
+        );
+    }
 }

@@ -14,8 +14,8 @@ use crate::token::{Admitted, FenceRecord, FencingToken, decide};
 /// The resource table is an ordered map in the same mutex; an operation's writes to it
 /// are staged and applied with the token only if the operation succeeds.
 ///
-/// A panic inside an operation poisons nothing: the state is only changed after the
-/// operation returned `Ok`, so the fence keeps working.
+/// A panic inside an operation leaves the fence usable: the state is only changed after
+/// the operation returned `Ok`, so the poisoned mutex is safely taken over.
 #[derive(Debug, Default)]
 pub struct MemoryFence {
     state: Mutex<MemoryState>,

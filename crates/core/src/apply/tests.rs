@@ -1,0 +1,1 @@
+//! Unit tests of `State::apply`, one per behaviour and per error path.

@@ -1,0 +1,237 @@
+//! [`State::check_invariants`]: the properties every reachable state has, written down
+//! as code (DESIGN.md, "Invariants"). `apply` runs it after every command in debug
+//! builds, and every test runs it after every step.
+//!
+//! It recomputes everything from the locks (the source of truth) and compares with the
+//! indexes and counters kept for speed, so it costs time linear in the state's size.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::state::{State, count};
+use crate::types::{FencingToken, LockMode, Response, SessionId};
+use crate::validate::{validate_name, validate_value};
+
+/// Returns early with a formatted violation when `condition` is false.
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+impl State {
+    /// Checks the state's invariants and returns the first violation found, described.
+    ///
+    /// Checked: at most one exclusive holder per lock and never exclusive with shared
+    /// (invariant 1); every grant's token is at most the last token minted, and tokens
+    /// in force are unique (2); holders and waiters are live sessions (3, 7); the head
+    /// of every wait queue cannot be granted given the holders, no session waits twice
+    /// or both holds and waits (4); no lock has neither holders nor waiters; each
+    /// session's held and waited-for locks match the locks exactly; the client-id index
+    /// matches the sessions; counters match what they count; sizes are within the
+    /// widest limits ever in force (a lowered limit refuses new admissions only); a
+    /// queued wait's remembered answer is `Queued`.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first violation. A violation is a bug in this crate (or a
+    /// corrupted snapshot), never a consequence of bad input.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let envelope = &self.limits_envelope;
+        ensure!(
+            self.limits.validate().is_ok(),
+            "limits in force are invalid"
+        );
+        ensure!(self.next_session_id >= 1, "session ids start at 1");
+        ensure!(
+            count(self.sessions.len()) <= envelope.max_sessions,
+            "{} sessions exceed every limit in force",
+            self.sessions.len()
+        );
+        ensure!(
+            count(self.locks.len()) <= envelope.max_locks,
+            "{} locks exceed every limit in force",
+            self.locks.len()
+        );
+
+        // Sessions and the client-id index.
+        ensure!(
+            self.sessions_by_client.len() == self.sessions.len(),
+            "client index has {} entries for {} sessions",
+            self.sessions_by_client.len(),
+            self.sessions.len()
+        );
+        for (&session, record) in &self.sessions {
+            ensure!(
+                session.0 >= 1 && session.0 < self.next_session_id,
+                "session {session} was never assigned"
+            );
+            ensure!(
+                self.sessions_by_client.get(&record.client_id) == Some(&session),
+                "client index does not map {:?} to session {session}",
+                record.client_id
+            );
+            ensure!(
+                (envelope.min_ttl_ms..=envelope.max_ttl_ms).contains(&record.ttl_ms),
+                "session {session} has TTL {} ms outside every limit in force",
+                record.ttl_ms
+            );
+            ensure!(
+                record.lock_count() <= envelope.max_locks_per_session,
+                "session {session} holds or waits for too many locks"
+            );
+            ensure!(
+                record.forgotten_below >= 1,
+                "session {session} forgot below 0"
+            );
+            ensure!(
+                count(record.answers.len()) <= envelope.max_pending_requests_per_session,
+                "session {session} remembers too many answers"
+            );
+            ensure!(
+                record
+                    .answers
+                    .keys()
+                    .next()
+                    .is_none_or(|&seq| seq >= record.forgotten_below),
+                "session {session} remembers an answer it forgot"
+            );
+        }
+
+        // Locks, recomputing what each session holds and waits for.
+        let mut tokens_in_force = BTreeSet::new();
+        let mut held: BTreeMap<SessionId, BTreeMap<&str, FencingToken>> = BTreeMap::new();
+        let mut waiting: BTreeMap<SessionId, BTreeSet<&str>> = BTreeMap::new();
+        let mut held_grants = 0;
+        let mut waiters = 0;
+        for (name, lock) in &self.locks {
+            ensure!(
+                validate_name(envelope.max_name_bytes, name).is_ok(),
+                "lock {name:?} has an invalid name"
+            );
+            ensure!(!lock.is_idle(), "idle lock {name:?} is not forgotten");
+            let exclusive = lock
+                .holders
+                .values()
+                .filter(|holder| holder.mode == LockMode::Exclusive)
+                .count();
+            ensure!(
+                exclusive == 0 || lock.holders.len() == 1,
+                "lock {name:?} has an exclusive holder and {} holders (invariant 1)",
+                lock.holders.len()
+            );
+            for (&token, holder) in &lock.holders {
+                ensure!(
+                    token.0 >= 1 && token.0 <= self.last_token,
+                    "lock {name:?} has token {token}, last minted is {} (invariant 2)",
+                    self.last_token
+                );
+                ensure!(
+                    tokens_in_force.insert(token),
+                    "token {token} is in force twice (invariant 2)"
+                );
+                ensure!(
+                    self.sessions.contains_key(&holder.session),
+                    "lock {name:?} is held by ended session {} (invariant 3)",
+                    holder.session
+                );
+                ensure!(
+                    validate_value(envelope.max_value_bytes, &holder.value).is_ok(),
+                    "lock {name:?} has an oversized holder value"
+                );
+                ensure!(
+                    held.entry(holder.session)
+                        .or_default()
+                        .insert(name, token)
+                        .is_none(),
+                    "session {} holds lock {name:?} twice",
+                    holder.session
+                );
+                held_grants += 1;
+            }
+            ensure!(
+                count(lock.waiters.len()) <= envelope.max_waiters_per_lock,
+                "lock {name:?} has too many waiters"
+            );
+            if let Some(head) = lock.waiters.front() {
+                ensure!(
+                    !lock.admits(head.mode),
+                    "the head of lock {name:?}'s queue could be granted (invariant 4)"
+                );
+            }
+            for waiter in &lock.waiters {
+                let session = waiter.session;
+                let Some(record) = self.sessions.get(&session) else {
+                    return Err(format!(
+                        "lock {name:?} is waited for by ended session {session} (invariants 3, 7)"
+                    ));
+                };
+                ensure!(
+                    !record.held.contains_key(name.as_str()),
+                    "session {session} both holds and waits for lock {name:?}"
+                );
+                ensure!(
+                    waiting.entry(session).or_default().insert(name),
+                    "session {session} waits for lock {name:?} twice"
+                );
+                ensure!(
+                    validate_value(envelope.max_value_bytes, &waiter.value).is_ok(),
+                    "lock {name:?} has an oversized waiter value"
+                );
+                if let Some(answer) = record.answers.get(&waiter.seq) {
+                    ensure!(
+                        *answer == Ok(Response::Queued { session }),
+                        "session {session}'s queued request {} remembers {answer:?}",
+                        waiter.seq
+                    );
+                }
+                waiters += 1;
+            }
+        }
+        for (&session, record) in &self.sessions {
+            let expected_held = held.remove(&session).unwrap_or_default();
+            ensure!(
+                record
+                    .held
+                    .iter()
+                    .map(|(name, &token)| (name.as_str(), token))
+                    .eq(expected_held),
+                "session {session}'s held locks do not match the locks"
+            );
+            let expected_waiting = waiting.remove(&session).unwrap_or_default();
+            ensure!(
+                record
+                    .waiting
+                    .iter()
+                    .map(String::as_str)
+                    .eq(expected_waiting),
+                "session {session}'s waits do not match the locks"
+            );
+        }
+        ensure!(
+            held.is_empty() && waiting.is_empty(),
+            "a lock refers to an unknown session"
+        );
+
+        // Counters.
+        ensure!(
+            self.held_grants == held_grants,
+            "held_grants is {}, counted {held_grants}",
+            self.held_grants
+        );
+        ensure!(
+            self.waiters == waiters,
+            "waiters is {}, counted {waiters}",
+            self.waiters
+        );
+        ensure!(
+            self.held_grants <= self.total_grants && self.total_grants <= self.last_token,
+            "grant counters are inconsistent: {} held, {} ever, last token {}",
+            self.held_grants,
+            self.total_grants,
+            self.last_token
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The replicated state itself: sessions, locks, wait queues, the token counter and the
+//! limits, plus the record types and small helpers that every command shares.
+//!
+//! The fields are `pub(crate)` so that the sibling modules (`apply`, `invariants`,
+//! `view`) can each own one concern; nothing outside the crate sees them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    ClientId, Error, FencingToken, Limits, LockMode, RequestId, Response, SessionId,
+};
+use crate::validate::widen;
+
+/// The whole replicated lock state: what every replica holds in memory and snapshots.
+///
+/// It changes only through [`State::apply`], which is pure and deterministic: the same
+/// commands applied to equal states give equal states, results and events on every
+/// replica. Every collection is ordered (`BTreeMap`, `VecDeque`), so iteration order, and
+/// therefore event order and the serialized form, never depends on hashing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The limits in force for new admissions.
+    pub(crate) limits: Limits,
+    /// The widest limits ever in force (largest maxima, smallest `min_ttl_ms`). Lowering a
+    /// limit leaves existing state alone, so the invariants check counts against this.
+    pub(crate) limits_envelope: Limits,
+    /// The id the next new session gets; ids are never reused.
+    pub(crate) next_session_id: u64,
+    /// The last fencing token minted (0: none yet). Never goes down.
+    pub(crate) last_token: u64,
+    /// Live sessions.
+    pub(crate) sessions: BTreeMap<SessionId, SessionRecord>,
+    /// Live sessions by their client's id (one live session per client id).
+    pub(crate) sessions_by_client: BTreeMap<ClientId, SessionId>,
+    /// Locks that are held or waited for; a lock with neither is forgotten at once.
+    pub(crate) locks: BTreeMap<String, LockRecord>,
+    /// Grants in force, over all locks.
+    pub(crate) held_grants: u64,
+    /// Queued waits, over all locks.
+    pub(crate) waiters: u64,
+    /// Grants ever made by this state.
+    pub(crate) total_grants: u64,
+    /// Sessions ever ended by `ExpireSessions`.
+    pub(crate) total_expired_sessions: u64,
+}
+
+/// One live session (lease).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    /// The id its client chose.
+    pub(crate) client_id: ClientId,
+    /// Its lease's time to live, as granted.
+    pub(crate) ttl_ms: u64,
+    /// Locks it holds, with the token of each grant.
+    pub(crate) held: BTreeMap<String, FencingToken>,
+    /// Locks it waits for.
+    pub(crate) waiting: BTreeSet<String>,
+    /// Remembered answers of `Acquire` and `Release`, by request sequence number.
+    pub(crate) answers: BTreeMap<u64, Result<Response, Error>>,
+    /// Answers below this sequence number were forgotten (the client acknowledged them).
+    pub(crate) forgotten_below: u64,
+}
+
+/// One known lock: its holders and its FIFO wait queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockRecord {
+    /// Grants in force, by token; so iteration is in grant order.
+    pub(crate) holders: BTreeMap<FencingToken, Holder>,
+    /// Waits, oldest first.
+    pub(crate) waiters: VecDeque<Waiter>,
+}
+
+/// A grant in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Holder {
+    /// The holding session.
+    pub(crate) session: SessionId,
+    /// Exclusive or shared.
+    pub(crate) mode: LockMode,
+    /// The opaque holder value.
+    pub(crate) value: Vec<u8>,
+}
+
+/// A queued wait.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Waiter {
+    /// The waiting session.
+    pub(crate) session: SessionId,
+    /// The mode it asked for.
+    pub(crate) mode: LockMode,
+    /// The value its grant will carry.
+    pub(crate) value: Vec<u8>,
+    /// The sequence number of the `Acquire` that queued it, whose remembered answer is
+    /// kept current (granted or cancelled).
+    pub(crate) seq: u64,
+}
+
+/// What the request-id check decided for an `Acquire` or `Release`.
+pub(crate) enum Dedup {
+    /// Already answered: return this answer and change nothing.
+    Replay(Result<Response, Error>),
+    /// Not seen before: act, then remember the answer.
+    Fresh,
+}
+
+impl SessionRecord {
+    /// A session with nothing held, waited for or remembered.
+    pub(crate) fn new(client_id: ClientId, ttl_ms: u64) -> SessionRecord {
+        SessionRecord {
+            client_id,
+            ttl_ms,
+            held: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            answers: BTreeMap::new(),
+            forgotten_below: 1,
+        }
+    }
+
+    /// Locks held or waited for.
+    pub(crate) fn lock_count(&self) -> u64 {
+        count(self.held.len()) + count(self.waiting.len())
+    }
+
+    /// The exactly-once check of Raft dissertation §6.3. First records the client's
+    /// acknowledgement (`first_unanswered_seq`) by forgetting the answers below it; then a
+    /// remembered request is replayed, a forgotten one refused, and a new one admitted if
+    /// there is room to remember its answer.
+    pub(crate) fn begin_request(
+        &mut self,
+        request: RequestId,
+        max_pending: u64,
+    ) -> Result<Dedup, Error> {
+        if request.first_unanswered_seq > self.forgotten_below {
+            self.forgotten_below = request.first_unanswered_seq;
+            self.answers = self.answers.split_off(&request.first_unanswered_seq);
+        }
+        if let Some(answer) = self.answers.get(&request.seq) {
+            return Ok(Dedup::Replay(answer.clone()));
+        }
+        if request.seq < self.forgotten_below {
+            return Err(Error::RequestTooOld {
+                seq: request.seq,
+                first_remembered: self.forgotten_below,
+            });
+        }
+        if count(self.answers.len()) >= max_pending {
+            return Err(Error::LimitReached(
+                crate::types::LimitKind::PendingRequestsPerSession,
+            ));
+        }
+        Ok(Dedup::Fresh)
+    }
+}
+
+impl LockRecord {
+    /// Whether an exclusive grant is in force. An exclusive holder is the only holder
+    /// (invariant 1), so looking at one holder is enough.
+    pub(crate) fn has_exclusive_holder(&self) -> bool {
+        self.holders
+            .values()
+            .next()
+            .is_some_and(|holder| holder.mode == LockMode::Exclusive)
+    }
+
+    /// Whether the current holders leave room for a grant in `mode` (ignoring the queue).
+    pub(crate) fn admits(&self, mode: LockMode) -> bool {
+        match mode {
+            LockMode::Exclusive => self.holders.is_empty(),
+            LockMode::Shared => !self.has_exclusive_holder(),
+        }
+    }
+
+    /// No holders and no waiters: the lock is forgotten.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.holders.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// A collection length as a `u64`, the unit of every limit. Lossless: `usize` is at most
+/// 64 bits on every target Rust supports.
+pub(crate) fn count(len: usize) -> u64 {
+    len as u64
+}
+
+/// The token after `last_token`, or [`Error::TokenOverflow`].
+pub(crate) fn next_token(last_token: u64) -> Result<FencingToken, Error> {
+    last_token
+        .checked_add(1)
+        .map(FencingToken)
+        .ok_or(Error::TokenOverflow)
+}
+
+impl Default for State {
+    /// An empty state with [`Limits::default`].
+    fn default() -> Self {
+        State::new(Limits::default())
+    }
+}
+
+impl State {
+    /// An empty state: no sessions, no locks, no token minted yet (the first grant gets
+    /// token 1), session ids from 1.
+    ///
+    /// # Panics
+    ///
+    /// If `limits` are invalid (see [`Limits::validate`]): configuration must be checked
+    /// before it reaches the state machine.
+    pub fn new(limits: Limits) -> State {
+        State::starting_after(limits, FencingToken(0))
+    }
+
+    /// An empty state whose first grant gets the token after `last_token`.
+    ///
+    /// For a cluster rebuilt from scratch in front of resources that have already seen
+    /// tokens up to `last_token`: tokens must never go back, whatever happened to the
+    /// cluster's data.
+    ///
+    /// # Panics
+    ///
+    /// If `limits` are invalid (see [`Limits::validate`]).
+    pub fn starting_after(limits: Limits, last_token: FencingToken) -> State {
+        if let Err(error) = limits.validate() {
+            panic!("State created with invalid limits: {error}");
+        }
+        State {
+            limits_envelope: widen(&limits, &limits),
+            limits,
+            next_session_id: 1,
+            last_token: last_token.0,
+            sessions: BTreeMap::new(),
+            sessions_by_client: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            held_grants: 0,
+            waiters: 0,
+            total_grants: 0,
+            total_expired_sessions: 0,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Read access for the server: owned snapshots ("views") of one session or lock, bounded
+//! listings, linearizable-read helpers (`is_current_grant`) and O(1) statistics. Nothing
+//! here changes the state.
+
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{LockRecord, State, count};
+use crate::types::{ClientId, FencingToken, Limits, LockMode, SessionId};
+
+/// A live session, as [`State::session`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session's id.
+    pub session: SessionId,
+    /// The id its client chose.
+    pub client_id: ClientId,
+    /// Its lease's time to live.
+    pub ttl_ms: u64,
+    /// The locks it holds with each grant's token, in lock-name order.
+    pub held: Vec<(String, FencingToken)>,
+    /// The locks it waits for, in lock-name order.
+    pub waiting: Vec<String>,
+}
+
+/// One grant in force, as [`LockView`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderView {
+    /// The holding session.
+    pub session: SessionId,
+    /// The grant's fencing token.
+    pub token: FencingToken,
+    /// Exclusive or shared.
+    pub mode: LockMode,
+    /// The opaque holder value.
+    pub value: Vec<u8>,
+    /// The holding session's client id.
+    pub client_id: ClientId,
+}
+
+/// One queued wait, as [`LockView`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterView {
+    /// The waiting session.
+    pub session: SessionId,
+    /// The mode it asked for.
+    pub mode: LockMode,
+}
+
+/// A known lock (held or waited for), as [`State::lock`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    /// The lock's name.
+    pub name: String,
+    /// Grants in force, in grant (token) order. Never empty: a queue only forms behind
+    /// a holder.
+    pub holders: Vec<HolderView>,
+    /// Waits, in queue order (the next to be granted first).
+    pub waiters: Vec<WaiterView>,
+}
+
+/// Counts of the state, each read in O(1), for metrics and the status page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Known locks (held or waited for).
+    pub locks: u64,
+    /// Grants in force.
+    pub held_grants: u64,
+    /// Queued waits.
+    pub waiters: u64,
+    /// The last fencing token minted (0: none yet).
+    pub last_token: FencingToken,
+    /// Grants ever made by this state.
+    pub total_grants: u64,
+    /// Sessions ever ended by expiry.
+    pub total_expired_sessions: u64,
+}
+
+impl State {
+    /// The limits in force for new admissions.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The last fencing token minted; `FencingToken(0)` before the first grant. The next
+    /// grant gets a larger one.
+    pub fn last_token(&self) -> FencingToken {
+        FencingToken(self.last_token)
+    }
+
+    /// A live session, or `None` if it never existed or has ended.
+    pub fn session(&self, session: SessionId) -> Option<SessionView> {
+        let record = self.sessions.get(&session)?;
+        Some(SessionView {
+            session,
+            client_id: record.client_id,
+            ttl_ms: record.ttl_ms,
+            held: record
+                .held
+                .iter()
+                .map(|(name, &token)| (name.clone(), token))
+                .collect(),
+            waiting: record.waiting.iter().cloned().collect(),
+        })
+    }
+
+    /// The live session opened by `client_id`, if any.
+    pub fn session_for_client(&self, client_id: ClientId) -> Option<SessionId> {
+        self.sessions_by_client.get(&client_id).copied()
+    }
+
+    /// Every live session with its TTL, in id order (for the leader's lease clock).
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, u64)> + '_ {
+        self.sessions
+            .iter()
+            .map(|(&session, record)| (session, record.ttl_ms))
+    }
+
+    /// A known lock, or `None` if no one holds or waits for it.
+    pub fn lock(&self, name: &str) -> Option<LockView> {
+        let lock = self.locks.get(name)?;
+        Some(self.lock_view(name, lock))
+    }
+
+    /// Up to `limit` known locks whose names start with `prefix`, in name order,
+    /// starting after `start_after` if given (for paging), and whether more follow.
+    ///
+    /// Bounded work: one ordered-map seek, then at most `limit + 1` steps.
+    pub fn locks_with_prefix(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<LockView>, bool) {
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut matching = self
+            .locks
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix));
+        let views = matching
+            .by_ref()
+            .take(limit)
+            .map(|(name, lock)| self.lock_view(name, lock))
+            .collect();
+        let more = matching.next().is_some();
+        (views, more)
+    }
+
+    /// Whether `token` is a grant in force on lock `name`: what `Verify` answers.
+    ///
+    /// Advisory: a holder that verifies and then pauses may be stale by the time it
+    /// acts; only the protected resource's own token check is safe.
+    pub fn is_current_grant(&self, name: &str, token: FencingToken) -> bool {
+        self.locks
+            .get(name)
+            .is_some_and(|lock| lock.holders.contains_key(&token))
+    }
+
+    /// Counts of the state, in O(1).
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sessions: count(self.sessions.len()),
+            locks: count(self.locks.len()),
+            held_grants: self.held_grants,
+            waiters: self.waiters,
+            last_token: FencingToken(self.last_token),
+            total_grants: self.total_grants,
+            total_expired_sessions: self.total_expired_sessions,
+        }
+    }
+
+    fn lock_view(&self, name: &str, lock: &LockRecord) -> LockView {
+        LockView {
+            name: name.to_owned(),
+            holders: lock
+                .holders
+                .iter()
+                .map(|(&token, holder)| HolderView {
+                    session: holder.session,
+                    token,
+                    mode: holder.mode,
+                    value: holder.value.clone(),
+                    client_id: self.sessions[&holder.session].client_id,
+                })
+                .collect(),
+            waiters: lock
+                .waiters
+                .iter()
+                .map(|waiter| WaiterView {
+                    session: waiter.session,
+                    mode: waiter.mode,
+                })
+                .collect(),
+        }
+    }
+}

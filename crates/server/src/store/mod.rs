@@ -7,6 +7,15 @@
 //! reader that checks the state and registers interest under the same lock never misses
 //! a change.
 
+pub mod error;
+pub mod log;
+pub mod snapshot;
+pub mod state_machine;
+
+pub use error::StoreError;
+pub use log::{LogStore, LogStoreOptions};
+pub use state_machine::{StateMachineSnapshotBuilder, StateMachineStore};
+
 use crate::raft::{LogId, StoredMembership};
 use fencelock_core::{Event, State};
 use std::sync::{Arc, RwLock};

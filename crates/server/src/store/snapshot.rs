@@ -1,0 +1,242 @@
+//! Snapshot files: their byte format, and the directory that keeps the newest one.
+//!
+//! A snapshot is `{meta, state}` postcard-encoded behind a fixed header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `FLSN` |
+//! | 1 | format version ([`FORMAT_VERSION`]) |
+//! | 4 | CRC-32 (IEEE) of the payload, little endian |
+//! | 8 | payload length in bytes, little endian |
+//! | n | payload: postcard of `{meta: SnapshotMeta, state: State}` |
+//!
+//! The same bytes are the file on disk and the data openraft sends to followers, so a
+//! follower checks what it received exactly as start-up checks a file.
+//!
+//! Files are named `snapshot-<term>-<index>.bin` after the last log id they include. They
+//! are written as `<name>.tmp`, fsynced, renamed, and the directory fsynced; then every
+//! other snapshot file is deleted.
+
+use super::StoreError;
+use crate::raft::{NodeId, PeerNode};
+use fencelock_core::State;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Snapshot metadata with fencelock's node types.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
+
+/// The version byte written in every snapshot header. Bump it when the payload changes
+/// shape; older versions are refused rather than misread.
+pub const FORMAT_VERSION: u8 = 1;
+
+const MAGIC: [u8; 4] = *b"FLSN";
+const HEADER_BYTES: usize = MAGIC.len() + 1 + 4 + 8;
+const FILE_PREFIX: &str = "snapshot-";
+const FILE_SUFFIX: &str = ".bin";
+const TMP_SUFFIX: &str = ".tmp";
+
+#[derive(Serialize)]
+struct ContentRef<'a> {
+    meta: &'a SnapshotMeta,
+    state: &'a State,
+}
+
+/// A decoded snapshot.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotContent {
+    /// The last log id and membership it includes, and its id.
+    pub meta: SnapshotMeta,
+    /// The state machine as of `meta.last_log_id`.
+    pub state: State,
+}
+
+/// Encode a snapshot of `state` described by `meta`, header and checksum included.
+///
+/// # Errors
+/// Only if postcard cannot encode the state (a bug).
+pub fn encode(meta: &SnapshotMeta, state: &State) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = postcard::to_extend(&ContentRef { meta, state }, vec![0; HEADER_BYTES])
+        .map_err(|source| StoreError::Encode {
+            what: "snapshot",
+            source,
+        })?;
+    let payload_len = (bytes.len() - HEADER_BYTES) as u64;
+    let checksum = crc32fast::hash(&bytes[HEADER_BYTES..]);
+    let header = &mut bytes[..HEADER_BYTES];
+    header[..4].copy_from_slice(&MAGIC);
+    header[4] = FORMAT_VERSION;
+    header[5..9].copy_from_slice(&checksum.to_le_bytes());
+    header[9..17].copy_from_slice(&payload_len.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Check and decode snapshot bytes made by [`encode`].
+///
+/// # Errors
+/// A description of what is wrong: truncated, bad magic, unknown version, wrong length,
+/// checksum mismatch, or an undecodable payload.
+pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, String> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(format!(
+            "{} bytes, shorter than the {HEADER_BYTES}-byte header",
+            bytes.len()
+        ));
+    }
+    let (header, payload) = bytes.split_at(HEADER_BYTES);
+    if header[..4] != MAGIC {
+        return Err("not a fencelock snapshot (bad magic)".to_owned());
+    }
+    if header[4] != FORMAT_VERSION {
+        return Err(format!(
+            "format version {} (this build reads {FORMAT_VERSION})",
+            header[4]
+        ));
+    }
+    let checksum = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
+    let payload_len = u64::from_le_bytes(header[9..17].try_into().expect("8 bytes"));
+    if payload_len != payload.len() as u64 {
+        return Err(format!(
+            "header says {payload_len} payload bytes, found {}",
+            payload.len()
+        ));
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != checksum {
+        return Err(format!(
+            "checksum mismatch (header {checksum:08x}, payload {actual:08x})"
+        ));
+    }
+    let (content, rest) = postcard::take_from_bytes::<SnapshotContent>(payload)
+        .map_err(|e| format!("payload does not decode: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes after the payload", rest.len()));
+    }
+    Ok(content)
+}
+
+/// The directory holding the newest snapshot file.
+#[derive(Debug)]
+pub(crate) struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    /// Create `dir` if needed and delete temporary files left by an interrupted write.
+    pub(crate) fn open(dir: &Path) -> Result<SnapshotDir, StoreError> {
+        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        let snapshot_dir = SnapshotDir {
+            dir: dir.to_owned(),
+        };
+        for name in snapshot_dir.file_names()? {
+            if name.ends_with(TMP_SUFFIX) {
+                let path = dir.join(&name);
+                fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            }
+        }
+        Ok(snapshot_dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file name for the snapshot described by `meta`.
+    pub(crate) fn file_path(&self, meta: &SnapshotMeta) -> PathBuf {
+        let (term, index) = meta
+            .last_log_id
+            .map_or((0, 0), |id| (id.leader_id.term, id.index));
+        self.dir
+            .join(format!("{FILE_PREFIX}{term}-{index}{FILE_SUFFIX}"))
+    }
+
+    /// Durably replace the directory's snapshot with `bytes`, described by `meta`.
+    pub(crate) fn write(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.file_path(meta);
+        let mut tmp_name = path.clone().into_os_string();
+        tmp_name.push(TMP_SUFFIX);
+        let tmp = PathBuf::from(tmp_name);
+        {
+            let mut file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+            file.write_all(bytes).map_err(StoreError::io(&tmp))?;
+            file.sync_all().map_err(StoreError::io(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+        self.sync()?;
+        for (_, _, other) in self.snapshot_files()? {
+            if other != path {
+                fs::remove_file(&other).map_err(StoreError::io(&other))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the file of the snapshot described by `meta`.
+    pub(crate) fn read(&self, meta: &SnapshotMeta) -> Result<Vec<u8>, StoreError> {
+        let path = self.file_path(meta);
+        fs::read(&path).map_err(StoreError::io(&path))
+    }
+
+    /// Load and check the newest snapshot file, if there is one.
+    ///
+    /// # Errors
+    /// The newest file is damaged ([`StoreError::CorruptSnapshotFile`] names it); an older
+    /// file is never used in its place.
+    pub(crate) fn load_newest(&self) -> Result<Option<SnapshotContent>, StoreError> {
+        let Some((term, index, path)) = self.snapshot_files()?.into_iter().max() else {
+            return Ok(None);
+        };
+        let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+        let corrupt = |reason: String| StoreError::CorruptSnapshotFile {
+            path: path.clone(),
+            reason,
+        };
+        let content = decode(&bytes).map_err(corrupt)?;
+        let named = content
+            .meta
+            .last_log_id
+            .map_or((0, 0), |id| (id.leader_id.term, id.index));
+        if named != (term, index) {
+            return Err(corrupt(format!(
+                "it holds last log id {:?}, its name says term {term} index {index}",
+                content.meta.last_log_id
+            )));
+        }
+        Ok(Some(content))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(StoreError::io(&self.dir))
+    }
+
+    fn file_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        for item in fs::read_dir(&self.dir).map_err(StoreError::io(&self.dir))? {
+            let item = item.map_err(StoreError::io(&self.dir))?;
+            if let Ok(name) = item.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// `(term, index, path)` of every complete snapshot file.
+    fn snapshot_files(&self) -> Result<Vec<(u64, u64, PathBuf)>, StoreError> {
+        Ok(self
+            .file_names()?
+            .into_iter()
+            .filter_map(|name| {
+                let (term, index) = name
+                    .strip_prefix(FILE_PREFIX)?
+                    .strip_suffix(FILE_SUFFIX)?
+                    .split_once('-')?;
+                let (term, index) = (term.parse().ok()?, index.parse().ok()?);
+                Some((term, index, self.dir.join(name)))
+            })
+            .collect())
+    }
+}

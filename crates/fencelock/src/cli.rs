@@ -1,0 +1,325 @@
+//! The command line: clap types for `fencelock` and its subcommands, and how `serve`'s
+//! flags, environment variables and config file become a [`ServerConfig`].
+//!
+//! Precedence for `serve`: a flag (or its `FENCELOCK_*` environment variable) beats the
+//! `--config` file, which beats the built-in defaults.
+//!
+//! # The config file
+//!
+//! TOML whose keys are [`ServerConfig`]'s field names; every key is optional and an
+//! unknown key is an error. Durations are written in milliseconds. The complete list,
+//! with the defaults, is `crates/fencelock/fencelock.example.toml`:
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `node_id` | this node's Raft id (>= 1) | `1` |
+//! | `listen` | client gRPC listener | `"127.0.0.1:7001"` |
+//! | `peer_listen` | peer (Raft) listener | `"127.0.0.1:7101"` |
+//! | `peer_advertise` | peer address given to other nodes | `peer_listen` |
+//! | `client_advertise` | client address given to clients | `listen` |
+//! | `admin_listen` | admin HTTP listener (omit the key for the default; see `--no-admin`) | `"127.0.0.1:7201"` |
+//! | `data_dir` | Raft log and snapshots | `"fencelock-data"` |
+//! | `bootstrap` | `"Join"`, or `{ Members = { 1 = "host:port", ... } }` (empty: single node) | single node |
+//! | `heartbeat_interval` | Raft heartbeat, ms | `100` |
+//! | `election_timeout` | Raft election timeout (lower bound), ms | `500` |
+//! | `snapshot_every_entries` | applied entries between snapshots | `10000` |
+//! | `log_entries_kept_after_snapshot` | log kept behind a snapshot | `5000` |
+//! | `max_batch_commands` | commands per Raft entry | `1024` |
+//! | `max_queued_commands` | commands queued for the proposer | `100000` |
+//! | `expiry_tick` | how often the leader looks for expired sessions, ms | `50` |
+//! | `request_timeout` | how long a request may wait for Raft, ms | `5000` |
+//! | `max_message_bytes` | largest client gRPC message | `65536` |
+//! | `max_list_page` | largest `List` page | `1000` |
+//! | `max_watchers` | open watch streams | `10000` |
+//! | `watch_buffer` | events buffered per watcher | `1024` |
+//! | `max_keepalive_streams` | live keepalive streams | `10000` |
+//! | `[limits]` | the replicated limits (all ten keys must be given when the table is) | see the example |
+
+use anyhow::{Context, bail};
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand};
+use fencelock_server::config::{Bootstrap, ServerConfig};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// `fencelock`: a distributed lock service with fencing tokens.
+#[derive(Debug, Parser)]
+#[command(name = "fencelock", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter, e.g. `debug` or `info,openraft=warn` (default: `RUST_LOG`, else `info`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a server node (with no flags: a single-node cluster on 127.0.0.1 with its
+    /// data in ./fencelock-data).
+    Serve(ServeArgs),
+}
+
+/// The flags of `fencelock serve`. Each one overrides the same setting of `--config`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file of server settings (keys: the `ServerConfig` field names; see
+    /// fencelock.example.toml). Flags override it.
+    #[arg(long, value_name = "FILE", env = "FENCELOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id (>= 1) [default: 1].
+    #[arg(long, value_name = "ID", env = "FENCELOCK_ID")]
+    pub id: Option<u64>,
+    /// Client (gRPC) listen address [default: 127.0.0.1:7001].
+    #[arg(long, value_name = "ADDR", env = "FENCELOCK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Peer (Raft) listen address [default: this node's address in --peers, else
+    /// 127.0.0.1:7101].
+    #[arg(long, value_name = "ADDR", env = "FENCELOCK_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Admin HTTP listen address (/health, /metrics, /status, status page) [default:
+    /// 127.0.0.1:7201].
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "FENCELOCK_ADMIN",
+        conflicts_with = "no_admin"
+    )]
+    pub admin: Option<SocketAddr>,
+    /// Do not serve the admin HTTP port.
+    #[arg(long, env = "FENCELOCK_NO_ADMIN", value_parser = BoolishValueParser::new())]
+    pub no_admin: bool,
+    /// Client address given out to clients (e.g. in "not leader" redirects) [default:
+    /// --listen].
+    #[arg(long, value_name = "HOST:PORT", env = "FENCELOCK_ADVERTISE_CLIENT", value_parser = parse_host_port)]
+    pub advertise_client: Option<String>,
+    /// Peer address other nodes use for this one [default: --peer-listen].
+    #[arg(long, value_name = "HOST:PORT", env = "FENCELOCK_ADVERTISE_PEER", value_parser = parse_host_port)]
+    pub advertise_peer: Option<String>,
+    /// Data directory (Raft log and snapshots) [default: ./fencelock-data].
+    #[arg(long, value_name = "DIR", env = "FENCELOCK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The initial voters, `ID=HOST:PORT` of each peer listener, comma-separated,
+    /// including this node: e.g. `1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103`.
+    /// Start every initial node with the same list. Used at first start only.
+    #[arg(long, value_name = "ID=ADDR,...", env = "FENCELOCK_PEERS", value_parser = parse_peers,
+          conflicts_with = "join")]
+    pub peers: Option<Peers>,
+    /// Start empty and wait to be added to an existing cluster (`AddMember`).
+    #[arg(long, env = "FENCELOCK_JOIN", value_parser = BoolishValueParser::new())]
+    pub join: bool,
+    /// Raft heartbeat interval in milliseconds [default: 100].
+    #[arg(long, value_name = "MS", env = "FENCELOCK_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout (lower bound) in milliseconds; must exceed twice the
+    /// heartbeat [default: 500].
+    #[arg(long, value_name = "MS", env = "FENCELOCK_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Take a snapshot every this many applied entries [default: 10000].
+    #[arg(long, value_name = "ENTRIES", env = "FENCELOCK_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+}
+
+/// The parsed value of `--peers`: node id → peer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers(pub BTreeMap<u64, String>);
+
+/// Parses `--peers`: `ID=HOST:PORT` items separated by commas.
+///
+/// # Errors
+/// A message naming the bad item: an id that is not a number >= 1, an address that is
+/// not `host:port`, or an id or address given twice.
+pub fn parse_peers(text: &str) -> Result<Peers, String> {
+    let mut members = BTreeMap::new();
+    for item in text.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err("empty item in the list (expected ID=HOST:PORT,...)".into());
+        }
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` in `{item}` is not a node id (a number >= 1)"))?;
+        if id == 0 {
+            return Err(format!("node id 0 in `{item}`: ids start at 1"));
+        }
+        let addr = parse_host_port(addr.trim()).map_err(|e| format!("`{item}`: {e}"))?;
+        if let Some((other, _)) = members.iter().find(|(_, a)| **a == addr) {
+            return Err(format!(
+                "nodes {other} and {id} have the same address {addr}"
+            ));
+        }
+        if members.insert(id, addr).is_some() {
+            return Err(format!("node id {id} is given twice"));
+        }
+    }
+    Ok(Peers(members))
+}
+
+/// Checks a `host:port` address (host: a name, an IPv4 address or a bracketed IPv6
+/// address; port: 1..=65535).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse_host_port(text: &str) -> Result<String, String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address `{text}` has no port (expected HOST:PORT)"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("address `{text}` has a bad port `{port}`")),
+    }
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if !name_ok {
+        return Err(format!("address `{text}` has a bad host `{host}`"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A config file: the settings it gives, and which keys it named.
+struct FileConfig {
+    config: ServerConfig,
+    has_peer_listen: bool,
+}
+
+/// Reads a TOML config file.
+///
+/// # Errors
+/// The file cannot be read, is not TOML, names an unknown key, or has a value of the
+/// wrong type; the message names the file and, from the TOML parser, the line.
+pub fn load_config_file(path: &Path) -> anyhow::Result<ServerConfig> {
+    Ok(read_config_file(path)?.config)
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse_config_text(&text).with_context(|| format!("in config file {}", path.display()))
+}
+
+/// Parses the text of a config file (see the module docs for the keys).
+///
+/// # Errors
+/// Not TOML, an unknown key, or a value of the wrong type.
+pub fn parse_config(text: &str) -> anyhow::Result<ServerConfig> {
+    Ok(parse_config_text(text)?.config)
+}
+
+fn parse_config_text(text: &str) -> anyhow::Result<FileConfig> {
+    let config: ServerConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(FileConfig {
+        config,
+        has_peer_listen: table.contains_key("peer_listen"),
+    })
+}
+
+impl ServeArgs {
+    /// The node configuration these flags describe: the defaults, then the `--config`
+    /// file, then the flags; checked with [`ServerConfig::validate`].
+    ///
+    /// When no peer listener is set (by flag or file) and `--peers` gives this node an
+    /// IP address, the node listens on that address.
+    ///
+    /// # Errors
+    /// An unreadable or bad config file, or a configuration that does not validate.
+    pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+        let (mut config, mut peer_listen_set) = match &self.config {
+            Some(path) => {
+                let file = read_config_file(path)?;
+                (file.config, file.has_peer_listen)
+            }
+            None => (ServerConfig::default(), false),
+        };
+        if let Some(id) = self.id {
+            config.node_id = id;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(peer_listen) = self.peer_listen {
+            config.peer_listen = peer_listen;
+            peer_listen_set = true;
+        }
+        if let Some(admin) = self.admin {
+            config.admin_listen = Some(admin);
+        }
+        if self.no_admin {
+            config.admin_listen = None;
+        }
+        if let Some(addr) = &self.advertise_client {
+            config.client_advertise = Some(addr.clone());
+        }
+        if let Some(addr) = &self.advertise_peer {
+            config.peer_advertise = Some(addr.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(Peers(members)) = &self.peers {
+            config.bootstrap = Bootstrap::Members(members.clone());
+        }
+        if self.join {
+            config.bootstrap = Bootstrap::Join;
+        }
+        if let Some(ms) = self.heartbeat_ms {
+            config.heartbeat_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.election_timeout_ms {
+            config.election_timeout = Duration::from_millis(ms);
+        }
+        if let Some(entries) = self.snapshot_every {
+            config.snapshot_every_entries = entries;
+        }
+        let own_peer_addr = match &config.bootstrap {
+            Bootstrap::Members(members) if !peer_listen_set => members
+                .get(&config.node_id)
+                .and_then(|a| a.parse::<SocketAddr>().ok()),
+            _ => None,
+        };
+        if let Some(own) = own_peer_addr {
+            config.peer_listen = own;
+        }
+        if let Err(problem) = config.validate() {
+            bail!("invalid configuration: {problem}");
+        }
+        Ok(config)
+    }
+}
+
+/// Installs the log subscriber (stderr): `filter` if given, else `RUST_LOG`, else `info`.
+///
+/// # Errors
+/// A filter that does not parse.
+pub fn init_logging(filter: Option<&str>) -> anyhow::Result<()> {
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).with_context(|| format!("bad --log-level `{f}`"))?,
+        None => match std::env::var("RUST_LOG") {
+            Ok(f) if !f.trim().is_empty() => {
+                EnvFilter::try_new(&f).with_context(|| format!("bad RUST_LOG `{f}`"))?
+            }
+            _ => EnvFilter::new("info"),
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}

@@ -1,0 +1,388 @@
+//! Prometheus metrics: one process-wide recorder, the names of every metric the server
+//! exports, and the helpers the rest of the server calls to record them.
+//!
+//! The recorder is built on first use and also installed as the `metrics` crate's global
+//! recorder (unless another one already is), so `metrics::counter!` anywhere in the
+//! process reaches it. The helpers here always record into this recorder, whatever the
+//! global one is.
+//!
+//! Node-level gauges (term, indexes, state-machine sizes) are set from a
+//! [`NodeStatus`] by [`render`] right before the text is produced, and carry a
+//! `node="<id>"` label, because tests run several nodes in one process.
+
+use crate::node::NodeStatus;
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    describe_counter, describe_gauge, describe_histogram,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+/// Counter: client requests answered, by gRPC `method` and status `code`.
+pub const REQUESTS_TOTAL: &str = "fencelock_requests_total";
+/// Histogram: time to answer a client request, by gRPC `method`, in seconds.
+pub const REQUEST_DURATION_SECONDS: &str = "fencelock_request_duration_seconds";
+/// Counter: lock grants (fencing tokens minted).
+pub const GRANTS_TOTAL: &str = "fencelock_grants_total";
+/// Counter: sessions ended by expiry.
+pub const SESSIONS_EXPIRED_TOTAL: &str = "fencelock_sessions_expired_total";
+/// Counter: Raft entries proposed by this node's proposer.
+pub const RAFT_ENTRIES_PROPOSED_TOTAL: &str = "fencelock_raft_entries_proposed_total";
+/// Histogram: commands packed into one proposed Raft entry.
+pub const PROPOSAL_BATCH_SIZE: &str = "fencelock_proposal_batch_size";
+
+/// Gauge: the node's current Raft term.
+pub const RAFT_TERM: &str = "fencelock_raft_term";
+/// Gauge: the leader this node knows of (0 when it knows none).
+pub const RAFT_LEADER_ID: &str = "fencelock_raft_leader_id";
+/// Gauge: 1 when this node is the leader, else 0.
+pub const IS_LEADER: &str = "fencelock_is_leader";
+/// Gauge: the highest log index known committed.
+pub const RAFT_COMMIT_INDEX: &str = "fencelock_raft_commit_index";
+/// Gauge: the highest log index applied to the state machine.
+pub const RAFT_APPLIED_INDEX: &str = "fencelock_raft_applied_index";
+/// Gauge: the highest log index in this node's log.
+pub const RAFT_LAST_LOG_INDEX: &str = "fencelock_raft_last_log_index";
+/// Gauge: live sessions in the applied state.
+pub const SESSIONS: &str = "fencelock_sessions";
+/// Gauge: locks known (held or waited for) in the applied state.
+pub const LOCKS: &str = "fencelock_locks";
+/// Gauge: grants currently held in the applied state.
+pub const HELD_GRANTS: &str = "fencelock_held_grants";
+/// Gauge: queued waiters in the applied state.
+pub const WAITERS: &str = "fencelock_waiters";
+/// Gauge: the last fencing token minted.
+pub const LAST_TOKEN: &str = "fencelock_last_token";
+/// Gauge: cluster members (voters and learners) in the membership this node knows.
+pub const MEMBERS: &str = "fencelock_members";
+
+/// Bucket bounds of [`REQUEST_DURATION_SECONDS`]: 100 µs to 10 s.
+pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Bucket bounds of [`PROPOSAL_BATCH_SIZE`]: 1 to 4096 commands.
+pub const PROPOSAL_BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// How often buffered histogram samples are folded in when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Exporter {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+static INSTALL: Once = Once::new();
+
+fn build() -> Exporter {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(REQUEST_DURATION_SECONDS.to_owned()),
+            REQUEST_DURATION_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PROPOSAL_BATCH_SIZE.to_owned()),
+                PROPOSAL_BATCH_BUCKETS,
+            )
+        })
+        .expect("bucket lists are constant and non-empty")
+        .build_recorder();
+    let handle = recorder.handle();
+    Exporter { recorder, handle }
+}
+
+fn exporter() -> &'static Exporter {
+    let exporter = EXPORTER.get_or_init(build);
+    INSTALL.call_once(|| {
+        metrics::with_local_recorder(&exporter.recorder, describe_all);
+        if metrics::set_global_recorder(Forward).is_err() {
+            tracing::warn!(
+                "another metrics recorder is installed globally; only fencelock's own \
+                 metrics helpers reach /metrics"
+            );
+        }
+        let handle = exporter.handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fencelock-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    handle.run_upkeep();
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "could not start the metrics upkeep thread; histograms are folded in at each scrape only");
+        }
+    });
+    exporter
+}
+
+/// Runs `f` with fencelock's recorder as the current one, whatever the global one is.
+fn with_ours<T>(f: impl FnOnce() -> T) -> T {
+    metrics::with_local_recorder(&exporter().recorder, f)
+}
+
+/// The global recorder: forwards everything to fencelock's Prometheus recorder.
+struct Forward;
+
+impl Recorder for Forward {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        exporter().recorder.describe_counter(key, unit, description);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        exporter().recorder.describe_gauge(key, unit, description);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        exporter()
+            .recorder
+            .describe_histogram(key, unit, description);
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        exporter().recorder.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        exporter().recorder.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        exporter().recorder.register_histogram(key, metadata)
+    }
+}
+
+fn describe_all() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Client requests answered, by gRPC method and status code."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to answer a client request, by gRPC method."
+    );
+    describe_counter!(
+        GRANTS_TOTAL,
+        Unit::Count,
+        "Lock grants made (fencing tokens minted)."
+    );
+    describe_counter!(
+        SESSIONS_EXPIRED_TOTAL,
+        Unit::Count,
+        "Sessions ended because their lease expired."
+    );
+    describe_counter!(
+        RAFT_ENTRIES_PROPOSED_TOTAL,
+        Unit::Count,
+        "Raft entries proposed by this node."
+    );
+    describe_histogram!(
+        PROPOSAL_BATCH_SIZE,
+        Unit::Count,
+        "Commands packed into one proposed Raft entry."
+    );
+    describe_gauge!(RAFT_TERM, Unit::Count, "The node's current Raft term.");
+    describe_gauge!(
+        RAFT_LEADER_ID,
+        Unit::Count,
+        "Id of the leader this node knows of; 0 when it knows none."
+    );
+    describe_gauge!(
+        IS_LEADER,
+        Unit::Count,
+        "1 when this node is the leader, else 0."
+    );
+    describe_gauge!(
+        RAFT_COMMIT_INDEX,
+        Unit::Count,
+        "Highest Raft log index known committed."
+    );
+    describe_gauge!(
+        RAFT_APPLIED_INDEX,
+        Unit::Count,
+        "Highest Raft log index applied to the state machine."
+    );
+    describe_gauge!(
+        RAFT_LAST_LOG_INDEX,
+        Unit::Count,
+        "Highest Raft log index in this node's log."
+    );
+    describe_gauge!(SESSIONS, Unit::Count, "Live sessions in the applied state.");
+    describe_gauge!(
+        LOCKS,
+        Unit::Count,
+        "Locks held or waited for in the applied state."
+    );
+    describe_gauge!(
+        HELD_GRANTS,
+        Unit::Count,
+        "Grants currently held in the applied state."
+    );
+    describe_gauge!(
+        WAITERS,
+        Unit::Count,
+        "Queued lock waiters in the applied state."
+    );
+    describe_gauge!(
+        LAST_TOKEN,
+        Unit::Count,
+        "The last fencing token minted (exact up to 2^53)."
+    );
+    describe_gauge!(
+        MEMBERS,
+        Unit::Count,
+        "Cluster members (voters and learners) this node knows."
+    );
+}
+
+/// The process-wide Prometheus handle; builds and installs the recorder on first call.
+pub fn handle() -> &'static PrometheusHandle {
+    &exporter().handle
+}
+
+/// Records one answered client request: counts it under `method` and `code` (the gRPC
+/// status code name, e.g. `"Ok"`, `"Unavailable"`) and observes its duration.
+pub fn record_request(method: &'static str, code: &'static str, elapsed: Duration) {
+    with_ours(|| {
+        metrics::counter!(REQUESTS_TOTAL, "method" => method, "code" => code).increment(1);
+        metrics::histogram!(REQUEST_DURATION_SECONDS, "method" => method)
+            .record(elapsed.as_secs_f64());
+    });
+}
+
+/// Counts `count` lock grants. Call it where the grants are decided once per cluster
+/// (on the leader, from the applied results of its own proposals), so that summing over
+/// nodes does not count a grant once per replica.
+pub fn record_grants(count: usize) {
+    with_ours(|| metrics::counter!(GRANTS_TOTAL).increment(count as u64));
+}
+
+/// Counts `count` sessions ended by expiry (on the leader, which decides expiry).
+pub fn record_expired(count: usize) {
+    with_ours(|| metrics::counter!(SESSIONS_EXPIRED_TOTAL).increment(count as u64));
+}
+
+/// Records one proposed Raft entry that packs `batch_size` commands.
+pub fn record_batch(batch_size: usize) {
+    with_ours(|| {
+        metrics::counter!(RAFT_ENTRIES_PROPOSED_TOTAL).increment(1);
+        metrics::histogram!(PROPOSAL_BATCH_SIZE).record(batch_size as f64);
+    });
+}
+
+/// Sets the node gauges from `status` (labelled `node="<id>"`) and renders every metric
+/// of the process in the Prometheus text format (version 0.0.4).
+pub fn render(status: &NodeStatus) -> String {
+    let node = status.node_id.to_string();
+    with_ours(|| {
+        let set = |name: &'static str, value: u64| {
+            metrics::gauge!(name, "node" => node.clone()).set(value as f64);
+        };
+        set(RAFT_TERM, status.term);
+        set(RAFT_LEADER_ID, status.leader_id.unwrap_or(0));
+        set(IS_LEADER, u64::from(status.state == "Leader"));
+        set(RAFT_COMMIT_INDEX, status.commit_index);
+        set(RAFT_APPLIED_INDEX, status.applied_index);
+        set(RAFT_LAST_LOG_INDEX, status.last_log_index);
+        set(SESSIONS, status.sessions);
+        set(LOCKS, status.locks);
+        set(HELD_GRANTS, status.held_grants);
+        set(WAITERS, status.waiters);
+        set(LAST_TOKEN, status.last_token);
+        set(MEMBERS, status.members.len() as u64);
+    });
+    handle().render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::MemberStatus;
+
+    fn status(node_id: u64, state: &str) -> NodeStatus {
+        NodeStatus {
+            node_id,
+            state: state.into(),
+            leader_id: Some(1),
+            leader_client_addr: Some("127.0.0.1:7001".into()),
+            term: 7,
+            last_log_index: 42,
+            commit_index: 41,
+            applied_index: 40,
+            members: vec![MemberStatus {
+                id: 1,
+                peer_addr: "127.0.0.1:7101".into(),
+                client_addr: Some("127.0.0.1:7001".into()),
+                voter: true,
+            }],
+            sessions: 3,
+            locks: 2,
+            held_grants: 2,
+            waiters: 1,
+            last_token: 99,
+            total_grants: 99,
+            total_expired_sessions: 0,
+        }
+    }
+
+    #[test]
+    fn render_sets_labelled_gauges_per_node() {
+        let _ = render(&status(1, "Leader"));
+        let text = render(&status(2, "Follower"));
+        assert!(text.contains("fencelock_raft_term{node=\"1\"} 7"), "{text}");
+        assert!(text.contains("fencelock_is_leader{node=\"1\"} 1"), "{text}");
+        assert!(text.contains("fencelock_is_leader{node=\"2\"} 0"), "{text}");
+        assert!(
+            text.contains("fencelock_last_token{node=\"2\"} 99"),
+            "{text}"
+        );
+        assert!(text.contains("fencelock_members{node=\"2\"} 1"), "{text}");
+        assert!(text.contains("# HELP fencelock_waiters"), "{text}");
+    }
+
+    #[test]
+    fn request_helpers_reach_the_exporter() {
+        record_request("Acquire", "Ok", Duration::from_micros(300));
+        record_request("Acquire", "Ok", Duration::from_millis(3));
+        record_batch(5);
+        record_grants(2);
+        record_expired(1);
+        let text = handle().render();
+        assert!(
+            text.contains("fencelock_requests_total{method=\"Acquire\",code=\"Ok\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fencelock_request_duration_seconds_bucket{method=\"Acquire\",le=\"0.0001\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fencelock_request_duration_seconds_bucket{method=\"Acquire\",le=\"10\"}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_proposal_batch_size_bucket{le=\"8\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE fencelock_grants_total counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn plain_macros_reach_the_exporter_through_the_global_recorder() {
+        let _ = handle();
+        metrics::counter!("fencelock_test_global_total").increment(3);
+        assert!(handle().render().contains("fencelock_test_global_total 3"));
+    }
+}

@@ -174,7 +174,8 @@ pub enum Response {
     },
     /// Not granted and not queued (`WaitPolicy::NoWait`).
     WouldBlock {
-        /// The session that asked (useful for `AcquireWithLease`).
+        /// The session that asked. For an `AcquireWithLease` that found no live session
+        /// for its client id, no session is created and this is `SessionId(0)`.
         session: SessionId,
     },
     /// The wait was withdrawn; nothing is held.

@@ -50,6 +50,37 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Checks a lock name against these limits: 1..=`max_name_bytes` bytes of UTF-8
+    /// without control characters. The server may call it to refuse a bad name before
+    /// proposing anything; the state machine checks again when it applies.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] saying what is wrong.
+    pub fn check_name(&self, name: &str) -> Result<(), Error> {
+        validate_name(self.max_name_bytes, name)
+    }
+
+    /// Checks a holder value's length against `max_value_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ValueTooLarge`].
+    pub fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        validate_value(self.max_value_bytes, value)
+    }
+
+    /// Checks a session TTL against `[min_ttl_ms, max_ttl_ms]`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTtl`].
+    pub fn check_ttl(&self, ttl_ms: u64) -> Result<(), Error> {
+        validate_ttl(self, ttl_ms)
+    }
+}
+
 /// The widest of two sets of limits: the larger of each maximum, the smaller minimum TTL.
 /// Used to keep the envelope that existing state is checked against.
 pub(crate) fn widen(a: &Limits, b: &Limits) -> Limits {
@@ -179,6 +210,24 @@ mod tests {
             validate_name(8, "a\u{85}"),
             Err(Error::InvalidName(_))
         ));
+    }
+
+    #[test]
+    fn public_checks_use_the_limits() {
+        let limits = Limits {
+            max_name_bytes: 3,
+            max_value_bytes: 1,
+            ..Limits::default()
+        };
+        assert_eq!(limits.check_name("abc"), Ok(()));
+        assert!(matches!(
+            limits.check_name("abcd"),
+            Err(Error::InvalidName(_))
+        ));
+        assert_eq!(limits.check_value(b"a"), Ok(()));
+        assert!(limits.check_value(b"ab").is_err());
+        assert_eq!(limits.check_ttl(limits.min_ttl_ms), Ok(()));
+        assert!(limits.check_ttl(0).is_err());
     }
 
     #[test]

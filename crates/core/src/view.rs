@@ -71,8 +71,8 @@ pub struct Stats {
     pub held_grants: u64,
     /// Queued waits.
     pub waiters: u64,
-    /// The last fencing token minted (0: none yet).
-    pub last_token: FencingToken,
+    /// The last fencing token minted (0: none yet); see [`State::last_token`].
+    pub last_token: u64,
     /// Grants ever made by this state.
     pub total_grants: u64,
     /// Sessions ever ended by expiry.
@@ -169,7 +169,7 @@ impl State {
             locks: count(self.locks.len()),
             held_grants: self.held_grants,
             waiters: self.waiters,
-            last_token: FencingToken(self.last_token),
+            last_token: self.last_token,
             total_grants: self.total_grants,
             total_expired_sessions: self.total_expired_sessions,
         }

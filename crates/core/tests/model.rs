@@ -687,7 +687,7 @@ impl Model {
             locks: self.lock_names().len() as u64,
             held_grants: self.holders.len() as u64,
             waiters: self.waiters.len() as u64,
-            last_token: FencingToken(self.last_token),
+            last_token: self.last_token,
             total_grants: self.total_grants,
             total_expired_sessions: self.total_expired_sessions,
         }

@@ -1620,7 +1620,7 @@ fn stats_count_everything() {
     assert_eq!(stats.locks, 0);
     assert_eq!(stats.held_grants, 0);
     assert_eq!(stats.waiters, 0);
-    assert_eq!(stats.last_token, FencingToken(2));
+    assert_eq!(stats.last_token, 2);
     assert_eq!(stats.total_grants, 2);
     assert_eq!(stats.total_expired_sessions, 1);
 }

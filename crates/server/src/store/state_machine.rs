@@ -193,7 +193,14 @@ impl StateMachineSnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        self.build()
+        // Encoding and fsyncing a large state must not stall a runtime worker.
+        let builder = StateMachineSnapshotBuilder {
+            shared: Arc::clone(&self.shared),
+            snapshots: Arc::clone(&self.snapshots),
+        };
+        tokio::task::spawn_blocking(move || builder.build())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
             .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 }
@@ -242,7 +249,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();
-        self.install(meta, &bytes)
+        let (shared, snapshots) = (Arc::clone(&self.shared), Arc::clone(&self.snapshots));
+        let owned_meta = meta.clone();
+        // Decoding and fsyncing a large snapshot must not stall a runtime worker.
+        tokio::task::spawn_blocking(move || install(&shared, &snapshots, &owned_meta, &bytes))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
     }
 
@@ -265,26 +277,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-impl StateMachineStore {
-    /// Check, persist and install a snapshot received from the leader.
-    fn install(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), StoreError> {
-        let content =
-            snapshot::decode(bytes).map_err(|reason| StoreError::InvalidSnapshot { reason })?;
-        if content.meta != *meta {
-            return Err(StoreError::InvalidSnapshot {
-                reason: format!(
-                    "its bytes describe {:?}, its metadata says {meta:?}",
-                    content.meta
-                ),
-            });
-        }
-        self.snapshots.persist(meta, bytes, Replace::Always)?;
-        self.shared.write(|applied, observer| {
-            applied.state = content.state;
-            applied.last_applied = meta.last_log_id;
-            applied.last_membership = meta.last_membership.clone();
-            observer.reset(applied);
+/// Check, persist and install a snapshot received from the leader.
+fn install(
+    shared: &SharedState,
+    snapshots: &Snapshots,
+    meta: &SnapshotMeta,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let content =
+        snapshot::decode(bytes).map_err(|reason| StoreError::InvalidSnapshot { reason })?;
+    if content.meta != *meta {
+        return Err(StoreError::InvalidSnapshot {
+            reason: format!(
+                "its bytes describe {:?}, its metadata says {meta:?}",
+                content.meta
+            ),
         });
-        Ok(())
     }
+    snapshots.persist(meta, bytes, Replace::Always)?;
+    shared.write(|applied, observer| {
+        applied.state = content.state;
+        applied.last_applied = meta.last_log_id;
+        applied.last_membership = meta.last_membership.clone();
+        observer.reset(applied);
+    });
+    Ok(())
 }

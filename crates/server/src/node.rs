@@ -150,6 +150,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// Fault injection for in-process tests: cut Raft traffic from this node to
+    /// `targets` (see [`PeerChannels::set_blocked`]).
+    pub fn cut_links_to(&self, targets: impl IntoIterator<Item = NodeId>) {
+        self.channels.set_blocked(targets.into_iter().collect());
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
@@ -575,7 +581,7 @@ async fn watch_leadership(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         }
         if last_commit_refresh.elapsed() >= Duration::from_millis(100) {
             last_commit_refresh = Instant::now();
-            if let Ok(Some(committed)) = node.raft.with_raft_state(|st| st.committed().copied()).await
+            if let Ok(Some(committed)) = node.raft.with_raft_state(|st| st.committed).await
             {
                 node.commit_index.store(committed.index, Ordering::Relaxed);
             }

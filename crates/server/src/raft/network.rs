@@ -19,7 +19,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -31,9 +31,24 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    blocked: Arc<Mutex<BTreeSet<NodeId>>>,
 }
 
 impl PeerChannels {
+    /// Fault injection for in-process tests: Raft messages from this node to any of
+    /// `targets` fail as unreachable until the set is changed. Cut both directions (on
+    /// both nodes) to model a partition.
+    pub fn set_blocked(&self, targets: BTreeSet<NodeId>) {
+        *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = targets;
+    }
+
+    fn is_blocked(&self, target: NodeId) -> bool {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&target)
+    }
+
     /// The channel to `peer_addr` (connected on first use, reconnected by tonic).
     ///
     /// # Errors
@@ -85,6 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             target,
             node: node.clone(),
             client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()),
+            channels: self.channels.clone(),
         }
     }
 }
@@ -94,6 +110,7 @@ pub struct PeerNetwork {
     target: NodeId,
     node: PeerNode,
     client: Result<PeerClient<Channel>, String>,
+    channels: PeerChannels,
 }
 
 /// An error message as an `std::error::Error`, for openraft's error wrappers.
@@ -116,6 +133,12 @@ impl PeerNetwork {
         F: FnOnce(PeerClient<Channel>, RaftPayload) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
+        if self.channels.is_blocked(self.target) {
+            return Err(RPCError::Unreachable(Unreachable::new(&PeerError(format!(
+                "link to node {} is cut (fault injection)",
+                self.target
+            )))));
+        }
         let client = match &self.client {
             Ok(client) => client.clone(),
             Err(message) => {

@@ -1,0 +1,374 @@
+//! Cluster behaviour over real gRPC on loopback: formation, failover, restart, expiry,
+//! partitions, retries, snapshots and membership changes.
+
+mod common;
+
+use common::*;
+use fencelock_proto::v1 as pb;
+use std::time::{Duration, Instant};
+
+async fn describe(cluster: &TestCluster, index: usize, name: &str) -> Option<pb::LockInfo> {
+    cluster
+        .locks(index)
+        .await
+        .describe(pb::DescribeRequest { name: name.into() })
+        .await
+        .expect("describe")
+        .into_inner()
+        .lock
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_started_in_any_order_form_one_cluster() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let status = cluster
+        .cluster(leader)
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.members.iter().all(|m| m.voter));
+    // A follower names the leader's client address so clients can redirect.
+    let follower = (leader + 1) % 3;
+    let error = cluster
+        .locks(follower)
+        .await
+        .open_session(pb::OpenSessionRequest {
+            client_id: client_id(1),
+            ttl_ms: 5_000,
+        })
+        .await
+        .expect_err("a follower does not accept writes");
+    assert_eq!(reason_of(&error), pb::ErrorReason::NotLeader);
+    let detail = fencelock_server::api::status::detail_of(&error).unwrap();
+    assert_eq!(detail.leader_id, cluster.slots[leader].id);
+    assert_eq!(detail.leader_addr, cluster.slots[leader].client.to_string());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_survives_leader_kill_and_new_grants_get_larger_tokens() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 8_000).await;
+    let token = try_lock(&mut client, session, "jobs/billing", 1).await.expect("granted");
+
+    cluster.stop(leader).await;
+    let started = Instant::now();
+    let new_leader = cluster.leader_other_than(leader).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "failover took {:?}", started.elapsed());
+
+    let lock = describe(&cluster, new_leader, "jobs/billing").await.expect("still held");
+    assert_eq!(lock.holders.len(), 1);
+    assert_eq!(lock.holders[0].session_id, session);
+    assert_eq!(lock.holders[0].token, token);
+
+    let mut client = cluster.locks(new_leader).await;
+    let other = open_session(&mut client, 2, 8_000).await;
+    let next = try_lock(&mut client, other, "jobs/other", 1).await.expect("granted");
+    assert!(next > token, "token {next} after {token}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_restores_locks_sessions_and_the_token_counter() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 20_000).await;
+    let mut tokens = Vec::new();
+    for (seq, name) in ["a", "b", "c"].iter().enumerate() {
+        tokens.push(try_lock(&mut client, session, name, seq as u64 + 1).await.unwrap());
+    }
+    // Release one so the counter is ahead of every held token.
+    client
+        .release(pb::ReleaseRequest {
+            session_id: session,
+            name: "c".into(),
+            token: tokens[2],
+            request: rid(4),
+        })
+        .await
+        .unwrap();
+    drop(client);
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    let leader = cluster.leader().await;
+    let a = describe(&cluster, leader, "a").await.expect("lock a is back");
+    assert_eq!((a.holders[0].session_id, a.holders[0].token), (session, tokens[0]));
+    assert!(describe(&cluster, leader, "c").await.is_none());
+    let mut client = cluster.locks(leader).await;
+    // The session is back: it can still release with its token.
+    client
+        .release(pb::ReleaseRequest {
+            session_id: session,
+            name: "b".into(),
+            token: tokens[1],
+            request: rid(5),
+        })
+        .await
+        .expect("session survived the restart");
+    let fresh = try_lock(&mut client, session, "c", 6).await.unwrap();
+    assert!(fresh > tokens[2], "token {fresh} reissued after restart");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_holder_passes_the_lock_to_waiters_in_fifo_order() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let mut watch = client
+        .watch(pb::WatchRequest {
+            name: "queue".into(),
+            prefix: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let holder = open_session(&mut client, 1, 1_000).await;
+    let first = open_session(&mut client, 2, 10_000).await;
+    let second = open_session(&mut client, 3, 10_000).await;
+    let _alive = keep_alive(&mut client, vec![first, second], Duration::from_millis(200)).await;
+    let held = try_lock(&mut client, holder, "queue", 1).await.unwrap();
+
+    let mut waiting = Vec::new();
+    for session in [first, second] {
+        let mut waiter = cluster.locks(leader).await;
+        waiting.push(tokio::spawn(async move {
+            let response = waiter
+                .acquire(acquire_request(session, "queue", 1, pb::WaitPolicy::Forever))
+                .await
+                .expect("granted after the holder expires")
+                .into_inner();
+            (session, response.token, Instant::now())
+        }));
+        // Queue in a known order.
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let lock = describe(&cluster, leader, "queue").await.unwrap();
+            if lock.waiters.iter().any(|w| w.session_id == session) {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // The holder sends no keepalive: its lease ends and `first` gets the lock.
+    let (session, token, _) = waiting.remove(0).await.unwrap();
+    assert_eq!(session, first);
+    assert!(token > held);
+    let lock = describe(&cluster, leader, "queue").await.unwrap();
+    assert_eq!(lock.holders[0].session_id, first);
+    assert_eq!(lock.waiters.len(), 1);
+    assert_eq!(lock.waiters[0].session_id, second);
+    client
+        .release(pb::ReleaseRequest {
+            session_id: first,
+            name: "queue".into(),
+            token,
+            request: rid(2),
+        })
+        .await
+        .unwrap();
+    let (session, second_token, _) = waiting.remove(0).await.unwrap();
+    assert_eq!(session, second);
+    assert!(second_token > token);
+
+    // Watchers saw the expiry as such.
+    let mut kinds = Vec::new();
+    while kinds.len() < 5 {
+        let event = tokio::time::timeout(SETTLE, watch.message()).await.unwrap().unwrap().unwrap();
+        if !event.resync {
+            kinds.push((event.kind, event.session_id));
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (pb::EventKind::Acquired as i32, holder),
+            (pb::EventKind::Expired as i32, holder),
+            (pb::EventKind::Acquired as i32, first),
+            (pb::EventKind::Released as i32, first),
+            (pb::EventKind::Acquired as i32, second),
+        ]
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_neither_grants_nor_acknowledges_keepalives() {
+    let cluster = TestCluster::start(3).await;
+    let old = cluster.leader().await;
+    let mut client = cluster.locks(old).await;
+    let session = open_session(&mut client, 1, 10_000).await;
+
+    cluster.isolate(old);
+    // The cut-off leader cannot commit a grant...
+    let result = tokio::time::timeout(
+        Duration::from_secs(8),
+        client.acquire(acquire_request(session, "isolated", 1, pb::WaitPolicy::NoWait)),
+    )
+    .await
+    .expect("answers within the request timeout");
+    let error = result.expect_err("no grant without a quorum");
+    assert!(matches!(
+        reason_of(&error),
+        pb::ErrorReason::Unavailable | pb::ErrorReason::NotLeader | pb::ErrorReason::NoLeader
+    ));
+    // ...and does not acknowledge keepalives.
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let mut replies = client
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(pb::KeepAliveRequest { session_id: session })
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(8), replies.message())
+        .await
+        .expect("keepalive answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, pb::KeepAliveStatus::NotLeader as i32);
+
+    // The majority elects a new leader that grants.
+    let deadline = Instant::now() + SETTLE;
+    let new = loop {
+        let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+        let states: Vec<_> = majority
+            .iter()
+            .map(|i| cluster.running(*i).node().status())
+            .collect();
+        if let Some(index) = majority.iter().zip(&states).find(|(_, s)| s.state == "Leader") {
+            break *index.0;
+        }
+        assert!(Instant::now() < deadline, "majority elected no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut majority_client = cluster.locks(new).await;
+    assert!(try_lock(&mut majority_client, session, "isolated", 1).await.is_some());
+    cluster.heal();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_acts_once() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 10_000).await;
+    // Retrying OpenSession with the same client id returns the same session.
+    assert_eq!(open_session(&mut client, 1, 10_000).await, session);
+    let first = try_lock(&mut client, session, "once", 1).await.unwrap();
+    let again = try_lock(&mut client, session, "once", 1).await.unwrap();
+    assert_eq!(first, again, "the retry returned the first answer");
+    let status = cluster.cluster(leader).await.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.last_token, first, "no second token was minted");
+    let release = pb::ReleaseRequest {
+        session_id: session,
+        name: "once".into(),
+        token: first,
+        request: rid(2),
+    };
+    client.release(release.clone()).await.unwrap();
+    client.release(release).await.expect("a retried release returns the first answer");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_far_behind_catches_up_through_a_snapshot() {
+    let mut cluster = TestCluster::start_with(3, |config| {
+        fast(config);
+        config.snapshot_every_entries = 20;
+        config.log_entries_kept_after_snapshot = 5;
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let behind = (leader + 1) % 3;
+    cluster.stop(behind).await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 20_000).await;
+    let mut last = 0;
+    for seq in 1..=60u64 {
+        last = try_lock(&mut client, session, &format!("k{seq}"), seq).await.unwrap();
+    }
+    let leader_node = cluster.running(leader).node().clone();
+    let deadline = Instant::now() + SETTLE;
+    while leader_node.raft.metrics().borrow().purged.is_none() {
+        assert!(Instant::now() < deadline, "leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.restart(behind).await;
+    let node = cluster.running(behind).node().clone();
+    let deadline = Instant::now() + SETTLE;
+    while node.status().last_token != last {
+        assert!(Instant::now() < deadline, "lagging node did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        node.raft.metrics().borrow().snapshot.is_some(),
+        "caught up through a snapshot"
+    );
+    assert_eq!(node.status().locks, 60);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_fourth_node_and_remove_one_at_run_time() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 20_000).await;
+    let token = try_lock(&mut client, session, "m", 1).await.unwrap();
+
+    let fourth = cluster.add_joining_node().await;
+    let members = cluster
+        .cluster(leader)
+        .await
+        .add_member(pb::AddMemberRequest {
+            id: cluster.slots[fourth].id,
+            peer_addr: cluster.slots[fourth].peer.to_string(),
+            learner_only: false,
+        })
+        .await
+        .expect("add member")
+        .into_inner()
+        .members;
+    assert_eq!(members.iter().filter(|m| m.voter).count(), 4);
+    let node = cluster.running(fourth).node().clone();
+    let deadline = Instant::now() + SETTLE;
+    while node.status().last_token != token {
+        assert!(Instant::now() < deadline, "new member did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let removed = (0..3).find(|i| *i != leader).unwrap();
+    let members = cluster
+        .cluster(leader)
+        .await
+        .remove_member(pb::RemoveMemberRequest {
+            id: cluster.slots[removed].id,
+        })
+        .await
+        .expect("remove member")
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m.id != cluster.slots[removed].id));
+    cluster.stop(removed).await;
+    // The remaining three still commit.
+    let next = try_lock(&mut client, session, "m2", 2).await.unwrap();
+    assert!(next > token);
+    cluster.shutdown().await;
+}

@@ -9,14 +9,14 @@ use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::proposer::{ProposeError, Proposer};
-use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::raft::network::{MAX_PEER_MESSAGE_BYTES, PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
+use crate::store::SharedState;
 use crate::store::log::{LogStore, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
-use crate::store::SharedState;
 use fencelock_core::Command;
-use fencelock_proto::peer::peer_server::PeerServer;
 use fencelock_proto::peer::NodeInfoRequest;
+use fencelock_proto::peer::peer_server::PeerServer;
 use fencelock_proto::v1::cluster_server::ClusterServer;
 use fencelock_proto::v1::locks_server::LocksServer;
 use openraft::ServerState;
@@ -147,9 +147,17 @@ pub struct Node {
     pub peers: PeerDirectory,
     channels: PeerChannels,
     commit_index: AtomicU64,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Node {
+    /// Resolves when the node starts shutting down; long-lived streams end then, so the
+    /// servers' graceful shutdown does not wait for clients to hang up.
+    pub async fn stopping(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
+
     /// Fault injection for in-process tests: cut Raft traffic from this node to
     /// `targets` (see [`PeerChannels::set_blocked`]).
     pub fn cut_links_to(&self, targets: impl IntoIterator<Item = NodeId>) {
@@ -399,6 +407,7 @@ pub async fn start_with_listeners(
         config.request_timeout,
     );
     let barrier = ReadBarrier::spawn(raft.clone());
+    let (stop, stopped) = watch::channel(false);
     let node = Arc::new(Node {
         id: config.node_id,
         config: config.clone(),
@@ -411,9 +420,9 @@ pub async fn start_with_listeners(
         peers: PeerDirectory::default(),
         channels,
         commit_index: AtomicU64::new(0),
+        stopping: stopped.clone(),
     });
 
-    let (stop, stopped) = watch::channel(false);
     let shutdown_signal = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
@@ -489,7 +498,10 @@ pub async fn start_with_listeners(
         }));
     }
 
-    tasks.push(tokio::spawn(watch_leadership(node.clone(), stopped.clone())));
+    tasks.push(tokio::spawn(watch_leadership(
+        node.clone(),
+        stopped.clone(),
+    )));
     tasks.push(tokio::spawn(expire_sessions(node.clone(), stopped.clone())));
 
     bootstrap(&node, peer_addr).await?;
@@ -536,7 +548,14 @@ async fn bootstrap(node: &Node, bound_peer_addr: SocketAddr) -> Result<(), Start
     } else {
         members
             .iter()
-            .map(|(id, addr)| (*id, PeerNode { peer_addr: addr.clone() }))
+            .map(|(id, addr)| {
+                (
+                    *id,
+                    PeerNode {
+                        peer_addr: addr.clone(),
+                    },
+                )
+            })
             .collect()
     };
     match node.raft.initialize(members).await {
@@ -581,8 +600,7 @@ async fn watch_leadership(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         }
         if last_commit_refresh.elapsed() >= Duration::from_millis(100) {
             last_commit_refresh = Instant::now();
-            if let Ok(Some(committed)) = node.raft.with_raft_state(|st| st.committed).await
-            {
+            if let Ok(Some(committed)) = node.raft.with_raft_state(|st| st.committed).await {
                 node.commit_index.store(committed.index, Ordering::Relaxed);
             }
         }

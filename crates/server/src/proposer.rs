@@ -57,7 +57,13 @@ impl Proposer {
         write_timeout: Duration,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(max_queued.max(1));
-        tokio::spawn(run(raft, node_id, receiver, max_batch.max(1), write_timeout));
+        tokio::spawn(run(
+            raft,
+            node_id,
+            receiver,
+            max_batch.max(1),
+            write_timeout,
+        ));
         Proposer { queue }
     }
 
@@ -98,17 +104,18 @@ async fn run(
             .unzip();
         let count = commands.len();
         crate::metrics::record_batch(count);
-        let outcome = tokio::time::timeout(write_timeout, raft.client_write(CommandBatch(commands)))
-            .await;
+        let outcome =
+            tokio::time::timeout(write_timeout, raft.client_write(CommandBatch(commands))).await;
         match outcome {
             Ok(Ok(written)) => {
                 let results = written.data.0;
                 debug_assert_eq!(results.len(), count, "one result per command");
                 let mut results = results.into_iter();
                 for reply in replies {
-                    let result = results.next().map(Ok).unwrap_or_else(|| {
-                        Err(ProposeError::Unavailable("missing result".into()))
-                    });
+                    let result = results
+                        .next()
+                        .map(Ok)
+                        .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())));
                     let _ = reply.send(result);
                 }
             }
@@ -131,7 +138,9 @@ async fn run(
     }
 }
 
-fn classify(error: RaftError<NodeId, ClientWriteError<NodeId, crate::raft::PeerNode>>) -> ProposeError {
+fn classify(
+    error: RaftError<NodeId, ClientWriteError<NodeId, crate::raft::PeerNode>>,
+) -> ProposeError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
             // openraft rejects before appending when this node does not lead.

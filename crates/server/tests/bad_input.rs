@@ -29,7 +29,10 @@ async fn setup() -> (TestCluster, LocksClient<Channel>, u64) {
     let node = cluster.running(0).node().clone();
     let deadline = std::time::Instant::now() + SETTLE;
     while node.shared.read(|a| a.state.limits().max_sessions) != 3 {
-        assert!(std::time::Instant::now() < deadline, "limits not replicated");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "limits not replicated"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let session = open_session(&mut client, 1, 10_000).await;
@@ -50,7 +53,12 @@ fn expect(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, why: 
     assert_eq!(reason_of(&status), why, "{status:?}");
 }
 
-async fn acquire(client: &mut LocksClient<Channel>, session: u64, name: &str, seq: u64) -> Result<pb::AcquireResponse, tonic::Status> {
+async fn acquire(
+    client: &mut LocksClient<Channel>,
+    session: u64,
+    name: &str,
+    seq: u64,
+) -> Result<pb::AcquireResponse, tonic::Status> {
     client
         .acquire(acquire_request(session, name, seq, pb::WaitPolicy::NoWait))
         .await
@@ -60,7 +68,11 @@ async fn acquire(client: &mut LocksClient<Channel>, session: u64, name: &str, se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_lock_name() {
     let (cluster, mut client, session) = setup().await;
-    expect(acquire(&mut client, session, "", 1).await, Code::InvalidArgument, pb::ErrorReason::InvalidName);
+    expect(
+        acquire(&mut client, session, "", 1).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidName,
+    );
     assert_node_up(&mut client, session).await;
     cluster.shutdown().await;
 }
@@ -69,7 +81,11 @@ async fn empty_lock_name() {
 async fn over_long_lock_name() {
     let (cluster, mut client, session) = setup().await;
     let name = "x".repeat(513);
-    expect(acquire(&mut client, session, &name, 1).await, Code::InvalidArgument, pb::ErrorReason::InvalidName);
+    expect(
+        acquire(&mut client, session, &name, 1).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidName,
+    );
     expect(
         client.describe(pb::DescribeRequest { name }).await,
         Code::InvalidArgument,
@@ -82,8 +98,16 @@ async fn over_long_lock_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_in_lock_name() {
     let (cluster, mut client, session) = setup().await;
-    expect(acquire(&mut client, session, "a\nb", 1).await, Code::InvalidArgument, pb::ErrorReason::InvalidName);
-    expect(acquire(&mut client, session, "nul\0", 2).await, Code::InvalidArgument, pb::ErrorReason::InvalidName);
+    expect(
+        acquire(&mut client, session, "a\nb", 1).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidName,
+    );
+    expect(
+        acquire(&mut client, session, "nul\0", 2).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidName,
+    );
     assert_node_up(&mut client, session).await;
     cluster.shutdown().await;
 }
@@ -94,7 +118,10 @@ async fn ttl_zero_and_above_maximum() {
     for ttl_ms in [0, 60_001, u64::MAX] {
         expect(
             client
-                .open_session(pb::OpenSessionRequest { client_id: client_id(9), ttl_ms })
+                .open_session(pb::OpenSessionRequest {
+                    client_id: client_id(9),
+                    ttl_ms,
+                })
                 .await,
             Code::InvalidArgument,
             pb::ErrorReason::InvalidTtl,
@@ -107,7 +134,11 @@ async fn ttl_zero_and_above_maximum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_session() {
     let (cluster, mut client, session) = setup().await;
-    expect(acquire(&mut client, 999, "a", 1).await, Code::NotFound, pb::ErrorReason::SessionNotFound);
+    expect(
+        acquire(&mut client, 999, "a", 1).await,
+        Code::NotFound,
+        pb::ErrorReason::SessionNotFound,
+    );
     assert_node_up(&mut client, session).await;
     cluster.shutdown().await;
 }
@@ -116,12 +147,22 @@ async fn unknown_session() {
 async fn closed_session() {
     let (cluster, mut client, session) = setup().await;
     client
-        .close_session(pb::CloseSessionRequest { session_id: session })
+        .close_session(pb::CloseSessionRequest {
+            session_id: session,
+        })
         .await
         .unwrap();
-    expect(acquire(&mut client, session, "a", 1).await, Code::NotFound, pb::ErrorReason::SessionNotFound);
     expect(
-        client.close_session(pb::CloseSessionRequest { session_id: session }).await,
+        acquire(&mut client, session, "a", 1).await,
+        Code::NotFound,
+        pb::ErrorReason::SessionNotFound,
+    );
+    expect(
+        client
+            .close_session(pb::CloseSessionRequest {
+                session_id: session,
+            })
+            .await,
         Code::NotFound,
         pb::ErrorReason::SessionNotFound,
     );
@@ -133,7 +174,11 @@ async fn expired_session() {
     let (cluster, mut client, _) = setup().await;
     let short = open_session(&mut client, 2, 1_000).await;
     tokio::time::sleep(Duration::from_millis(1_600)).await;
-    expect(acquire(&mut client, short, "a", 1).await, Code::NotFound, pb::ErrorReason::SessionNotFound);
+    expect(
+        acquire(&mut client, short, "a", 1).await,
+        Code::NotFound,
+        pb::ErrorReason::SessionNotFound,
+    );
     cluster.shutdown().await;
 }
 
@@ -196,12 +241,20 @@ async fn session_limit() {
     open_session(&mut client, 2, 10_000).await;
     open_session(&mut client, 3, 10_000).await;
     let status = client
-        .open_session(pb::OpenSessionRequest { client_id: client_id(4), ttl_ms: 10_000 })
+        .open_session(pb::OpenSessionRequest {
+            client_id: client_id(4),
+            ttl_ms: 10_000,
+        })
         .await
         .expect_err("fourth session refused");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(reason_of(&status), pb::ErrorReason::LimitReached);
-    assert_eq!(fencelock_server::api::status::detail_of(&status).unwrap().limit, "sessions");
+    assert_eq!(
+        fencelock_server::api::status::detail_of(&status)
+            .unwrap()
+            .limit,
+        "sessions"
+    );
     cluster.shutdown().await;
 }
 
@@ -210,15 +263,29 @@ async fn lock_limit_and_locks_per_session_limit() {
     let (cluster, mut client, session) = setup().await;
     acquire(&mut client, session, "l1", 1).await.unwrap();
     acquire(&mut client, session, "l2", 2).await.unwrap();
-    let status = acquire(&mut client, session, "l3", 3).await.expect_err("third lock of one session");
-    assert_eq!(fencelock_server::api::status::detail_of(&status).unwrap().limit, "locks per session");
+    let status = acquire(&mut client, session, "l3", 3)
+        .await
+        .expect_err("third lock of one session");
+    assert_eq!(
+        fencelock_server::api::status::detail_of(&status)
+            .unwrap()
+            .limit,
+        "locks per session"
+    );
     let other = open_session(&mut client, 2, 10_000).await;
     acquire(&mut client, other, "l3", 1).await.unwrap();
     acquire(&mut client, other, "l4", 2).await.unwrap();
     let third = open_session(&mut client, 3, 10_000).await;
-    let status = acquire(&mut client, third, "l5", 1).await.expect_err("fifth lock");
+    let status = acquire(&mut client, third, "l5", 1)
+        .await
+        .expect_err("fifth lock");
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert_eq!(fencelock_server::api::status::detail_of(&status).unwrap().limit, "locks");
+    assert_eq!(
+        fencelock_server::api::status::detail_of(&status)
+            .unwrap()
+            .limit,
+        "locks"
+    );
     cluster.shutdown().await;
 }
 
@@ -242,7 +309,12 @@ async fn waiters_per_lock_limit() {
         .acquire(acquire_request(second, "busy", 1, pb::WaitPolicy::Timeout))
         .await
         .expect_err("second waiter refused");
-    assert_eq!(fencelock_server::api::status::detail_of(&status).unwrap().limit, "waiters per lock");
+    assert_eq!(
+        fencelock_server::api::status::detail_of(&status)
+            .unwrap()
+            .limit,
+        "waiters per lock"
+    );
     queued.abort();
     cluster.shutdown().await;
 }
@@ -257,7 +329,11 @@ async fn oversized_message() {
     // A value within the message limit but above the holder-value limit is typed too.
     let mut request = acquire_request(session, "big", 2, pb::WaitPolicy::NoWait);
     request.value = vec![7; 2_000];
-    expect(client.acquire(request).await, Code::InvalidArgument, pb::ErrorReason::ValueTooLarge);
+    expect(
+        client.acquire(request).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::ValueTooLarge,
+    );
     assert_node_up(&mut client, session).await;
     cluster.shutdown().await;
 }
@@ -266,19 +342,36 @@ async fn oversized_message() {
 async fn malformed_arguments() {
     let (cluster, mut client, session) = setup().await;
     expect(
-        client.open_session(pb::OpenSessionRequest { client_id: vec![1, 2, 3], ttl_ms: 5_000 }).await,
+        client
+            .open_session(pb::OpenSessionRequest {
+                client_id: vec![1, 2, 3],
+                ttl_ms: 5_000,
+            })
+            .await,
         Code::InvalidArgument,
         pb::ErrorReason::InvalidArgument,
     );
     let mut request = acquire_request(session, "a", 1, pb::WaitPolicy::NoWait);
     request.request = None;
-    expect(client.acquire(request).await, Code::InvalidArgument, pb::ErrorReason::InvalidArgument);
+    expect(
+        client.acquire(request).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidArgument,
+    );
     let mut request = acquire_request(session, "a", 1, pb::WaitPolicy::NoWait);
     request.mode = 42;
-    expect(client.acquire(request).await, Code::InvalidArgument, pb::ErrorReason::InvalidArgument);
+    expect(
+        client.acquire(request).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidArgument,
+    );
     let mut request = acquire_request(session, "a", 1, pb::WaitPolicy::Timeout);
     request.wait_timeout_ms = 0;
-    expect(client.acquire(request).await, Code::InvalidArgument, pb::ErrorReason::InvalidArgument);
+    expect(
+        client.acquire(request).await,
+        Code::InvalidArgument,
+        pb::ErrorReason::InvalidArgument,
+    );
     assert_node_up(&mut client, session).await;
     cluster.shutdown().await;
 }
@@ -308,6 +401,8 @@ async fn random_bytes_on_the_grpc_and_peer_ports() {
         }
     }
     assert_node_up(&mut client, session).await;
-    acquire(&mut client, session, "still-works", 1).await.expect("writes still commit");
+    acquire(&mut client, session, "still-works", 1)
+        .await
+        .expect("writes still commit");
     cluster.shutdown().await;
 }

@@ -55,21 +55,31 @@ async fn lock_survives_leader_kill_and_new_grants_get_larger_tokens() {
     let leader = cluster.leader().await;
     let mut client = cluster.locks(leader).await;
     let session = open_session(&mut client, 1, 8_000).await;
-    let token = try_lock(&mut client, session, "jobs/billing", 1).await.expect("granted");
+    let token = try_lock(&mut client, session, "jobs/billing", 1)
+        .await
+        .expect("granted");
 
     cluster.stop(leader).await;
     let started = Instant::now();
     let new_leader = cluster.leader_other_than(leader).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "failover took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failover took {:?}",
+        started.elapsed()
+    );
 
-    let lock = describe(&cluster, new_leader, "jobs/billing").await.expect("still held");
+    let lock = describe(&cluster, new_leader, "jobs/billing")
+        .await
+        .expect("still held");
     assert_eq!(lock.holders.len(), 1);
     assert_eq!(lock.holders[0].session_id, session);
     assert_eq!(lock.holders[0].token, token);
 
     let mut client = cluster.locks(new_leader).await;
     let other = open_session(&mut client, 2, 8_000).await;
-    let next = try_lock(&mut client, other, "jobs/other", 1).await.expect("granted");
+    let next = try_lock(&mut client, other, "jobs/other", 1)
+        .await
+        .expect("granted");
     assert!(next > token, "token {next} after {token}");
     cluster.shutdown().await;
 }
@@ -82,7 +92,11 @@ async fn full_restart_restores_locks_sessions_and_the_token_counter() {
     let session = open_session(&mut client, 1, 20_000).await;
     let mut tokens = Vec::new();
     for (seq, name) in ["a", "b", "c"].iter().enumerate() {
-        tokens.push(try_lock(&mut client, session, name, seq as u64 + 1).await.unwrap());
+        tokens.push(
+            try_lock(&mut client, session, name, seq as u64 + 1)
+                .await
+                .unwrap(),
+        );
     }
     // Release one so the counter is ahead of every held token.
     client
@@ -102,8 +116,13 @@ async fn full_restart_restores_locks_sessions_and_the_token_counter() {
         cluster.restart(index).await;
     }
     let leader = cluster.leader().await;
-    let a = describe(&cluster, leader, "a").await.expect("lock a is back");
-    assert_eq!((a.holders[0].session_id, a.holders[0].token), (session, tokens[0]));
+    let a = describe(&cluster, leader, "a")
+        .await
+        .expect("lock a is back");
+    assert_eq!(
+        (a.holders[0].session_id, a.holders[0].token),
+        (session, tokens[0])
+    );
     assert!(describe(&cluster, leader, "c").await.is_none());
     let mut client = cluster.locks(leader).await;
     // The session is back: it can still release with its token.
@@ -145,7 +164,12 @@ async fn expired_holder_passes_the_lock_to_waiters_in_fifo_order() {
         let mut waiter = cluster.locks(leader).await;
         waiting.push(tokio::spawn(async move {
             let response = waiter
-                .acquire(acquire_request(session, "queue", 1, pb::WaitPolicy::Forever))
+                .acquire(acquire_request(
+                    session,
+                    "queue",
+                    1,
+                    pb::WaitPolicy::Forever,
+                ))
                 .await
                 .expect("granted after the holder expires")
                 .into_inner();
@@ -186,7 +210,11 @@ async fn expired_holder_passes_the_lock_to_waiters_in_fifo_order() {
     // Watchers saw the expiry as such.
     let mut kinds = Vec::new();
     while kinds.len() < 5 {
-        let event = tokio::time::timeout(SETTLE, watch.message()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(SETTLE, watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if !event.resync {
             kinds.push((event.kind, event.session_id));
         }
@@ -215,7 +243,12 @@ async fn isolated_leader_neither_grants_nor_acknowledges_keepalives() {
     // The cut-off leader cannot commit a grant...
     let result = tokio::time::timeout(
         Duration::from_secs(8),
-        client.acquire(acquire_request(session, "isolated", 1, pb::WaitPolicy::NoWait)),
+        client.acquire(acquire_request(
+            session,
+            "isolated",
+            1,
+            pb::WaitPolicy::NoWait,
+        )),
     )
     .await
     .expect("answers within the request timeout");
@@ -232,7 +265,9 @@ async fn isolated_leader_neither_grants_nor_acknowledges_keepalives() {
         .unwrap()
         .into_inner();
     requests
-        .send(pb::KeepAliveRequest { session_id: session })
+        .send(pb::KeepAliveRequest {
+            session_id: session,
+        })
         .await
         .unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(8), replies.message())
@@ -250,14 +285,22 @@ async fn isolated_leader_neither_grants_nor_acknowledges_keepalives() {
             .iter()
             .map(|i| cluster.running(*i).node().status())
             .collect();
-        if let Some(index) = majority.iter().zip(&states).find(|(_, s)| s.state == "Leader") {
+        if let Some(index) = majority
+            .iter()
+            .zip(&states)
+            .find(|(_, s)| s.state == "Leader")
+        {
             break *index.0;
         }
         assert!(Instant::now() < deadline, "majority elected no leader");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut majority_client = cluster.locks(new).await;
-    assert!(try_lock(&mut majority_client, session, "isolated", 1).await.is_some());
+    assert!(
+        try_lock(&mut majority_client, session, "isolated", 1)
+            .await
+            .is_some()
+    );
     cluster.heal();
     cluster.shutdown().await;
 }
@@ -273,7 +316,13 @@ async fn a_retried_request_acts_once() {
     let first = try_lock(&mut client, session, "once", 1).await.unwrap();
     let again = try_lock(&mut client, session, "once", 1).await.unwrap();
     assert_eq!(first, again, "the retry returned the first answer");
-    let status = cluster.cluster(leader).await.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = cluster
+        .cluster(leader)
+        .await
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.last_token, first, "no second token was minted");
     let release = pb::ReleaseRequest {
         session_id: session,
@@ -282,7 +331,10 @@ async fn a_retried_request_acts_once() {
         request: rid(2),
     };
     client.release(release.clone()).await.unwrap();
-    client.release(release).await.expect("a retried release returns the first answer");
+    client
+        .release(release)
+        .await
+        .expect("a retried release returns the first answer");
     cluster.shutdown().await;
 }
 
@@ -301,7 +353,9 @@ async fn a_node_far_behind_catches_up_through_a_snapshot() {
     let session = open_session(&mut client, 1, 20_000).await;
     let mut last = 0;
     for seq in 1..=60u64 {
-        last = try_lock(&mut client, session, &format!("k{seq}"), seq).await.unwrap();
+        last = try_lock(&mut client, session, &format!("k{seq}"), seq)
+            .await
+            .unwrap();
     }
     let leader_node = cluster.running(leader).node().clone();
     let deadline = Instant::now() + SETTLE;

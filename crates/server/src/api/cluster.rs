@@ -31,10 +31,7 @@ impl ClusterService {
         Ok(())
     }
 
-    fn membership_error(
-        &self,
-        error: RaftError<u64, ClientWriteError<u64, PeerNode>>,
-    ) -> Status {
+    fn membership_error(&self, error: RaftError<u64, ClientWriteError<u64, PeerNode>>) -> Status {
         match error {
             RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => from_propose(
                 &self.node,

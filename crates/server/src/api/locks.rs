@@ -366,6 +366,7 @@ impl Locks for LocksService {
                 let first = tokio::select! {
                     message = inbound.next() => message,
                     _ = replies.closed() => return,
+                    _ = node.stopping() => return,
                 };
                 let Some(Ok(first)) = first else { return };
                 batch.push((SessionId(first.session_id), Instant::now()));
@@ -387,7 +388,9 @@ impl Locks for LocksService {
                 }
             }
         });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(outbound))))
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
+            outbound,
+        ))))
     }
 
     async fn acquire(
@@ -411,7 +414,12 @@ impl Locks for LocksService {
                     }
                     (WaitPolicy::Queue, Some(started + timeout))
                 }
-                Err(_) => return Err(invalid_argument(format!("unknown wait policy {}", request.wait))),
+                Err(_) => {
+                    return Err(invalid_argument(format!(
+                        "unknown wait policy {}",
+                        request.wait
+                    )));
+                }
             };
             let convenience = request.session_id == 0;
             let command = if convenience {
@@ -445,9 +453,11 @@ impl Locks for LocksService {
                     });
                 }
                 Response::WaitCancelled => (SessionId(request.session_id), WaitEnd::TimedOut),
-                Response::Queued { session } => {
-                    (session, self.wait_for_grant(session, &request.name, deadline).await?)
-                }
+                Response::Queued { session } => (
+                    session,
+                    self.wait_for_grant(session, &request.name, deadline)
+                        .await?,
+                ),
                 other => return Err(unexpected(&other)),
             };
             let ttl_ms = self.session_ttl_ms(session);
@@ -551,7 +561,8 @@ impl Locks for LocksService {
                 n => n.min(max_page),
             };
             self.linearizable().await?;
-            let start_after = (!request.start_after.is_empty()).then_some(request.start_after.as_str());
+            let start_after =
+                (!request.start_after.is_empty()).then_some(request.start_after.as_str());
             Ok(self.node.shared.read(|applied| {
                 let (locks, more) =
                     applied
@@ -584,7 +595,11 @@ impl Locks for LocksService {
         if !request.prefix {
             self.check_name(&request.name)?;
         }
-        let slot = StreamSlot::take(&self.watch_streams, self.node.config().max_watchers, "watch")?;
+        let slot = StreamSlot::take(
+            &self.watch_streams,
+            self.node.config().max_watchers,
+            "watch",
+        )?;
         // Subscribe before reading the revision, so nothing between the two is missed.
         let mut events = self.node.hub.subscribe();
         let revision = self
@@ -592,6 +607,7 @@ impl Locks for LocksService {
             .shared
             .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
         let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
+        let node = self.node.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let resync = |revision| pb::WatchEvent {
@@ -607,6 +623,7 @@ impl Locks for LocksService {
                 let applied = tokio::select! {
                     applied = events.recv() => applied,
                     _ = sender.closed() => return,
+                    _ = node.stopping() => return,
                 };
                 match applied {
                     Ok(applied) => {
@@ -628,7 +645,9 @@ impl Locks for LocksService {
                 }
             }
         });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(outbound))))
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
+            outbound,
+        ))))
     }
 
     async fn force_release(
@@ -638,7 +657,10 @@ impl Locks for LocksService {
         let started = Instant::now();
         let result = async {
             let name = request.into_inner().name;
-            match self.propose(Command::ForceRelease { name: name.clone() }).await? {
+            match self
+                .propose(Command::ForceRelease { name: name.clone() })
+                .await?
+            {
                 Response::ForceReleased { count } => {
                     tracing::warn!(lock = %name, released = count, "admin force-release");
                     Ok(pb::ForceReleaseResponse { released: count })

@@ -46,7 +46,11 @@ pub fn not_leader(node: &Node, leader: Option<NodeId>) -> Status {
                     message: format!(
                         "node {} is not the leader; the leader is node {leader} at {}",
                         node.id(),
-                        if leader_addr.is_empty() { "an address not yet known" } else { &leader_addr }
+                        if leader_addr.is_empty() {
+                            "an address not yet known"
+                        } else {
+                            &leader_addr
+                        }
                     ),
                     leader_id: leader,
                     leader_addr,
@@ -57,7 +61,10 @@ pub fn not_leader(node: &Node, leader: Option<NodeId>) -> Status {
         None => reason(
             Code::Unavailable,
             ErrorReason::NoLeader,
-            format!("node {} knows no leader with a quorum right now; retry", node.id()),
+            format!(
+                "node {} knows no leader with a quorum right now; retry",
+                node.id()
+            ),
         ),
     }
 }
@@ -80,9 +87,11 @@ pub fn from_propose(node: &Node, error: ProposeError) -> Status {
                 ..Default::default()
             },
         ),
-        ProposeError::ShuttingDown => {
-            reason(Code::Unavailable, ErrorReason::Unavailable, "node is shutting down")
-        }
+        ProposeError::ShuttingDown => reason(
+            Code::Unavailable,
+            ErrorReason::Unavailable,
+            "node is shutting down",
+        ),
     }
 }
 
@@ -90,9 +99,11 @@ pub fn from_propose(node: &Node, error: ProposeError) -> Status {
 pub fn from_barrier(node: &Node, error: BarrierError) -> Status {
     match error {
         BarrierError::NotLeader { leader } => not_leader(node, leader),
-        BarrierError::ShuttingDown => {
-            reason(Code::Unavailable, ErrorReason::Unavailable, "node is shutting down")
-        }
+        BarrierError::ShuttingDown => reason(
+            Code::Unavailable,
+            ErrorReason::Unavailable,
+            "node is shutting down",
+        ),
     }
 }
 
@@ -121,9 +132,7 @@ pub fn from_core(error: &CoreError) -> Status {
                 },
             );
         }
-        CoreError::RequestTooOld { .. } => {
-            (Code::FailedPrecondition, ErrorReason::RequestTooOld)
-        }
+        CoreError::RequestTooOld { .. } => (Code::FailedPrecondition, ErrorReason::RequestTooOld),
         CoreError::TokenOverflow => (Code::OutOfRange, ErrorReason::TokenOverflow),
         CoreError::InvalidLimits(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
     };

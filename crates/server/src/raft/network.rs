@@ -14,8 +14,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -99,7 +99,10 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
         PeerNetwork {
             target,
             node: node.clone(),
-            client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()),
+            client: self
+                .channels
+                .client(&node.peer_addr)
+                .map_err(|e| e.to_string()),
             channels: self.channels.clone(),
         }
     }
@@ -134,10 +137,9 @@ impl PeerNetwork {
         Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
         if self.channels.is_blocked(self.target) {
-            return Err(RPCError::Unreachable(Unreachable::new(&PeerError(format!(
-                "link to node {} is cut (fault injection)",
-                self.target
-            )))));
+            return Err(RPCError::Unreachable(Unreachable::new(&PeerError(
+                format!("link to node {} is cut (fault injection)", self.target),
+            ))));
         }
         let client = match &self.client {
             Ok(client) => client.clone(),
@@ -147,8 +149,8 @@ impl PeerNetwork {
                 ))));
             }
         };
-        let data = postcard::to_allocvec(request)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data =
+            postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut grpc_request = tonic::Request::new(RaftPayload { data });
         grpc_request.set_timeout(option.hard_ttl());
         let reply = match method(client, grpc_request.into_inner()).await {

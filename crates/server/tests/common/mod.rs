@@ -182,12 +182,22 @@ impl TestCluster {
             if agreed && let Some(leader) = seen {
                 let index = self.slots.iter().position(|s| s.id == leader).unwrap();
                 if self.slots[index].running.is_some()
-                    && self.slots[index].running.as_ref().unwrap().node().status().state == "Leader"
+                    && self.slots[index]
+                        .running
+                        .as_ref()
+                        .unwrap()
+                        .node()
+                        .status()
+                        .state
+                        == "Leader"
                 {
                     return index;
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader within {SETTLE:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {SETTLE:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -277,20 +287,34 @@ pub async fn open_session(client: &mut LocksClient<Channel>, id: u128, ttl_ms: u
         .session_id
 }
 
-pub fn acquire_request(session: u64, name: &str, seq: u64, wait: pb::WaitPolicy) -> pb::AcquireRequest {
+pub fn acquire_request(
+    session: u64,
+    name: &str,
+    seq: u64,
+    wait: pb::WaitPolicy,
+) -> pb::AcquireRequest {
     pb::AcquireRequest {
         session_id: session,
         name: name.to_string(),
         mode: pb::LockMode::Exclusive as i32,
         wait: wait as i32,
-        wait_timeout_ms: if wait == pb::WaitPolicy::Timeout { 5_000 } else { 0 },
+        wait_timeout_ms: if wait == pb::WaitPolicy::Timeout {
+            5_000
+        } else {
+            0
+        },
         request: rid(seq),
         ..Default::default()
     }
 }
 
 /// Try to take `name` at once; the token if granted.
-pub async fn try_lock(client: &mut LocksClient<Channel>, session: u64, name: &str, seq: u64) -> Option<u64> {
+pub async fn try_lock(
+    client: &mut LocksClient<Channel>,
+    session: u64,
+    name: &str,
+    seq: u64,
+) -> Option<u64> {
     let response = client
         .acquire(acquire_request(session, name, seq, pb::WaitPolicy::NoWait))
         .await
@@ -323,7 +347,9 @@ pub async fn keep_alive(
         loop {
             for session in &sessions {
                 if requests
-                    .send(pb::KeepAliveRequest { session_id: *session })
+                    .send(pb::KeepAliveRequest {
+                        session_id: *session,
+                    })
                     .await
                     .is_err()
                 {

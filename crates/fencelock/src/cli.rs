@@ -50,7 +50,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "fencelock", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter, e.g. `debug` or `info,openraft=warn` (default: `RUST_LOG`, else `info`).
+    /// Log filter, e.g. `debug` or `info,fencelock_server=debug` (default: `RUST_LOG`,
+    /// else `info,openraft=warn`).
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// What to do.
@@ -302,7 +303,12 @@ impl ServeArgs {
     }
 }
 
-/// Installs the log subscriber (stderr): `filter` if given, else `RUST_LOG`, else `info`.
+/// The log filter when neither `--log-level` nor `RUST_LOG` is given: `info`, with
+/// openraft's per-message chatter at `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
+/// Installs the log subscriber (stderr): `filter` if given, else `RUST_LOG`, else
+/// [`DEFAULT_LOG_FILTER`].
 ///
 /// # Errors
 /// A filter that does not parse.
@@ -313,7 +319,7 @@ pub fn init_logging(filter: Option<&str>) -> anyhow::Result<()> {
             Ok(f) if !f.trim().is_empty() => {
                 EnvFilter::try_new(&f).with_context(|| format!("bad RUST_LOG `{f}`"))?
             }
-            _ => EnvFilter::new("info"),
+            _ => EnvFilter::new(DEFAULT_LOG_FILTER),
         },
     };
     tracing_subscriber::fmt()

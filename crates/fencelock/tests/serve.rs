@@ -173,9 +173,29 @@ async fn serve_answers_admin_and_stops_cleanly_on_sigterm() {
     assert!(content_type.starts_with("text/html"), "{content_type}");
     assert!(page.contains("fencelock node 1"), "{page}");
 
-    // The client and peer ports are open.
-    TcpStream::connect(client).await.expect("client port open");
-    TcpStream::connect(peer).await.expect("peer port open");
+    // Garbage on every port leaves the node up and healthy.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for port in [admin, client, peer] {
+        for _ in 0..5 {
+            let mut bytes = vec![0u8; 4096];
+            for b in &mut bytes {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let mut stream = TcpStream::connect(port).await.expect("port open");
+            let _ = stream.write_all(&bytes).await;
+            let mut sink = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut sink)).await;
+        }
+    }
+    let (code, _, _) = http_get(admin, "/health")
+        .await
+        .expect("/health after garbage");
+    assert_eq!(code, 200);
+    assert!(server.exited().is_none(), "garbage stopped the node");
 
     let killed = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])

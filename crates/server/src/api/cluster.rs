@@ -23,22 +23,32 @@ impl ClusterService {
         ClusterService { node }
     }
 
-    fn require_leader(&self) -> Result<(), Status> {
+    async fn require_leader(&self) -> Result<(), Status> {
         let leader = self.node.leader();
         if leader != Some(self.node.id()) {
-            return Err(from_propose(&self.node, ProposeError::NotLeader { leader }));
+            return Err(from_propose(&self.node, ProposeError::NotLeader { leader }).await);
         }
         Ok(())
     }
 
-    fn membership_error(&self, error: RaftError<u64, ClientWriteError<u64, PeerNode>>) -> Status {
-        match error {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => from_propose(
-                &self.node,
-                ProposeError::NotLeader {
-                    leader: forward.leader_id,
-                },
-            ),
+    async fn check<T>(
+        &self,
+        result: Result<T, RaftError<u64, ClientWriteError<u64, PeerNode>>>,
+    ) -> Result<T, Status> {
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        Err(match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                from_propose(
+                    &self.node,
+                    ProposeError::NotLeader {
+                        leader: forward.leader_id,
+                    },
+                )
+                .await
+            }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => reason(
                 tonic::Code::FailedPrecondition,
                 pb::ErrorReason::Membership,
@@ -49,7 +59,7 @@ impl ClusterService {
                 pb::ErrorReason::Unavailable,
                 e.to_string(),
             ),
-        }
+        })
     }
 
     fn members(&self) -> Vec<pb::Member> {
@@ -114,24 +124,22 @@ impl Cluster for ClusterService {
                 request.peer_addr
             )));
         }
-        self.require_leader()?;
+        self.require_leader().await?;
         let node = PeerNode {
             peer_addr: request.peer_addr.clone(),
         };
         // Catch the new node up as a learner first, so adding it never stalls commits.
-        self.node
-            .raft
-            .add_learner(request.id, node, true)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        let result = self.node.raft.add_learner(request.id, node, true).await;
+        self.check(result).await?;
         if !request.learner_only {
             let mut voters = self.voters();
             voters.insert(request.id);
-            self.node
+            let result = self
+                .node
                 .raft
                 .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
-                .await
-                .map_err(|e| self.membership_error(e))?;
+                .await;
+            self.check(result).await?;
         }
         tracing::info!(id = request.id, peer = %request.peer_addr, learner_only = request.learner_only, "member added");
         let _ = self.node.learn_client_addr(request.id).await;
@@ -145,7 +153,7 @@ impl Cluster for ClusterService {
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<tonic::Response<pb::RemoveMemberResponse>, Status> {
         let id = request.into_inner().id;
-        self.require_leader()?;
+        self.require_leader().await?;
         let mut voters = self.voters();
         let change = if voters.remove(&id) {
             if voters.is_empty() {
@@ -155,11 +163,8 @@ impl Cluster for ClusterService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.node
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        let result = self.node.raft.change_membership(change, false).await;
+        self.check(result).await?;
         tracing::info!(id, "member removed");
         Ok(tonic::Response::new(pb::RemoveMemberResponse {
             members: self.members(),

@@ -45,16 +45,15 @@ impl LocksService {
         match self.node.proposer.propose(command).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(from_core(&error)),
-            Err(error) => Err(from_propose(&self.node, error)),
+            Err(error) => Err(from_propose(&self.node, error).await),
         }
     }
 
     async fn linearizable(&self) -> Result<(), Status> {
-        self.node
-            .barrier
-            .confirm()
-            .await
-            .map_err(|e| from_barrier(&self.node, e))
+        match self.node.barrier.confirm().await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(from_barrier(&self.node, error).await),
+        }
     }
 
     fn check_name(&self, name: &str) -> Result<(), Status> {
@@ -119,7 +118,7 @@ impl LocksService {
             Ok(Ok(_)) => Ok(WaitEnd::TimedOut),
             Ok(Err(fencelock_core::Error::NotWaiting(_))) => self.settle_ended_wait(session, name),
             Ok(Err(error)) => Err(from_core(&error)),
-            Err(error) => Err(from_propose(&self.node, error)),
+            Err(error) => Err(from_propose(&self.node, error).await),
         }
     }
 

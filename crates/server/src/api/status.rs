@@ -33,12 +33,17 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
     reason(Code::InvalidArgument, ErrorReason::InvalidArgument, message)
 }
 
-/// "Not the leader", naming the leader when known (a client redirects there).
-pub fn not_leader(node: &Node, leader: Option<NodeId>) -> Status {
+/// "Not the leader", naming the leader when known (a client redirects there). A leader
+/// whose client address this node has not learned yet is asked for it first, so a
+/// client is never left to guess.
+pub async fn not_leader(node: &Node, leader: Option<NodeId>) -> Status {
     let leader = leader.filter(|leader| *leader != node.id());
     match leader {
         Some(leader) => {
-            let leader_addr = node.client_addr_of(leader).unwrap_or_default();
+            let leader_addr = match node.client_addr_of(leader) {
+                Some(addr) => addr,
+                None => node.learn_client_addr(leader).await.unwrap_or_default(),
+            };
             status(
                 Code::Unavailable,
                 ErrorDetail {
@@ -70,9 +75,9 @@ pub fn not_leader(node: &Node, leader: Option<NodeId>) -> Status {
 }
 
 /// Map a proposer error.
-pub fn from_propose(node: &Node, error: ProposeError) -> Status {
+pub async fn from_propose(node: &Node, error: ProposeError) -> Status {
     match error {
-        ProposeError::NotLeader { leader } => not_leader(node, leader),
+        ProposeError::NotLeader { leader } => not_leader(node, leader).await,
         ProposeError::Unavailable(message) => reason(
             Code::Unavailable,
             ErrorReason::Unavailable,
@@ -96,9 +101,9 @@ pub fn from_propose(node: &Node, error: ProposeError) -> Status {
 }
 
 /// Map a read-barrier error.
-pub fn from_barrier(node: &Node, error: BarrierError) -> Status {
+pub async fn from_barrier(node: &Node, error: BarrierError) -> Status {
     match error {
-        BarrierError::NotLeader { leader } => not_leader(node, leader),
+        BarrierError::NotLeader { leader } => not_leader(node, leader).await,
         BarrierError::ShuttingDown => reason(
             Code::Unavailable,
             ErrorReason::Unavailable,

@@ -1,0 +1,282 @@
+//! An in-process cluster on loopback for tests of this crate and of the crates above it
+//! (client library, CLI, fault harness): real gRPC listeners on port 0, real redb logs in
+//! a temp dir, real Raft traffic between nodes, and link cutting for partitions.
+
+use crate::config::{Bootstrap, ServerConfig};
+use crate::node::{Listeners, RunningNode, start_with_listeners};
+use fencelock_proto::v1::cluster_client::ClusterClient;
+use fencelock_proto::v1::locks_client::LocksClient;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// How long tests wait for the cluster to settle before failing.
+pub const SETTLE: Duration = Duration::from_secs(10);
+
+/// One node's fixed identity: id, addresses and data dir survive restarts.
+pub struct Slot {
+    /// Node id.
+    pub id: u64,
+    /// Client gRPC address.
+    pub client: SocketAddr,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The node, while it runs.
+    pub running: Option<RunningNode>,
+}
+
+/// A cluster of in-process nodes.
+pub struct TestCluster {
+    /// The nodes, index = id - 1.
+    pub slots: Vec<Slot>,
+    /// The initial members (id → peer address).
+    pub members: BTreeMap<u64, String>,
+    _dir: tempfile::TempDir,
+    tweak: fn(&mut ServerConfig),
+}
+
+fn free_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback")
+}
+
+/// Fast timings so tests finish in seconds.
+pub fn fast(config: &mut ServerConfig) {
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.election_timeout = Duration::from_millis(300);
+    config.expiry_tick = Duration::from_millis(20);
+    config.request_timeout = Duration::from_secs(3);
+}
+
+impl TestCluster {
+    /// Start `n` voters with the same `--peers`.
+    pub async fn start(n: u64) -> TestCluster {
+        Self::start_with(n, fast).await
+    }
+
+    /// Start `n` voters, adjusting each node's config with `tweak`.
+    pub async fn start_with(n: u64, tweak: fn(&mut ServerConfig)) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut slots = Vec::new();
+        let mut listeners = Vec::new();
+        for id in 1..=n {
+            let client = free_listener();
+            let peer = free_listener();
+            slots.push(Slot {
+                id,
+                client: client.local_addr().unwrap(),
+                peer: peer.local_addr().unwrap(),
+                data_dir: dir.path().join(format!("node-{id}")),
+                running: None,
+            });
+            listeners.push((client, peer));
+        }
+        let members: BTreeMap<u64, String> =
+            slots.iter().map(|s| (s.id, s.peer.to_string())).collect();
+        let mut cluster = TestCluster {
+            slots,
+            members,
+            _dir: dir,
+            tweak,
+        };
+        // Start in reverse order: any order must form the cluster.
+        for (index, (client, peer)) in listeners.into_iter().enumerate().rev() {
+            let config = cluster.config(index, Bootstrap::Members(cluster.members.clone()));
+            let running = start_with_listeners(
+                config,
+                Listeners {
+                    client,
+                    peer,
+                    admin: None,
+                },
+            )
+            .await
+            .expect("node starts");
+            cluster.slots[index].running = Some(running);
+        }
+        cluster
+    }
+
+    fn config(&self, index: usize, bootstrap: Bootstrap) -> ServerConfig {
+        let slot = &self.slots[index];
+        let mut config = ServerConfig {
+            node_id: slot.id,
+            listen: slot.client,
+            peer_listen: slot.peer,
+            admin_listen: None,
+            data_dir: slot.data_dir.clone(),
+            bootstrap,
+            ..ServerConfig::default()
+        };
+        (self.tweak)(&mut config);
+        config
+    }
+
+    /// Add a node that starts empty (`--join`); it is not a member until `AddMember`.
+    pub async fn add_joining_node(&mut self) -> usize {
+        let id = self.slots.len() as u64 + 1;
+        let client = free_listener();
+        let peer = free_listener();
+        self.slots.push(Slot {
+            id,
+            client: client.local_addr().unwrap(),
+            peer: peer.local_addr().unwrap(),
+            data_dir: self._dir.path().join(format!("node-{id}")),
+            running: None,
+        });
+        let index = self.slots.len() - 1;
+        let config = self.config(index, Bootstrap::Join);
+        let running = start_with_listeners(
+            config,
+            Listeners {
+                client,
+                peer,
+                admin: None,
+            },
+        )
+        .await
+        .expect("node starts");
+        self.slots[index].running = Some(running);
+        index
+    }
+
+    /// Stop node `index` (graceful: like a process exit, data stays).
+    pub async fn stop(&mut self, index: usize) {
+        if let Some(running) = self.slots[index].running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// Restart node `index` on the same addresses and data dir.
+    pub async fn restart(&mut self, index: usize) {
+        assert!(self.slots[index].running.is_none(), "node is running");
+        let slot = &self.slots[index];
+        let listeners = Listeners {
+            client: std::net::TcpListener::bind(slot.client).expect("rebind client port"),
+            peer: std::net::TcpListener::bind(slot.peer).expect("rebind peer port"),
+            admin: None,
+        };
+        let config = self.config(index, Bootstrap::Members(self.members.clone()));
+        let running = start_with_listeners(config, listeners)
+            .await
+            .expect("node restarts");
+        self.slots[index].running = Some(running);
+    }
+
+    /// The running node at `index` (panics if stopped).
+    pub fn running(&self, index: usize) -> &RunningNode {
+        self.slots[index].running.as_ref().expect("node running")
+    }
+
+    /// Index of the node that every running node agrees leads, waiting for it.
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let mut seen = None;
+            let mut agreed = true;
+            for slot in self.slots.iter().filter(|s| s.running.is_some()) {
+                let status = slot.running.as_ref().unwrap().node().status();
+                match (status.leader_id, seen) {
+                    (None, _) => agreed = false,
+                    (Some(l), None) => seen = Some(l),
+                    (Some(l), Some(s)) if l != s => agreed = false,
+                    _ => {}
+                }
+            }
+            if agreed && let Some(leader) = seen {
+                let index = self.slots.iter().position(|s| s.id == leader).unwrap();
+                if self.slots[index].running.is_some()
+                    && self.slots[index]
+                        .running
+                        .as_ref()
+                        .unwrap()
+                        .node()
+                        .status()
+                        .state
+                        == "Leader"
+                {
+                    return index;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {SETTLE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait until node `index` reports a leader other than `not`.
+    /// Wait until the agreed leader is not node `not`; its index.
+    pub async fn leader_other_than(&self, not: usize) -> usize {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let leader = self.leader().await;
+            if leader != not {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "leadership did not move");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A raw gRPC client of node `index`.
+    pub async fn locks(&self, index: usize) -> LocksClient<Channel> {
+        LocksClient::new(channel(self.slots[index].client).await)
+    }
+
+    /// A raw cluster-service client of node `index`.
+    pub async fn cluster(&self, index: usize) -> ClusterClient<Channel> {
+        ClusterClient::new(channel(self.slots[index].client).await)
+    }
+
+    /// Cut node `index` off from every other node, both ways.
+    pub fn isolate(&self, index: usize) {
+        let isolated = self.slots[index].id;
+        for slot in &self.slots {
+            if let Some(running) = &slot.running {
+                if slot.id == isolated {
+                    running
+                        .node()
+                        .cut_links_to(self.slots.iter().map(|s| s.id).filter(|id| *id != isolated));
+                } else {
+                    running.node().cut_links_to([isolated]);
+                }
+            }
+        }
+    }
+
+    /// Restore every link.
+    pub fn heal(&self) {
+        for slot in &self.slots {
+            if let Some(running) = &slot.running {
+                running.node().cut_links_to([]);
+            }
+        }
+    }
+
+    /// The client addresses of all nodes, for client libraries.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.client.to_string()).collect()
+    }
+
+    /// Stop every node.
+    pub async fn shutdown(mut self) {
+        for index in 0..self.slots.len() {
+            self.stop(index).await;
+        }
+    }
+}
+
+/// A connected channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("connect")
+}

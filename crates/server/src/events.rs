@@ -19,6 +19,8 @@ pub struct AppliedEvents {
     pub index: u64,
     /// What changed, in order.
     pub events: Vec<Event>,
+    /// The whole state was replaced (a snapshot was installed): watchers must re-read.
+    pub resync: bool,
 }
 
 /// How a queued wait ended.
@@ -176,11 +178,21 @@ impl ApplyObserver for EventHub {
                 Event::Released { .. } => {}
             }
         }
+        if self.leases.is_leading() {
+            let grants = events
+                .iter()
+                .filter(|e| matches!(e, Event::Acquired { .. }))
+                .count();
+            if grants > 0 {
+                crate::metrics::record_grants(grants);
+            }
+        }
         let _ = applied;
         // No receivers is fine: nobody watches.
         let _ = self.watchers.send(Arc::new(AppliedEvents {
             index,
             events: events.to_vec(),
+            resync: false,
         }));
     }
 
@@ -211,5 +223,10 @@ impl ApplyObserver for EventHub {
         }
         drop(waits);
         self.leases.reset(&applied.state);
+        let _ = self.watchers.send(Arc::new(AppliedEvents {
+            index: applied.last_applied.map(|l| l.index).unwrap_or(0),
+            events: Vec::new(),
+            resync: true,
+        }));
     }
 }

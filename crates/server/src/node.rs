@@ -174,6 +174,34 @@ impl Node {
         &self.config
     }
 
+    /// Resolves once this node is known not to lead: another leader is known, or a
+    /// quorum round fails (an isolated leader keeps its own view of leadership in Raft,
+    /// so only a failed round reveals it). Rounds are shared through the read barrier,
+    /// one per election timeout however many callers wait. Returns the leader it then
+    /// knows, if any.
+    pub async fn leadership_lost(&self) -> Option<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let id = self.id;
+        // One timer for the whole wait: metrics change often and must not restart it.
+        let mut check = tokio::time::interval(self.config.election_timeout);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
+        loop {
+            let leader = metrics.borrow_and_update().current_leader;
+            if leader != Some(id) {
+                return leader;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return None },
+                _ = check.tick() => {
+                    if self.barrier.confirm().await.is_err() {
+                        return self.leader().filter(|leader| *leader != id);
+                    }
+                }
+            }
+        }
+    }
+
     /// The current leader, if known (never this node unless it leads).
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader

@@ -426,3 +426,83 @@ async fn add_a_fourth_node_and_remove_one_at_run_time() {
     assert!(next > token);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_deposed_leader_ends_with_not_leader_and_reattaches_on_the_new_one() {
+    let cluster = TestCluster::start(3).await;
+    let old = cluster.leader().await;
+    let mut client = cluster.locks(old).await;
+    let holder = open_session(&mut client, 1, 10_000).await;
+    let waiter_session = open_session(&mut client, 2, 10_000).await;
+    let held = try_lock(&mut client, holder, "handoff", 1).await.unwrap();
+    let mut waiter = cluster.locks(old).await;
+    let waiting = tokio::spawn(async move {
+        waiter
+            .acquire(acquire_request(
+                waiter_session,
+                "handoff",
+                1,
+                pb::WaitPolicy::Forever,
+            ))
+            .await
+    });
+    let deadline = Instant::now() + SETTLE;
+    while cluster.running(old).node().status().waiters == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.isolate(old);
+    let error = tokio::time::timeout(SETTLE, waiting)
+        .await
+        .expect("the wait ends when leadership is lost")
+        .unwrap()
+        .expect_err("not granted by a deposed leader");
+    assert!(matches!(
+        reason_of(&error),
+        pb::ErrorReason::NotLeader | pb::ErrorReason::NoLeader
+    ));
+    // On the new leader the same request id re-attaches to the same queued wait.
+    let new = loop {
+        if let Some(index) = (0..3)
+            .filter(|i| *i != old)
+            .find(|i| cluster.running(*i).node().status().state == "Leader")
+        {
+            break index;
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut waiter = cluster.locks(new).await;
+    let retried = tokio::spawn(async move {
+        waiter
+            .acquire(acquire_request(
+                waiter_session,
+                "handoff",
+                1,
+                pb::WaitPolicy::Forever,
+            ))
+            .await
+    });
+    let mut client = cluster.locks(new).await;
+    let lock = describe(&cluster, new, "handoff").await.unwrap();
+    assert_eq!(lock.waiters.len(), 1, "re-attached, not queued twice");
+    client
+        .release(pb::ReleaseRequest {
+            session_id: holder,
+            name: "handoff".into(),
+            token: held,
+            request: rid(2),
+        })
+        .await
+        .unwrap();
+    let granted = tokio::time::timeout(SETTLE, retried)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.outcome, pb::AcquireOutcome::Granted as i32);
+    assert!(granted.token > held);
+    cluster.heal();
+    cluster.shutdown().await;
+}

@@ -89,13 +89,22 @@ impl LocksService {
             name: name.to_string(),
             armed: true,
         };
-        let outcome = match deadline {
-            None => (&mut guard.ticket.outcome).await.ok(),
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline.into(), &mut guard.ticket.outcome).await {
-                    Ok(outcome) => outcome.ok(),
-                    Err(_elapsed) => None,
-                }
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = &mut guard.ticket.outcome => outcome.ok(),
+            _ = expired => None,
+            // A deposed leader cannot learn of the grant or cancel the wait: send the
+            // client to the new leader, where the same request id re-attaches to the wait.
+            leader = self.node.leadership_lost() => {
+                guard.disarm();
+                return Err(
+                    from_propose(&self.node, crate::proposer::ProposeError::NotLeader { leader }).await,
+                );
             }
         };
         guard.disarm();
@@ -625,6 +634,12 @@ impl Locks for LocksService {
                     _ = node.stopping() => return,
                 };
                 match applied {
+                    Ok(applied) if applied.resync => {
+                        last_revision = applied.index;
+                        if sender.send(Ok(resync(last_revision))).await.is_err() {
+                            return;
+                        }
+                    }
                     Ok(applied) => {
                         last_revision = applied.index;
                         for event in &applied.events {

@@ -327,12 +327,13 @@ impl RunningNode {
 
     /// Stop serving, stop Raft, and wait for the background tasks.
     pub async fn shutdown(self) {
+        // Servers and background duties first, while Raft still answers them; then Raft.
         let _ = self.stop.send(true);
-        if let Err(error) = self.node.raft.shutdown().await {
-            tracing::warn!(%error, "raft shutdown");
-        }
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Err(error) = self.node.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
         }
     }
 }

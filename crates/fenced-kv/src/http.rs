@@ -56,7 +56,10 @@ pub fn router(state: Arc<FencedKv>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(max_body, refuse_declared_large_bodies))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            refuse_declared_large_bodies,
+        ))
         .with_state(state)
 }
 
@@ -266,10 +269,7 @@ fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
 fn fencing_headers(headers: &HeaderMap) -> Result<(u64, String), ApiError> {
     let header_text = |name: &str| -> Result<&str, ApiError> {
         let value = headers.get(name).ok_or_else(|| {
-            ApiError::bad_request(
-                "missing_header",
-                format!("missing header {name}"),
-            )
+            ApiError::bad_request("missing_header", format!("missing header {name}"))
         })?;
         value.to_str().map(str::trim).map_err(|_| {
             ApiError::bad_request(
@@ -279,8 +279,7 @@ fn fencing_headers(headers: &HeaderMap) -> Result<(u64, String), ApiError> {
         })
     };
     let token_text = header_text(TOKEN_HEADER)?;
-    let token = if token_text.is_empty() || !token_text.bytes().all(|byte| byte.is_ascii_digit())
-    {
+    let token = if token_text.is_empty() || !token_text.bytes().all(|byte| byte.is_ascii_digit()) {
         None
     } else {
         token_text.parse::<u64>().ok()
@@ -317,7 +316,11 @@ fn body_of(body: Result<Bytes, BytesRejection>, max_body: usize) -> Result<Bytes
 
 fn kv_error(error: &KvError) -> ApiError {
     tracing::error!(%error, "storage failed");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", error.to_string())
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        error.to_string(),
+    )
 }
 
 fn internal(join: &tokio::task::JoinError) -> ApiError {

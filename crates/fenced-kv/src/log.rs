@@ -50,7 +50,10 @@ impl DecisionLog {
     /// Entries with `seq >= since`, at most `limit` (and at most [`MAX_LOG_PAGE`]).
     pub(crate) fn page(&self, since: u64, limit: usize) -> LogPage {
         let limit = limit.clamp(1, MAX_LOG_PAGE);
-        let first_seq = self.entries.front().map_or(self.next_seq, |entry| entry.seq);
+        let first_seq = self
+            .entries
+            .front()
+            .map_or(self.next_seq, |entry| entry.seq);
         let start = self.entries.partition_point(|entry| entry.seq < since);
         let entries: Vec<LogEntry> = self.entries.range(start..).take(limit).cloned().collect();
         let next = entries

@@ -215,12 +215,12 @@ impl FencedKv {
     /// [`OpenError`] if either file cannot be opened.
     pub fn open(options: FencedKvOptions) -> Result<Self, OpenError> {
         let backend = match &options.data {
-            Some(path) => Backend::Durable(DurableFence::open(path).map_err(|source| {
-                OpenError::Data {
+            Some(path) => {
+                Backend::Durable(DurableFence::open(path).map_err(|source| OpenError::Data {
                     path: path.clone(),
                     source,
-                }
-            })?),
+                })?)
+            }
             None => Backend::Memory(MemoryFence::new()),
         };
         let mut log = DecisionLog::new(options.log_capacity);

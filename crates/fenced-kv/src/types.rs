@@ -318,6 +318,9 @@ mod tests {
             "\"stale token\""
         );
         assert_eq!(RefusalReason::WrongLock.as_str(), "wrong lock");
-        assert_eq!(serde_json::to_string(&WriteOp::Append).unwrap(), "\"append\"");
+        assert_eq!(
+            serde_json::to_string(&WriteOp::Append).unwrap(),
+            "\"append\""
+        );
     }
 }

@@ -1,0 +1,288 @@
+//! Leader election on a lock: the holder of an exclusive lock leads, its holder value
+//! (e.g. its address) says who it is, and the fencing token numbers the terms.
+//!
+//! ```no_run
+//! # async fn demo(client: fencelock_client::Client) -> fencelock_client::Result<()> {
+//! use fencelock_client::election::{self, Election};
+//! use futures::StreamExt;
+//! use std::time::Duration;
+//!
+//! let session = client.session(Duration::from_secs(10)).await?;
+//! let election = Election::new(&session, "services/scheduler/leader");
+//! let leadership = election.campaign(b"10.0.0.7:9000".to_vec()).await?; // waits
+//! println!("leading in term {}", leadership.token());
+//! tokio::select! {
+//!     _ = leadership.lost() => println!("lost the session: stop leading now"),
+//!     _ = tokio::signal::ctrl_c() => leadership.resign().await?,
+//! }
+//!
+//! // Elsewhere: follow who leads.
+//! let mut leaders = election::observe(&client, "services/scheduler/leader");
+//! while let Some(leader) = leaders.next().await {
+//!     println!("leader now: {:?}", leader?);
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::keepalive::Lost;
+use crate::lock::{Acquisition, LockGuard};
+use crate::session::{Session, SessionInner};
+use crate::types::{AcquireOptions, FencingToken, LockMode, SessionId, Wait};
+use crate::watch::{WatchEvent, WatchStream};
+use futures::{FutureExt, Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A leader as observers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    /// The leading session.
+    pub session_id: SessionId,
+    /// Its grant's token: larger for every later leader.
+    pub token: FencingToken,
+    /// The value it campaigned with.
+    pub value: Vec<u8>,
+}
+
+/// Campaigns for leadership of `name` with one session.
+#[derive(Debug)]
+pub struct Election {
+    session: Arc<SessionInner>,
+    name: String,
+}
+
+impl Election {
+    /// An election on lock `name`, campaigning with `session`.
+    pub fn new(session: &Session, name: impl Into<String>) -> Election {
+        Election {
+            session: session.inner.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// The election's lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Wait until this session leads, announcing `value` (e.g. this node's address) to
+    /// observers. Campaigners are served in FIFO order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::acquire`]; [`Error::AlreadyHeldOrQueued`] when this session already
+    /// campaigns.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Session::acquire`]: dropping the future withdraws the candidacy.
+    pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
+        let options = AcquireOptions {
+            mode: LockMode::Exclusive,
+            wait: Wait::Forever,
+            value: value.into(),
+        };
+        match self.session.acquire(&self.name, options).await? {
+            Acquisition::Granted(guard) => Ok(Leadership { guard }),
+            other => Err(Error::Internal(format!(
+                "a campaign without deadline ended with {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Held leadership. Dropping it resigns in the background.
+#[derive(Debug)]
+#[must_use = "dropping the leadership resigns at once"]
+pub struct Leadership {
+    guard: LockGuard,
+}
+
+impl Leadership {
+    /// The term's fencing token; pass it to whatever the leader writes to.
+    pub fn token(&self) -> FencingToken {
+        self.guard.token()
+    }
+
+    /// The leading session.
+    pub fn session_id(&self) -> SessionId {
+        self.guard.session_id()
+    }
+
+    /// Resolves when the session is lost: stop acting as leader.
+    pub fn lost(&self) -> Lost {
+        self.guard.lost()
+    }
+
+    /// Step down; the next campaigner leads.
+    ///
+    /// # Errors
+    ///
+    /// As [`LockGuard::release`].
+    pub async fn resign(self) -> Result<()> {
+        self.guard.release().await
+    }
+}
+
+/// Who leads election `name` now (`None` when no one does).
+///
+/// # Errors
+///
+/// As [`Client::describe`].
+pub async fn leader(client: &Client, name: &str) -> Result<Option<Leader>> {
+    Ok(leader_at(client, name).await?.0)
+}
+
+async fn leader_at(client: &Client, name: &str) -> Result<(Option<Leader>, u64)> {
+    let description = client.describe(name).await?;
+    let leader = description.lock.and_then(|lock| {
+        lock.holders
+            .into_iter()
+            .find(|h| h.mode == LockMode::Exclusive)
+            .map(|h| Leader {
+                session_id: h.session_id,
+                token: h.token,
+                value: h.value,
+            })
+    });
+    Ok((leader, description.revision))
+}
+
+/// A stream of the leaders of election `name`: the current one first, then every change
+/// (`None` while no one leads), without repeats. Built on a watch that is subscribed
+/// *before* the first read, so no change between the two is missed; on a watch resync
+/// it re-reads. Each item is the leader as of some applied revision; changes applied in
+/// one step (a resignation that hands over to the next campaigner) are reported as one.
+pub fn observe(client: &Client, name: &str) -> Observe {
+    let (sender, leaders) = mpsc::channel(64);
+    let watch = client.watch(name);
+    let task =
+        client
+            .inner
+            .runtime
+            .spawn(run_observe(client.clone(), name.to_string(), watch, sender));
+    Observe { leaders, task }
+}
+
+/// The stream of [`observe`].
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Observe {
+    leaders: mpsc::Receiver<Result<Option<Leader>>>,
+    task: JoinHandle<()>,
+}
+
+impl Stream for Observe {
+    type Item = Result<Option<Leader>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.leaders.poll_recv(cx)
+    }
+}
+
+impl Drop for Observe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_observe(
+    client: Client,
+    name: String,
+    mut watch: WatchStream,
+    sender: mpsc::Sender<Result<Option<Leader>>>,
+) {
+    // What was last sent; `None` before the first item.
+    let mut reported: Option<Option<Leader>> = None;
+    let mut state: Option<Leader> = None;
+    // Events at or below the last read's revision are already reflected in it.
+    let mut read_revision = 0;
+    let mut buffered: Option<Option<Result<WatchEvent>>> = None;
+    loop {
+        let next = match buffered.take() {
+            Some(next) => next,
+            None => watch.next().await,
+        };
+        let event = match next {
+            None => return,
+            Some(Err(error)) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
+            Some(Ok(event)) => event,
+        };
+        if let WatchEvent::Resync { .. } = event {
+            match leader_at(&client, &name).await {
+                Ok((leader, revision)) => {
+                    state = leader;
+                    read_revision = revision;
+                }
+                Err(error) => {
+                    if sender.send(Err(error)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            // Apply every event of this revision before reporting.
+            let revision = event.revision();
+            apply(&mut state, event, read_revision);
+            loop {
+                match watch.next().now_or_never() {
+                    Some(Some(Ok(next)))
+                        if next.revision() == revision && next.name().is_some() =>
+                    {
+                        apply(&mut state, next, read_revision);
+                    }
+                    Some(other) => {
+                        buffered = Some(other);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if reported.as_ref() != Some(&state) {
+            reported = Some(state.clone());
+            if sender.send(Ok(state.clone())).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn apply(state: &mut Option<Leader>, event: WatchEvent, read_revision: u64) {
+    if event.revision() <= read_revision {
+        return;
+    }
+    match event {
+        WatchEvent::Acquired {
+            session_id,
+            token,
+            mode: LockMode::Exclusive,
+            value,
+            ..
+        } => {
+            *state = Some(Leader {
+                session_id,
+                token,
+                value,
+            });
+        }
+        WatchEvent::Released { token, .. }
+        | WatchEvent::Expired { token, .. }
+        | WatchEvent::Forced { token, .. }
+        | WatchEvent::SessionClosed { token, .. } => {
+            if state.as_ref().is_some_and(|leader| leader.token == token) {
+                *state = None;
+            }
+        }
+        WatchEvent::Acquired { .. } | WatchEvent::Resync { .. } => {}
+    }
+}

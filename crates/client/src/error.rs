@@ -1,0 +1,317 @@
+//! The crate's one error type and the one place where a `tonic::Status` becomes it.
+
+use fencelock_proto::v1::{ErrorDetail, ErrorReason};
+use prost::Message;
+use std::time::Duration;
+use tonic::{Code, Status};
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a call failed.
+///
+/// Every `ErrorReason` the server can answer has a variant; redirects (`NotLeader`) and
+/// transient failures (`NoLeader`, `Unavailable`, transport errors) are retried by the
+/// client and only surface once the retry budget or deadline is spent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The node answered "not the leader" and the retries ran out before the leader was
+    /// reached.
+    #[error("not the leader (leader: {leader_addr:?}): {message}")]
+    NotLeader {
+        /// The leader's client address, when the node knew it.
+        leader_addr: Option<String>,
+        /// The server's message.
+        message: String,
+    },
+    /// No node knew a leader with a quorum before the retries ran out.
+    #[error("no leader: {0}")]
+    NoLeader(String),
+    /// The session does not exist on the server (closed or expired). It never comes back.
+    #[error("session not found: {0}")]
+    SessionNotFound(String),
+    /// The session's lease ran out on the client's clock (see [`crate::Session::lost`]);
+    /// the client refuses to act for it.
+    #[error("the session is lost ({0})")]
+    SessionLost(crate::LostReason),
+    /// The lock name is empty, too long or has control characters.
+    #[error("invalid lock name: {0}")]
+    InvalidName(String),
+    /// The TTL is outside the server's allowed range.
+    #[error("invalid TTL: {0}")]
+    InvalidTtl(String),
+    /// The holder value is larger than the server allows.
+    #[error("holder value too large: {0}")]
+    ValueTooLarge(String),
+    /// The session does not hold the lock.
+    #[error("lock not held: {0}")]
+    NotHeld(String),
+    /// The token is not the session's current grant of the lock.
+    #[error("stale token: {0}")]
+    StaleToken(String),
+    /// The session already holds or waits for the lock.
+    #[error("already held or queued: {0}")]
+    AlreadyHeldOrQueued(String),
+    /// A configured server limit was reached.
+    #[error("limit reached ({limit}): {message}")]
+    LimitReached {
+        /// Which limit: "sessions", "locks", "waiters per lock", ...
+        limit: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The request id was already forgotten by the server (a retry came too late).
+    #[error("request too old: {0}")]
+    RequestTooOld(String),
+    /// The fencing-token counter would overflow.
+    #[error("token overflow: {0}")]
+    TokenOverflow(String),
+    /// The session was not waiting for the lock.
+    #[error("not waiting: {0}")]
+    NotWaiting(String),
+    /// A malformed argument (bad mode, wait timeout, client id, endpoint, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A membership change was refused.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The server reported an internal error.
+    #[error("internal server error: {0}")]
+    Internal(String),
+    /// The cluster could not be reached, or answered "unavailable", until the retries ran
+    /// out.
+    ///
+    /// `outcome_unknown` is true when a mutation may have been applied: some attempt
+    /// reached a server and its answer was lost. Such a mutation was sent with a request
+    /// id, so retrying it (with a new call) never acts twice *for the same request*, but
+    /// the first attempt may have acted.
+    #[error("unavailable (outcome unknown: {outcome_unknown}): {message}")]
+    Unavailable {
+        /// Whether a mutation may have been applied.
+        outcome_unknown: bool,
+        /// The last failure seen.
+        message: String,
+    },
+    /// The call's deadline passed without an answer.
+    #[error("timed out after {elapsed:?} (outcome unknown: {outcome_unknown})")]
+    Timeout {
+        /// How long the call ran.
+        elapsed: Duration,
+        /// Whether a mutation may have been applied.
+        outcome_unknown: bool,
+    },
+    /// The client was configured wrongly (no endpoints, a bad URI).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Any other status the server or the transport answered.
+    #[error("gRPC status {code:?}: {message}")]
+    Status {
+        /// The gRPC code.
+        code: Code,
+        /// The message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same call later may succeed (the cluster was unreachable or
+    /// leaderless).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::NoLeader(_)
+                | Error::Unavailable { .. }
+                | Error::Timeout { .. }
+        )
+    }
+}
+
+/// How the retry loop should treat a failed attempt.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Follow the redirect to this leader address.
+    Redirect(String),
+    /// Try another node after a backoff. `maybe_acted` is true when the attempt may have
+    /// reached the state machine.
+    Retry { error: Error, maybe_acted: bool },
+    /// Give up with this error.
+    Fatal(Error),
+}
+
+/// The error detail a status carries, if any.
+pub(crate) fn detail_of(status: &Status) -> Option<ErrorDetail> {
+    if status.details().is_empty() {
+        return None;
+    }
+    ErrorDetail::decode(status.details()).ok()
+}
+
+/// Classify a failed attempt. The only place a `Status` becomes an [`Error`].
+pub(crate) fn classify(status: &Status) -> Failure {
+    let message = status.message().to_string();
+    let Some(detail) = detail_of(status) else {
+        // No detail: the transport (connection refused or reset, h2 error, GOAWAY) or a
+        // status from a proxy. All of these may be transient.
+        return match status.code() {
+            Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Aborted => Failure::Retry {
+                // A refused connection never sent anything, but a reset one may have:
+                // the transport does not say which, so assume the worst.
+                maybe_acted: true,
+                error: Error::Unavailable {
+                    outcome_unknown: true,
+                    message: format!("{:?}: {message}", status.code()),
+                },
+            },
+            code => Failure::Fatal(Error::Status { code, message }),
+        };
+    };
+    let message = if detail.message.is_empty() {
+        message
+    } else {
+        detail.message.clone()
+    };
+    let reason = ErrorReason::try_from(detail.reason).unwrap_or(ErrorReason::Unspecified);
+    let fatal = |error| Failure::Fatal(error);
+    match reason {
+        ErrorReason::NotLeader if !detail.leader_addr.is_empty() => {
+            Failure::Redirect(detail.leader_addr)
+        }
+        ErrorReason::NotLeader => Failure::Retry {
+            error: Error::NotLeader {
+                leader_addr: None,
+                message,
+            },
+            maybe_acted: false,
+        },
+        ErrorReason::NoLeader => Failure::Retry {
+            error: Error::NoLeader(message),
+            maybe_acted: false,
+        },
+        ErrorReason::Unavailable => Failure::Retry {
+            error: Error::Unavailable {
+                outcome_unknown: true,
+                message,
+            },
+            maybe_acted: true,
+        },
+        // The leader's proposal queue is full: back off and retry; nothing acted.
+        ErrorReason::LimitReached if detail.limit == "queued commands" => Failure::Retry {
+            error: Error::LimitReached {
+                limit: detail.limit,
+                message,
+            },
+            maybe_acted: false,
+        },
+        ErrorReason::LimitReached => fatal(Error::LimitReached {
+            limit: detail.limit,
+            message,
+        }),
+        ErrorReason::SessionNotFound => fatal(Error::SessionNotFound(message)),
+        ErrorReason::InvalidName => fatal(Error::InvalidName(message)),
+        ErrorReason::InvalidTtl => fatal(Error::InvalidTtl(message)),
+        ErrorReason::ValueTooLarge => fatal(Error::ValueTooLarge(message)),
+        ErrorReason::NotHeld => fatal(Error::NotHeld(message)),
+        ErrorReason::StaleToken => fatal(Error::StaleToken(message)),
+        ErrorReason::AlreadyHeldOrQueued => fatal(Error::AlreadyHeldOrQueued(message)),
+        ErrorReason::RequestTooOld => fatal(Error::RequestTooOld(message)),
+        ErrorReason::TokenOverflow => fatal(Error::TokenOverflow(message)),
+        ErrorReason::InvalidArgument => fatal(Error::InvalidArgument(message)),
+        ErrorReason::Membership => fatal(Error::Membership(message)),
+        ErrorReason::Internal => fatal(Error::Internal(message)),
+        ErrorReason::NotWaiting => fatal(Error::NotWaiting(message)),
+        ErrorReason::Unspecified => fatal(Error::Status {
+            code: status.code(),
+            message,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_detail(code: Code, detail: ErrorDetail) -> Status {
+        Status::with_details(code, "m", detail.encode_to_vec().into())
+    }
+
+    #[test]
+    fn not_leader_with_address_redirects() {
+        let status = with_detail(
+            Code::Unavailable,
+            ErrorDetail {
+                reason: ErrorReason::NotLeader as i32,
+                leader_addr: "127.0.0.1:7000".into(),
+                leader_id: 2,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(classify(&status), Failure::Redirect(a) if a == "127.0.0.1:7000"));
+    }
+
+    #[test]
+    fn reasons_map_to_typed_errors() {
+        let limit = with_detail(
+            Code::ResourceExhausted,
+            ErrorDetail {
+                reason: ErrorReason::LimitReached as i32,
+                limit: "locks".into(),
+                message: "too many".into(),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            classify(&limit),
+            Failure::Fatal(Error::LimitReached { limit, .. }) if limit == "locks"
+        ));
+        let stale = with_detail(
+            Code::FailedPrecondition,
+            ErrorDetail {
+                reason: ErrorReason::StaleToken as i32,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            classify(&stale),
+            Failure::Fatal(Error::StaleToken(_))
+        ));
+        let unavailable = with_detail(
+            Code::Unavailable,
+            ErrorDetail {
+                reason: ErrorReason::Unavailable as i32,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            classify(&unavailable),
+            Failure::Retry {
+                maybe_acted: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bare_transport_errors_are_retried() {
+        let refused = Status::unavailable("connection refused");
+        assert!(matches!(classify(&refused), Failure::Retry { .. }));
+        let reset = Status::unknown("h2 reset");
+        assert!(matches!(
+            classify(&reset),
+            Failure::Retry {
+                maybe_acted: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&Status::permission_denied("no")),
+            Failure::Fatal(Error::Status { .. })
+        ));
+    }
+}

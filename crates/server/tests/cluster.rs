@@ -506,3 +506,28 @@ async fn a_wait_on_a_deposed_leader_ends_with_not_leader_and_reattaches_on_the_n
     cluster.heal();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_are_packed_into_few_raft_entries() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let node = cluster.running(leader).node().clone();
+    let before = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let mut tasks = Vec::new();
+    for id in 0..200u128 {
+        let mut client = cluster.locks(leader).await;
+        tasks.push(tokio::spawn(async move {
+            open_session(&mut client, 10_000 + id, 10_000).await
+        }));
+    }
+    let mut sessions = std::collections::BTreeSet::new();
+    for task in tasks {
+        sessions.insert(task.await.unwrap());
+    }
+    assert_eq!(sessions.len(), 200, "every open acted once");
+    let entries = node.raft.metrics().borrow().last_log_index.unwrap_or(0) - before;
+    // One entry per command would be 200; the proposer packs what queues up during a
+    // write. The bound is loose: it only has to show that packing happens.
+    assert!(entries < 150, "200 commands took {entries} entries");
+    cluster.shutdown().await;
+}

@@ -32,17 +32,38 @@ pub enum StoreError {
         #[source]
         source: postcard::Error,
     },
-    /// A stored log entry or meta value could not be decoded: the file is damaged or was
-    /// written by an incompatible version.
-    #[error("log database {path}: cannot decode {what}: {source}")]
+    /// The log database file cannot be opened: damaged (e.g. truncated), not a redb file,
+    /// or in use by another process. Start-up refuses.
+    #[error("cannot open the log database {path}: {reason}")]
+    OpenDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported (or the panic it raised).
+        reason: String,
+    },
+    /// A stored log entry failed verification (checksum, version, decoding, index) or is
+    /// missing from the middle of the log. See [`crate::store::log`] for what start-up
+    /// does about it.
+    #[error("log database {path}: entry {index}: {reason}")]
     CorruptLog {
         /// The database file.
         path: PathBuf,
-        /// What was being decoded (e.g. `log entry 17`).
-        what: String,
-        /// What postcard reported.
-        #[source]
-        source: postcard::Error,
+        /// The log index of the bad or missing entry.
+        index: u64,
+        /// What is wrong, and why start-up refuses.
+        reason: String,
+    },
+    /// A meta record of the log database (the vote, the committed or the last purged log
+    /// id, the format marker) failed verification. Start-up refuses: a node must never
+    /// forget its vote or guess what was committed.
+    #[error("log database {path}: record `{record}`: {reason}")]
+    CorruptRecord {
+        /// The database file.
+        path: PathBuf,
+        /// The record's key.
+        record: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A snapshot file on disk is damaged (bad magic, version, length or checksum, or
     /// undecodable). Start-up refuses to skip it silently.

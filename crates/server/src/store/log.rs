@@ -1,25 +1,67 @@
 //! The Raft log and vote, durable in redb (`<data_dir>/raft-log.redb`).
 //!
-//! - Entries are postcard-encoded under their `u64` index in the `log` table; the vote,
-//!   the committed log id and the last purged log id live in the `meta` table.
+//! - Entries are stored under their `u64` index in the `log` table; the vote, the
+//!   committed log id, the last purged log id and a format marker live in the `meta`
+//!   table. Every value is a checksummed record (see [`super::record`]): a version byte,
+//!   a CRC-32 of the key and payload, then the postcard payload.
 //! - Group commit: each `append()` is one write transaction with
 //!   [`Durability::Immediate`] however many entries it carries, committed before the flush
 //!   callback runs. `save_vote`, `truncate` and `purge` are one durable transaction each
 //!   (the last two as range deletes). `save_committed` is written without forcing an
 //!   fsync: the next durable commit, or closing the database, makes it durable.
 //! - Reads of recent entries (the replication path) are served from a bounded in-memory
-//!   cache of the log's tail; older entries are read from redb.
+//!   cache of the log's tail (entries this process wrote and verified); older entries
+//!   are read from redb and verified on every read. A record that fails verification is
+//!   a [`StoreError::CorruptLog`] naming the file and the index.
+//!
+//! # Verification at start-up
+//!
+//! [`LogStore::open`] reads and verifies the whole file before it serves anything:
+//!
+//! - **The file itself**: redb keeps its own crash recovery (commits are atomic). A file
+//!   redb cannot open (truncated, overwritten, not a redb file) refuses start-up with
+//!   [`StoreError::OpenDatabase`] naming the file; a panic inside redb on a damaged file is
+//!   caught and reported the same way.
+//! - **Meta records**: the vote, the committed log id, the last purged log id and the
+//!   format marker must pass their checksums. Any failure refuses start-up
+//!   ([`StoreError::CorruptRecord`]): a node must never forget its vote, and without the
+//!   committed log id it cannot tell which entries it may drop.
+//! - **Entries** must be contiguous from `last_purged + 1` to the last index (no entry at
+//!   or below `last_purged`, no gaps) and each must pass its checksum, decode, and carry
+//!   its own index. A missing entry refuses start-up.
+//! - **A damaged tail** (one or more entries at the end, with no verified entry after the
+//!   first bad one) is what a torn or partial write would leave. If the first bad entry
+//!   is **above** the persisted committed log id, Raft allows dropping it: those entries
+//!   were never known committed, the leader still has them and re-sends them. The store
+//!   deletes them in one durable transaction and logs a warning naming the file and the
+//!   indexes. If it is **at or below** the committed log id, the entry may have been
+//!   acknowledged and applied: start-up refuses ([`StoreError::CorruptLog`] naming the
+//!   file and index); the operator restores the node from a healthy replica (wipe its
+//!   data dir and re-add it).
+//! - **Damage in the middle** (a bad entry followed by verified ones) is not a torn
+//!   write: start-up refuses.
+//!
+//! Dropping an unacknowledged tail is the same thing Raft does for entries a crash lost
+//! before their fsync. One residual risk is shared with every Raft log: an entry above
+//! the persisted committed id may already have been acknowledged to the leader; if the
+//! damage happens on a majority at once, a committed entry could be lost. `fencelock
+//! check-data` reports everything this scan finds without changing the file.
 
 use super::StoreError;
+use super::record;
 use crate::raft::{LogId, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableError,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,11 +69,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// The log's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "raft-log.redb";
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_LAST_PURGED: &str = "last_purged_log_id";
+/// The value of the format marker record: bumped when the layout of the file changes.
+pub const LOG_FORMAT: u32 = 1;
+
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_LAST_PURGED: &str = "last_purged_log_id";
+pub(crate) const KEY_FORMAT: &str = "format";
 
 type Ent = Entry<TypeConfig>;
 
@@ -171,24 +217,33 @@ impl Tail {
 }
 
 impl LogStore {
-    /// Open (or create) the log in `dir`/[`LOG_FILE_NAME`], recovering the vote, the
-    /// entries, the committed and the last purged log id of an existing file.
+    /// Open (or create) the log in `dir`/[`LOG_FILE_NAME`], verify all of it (see the
+    /// module docs), drop a damaged uncommitted tail, and recover the vote, the entries,
+    /// the committed and the last purged log id.
     ///
     /// # Errors
-    /// The directory cannot be created, the file cannot be opened (e.g. another process
-    /// has it open), or its contents cannot be decoded.
+    /// The directory cannot be created; the file cannot be opened (damaged, or another
+    /// process has it open: [`StoreError::OpenDatabase`]); a meta record is damaged
+    /// ([`StoreError::CorruptRecord`]); an entry is missing, damaged in the middle of the
+    /// log or at or below the committed log id ([`StoreError::CorruptLog`]).
     pub fn open(dir: &Path, options: LogStoreOptions) -> Result<LogStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         let path = dir.join(LOG_FILE_NAME);
-        let database_error = |e: redb::Error| StoreError::Database {
-            path: path.clone(),
-            source: e,
-        };
-        let db = Database::create(&path).map_err(|e| database_error(e.into()))?;
-        let txn = db.begin_write().map_err(|e| database_error(e.into()))?;
-        txn.open_table(LOG).map_err(|e| database_error(e.into()))?;
-        txn.open_table(META).map_err(|e| database_error(e.into()))?;
-        txn.commit().map_err(|e| database_error(e.into()))?;
+        refuse_empty_file(&path)?;
+        let db = guarded(&path, "opening", || {
+            Database::create(&path).map_err(|e| StoreError::OpenDatabase {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        })?;
+        guarded(&path, "preparing", || {
+            prepare(&db).map_err(|e| StoreError::Database {
+                path: path.clone(),
+                source: e,
+            })
+        })?;
+        let scan = guarded(&path, "verifying", || Scan::run(&db, &path))?;
+        let truncate_from = scan.verdict(&path)?;
 
         let store = LogStore {
             inner: Arc::new(Inner {
@@ -206,19 +261,32 @@ impl LogStore {
                 disk_reads: AtomicU64::new(0),
             }),
         };
-        let last_purged: Option<LogId> = store.read_meta(KEY_LAST_PURGED)?;
-        let last_entry = {
-            let txn = store.inner.db.begin_read().map_err(|e| store.db_error(e))?;
-            let table = txn.open_table(LOG).map_err(|e| store.db_error(e))?;
-            match table.last().map_err(|e| store.db_error(e))? {
-                Some((index, bytes)) => Some(store.decode_entry(index.value(), bytes.value())?),
-                None => None,
+        let last_entry = match truncate_from {
+            None => scan.last_log_id,
+            Some(index) => {
+                tracing::warn!(
+                    file = %store.inner.path.display(),
+                    from_index = index,
+                    to_index = scan.last_index,
+                    committed = ?scan.committed,
+                    "the log ends in damaged entries that were never committed (a torn \
+                     write); deleting them: the leader sends them again"
+                );
+                let txn = store.begin_write(Durability::Immediate)?;
+                {
+                    let mut table = txn.open_table(LOG).map_err(|e| store.db_error(e))?;
+                    table
+                        .retain_in(index.., |_, _| false)
+                        .map_err(|e| store.db_error(e))?;
+                }
+                store.commit(txn)?;
+                scan.last_good_before_bad
             }
         };
         {
             let mut tail = store.tail();
-            tail.last_purged = last_purged;
-            tail.last_log_id = last_entry.map(|e| e.log_id).or(last_purged);
+            tail.last_purged = scan.last_purged;
+            tail.last_log_id = last_entry.or(scan.last_purged);
         }
         Ok(store)
     }
@@ -256,19 +324,11 @@ impl LogStore {
     }
 
     fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<Ent, StoreError> {
-        let entry: Ent = postcard::from_bytes(bytes).map_err(|source| StoreError::CorruptLog {
+        record::decode_entry(index, bytes).map_err(|e| StoreError::CorruptLog {
             path: self.inner.path.clone(),
-            what: format!("log entry {index}"),
-            source,
-        })?;
-        if entry.log_id.index != index {
-            return Err(StoreError::CorruptLog {
-                path: self.inner.path.clone(),
-                what: format!("log entry {index}: it carries index {}", entry.log_id.index),
-                source: postcard::Error::DeserializeBadEncoding,
-            });
-        }
-        Ok(entry)
+            index,
+            reason: e.to_string(),
+        })
     }
 
     fn begin_write(&self, durability: Durability) -> Result<redb::WriteTransaction, StoreError> {
@@ -292,12 +352,12 @@ impl LogStore {
         let Some(bytes) = table.get(key).map_err(|e| self.db_error(e))? else {
             return Ok(None);
         };
-        postcard::from_bytes(bytes.value())
+        record::decode(key.as_bytes(), bytes.value())
             .map(Some)
-            .map_err(|source| StoreError::CorruptLog {
+            .map_err(|e| StoreError::CorruptRecord {
                 path: self.inner.path.clone(),
-                what: key.to_owned(),
-                source,
+                record: key.to_owned(),
+                reason: e.to_string(),
             })
     }
 
@@ -313,7 +373,7 @@ impl LogStore {
             let mut table = txn.open_table(META).map_err(|e| self.db_error(e))?;
             match value {
                 Some(value) => {
-                    let bytes = postcard::to_allocvec(value)
+                    let bytes = record::encode(key.as_bytes(), value, Vec::new())
                         .map_err(|source| StoreError::Encode { what: key, source })?;
                     table
                         .insert(key, bytes.as_slice())
@@ -339,9 +399,8 @@ impl LogStore {
             let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
             let mut buffer = Vec::new();
             for entry in entries {
-                buffer.clear();
                 buffer =
-                    postcard::to_extend(&entry, buffer).map_err(|source| StoreError::Encode {
+                    record::encode_entry(&entry, buffer).map_err(|source| StoreError::Encode {
                         what: "log entry",
                         source,
                     })?;
@@ -393,10 +452,12 @@ impl LogStore {
             table
                 .retain_in(..=log_id.index, |_, _| false)
                 .map_err(|e| self.db_error(e))?;
-            let bytes = postcard::to_allocvec(&log_id).map_err(|source| StoreError::Encode {
-                what: KEY_LAST_PURGED,
-                source,
-            })?;
+            let bytes = record::encode(KEY_LAST_PURGED.as_bytes(), &log_id, Vec::new()).map_err(
+                |source| StoreError::Encode {
+                    what: KEY_LAST_PURGED,
+                    source,
+                },
+            )?;
             let mut meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
             meta.insert(KEY_LAST_PURGED, bytes.as_slice())
                 .map_err(|e| self.db_error(e))?;
@@ -438,6 +499,118 @@ impl LogStore {
         }
         Ok(entries)
     }
+
+    /// The stored bytes of entry `index`, unverified (tests and tools).
+    ///
+    /// # Errors
+    /// redb failed.
+    #[doc(hidden)]
+    pub fn raw_entry_for_test(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
+        Ok(table
+            .get(index)
+            .map_err(|e| self.db_error(e))?
+            .map(|bytes| bytes.value().to_vec()))
+    }
+
+    /// Store `bytes` as entry `index` as they are (or remove it with `None`), in one
+    /// durable transaction, bypassing the encoder and the cache (tests of damaged files
+    /// only).
+    ///
+    /// # Errors
+    /// redb failed.
+    #[doc(hidden)]
+    pub fn put_raw_entry_for_test(
+        &self,
+        index: u64,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
+            match bytes {
+                Some(bytes) => table.insert(index, bytes).map(drop),
+                None => table.remove(index).map(drop),
+            }
+            .map_err(|e| self.db_error(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Store `bytes` as the meta record `key` as they are (or remove it with `None`), in
+    /// one durable transaction (tests of damaged files only).
+    ///
+    /// # Errors
+    /// redb failed.
+    #[doc(hidden)]
+    pub fn put_raw_record_for_test(
+        &self,
+        key: &str,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_write(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(META).map_err(|e| self.db_error(e))?;
+            match bytes {
+                Some(bytes) => table.insert(key, bytes).map(drop),
+                None => table.remove(key).map(drop),
+            }
+            .map_err(|e| self.db_error(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// The stored bytes of meta record `key`, unverified (tests and tools).
+    ///
+    /// # Errors
+    /// redb failed.
+    #[doc(hidden)]
+    pub fn raw_record_for_test(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(|e| self.db_error(e))?;
+        let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
+        Ok(table
+            .get(key)
+            .map_err(|e| self.db_error(e))?
+            .map(|bytes| bytes.value().to_vec()))
+    }
+
+    /// Flip every bit of the last byte of entry `index` on disk, in one durable
+    /// transaction: the entry then fails its checksum (tests of damaged files only; the
+    /// tail cache still holds the good copy).
+    ///
+    /// # Errors
+    /// redb failed, or there is no entry `index`.
+    #[doc(hidden)]
+    pub fn corrupt_entry_for_test(&self, index: u64) -> Result<(), StoreError> {
+        let mut bytes = self
+            .raw_entry_for_test(index)?
+            .ok_or_else(|| StoreError::CorruptLog {
+                path: self.inner.path.clone(),
+                index,
+                reason: "no such entry to corrupt".to_owned(),
+            })?;
+        *bytes.last_mut().expect("records are never empty") ^= 0xff;
+        self.put_raw_entry_for_test(index, Some(&bytes))
+    }
+
+    /// Flip every bit of the last byte of meta record `key` (`vote`, `committed`,
+    /// `last_purged_log_id`, `format`), like [`LogStore::corrupt_entry_for_test`].
+    ///
+    /// # Errors
+    /// redb failed, or there is no such record.
+    #[doc(hidden)]
+    pub fn corrupt_record_for_test(&self, key: &str) -> Result<(), StoreError> {
+        let mut bytes =
+            self.raw_record_for_test(key)?
+                .ok_or_else(|| StoreError::CorruptRecord {
+                    path: self.inner.path.clone(),
+                    record: key.to_owned(),
+                    reason: "no such record to corrupt".to_owned(),
+                })?;
+        *bytes.last_mut().expect("records are never empty") ^= 0xff;
+        self.put_raw_record_for_test(key, Some(&bytes))
+    }
 }
 
 impl Debug for LogStore {
@@ -445,6 +618,325 @@ impl Debug for LogStore {
         f.debug_struct("LogStore")
             .field("path", &self.inner.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Run `work` on a possibly damaged file, turning a panic inside redb into a refusal that
+/// names the file.
+pub(crate) fn guarded<T>(
+    path: &Path,
+    doing: &str,
+    work: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(StoreError::OpenDatabase {
+            path: path.to_owned(),
+            reason: format!("the file is damaged: redb panicked while {doing} it: {message}"),
+        })
+    })
+}
+
+/// redb turns an existing empty file into a new database, which would make a node whose
+/// log file was truncated to nothing forget its vote: refuse instead.
+pub(crate) fn refuse_empty_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() && metadata.len() == 0 => {
+            Err(StoreError::OpenDatabase {
+                path: path.to_owned(),
+                reason: "the file is empty: it was truncated, or its creation was \
+                         interrupted. A node that may have voted must not start with a new \
+                         log; delete the file only if this node never joined a cluster"
+                    .to_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Create the tables of a new file, and its format marker. An existing file is not
+/// written to before it is verified.
+fn prepare(db: &Database) -> Result<(), redb::Error> {
+    let fresh = |log_empty: bool, meta_empty: bool| log_empty && meta_empty;
+    let needs_write = {
+        let txn = db.begin_read()?;
+        match (txn.open_table(LOG), txn.open_table(META)) {
+            (Ok(log), Ok(meta)) => fresh(log.is_empty()?, meta.is_empty()?),
+            (Err(TableError::TableDoesNotExist(_)), _)
+            | (_, Err(TableError::TableDoesNotExist(_))) => true,
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        }
+    };
+    if !needs_write {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    {
+        let log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        if fresh(log.is_empty()?, meta.is_empty()?) {
+            let marker = record::encode(KEY_FORMAT.as_bytes(), &LOG_FORMAT, Vec::new())
+                .map_err(|e| redb::Error::Corrupted(format!("encoding the format marker: {e}")))?;
+            meta.insert(KEY_FORMAT, marker.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// How many problems a [`Scan`] lists (it counts them all).
+pub(crate) const LISTED_PROBLEMS_MAX: usize = 100;
+
+/// What kind of trouble an entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryTrouble {
+    /// Fails verification.
+    Corrupt,
+    /// Absent between `last_purged + 1` and the last index.
+    Missing,
+    /// Present at or below the last purged index.
+    Stale,
+}
+
+/// One entry that failed verification, or a run of missing ones.
+#[derive(Clone, Debug)]
+pub(crate) struct EntryProblem {
+    pub(crate) index: u64,
+    pub(crate) trouble: EntryTrouble,
+    pub(crate) reason: String,
+}
+
+/// What reading and verifying a whole log database found. Shared by start-up and
+/// `check-data`, so both judge a file the same way.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub(crate) format: Option<u32>,
+    pub(crate) vote: Option<Vote<NodeId>>,
+    pub(crate) committed: Option<LogId>,
+    pub(crate) last_purged: Option<LogId>,
+    /// Meta records that failed verification: `(key, reason)`.
+    pub(crate) record_problems: Vec<(String, String)>,
+    /// Entries read (good or bad).
+    pub(crate) entries_checked: u64,
+    pub(crate) first_index: Option<u64>,
+    pub(crate) last_index: Option<u64>,
+    /// The last entry's log id, when it verified.
+    pub(crate) last_log_id: Option<LogId>,
+    /// The first [`LISTED_PROBLEMS_MAX`] entry problems, in index order.
+    pub(crate) entry_problems: Vec<EntryProblem>,
+    pub(crate) entry_problem_count: u64,
+    /// The first bad (corrupt, missing or stale) index.
+    pub(crate) first_bad: Option<u64>,
+    /// The last verified entry before `first_bad`.
+    pub(crate) last_good_before_bad: Option<LogId>,
+    /// The first verified entry after `first_bad`.
+    pub(crate) good_after_bad: Option<u64>,
+}
+
+impl Scan {
+    /// Read and verify every record of `db` (the file at `path`).
+    pub(crate) fn run(db: &impl ReadableDatabase, path: &Path) -> Result<Scan, StoreError> {
+        let db_error = |e: redb::Error| StoreError::Database {
+            path: path.to_owned(),
+            source: e,
+        };
+        let txn = db.begin_read().map_err(|e| db_error(e.into()))?;
+        let mut scan = Scan::default();
+        {
+            let meta = txn.open_table(META).map_err(|e| db_error(e.into()))?;
+            let meta_empty = meta.is_empty().map_err(|e| db_error(e.into()))?;
+            let read = |key: &'static str| -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(meta
+                    .get(key)
+                    .map_err(|e| db_error(e.into()))?
+                    .map(|bytes| bytes.value().to_vec()))
+            };
+            let format = read(KEY_FORMAT)?;
+            let vote = read(KEY_VOTE)?;
+            let committed = read(KEY_COMMITTED)?;
+            let last_purged = read(KEY_LAST_PURGED)?;
+            scan.format = scan.meta(KEY_FORMAT, format.as_deref());
+            scan.vote = scan.meta(KEY_VOTE, vote.as_deref());
+            scan.committed = scan.meta(KEY_COMMITTED, committed.as_deref());
+            scan.last_purged = scan.meta(KEY_LAST_PURGED, last_purged.as_deref());
+            match (scan.format, format.is_some()) {
+                (Some(LOG_FORMAT), _) | (None, true) => {}
+                (Some(other), _) => scan.record_problems.insert(
+                    0,
+                    (
+                        KEY_FORMAT.to_owned(),
+                        format!("file format {other} (this build reads {LOG_FORMAT})"),
+                    ),
+                ),
+                (None, false) if !meta_empty => scan.record_problems.insert(
+                    0,
+                    (
+                        KEY_FORMAT.to_owned(),
+                        "missing: the file was written by a build without checksummed records"
+                            .to_owned(),
+                    ),
+                ),
+                (None, false) => {}
+            }
+        }
+        let log = txn.open_table(LOG).map_err(|e| db_error(e.into()))?;
+        if scan.format.is_none()
+            && scan.record_problems.is_empty()
+            && !log.is_empty().map_err(|e| db_error(e.into()))?
+        {
+            scan.record_problems.push((
+                KEY_FORMAT.to_owned(),
+                "missing: the file was written by a build without checksummed records".to_owned(),
+            ));
+        }
+        let purged_index = scan.last_purged.map(|id| id.index);
+        let mut expected = purged_index.map(|p| p + 1);
+        for item in log.iter().map_err(|e| db_error(e.into()))? {
+            let (key, value) = item.map_err(|e| db_error(e.into()))?;
+            let index = key.value();
+            scan.entries_checked += 1;
+            scan.first_index.get_or_insert(index);
+            scan.last_index = Some(index);
+            if purged_index.is_some_and(|p| index <= p) {
+                scan.problem(
+                    index,
+                    EntryTrouble::Stale,
+                    format!(
+                        "present although the log was purged up to index {}",
+                        purged_index.unwrap_or_default()
+                    ),
+                );
+            } else if let Some(expected) = expected
+                && index > expected
+            {
+                let reason = if index == expected + 1 {
+                    format!("missing (the next entry present is {index})")
+                } else {
+                    format!(
+                        "missing, with the {} entries up to {} (the next present is {index})",
+                        index - expected,
+                        index - 1
+                    )
+                };
+                scan.problem(expected, EntryTrouble::Missing, reason);
+            }
+            expected = Some(expected.map_or(index + 1, |e| e.max(index + 1)));
+            match record::decode_entry(index, value.value()) {
+                Ok(entry) => {
+                    if scan.first_bad.is_some() {
+                        scan.good_after_bad.get_or_insert(index);
+                    } else {
+                        scan.last_good_before_bad = Some(entry.log_id);
+                    }
+                    scan.last_log_id = Some(entry.log_id);
+                }
+                Err(e) => {
+                    scan.problem(index, EntryTrouble::Corrupt, e.to_string());
+                    scan.last_log_id = None;
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Verify one meta record, noting a problem.
+    fn meta<T: DeserializeOwned>(&mut self, key: &'static str, bytes: Option<&[u8]>) -> Option<T> {
+        let bytes = bytes?;
+        match record::decode::<T>(key.as_bytes(), bytes) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.record_problems.push((key.to_owned(), e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn problem(&mut self, index: u64, trouble: EntryTrouble, reason: String) {
+        self.entry_problem_count += 1;
+        if self.entry_problems.len() < LISTED_PROBLEMS_MAX {
+            self.entry_problems.push(EntryProblem {
+                index,
+                trouble,
+                reason,
+            });
+        }
+        if self.first_bad.is_none() {
+            self.first_bad = Some(index);
+        } else if trouble != EntryTrouble::Corrupt {
+            // A missing or stale entry is a gap in what follows the first bad one: the
+            // damage is not confined to the tail.
+            self.good_after_bad.get_or_insert(index);
+        }
+    }
+
+    /// What start-up does about what the scan found: `Ok(None)` to start as is,
+    /// `Ok(Some(index))` to delete the damaged uncommitted tail from `index` on first, or
+    /// the error that refuses start-up.
+    pub(crate) fn verdict(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        if let Some((record, reason)) = self.record_problems.first() {
+            let why = match record.as_str() {
+                KEY_VOTE => "a node must never forget its vote",
+                KEY_COMMITTED => "without it the node cannot tell which entries it may drop",
+                KEY_LAST_PURGED => "without it the node cannot tell where its log begins",
+                _ => "the file cannot be read safely",
+            };
+            return Err(StoreError::CorruptRecord {
+                path: path.to_owned(),
+                record: record.clone(),
+                reason: format!("{reason}; refusing to start ({why})"),
+            });
+        }
+        let Some(first) = self.entry_problems.first() else {
+            return Ok(None);
+        };
+        let refuse = |reason: String| {
+            Err(StoreError::CorruptLog {
+                path: path.to_owned(),
+                index: first.index,
+                reason,
+            })
+        };
+        match first.trouble {
+            EntryTrouble::Missing | EntryTrouble::Stale => {
+                return refuse(format!("{}; refusing to start", first.reason));
+            }
+            EntryTrouble::Corrupt => {}
+        }
+        if let Some(good) = self.good_after_bad {
+            return refuse(format!(
+                "{}; the log goes on after it (index {good}), so this is damage in the \
+                 middle of the log, not a torn tail: refusing to start",
+                first.reason
+            ));
+        }
+        if let Some(committed) = self.committed
+            && committed.index >= first.index
+        {
+            return refuse(format!(
+                "{}; it is at or below the committed log id {committed}, so it may have \
+                 been acknowledged: refusing to start (restore this node from a healthy \
+                 replica)",
+                first.reason
+            ));
+        }
+        Ok(Some(first.index))
+    }
+
+    /// What [`Scan::verdict`] means, in words, for reports.
+    pub(crate) fn verdict_text(&self, path: &Path) -> String {
+        match self.verdict(path) {
+            Ok(None) => "starts normally".to_owned(),
+            Ok(Some(index)) => format!(
+                "deletes the damaged uncommitted tail (entries {index}..={}) with a warning, \
+                 then starts",
+                self.last_index.unwrap_or(index)
+            ),
+            Err(e) => format!("refuses to start: {e}"),
+        }
     }
 }
 

@@ -7,8 +7,10 @@
 //! reader that checks the state and registers interest under the same lock never misses
 //! a change.
 
+pub mod check;
 pub mod error;
 pub mod log;
+pub mod record;
 pub mod snapshot;
 pub mod state_machine;
 

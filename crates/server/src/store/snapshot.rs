@@ -11,7 +11,10 @@
 //! | n | payload: postcard of `{meta: SnapshotMeta, state: State}` |
 //!
 //! The same bytes are the file on disk and the data openraft sends to followers, so a
-//! follower checks what it received exactly as start-up checks a file.
+//! follower checks what it received exactly as start-up checks a file: header, length,
+//! checksum, decoding, no trailing bytes, and [`State::check_invariants`] on the decoded
+//! state. Any failure is a [`DecodeError`] with the byte offset of the bad field; a node
+//! never loads or installs a snapshot that fails.
 //!
 //! Files are named `snapshot-<term>-<index>.bin` after the last log id they include. They
 //! are written as `<name>.tmp`, fsynced, renamed, and the directory fsynced; then every
@@ -36,7 +39,7 @@ const MAGIC: [u8; 4] = *b"FLSN";
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4 + 8;
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".bin";
-const TMP_SUFFIX: &str = ".tmp";
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Serialize)]
 struct ContentRef<'a> {
@@ -73,48 +76,95 @@ pub fn encode(meta: &SnapshotMeta, state: &State) -> Result<Vec<u8>, StoreError>
     Ok(bytes)
 }
 
-/// Check and decode snapshot bytes made by [`encode`].
+/// Why snapshot bytes were refused, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (at byte {offset})")]
+pub struct DecodeError {
+    /// Offset in the bytes of the field found wrong (the payload's start for checksum,
+    /// decoding and invariant failures).
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Where the payload starts.
+pub const PAYLOAD_OFFSET: u64 = HEADER_BYTES as u64;
+
+/// Check and decode snapshot bytes made by [`encode`], and check the decoded state's
+/// invariants.
 ///
 /// # Errors
-/// A description of what is wrong: truncated, bad magic, unknown version, wrong length,
-/// checksum mismatch, or an undecodable payload.
-pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, String> {
+/// What is wrong and where: truncated, bad magic, unknown version, wrong length,
+/// checksum mismatch, an undecodable payload, trailing bytes, or a state that breaks its
+/// invariants.
+pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
+    let fail = |offset: u64, reason: String| Err(DecodeError { offset, reason });
     if bytes.len() < HEADER_BYTES {
-        return Err(format!(
-            "{} bytes, shorter than the {HEADER_BYTES}-byte header",
-            bytes.len()
-        ));
+        return fail(
+            bytes.len() as u64,
+            format!(
+                "{} bytes, shorter than the {HEADER_BYTES}-byte header",
+                bytes.len()
+            ),
+        );
     }
     let (header, payload) = bytes.split_at(HEADER_BYTES);
     if header[..4] != MAGIC {
-        return Err("not a fencelock snapshot (bad magic)".to_owned());
+        return fail(0, "not a fencelock snapshot (bad magic)".to_owned());
     }
     if header[4] != FORMAT_VERSION {
-        return Err(format!(
-            "format version {} (this build reads {FORMAT_VERSION})",
-            header[4]
-        ));
+        return fail(
+            4,
+            format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                header[4]
+            ),
+        );
     }
     let checksum = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
     let payload_len = u64::from_le_bytes(header[9..17].try_into().expect("8 bytes"));
     if payload_len != payload.len() as u64 {
-        return Err(format!(
-            "header says {payload_len} payload bytes, found {}",
-            payload.len()
-        ));
+        return fail(
+            9,
+            format!(
+                "header says {payload_len} payload bytes, found {} (truncated or extended)",
+                payload.len()
+            ),
+        );
     }
     let actual = crc32fast::hash(payload);
     if actual != checksum {
-        return Err(format!(
-            "checksum mismatch (header {checksum:08x}, payload {actual:08x})"
-        ));
+        return fail(
+            PAYLOAD_OFFSET,
+            format!("checksum mismatch (header {checksum:08x}, payload {actual:08x})"),
+        );
     }
-    let (content, rest) = postcard::take_from_bytes::<SnapshotContent>(payload)
-        .map_err(|e| format!("payload does not decode: {e}"))?;
+    let (content, rest) = match postcard::take_from_bytes::<SnapshotContent>(payload) {
+        Ok(decoded) => decoded,
+        Err(e) => return fail(PAYLOAD_OFFSET, format!("payload does not decode: {e}")),
+    };
     if !rest.is_empty() {
-        return Err(format!("{} trailing bytes after the payload", rest.len()));
+        return fail(
+            (bytes.len() - rest.len()) as u64,
+            format!("{} trailing bytes after the payload", rest.len()),
+        );
+    }
+    if let Err(violation) = content.state.check_invariants() {
+        return fail(
+            PAYLOAD_OFFSET,
+            format!("the decoded state breaks an invariant: {violation}"),
+        );
     }
     Ok(content)
+}
+
+/// `(term, index)` from a snapshot file's name, if it is one.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let (term, index) = name
+        .strip_prefix(FILE_PREFIX)?
+        .strip_suffix(FILE_SUFFIX)?
+        .split_once('-')?;
+    Some((term.parse().ok()?, index.parse().ok()?))
 }
 
 /// The directory holding the newest snapshot file.
@@ -193,7 +243,7 @@ impl SnapshotDir {
             path: path.clone(),
             reason,
         };
-        let content = decode(&bytes).map_err(corrupt)?;
+        let content = decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let named = content
             .meta
             .last_log_id
@@ -213,7 +263,7 @@ impl SnapshotDir {
             .map_err(StoreError::io(&self.dir))
     }
 
-    fn file_names(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn file_names(&self) -> Result<Vec<String>, StoreError> {
         let mut names = Vec::new();
         for item in fs::read_dir(&self.dir).map_err(StoreError::io(&self.dir))? {
             let item = item.map_err(StoreError::io(&self.dir))?;
@@ -225,16 +275,12 @@ impl SnapshotDir {
     }
 
     /// `(term, index, path)` of every complete snapshot file.
-    fn snapshot_files(&self) -> Result<Vec<(u64, u64, PathBuf)>, StoreError> {
+    pub(crate) fn snapshot_files(&self) -> Result<Vec<(u64, u64, PathBuf)>, StoreError> {
         Ok(self
             .file_names()?
             .into_iter()
             .filter_map(|name| {
-                let (term, index) = name
-                    .strip_prefix(FILE_PREFIX)?
-                    .strip_suffix(FILE_SUFFIX)?
-                    .split_once('-')?;
-                let (term, index) = (term.parse().ok()?, index.parse().ok()?);
+                let (term, index) = parse_file_name(&name)?;
                 Some((term, index, self.dir.join(name)))
             })
             .collect())

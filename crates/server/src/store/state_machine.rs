@@ -284,8 +284,9 @@ fn install(
     meta: &SnapshotMeta,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
-    let content =
-        snapshot::decode(bytes).map_err(|reason| StoreError::InvalidSnapshot { reason })?;
+    let content = snapshot::decode(bytes).map_err(|e| StoreError::InvalidSnapshot {
+        reason: e.to_string(),
+    })?;
     if content.meta != *meta {
         return Err(StoreError::InvalidSnapshot {
             reason: format!(

@@ -1,0 +1,473 @@
+//! Offline verification of a data directory (`fencelock check-data DIR`), without
+//! modifying it.
+//!
+//! [`check_data_dir`] verifies what start-up verifies, and a little more:
+//!
+//! - the log database (`raft-log.redb`): opened read-only; if redb says the file needs
+//!   crash recovery or another process holds it, a copy in a temporary directory is
+//!   checked instead (and a note says so). Every meta record (format marker, vote,
+//!   committed, last purged) and every entry is verified (checksum, decoding, index), and
+//!   the entries must be contiguous from `last_purged + 1`. The report says what a node
+//!   would do at start-up (see [`crate::store::log`]): start, drop a damaged uncommitted
+//!   tail, or refuse;
+//! - every snapshot file in `snapshots/` (not just the newest one start-up loads):
+//!   magic, version, length, CRC-32, decoding, the file name against the last log id it
+//!   holds, and [`fencelock_core::State::check_invariants`] on the decoded state;
+//! - that the newest good snapshot covers everything the log has purged.
+//!
+//! Problems name the file and the log index, the meta record, or the byte offset in a
+//! snapshot file. A log index is the locator inside the log: redb is a B-tree file, so a
+//! byte offset there says little; a damaged B-tree that redb itself refuses is reported
+//! against the file.
+
+use super::log::{EntryTrouble, LOG_FILE_NAME, Scan, guarded};
+use super::snapshot::{self, TMP_SUFFIX};
+use crate::raft::{LogId, NodeId};
+use openraft::Vote;
+use redb::{Database, DatabaseError, ReadOnlyDatabase};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The snapshot directory's name inside a data directory.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// Where in a file a problem is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The file as a whole (cannot be opened, is missing, ...).
+    File,
+    /// A log entry, by index.
+    Index(u64),
+    /// A meta record of the log database, by key.
+    Record(String),
+    /// A byte offset in a snapshot file.
+    Offset(u64),
+}
+
+/// One thing found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Where in the file.
+    pub location: Location,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What was found in the log database.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogCheck {
+    /// The database file.
+    pub path: PathBuf,
+    /// Whether it could be opened and read at all.
+    pub readable: bool,
+    /// Entries read and verified (good or bad).
+    pub entries_checked: u64,
+    /// The first index present.
+    pub first_index: Option<u64>,
+    /// The last index present.
+    pub last_index: Option<u64>,
+    /// The vote, when its record verified.
+    pub vote: Option<Vote<NodeId>>,
+    /// The committed log id, when its record verified.
+    pub committed: Option<LogId>,
+    /// The last purged log id, when its record verified.
+    pub last_purged: Option<LogId>,
+    /// What a node would do at start-up with this log, in words.
+    pub start_up: Option<String>,
+}
+
+/// What was found in one snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// The last log id it holds (when it decoded).
+    pub last_log_id: Option<LogId>,
+    /// Whether it passed every check.
+    pub ok: bool,
+    /// Whether it is the newest by name: the one start-up loads.
+    pub newest: bool,
+}
+
+/// The result of [`check_data_dir`]. Its `Display` is the report `check-data` prints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The directory checked.
+    pub data_dir: PathBuf,
+    /// The log database.
+    pub log: LogCheck,
+    /// Every snapshot file, oldest first.
+    pub snapshots: Vec<SnapshotCheck>,
+    /// Everything wrong; empty when the directory is clean.
+    pub problems: Vec<Problem>,
+    /// Remarks that are not problems (a copy was checked, leftover temporary files, ...).
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    /// No problems were found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, file: &Path, location: Location, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.to_owned(),
+            location,
+            message: message.into(),
+        });
+    }
+}
+
+/// Verify the data directory `data_dir` without modifying it.
+pub fn check_data_dir(data_dir: &Path) -> CheckReport {
+    let mut report = CheckReport {
+        data_dir: data_dir.to_owned(),
+        log: LogCheck {
+            path: data_dir.join(LOG_FILE_NAME),
+            ..LogCheck::default()
+        },
+        ..CheckReport::default()
+    };
+    if !data_dir.is_dir() {
+        report.problem(data_dir, Location::File, "not a directory");
+        return report;
+    }
+    let newest_snapshot = check_snapshots(&mut report);
+    check_log(&mut report);
+    let log_path = report.log.path.clone();
+    if let Some(purged) = report.log.last_purged {
+        let covered = newest_snapshot.flatten().map(|id| id.index);
+        if covered.is_none_or(|covered| covered < purged.index) {
+            report.problem(
+                &log_path,
+                Location::Record(super::log::KEY_LAST_PURGED.to_owned()),
+                format!(
+                    "the log was purged up to {purged}, but {}: those entries exist nowhere \
+                     on this node",
+                    match covered {
+                        Some(index) => format!("the newest good snapshot ends at index {index}"),
+                        None => "there is no good snapshot".to_owned(),
+                    }
+                ),
+            );
+        }
+    }
+    report
+}
+
+/// A read-only view of the log database, or of a recovered copy.
+enum Opened {
+    ReadOnly(ReadOnlyDatabase),
+    Copy(Database, #[allow(dead_code)] tempfile::TempDir),
+}
+
+fn open_log(report: &mut CheckReport) -> Option<Opened> {
+    let path = report.log.path.clone();
+    if let Err(e) = super::log::refuse_empty_file(&path) {
+        report.problem(&path, Location::File, e.to_string());
+        return None;
+    }
+    let opened = guarded(&path, "opening", || Ok(ReadOnlyDatabase::open(&path)));
+    let why_copy = match opened {
+        Ok(Ok(db)) => return Some(Opened::ReadOnly(db)),
+        Ok(Err(DatabaseError::RepairAborted)) => {
+            "was not closed cleanly (a crash, or a node is running on it): checked a copy \
+             recovered by redb; the file itself is unchanged"
+        }
+        Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
+            "is open in another process (a running node?): checked a copy taken now, which \
+             may not be consistent while the node writes"
+        }
+        Ok(Err(e)) => {
+            report.problem(&path, Location::File, format!("redb cannot open it: {e}"));
+            return None;
+        }
+        Err(e) => {
+            report.problem(&path, Location::File, e.to_string());
+            return None;
+        }
+    };
+    report.notes.push(format!("{} {why_copy}", path.display()));
+    let copy = match copy_of(&path) {
+        Ok(copy) => copy,
+        Err(e) => {
+            report.problem(
+                &path,
+                Location::File,
+                format!("cannot copy it to check: {e}"),
+            );
+            return None;
+        }
+    };
+    let copy_path = copy.path().join(LOG_FILE_NAME);
+    match guarded(&path, "recovering a copy of", || {
+        Ok(Database::open(&copy_path))
+    }) {
+        Ok(Ok(db)) => Some(Opened::Copy(db, copy)),
+        Ok(Err(e)) => {
+            report.problem(
+                &path,
+                Location::File,
+                format!("redb cannot recover it: {e}"),
+            );
+            None
+        }
+        Err(e) => {
+            report.problem(&path, Location::File, e.to_string());
+            None
+        }
+    }
+}
+
+fn copy_of(path: &Path) -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(path, dir.path().join(LOG_FILE_NAME))?;
+    Ok(dir)
+}
+
+fn check_log(report: &mut CheckReport) {
+    let path = report.log.path.clone();
+    if !path.is_file() {
+        report.problem(
+            &path,
+            Location::File,
+            "missing: no log database (the vote and the log are lost, or this is not a \
+             fencelock data directory)",
+        );
+        return;
+    }
+    let Some(opened) = open_log(report) else {
+        report.log.start_up = Some("refuses to start: the file cannot be opened".to_owned());
+        return;
+    };
+    let scanned = guarded(&path, "reading", || match &opened {
+        Opened::ReadOnly(db) => Scan::run(db, &path),
+        Opened::Copy(db, _) => Scan::run(db, &path),
+    });
+    let scan = match scanned {
+        Ok(scan) => scan,
+        Err(e) => {
+            report.problem(&path, Location::File, e.to_string());
+            report.log.start_up = Some(format!("refuses to start: {e}"));
+            return;
+        }
+    };
+    report.log.readable = true;
+    report.log.entries_checked = scan.entries_checked;
+    report.log.first_index = scan.first_index;
+    report.log.last_index = scan.last_index;
+    report.log.vote = scan.vote;
+    report.log.committed = scan.committed;
+    report.log.last_purged = scan.last_purged;
+    report.log.start_up = Some(scan.verdict_text(&path));
+    for (record, reason) in &scan.record_problems {
+        report.problem(&path, Location::Record(record.clone()), reason.clone());
+    }
+    for problem in &scan.entry_problems {
+        let what = match problem.trouble {
+            EntryTrouble::Corrupt => "corrupt",
+            EntryTrouble::Missing => "gap",
+            EntryTrouble::Stale => "stale",
+        };
+        report.problem(
+            &path,
+            Location::Index(problem.index),
+            format!("{what}: {}", problem.reason),
+        );
+    }
+    let unlisted = scan.entry_problem_count - scan.entry_problems.len() as u64;
+    if unlisted > 0 {
+        report.problem(
+            &path,
+            Location::File,
+            format!("and {unlisted} more bad entries not listed"),
+        );
+    }
+}
+
+/// Check every snapshot file; returns the newest good one's last log id (`Some(None)` for
+/// a good snapshot of the empty log), or `None` when there is no good newest snapshot.
+fn check_snapshots(report: &mut CheckReport) -> Option<Option<LogId>> {
+    let dir = report.data_dir.join(SNAPSHOT_DIR_NAME);
+    if !dir.is_dir() {
+        report
+            .notes
+            .push(format!("{} does not exist: no snapshots", dir.display()));
+        return None;
+    }
+    let listing = match std::fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) => {
+            report.problem(&dir, Location::File, format!("cannot list it: {e}"));
+            return None;
+        }
+    };
+    let mut files = Vec::new();
+    for item in listing {
+        let name = match item {
+            Ok(item) => item.file_name().to_string_lossy().into_owned(),
+            Err(e) => {
+                report.problem(&dir, Location::File, format!("cannot list it: {e}"));
+                continue;
+            }
+        };
+        match snapshot::parse_file_name(&name) {
+            Some((term, index)) => files.push((term, index, dir.join(&name))),
+            None if name.ends_with(TMP_SUFFIX) => report.notes.push(format!(
+                "{} is a leftover of an interrupted snapshot write (start-up deletes it)",
+                dir.join(&name).display()
+            )),
+            None => report.notes.push(format!(
+                "{} is not a snapshot file (ignored)",
+                dir.join(&name).display()
+            )),
+        }
+    }
+    files.sort();
+    let newest = files.last().map(|(term, index, _)| (*term, *index));
+    let mut newest_good = None;
+    for (term, index, path) in files {
+        let is_newest = newest == Some((term, index));
+        let mut check = SnapshotCheck {
+            path: path.clone(),
+            bytes: 0,
+            last_log_id: None,
+            ok: false,
+            newest: is_newest,
+        };
+        let consequence = if is_newest {
+            "start-up refuses: this is the newest snapshot"
+        } else {
+            "start-up ignores it: a newer snapshot exists"
+        };
+        match std::fs::read(&path) {
+            Err(e) => report.problem(&path, Location::File, format!("cannot read it: {e}")),
+            Ok(bytes) => {
+                check.bytes = bytes.len() as u64;
+                match snapshot::decode(&bytes) {
+                    Err(e) => report.problem(
+                        &path,
+                        Location::Offset(e.offset),
+                        format!("{}; {consequence}", e.reason),
+                    ),
+                    Ok(content) => {
+                        let last = content.meta.last_log_id;
+                        check.last_log_id = last;
+                        let named = last.map_or((0, 0), |id| (id.leader_id.term, id.index));
+                        if named == (term, index) {
+                            check.ok = true;
+                            if is_newest {
+                                newest_good = Some(last);
+                            }
+                        } else {
+                            report.problem(
+                                &path,
+                                Location::File,
+                                format!(
+                                    "it holds last log id {last:?}, its name says term {term} \
+                                     index {index}; {consequence}"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        report.snapshots.push(check);
+    }
+    newest_good
+}
+
+fn show_log_id(id: Option<LogId>) -> String {
+    id.map_or_else(|| "none".to_owned(), |id| id.to_string())
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File => Ok(()),
+            Location::Index(index) => write!(f, "entry {index}"),
+            Location::Record(key) => write!(f, "record `{key}`"),
+            Location::Offset(offset) => write!(f, "byte {offset}"),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.location != Location::File {
+            write!(f, ", {}", self.location)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "data dir: {}", self.data_dir.display())?;
+        let log = &self.log;
+        writeln!(f, "log: {}", log.path.display())?;
+        if log.readable {
+            match (log.first_index, log.last_index) {
+                (Some(first), Some(last)) => writeln!(
+                    f,
+                    "  entries checked: {} (index {first}..={last})",
+                    log.entries_checked
+                )?,
+                _ => writeln!(f, "  entries checked: 0")?,
+            }
+            let vote = log
+                .vote
+                .map_or_else(|| "none".to_owned(), |v| v.to_string());
+            writeln!(f, "  vote: {vote}")?;
+            writeln!(f, "  committed: {}", show_log_id(log.committed))?;
+            writeln!(f, "  last purged: {}", show_log_id(log.last_purged))?;
+        }
+        if let Some(start_up) = &log.start_up {
+            writeln!(f, "  start-up: {start_up}")?;
+        }
+        if self.snapshots.is_empty() {
+            writeln!(f, "snapshots: none")?;
+        } else {
+            writeln!(f, "snapshots:")?;
+            for snapshot in &self.snapshots {
+                let name = snapshot
+                    .path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                writeln!(
+                    f,
+                    "  {name}: {} bytes, last log id {}, {}{}",
+                    snapshot.bytes,
+                    show_log_id(snapshot.last_log_id),
+                    if snapshot.ok { "ok" } else { "BAD" },
+                    if snapshot.newest { " (newest)" } else { "" }
+                )?;
+            }
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        if self.problems.is_empty() {
+            writeln!(f, "problems: none")?;
+            write!(f, "result: clean")
+        } else {
+            writeln!(f, "problems ({}):", self.problems.len())?;
+            for problem in &self.problems {
+                writeln!(f, "  - {problem}")?;
+            }
+            write!(
+                f,
+                "result: {} problem{} found",
+                self.problems.len(),
+                if self.problems.len() == 1 { "" } else { "s" }
+            )
+        }
+    }
+}

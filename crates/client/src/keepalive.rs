@@ -214,7 +214,7 @@ type Connecting = Pin<Box<dyn Future<Output = (String, Result<Conn, Status>)> + 
 enum Wake {
     Command(Option<Command>),
     Answer(Result<Option<pb::KeepAliveResponse>, Status>),
-    Connected(String, Result<Conn, Status>),
+    Connected(String, Box<Result<Conn, Status>>),
     LeaderChanged,
     Timer,
 }
@@ -320,7 +320,7 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
         let event = tokio::select! {
             command = commands.recv() => Wake::Command(command),
             answer = next_answer(&mut conn) => Wake::Answer(answer),
-            (addr, result) = poll_connecting(&mut connecting) => Wake::Connected(addr, result),
+            (addr, result) = poll_connecting(&mut connecting) => Wake::Connected(addr, Box::new(result)),
             changed = leader.changed() => {
                 if changed.is_err() { return; }
                 Wake::LeaderChanged
@@ -388,7 +388,7 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
             }
             Wake::Connected(addr, result) => {
                 connecting = None;
-                match result {
+                match *result {
                     Ok(stream) => {
                         tracing::debug!(node = %addr, "keepalive stream open");
                         conn = Some(stream);

@@ -9,14 +9,18 @@
 //! the protected resource, which refuses tokens older than the newest it has seen. Stop
 //! when [`LockGuard::lost`] fires.
 //!
-//! ```no_run
+//! ```
 //! use fencelock_client::{Client, Result};
 //! use std::time::Duration;
 //!
 //! # async fn write_with_token(_token: u64) {}
-//! #[tokio::main]
+//! #[tokio::main(flavor = "multi_thread")]
 //! async fn main() -> Result<()> {
-//!     let client = Client::connect(["127.0.0.1:7070", "127.0.0.1:7071", "127.0.0.1:7072"]).await?;
+//! #   // The doc test runs against an in-process cluster.
+//! #   let cluster = fencelock_server::testing::TestCluster::start(1).await;
+//! #   let endpoints = cluster.endpoints();
+//!     // e.g. ["10.0.0.1:7070", "10.0.0.2:7070", "10.0.0.3:7070"]: any node will do.
+//!     let client = Client::connect(endpoints).await?;
 //!     let session = client.session(Duration::from_secs(10)).await?;
 //!
 //!     // Wait for the lock as long as it takes (cancel safe: drop the future to give up).
@@ -32,14 +36,20 @@
 //!     guard.release().await?;
 //!
 //!     // Try without waiting, or wait a bounded time.
-//!     if let Some(guard) = session.try_lock("jobs/billing").await? {
-//!         drop(guard); // releases in the background
-//!     }
-//!     match session.lock_timeout("jobs/billing", Duration::from_secs(2)).await? {
+//!     let other = client.session(Duration::from_secs(10)).await?;
+//!     let held = other.try_lock("jobs/billing").await?.expect("free");
+//!     assert!(session.try_lock("jobs/billing").await?.is_none());
+//!     match session.lock_timeout("jobs/billing", Duration::from_millis(200)).await? {
 //!         Some(guard) => guard.release().await?,
-//!         None => println!("still taken after 2 s; no waiter was left behind"),
+//!         None => println!("still taken after 200 ms; no waiter was left behind"),
 //!     }
+//!     drop(held); // releases in the background
 //!
+//!     // Who holds what.
+//!     let description = client.describe("jobs/billing").await?;
+//!     println!("{:?} at revision {}", description.lock, description.revision);
+//!
+//!     other.close().await?;
 //!     session.close().await
 //! }
 //! ```

@@ -56,10 +56,10 @@ impl LockMode {
 /// What an acquire does when the lock is taken.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Wait {
-    /// Answer at once ([`Acquisition::WouldBlock`]).
+    /// Answer at once ([`Acquisition::WouldBlock`](crate::Acquisition::WouldBlock)).
     NoWait,
     /// Queue for at most this long; then the cluster cancels the wait
-    /// ([`Acquisition::TimedOut`]).
+    /// ([`Acquisition::TimedOut`](crate::Acquisition::TimedOut)).
     Timeout(Duration),
     /// Queue until granted (or the session ends).
     #[default]

@@ -13,7 +13,9 @@ async fn keepalive_keeps_a_one_second_session_alive() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!session.is_lost());
     assert!(session.lease_deadline() > Instant::now());
-    let lock = lock_info(&client, "keepalive/held").await.expect("still held");
+    let lock = lock_info(&client, "keepalive/held")
+        .await
+        .expect("still held");
     assert_eq!(lock.holders[0].session_id, session.id());
     assert_eq!(lock.holders[0].client_id, Some(session.client_id()));
     guard.release().await.unwrap();

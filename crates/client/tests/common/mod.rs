@@ -13,6 +13,10 @@ pub async fn connect(cluster: &TestCluster) -> Client {
 
 /// A client of `endpoints`.
 pub async fn connect_to(endpoints: Vec<String>) -> Client {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Client::builder(endpoints)
         .connect_timeout(Duration::from_millis(500))
         .call_timeout(Duration::from_secs(2))

@@ -276,7 +276,9 @@ impl Session {
     pub async fn lock(&self, name: &str) -> Result<LockGuard> {
         match self.acquire(name, AcquireOptions::default()).await? {
             Acquisition::Granted(guard) => Ok(guard),
-            other => unreachable!("a wait without deadline ended with {other:?}"),
+            other => Err(Error::Internal(format!(
+                "a wait without deadline ended with {other:?}"
+            ))),
         }
     }
 
@@ -546,7 +548,13 @@ impl SessionInner {
                 }
             }
         }
-        Ok(Acquisition::TimedOut)
+        match options.wait {
+            Wait::Timeout(_) | Wait::NoWait => Ok(Acquisition::TimedOut),
+            Wait::Forever => Err(Error::Unavailable {
+                outcome_unknown: false,
+                message: format!("the cluster withdrew the wait for {name:?} repeatedly"),
+            }),
+        }
     }
 
     async fn acquire_once(

@@ -12,7 +12,7 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::raft::network::{MAX_PEER_MESSAGE_BYTES, PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::SharedState;
-use crate::store::log::{LogStore, LogStoreOptions};
+use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
 use fencelock_core::Command;
 use fencelock_proto::peer::NodeInfoRequest;
@@ -302,6 +302,7 @@ pub struct RunningNode {
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    log_closed: LogStoreCloseWatch,
 }
 
 impl RunningNode {
@@ -334,6 +335,15 @@ impl RunningNode {
         }
         if let Err(error) = self.node.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
+        }
+        // Raft's tasks drop their log handles as they finish: wait until the database is
+        // closed, so the same data dir can be opened again at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log_closed.is_closed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !self.log_closed.is_closed() {
+            tracing::warn!("the Raft log was still open 5 s after shutdown");
         }
     }
 }
@@ -412,6 +422,7 @@ pub async fn start_with_listeners(
     })?;
     let log_store =
         LogStore::open(&config.data_dir, LogStoreOptions::default()).map_err(|e| storage(&e))?;
+    let log_closed = log_store.close_watch();
     let leases = Arc::new(LeaseClock::default());
     let hub = EventHub::new(config.watch_buffer, leases.clone());
     let shared = SharedState::new(hub.clone());
@@ -549,6 +560,7 @@ pub async fn start_with_listeners(
         admin_addr,
         stop,
         tasks,
+        log_closed,
     })
 }
 

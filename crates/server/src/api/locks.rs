@@ -98,6 +98,16 @@ impl LocksService {
         let outcome = tokio::select! {
             outcome = &mut guard.ticket.outcome => outcome.ok(),
             _ = expired => None,
+            // A stopping node answers at once, so graceful shutdown does not wait for the
+            // wait; it stays queued and the client re-attaches on the next leader.
+            () = self.node.stopping() => {
+                guard.disarm();
+                return Err(st::reason(
+                    tonic::Code::Unavailable,
+                    pb::ErrorReason::Unavailable,
+                    "node is shutting down; retry with the same request id",
+                ));
+            }
             // A deposed leader cannot learn of the grant or cancel the wait: send the
             // client to the new leader, where the same request id re-attaches to the wait.
             leader = self.node.leadership_lost() => {

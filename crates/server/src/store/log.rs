@@ -107,6 +107,33 @@ pub struct LogStore {
     inner: Arc<Inner>,
 }
 
+/// Tells when every handle of a [`LogStore`] is gone, i.e. its database file is closed
+/// and may be opened again (an in-process restart waits for this).
+#[derive(Clone, Debug)]
+pub struct LogStoreCloseWatch(std::sync::Weak<Inner>);
+
+impl LogStoreCloseWatch {
+    /// True once the store and all its readers are dropped.
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// A watch that tells when this store's database is closed.
+    pub fn close_watch(&self) -> LogStoreCloseWatch {
+        LogStoreCloseWatch(Arc::downgrade(&self.inner))
+    }
+}
+
 struct Inner {
     db: Database,
     path: PathBuf,

@@ -1,0 +1,659 @@
+//! Linearizability of the lock history against a sequential model of one lock, checked
+//! per lock (locks are independent, so the history splits: P-compositionality) with the
+//! Wing–Gong search as Porcupine runs it (Lowe's just-in-time linearization with a cache
+//! of (linearized set, model state) pairs), bounded by a step budget.
+//!
+//! # The model
+//!
+//! The state of a lock is its exclusive holder, `(session, token)` or free, and the
+//! largest token granted so far. Operations:
+//!
+//! - `acquire` granted `t`: the lock was free and `t` is larger than every earlier grant;
+//!   `would_block` / `timed_out`: another session held it; refused: no effect.
+//! - `release(t)` acknowledged: the session held it with `t`, and now it is free; refused
+//!   as not held / stale / session not found: the session did not hold it with `t`.
+//! - `verify(t)`: `current` exactly when `t` is the holder's token; the answered current
+//!   token is the holder's.
+//! - `describe`: the answered holder is the holder.
+//! - `end(session)`: a close, or an expiry, releases what the session holds. Expiries are
+//!   not operations of any client: for every session the checker adds one that may take
+//!   effect from the invocation of the session's last acknowledged operation on, and must
+//!   have taken effect by the time the observer saw an `expired` / `closed` event of the
+//!   session for this lock (otherwise it may never take effect).
+//!
+//! # Unknown outcomes
+//!
+//! An operation whose outcome is unknown (`info`, or never completed) may take effect at
+//! any time after its invocation, or never: its completion is at infinity and the model
+//! allows both. An acquire with an unknown outcome that did take effect holds the lock with
+//! a token nobody knows, and the client library settles it in the background (releasing a
+//! grant that raced a cancel): that "ghost" grant may vanish at any point. The model is
+//! nondeterministic, so the search runs over sets of states (as Porcupine's power-set
+//! models do).
+
+use super::{Evidence, Verdict};
+use crate::history::{Kind, Op, Operation, operations};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// The checker's name.
+pub const NAME: &str = "linearizable";
+
+/// Search steps allowed per lock before the check is called inconclusive.
+pub const DEFAULT_STEP_BUDGET: u64 = 5_000_000;
+
+/// The model's state of one lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockState {
+    /// The exclusive holder: session and token (`None`: a grant with an unknown token).
+    pub holder: Option<(u64, Option<u64>)>,
+    /// The largest token known to be granted so far.
+    pub last_token: u64,
+}
+
+/// One operation of the model, with the answer it got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelOp {
+    /// An acquire by `session`.
+    Acquire {
+        /// The session.
+        session: u64,
+        /// `Some(Some(t))` granted `t`; `Some(None)` taken by another (would block, timed
+        /// out); `None` refused without effect.
+        answer: Option<Option<u64>>,
+    },
+    /// A release of `token` by `session`.
+    Release {
+        /// The session.
+        session: u64,
+        /// The token released.
+        token: u64,
+        /// `Some(true)` acknowledged; `Some(false)` refused as not held; `None`: no
+        /// effect, reason unknown.
+        answer: Option<bool>,
+    },
+    /// A verification of `token`.
+    Verify {
+        /// The token asked about.
+        token: u64,
+        /// Whether it was current.
+        current: bool,
+        /// The current token answered.
+        current_token: Option<u64>,
+    },
+    /// A description: the holder's session and token, if any.
+    Describe {
+        /// The holder answered.
+        holder: Option<(u64, u64)>,
+    },
+    /// The session ended (closed or expired): it holds nothing any more.
+    End {
+        /// The session.
+        session: u64,
+    },
+    /// An operation without effect on the model (reads that failed, and the like).
+    Nothing,
+}
+
+/// The states a single state can go to by `op`; `unknown` when the op may not have taken
+/// effect at all. Empty: the answer is impossible in this state.
+pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
+    let mut out = Vec::new();
+    // A ghost grant may have been released in the background at any time.
+    let mut starts = vec![state];
+    if matches!(state.holder, Some((_, None))) {
+        starts.push(LockState {
+            holder: None,
+            ..state
+        });
+    }
+    for s in starts {
+        if unknown {
+            out.push(s);
+            match op {
+                ModelOp::Acquire { session, .. } if s.holder.is_none() => out.push(LockState {
+                    holder: Some((*session, None)),
+                    ..s
+                }),
+                ModelOp::Release { session, token, .. }
+                    if s.holder == Some((*session, Some(*token))) =>
+                {
+                    out.push(LockState { holder: None, ..s })
+                }
+                ModelOp::End { session } if s.holder.is_some_and(|h| h.0 == *session) => {
+                    out.push(LockState { holder: None, ..s })
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match op {
+            ModelOp::Acquire { session, answer } => match answer {
+                Some(Some(token)) => {
+                    if s.holder.is_none() && *token > s.last_token {
+                        out.push(LockState {
+                            holder: Some((*session, Some(*token))),
+                            last_token: *token,
+                        });
+                    }
+                }
+                Some(None) => {
+                    if s.holder.is_some_and(|h| h.0 != *session) {
+                        out.push(s);
+                    }
+                }
+                None => out.push(s),
+            },
+            ModelOp::Release {
+                session,
+                token,
+                answer,
+            } => {
+                let held = s.holder == Some((*session, Some(*token)));
+                match answer {
+                    Some(true) if held => out.push(LockState { holder: None, ..s }),
+                    Some(false) if !held => out.push(s),
+                    None => out.push(s),
+                    _ => {}
+                }
+            }
+            ModelOp::Verify {
+                token,
+                current,
+                current_token,
+            } => match s.holder {
+                Some((_, Some(held))) => {
+                    if (held == *token) == *current && *current_token == Some(held) {
+                        out.push(s);
+                    }
+                }
+                Some((_, None)) => {
+                    if !*current && current_token.is_some() {
+                        out.push(s);
+                    }
+                }
+                None => {
+                    if !*current && current_token.is_none() {
+                        out.push(s);
+                    }
+                }
+            },
+            ModelOp::Describe { holder } => {
+                let fits = match (s.holder, holder) {
+                    (None, None) => true,
+                    (Some((a, Some(t))), Some((b, u))) => a == *b && t == *u,
+                    (Some((a, None)), Some((b, _))) => a == *b,
+                    _ => false,
+                };
+                if fits {
+                    out.push(s);
+                }
+            }
+            ModelOp::End { session } => {
+                if s.holder.is_some_and(|h| h.0 == *session) {
+                    out.push(LockState { holder: None, ..s });
+                } else {
+                    out.push(s);
+                }
+            }
+            ModelOp::Nothing => out.push(s),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// One operation of a lock's sub-history, ready for the search.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// What it did and answered.
+    pub op: ModelOp,
+    /// Whether the outcome is unknown.
+    pub unknown: bool,
+    /// Invocation time.
+    pub start_ns: u64,
+    /// Completion time (`u64::MAX` when unknown).
+    pub end_ns: u64,
+    /// A description for counter-examples.
+    pub label: String,
+}
+
+/// The result of the search for one lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A linearization exists.
+    Linearizable,
+    /// None exists: a description of where the search got stuck.
+    NotLinearizable(String),
+    /// The step budget ran out.
+    Inconclusive,
+}
+
+const NONE: usize = usize::MAX;
+
+/// Search for a linearization of `entries` from the free state.
+pub fn search(entries: &[Entry], budget: u64) -> Outcome {
+    // The list of call and return events, sorted by time (calls first on ties).
+    let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(entries.len() * 2);
+    for (index, entry) in entries.iter().enumerate() {
+        events.push((entry.start_ns, true, index));
+        events.push((entry.end_ns.max(entry.start_ns), false, index));
+    }
+    events.sort_by_key(|&(time, call, index)| (time, !call, index));
+    let count = events.len();
+    // Node 0 is the head; node k + 1 is events[k].
+    let mut next = vec![NONE; count + 1];
+    let mut prev = vec![NONE; count + 1];
+    let mut partner = vec![NONE; count + 1];
+    let mut call_node = vec![NONE; entries.len()];
+    for (k, &(_, call, index)) in events.iter().enumerate() {
+        let node = k + 1;
+        prev[node] = k;
+        next[k] = node;
+        if call {
+            call_node[index] = node;
+        } else {
+            partner[call_node[index]] = node;
+        }
+    }
+    let op_of = |node: usize| events[node - 1].2;
+    let is_call = |node: usize| events[node - 1].1;
+
+    let words = entries.len().div_ceil(64);
+    let mut linearized = vec![0u64; words];
+    let mut state: BTreeSet<LockState> = BTreeSet::from([LockState {
+        holder: None,
+        last_token: 0,
+    }]);
+    let mut cache: HashSet<(Vec<u64>, Vec<LockState>)> = HashSet::new();
+    let mut calls: Vec<(usize, BTreeSet<LockState>)> = Vec::new();
+    let mut steps = 0u64;
+    let mut deepest = (0usize, String::new());
+    let mut entry = next[0];
+    while next[0] != NONE {
+        steps += 1;
+        if steps > budget {
+            return Outcome::Inconclusive;
+        }
+        if is_call(entry) {
+            let index = op_of(entry);
+            let e = &entries[index];
+            let new_state: BTreeSet<LockState> = state
+                .iter()
+                .flat_map(|s| step(*s, &e.op, e.unknown))
+                .collect();
+            if !new_state.is_empty() {
+                let mut new_linearized = linearized.clone();
+                new_linearized[index / 64] |= 1 << (index % 64);
+                let key = (
+                    new_linearized,
+                    new_state.iter().copied().collect::<Vec<_>>(),
+                );
+                if !cache.contains(&key) {
+                    cache.insert(key.clone());
+                    calls.push((entry, std::mem::replace(&mut state, new_state)));
+                    linearized = key.0;
+                    // Lift the call and its return out of the list.
+                    let ret = partner[entry];
+                    next[prev[entry]] = next[entry];
+                    prev[next[entry]] = prev[entry];
+                    next[prev[ret]] = next[ret];
+                    if next[ret] != NONE {
+                        prev[next[ret]] = prev[ret];
+                    }
+                    entry = next[0];
+                    continue;
+                }
+            }
+            entry = next[entry];
+        } else {
+            // An operation's completion is reached before it could be linearized.
+            if deepest.1.is_empty() || calls.len() > deepest.0 {
+                let stuck = &entries[op_of(entry)];
+                deepest = (
+                    calls.len(),
+                    format!(
+                        "after {} operation(s) linearized, `{}` ({:.3}s..{:.3}s) fits no order; the model could be in {:?}",
+                        calls.len(),
+                        stuck.label,
+                        stuck.start_ns as f64 / 1e9,
+                        stuck.end_ns as f64 / 1e9,
+                        state
+                    ),
+                );
+            }
+            let Some((call, previous_state)) = calls.pop() else {
+                return Outcome::NotLinearizable(deepest.1);
+            };
+            state = previous_state;
+            let index = op_of(call);
+            linearized[index / 64] &= !(1 << (index % 64));
+            // Unlift.
+            let ret = partner[call];
+            next[prev[ret]] = ret;
+            if next[ret] != NONE {
+                prev[next[ret]] = ret;
+            }
+            next[prev[call]] = call;
+            prev[next[call]] = call;
+            entry = next[call];
+        }
+    }
+    Outcome::Linearizable
+}
+
+/// Build each lock's sub-history from the run's history.
+pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, Vec<Entry>> {
+    let ops = operations(&evidence.history);
+    // The invocation of each session's last acknowledged operation (it was alive then).
+    let mut alive_at: HashMap<u64, u64> = HashMap::new();
+    let mut ended_ok: HashSet<u64> = HashSet::new();
+    for op in &ops {
+        if matches!(op.op(), Op::Watch | Op::Fault | Op::SessionLost) || op.kind() != Kind::Ok {
+            continue;
+        }
+        if let Some(session) = op.session() {
+            let at = alive_at.entry(session).or_insert(0);
+            *at = (*at).max(op.start_ns());
+            if op.op() == Op::CloseSession {
+                ended_ok.insert(session);
+            }
+        }
+    }
+    // The first time the observer saw each (lock, session) grant end.
+    let mut seen_end: HashMap<(String, u64), u64> = HashMap::new();
+    for event in &evidence.history {
+        if event.op == Some(Op::Watch)
+            && matches!(
+                event.outcome.as_deref(),
+                Some("expired" | "closed" | "forced")
+            )
+            && let (Some(lock), Some(session)) = (&event.lock, event.session)
+        {
+            seen_end
+                .entry((lock.clone(), session))
+                .or_insert(event.time_ns);
+        }
+    }
+
+    let mut per_lock: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    let mut sessions_of: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut closes: Vec<&Operation> = Vec::new();
+    for op in &ops {
+        let model = match op.op() {
+            Op::Acquire | Op::Release | Op::Verify | Op::Describe => to_model(op),
+            Op::CloseSession => {
+                closes.push(op);
+                continue;
+            }
+            _ => continue,
+        };
+        let Some(lock) = op.lock() else { continue };
+        if let (Op::Acquire, Some(session)) = (op.op(), op.session()) {
+            sessions_of
+                .entry(lock.to_string())
+                .or_default()
+                .insert(session);
+        }
+        per_lock.entry(lock.to_string()).or_default().push(Entry {
+            unknown: op.kind() == Kind::Info,
+            start_ns: op.start_ns(),
+            end_ns: op.end_ns(),
+            label: label(op),
+            op: model,
+        });
+    }
+    for (lock, sessions) in &sessions_of {
+        let entries = per_lock.entry(lock.clone()).or_default();
+        for close in &closes {
+            let Some(session) = close.session() else {
+                continue;
+            };
+            if !sessions.contains(&session) {
+                continue;
+            }
+            // A refused close (the session was already gone) changes nothing either way.
+            entries.push(Entry {
+                op: ModelOp::End { session },
+                unknown: close.kind() != Kind::Ok,
+                start_ns: close.start_ns(),
+                end_ns: close.end_ns(),
+                label: label(close),
+            });
+        }
+        for &session in sessions {
+            if ended_ok.contains(&session) && !seen_end.contains_key(&(lock.clone(), session)) {
+                continue;
+            }
+            let start = alive_at.get(&session).copied().unwrap_or(0);
+            let end = seen_end.get(&(lock.clone(), session)).copied();
+            entries.push(Entry {
+                op: ModelOp::End { session },
+                unknown: end.is_none(),
+                start_ns: start,
+                end_ns: end.unwrap_or(u64::MAX).max(start),
+                label: format!("end (expiry or close) of session {session}"),
+            });
+        }
+    }
+    per_lock
+}
+
+fn to_model(op: &Operation) -> ModelOp {
+    let session = op.session().unwrap_or(0);
+    let kind = op.kind();
+    let outcome = op.outcome().unwrap_or("");
+    match op.op() {
+        Op::Acquire => ModelOp::Acquire {
+            session,
+            answer: match (kind, outcome) {
+                (Kind::Ok, "granted") => op.token().map(Some),
+                (Kind::Ok, "would_block" | "timed_out") => Some(None),
+                _ => None,
+            },
+        },
+        Op::Release => ModelOp::Release {
+            session,
+            token: op.invoke.token.unwrap_or(0),
+            answer: match (kind, outcome) {
+                (Kind::Ok, _) => Some(true),
+                (Kind::Fail, "not_held" | "stale_token" | "session_not_found") => Some(false),
+                _ => None,
+            },
+        },
+        Op::Verify if kind == Kind::Ok => ModelOp::Verify {
+            token: op.invoke.token.unwrap_or(0),
+            current: outcome == "current",
+            current_token: op.complete.as_ref().and_then(|c| c.holder_token),
+        },
+        Op::Describe if kind == Kind::Ok => {
+            let complete = op.complete.as_ref();
+            ModelOp::Describe {
+                holder: complete.and_then(|c| c.holder_session.zip(c.holder_token)),
+            }
+        }
+        _ => ModelOp::Nothing,
+    }
+}
+
+fn label(op: &Operation) -> String {
+    format!(
+        "{} {:?} {:?} session={:?} token={:?} -> {:?} {}",
+        op.invoke.process,
+        op.op(),
+        op.lock().unwrap_or(""),
+        op.session(),
+        op.token(),
+        op.kind(),
+        op.outcome().unwrap_or("")
+    )
+}
+
+/// Check every lock's history, each within `budget` search steps.
+pub fn check(evidence: &Evidence, budget: u64) -> Verdict {
+    let mut verdict = Verdict::new(NAME);
+    for (lock, entries) in lock_histories(evidence) {
+        verdict.checked += entries.len();
+        match search(&entries, budget) {
+            Outcome::Linearizable => {}
+            Outcome::NotLinearizable(why) => {
+                verdict.violation(format!("lock {lock:?}: not linearizable: {why}"))
+            }
+            Outcome::Inconclusive => verdict.note(format!(
+                "lock {lock:?}: search gave up after {budget} steps ({} operations)",
+                entries.len()
+            )),
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::testkit::H;
+    use crate::history::Event;
+
+    fn describe(h: &mut H, a: u64, b: u64, process: &str, holder: Option<(u64, u64)>) {
+        h.op(
+            a,
+            b,
+            process,
+            Op::Describe,
+            Kind::Ok,
+            |e| e.lock("l"),
+            move |mut e: Event| {
+                e.holder_session = holder.map(|h| h.0);
+                e.holder_token = holder.map(|h| h.1);
+                e.lock("l")
+            },
+        );
+    }
+
+    fn verdict(h: H) -> Verdict {
+        check(
+            &Evidence {
+                history: h.done(),
+                ..Evidence::default()
+            },
+            DEFAULT_STEP_BUDGET,
+        )
+    }
+
+    #[test]
+    fn a_sequential_history_is_linearizable() {
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "l", 1, 3);
+        describe(&mut h, 2, 3, "c1", Some((1, 3)));
+        h.release(4, 5, "c0", "l", 1, 3);
+        describe(&mut h, 6, 7, "c1", None);
+        h.grant(8, 9, "c1", "l", 2, 4);
+        let verdict = verdict(h);
+        assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn overlapping_operations_may_take_any_order() {
+        let mut h = H::default();
+        h.grant(0, 10, "c0", "l", 1, 3);
+        // Concurrent with the grant: sees the lock free, or held.
+        describe(&mut h, 1, 2, "c1", None);
+        describe(&mut h, 3, 4, "c2", Some((1, 3)));
+        let verdict = verdict(h);
+        assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn two_holders_at_once_are_not_linearizable() {
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "l", 1, 3);
+        h.grant(2, 3, "c1", "l", 2, 4);
+        // Session 1 was alive after the second grant (its release was acknowledged), so
+        // it cannot have expired in between.
+        h.release(4, 5, "c0", "l", 1, 3);
+        let verdict = verdict(h);
+        assert!(!verdict.valid, "{verdict:?}");
+        assert!(verdict.first().unwrap().contains("not linearizable"));
+    }
+
+    #[test]
+    fn a_stale_read_is_not_linearizable() {
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "l", 1, 3);
+        h.release(2, 3, "c0", "l", 1, 3);
+        // Completely after the release, a read still sees the holder.
+        describe(&mut h, 4, 5, "c1", Some((1, 3)));
+        let verdict = verdict(h);
+        assert!(!verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn an_expiry_frees_the_lock_but_only_after_the_holder_was_alive() {
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "l", 1, 3);
+        // Session 1 is not heard from again; it may expire; then session 2 takes it.
+        h.grant(5, 6, "c1", "l", 2, 4);
+        let verdict_ok = verdict(h);
+        assert!(verdict_ok.valid, "{verdict_ok:?}");
+
+        // But session 1 released (acknowledged) at 10..11, so it was alive then: a grant
+        // to session 2 completed before that is an overlap.
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "l", 1, 3);
+        h.grant(5, 6, "c1", "l", 2, 4);
+        h.release(10, 11, "c0", "l", 1, 3);
+        let verdict_bad = verdict(h);
+        assert!(!verdict_bad.valid, "{verdict_bad:?}");
+    }
+
+    #[test]
+    fn an_unknown_acquire_may_or_may_not_have_happened() {
+        let mut h = H::default();
+        let id = h.invoke(0, "c0", Op::Acquire, |e| e.lock("l").session(1));
+        h.complete(1, "c0", id, Kind::Info, Op::Acquire, |e| {
+            e.lock("l").session(1)
+        });
+        // A try by another session found it taken: only the unknown grant explains it.
+        h.op(
+            2,
+            3,
+            "c1",
+            Op::Acquire,
+            Kind::Ok,
+            |e| e.lock("l").session(2),
+            |e| e.lock("l").session(2).outcome("would_block"),
+        );
+        // Later the lock is free and granted: the ghost grant went away.
+        h.grant(4, 5, "c1", "l", 2, 9);
+        let verdict = verdict(h);
+        assert!(verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_token_lower_than_an_earlier_grant_is_not_linearizable() {
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "l", 1, 7);
+        h.release(2, 3, "c0", "l", 1, 7);
+        h.grant(4, 5, "c1", "l", 2, 6);
+        let verdict = verdict(h);
+        assert!(!verdict.valid, "{verdict:?}");
+    }
+
+    #[test]
+    fn the_budget_makes_it_inconclusive_not_invalid() {
+        let mut h = H::default();
+        for i in 0..6 {
+            describe(&mut h, 0, 100, &format!("c{i}"), None);
+        }
+        h.grant(0, 1, "x", "l", 1, 3);
+        let verdict = check(
+            &Evidence {
+                history: h.done(),
+                ..Evidence::default()
+            },
+            3,
+        );
+        assert!(verdict.valid);
+        assert!(!verdict.notes.is_empty());
+    }
+}

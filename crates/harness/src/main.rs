@@ -1,0 +1,3 @@
+//! `fencelock-harness`: see the crate docs of `fencelock_harness`.
+
+fn main() {}

@@ -523,12 +523,20 @@ impl SessionInner {
             pending.settle();
             match pb::AcquireOutcome::try_from(answer.outcome) {
                 Ok(pb::AcquireOutcome::Granted) => {
-                    return Ok(Acquisition::Granted(LockGuard::new(
+                    let guard = LockGuard::new(
                         self.clone(),
                         name.to_string(),
                         FencingToken(answer.token),
                         options.mode,
-                    )));
+                    );
+                    // A grant that arrives after this lease ran out on the client's clock
+                    // is never handed out: the holder could not know when it ends. The
+                    // guard's drop gives the lock back.
+                    if let Some(reason) = self.lease.lost_reason() {
+                        drop(guard);
+                        return Err(Error::SessionLost(reason));
+                    }
+                    return Ok(Acquisition::Granted(guard));
                 }
                 Ok(pb::AcquireOutcome::WouldBlock) => return Ok(Acquisition::WouldBlock),
                 Ok(pb::AcquireOutcome::TimedOut) | Err(_) => {

@@ -84,6 +84,93 @@ pub struct ServerConfig {
     pub max_keepalive_streams: usize,
     /// The replicated limits this node proposes when it leads.
     pub limits: Limits,
+    /// TLS for the client and peer listeners (`None`: plaintext everywhere).
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings: PEM files for the client listener and for peer (Raft) traffic.
+///
+/// The client listener speaks TLS when `cert` and `key` are set, and then refuses
+/// plaintext; with `client_ca` it also requires each client to present a certificate
+/// signed by that CA (mutual TLS). Peer traffic speaks mutual TLS when `peer_ca` is set:
+/// the peer listener requires a certificate signed by `peer_ca` from every caller, and
+/// this node presents its own (`peer_cert`/`peer_key`, else `cert`/`key`) when it calls
+/// other nodes, whose certificates it checks against `peer_ca`. Every node of a cluster
+/// must use peer TLS, or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM) of the client listener.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that client certificates must chain to; when set, clients
+    /// without such a certificate are refused.
+    pub client_ca: Option<PathBuf>,
+    /// Certificate chain (PEM) this node presents on peer traffic, both as server and as
+    /// client; defaults to `cert`.
+    pub peer_cert: Option<PathBuf>,
+    /// Private key (PEM) of `peer_cert`; defaults to `key`.
+    pub peer_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) of the cluster: switches peer traffic to mutual TLS, and
+    /// every peer's certificate must chain to it.
+    pub peer_ca: Option<PathBuf>,
+    /// The name (DNS name or IP address) checked against the other nodes' certificates
+    /// when this node calls them (default: the host of each peer address). Set it when
+    /// nodes are dialled by an address their certificates do not name.
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// The client listener's certificate and key files, when it speaks TLS.
+    pub fn client_identity(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.cert.as_ref().zip(self.key.as_ref())
+    }
+
+    /// The certificate and key files presented on peer traffic, when it speaks TLS.
+    pub fn peer_identity(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.peer_ca.as_ref()?;
+        match (&self.peer_cert, &self.peer_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => self.client_identity(),
+        }
+    }
+
+    /// Check that the settings make sense together.
+    ///
+    /// # Errors
+    /// A message naming the `tls.*` keys at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("tls.cert and tls.key must be given together".into());
+        }
+        if self.peer_cert.is_some() != self.peer_key.is_some() {
+            return Err("tls.peer_cert and tls.peer_key must be given together".into());
+        }
+        if self.client_ca.is_some() && self.cert.is_none() {
+            return Err("tls.client_ca needs tls.cert and tls.key (client TLS)".into());
+        }
+        if self.peer_ca.is_none() && (self.peer_cert.is_some() || self.server_name.is_some()) {
+            return Err(
+                "tls.peer_cert, tls.peer_key and tls.server_name need tls.peer_ca \
+                 (peer TLS is always mutual)"
+                    .into(),
+            );
+        }
+        if self.peer_ca.is_some() && self.peer_identity().is_none() {
+            return Err(
+                "tls.peer_ca needs this node's certificate: tls.peer_cert and tls.peer_key \
+                 (or tls.cert and tls.key)"
+                    .into(),
+            );
+        }
+        if let Some(name) = &self.server_name
+            && name.trim().is_empty()
+        {
+            return Err("tls.server_name is empty".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -111,6 +198,7 @@ impl Default for ServerConfig {
             watch_buffer: 1_024,
             max_keepalive_streams: 10_000,
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -164,6 +252,9 @@ impl ServerConfig {
         }
         if self.max_list_page == 0 || self.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
         }
         Ok(())
     }

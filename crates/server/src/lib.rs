@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod barrier;
+pub mod certs;
 pub mod config;
 pub mod events;
 pub mod leases;
@@ -14,3 +15,4 @@ pub mod proposer;
 pub mod raft;
 pub mod store;
 pub mod testing;
+pub mod tls;

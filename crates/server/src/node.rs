@@ -14,6 +14,7 @@ use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::SharedState;
 use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
+use crate::tls::{NodeTls, error_chain};
 use fencelock_core::Command;
 use fencelock_proto::peer::NodeInfoRequest;
 use fencelock_proto::peer::peer_server::PeerServer;
@@ -51,6 +52,9 @@ pub enum StartError {
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// A TLS file is missing or unusable (the message names it).
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// One member as the status reports it.
@@ -416,6 +420,11 @@ pub async fn start_with_listeners(
     listeners: Listeners,
 ) -> Result<RunningNode, StartError> {
     config.validate().map_err(StartError::Config)?;
+    // TLS files first: a bad one stops start-up before anything is opened.
+    let tls = match &config.tls {
+        Some(tls) => NodeTls::load(tls).map_err(StartError::Tls)?,
+        None => NodeTls::default(),
+    };
     let storage = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
@@ -428,7 +437,7 @@ pub async fn start_with_listeners(
     let shared = SharedState::new(hub.clone());
     let state_machine = StateMachineStore::open(&config.data_dir.join("snapshots"), shared.clone())
         .map_err(|e| storage(&e))?;
-    let channels = PeerChannels::default();
+    let channels = PeerChannels::with_tls(tls.peer_client.clone());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -495,9 +504,15 @@ pub async fn start_with_listeners(
     ))
     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let mut peer_server = tonic::transport::Server::builder();
+    if let Some(server_tls) = tls.peer_server {
+        peer_server = peer_server
+            .tls_config(server_tls)
+            .map_err(|e| StartError::Tls(format!("peer listener: {}", error_chain(&e))))?;
+    }
     let signal = shutdown_signal(stopped.clone());
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = peer_server
             .tcp_nodelay(true)
             .add_service(peer_service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), signal)
@@ -513,9 +528,15 @@ pub async fn start_with_listeners(
         .max_encoding_message_size(max_message.max(4 * 1024 * 1024));
     let cluster = ClusterServer::new(ClusterService::new(node.clone()))
         .max_decoding_message_size(max_message);
+    let mut client_server = tonic::transport::Server::builder();
+    if let Some(server_tls) = tls.client_server {
+        client_server = client_server
+            .tls_config(server_tls)
+            .map_err(|e| StartError::Tls(format!("client listener: {}", error_chain(&e))))?;
+    }
     let signal = shutdown_signal(stopped.clone());
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = client_server
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))

@@ -1,16 +1,19 @@
 //! An in-process cluster on loopback for tests of this crate and of the crates above it
 //! (client library, CLI, fault harness): real gRPC listeners on port 0, real redb logs in
 //! a temp dir, real Raft traffic between nodes, and link cutting for partitions.
+//! [`TestPki`] writes a throw-away CA and certificates for clusters that speak TLS.
 
-use crate::config::{Bootstrap, ServerConfig};
+use crate::certs;
+use crate::config::{Bootstrap, ServerConfig, TlsConfig};
 use crate::node::{Listeners, RunningNode, start_with_listeners};
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// How long tests wait for the cluster to settle before failing.
 pub const SETTLE: Duration = Duration::from_secs(10);
@@ -36,8 +39,11 @@ pub struct TestCluster {
     /// The initial members (id → peer address).
     pub members: BTreeMap<u64, String>,
     _dir: tempfile::TempDir,
-    tweak: fn(&mut ServerConfig),
+    tweak: Tweak,
 }
+
+/// A per-node configuration change (the node's id is in the config it gets).
+type Tweak = Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
 
 fn free_listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback")
@@ -59,6 +65,17 @@ impl TestCluster {
 
     /// Start `n` voters, adjusting each node's config with `tweak`.
     pub async fn start_with(n: u64, tweak: fn(&mut ServerConfig)) -> TestCluster {
+        Self::start_with_configs(n, tweak).await
+    }
+
+    /// Start `n` voters, adjusting each node's config with `tweak`, a closure that may
+    /// capture (e.g. the certificate paths of a [`TestPki`]) and may look at
+    /// `config.node_id`. It also applies to nodes added later and to restarts.
+    pub async fn start_with_configs(
+        n: u64,
+        tweak: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
+    ) -> TestCluster {
+        let tweak: Tweak = Arc::new(tweak);
         let dir = tempfile::tempdir().expect("temp dir");
         let mut slots = Vec::new();
         let mut listeners = Vec::new();
@@ -269,6 +286,94 @@ impl TestCluster {
             self.stop(index).await;
         }
     }
+}
+
+/// A throw-away CA with node and client certificates, written to a temp dir with
+/// [`certs::write_certs`] (the files `fencelock certs` writes), for TLS tests.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Certificates for nodes `nodes` and clients `clients`.
+    pub fn new(nodes: &[u64], clients: &[&str]) -> TestPki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clients: Vec<String> = clients.iter().map(|c| c.to_string()).collect();
+        certs::write_certs(dir.path(), nodes, &clients, &[], false).expect("write certificates");
+        TestPki { dir }
+    }
+
+    /// The directory holding the files.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA certificate file.
+    pub fn ca(&self) -> PathBuf {
+        self.path().join(certs::names::CA)
+    }
+
+    /// Node `id`'s certificate and key files.
+    pub fn node(&self, id: u64) -> (PathBuf, PathBuf) {
+        (
+            self.path().join(certs::names::node_cert(id)),
+            self.path().join(certs::names::node_key(id)),
+        )
+    }
+
+    /// Client `name`'s certificate and key files.
+    pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.path().join(certs::names::client_cert(name)),
+            self.path().join(certs::names::client_key(name)),
+        )
+    }
+
+    /// Node `id`'s TLS settings: its certificate on the client listener (clients must
+    /// present a certificate of this CA when `client_mtls`) and mutual TLS between
+    /// peers with this CA.
+    pub fn node_tls(&self, id: u64, client_mtls: bool) -> TlsConfig {
+        let (cert, key) = self.node(id);
+        TlsConfig {
+            cert: Some(cert),
+            key: Some(key),
+            client_ca: client_mtls.then(|| self.ca()),
+            peer_ca: Some(self.ca()),
+            ..TlsConfig::default()
+        }
+    }
+
+    /// The PEM text of a file of this set.
+    pub fn read(&self, path: &Path) -> Vec<u8> {
+        std::fs::read(path).expect("read certificate file")
+    }
+
+    /// Client TLS settings that trust this CA, presenting client `name`'s certificate
+    /// if given.
+    pub fn client_tls(&self, name: Option<&str>) -> ClientTlsConfig {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read(&self.ca())));
+        if let Some(name) = name {
+            let (cert, key) = self.client(name);
+            tls = tls.identity(Identity::from_pem(self.read(&cert), self.read(&key)));
+        }
+        tls
+    }
+}
+
+/// A channel to `addr` over TLS with `tls`, connected now.
+///
+/// # Errors
+/// The connection or the handshake failed (e.g. the server refused the certificate).
+pub async fn tls_channel(
+    addr: SocketAddr,
+    tls: ClientTlsConfig,
+) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
 }
 
 /// A connected channel to `addr`.

@@ -22,19 +22,30 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Largest peer message (a snapshot chunk plus framing, or a batch of entries).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Shared, lazily connected channels to peers, keyed by peer address.
+/// Shared, lazily connected channels to peers, keyed by peer address; plaintext, or
+/// mutual TLS when made with [`PeerChannels::with_tls`].
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerChannels {
+    /// Channels that speak TLS with `tls` (this node's certificate and the cluster CA),
+    /// or plaintext when `None`.
+    pub fn with_tls(tls: Option<ClientTlsConfig>) -> PeerChannels {
+        PeerChannels {
+            tls,
+            ..PeerChannels::default()
+        }
+    }
+
     /// Fault injection for in-process tests: Raft messages from this node to any of
     /// `targets` fail as unreachable until the set is changed. Cut both directions (on
     /// both nodes) to model a partition.
@@ -52,13 +63,19 @@ impl PeerChannels {
     /// The channel to `peer_addr` (connected on first use, reconnected by tonic).
     ///
     /// # Errors
-    /// The address does not parse as a URI.
+    /// The address does not parse as a URI, or the TLS settings do not apply to it.
     pub fn channel(&self, peer_addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(peer_addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{peer_addr}"))?
+        let endpoint = match &self.tls {
+            None => Endpoint::from_shared(format!("http://{peer_addr}"))?,
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{peer_addr}"))?.tls_config(tls.clone())?
+            }
+        };
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -1,0 +1,130 @@
+//! TLS for the node's listeners and its calls to peers: reads the PEM files that
+//! [`TlsConfig`] names and turns them into tonic's (rustls, ring provider) settings.
+//!
+//! Every problem is found at start-up, with the file named: a missing or unreadable
+//! file, a file without a certificate or key, or PEM that rustls will not take.
+
+use crate::config::TlsConfig;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+/// How long a TLS handshake on a listener may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tonic TLS settings of one node, built from its [`TlsConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct NodeTls {
+    /// The client listener's settings, when it speaks TLS.
+    pub client_server: Option<ServerTlsConfig>,
+    /// The peer listener's settings (mutual TLS), when peer traffic is encrypted.
+    pub peer_server: Option<ServerTlsConfig>,
+    /// The settings of this node's calls to its peers (presents this node's certificate,
+    /// checks theirs against the cluster CA).
+    pub peer_client: Option<ClientTlsConfig>,
+}
+
+/// Read a PEM file, checking that it holds a block whose label ends with `label`
+/// (`CERTIFICATE`, `PRIVATE KEY`).
+///
+/// # Errors
+/// A message naming the file and what is wrong with it.
+pub fn read_pem(path: &Path, what: &str, label: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let has_block = text.lines().any(|line| {
+        let line = line.trim();
+        line.starts_with("-----BEGIN ") && line.ends_with(&format!("{label}-----"))
+    });
+    if !has_block {
+        return Err(format!(
+            "the {what} {} holds no PEM {label} block",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn identity(cert: &Path, key: &Path, what: &str) -> Result<Identity, String> {
+    Ok(Identity::from_pem(
+        read_pem(cert, &format!("{what} certificate"), "CERTIFICATE")?,
+        read_pem(key, &format!("{what} key"), "PRIVATE KEY")?,
+    ))
+}
+
+fn ca(path: &Path, what: &str) -> Result<Certificate, String> {
+    Ok(Certificate::from_pem(read_pem(path, what, "CERTIFICATE")?))
+}
+
+impl NodeTls {
+    /// Read the files `config` names and build the settings (listeners refuse plaintext
+    /// once they have TLS settings).
+    ///
+    /// # Errors
+    /// A message naming the setting or file at fault.
+    pub fn load(config: &TlsConfig) -> Result<NodeTls, String> {
+        config.validate()?;
+        let mut tls = NodeTls::default();
+        if let Some((cert, key)) = config.client_identity() {
+            let mut server = ServerTlsConfig::new()
+                .identity(identity(cert, key, "tls.cert/tls.key")?)
+                .timeout(HANDSHAKE_TIMEOUT);
+            if let Some(client_ca) = &config.client_ca {
+                server = server.client_ca_root(ca(client_ca, "tls.client_ca")?);
+            }
+            check_server(
+                &server,
+                "client listener (tls.cert, tls.key, tls.client_ca)",
+            )?;
+            tls.client_server = Some(server);
+        }
+        if let (Some(peer_ca), Some((cert, key))) = (&config.peer_ca, config.peer_identity()) {
+            let identity = identity(cert, key, "peer")?;
+            let peer_ca = ca(peer_ca, "tls.peer_ca")?;
+            let server = ServerTlsConfig::new()
+                .identity(identity.clone())
+                .client_ca_root(peer_ca.clone())
+                .timeout(HANDSHAKE_TIMEOUT);
+            check_server(&server, "peer listener (peer certificate, tls.peer_ca)")?;
+            let mut client = ClientTlsConfig::new()
+                .ca_certificate(peer_ca)
+                .identity(identity)
+                .timeout(HANDSHAKE_TIMEOUT);
+            if let Some(name) = &config.server_name {
+                client = client.domain_name(name.clone());
+            }
+            Endpoint::from_static("https://127.0.0.1:1")
+                .tls_config(client.clone())
+                .map_err(|e| {
+                    format!(
+                        "peer TLS (peer certificate, tls.peer_ca): {}",
+                        error_chain(&e)
+                    )
+                })?;
+            tls.peer_server = Some(server);
+            tls.peer_client = Some(client);
+        }
+        Ok(tls)
+    }
+}
+
+/// Build the settings once, so that bad PEM is reported at start-up.
+fn check_server(server: &ServerTlsConfig, what: &str) -> Result<(), String> {
+    tonic::transport::Server::builder()
+        .tls_config(server.clone())
+        .map(|_| ())
+        .map_err(|e| format!("{what}: {}", error_chain(&e)))
+}
+
+/// An error and its sources, joined by ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

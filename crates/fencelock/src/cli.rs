@@ -48,7 +48,13 @@ use tracing_subscriber::EnvFilter;
 
 /// `fencelock`: a distributed lock service with fencing tokens.
 #[derive(Debug, Parser)]
-#[command(name = "fencelock", version, about, long_about = None)]
+#[command(
+    name = "fencelock",
+    version,
+    about,
+    long_about = None,
+    after_help = crate::exit::HELP
+)]
 pub struct Cli {
     /// Log filter, e.g. `debug` or `info,fencelock_server=debug` (default: `RUST_LOG`,
     /// else `info,openraft=warn`).
@@ -57,6 +63,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The client commands' options (endpoints, output format, timeout).
+    #[command(flatten)]
+    pub client: crate::client_cmd::ClientOpts,
 }
 
 /// The subcommands.
@@ -65,6 +74,36 @@ pub enum Command {
     /// Run a server node (with no flags: a single-node cluster on 127.0.0.1 with its
     /// data in ./fencelock-data).
     Serve(ServeArgs),
+    /// Run CMD while holding lock NAME: `fencelock lock NAME -- CMD ARGS...`. CMD gets
+    /// FENCELOCK_TOKEN, FENCELOCK_LOCK, FENCELOCK_SESSION and FENCELOCK_ENDPOINTS; its
+    /// exit code is fencelock's. If the lease is lost CMD gets SIGTERM (then SIGKILL)
+    /// and fencelock exits 5. The lock is released on every exit path.
+    Lock(crate::client_cmd::run_cmd::LockArgs),
+    /// Take a lock that lives for --ttl without a running process (prints the token and
+    /// the session to release it with).
+    Acquire(crate::client_cmd::AcquireArgs),
+    /// Release a lock taken with `acquire` (closes its one-lock session).
+    Release(crate::client_cmd::ReleaseArgs),
+    /// Is TOKEN the current grant of NAME? Exit 0 if so, 6 if stale. Advisory only: the
+    /// protected resource must check tokens itself.
+    Verify(crate::client_cmd::VerifyArgs),
+    /// Show a lock's holders (session, token, mode, value) and waiters.
+    Describe(crate::client_cmd::DescribeArgs),
+    /// List the locks (held or waited for) whose name starts with PREFIX.
+    List(crate::client_cmd::ListArgs),
+    /// Print a lock's (or a prefix's) events as they happen, until Ctrl-C or --count.
+    Watch(crate::client_cmd::WatchArgs),
+    /// Run CMD while leading election NAME (campaign with --value; resign when CMD
+    /// exits; CMD is terminated if leadership is lost, as with `lock`).
+    Elect(crate::client_cmd::run_cmd::ElectArgs),
+    /// Cluster membership: `status`, `add ID PEER_ADDR`, `remove ID`.
+    Cluster(crate::client_cmd::ClusterArgs),
+    /// Admin: release every holder of NAME at once (the holders are not told).
+    ForceRelease(crate::client_cmd::ForceReleaseArgs),
+    /// The paused-client story in ~10 s with no setup: an in-process 3-node cluster and
+    /// fenced service, workers contending for one lock, a holder paused past its TTL
+    /// whose late write the fence refuses. Exit 0 when the story and invariants held.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// The flags of `fencelock serve`. Each one overrides the same setting of `--config`.

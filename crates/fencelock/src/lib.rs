@@ -1,7 +1,13 @@
 //! The `fencelock` command, as a library so that its parsing and start-up can be tested:
 //! [`cli`] holds the clap types, [`serve`] runs a server node.
+//! [`client_cmd`] runs the client commands (`lock`, `acquire`, `describe`, ...), with
+//! their [`output`] formats and [`exit`] codes; [`demo`] is `fencelock demo`.
 
 pub mod cli;
+pub mod client_cmd;
+pub mod demo;
+pub mod exit;
+pub mod output;
 pub mod serve;
 
 use cli::{Cli, Command};
@@ -13,8 +19,10 @@ pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if exit::should_print(&error) {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(exit::code_of(&error))
         }
     }
 }
@@ -24,8 +32,9 @@ pub fn main(cli: Cli) -> ExitCode {
 /// # Errors
 /// Bad configuration, a node that cannot start, or a failed shutdown.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    cli::init_logging(cli.log_level.as_deref())?;
+    cli::init_logging(client_cmd::log_filter(cli.log_level.as_deref(), &cli.command).as_deref())?;
     match cli.command {
         Command::Serve(args) => serve::run(&args),
+        command => client_cmd::run(cli.client, command),
     }
 }

@@ -1,0 +1,402 @@
+//! How the client commands print: aligned text for people (the default) or JSON for
+//! scripts (`--output json`: one JSON document per command, one JSON line per event for
+//! `watch`). The JSON shapes are built here from the client library's types, so every
+//! command names fields the same way (`session`, `token`, `mode`, `value`, `revision`).
+
+use fencelock_client::{
+    ClusterStatus, Description, Holder, LockInfo, LockMode, Member, Waiter, WatchEvent,
+};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+
+/// The output format (`--output`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned text for people.
+    #[default]
+    Human,
+    /// JSON for scripts: one document, or one line per event for `watch`.
+    Json,
+}
+
+/// Prints one JSON document (pretty) or line (compact) to stdout.
+pub fn print_json(value: &Value, line: bool) {
+    let text = if line {
+        value.to_string()
+    } else {
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    };
+    println!("{text}");
+}
+
+/// `"exclusive"` or `"shared"`.
+pub fn mode_name(mode: LockMode) -> &'static str {
+    match mode {
+        LockMode::Exclusive => "exclusive",
+        LockMode::Shared => "shared",
+    }
+}
+
+/// A holder value for display: the text when it is UTF-8, else `0x` + hex.
+pub fn value_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => {
+            let mut hex = String::from("0x");
+            for byte in value {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            hex
+        }
+    }
+}
+
+/// A holder as JSON.
+pub fn holder_json(holder: &Holder) -> Value {
+    json!({
+        "session": holder.session_id.0,
+        "token": holder.token.0,
+        "mode": mode_name(holder.mode),
+        "value": value_text(&holder.value),
+        "client_id": holder.client_id.map(|id| id.to_string()),
+    })
+}
+
+/// A waiter as JSON.
+pub fn waiter_json(waiter: &Waiter) -> Value {
+    json!({ "session": waiter.session_id.0, "mode": mode_name(waiter.mode) })
+}
+
+/// A lock as JSON.
+pub fn lock_json(lock: &LockInfo) -> Value {
+    json!({
+        "name": lock.name,
+        "holders": lock.holders.iter().map(holder_json).collect::<Vec<_>>(),
+        "waiters": lock.waiters.iter().map(waiter_json).collect::<Vec<_>>(),
+    })
+}
+
+/// `describe` as JSON: `held` is false for a free lock (then `holders` and `waiters` are
+/// empty).
+pub fn description_json(name: &str, description: &Description) -> Value {
+    let (holders, waiters) = match &description.lock {
+        Some(lock) => (
+            lock.holders.iter().map(holder_json).collect::<Vec<_>>(),
+            lock.waiters.iter().map(waiter_json).collect::<Vec<_>>(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    json!({
+        "name": name,
+        "held": !holders.is_empty(),
+        "holders": holders,
+        "waiters": waiters,
+        "revision": description.revision,
+    })
+}
+
+/// `describe` for people.
+pub fn description_text(name: &str, description: &Description) -> String {
+    let mut out = String::new();
+    let state = match &description.lock {
+        None => "free".to_owned(),
+        Some(lock) if lock.holders.is_empty() => "free (waiters queued)".to_owned(),
+        Some(lock) => format!(
+            "held ({}, {} holder{})",
+            mode_name(lock.holders[0].mode),
+            lock.holders.len(),
+            if lock.holders.len() == 1 { "" } else { "s" }
+        ),
+    };
+    let _ = writeln!(out, "lock:     {name}");
+    let _ = writeln!(out, "state:    {state}");
+    let _ = writeln!(out, "revision: {}", description.revision);
+    if let Some(lock) = &description.lock {
+        if !lock.holders.is_empty() {
+            out.push('\n');
+            let rows = lock
+                .holders
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.session_id.to_string(),
+                        h.token.to_string(),
+                        mode_name(h.mode).to_owned(),
+                        value_text(&h.value),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            out.push_str(&table(&["SESSION", "TOKEN", "MODE", "VALUE"], &rows));
+        }
+        if !lock.waiters.is_empty() {
+            out.push('\n');
+            let rows = lock
+                .waiters
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    vec![
+                        (i + 1).to_string(),
+                        w.session_id.to_string(),
+                        mode_name(w.mode).to_owned(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            out.push_str(&table(&["QUEUED", "SESSION", "MODE"], &rows));
+        }
+    }
+    out
+}
+
+/// `list` for people: one row per lock.
+pub fn locks_text(locks: &[LockInfo]) -> String {
+    if locks.is_empty() {
+        return "no locks\n".to_owned();
+    }
+    let rows = locks
+        .iter()
+        .map(|lock| {
+            let holder = lock.holders.first();
+            vec![
+                lock.name.clone(),
+                holder.map_or_else(|| "-".to_owned(), |h| mode_name(h.mode).to_owned()),
+                lock.holders
+                    .iter()
+                    .map(|h| h.session_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                lock.holders
+                    .iter()
+                    .map(|h| h.token.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                lock.waiters.len().to_string(),
+                holder.map_or_else(String::new, |h| value_text(&h.value)),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(
+        &["NAME", "MODE", "SESSIONS", "TOKENS", "WAITERS", "VALUE"],
+        &rows,
+    )
+}
+
+/// A watch event as JSON (`event` is `acquired`, `released`, `expired`, `forced`,
+/// `session_closed` or `resync`).
+pub fn event_json(event: &WatchEvent) -> Value {
+    match event {
+        WatchEvent::Acquired {
+            name,
+            session_id,
+            token,
+            mode,
+            value,
+            revision,
+        } => json!({
+            "event": "acquired",
+            "name": name,
+            "session": session_id.0,
+            "token": token.0,
+            "mode": mode_name(*mode),
+            "value": value_text(value),
+            "revision": revision,
+        }),
+        WatchEvent::Resync { revision } => json!({ "event": "resync", "revision": revision }),
+        other => json!({
+            "event": event_kind(other),
+            "name": other.name(),
+            "session": event_session(other),
+            "token": other.token().map(|t| t.0),
+            "revision": other.revision(),
+        }),
+    }
+}
+
+/// The event's kind as a word.
+pub fn event_kind(event: &WatchEvent) -> &'static str {
+    match event {
+        WatchEvent::Acquired { .. } => "acquired",
+        WatchEvent::Released { .. } => "released",
+        WatchEvent::Expired { .. } => "expired",
+        WatchEvent::Forced { .. } => "forced",
+        WatchEvent::SessionClosed { .. } => "session_closed",
+        WatchEvent::Resync { .. } => "resync",
+    }
+}
+
+fn event_session(event: &WatchEvent) -> Option<u64> {
+    match event {
+        WatchEvent::Acquired { session_id, .. }
+        | WatchEvent::Released { session_id, .. }
+        | WatchEvent::Expired { session_id, .. }
+        | WatchEvent::Forced { session_id, .. }
+        | WatchEvent::SessionClosed { session_id, .. } => Some(session_id.0),
+        WatchEvent::Resync { .. } => None,
+    }
+}
+
+/// A watch event as one line for people.
+pub fn event_text(event: &WatchEvent) -> String {
+    match event {
+        WatchEvent::Resync { revision } => {
+            format!("rev {revision:<8} resync (events may have been missed; re-read with describe)")
+        }
+        WatchEvent::Acquired {
+            name,
+            session_id,
+            token,
+            mode,
+            value,
+            revision,
+        } => {
+            let value = if value.is_empty() {
+                String::new()
+            } else {
+                format!(" value={}", value_text(value))
+            };
+            format!(
+                "rev {revision:<8} {:<14} {name}  session={session_id} token={token} mode={}{value}",
+                "acquired",
+                mode_name(*mode)
+            )
+        }
+        other => format!(
+            "rev {:<8} {:<14} {}  session={} token={}",
+            other.revision(),
+            event_kind(other),
+            other.name().unwrap_or_default(),
+            event_session(other).unwrap_or_default(),
+            other.token().map(|t| t.0).unwrap_or_default(),
+        ),
+    }
+}
+
+/// A member as JSON.
+pub fn member_json(member: &Member) -> Value {
+    json!({
+        "id": member.id,
+        "peer_addr": member.peer_addr,
+        "client_addr": member.client_addr,
+        "voter": member.voter,
+    })
+}
+
+/// Members for people.
+pub fn members_text(members: &[Member], leader: Option<u64>) -> String {
+    let rows = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                if Some(m.id) == leader {
+                    "leader".to_owned()
+                } else if m.voter {
+                    "voter".to_owned()
+                } else {
+                    "learner".to_owned()
+                },
+                m.client_addr.clone().unwrap_or_else(|| "-".to_owned()),
+                m.peer_addr.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(&["ID", "ROLE", "CLIENT", "PEER"], &rows)
+}
+
+/// `cluster status` as JSON.
+pub fn status_json(status: &ClusterStatus) -> Value {
+    json!({
+        "node_id": status.node_id,
+        "state": status.state,
+        "leader_id": status.leader_id,
+        "leader_addr": status.leader_addr,
+        "term": status.term,
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "sessions": status.sessions,
+        "locks": status.locks,
+        "last_token": status.last_token,
+        "members": status.members.iter().map(member_json).collect::<Vec<_>>(),
+    })
+}
+
+/// `cluster status` for people.
+pub fn status_text(status: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let leader = match (status.leader_id, &status.leader_addr) {
+        (Some(id), Some(addr)) => format!("node {id} at {addr}"),
+        (Some(id), None) => format!("node {id}"),
+        _ => "none".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "answered by:  node {} ({})",
+        status.node_id, status.state
+    );
+    let _ = writeln!(out, "leader:       {leader}");
+    let _ = writeln!(out, "term:         {}", status.term);
+    let _ = writeln!(
+        out,
+        "commit index: {} (applied {})",
+        status.commit_index, status.applied_index
+    );
+    let _ = writeln!(out, "sessions:     {}", status.sessions);
+    let _ = writeln!(out, "locks:        {}", status.locks);
+    let _ = writeln!(out, "last token:   {}", status.last_token);
+    out.push('\n');
+    out.push_str(&members_text(&status.members, status.leader_id));
+    out
+}
+
+/// Left-aligned columns separated by two spaces, with a header row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["A", "BB"],
+            &[
+                vec!["xxx".into(), "1".into()],
+                vec!["y".into(), "22".into()],
+            ],
+        );
+        assert_eq!(text, "A    BB\nxxx  1\ny    22\n");
+    }
+
+    #[test]
+    fn values_are_text_or_hex() {
+        assert_eq!(value_text(b"host:1"), "host:1");
+        assert_eq!(value_text(&[0xff, 0x01]), "0xff01");
+    }
+}

@@ -1,7 +1,8 @@
 //! [`ClientBuilder`]: endpoints, timeouts, retries, backoff and lease accounting.
 
 use crate::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use std::path::Path;
 use std::time::Duration;
 
 /// The settings a [`Client`] runs with (see [`ClientBuilder`] for each default).
@@ -16,6 +17,42 @@ pub(crate) struct Config {
     pub backoff_max: Duration,
     pub keepalive_safety_margin: Option<Duration>,
     pub keepalive_interval: Option<Duration>,
+    pub tls: Option<Tls>,
+}
+
+/// TLS settings of a client: the CA that the nodes' certificates must chain to, an
+/// optional client certificate (for servers that require mutual TLS) and an optional
+/// name to check the nodes' certificates against instead of each endpoint's host.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Tls")
+            .field("client_cert", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// tonic's settings for these.
+    pub fn to_tonic(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        tls
+    }
 }
 
 impl Config {
@@ -72,6 +109,7 @@ impl ClientBuilder {
                 backoff_max: Duration::from_millis(500),
                 keepalive_safety_margin: None,
                 keepalive_interval: None,
+                tls: None,
             },
         }
     }
@@ -124,6 +162,88 @@ impl ClientBuilder {
     pub fn keepalive_interval(mut self, interval: Duration) -> Self {
         self.config.keepalive_interval = Some(interval);
         self
+    }
+
+    /// Speak TLS to the nodes (needed when they serve TLS, which refuses plaintext):
+    /// trust the CA certificate(s) in `ca_pem`, present `client` (certificate chain and
+    /// private key, PEM) to nodes that require client certificates, and check the nodes'
+    /// certificates against `domain` instead of each endpoint's host (for nodes reached
+    /// by an address their certificates do not name). Endpoints and redirects then use
+    /// `https://`; a bare `host:port` or an `http://` endpoint is upgraded.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fencelock_client::Result<()> {
+    /// let ca = b"-----BEGIN CERTIFICATE-----\n...";
+    /// let (cert, key) = (b"-----BEGIN CERTIFICATE-----\n...", b"-----BEGIN PRIVATE KEY-----\n...");
+    /// let client = fencelock_client::ClientBuilder::new(["127.0.0.1:7001"])
+    ///     .tls(ca, Some((cert.as_slice(), key.as_slice())), None)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(
+        mut self,
+        ca_pem: impl AsRef<[u8]>,
+        client: Option<(&[u8], &[u8])>,
+        domain: Option<&str>,
+    ) -> Self {
+        self.config.tls = Some(Tls {
+            ca_pem: ca_pem.as_ref().to_vec(),
+            identity: client.map(|(cert, key)| (cert.to_vec(), key.to_vec())),
+            domain: domain.map(str::to_owned),
+        });
+        self
+    }
+
+    /// [`ClientBuilder::tls`] with the PEM read from files: the CA certificate, and the
+    /// client certificate and key if given.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> fencelock_client::Result<()> {
+    /// use std::path::Path;
+    /// let client = fencelock_client::ClientBuilder::new(["127.0.0.1:7001"])
+    ///     .tls_files(
+    ///         "certs/ca.pem",
+    ///         Some((Path::new("certs/client-alice.pem"), Path::new("certs/client-alice.key"))),
+    ///         None,
+    ///     )?
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming a file that cannot be read or holds no PEM.
+    pub fn tls_files(
+        self,
+        ca: impl AsRef<Path>,
+        client: Option<(&Path, &Path)>,
+        domain: Option<&str>,
+    ) -> Result<Self> {
+        let read = |path: &Path, what: &str| -> Result<Vec<u8>> {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Error::Config(format!("cannot read the {what} {}: {e}", path.display()))
+            })?;
+            if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+                return Err(Error::Config(format!(
+                    "the {what} {} is not PEM",
+                    path.display()
+                )));
+            }
+            Ok(bytes)
+        };
+        let ca = read(ca.as_ref(), "CA certificate")?;
+        let client = match client {
+            Some((cert, key)) => {
+                Some((read(cert, "client certificate")?, read(key, "client key")?))
+            }
+            None => None,
+        };
+        Ok(self.tls(
+            ca,
+            client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            domain,
+        ))
     }
 
     /// Connect: reach any node and learn the leader.

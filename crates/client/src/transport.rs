@@ -11,6 +11,18 @@ use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+/// An error and its sources, joined by ": ".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Consecutive redirects followed without a pause; past this the loop backs off, so two
 /// nodes that name each other cannot spin it.
 const FREE_REDIRECTS: u32 = 3;
@@ -49,12 +61,14 @@ impl CallSpec {
     }
 }
 
-/// Add `http://` to a bare `host:port`.
-pub(crate) fn normalize(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+/// Add `http://` (or `https://` with TLS) to a bare `host:port`; with TLS, an
+/// `http://` address becomes `https://`.
+pub(crate) fn normalize(addr: &str, tls: bool) -> String {
+    match (addr.split_once("://"), tls) {
+        (Some(("http", rest)), true) => format!("https://{rest}"),
+        (Some(_), _) => addr.to_string(),
+        (None, false) => format!("http://{addr}"),
+        (None, true) => format!("https://{addr}"),
     }
 }
 
@@ -77,10 +91,16 @@ impl Transport {
         if config.endpoints.is_empty() {
             return Err(Error::Config("no endpoints".into()));
         }
-        let endpoints: Vec<String> = config.endpoints.iter().map(|e| normalize(e)).collect();
+        let tls = config.tls.is_some();
+        let endpoints: Vec<String> = config.endpoints.iter().map(|e| normalize(e, tls)).collect();
         for endpoint in &endpoints {
-            Endpoint::from_shared(endpoint.clone())
+            let parsed = Endpoint::from_shared(endpoint.clone())
                 .map_err(|e| Error::Config(format!("bad endpoint {endpoint:?}: {e}")))?;
+            if let Some(settings) = &config.tls {
+                parsed
+                    .tls_config(settings.to_tonic())
+                    .map_err(|e| Error::Config(format!("TLS settings: {}", error_chain(&e))))?;
+            }
         }
         Ok(Transport {
             config,
@@ -92,14 +112,25 @@ impl Transport {
         })
     }
 
+    /// `addr` as a URI with this client's scheme (see [`normalize`]).
+    pub fn normalize(&self, addr: &str) -> String {
+        normalize(addr, self.config.tls.is_some())
+    }
+
     /// The channel to `addr`, created (not yet connected) on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| Error::Config(format!("bad address {addr:?}: {e}")))?
+        let mut endpoint = Endpoint::from_shared(addr.to_string())
+            .map_err(|e| Error::Config(format!("bad address {addr:?}: {e}")))?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint.tls_config(tls.to_tonic()).map_err(|e| {
+                Error::Config(format!("TLS settings for {addr}: {}", error_chain(&e)))
+            })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -126,7 +157,7 @@ impl Transport {
 
     /// `addr` answered as the leader.
     pub fn set_leader(&self, addr: &str) {
-        let addr = normalize(addr);
+        let addr = self.normalize(addr);
         self.leader.send_if_modified(|leader| {
             if leader.as_deref() == Some(addr.as_str()) {
                 false
@@ -223,7 +254,7 @@ impl Transport {
             let last_error = match classify(&status) {
                 Failure::Fatal(error) => return Err(error),
                 Failure::Redirect(leader) => {
-                    let leader = normalize(&leader);
+                    let leader = self.normalize(&leader);
                     tracing::debug!(from = %addr, to = %leader, "following not-leader redirect");
                     self.set_leader(&leader);
                     redirects += 1;
@@ -269,5 +300,20 @@ impl Transport {
                 tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn addresses_get_the_scheme_of_the_client() {
+        assert_eq!(normalize("a:1", false), "http://a:1");
+        assert_eq!(normalize("a:1", true), "https://a:1");
+        assert_eq!(normalize("http://a:1", true), "https://a:1");
+        assert_eq!(normalize("http://a:1", false), "http://a:1");
+        assert_eq!(normalize("https://a:1", true), "https://a:1");
+        assert_eq!(normalize("https://a:1", false), "https://a:1");
     }
 }

@@ -11,4 +11,12 @@
 //! workload client run as a separate process.
 
 pub mod check;
+pub mod cli;
+pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod workload;

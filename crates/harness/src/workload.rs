@@ -1,0 +1,596 @@
+//! The workload: clients that take locks, read and append to the fenced service with
+//! their token, and release; plus plain try-lock, verify and describe calls; the
+//! paused-holder scenario; and the watch observer. Every operation is recorded as an
+//! invocation and a completion (`ok`, `fail`, or `info` when the outcome is unknown).
+//! Every loop is bounded in count and in time.
+
+use crate::check::durability::BEFORE_DEADLINE;
+use crate::history::{Event, Kind, Op, Recorder};
+use fencelock_client::{
+    AcquireOptions, Acquisition, Client, Error, LockGuard, LostReason, Session, Wait, WatchEvent,
+};
+use fencelock_fenced_kv::{ClientError, FencedKvClient, WriteOutcome};
+use futures::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Every lock of a run starts with this prefix (the observer watches it).
+pub const LOCK_PREFIX: &str = "harness/";
+
+/// One client's settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Its name in the history (`c0`, `p0`, ...).
+    pub name: String,
+    /// The nodes' client addresses.
+    pub endpoints: Vec<String>,
+    /// The fenced service.
+    pub kv: SocketAddr,
+    /// The contended locks it picks from.
+    pub locks: Vec<String>,
+    /// Session TTL.
+    pub ttl: Duration,
+    /// At most this many operations.
+    pub max_ops: u64,
+    /// Stop starting operations after this long.
+    pub duration: Duration,
+    /// The seed of its choices.
+    pub seed: u64,
+    /// A lock to take at the start and hold to the end (the durability check).
+    pub hold: Option<String>,
+    /// Close the session at the end (a client process that exits).
+    pub close_at_end: bool,
+}
+
+/// What a client leaves open at the end: sessions and held locks, kept until the final
+/// state is read.
+#[derive(Default)]
+pub struct Leftovers {
+    /// Open sessions.
+    pub sessions: Vec<Arc<Session>>,
+    /// Held locks.
+    pub guards: Vec<LockGuard>,
+}
+
+/// A client of the cluster with the harness's timeouts.
+///
+/// # Errors
+/// No node answered within the retry deadline.
+pub async fn connect(endpoints: &[String]) -> fencelock_client::Result<Client> {
+    Client::builder(endpoints.to_vec())
+        .connect_timeout(Duration::from_millis(500))
+        .call_timeout(Duration::from_secs(2))
+        .retry_deadline(Duration::from_secs(8))
+        .connect()
+        .await
+}
+
+/// Records one operation.
+struct Recording<'a> {
+    recorder: &'a Recorder,
+    process: &'a str,
+    op_id: u64,
+    op: Op,
+    lock: Option<String>,
+    session: Option<u64>,
+}
+
+impl<'a> Recording<'a> {
+    fn start(
+        recorder: &'a Recorder,
+        process: &'a str,
+        op: Op,
+        f: impl FnOnce(Event) -> Event,
+    ) -> Self {
+        let op_id = recorder.next_op_id();
+        let event = f(Event::new(Kind::Invoke, process, op_id, op));
+        let lock = event.lock.clone();
+        let session = event.session;
+        recorder.record(event);
+        Recording {
+            recorder,
+            process,
+            op_id,
+            op,
+            lock,
+            session,
+        }
+    }
+
+    fn finish(self, kind: Kind, f: impl FnOnce(Event) -> Event) {
+        let mut event = Event::new(kind, self.process, self.op_id, self.op);
+        event.lock = self.lock;
+        event.session = self.session;
+        self.recorder.record(f(event));
+    }
+}
+
+/// How a client error completes an operation: the kind and the outcome word.
+fn classify(error: &Error, mutation: bool) -> (Kind, &'static str) {
+    match error {
+        Error::SessionNotFound(_) => (Kind::Fail, "session_not_found"),
+        Error::NotHeld(_) => (Kind::Fail, "not_held"),
+        Error::StaleToken(_) => (Kind::Fail, "stale_token"),
+        // The client may have noticed the loss during a wait that was already sent.
+        Error::SessionLost(_) if mutation => (Kind::Info, "session_lost"),
+        Error::SessionLost(_) => (Kind::Fail, "session_lost"),
+        e if e.is_transient() && mutation => (Kind::Info, "unavailable"),
+        e if e.is_transient() => (Kind::Fail, "unavailable"),
+        _ => (Kind::Fail, "error"),
+    }
+}
+
+/// Open a session, recorded, and watch it for loss.
+async fn open_session(
+    client: &Client,
+    ttl: Duration,
+    recorder: &Recorder,
+    process: &str,
+) -> Option<Arc<Session>> {
+    let rec = Recording::start(recorder, process, Op::OpenSession, |e| e);
+    match client.session(ttl).await {
+        Ok(session) => {
+            let id = session.id().0;
+            rec.finish(Kind::Ok, |e| e.session(id));
+            let session = Arc::new(session);
+            watch_loss(&session, recorder.clone(), process.to_string());
+            Some(session)
+        }
+        Err(error) => {
+            let (kind, outcome) = classify(&error, true);
+            rec.finish(kind, |e| e.outcome(outcome).error(&error));
+            None
+        }
+    }
+}
+
+/// Sessions the harness is closing: their loss is not news.
+static CLOSING: std::sync::Mutex<std::collections::BTreeSet<u64>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn closing(session: u64) -> bool {
+    CLOSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&session)
+}
+
+/// Record when `session` is lost, and whether the client's lease had run out by then.
+/// Holds the session only weakly, so that closing it is not delayed.
+fn watch_loss(session: &Arc<Session>, recorder: Recorder, process: String) {
+    let lost = session.lost();
+    let id = session.id().0;
+    let weak = Arc::downgrade(session);
+    tokio::spawn(async move {
+        let reason = lost.await;
+        if reason == LostReason::Closed || closing(id) {
+            return;
+        }
+        let Some(session) = weak.upgrade() else {
+            return;
+        };
+        let before_deadline = Instant::now() < session.lease_deadline();
+        let outcome = match reason {
+            LostReason::LeaseExpired => "lease_expired",
+            LostReason::SessionNotFound => "session_not_found",
+            LostReason::Closed => "closed",
+        };
+        let op_id = recorder.next_op_id();
+        let mut event = Event::new(Kind::Ok, &process, op_id, Op::SessionLost)
+            .session(session.id().0)
+            .outcome(outcome);
+        event.value = Some(if before_deadline {
+            BEFORE_DEADLINE.to_string()
+        } else {
+            "after the client's lease deadline".to_string()
+        });
+        recorder.record(event);
+    });
+}
+
+/// Acquire `lock`, recorded. `Some(guard)` when granted.
+async fn acquire(
+    session: &Session,
+    lock: &str,
+    wait: Wait,
+    recorder: &Recorder,
+    process: &str,
+) -> Option<LockGuard> {
+    let wait_text = match wait {
+        Wait::NoWait => "none".to_string(),
+        Wait::Timeout(t) => format!("timeout:{}", t.as_millis()),
+        Wait::Forever => "forever".to_string(),
+    };
+    let rec = Recording::start(recorder, process, Op::Acquire, |mut e| {
+        e.wait = Some(wait_text);
+        e.lock(lock).session(session.id().0)
+    });
+    let options = AcquireOptions {
+        wait,
+        ..AcquireOptions::default()
+    };
+    match session.acquire(lock, options).await {
+        Ok(Acquisition::Granted(guard)) => {
+            let token = guard.token().0;
+            rec.finish(Kind::Ok, |e| e.token(token).outcome("granted"));
+            Some(guard)
+        }
+        Ok(Acquisition::WouldBlock) => {
+            rec.finish(Kind::Ok, |e| e.outcome("would_block"));
+            None
+        }
+        Ok(Acquisition::TimedOut) => {
+            rec.finish(Kind::Ok, |e| e.outcome("timed_out"));
+            None
+        }
+        Err(error) => {
+            let (kind, outcome) = classify(&error, true);
+            rec.finish(kind, |e| e.outcome(outcome).error(&error));
+            None
+        }
+    }
+}
+
+/// Release `guard`, recorded.
+async fn release(guard: LockGuard, recorder: &Recorder, process: &str) {
+    let token = guard.token().0;
+    let rec = Recording::start(recorder, process, Op::Release, |e| {
+        e.lock(guard.name())
+            .session(guard.session_id().0)
+            .token(token)
+    });
+    match guard.release().await {
+        Ok(()) => rec.finish(Kind::Ok, |e| e.token(token)),
+        Err(error) => {
+            let (kind, outcome) = classify(&error, true);
+            rec.finish(kind, |e| e.token(token).outcome(outcome).error(&error));
+        }
+    }
+}
+
+/// Read `key` and append `body` with `token`, recorded.
+async fn read_and_append(
+    kv: &FencedKvClient,
+    lock: &str,
+    token: u64,
+    body: String,
+    recorder: &Recorder,
+    process: &str,
+) {
+    let key = lock.to_string();
+    let rec = Recording::start(recorder, process, Op::KvGet, |mut e| {
+        e.key = Some(key.clone());
+        e.lock(lock).token(token)
+    });
+    match kv.get(&key).await {
+        Ok(value) => rec.finish(Kind::Ok, |mut e| {
+            e.body = value.map(|v| String::from_utf8_lossy(&v.value).into_owned());
+            e
+        }),
+        Err(error) => rec.finish(Kind::Fail, |e| e.error(&error)),
+    }
+    append(kv, lock, token, body, recorder, process).await;
+}
+
+/// Append `body` to the lock's key with `token`, recorded. Returns whether admitted.
+async fn append(
+    kv: &FencedKvClient,
+    lock: &str,
+    token: u64,
+    body: String,
+    recorder: &Recorder,
+    process: &str,
+) -> Option<bool> {
+    let key = lock.to_string();
+    let rec = Recording::start(recorder, process, Op::KvAppend, |mut e| {
+        e.key = Some(key.clone());
+        e.body = Some(body.clone());
+        e.lock(lock).token(token)
+    });
+    match kv.append(&key, lock, token, body.clone()).await {
+        Ok(outcome) => {
+            let admitted = outcome.is_admitted();
+            let seq = outcome.seq();
+            rec.finish(Kind::Ok, |mut e| {
+                e.key = Some(key);
+                e.seq = Some(seq);
+                e.body = Some(body);
+                if let WriteOutcome::Refused(refused) = &outcome {
+                    e.holder_token = refused.highest_seen;
+                }
+                e.token(token)
+                    .outcome(if admitted { "admitted" } else { "refused" })
+            });
+            Some(admitted)
+        }
+        Err(error @ (ClientError::Transport(_) | ClientError::Timeout(_))) => {
+            rec.finish(Kind::Info, |e| e.token(token).error(&error));
+            None
+        }
+        Err(error) => {
+            rec.finish(Kind::Fail, |e| e.token(token).error(&error));
+            None
+        }
+    }
+}
+
+/// Describe `lock`, recorded.
+async fn describe(client: &Client, lock: &str, recorder: &Recorder, process: &str) {
+    let rec = Recording::start(recorder, process, Op::Describe, |e| e.lock(lock));
+    match client.describe(lock).await {
+        Ok(description) => {
+            let holder = description
+                .lock
+                .as_ref()
+                .and_then(|l| l.holders.first().cloned());
+            rec.finish(Kind::Ok, |mut e| {
+                e.holder_session = holder.as_ref().map(|h| h.session_id.0);
+                e.holder_token = holder.as_ref().map(|h| h.token.0);
+                e.revision = Some(description.revision);
+                e
+            });
+        }
+        Err(error) => {
+            let (kind, outcome) = classify(&error, false);
+            rec.finish(kind, |e| e.outcome(outcome).error(&error));
+        }
+    }
+}
+
+/// Verify `token` of `lock`, recorded.
+async fn verify(client: &Client, lock: &str, token: u64, recorder: &Recorder, process: &str) {
+    let rec = Recording::start(recorder, process, Op::Verify, |e| e.lock(lock).token(token));
+    match client
+        .verify(lock, fencelock_client::FencingToken(token))
+        .await
+    {
+        Ok(answer) => rec.finish(Kind::Ok, |mut e| {
+            e.holder_token = answer.current_token.map(|t| t.0);
+            e.token(token)
+                .outcome(if answer.current { "current" } else { "stale" })
+        }),
+        Err(error) => {
+            let (kind, outcome) = classify(&error, false);
+            rec.finish(kind, |e| e.outcome(outcome).error(&error));
+        }
+    }
+}
+
+/// Close `session`, recorded.
+pub async fn close_session(session: Arc<Session>, recorder: &Recorder, process: &str) {
+    let id = session.id().0;
+    CLOSING.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+    let rec = Recording::start(recorder, process, Op::CloseSession, |e| e.session(id));
+    let result = match Arc::try_unwrap(session) {
+        Ok(session) => session.close().await,
+        Err(shared) => shared
+            .client()
+            .close_session(shared.id())
+            .await
+            .or_else(|e| {
+                if matches!(e, Error::SessionNotFound(_)) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
+    };
+    match result {
+        Ok(()) => rec.finish(Kind::Ok, |e| e),
+        Err(error) => {
+            let (kind, outcome) = classify(&error, true);
+            rec.finish(kind, |e| e.outcome(outcome).error(&error));
+        }
+    }
+}
+
+/// Run one client: a bounded loop of operations. Returns what it leaves open.
+pub async fn run_worker(config: WorkerConfig, recorder: Recorder) -> Leftovers {
+    let mut leftovers = Leftovers::default();
+    let started = Instant::now();
+    let deadline = started + config.duration;
+    let process = config.name.as_str();
+    let mut rng = fastrand::Rng::with_seed(config.seed);
+    let kv = FencedKvClient::new(config.kv).with_timeout(Duration::from_secs(3));
+    let client = loop {
+        match connect(&config.endpoints).await {
+            Ok(client) => break client,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => return leftovers,
+        }
+    };
+    let mut session: Option<Arc<Session>> = None;
+    let mut held: Option<LockGuard> = None;
+    let mut last_token: std::collections::HashMap<String, u64> = Default::default();
+    let mut ops = 0u64;
+    let mut counter = 0u64;
+    while ops < config.max_ops && Instant::now() < deadline {
+        ops += 1;
+        let current = match &session {
+            Some(s) if !s.is_lost() => s.clone(),
+            _ => {
+                if let Some(old) = session.take() {
+                    leftovers.sessions.push(old);
+                }
+                if let Some(guard) = held.take() {
+                    // Its session is lost: the grant is gone or going; keep the guard
+                    // (dropping it would release in the background, unrecorded).
+                    leftovers.guards.push(guard);
+                }
+                match open_session(&client, config.ttl, &recorder, process).await {
+                    Some(s) => {
+                        session = Some(s.clone());
+                        if let Some(lock) = &config.hold {
+                            held = acquire(
+                                &s,
+                                lock,
+                                Wait::Timeout(Duration::from_secs(2)),
+                                &recorder,
+                                process,
+                            )
+                            .await;
+                        }
+                        s
+                    }
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let lock = config.locks[rng.usize(..config.locks.len())].clone();
+        let choice = rng.u32(..100);
+        if choice < 55 {
+            let wait = Wait::Timeout(Duration::from_millis(rng.u64(300..1500)));
+            if let Some(guard) = acquire(&current, &lock, wait, &recorder, process).await {
+                let token = guard.token().0;
+                last_token.insert(lock.clone(), token);
+                counter += 1;
+                let body = format!("{process}:{counter}:{token};");
+                read_and_append(&kv, &lock, token, body, &recorder, process).await;
+                release(guard, &recorder, process).await;
+            }
+        } else if choice < 65 {
+            if let Some(guard) = acquire(&current, &lock, Wait::NoWait, &recorder, process).await {
+                last_token.insert(lock.clone(), guard.token().0);
+                release(guard, &recorder, process).await;
+            }
+        } else if choice < 82 {
+            let token = last_token.get(&lock).copied().unwrap_or(1);
+            verify(&client, &lock, token, &recorder, process).await;
+        } else {
+            describe(&client, &lock, &recorder, process).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..30))).await;
+    }
+    if config.close_at_end {
+        if let Some(guard) = held.take() {
+            release(guard, &recorder, process).await;
+        }
+        if let Some(s) = session.take() {
+            close_session(s, &recorder, process).await;
+        }
+    }
+    leftovers.sessions.extend(session);
+    leftovers.guards.extend(held);
+    leftovers
+}
+
+/// The paused-holder scenario: a holder takes `lock` and writes, then stops its
+/// keepalives and sleeps past its TTL (a GC pause); meanwhile a rival waits for the lock,
+/// gets it once the holder's session expired, and writes with its newer token; then the
+/// holder wakes and writes with its old token. The fenced service must refuse that write.
+/// Returns the pause window (start, end) in history time, when the holder got the lock.
+pub async fn paused_holder(
+    name: &str,
+    endpoints: &[String],
+    kv: SocketAddr,
+    lock: &str,
+    ttl: Duration,
+    recorder: &Recorder,
+) -> Option<(u64, u64)> {
+    let holder_name = format!("{name}-holder");
+    let rival_name = format!("{name}-rival");
+    let kv = FencedKvClient::new(kv).with_timeout(Duration::from_secs(3));
+    let client = connect(endpoints).await.ok()?;
+    let holder = open_session(&client, ttl, recorder, &holder_name).await?;
+    let Some(guard) = acquire(
+        &holder,
+        lock,
+        Wait::Timeout(Duration::from_secs(3)),
+        recorder,
+        &holder_name,
+    )
+    .await
+    else {
+        close_session(holder, recorder, &holder_name).await;
+        return None;
+    };
+    let token = guard.token().0;
+    append(
+        &kv,
+        lock,
+        token,
+        format!("{holder_name}:1:{token};"),
+        recorder,
+        &holder_name,
+    )
+    .await;
+    let pause = ttl + Duration::from_millis(1500);
+    let started = recorder.now_ns();
+    holder.pause_keepalive_for_test(pause * 2);
+    let rival = async {
+        let rival_client = connect(endpoints).await.ok()?;
+        let session = open_session(&rival_client, ttl, recorder, &rival_name).await?;
+        let wait = Wait::Timeout(pause * 2);
+        if let Some(guard) = acquire(&session, lock, wait, recorder, &rival_name).await {
+            let token = guard.token().0;
+            append(
+                &kv,
+                lock,
+                token,
+                format!("{rival_name}:1:{token};"),
+                recorder,
+                &rival_name,
+            )
+            .await;
+            release(guard, recorder, &rival_name).await;
+        }
+        close_session(session, recorder, &rival_name).await;
+        Some(())
+    };
+    // The holder is "paused": it does nothing until the pause ends.
+    let (_, ()) = tokio::join!(rival, tokio::time::sleep(pause));
+    // It wakes and writes with its old token without checking (the pause fell between
+    // its check and its write).
+    append(
+        &kv,
+        lock,
+        token,
+        format!("{holder_name}:2:{token};"),
+        recorder,
+        &holder_name,
+    )
+    .await;
+    release(guard, recorder, &holder_name).await;
+    let ended = recorder.now_ns();
+    drop(holder);
+    Some((started, ended))
+}
+
+/// Watch every lock of the run and record each event, until `stop` resolves.
+pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut stream = client.watch_prefix(LOCK_PREFIX);
+    let mut stop = stop;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = stop.changed() => return,
+        };
+        let Some(Ok(event)) = item else {
+            if item.is_none() {
+                return;
+            }
+            continue;
+        };
+        let op_id = recorder.next_op_id();
+        let (what, session) = match &event {
+            WatchEvent::Acquired { session_id, .. } => ("acquired", Some(session_id.0)),
+            WatchEvent::Released { session_id, .. } => ("released", Some(session_id.0)),
+            WatchEvent::Expired { session_id, .. } => ("expired", Some(session_id.0)),
+            WatchEvent::Forced { session_id, .. } => ("forced", Some(session_id.0)),
+            WatchEvent::SessionClosed { session_id, .. } => ("closed", Some(session_id.0)),
+            WatchEvent::Resync { .. } => ("resync", None),
+        };
+        let mut recorded = Event::new(Kind::Ok, "observer", op_id, Op::Watch).outcome(what);
+        recorded.lock = event.name().map(str::to_string);
+        recorded.session = session;
+        recorded.token = event.token().map(|t| t.0);
+        recorded.revision = Some(event.revision());
+        recorder.record(recorded);
+    }
+}

@@ -253,7 +253,11 @@ impl Node {
             leader_client_addr: metrics.current_leader.and_then(|l| self.client_addr_of(l)),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),
-            commit_index: self.commit_index.load(Ordering::Relaxed),
+            // Applied entries are committed: the cached commit index is never behind them.
+            commit_index: self
+                .commit_index
+                .load(Ordering::Relaxed)
+                .max(metrics.last_applied.map(|l| l.index).unwrap_or(0)),
             applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
             members,
             sessions: stats.sessions,

@@ -531,3 +531,52 @@ async fn concurrent_commands_are_packed_into_few_raft_entries() {
     assert!(entries < 150, "200 commands took {entries} entries");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_convenience_form_grants_with_a_lease_and_leaves_no_session_when_it_times_out() {
+    let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
+    let mut client = cluster.locks(0).await;
+    let lease = |wait: pb::WaitPolicy, id: u128| pb::AcquireRequest {
+        session_id: 0,
+        client_id: client_id(id),
+        lease_ttl_ms: 5_000,
+        name: "lease".into(),
+        wait: wait as i32,
+        wait_timeout_ms: if wait == pb::WaitPolicy::Timeout {
+            200
+        } else {
+            0
+        },
+        ..Default::default()
+    };
+    let granted = client
+        .acquire(lease(pb::WaitPolicy::NoWait, 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.outcome, pb::AcquireOutcome::Granted as i32);
+    assert_eq!(granted.ttl_ms, 5_000);
+    assert_ne!(granted.session_id, 0);
+    let sessions = |cluster: &TestCluster| cluster.running(0).node().status().sessions;
+    assert_eq!(sessions(&cluster), 1);
+    let timed_out = client
+        .acquire(lease(pb::WaitPolicy::Timeout, 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(timed_out.outcome, pb::AcquireOutcome::TimedOut as i32);
+    assert_eq!(
+        sessions(&cluster),
+        1,
+        "the timed-out one-lock session was closed"
+    );
+    let blocked = client
+        .acquire(lease(pb::WaitPolicy::NoWait, 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(blocked.outcome, pb::AcquireOutcome::WouldBlock as i32);
+    assert_eq!(sessions(&cluster), 1, "a refused try leaves no session");
+    cluster.shutdown().await;
+}

@@ -63,6 +63,24 @@ impl LocksService {
             .map_err(|e| from_core(&e))
     }
 
+    /// End a convenience-form session that holds and waits for nothing. Best effort: if
+    /// it fails, the session still ends when its TTL runs out.
+    async fn close_idle_lease_session(&self, session: SessionId) {
+        let idle = self.node.shared.read(|applied| {
+            applied
+                .state
+                .session(session)
+                .is_some_and(|view| view.held.is_empty() && view.waiting.is_empty())
+        });
+        if idle {
+            let _ = self
+                .node
+                .proposer
+                .propose(Command::CloseSession { session })
+                .await;
+        }
+    }
+
     fn session_ttl_ms(&self, session: SessionId) -> u64 {
         self.node
             .shared
@@ -479,6 +497,11 @@ impl Locks for LocksService {
                 other => return Err(unexpected(&other)),
             };
             let ttl_ms = self.session_ttl_ms(session);
+            if convenience && matches!(end, WaitEnd::TimedOut) {
+                // The one-lock session of the convenience form has nothing left to hold:
+                // end it now rather than leave it until its TTL runs out.
+                self.close_idle_lease_session(session).await;
+            }
             Ok(match end {
                 WaitEnd::Granted(token) => pb::AcquireResponse {
                     outcome: pb::AcquireOutcome::Granted as i32,

@@ -34,11 +34,17 @@
 //! | `watch_buffer` | events buffered per watcher | `1024` |
 //! | `max_keepalive_streams` | live keepalive streams | `10000` |
 //! | `[limits]` | the replicated limits (all ten keys must be given when the table is) | see the example |
+//! | `[tls]` | TLS, PEM file paths (see [`TlsConfig`]; omit the table for plaintext): | none |
+//! | `tls.cert`, `tls.key` | the client listener's certificate and key: TLS only, plaintext refused | none |
+//! | `tls.client_ca` | clients must present a certificate of this CA (mutual TLS) | none |
+//! | `tls.peer_ca` | peer traffic in mutual TLS: every peer's certificate must chain to it | none |
+//! | `tls.peer_cert`, `tls.peer_key` | this node's certificate on peer traffic | `tls.cert`, `tls.key` |
+//! | `tls.server_name` | the name checked in other nodes' certificates when calling them | each peer address's host |
 
 use anyhow::{Context, bail};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
-use fencelock_server::config::{Bootstrap, ServerConfig};
+use fencelock_server::config::{Bootstrap, ServerConfig, TlsConfig};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -74,6 +80,10 @@ pub enum Command {
     /// Run a server node (with no flags: a single-node cluster on 127.0.0.1 with its
     /// data in ./fencelock-data).
     Serve(ServeArgs),
+    /// Make a throw-away CA and certificates for a local TLS cluster and its clients:
+    /// `ca.pem`, `node-ID.pem` and `node-ID.key` for each of --nodes, `client-NAME.pem`
+    /// and `client-NAME.key` for each of --clients. Prints the files written.
+    Certs(crate::certs::CertsArgs),
     /// Run CMD while holding lock NAME: `fencelock lock NAME -- CMD ARGS...`. CMD gets
     /// FENCELOCK_TOKEN, FENCELOCK_LOCK, FENCELOCK_SESSION and FENCELOCK_ENDPOINTS; its
     /// exit code is fencelock's. If the lease is lost CMD gets SIGTERM (then SIGKILL)
@@ -164,6 +174,78 @@ pub struct ServeArgs {
     /// Take a snapshot every this many applied entries [default: 10000].
     #[arg(long, value_name = "ENTRIES", env = "FENCELOCK_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// TLS for the client and peer listeners.
+    #[command(flatten)]
+    pub tls: Box<ServeTlsArgs>,
+}
+
+/// The TLS flags of `fencelock serve` (each overrides one key of the config file's
+/// `[tls]` table).
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeTlsArgs {
+    /// Certificate chain (PEM) of the client listener: clients must then speak TLS, and
+    /// plaintext is refused. Needs --tls-key. Config: `tls.cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FENCELOCK_TLS_CERT",
+        help_heading = "TLS"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert. Config: `tls.key`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FENCELOCK_TLS_KEY",
+        help_heading = "TLS"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that client certificates must chain to: clients without such
+    /// a certificate are refused (mutual TLS). Config: `tls.client_ca`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FENCELOCK_TLS_CLIENT_CA",
+        help_heading = "TLS"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Cluster CA certificate (PEM): peer (Raft) traffic becomes mutual TLS, and a peer
+    /// without a certificate of this CA can neither join nor send Raft messages. Use it
+    /// on every node. Config: `tls.peer_ca`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FENCELOCK_PEER_CA",
+        help_heading = "TLS"
+    )]
+    pub peer_ca: Option<PathBuf>,
+    /// Certificate chain (PEM) this node presents on peer traffic [default: --tls-cert].
+    /// Config: `tls.peer_cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FENCELOCK_PEER_CERT",
+        help_heading = "TLS"
+    )]
+    pub peer_cert: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert [default: --tls-key]. Config: `tls.peer_key`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FENCELOCK_PEER_KEY",
+        help_heading = "TLS"
+    )]
+    pub peer_key: Option<PathBuf>,
+    /// The name checked against other nodes' certificates when this node calls them
+    /// [default: the host of each peer address], for peers dialled by an address their
+    /// certificates do not name. Config: `tls.server_name`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "FENCELOCK_PEER_SERVER_NAME",
+        help_heading = "TLS"
+    )]
+    pub peer_server_name: Option<String>,
 }
 
 /// The parsed value of `--peers`: node id → peer address.
@@ -326,6 +408,7 @@ impl ServeArgs {
         if let Some(entries) = self.snapshot_every {
             config.snapshot_every_entries = entries;
         }
+        self.apply_tls_flags(&mut config);
         let own_peer_addr = match &config.bootstrap {
             Bootstrap::Members(members) if !peer_listen_set => members
                 .get(&config.node_id)
@@ -339,6 +422,39 @@ impl ServeArgs {
             bail!("invalid configuration: {problem}");
         }
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The TLS flags given, over the config file's `[tls]` table (each flag replaces one
+    /// key; no flag leaves the table as it is).
+    fn apply_tls_flags(&self, config: &mut ServerConfig) {
+        let given = &self.tls;
+        let flags = TlsConfig {
+            cert: given.tls_cert.clone(),
+            key: given.tls_key.clone(),
+            client_ca: given.tls_client_ca.clone(),
+            peer_cert: given.peer_cert.clone(),
+            peer_key: given.peer_key.clone(),
+            peer_ca: given.peer_ca.clone(),
+            server_name: given.peer_server_name.clone(),
+        };
+        if flags == TlsConfig::default() {
+            return;
+        }
+        let tls = config.tls.get_or_insert_with(TlsConfig::default);
+        fn over<T>(key: &mut Option<T>, flag: Option<T>) {
+            if flag.is_some() {
+                *key = flag;
+            }
+        }
+        over(&mut tls.cert, flags.cert);
+        over(&mut tls.key, flags.key);
+        over(&mut tls.client_ca, flags.client_ca);
+        over(&mut tls.peer_cert, flags.peer_cert);
+        over(&mut tls.peer_key, flags.peer_key);
+        over(&mut tls.peer_ca, flags.peer_ca);
+        over(&mut tls.server_name, flags.server_name);
     }
 }
 

@@ -1,8 +1,10 @@
 //! The `fencelock` command, as a library so that its parsing and start-up can be tested:
-//! [`cli`] holds the clap types, [`serve`] runs a server node.
+//! [`cli`] holds the clap types, [`serve`] runs a server node, [`certs`] makes
+//! throw-away TLS certificates.
 //! [`client_cmd`] runs the client commands (`lock`, `acquire`, `describe`, ...), with
 //! their [`output`] formats and [`exit`] codes; [`demo`] is `fencelock demo`.
 
+pub mod certs;
 pub mod cli;
 pub mod client_cmd;
 pub mod demo;
@@ -35,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     cli::init_logging(client_cmd::log_filter(cli.log_level.as_deref(), &cli.command).as_deref())?;
     match cli.command {
         Command::Serve(args) => serve::run(&args),
+        Command::Certs(args) => certs::run(&args),
         command => client_cmd::run(cli.client, command),
     }
 }

@@ -84,6 +84,10 @@ pub enum Command {
     /// `ca.pem`, `node-ID.pem` and `node-ID.key` for each of --nodes, `client-NAME.pem`
     /// and `client-NAME.key` for each of --clients. Prints the files written.
     Certs(crate::certs::CertsArgs),
+    /// Verify a data directory offline without changing it: every log entry's checksum,
+    /// the vote and committed records, every snapshot file. Exit 0 when clean, 1 when
+    /// problems are found, 2 on a usage error.
+    CheckData(crate::check_data::CheckDataArgs),
     /// Run CMD while holding lock NAME: `fencelock lock NAME -- CMD ARGS...`. CMD gets
     /// FENCELOCK_TOKEN, FENCELOCK_LOCK, FENCELOCK_SESSION and FENCELOCK_ENDPOINTS; its
     /// exit code is fencelock's. If the lease is lost CMD gets SIGTERM (then SIGKILL)

@@ -5,6 +5,7 @@
 //! their [`output`] formats and [`exit`] codes; [`demo`] is `fencelock demo`.
 
 pub mod certs;
+pub mod check_data;
 pub mod cli;
 pub mod client_cmd;
 pub mod demo;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::CheckData(args) => check_data::run(&args),
         command => client_cmd::run(cli.client, command),
     }
 }

@@ -3,13 +3,15 @@
 //!
 //! [`check_data_dir`] verifies what start-up verifies, and a little more:
 //!
-//! - the log database (`raft-log.redb`): opened read-only; if redb says the file needs
-//!   crash recovery or another process holds it, a copy in a temporary directory is
-//!   checked instead (and a note says so). Every meta record (format marker, vote,
-//!   committed, last purged) and every entry is verified (checksum, decoding, index), and
-//!   the entries must be contiguous from `last_purged + 1`. The report says what a node
-//!   would do at start-up (see [`crate::store::log`]): start, drop a damaged uncommitted
-//!   tail, or refuse;
+//! - the log database (`raft-log.redb`): copied to a temporary directory, and the copy
+//!   opened and verified exactly as start-up does (a read-only open would skip parts of
+//!   the file that opening for writing reads, and cannot recover a file left by a crash);
+//!   a read-only probe of the original only adds notes (not closed cleanly, in use by a
+//!   running node). Every meta record (format marker, vote, committed, last purged) and
+//!   every entry is verified (checksum, decoding, index), and the entries must be
+//!   contiguous from `last_purged + 1`. Every bad entry is listed, where start-up stops at
+//!   the first. The report says what a node would do at start-up (see
+//!   [`crate::store::log`]): start, drop a damaged uncommitted tail, or refuse;
 //! - every snapshot file in `snapshots/` (not just the newest one start-up loads):
 //!   magic, version, length, CRC-32, decoding, the file name against the last log id it
 //!   holds, and [`fencelock_core::State::check_invariants`] on the decoded state;
@@ -20,16 +22,15 @@
 //! byte offset there says little; a damaged B-tree that redb itself refuses is reported
 //! against the file.
 
-use super::log::{EntryTrouble, LOG_FILE_NAME, Scan, guarded};
+use super::log::{EntryTrouble, LOG_FILE_NAME, close_quietly, guarded, open_and_scan};
 use super::snapshot::{self, TMP_SUFFIX};
 use crate::raft::{LogId, NodeId};
 use openraft::Vote;
-use redb::{Database, DatabaseError, ReadOnlyDatabase};
+use redb::{DatabaseError, ReadOnlyDatabase};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The snapshot directory's name inside a data directory.
-pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+pub use super::snapshot::SNAPSHOT_DIR_NAME;
 
 /// Where in a file a problem is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +139,7 @@ pub fn check_data_dir(data_dir: &Path) -> CheckReport {
         return report;
     }
     let newest_snapshot = check_snapshots(&mut report);
-    check_log(&mut report);
+    check_log(&mut report, newest_snapshot.flatten().map(|id| id.index));
     let log_path = report.log.path.clone();
     if let Some(purged) = report.log.last_purged {
         let covered = newest_snapshot.flatten().map(|id| id.index);
@@ -160,68 +161,22 @@ pub fn check_data_dir(data_dir: &Path) -> CheckReport {
     report
 }
 
-/// A read-only view of the log database, or of a recovered copy.
-enum Opened {
-    ReadOnly(ReadOnlyDatabase),
-    Copy(Database, #[allow(dead_code)] tempfile::TempDir),
-}
-
-fn open_log(report: &mut CheckReport) -> Option<Opened> {
+/// Notes about the state of the file, from a read-only open (which never changes it).
+fn probe(report: &mut CheckReport) {
     let path = report.log.path.clone();
-    if let Err(e) = super::log::refuse_empty_file(&path) {
-        report.problem(&path, Location::File, e.to_string());
-        return None;
-    }
-    let opened = guarded(&path, "opening", || Ok(ReadOnlyDatabase::open(&path)));
-    let why_copy = match opened {
-        Ok(Ok(db)) => return Some(Opened::ReadOnly(db)),
+    let note = match guarded(&path, "opening", || Ok(ReadOnlyDatabase::open(&path))) {
         Ok(Err(DatabaseError::RepairAborted)) => {
-            "was not closed cleanly (a crash, or a node is running on it): checked a copy \
-             recovered by redb; the file itself is unchanged"
+            "was not closed cleanly (a crash, or damage): redb recovers it at start-up; the \
+             check ran on a copy, the file itself is unchanged"
         }
         Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
-            "is open in another process (a running node?): checked a copy taken now, which \
-             may not be consistent while the node writes"
+            "is open in another process (a running node?): the check ran on a copy taken \
+             now, which may be inconsistent while the node writes; stop the node for an \
+             exact answer"
         }
-        Ok(Err(e)) => {
-            report.problem(&path, Location::File, format!("redb cannot open it: {e}"));
-            return None;
-        }
-        Err(e) => {
-            report.problem(&path, Location::File, e.to_string());
-            return None;
-        }
+        _ => return,
     };
-    report.notes.push(format!("{} {why_copy}", path.display()));
-    let copy = match copy_of(&path) {
-        Ok(copy) => copy,
-        Err(e) => {
-            report.problem(
-                &path,
-                Location::File,
-                format!("cannot copy it to check: {e}"),
-            );
-            return None;
-        }
-    };
-    let copy_path = copy.path().join(LOG_FILE_NAME);
-    match guarded(&path, "recovering a copy of", || {
-        Ok(Database::open(&copy_path))
-    }) {
-        Ok(Ok(db)) => Some(Opened::Copy(db, copy)),
-        Ok(Err(e)) => {
-            report.problem(
-                &path,
-                Location::File,
-                format!("redb cannot recover it: {e}"),
-            );
-            None
-        }
-        Err(e) => {
-            report.problem(&path, Location::File, e.to_string());
-            None
-        }
-    }
+    report.notes.push(format!("{} {note}", path.display()));
 }
 
 fn copy_of(path: &Path) -> std::io::Result<tempfile::TempDir> {
@@ -230,7 +185,7 @@ fn copy_of(path: &Path) -> std::io::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-fn check_log(report: &mut CheckReport) {
+fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
     let path = report.log.path.clone();
     if !path.is_file() {
         report.problem(
@@ -241,16 +196,31 @@ fn check_log(report: &mut CheckReport) {
         );
         return;
     }
-    let Some(opened) = open_log(report) else {
-        report.log.start_up = Some("refuses to start: the file cannot be opened".to_owned());
-        return;
+    probe(report);
+    // Start-up opens the file for writing, which reads parts of it a read-only open does
+    // not (and lets redb recover it): rehearse exactly that on a copy.
+    let copy = match copy_of(&path) {
+        Ok(copy) => copy,
+        Err(e) => {
+            report.problem(
+                &path,
+                Location::File,
+                format!("cannot copy it to check: {e}"),
+            );
+            return;
+        }
     };
-    let scanned = guarded(&path, "reading", || match &opened {
-        Opened::ReadOnly(db) => Scan::run(db, &path),
-        Opened::Copy(db, _) => Scan::run(db, &path),
-    });
-    let scan = match scanned {
-        Ok(scan) => scan,
+    let scan = match open_and_scan(&copy.path().join(LOG_FILE_NAME), &path, snapshot_index) {
+        Ok((db, scan)) => {
+            if let Err(message) = close_quietly(db) {
+                report.problem(
+                    &path,
+                    Location::File,
+                    format!("redb failed closing a copy of it (the file is damaged): {message}"),
+                );
+            }
+            scan
+        }
         Err(e) => {
             report.problem(&path, Location::File, e.to_string());
             report.log.start_up = Some(format!("refuses to start: {e}"));

@@ -60,6 +60,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
 use std::fmt::Debug;
+use std::mem::ManuallyDrop;
 use std::ops::{Bound, RangeBounds};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -135,13 +136,37 @@ impl LogStore {
 }
 
 struct Inner {
-    db: Database,
+    /// Always `Some` until dropped (see `Drop for Inner`).
+    db: Option<Database>,
     path: PathBuf,
     options: LogStoreOptions,
     tail: Mutex<Tail>,
     write_transactions: AtomicU64,
     entries_appended: AtomicU64,
     disk_reads: AtomicU64,
+}
+
+impl Inner {
+    fn db(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is open until dropped")
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing writes redb's allocator state, which panics on some damaged files: a
+        // node must still shut down, so report it instead.
+        if let Some(db) = self.db.take()
+            && let Err(message) = close_quietly(db)
+        {
+            tracing::error!(
+                file = %self.path.display(),
+                "closing the log database failed (the file may be damaged): {message}"
+            );
+        }
+    }
 }
 
 /// What the log holds at its ends, and the cache of its newest entries.
@@ -256,25 +281,20 @@ impl LogStore {
     pub fn open(dir: &Path, options: LogStoreOptions) -> Result<LogStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         let path = dir.join(LOG_FILE_NAME);
-        refuse_empty_file(&path)?;
-        let db = guarded(&path, "opening", || {
-            Database::create(&path).map_err(|e| StoreError::OpenDatabase {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
-        })?;
-        guarded(&path, "preparing", || {
-            prepare(&db).map_err(|e| StoreError::Database {
-                path: path.clone(),
-                source: e,
-            })
-        })?;
-        let scan = guarded(&path, "verifying", || Scan::run(&db, &path))?;
-        let truncate_from = scan.verdict(&path)?;
+        let snapshot_index =
+            super::snapshot::newest_index_by_name(&dir.join(super::snapshot::SNAPSHOT_DIR_NAME));
+        let (db, scan) = open_and_scan(&path, &path, snapshot_index)?;
+        let truncate_from = match scan.verdict(&path) {
+            Ok(truncate_from) => truncate_from,
+            Err(e) => {
+                let _ = close_quietly(db);
+                return Err(e);
+            }
+        };
 
         let store = LogStore {
             inner: Arc::new(Inner {
-                db,
+                db: Some(db),
                 path,
                 options,
                 tail: Mutex::new(Tail {
@@ -359,7 +379,11 @@ impl LogStore {
     }
 
     fn begin_write(&self, durability: Durability) -> Result<redb::WriteTransaction, StoreError> {
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.db_error(e))?;
+        let mut txn = self
+            .inner
+            .db()
+            .begin_write()
+            .map_err(|e| self.db_error(e))?;
         txn.set_durability(durability)
             .map_err(|e| self.db_error(e))?;
         Ok(txn)
@@ -374,7 +398,7 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
         let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
         let Some(bytes) = table.get(key).map_err(|e| self.db_error(e))? else {
             return Ok(None);
@@ -517,7 +541,7 @@ impl LogStore {
             end
         };
         self.inner.disk_reads.fetch_add(1, Ordering::Relaxed);
-        let txn = self.inner.db.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
         let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
         let mut entries = Vec::new();
         for item in table.range(start..end).map_err(|e| self.db_error(e))? {
@@ -533,7 +557,7 @@ impl LogStore {
     /// redb failed.
     #[doc(hidden)]
     pub fn raw_entry_for_test(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
         let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
         Ok(table
             .get(index)
@@ -594,7 +618,7 @@ impl LogStore {
     /// redb failed.
     #[doc(hidden)]
     pub fn raw_record_for_test(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
         let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
         Ok(table
             .get(key)
@@ -656,16 +680,70 @@ pub(crate) fn guarded<T>(
     work: impl FnOnce() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
+        let message = panic_message(&*panic);
         Err(StoreError::OpenDatabase {
             path: path.to_owned(),
             reason: format!("the file is damaged: redb panicked while {doing} it: {message}"),
         })
     })
+}
+
+/// Open (creating if needed) the log database at `file` for writing and verify all of it,
+/// naming it `name` in errors. The scan's verdict is left to the caller. `check-data`
+/// runs this on a copy, so it judges a file exactly as start-up does. `snapshot_index` is
+/// the last index the newest snapshot covers.
+pub(crate) fn open_and_scan(
+    file: &Path,
+    name: &Path,
+    snapshot_index: Option<u64>,
+) -> Result<(Database, Scan), StoreError> {
+    refuse_empty_file(file).map_err(|e| rename(e, name))?;
+    let db = guarded(name, "opening", || {
+        Database::create(file).map_err(|e| StoreError::OpenDatabase {
+            path: name.to_owned(),
+            reason: e.to_string(),
+        })
+    })?;
+    // Not dropped while a panic unwinds: closing a damaged file can panic again.
+    let db = ManuallyDrop::new(db);
+    let checked = guarded(name, "verifying", || {
+        prepare(&db).map_err(|e| StoreError::Database {
+            path: name.to_owned(),
+            source: e,
+        })?;
+        Scan::run(&*db, name, snapshot_index)
+    });
+    let db = ManuallyDrop::into_inner(db);
+    match checked {
+        Ok(scan) => Ok((db, scan)),
+        Err(e) => {
+            let _ = close_quietly(db);
+            Err(e)
+        }
+    }
+}
+
+/// Close `db`, catching a panic inside redb (closing writes to a possibly damaged file).
+pub(crate) fn close_quietly(db: Database) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(move || drop(db))).map_err(|panic| panic_message(&*panic))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+fn rename(error: StoreError, name: &Path) -> StoreError {
+    match error {
+        StoreError::OpenDatabase { reason, .. } => StoreError::OpenDatabase {
+            path: name.to_owned(),
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// redb turns an existing empty file into a new database, which would make a node whose
@@ -765,8 +843,13 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    /// Read and verify every record of `db` (the file at `path`).
-    pub(crate) fn run(db: &impl ReadableDatabase, path: &Path) -> Result<Scan, StoreError> {
+    /// Read and verify every record of `db` (the file at `path`); `snapshot_index` is the
+    /// last index the newest snapshot covers.
+    pub(crate) fn run(
+        db: &impl ReadableDatabase,
+        path: &Path,
+        snapshot_index: Option<u64>,
+    ) -> Result<Scan, StoreError> {
         let db_error = |e: redb::Error| StoreError::Database {
             path: path.to_owned(),
             source: e,
@@ -865,6 +948,27 @@ impl Scan {
                     scan.problem(index, EntryTrouble::Corrupt, e.to_string());
                     scan.last_log_id = None;
                 }
+            }
+        }
+        // The committed log id is never beyond the log's end, or the snapshot's when one
+        // was installed past it. Beyond both, committed entries are gone (e.g. a damaged
+        // B-tree that redb reads as shorter).
+        if let Some(committed) = scan.committed {
+            let end = scan.last_index.max(purged_index).max(snapshot_index);
+            if end.is_none_or(|end| committed.index > end) {
+                let first_missing = end.map_or(0, |end| end + 1);
+                scan.problem(
+                    first_missing,
+                    EntryTrouble::Missing,
+                    format!(
+                        "missing: the committed log id {committed} is beyond the end of the \
+                         log ({}) and of the newest snapshot ({}): committed entries are lost",
+                        scan.last_index
+                            .max(purged_index)
+                            .map_or_else(|| "empty".to_owned(), |i| format!("index {i}")),
+                        snapshot_index.map_or_else(|| "none".to_owned(), |i| format!("index {i}"))
+                    ),
+                );
             }
         }
         Ok(scan)

@@ -158,6 +158,20 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
     Ok(content)
 }
 
+/// The snapshot directory's name inside a data directory.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// The last log index of the newest snapshot file in `dir`, judged by the file names
+/// only (the state machine verifies the newest file's contents at start-up).
+pub(crate) fn newest_index_by_name(dir: &Path) -> Option<u64> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|item| parse_file_name(&item.file_name().to_string_lossy()))
+        .max()
+        .map(|(_, index)| index)
+}
+
 /// `(term, index)` from a snapshot file's name, if it is one.
 pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
     let (term, index) = name

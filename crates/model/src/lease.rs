@@ -4,8 +4,9 @@
 //!
 //! # What is modelled
 //!
-//! One session, one client, `nodes` servers and up to `max_term` leadership terms, over
-//! discrete time `0..=max_time`. All clocks run at one rate except that a leader's expiry
+//! One session, one client, and `max_term` nodes, node `k - 1` leading term `k` (a node
+//! elected twice is covered: it behaves like a fresh node that has not applied the expiry,
+//! the worst case), over discrete time `0..=max_time`. All clocks run at one rate except that a leader's expiry
 //! timer may fire up to `drift` ticks early (a fast clock); only durations matter, so
 //! clock offsets are irrelevant.
 //!
@@ -17,16 +18,18 @@
 //!   does); without it the client takes any later answer (as a client that re-validates
 //!   after a lapse, like Chubby's grace period, would).
 //! * **Network**: keepalives and answers are delayed and reordered arbitrarily (any
-//!   in-flight message may be delivered next, to any node); an undelivered message is a
-//!   dropped one. A node that does not believe it leads answers "not leader", which
-//!   changes nothing, so that answer is not modelled.
+//!   in-flight message may be delivered next, to any node that believes it leads); an
+//!   undelivered message is a dropped one. A node that does not believe it leads answers
+//!   "not leader", which changes nothing, so that answer is not modelled.
 //! * **Leader's lease clock** (`crates/server/src/leases.rs`, `LeaseClock`): per node, the
 //!   session's deadline and `expiring` flag. `become_leader` gives a full TTL from the
 //!   takeover (unless the node has applied the expiry); `renew(arrived)` moves the
 //!   deadline to `arrived + ttl` if later, refused while `expiring`; `take_expired` marks
 //!   the session expiring and proposes `ExpireSessions`; `expiry_failed` (an outcome
-//!   unknown, e.g. the proposer's write timeout) is [`UnknownOutcome`]; `step_down`
-//!   clears `expiring`; applying the expiry removes the session (`session_ended`).
+//!   unknown, e.g. the proposer's write timeout) is [`UnknownOutcome`]; applying the
+//!   expiry removes the session (`session_ended`). A deposed leader keeps believing it
+//!   leads for as long as the search likes; `step_down` is not modelled, because a node
+//!   that stepped down can do nothing that a deposed one that stays silent cannot.
 //! * **Read barrier** (`crates/server/src/barrier.rs`, `ReadBarrier::confirm`, and the
 //!   keepalive stream in `crates/server/src/api/locks.rs`): keepalives that arrived wait
 //!   for the next quorum round; a round covers only keepalives that arrived before it
@@ -42,6 +45,22 @@
 //!   its blank entry; entries not in the log of a leader whose blank entry committed are
 //!   lost for good. This over-approximates Raft (it allows a few carry-overs Raft
 //!   forbids), which is sound for a safety check.
+//!
+//! # Reductions, and why they are sound
+//!
+//! * **One keepalive** (besides the open) in the CI scope. A counterexample needs one
+//!   answered keepalive whose lease outlasts the commit; every other keepalive can only
+//!   renew a leader's deadline (which delays expiry) or lengthen the client's lease by an
+//!   answer of its own (then it is the witness). Removing the others from a
+//!   counterexample leaves one. Rounds driven by other sessions' keepalives or by reads
+//!   change nothing under the design's rule; for the mutant that lets a keepalive join a
+//!   running round, rounds with none of this session's keepalives are explored. A test
+//!   run on demand checks two keepalives.
+//! * **Failed rounds** are explored only when the round cannot succeed: a round that could
+//!   succeed but fails is, for safety, a successful round whose answers are lost (which
+//!   also renews the leader's deadline, only delaying expiry).
+//! * **Applying** is explored for nodes that lead; a node takes over with the expiry not
+//!   applied yet (a full TTL from takeover), the worst case for the property.
 //!
 //! # The property
 //!
@@ -664,9 +683,5 @@ impl Model for LeaseModel {
                 },
             ),
         ]
-    }
-
-    fn within_boundary(&self, _state: &LeaseState) -> bool {
-        true
     }
 }

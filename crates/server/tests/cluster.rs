@@ -580,3 +580,23 @@ async fn the_convenience_form_grants_with_a_lease_and_leaves_no_session_when_it_
     assert_eq!(sessions(&cluster), 1, "a refused try leaves no session");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_keep_working_with_two_down() {
+    let mut cluster = TestCluster::start(5).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 10_000).await;
+    let first = try_lock(&mut client, session, "five", 1).await.unwrap();
+    // Stop the leader and one follower: three of five remain, a quorum.
+    let follower = (leader + 1) % 5;
+    cluster.stop(leader).await;
+    cluster.stop(follower).await;
+    let new = cluster.leader().await;
+    let lock = describe(&cluster, new, "five").await.expect("still held");
+    assert_eq!(lock.holders[0].token, first);
+    let mut client = cluster.locks(new).await;
+    let next = try_lock(&mut client, session, "five-b", 2).await.unwrap();
+    assert!(next > first);
+    cluster.shutdown().await;
+}

@@ -31,6 +31,12 @@ pub struct Cli {
 pub enum Command {
     /// The workload client as a separate process (spawned by a run).
     Client(ClientArgs),
+    /// Re-check a recorded history file with the checkers that need only the history
+    /// (tokens, exclusion, linearizable). Exit code 0 when they pass.
+    Check {
+        /// The `history.jsonl` of a run.
+        history: PathBuf,
+    },
 }
 
 /// The flags of a run.

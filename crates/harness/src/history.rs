@@ -295,6 +295,9 @@ struct RecorderInner {
     events: Mutex<Vec<Event>>,
     file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
     next_op: AtomicU64,
+    completed: AtomicU64,
+    faults: AtomicU64,
+    last_fault: Mutex<String>,
 }
 
 impl Recorder {
@@ -314,6 +317,9 @@ impl Recorder {
                 events: Mutex::new(Vec::new()),
                 file: Mutex::new(file),
                 next_op: AtomicU64::new(1),
+                completed: AtomicU64::new(0),
+                faults: AtomicU64::new(0),
+                last_fault: Mutex::new(String::new()),
             }),
         })
     }
@@ -339,8 +345,41 @@ impl Recorder {
         self.record_stamped(stamped);
     }
 
+    /// Completed client operations and faults started so far, and the latest fault
+    /// (`healed` once it ended), for the progress bar.
+    pub fn progress(&self) -> (u64, u64, String) {
+        (
+            self.inner.completed.load(Ordering::Relaxed),
+            self.inner.faults.load(Ordering::Relaxed),
+            self.inner
+                .last_fault
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
     /// Record `event` with the time it carries (events from client processes).
     pub fn record_stamped(&self, event: Event) {
+        match (event.op, event.kind) {
+            (Some(Op::Fault), Some(kind)) => {
+                let mut last = self
+                    .inner
+                    .last_fault
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if kind == Kind::Invoke {
+                    self.inner.faults.fetch_add(1, Ordering::Relaxed);
+                    *last = event.value.clone().unwrap_or_default();
+                } else {
+                    *last = "healed".into();
+                }
+            }
+            (Some(Op::Watch | Op::SessionLost), _) | (_, Some(Kind::Invoke)) | (_, None) => {}
+            _ => {
+                self.inner.completed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let mut events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = self.inner.file.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(file), Ok(line)) = (file.as_mut(), serde_json::to_string(&event)) {

@@ -23,6 +23,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Check { history }) => {
+            let events = match fencelock_harness::history::read_history(&history) {
+                Ok(events) => events,
+                Err(error) => {
+                    eprintln!("fencelock-harness check: {error:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let evidence = fencelock_harness::check::Evidence {
+                history: events,
+                ..Default::default()
+            };
+            use fencelock_harness::check::{exclusion, linearizable, tokens};
+            let verdicts = [
+                tokens::check(&evidence),
+                exclusion::check(&evidence),
+                linearizable::check(&evidence, linearizable::DEFAULT_STEP_BUDGET),
+            ];
+            for verdict in &verdicts {
+                println!(
+                    "{:<14} {:<5} checked {:>7}  {}",
+                    verdict.checker,
+                    if verdict.valid { "PASS" } else { "FAIL" },
+                    verdict.checked,
+                    verdict
+                        .first()
+                        .or(verdict.notes.first().map(String::as_str))
+                        .unwrap_or("-")
+                );
+            }
+            if verdicts.iter().all(|v| v.valid) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         None => {
             let options = match cli.run.to_options() {
                 Ok(options) => options,

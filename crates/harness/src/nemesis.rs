@@ -185,13 +185,15 @@ impl Nemesis {
     }
 
     async fn target(&mut self) -> (u64, &'static str) {
+        // Draw both choices first, so the schedule does not depend on what the cluster
+        // answers: a seed replays the same faults.
         let ids = self.cluster.ids();
-        if self.rng.bool()
-            && let Some(leader) = self.cluster.leader().await
-        {
+        let want_leader = self.rng.bool();
+        let random = ids[self.rng.usize(..ids.len())];
+        if want_leader && let Some(leader) = self.cluster.leader().await {
             return (leader, "the leader");
         }
-        (ids[self.rng.usize(..ids.len())], "a random node")
+        (random, "a random node")
     }
 
     fn duration(&mut self, min_ms: u64, max_ms: u64, remaining: Duration) -> Duration {
@@ -280,15 +282,14 @@ impl Nemesis {
                 } else {
                     LinkMode::BlackHole
                 };
+                let isolate_leader = self.rng.bool();
+                let mut shuffled = ids.clone();
+                self.rng.shuffle(&mut shuffled);
+                shuffled.truncate((ids.len() - 1) / 2);
                 let leader = cluster.leader().await;
                 let minority: Vec<u64> = match leader {
-                    Some(leader) if self.rng.bool() => vec![leader],
-                    _ => {
-                        let mut shuffled = ids.clone();
-                        self.rng.shuffle(&mut shuffled);
-                        shuffled.truncate((ids.len() - 1) / 2);
-                        shuffled
-                    }
+                    Some(leader) if isolate_leader => vec![leader],
+                    _ => shuffled,
                 };
                 let majority: Vec<u64> = ids
                     .iter()

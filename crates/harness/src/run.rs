@@ -222,14 +222,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         tokio::select! {
             done = &mut all_done => break done,
             () = tokio::time::sleep(Duration::from_millis(500)) => {
-                let events = recorder.events();
-                let completed = events.iter().filter(|e| matches!(e.kind, Some(Kind::Ok | Kind::Fail | Kind::Info)) && !matches!(e.op, Some(Op::Watch | Op::Fault))).count();
-                let open_faults = fault_windows(&events).len();
-                let current = events.iter().rev().find(|e| e.op == Some(Op::Fault)).map(|e| {
-                    if e.kind == Some(Kind::Invoke) { e.value.clone().unwrap_or_default() } else { "healed".into() }
-                }).unwrap_or_else(|| "no fault yet".into());
+                let (completed, faults, current) = recorder.progress();
                 bar.set_position(workload_started.elapsed().as_secs().min(options.time.as_secs()));
-                bar.set_message(format!("{completed} ops, {open_faults} faults; {current}"));
+                bar.set_message(format!("{completed} ops, {faults} faults; {current}"));
             }
         }
     };
@@ -310,6 +305,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             "faults": faults,
             "fault_windows": windows,
             "verdicts": verdicts,
+            "liveness": evidence.liveness,
         }))?,
     )?;
     Ok(RunReport {

@@ -264,8 +264,17 @@ async fn read_and_append(
         e.lock(lock).token(token)
     });
     match kv.get(&key).await {
+        // The value read, by length and hash: values grow with every append.
         Ok(value) => rec.finish(Kind::Ok, |mut e| {
-            e.body = value.map(|v| String::from_utf8_lossy(&v.value).into_owned());
+            e.value = value.map(|v| {
+                format!(
+                    "len={} hash={} version={} highest_token={}",
+                    v.value.len(),
+                    fencelock_fenced_kv::body_hash(&v.value),
+                    v.version,
+                    v.highest_token
+                )
+            });
             e
         }),
         Err(error) => rec.finish(Kind::Fail, |e| e.error(&error)),

@@ -72,9 +72,9 @@ fn three_clients_one_lock() {
 #[test]
 #[ignore = "slow: run on demand"]
 fn deeper_scopes() {
-    check(LockModel::new(2, 2), 6, 150_000, TWO_CLIENTS_CANNOT);
-    check(LockModel::new(3, 1), 7, 300_000, &[]);
-    check(LockModel::new(3, 2), 6, 300_000, &[]);
+    check(LockModel::new(2, 2), 6, 80_000, TWO_CLIENTS_CANNOT);
+    check(LockModel::new(3, 1), 7, 100_000, &[]);
+    check(LockModel::new(3, 2), 6, 100_000, &[]);
 }
 
 /// Proof that the dedup check can fail: retries that carry a fresh request id act twice.

@@ -167,17 +167,19 @@ impl LeaseClock {
         expired
     }
 
-    /// Proposing the expiry of `sessions` failed with an unknown outcome: if still leading,
-    /// put them back so the next tick tries again (the apply path removes those that did
-    /// expire).
-    pub fn expiry_failed(&self, sessions: &[SessionId]) {
+    /// Proposing the expiry of `sessions` did not return a result (it timed out, or the
+    /// state machine refused the batch): the entry may still commit, so the sessions stay
+    /// marked as expiring — their keepalives keep being refused — and the next tick
+    /// proposes their expiry again. The apply path removes those that did expire.
+    /// (Un-marking them here would let a keepalive be acknowledged for a session whose
+    /// expiry then commits: found by the lease model in `crates/model`.)
+    pub fn expiry_unresolved(&self, sessions: &[SessionId]) {
         let mut table = self.table();
         let now = Instant::now();
         for session in sessions {
             if let Some(lease) = table.leases.get_mut(session)
                 && lease.expiring
             {
-                lease.expiring = false;
                 lease.deadline = now;
                 table.by_deadline.insert((now, *session));
             }
@@ -231,7 +233,9 @@ mod tests {
         assert_eq!(clock.take_expired(later, 10), vec![SessionId(7)]);
         assert_eq!(clock.renew(SessionId(7), later), Renewal::NotFound);
         assert!(clock.take_expired(later, 10).is_empty());
-        clock.expiry_failed(&[SessionId(7)]);
+        clock.expiry_unresolved(&[SessionId(7)]);
+        // Still refused: the unresolved expiry may yet commit.
+        assert_eq!(clock.renew(SessionId(7), later), Renewal::NotFound);
         assert_eq!(clock.take_expired(later, 10), vec![SessionId(7)]);
         clock.session_ended(SessionId(7));
         assert!(clock.is_empty());

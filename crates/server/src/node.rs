@@ -736,13 +736,13 @@ async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
                 }
                 Ok(Err(error)) => {
                     tracing::error!(%error, "expiry refused by the state machine");
-                    node.leases.expiry_failed(&due);
+                    node.leases.expiry_unresolved(&due);
                     break;
                 }
                 Err(ProposeError::NotLeader { .. }) => break,
                 Err(error) => {
                     tracing::warn!(%error, "expiry outcome unknown; will retry");
-                    node.leases.expiry_failed(&due);
+                    node.leases.expiry_unresolved(&due);
                     break;
                 }
             }

@@ -600,3 +600,71 @@ async fn five_nodes_keep_working_with_two_down() {
     assert!(next > first);
     cluster.shutdown().await;
 }
+
+/// Post-mortem (fault harness, seed 42, 5 nodes, restart-all): a `Verify` right after every
+/// node was killed answered from before an acknowledged release. openraft 0.9 restores a
+/// leader that restarts within its term as leader at once, with the read index at its
+/// first entry of that term and a commit index that can lag entries it committed before
+/// the crash. The read barrier now commits an entry of its own before the first read of
+/// each term; this test checks that it does, and that later reads do not pay for it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_commits_an_entry_before_serving_reads() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 20_000).await;
+    let token = try_lock(&mut client, session, "restored", 1).await.unwrap();
+    client
+        .release(pb::ReleaseRequest {
+            session_id: session,
+            name: "restored".into(),
+            token,
+            request: rid(2),
+        })
+        .await
+        .unwrap();
+    drop(client);
+    let term = cluster.running(leader).node().status().term;
+    let last_before_crash = cluster.running(leader).node().status().last_log_index;
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+    // The old leader first: it comes back as leader of the same term.
+    cluster.restart(leader).await;
+    for index in (0..3).filter(|i| *i != leader) {
+        cluster.restart(index).await;
+    }
+    let node = cluster.running(leader).node().clone();
+    let deadline = Instant::now() + SETTLE;
+    while node.status().state != "Leader" {
+        assert!(Instant::now() < deadline, "old leader not restored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(node.status().term, term, "restored within its term");
+    let verify = |cluster: &TestCluster| {
+        let addr = cluster.slots[leader].client;
+        async move {
+            fencelock_proto::v1::locks_client::LocksClient::new(channel(addr).await)
+                .verify(pb::VerifyRequest {
+                    name: "restored".into(),
+                    token,
+                })
+                .await
+                .expect("verify")
+                .into_inner()
+        }
+    };
+    assert!(!verify(&cluster).await.current, "the release is seen");
+    let after = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    assert!(
+        after > last_before_crash,
+        "the restored leader committed an entry of its own before reading"
+    );
+    assert!(!verify(&cluster).await.current);
+    assert_eq!(
+        node.raft.metrics().borrow().last_log_index.unwrap_or(0),
+        after,
+        "later reads of the term write nothing"
+    );
+    cluster.shutdown().await;
+}

@@ -111,12 +111,13 @@ pub struct LogStore {
 /// Tells when every handle of a [`LogStore`] is gone, i.e. its database file is closed
 /// and may be opened again (an in-process restart waits for this).
 #[derive(Clone, Debug)]
-pub struct LogStoreCloseWatch(std::sync::Weak<Inner>);
+pub struct LogStoreCloseWatch(Arc<std::sync::atomic::AtomicBool>);
 
 impl LogStoreCloseWatch {
-    /// True once the store and all its readers are dropped.
+    /// True once the store and all its readers are dropped and the database file is
+    /// closed (set at the end of the close, not when the last handle goes away).
     pub fn is_closed(&self) -> bool {
-        self.0.strong_count() == 0
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -131,7 +132,7 @@ impl std::fmt::Debug for Inner {
 impl LogStore {
     /// A watch that tells when this store's database is closed.
     pub fn close_watch(&self) -> LogStoreCloseWatch {
-        LogStoreCloseWatch(Arc::downgrade(&self.inner))
+        LogStoreCloseWatch(self.inner.closed.clone())
     }
 }
 
@@ -144,6 +145,8 @@ struct Inner {
     write_transactions: AtomicU64,
     entries_appended: AtomicU64,
     disk_reads: AtomicU64,
+    /// Set once the database is closed (see [`LogStoreCloseWatch`]).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Inner {
@@ -166,6 +169,7 @@ impl Drop for Inner {
                 "closing the log database failed (the file may be damaged): {message}"
             );
         }
+        self.closed.store(true, Ordering::Release);
     }
 }
 
@@ -306,6 +310,7 @@ impl LogStore {
                 write_transactions: AtomicU64::new(0),
                 entries_appended: AtomicU64::new(0),
                 disk_reads: AtomicU64::new(0),
+                closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
         };
         let last_entry = match truncate_from {

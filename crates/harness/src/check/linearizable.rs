@@ -851,6 +851,11 @@ mod tests {
         );
         // Another session takes the lock in between: only the applied release explains it.
         h.grant(4, 5, "c1", "l", 2, 8);
+        // The observer saw everything: an explicit release, not an expiry.
+        h.watch(0, "resync", "", 0, 0, 0);
+        h.watch(1, "acquired", "l", 1, 7, 1);
+        h.watch(3, "released", "l", 1, 7, 2);
+        h.watch(5, "acquired", "l", 2, 8, 3);
         let verdict = verdict(h);
         assert!(verdict.valid, "{verdict:?}");
     }

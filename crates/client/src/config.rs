@@ -18,6 +18,17 @@ pub(crate) struct Config {
     pub keepalive_safety_margin: Option<Duration>,
     pub keepalive_interval: Option<Duration>,
     pub tls: Option<Tls>,
+    pub authorization: Option<Authorization>,
+}
+
+/// The `authorization` metadata sent with every call (never printed).
+#[derive(Clone)]
+pub(crate) struct Authorization(pub String);
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorization(..)")
+    }
 }
 
 /// TLS settings of a client: the CA that the nodes' certificates must chain to, an
@@ -110,8 +121,27 @@ impl ClientBuilder {
                 keepalive_safety_margin: None,
                 keepalive_interval: None,
                 tls: None,
+                authorization: None,
             },
         }
+    }
+
+    /// Authenticate every call (keepalive streams and watches included) as `user` with
+    /// `password`, for a cluster with auth on (`Basic` credentials in the
+    /// `authorization` metadata; use TLS so they do not cross the network in clear).
+    pub fn credentials(mut self, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.config.authorization = Some(Authorization(format!("Basic {encoded}")));
+        self
+    }
+
+    /// Authenticate every call with a bearer token (minted by `fencelock auth token`),
+    /// for a cluster with auth on.
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.config.authorization = Some(Authorization(format!("Bearer {token}")));
+        self
     }
 
     /// How long to wait for a TCP + HTTP/2 connection to one node (default 2 s).

@@ -79,6 +79,17 @@ pub enum Error {
     /// The server reported an internal error.
     #[error("internal server error: {0}")]
     Internal(String),
+    /// Auth is on and the call carried no credentials, an unknown user, a wrong
+    /// password or an unknown bearer token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The user lacks the right needed on this lock-name prefix, or acted on another
+    /// user's session.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// An auth administration command was refused (unknown user or role, no root, ...).
+    #[error("auth: {0}")]
+    Auth(String),
     /// The cluster could not be reached, or answered "unavailable", until the retries ran
     /// out.
     ///
@@ -226,6 +237,9 @@ pub(crate) fn classify(status: &Status) -> Failure {
         ErrorReason::Membership => fatal(Error::Membership(message)),
         ErrorReason::Internal => fatal(Error::Internal(message)),
         ErrorReason::NotWaiting => fatal(Error::NotWaiting(message)),
+        ErrorReason::Unauthenticated => fatal(Error::Unauthenticated(message)),
+        ErrorReason::PermissionDenied => fatal(Error::PermissionDenied(message)),
+        ErrorReason::Auth => fatal(Error::Auth(message)),
         ErrorReason::Unspecified => fatal(Error::Status {
             code: status.code(),
             message,

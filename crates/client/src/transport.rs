@@ -9,7 +9,29 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// Adds the configured `authorization` metadata to every call.
+#[derive(Clone)]
+pub(crate) struct Credentials(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that authenticates every call.
+pub(crate) type AuthChannel = InterceptedService<Channel, Credentials>;
 
 /// An error and its sources, joined by ": ".
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -78,7 +100,7 @@ pub(crate) fn normalize(addr: &str, tls: bool) -> String {
 pub(crate) struct Transport {
     pub config: Config,
     endpoints: Vec<String>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, AuthChannel>>,
     leader: watch::Sender<Option<String>>,
     next_endpoint: AtomicUsize,
     /// Test support: drop the answers of this many successful mutation attempts, as if
@@ -118,7 +140,7 @@ impl Transport {
     }
 
     /// The channel to `addr`, created (not yet connected) on first use.
-    pub fn channel(&self, addr: &str) -> Result<Channel> {
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
@@ -136,7 +158,13 @@ impl Transport {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let credentials = Credentials(
+            self.config
+                .authorization
+                .as_ref()
+                .and_then(|auth| auth.0.parse().ok()),
+        );
+        let channel = InterceptedService::new(endpoint.connect_lazy(), credentials);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -208,7 +236,7 @@ impl Transport {
     /// request id in every attempt.
     pub async fn call<T, F, Fut>(&self, spec: CallSpec, mut attempt: F) -> Result<T>
     where
-        F: FnMut(Channel, String) -> Fut,
+        F: FnMut(AuthChannel, String) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();

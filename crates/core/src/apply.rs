@@ -113,6 +113,8 @@ impl State {
                 self.limits = limits;
                 Ok(Response::LimitsSet)
             }
+            Command::Auth(auth) => self.apply_auth(auth),
+            Command::Owned { owner, command } => self.apply_owned(owner, *command, events),
         };
         assert!(
             result.is_ok() || events.len() == events_before,
@@ -230,6 +232,7 @@ impl State {
             .remove(&session)
             .expect("end_session is called for live sessions only");
         self.sessions_by_client.remove(&record.client_id);
+        self.forget_session_owner(session);
         let release_reason = match reason {
             EndReason::Closed => ReleaseReason::SessionClosed,
             EndReason::Expired => ReleaseReason::SessionExpired,

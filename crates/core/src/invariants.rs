@@ -44,6 +44,7 @@ impl State {
             "limits in force are invalid"
         );
         ensure!(self.next_session_id >= 1, "session ids start at 1");
+        self.check_auth_invariants()?;
         ensure!(
             count(self.sessions.len()) <= envelope.max_sessions,
             "{} sessions exceed every limit in force",

@@ -53,12 +53,14 @@
 #![deny(missing_docs)]
 
 mod apply;
+pub mod auth;
 mod invariants;
 mod state;
 mod types;
 mod validate;
 mod view;
 
+pub use auth::{AuthCommand, AuthError, AuthView, Permission, ROOT_USER, Right, Rights};
 pub use state::State;
 pub use types::*;
 pub use view::{HolderView, LockView, SessionView, Stats, WaiterView};

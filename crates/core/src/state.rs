@@ -44,6 +44,8 @@ pub struct State {
     pub(crate) total_grants: u64,
     /// Sessions ever ended by `ExpireSessions`.
     pub(crate) total_expired_sessions: u64,
+    /// Users, roles, tokens, session owners (see [`crate::auth`]).
+    pub(crate) auth: crate::auth::AuthState,
 }
 
 /// One live session (lease).
@@ -236,6 +238,7 @@ impl State {
             waiters: 0,
             total_grants: 0,
             total_expired_sessions: 0,
+            auth: crate::auth::AuthState::default(),
         }
     }
 }

@@ -144,6 +144,16 @@ pub enum Command {
     /// Replace the limits. The leader proposes this when its configured limits differ
     /// from the replicated ones, so every replica decides with the same limits.
     SetLimits(Limits),
+    /// Authentication and permission administration (see [`crate::auth`]).
+    Auth(crate::auth::AuthCommand),
+    /// `OpenSession` or `AcquireWithLease` on behalf of an authenticated user, who
+    /// becomes the owner of the session it opens.
+    Owned {
+        /// The user.
+        owner: String,
+        /// The wrapped command.
+        command: Box<Command>,
+    },
 }
 
 /// The successful result of applying a command.
@@ -194,6 +204,8 @@ pub enum Response {
     },
     /// New limits are in force.
     LimitsSet,
+    /// An [`Command::Auth`] command took effect.
+    AuthDone,
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses alike.
@@ -259,6 +271,9 @@ pub enum Error {
     /// Invalid limits in `SetLimits`.
     #[error("invalid limits: {0}")]
     InvalidLimits(String),
+    /// An auth command was refused.
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
 }
 
 /// Which limit was reached.

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod barrier;
 pub mod certs;
 pub mod config;

@@ -3,7 +3,7 @@
 //! expiry, limits). [`start`] returns a [`RunningNode`] that shuts it all down gracefully.
 
 use crate::admin;
-use crate::api::{ClusterService, LocksService};
+use crate::api::{AuthService, ClusterService, LocksService};
 use crate::barrier::ReadBarrier;
 use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
@@ -18,6 +18,7 @@ use crate::tls::{NodeTls, error_chain};
 use fencelock_core::Command;
 use fencelock_proto::peer::NodeInfoRequest;
 use fencelock_proto::peer::peer_server::PeerServer;
+use fencelock_proto::v1::auth_server::AuthServer;
 use fencelock_proto::v1::cluster_server::ClusterServer;
 use fencelock_proto::v1::locks_server::LocksServer;
 use openraft::ServerState;
@@ -532,6 +533,8 @@ pub async fn start_with_listeners(
         .max_encoding_message_size(max_message.max(4 * 1024 * 1024));
     let cluster = ClusterServer::new(ClusterService::new(node.clone()))
         .max_decoding_message_size(max_message);
+    let auth =
+        AuthServer::new(AuthService::new(node.clone())).max_decoding_message_size(max_message);
     let mut client_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.client_server {
         client_server = client_server
@@ -546,6 +549,7 @@ pub async fn start_with_listeners(
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(locks)
             .add_service(cluster)
+            .add_service(auth)
             .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), signal)
             .await;
         if let Err(error) = served {

@@ -1,6 +1,7 @@
 //! The `Cluster` gRPC service: status and run-time membership changes.
 
 use super::status::{from_propose, invalid_argument, reason};
+use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::proposer::ProposeError;
 use crate::raft::PeerNode;
@@ -15,12 +16,16 @@ use tonic::{Request, Status};
 /// The `Cluster` service of one node.
 pub struct ClusterService {
     node: Arc<Node>,
+    auth: Authenticator,
 }
 
 impl ClusterService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
-        ClusterService { node }
+        ClusterService {
+            auth: Authenticator::new(node.shared.clone()),
+            node,
+        }
     }
 
     async fn require_leader(&self) -> Result<(), Status> {
@@ -92,8 +97,9 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
+        self.auth.authenticate(request.metadata()).await?;
         let status = self.node.status();
         Ok(tonic::Response::new(pb::StatusResponse {
             node_id: status.node_id,
@@ -114,6 +120,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<tonic::Response<pb::AddMemberResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        self.auth.require_superuser(&caller)?;
         let request = request.into_inner();
         if request.id == 0 {
             return Err(invalid_argument("member id must be >= 1"));
@@ -152,6 +160,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<tonic::Response<pb::RemoveMemberResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        self.auth.require_superuser(&caller)?;
         let id = request.into_inner().id;
         self.require_leader().await?;
         let mut voters = self.voters();

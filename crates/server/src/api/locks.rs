@@ -1,12 +1,13 @@
 //! The `Locks` gRPC service.
 
 use super::status::{self as st, from_barrier, from_core, from_propose, invalid_argument};
+use crate::auth::{Authenticator, Caller};
 use crate::events::{Attach, WaitOutcome, WaitTicket};
 use crate::leases::Renewal;
 use crate::node::Node;
 use fencelock_core::{
-    ClientId, Command, FencingToken, LockMode, ReleaseReason, RequestId, Response, SessionId,
-    WaitPolicy,
+    ClientId, Command, FencingToken, LockMode, ReleaseReason, RequestId, Response, Right,
+    SessionId, WaitPolicy,
 };
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::locks_server::Locks;
@@ -27,6 +28,7 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// The `Locks` service of one node.
 pub struct LocksService {
     node: Arc<Node>,
+    auth: Authenticator,
     keepalive_streams: Arc<AtomicUsize>,
     watch_streams: Arc<AtomicUsize>,
 }
@@ -35,6 +37,7 @@ impl LocksService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         LocksService {
+            auth: Authenticator::new(node.shared.clone()),
             node,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             watch_streams: Arc::new(AtomicUsize::new(0)),
@@ -170,6 +173,17 @@ impl LocksService {
                 None => Ok(WaitEnd::TimedOut),
             }
         })
+    }
+}
+
+/// `command` on behalf of `caller`: with auth on, the session it opens is the caller's.
+fn owned(caller: &Caller, command: Command) -> Command {
+    match caller {
+        Caller::Anyone => command,
+        Caller::User(user) => Command::Owned {
+            owner: user.clone(),
+            command: Box::new(command),
+        },
     }
 }
 
@@ -342,15 +356,19 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::OpenSessionRequest>,
     ) -> Result<tonic::Response<pb::OpenSessionResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let request = request.into_inner();
             let client_id = client_id(&request.client_id)?;
             match self
-                .propose(Command::OpenSession {
-                    client_id,
-                    ttl_ms: request.ttl_ms,
-                })
+                .propose(owned(
+                    &caller,
+                    Command::OpenSession {
+                        client_id,
+                        ttl_ms: request.ttl_ms,
+                    },
+                ))
                 .await?
             {
                 Response::SessionOpened { session, ttl_ms } => Ok(pb::OpenSessionResponse {
@@ -369,9 +387,11 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<tonic::Response<pb::CloseSessionResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let session = session_id(request.into_inner().session_id)?;
+            self.auth.require_session(&caller, session, None)?;
             self.propose(Command::CloseSession { session }).await?;
             Ok(pb::CloseSessionResponse {})
         }
@@ -386,6 +406,7 @@ impl Locks for LocksService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::KeepAliveStream>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let slot = StreamSlot::take(
             &self.keepalive_streams,
             self.node.config().max_keepalive_streams,
@@ -394,6 +415,7 @@ impl Locks for LocksService {
         let mut inbound = request.into_inner();
         let (replies, outbound) = mpsc::channel(KEEPALIVE_BATCH);
         let node = self.node.clone();
+        let auth = self.auth.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let mut batch: Vec<(SessionId, Instant)> = Vec::new();
@@ -417,6 +439,10 @@ impl Locks for LocksService {
                 // One quorum round for the whole batch; it starts after every arrival.
                 let confirmed = node.barrier.confirm().await;
                 for (session, arrived) in batch.drain(..) {
+                    if let Err(denied) = auth.require_session(&caller, session, None) {
+                        let _ = replies.send(Err(denied)).await;
+                        return;
+                    }
                     let reply = answer_keepalive(&node, &confirmed, session, arrived);
                     if replies.send(Ok(reply)).await.is_err() {
                         return;
@@ -433,6 +459,7 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<tonic::Response<pb::AcquireResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let request = request.into_inner();
@@ -458,16 +485,25 @@ impl Locks for LocksService {
                 }
             };
             let convenience = request.session_id == 0;
+            self.auth.require(&caller, &request.name, Right::Acquire)?;
             let command = if convenience {
-                Command::AcquireWithLease {
-                    client_id: client_id(&request.client_id)?,
-                    ttl_ms: request.lease_ttl_ms,
-                    name: request.name.clone(),
-                    mode,
-                    wait,
-                    value: request.value,
-                }
+                owned(
+                    &caller,
+                    Command::AcquireWithLease {
+                        client_id: client_id(&request.client_id)?,
+                        ttl_ms: request.lease_ttl_ms,
+                        name: request.name.clone(),
+                        mode,
+                        wait,
+                        value: request.value,
+                    },
+                )
             } else {
+                self.auth.require_session(
+                    &caller,
+                    SessionId(request.session_id),
+                    Some(&request.name),
+                )?;
                 Command::Acquire {
                     session: SessionId(request.session_id),
                     request: request_id(request.request)?,
@@ -526,9 +562,16 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<tonic::Response<pb::ReleaseResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let request = request.into_inner();
+            self.auth.require(&caller, &request.name, Right::Release)?;
+            self.auth.require_session(
+                &caller,
+                SessionId(request.session_id),
+                Some(&request.name),
+            )?;
             let command = Command::Release {
                 session: session_id(request.session_id)?,
                 request: request_id(request.request)?,
@@ -547,10 +590,12 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<tonic::Response<pb::VerifyResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let request = request.into_inner();
             self.check_name(&request.name)?;
+            self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
             let token = FencingToken(request.token);
             Ok(self.node.shared.read(|applied| {
@@ -574,10 +619,12 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::DescribeRequest>,
     ) -> Result<tonic::Response<pb::DescribeResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let request = request.into_inner();
             self.check_name(&request.name)?;
+            self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
             Ok(self.node.shared.read(|applied| pb::DescribeResponse {
                 lock: applied.state.lock(&request.name).map(lock_info),
@@ -593,9 +640,11 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<tonic::Response<pb::ListResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let request = request.into_inner();
+            self.auth.require(&caller, &request.prefix, Right::Read)?;
             let max_page = self.node.config().max_list_page;
             let limit = match request.limit as usize {
                 0 => max_page.min(100),
@@ -632,10 +681,12 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let request = request.into_inner();
         if !request.prefix {
             self.check_name(&request.name)?;
         }
+        self.auth.require(&caller, &request.name, Right::Read)?;
         let slot = StreamSlot::take(
             &self.watch_streams,
             self.node.config().max_watchers,
@@ -701,9 +752,11 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::ForceReleaseRequest>,
     ) -> Result<tonic::Response<pb::ForceReleaseResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
             let name = request.into_inner().name;
+            self.auth.require(&caller, &name, Right::Admin)?;
             match self
                 .propose(Command::ForceRelease { name: name.clone() })
                 .await?

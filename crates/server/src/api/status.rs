@@ -140,6 +140,10 @@ pub fn from_core(error: &CoreError) -> Status {
         CoreError::RequestTooOld { .. } => (Code::FailedPrecondition, ErrorReason::RequestTooOld),
         CoreError::TokenOverflow => (Code::OutOfRange, ErrorReason::TokenOverflow),
         CoreError::InvalidLimits(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
+        CoreError::Auth(fencelock_core::AuthError::NotSessionOwner(_)) => {
+            (Code::PermissionDenied, ErrorReason::PermissionDenied)
+        }
+        CoreError::Auth(_) => (Code::FailedPrecondition, ErrorReason::Auth),
     };
     reason(code, why, message)
 }

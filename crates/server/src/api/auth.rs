@@ -1,0 +1,230 @@
+//! The `Auth` gRPC service: switching auth on and off, users, roles and bearer tokens.
+//! Every call but `Status` needs root (or `admin` on every lock) once auth is on;
+//! passwords are hashed here, before the command is proposed.
+
+use super::status::{from_core, from_propose, invalid_argument};
+use crate::auth::{Authenticator, Caller, hash_password, new_token, token_hash};
+use crate::node::Node;
+use fencelock_core::{AuthCommand, Command, Rights};
+use fencelock_proto::v1 as pb;
+use fencelock_proto::v1::auth_server::Auth;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The `Auth` service of one node.
+pub struct AuthService {
+    node: Arc<Node>,
+    auth: Authenticator,
+}
+
+impl AuthService {
+    /// Serve `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        let auth = Authenticator::new(node.shared.clone());
+        AuthService { node, auth }
+    }
+
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        self.auth.require_superuser(&caller)?;
+        Ok(caller)
+    }
+
+    async fn run(&self, command: AuthCommand) -> Result<Response<pb::AuthOk>, Status> {
+        match self.node.proposer.propose(Command::Auth(command)).await {
+            Ok(Ok(_)) => Ok(Response::new(pb::AuthOk {})),
+            Ok(Err(error)) => Err(from_core(&error)),
+            Err(error) => Err(from_propose(&self.node, error).await),
+        }
+    }
+
+    async fn hashed(password: String) -> Result<String, Status> {
+        if password.is_empty() {
+            return Err(invalid_argument("the password must not be empty"));
+        }
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| invalid_argument(format!("hashing failed: {e}")))?
+    }
+}
+
+fn rights_from(rights: Option<pb::AuthRights>) -> Rights {
+    let rights = rights.unwrap_or_default();
+    Rights {
+        acquire: rights.acquire,
+        release: rights.release,
+        read: rights.read,
+        admin: rights.admin,
+    }
+}
+
+fn rights_to(rights: Rights) -> pb::AuthRights {
+    pb::AuthRights {
+        acquire: rights.acquire,
+        release: rights.release,
+        read: rights.read,
+        admin: rights.admin,
+    }
+}
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    async fn enable(
+        &self,
+        request: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        self.run(AuthCommand::Enable).await
+    }
+
+    async fn disable(
+        &self,
+        request: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        self.run(AuthCommand::Disable).await
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let view = self.node.shared.read(|applied| applied.state.auth_view());
+        let mut response = pb::AuthStatusResponse {
+            enabled: view.enabled,
+            user: caller.name().to_owned(),
+            ..Default::default()
+        };
+        if self.auth.is_superuser(&caller) {
+            response.users = view
+                .users
+                .into_iter()
+                .map(|(name, roles)| pb::AuthUser { name, roles })
+                .collect();
+            response.roles = view
+                .roles
+                .into_iter()
+                .map(|(name, permissions)| pb::AuthRole {
+                    name,
+                    permissions: permissions
+                        .into_iter()
+                        .map(|p| pb::AuthPermission {
+                            prefix: p.prefix,
+                            rights: Some(rights_to(p.rights)),
+                        })
+                        .collect(),
+                })
+                .collect();
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn user_add(
+        &self,
+        request: Request<pb::UserAddRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        let request = request.into_inner();
+        let password_hash = Self::hashed(request.password).await?;
+        self.run(AuthCommand::UserAdd {
+            name: request.name,
+            password_hash,
+        })
+        .await
+    }
+
+    async fn user_remove(
+        &self,
+        request: Request<pb::UserRemoveRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        self.run(AuthCommand::UserRemove {
+            name: request.into_inner().name,
+        })
+        .await
+    }
+
+    async fn user_passwd(
+        &self,
+        request: Request<pb::UserPasswdRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        // A user may change its own password; root may change anyone's.
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        if caller.name() != request.get_ref().name {
+            self.auth.require_superuser(&caller)?;
+        }
+        let request = request.into_inner();
+        let password_hash = Self::hashed(request.password).await?;
+        self.run(AuthCommand::UserPasswd {
+            name: request.name,
+            password_hash,
+        })
+        .await
+    }
+
+    async fn user_grant_role(
+        &self,
+        request: Request<pb::UserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(AuthCommand::UserGrantRole {
+            user: request.user,
+            role: request.role,
+        })
+        .await
+    }
+
+    async fn role_add(
+        &self,
+        request: Request<pb::RoleAddRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        self.run(AuthCommand::RoleAdd {
+            name: request.into_inner().name,
+        })
+        .await
+    }
+
+    async fn role_grant(
+        &self,
+        request: Request<pb::RoleGrantRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(AuthCommand::RoleGrant {
+            role: request.role,
+            prefix: request.prefix,
+            rights: rights_from(request.rights),
+        })
+        .await
+    }
+
+    async fn role_revoke(
+        &self,
+        request: Request<pb::RoleRevokeRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(AuthCommand::RoleRevoke {
+            role: request.role,
+            prefix: request.prefix,
+        })
+        .await
+    }
+
+    async fn token_create(
+        &self,
+        request: Request<pb::TokenCreateRequest>,
+    ) -> Result<Response<pb::TokenCreateResponse>, Status> {
+        self.admin(&request).await?;
+        let token = new_token();
+        self.run(AuthCommand::TokenAdd {
+            token_hash: token_hash(&token),
+            user: request.into_inner().user,
+        })
+        .await?;
+        Ok(Response::new(pb::TokenCreateResponse { token }))
+    }
+}

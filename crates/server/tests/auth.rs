@@ -1,0 +1,357 @@
+//! Authentication and per-prefix permissions over real gRPC: refusals without or with
+//! bad credentials, prefix rights, session ownership, bearer tokens, and permissions that
+//! survive a leader change and a restart of every node (they live in the replicated
+//! state and its snapshots).
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use fencelock_proto::v1 as pb;
+use fencelock_proto::v1::auth_client::AuthClient;
+use tonic::Request;
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// `message` with `authorization` metadata.
+fn as_user<T>(authorization: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    request
+}
+
+fn rights(acquire: bool, release: bool, read: bool, admin: bool) -> Option<pb::AuthRights> {
+    Some(pb::AuthRights {
+        acquire,
+        release,
+        read,
+        admin,
+    })
+}
+
+async fn auth_client(cluster: &TestCluster, index: usize) -> AuthClient<tonic::transport::Channel> {
+    AuthClient::new(channel(cluster.slots[index].client).await)
+}
+
+/// root, alice (acquire/release/read on "jobs/"), bob (acquire/release/read on every
+/// lock, no admin); auth on. Set up without credentials while auth is off, as the CLI's
+/// quick start does.
+async fn set_up(cluster: &TestCluster) {
+    let leader = cluster.leader().await;
+    let mut auth = auth_client(cluster, leader).await;
+    for (name, password) in [("root", "rootpw"), ("alice", "alicepw"), ("bob", "bobpw")] {
+        auth.user_add(pb::UserAddRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await
+        .expect("user add");
+    }
+    for (role, prefix) in [("jobs", "jobs/"), ("everything", "")] {
+        auth.role_add(pb::RoleAddRequest { name: role.into() })
+            .await
+            .expect("role add");
+        auth.role_grant(pb::RoleGrantRequest {
+            role: role.into(),
+            prefix: prefix.into(),
+            rights: rights(true, true, true, false),
+        })
+        .await
+        .expect("role grant");
+    }
+    for (user, role) in [("alice", "jobs"), ("bob", "everything")] {
+        auth.user_grant_role(pb::UserGrantRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        })
+        .await
+        .expect("grant role");
+    }
+    auth.enable(pb::AuthEnableRequest {}).await.expect("enable");
+}
+
+async fn open_as(cluster: &TestCluster, index: usize, who: &str, id: u128) -> u64 {
+    cluster
+        .locks(index)
+        .await
+        .open_session(as_user(
+            who,
+            pb::OpenSessionRequest {
+                client_id: client_id(id),
+                ttl_ms: 10_000,
+            },
+        ))
+        .await
+        .expect("open session")
+        .into_inner()
+        .session_id
+}
+
+async fn acquire_as(
+    cluster: &TestCluster,
+    index: usize,
+    who: &str,
+    session: u64,
+    name: &str,
+    seq: u64,
+) -> Result<u64, tonic::Status> {
+    cluster
+        .locks(index)
+        .await
+        .acquire(as_user(
+            who,
+            acquire_request(session, name, seq, pb::WaitPolicy::NoWait),
+        ))
+        .await
+        .map(|r| r.into_inner().token)
+}
+
+/// The checks that must hold whatever node leads and however often nodes restarted.
+async fn check_permissions(cluster: &TestCluster, seq_base: u64) {
+    let leader = cluster.leader().await;
+    let alice = basic("alice", "alicepw");
+    // No credentials and a wrong password are refused.
+    let error = cluster
+        .locks(leader)
+        .await
+        .open_session(pb::OpenSessionRequest {
+            client_id: client_id(9),
+            ttl_ms: 10_000,
+        })
+        .await
+        .expect_err("no credentials");
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason_of(&error), pb::ErrorReason::Unauthenticated);
+    let error = cluster
+        .locks(leader)
+        .await
+        .open_session(as_user(
+            &basic("alice", "wrong"),
+            pb::OpenSessionRequest {
+                client_id: client_id(9),
+                ttl_ms: 10_000,
+            },
+        ))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    // alice may acquire under jobs/ but not elsewhere.
+    let session = open_as(cluster, leader, &alice, 100 + u128::from(seq_base)).await;
+    let error = acquire_as(cluster, leader, &alice, session, "billing/x", seq_base + 1)
+        .await
+        .expect_err("no acquire on billing/");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason_of(&error), pb::ErrorReason::PermissionDenied);
+    acquire_as(cluster, leader, &alice, session, "jobs/x", seq_base + 2)
+        .await
+        .expect("acquire on jobs/");
+    cluster
+        .locks(leader)
+        .await
+        .close_session(as_user(
+            &alice,
+            pb::CloseSessionRequest {
+                session_id: session,
+            },
+        ))
+        .await
+        .expect("close own session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_prefix_rights_and_session_ownership() {
+    let cluster = TestCluster::start(3).await;
+    set_up(&cluster).await;
+    check_permissions(&cluster, 0).await;
+    let leader = cluster.leader().await;
+    let alice = basic("alice", "alicepw");
+    let bob = basic("bob", "bobpw");
+    let root = basic("root", "rootpw");
+
+    // bob cannot release alice's lock even with her session id and token...
+    let session = open_as(&cluster, leader, &alice, 1).await;
+    let token = acquire_as(&cluster, leader, &alice, session, "jobs/billing", 1)
+        .await
+        .expect("alice acquires");
+    let release = |who: &str, seq| {
+        as_user(
+            who,
+            pb::ReleaseRequest {
+                session_id: session,
+                name: "jobs/billing".into(),
+                token,
+                request: rid(seq),
+            },
+        )
+    };
+    let error = cluster
+        .locks(leader)
+        .await
+        .release(release(&bob, 2))
+        .await
+        .expect_err("bob is not the owner");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    // ... nor acquire with, keep alive or close her session.
+    let error = acquire_as(&cluster, leader, &bob, session, "jobs/other", 3)
+        .await
+        .expect_err("bob acquires with alice's session");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let error = cluster
+        .locks(leader)
+        .await
+        .close_session(as_user(
+            &bob,
+            pb::CloseSessionRequest {
+                session_id: session,
+            },
+        ))
+        .await
+        .expect_err("bob closes alice's session");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    // The lock is still alice's.
+    let described = cluster
+        .locks(leader)
+        .await
+        .describe(as_user(
+            &alice,
+            pb::DescribeRequest {
+                name: "jobs/billing".into(),
+            },
+        ))
+        .await
+        .expect("alice reads jobs/")
+        .into_inner();
+    assert_eq!(described.lock.unwrap().holders[0].token, token);
+    // Reading needs `read`: alice has none on billing/.
+    let error = cluster
+        .locks(leader)
+        .await
+        .describe(as_user(
+            &alice,
+            pb::DescribeRequest {
+                name: "billing/x".into(),
+            },
+        ))
+        .await
+        .expect_err("no read on billing/");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    // An admin may release it.
+    cluster
+        .locks(leader)
+        .await
+        .release(release(&root, 2))
+        .await
+        .expect("root releases alice's lock");
+
+    // Cluster and auth administration need root.
+    let error = cluster
+        .cluster(leader)
+        .await
+        .remove_member(as_user(&bob, pb::RemoveMemberRequest { id: 3 }))
+        .await
+        .expect_err("bob is not root");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let mut auth = auth_client(&cluster, leader).await;
+    let error = auth
+        .user_add(as_user(
+            &alice,
+            pb::UserAddRequest {
+                name: "eve".into(),
+                password: "x".into(),
+            },
+        ))
+        .await
+        .expect_err("alice is not root");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let error = auth
+        .disable(pb::AuthDisableRequest {})
+        .await
+        .expect_err("no credentials");
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    cluster
+        .cluster(leader)
+        .await
+        .status(as_user(&bob, pb::StatusRequest {}))
+        .await
+        .expect("any user may read the status");
+    let status = auth
+        .status(as_user(&alice, pb::AuthStatusRequest {}))
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert!(status.enabled);
+    assert_eq!(status.user, "alice");
+    assert!(status.users.is_empty(), "only root sees the users");
+
+    // A bearer token acts as its user.
+    let token = auth
+        .token_create(as_user(
+            &root,
+            pb::TokenCreateRequest {
+                user: "alice".into(),
+            },
+        ))
+        .await
+        .expect("token")
+        .into_inner()
+        .token;
+    let bearer = format!("Bearer {token}");
+    let session = open_as(&cluster, leader, &bearer, 2).await;
+    acquire_as(&cluster, leader, &bearer, session, "jobs/bearer", 1)
+        .await
+        .expect("bearer acquires on jobs/");
+    let error = open_session_with(&cluster, leader, "Bearer flt_nope").await;
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+
+    // Switching auth off (as root) opens the door again.
+    auth.disable(as_user(&root, pb::AuthDisableRequest {}))
+        .await
+        .expect("disable");
+    let mut locks = cluster.locks(leader).await;
+    open_session(&mut locks, 50, 10_000).await;
+    cluster.shutdown().await;
+}
+
+async fn open_session_with(cluster: &TestCluster, index: usize, who: &str) -> tonic::Status {
+    cluster
+        .locks(index)
+        .await
+        .open_session(as_user(
+            who,
+            pb::OpenSessionRequest {
+                client_id: client_id(77),
+                ttl_ms: 10_000,
+            },
+        ))
+        .await
+        .expect_err("refused")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_survive_a_leader_change_and_a_restart_of_every_node() {
+    let mut cluster = TestCluster::start(3).await;
+    set_up(&cluster).await;
+    check_permissions(&cluster, 0).await;
+
+    let old_leader = cluster.leader().await;
+    cluster.stop(old_leader).await;
+    cluster.leader_other_than(old_leader).await;
+    check_permissions(&cluster, 10).await;
+    cluster.restart(old_leader).await;
+
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    check_permissions(&cluster, 20).await;
+    cluster.shutdown().await;
+}

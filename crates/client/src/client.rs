@@ -9,6 +9,7 @@ use crate::types::{
     AcquireOptions, ClusterStatus, Description, FencingToken, LeaseLock, ListPage, LockInfo,
     Member, SessionId, Verification, Wait,
 };
+use crate::types::{SessionInfo, SessionPage};
 use crate::watch::{WatchStream, watch_stream};
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::cluster_client::ClusterClient;
@@ -393,6 +394,85 @@ impl Client {
             .call(CallSpec::mutation(self.config()), |channel, _| {
                 let request = request.clone();
                 async move { LocksClient::new(channel).force_release(request).await }
+            })
+            .await?;
+        Ok(answer.released)
+    }
+
+    /// Admin: one page of the live sessions in id order, after `start_after`
+    /// (exclusive), at most `limit` (0 = the server's default page size). Each session
+    /// comes with its client id, TTL, held locks (with tokens) and waits. Linearizable.
+    ///
+    /// # Errors
+    ///
+    /// A transient error once retries ran out.
+    pub async fn list_sessions_page(
+        &self,
+        start_after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<SessionPage> {
+        let request = pb::ListSessionsRequest {
+            start_after: start_after.map_or(0, |s| s.0),
+            limit,
+        };
+        let answer = self
+            .transport()
+            .call(CallSpec::read(self.config()), |channel, _| async move {
+                LocksClient::new(channel).list_sessions(request).await
+            })
+            .await?;
+        Ok(SessionPage {
+            sessions: answer
+                .sessions
+                .into_iter()
+                .map(SessionInfo::from_pb)
+                .collect(),
+            next_start_after: (answer.next_start_after != 0)
+                .then_some(SessionId(answer.next_start_after)),
+            revision: answer.revision,
+        })
+    }
+
+    /// Admin: the live sessions in id order, following pages, but at most `max`. Each
+    /// page is linearizable; the whole list is not a snapshot.
+    ///
+    /// # Errors
+    ///
+    /// A transient error once retries ran out.
+    pub async fn list_sessions(&self, max: usize) -> Result<Vec<SessionInfo>> {
+        let mut sessions = Vec::new();
+        let mut start_after = None;
+        while sessions.len() < max {
+            let want = u32::try_from(max - sessions.len()).unwrap_or(u32::MAX);
+            let page = self.list_sessions_page(start_after, want).await?;
+            let progressed = !page.sessions.is_empty();
+            sessions.extend(page.sessions);
+            match page.next_start_after {
+                Some(next) if progressed => start_after = Some(next),
+                _ => break,
+            }
+        }
+        sessions.truncate(max);
+        Ok(sessions)
+    }
+
+    /// Admin: end session `session` as if its lease had run out: its locks are released
+    /// (watchers see [`WatchEvent::Revoked`](crate::WatchEvent::Revoked)), its waits are
+    /// dropped and the next waiters are granted. The session's own client finds out at
+    /// its next keep-alive. Returns how many grants the session held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionNotFound`](crate::Error::SessionNotFound) when no such session is
+    /// live, or a transient error once retries ran out.
+    pub async fn revoke_session(&self, session: SessionId) -> Result<u64> {
+        let request = pb::RevokeSessionRequest {
+            session_id: session.0,
+        };
+        let answer = self
+            .transport()
+            .call(CallSpec::mutation(self.config()), |channel, _| async move {
+                LocksClient::new(channel).revoke_session(request).await
             })
             .await?;
         Ok(answer.released)

@@ -278,7 +278,8 @@ fn apply(state: &mut Option<Leader>, event: WatchEvent, read_revision: u64) {
         WatchEvent::Released { token, .. }
         | WatchEvent::Expired { token, .. }
         | WatchEvent::Forced { token, .. }
-        | WatchEvent::SessionClosed { token, .. } => {
+        | WatchEvent::SessionClosed { token, .. }
+        | WatchEvent::Revoked { token, .. } => {
             if state.as_ref().is_some_and(|leader| leader.token == token) {
                 *state = None;
             }

@@ -116,4 +116,5 @@ pub use types::{
     AcquireOptions, ClusterStatus, Description, FencingToken, Holder, LeaseLock, ListPage,
     LockInfo, LockMode, LostReason, Member, SessionId, Verification, Wait, Waiter,
 };
+pub use types::{SessionInfo, SessionPage};
 pub use watch::{WatchEvent, WatchStream};

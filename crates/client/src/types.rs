@@ -182,6 +182,48 @@ pub struct ListPage {
     pub revision: u64,
 }
 
+/// A live session, as [`crate::Client::list_sessions`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's id.
+    pub session_id: SessionId,
+    /// The id its client chose (`None` if the server sent something that is not a UUID).
+    pub client_id: Option<Uuid>,
+    /// Its lease's time to live.
+    pub ttl: Duration,
+    /// The locks it holds with each grant's token, in lock-name order.
+    pub held: Vec<(String, FencingToken)>,
+    /// The locks it waits for, in lock-name order.
+    pub waiting: Vec<String>,
+}
+
+impl SessionInfo {
+    pub(crate) fn from_pb(info: pb::SessionInfo) -> SessionInfo {
+        SessionInfo {
+            session_id: SessionId(info.session_id),
+            client_id: Uuid::from_slice(&info.client_id).ok(),
+            ttl: Duration::from_millis(info.ttl_ms),
+            held: info
+                .held
+                .into_iter()
+                .map(|h| (h.name, FencingToken(h.token)))
+                .collect(),
+            waiting: info.waiting,
+        }
+    }
+}
+
+/// One page of [`crate::Client::list_sessions_page`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPage {
+    /// Sessions in id order.
+    pub sessions: Vec<SessionInfo>,
+    /// Pass as `start_after` for the next page; `None` on the last page.
+    pub next_start_after: Option<SessionId>,
+    /// The applied log index the page reflects.
+    pub revision: u64,
+}
+
 /// The answer of [`crate::Client::verify`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verification {

@@ -76,6 +76,17 @@ pub enum WatchEvent {
         /// The log index of the change.
         revision: u64,
     },
+    /// The lock was released because an admin revoked its holder's session.
+    Revoked {
+        /// The lock.
+        name: String,
+        /// The former holder.
+        session_id: SessionId,
+        /// The released grant's token.
+        token: FencingToken,
+        /// The log index of the change.
+        revision: u64,
+    },
     /// Events may have been missed (the stream started, reconnected to another node, or
     /// fell behind): re-read the state with `describe` / `list`. Events after this one
     /// follow `revision`.
@@ -94,6 +105,7 @@ impl WatchEvent {
             | WatchEvent::Expired { revision, .. }
             | WatchEvent::Forced { revision, .. }
             | WatchEvent::SessionClosed { revision, .. }
+            | WatchEvent::Revoked { revision, .. }
             | WatchEvent::Resync { revision } => *revision,
         }
     }
@@ -105,7 +117,8 @@ impl WatchEvent {
             | WatchEvent::Released { name, .. }
             | WatchEvent::Expired { name, .. }
             | WatchEvent::Forced { name, .. }
-            | WatchEvent::SessionClosed { name, .. } => Some(name),
+            | WatchEvent::SessionClosed { name, .. }
+            | WatchEvent::Revoked { name, .. } => Some(name),
             WatchEvent::Resync { .. } => None,
         }
     }
@@ -117,7 +130,8 @@ impl WatchEvent {
             | WatchEvent::Released { token, .. }
             | WatchEvent::Expired { token, .. }
             | WatchEvent::Forced { token, .. }
-            | WatchEvent::SessionClosed { token, .. } => Some(*token),
+            | WatchEvent::SessionClosed { token, .. }
+            | WatchEvent::Revoked { token, .. } => Some(*token),
             WatchEvent::Resync { .. } => None,
         }
     }
@@ -158,6 +172,12 @@ impl WatchEvent {
                 revision,
             },
             Ok(pb::EventKind::SessionClosed) => WatchEvent::SessionClosed {
+                name,
+                session_id,
+                token,
+                revision,
+            },
+            Ok(pb::EventKind::Revoked) => WatchEvent::Revoked {
                 name,
                 session_id,
                 token,

@@ -63,7 +63,12 @@ fn acquire_release_pair(bencher: divan::Bencher, held: u64) {
     for i in 0..held {
         state
             .apply(
-                acquire(2 + i / 10_000, i + 1, format!("held/{i}"), WaitPolicy::NoWait),
+                acquire(
+                    2 + i / 10_000,
+                    i + 1,
+                    format!("held/{i}"),
+                    WaitPolicy::NoWait,
+                ),
                 &mut events,
             )
             .expect("fill");

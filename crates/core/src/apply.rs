@@ -107,6 +107,7 @@ impl State {
             Command::CancelWait { session, name } => self.cancel_wait(session, name, events),
             Command::ExpireSessions { sessions } => self.expire_sessions(&sessions, events),
             Command::ForceRelease { name } => self.force_release(name, events),
+            Command::RevokeSession { session } => self.revoke_session(session, events),
             Command::SetLimits(limits) => {
                 limits.validate()?;
                 self.limits_envelope = widen(&self.limits_envelope, &limits);
@@ -214,6 +215,22 @@ impl State {
         })
     }
 
+    /// An admin ends a live session as expiry would, recorded as revoked.
+    fn revoke_session(
+        &mut self,
+        session: SessionId,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        let Some(record) = self.sessions.get(&session) else {
+            return Err(Error::SessionNotFound(session));
+        };
+        let released = count(record.held.len());
+        self.transact(events, |state, events| {
+            state.end_session(session, EndReason::Revoked, events)?;
+            Ok(Response::SessionRevoked { released })
+        })
+    }
+
     /// Ends a live session in one step: releases what it holds, drops what it waits for,
     /// hands the affected locks to their next waiters, forgets idle locks, and forgets
     /// the session with its remembered answers.
@@ -236,6 +253,7 @@ impl State {
         let release_reason = match reason {
             EndReason::Closed => ReleaseReason::SessionClosed,
             EndReason::Expired => ReleaseReason::SessionExpired,
+            EndReason::Revoked => ReleaseReason::Revoked,
         };
         for (name, &token) in &record.held {
             let lock = self.locks.get_mut(name).expect("a held lock is known");

@@ -63,4 +63,4 @@ mod view;
 pub use auth::{AuthCommand, AuthError, AuthView, Permission, ROOT_USER, Right, Rights};
 pub use state::State;
 pub use types::*;
-pub use view::{HolderView, LockView, SessionView, Stats, WaiterView};
+pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

@@ -154,6 +154,13 @@ pub enum Command {
         /// The wrapped command.
         command: Box<Command>,
     },
+    /// Admin: end a live session as expiry would (release what it holds, drop its waits,
+    /// hand the locks to their next waiters), recorded as [`EndReason::Revoked`] and
+    /// [`ReleaseReason::Revoked`].
+    RevokeSession {
+        /// The session to end.
+        session: SessionId,
+    },
 }
 
 /// The successful result of applying a command.
@@ -206,6 +213,11 @@ pub enum Response {
     LimitsSet,
     /// An [`Command::Auth`] command took effect.
     AuthDone,
+    /// `RevokeSession` ended the session.
+    SessionRevoked {
+        /// How many grants the session held and gave up.
+        released: u64,
+    },
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses alike.
@@ -415,6 +427,8 @@ pub enum EndReason {
     Closed,
     /// `ExpireSessions`.
     Expired,
+    /// An admin's `RevokeSession`.
+    Revoked,
 }
 
 /// Why a grant ended.
@@ -428,4 +442,6 @@ pub enum ReleaseReason {
     SessionExpired,
     /// An admin's `ForceRelease`.
     Forced,
+    /// The holder's session was revoked by an admin (`RevokeSession`).
+    Revoked,
 }

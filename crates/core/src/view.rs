@@ -60,6 +60,18 @@ pub struct LockView {
     pub waiters: Vec<WaiterView>,
 }
 
+/// A lock with its queue length, for the status page's busiest locks
+/// ([`State::busiest_locks`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockSummary {
+    /// The lock's name.
+    pub name: String,
+    /// Grants in force: (holding session, token), in token order.
+    pub holders: Vec<(SessionId, FencingToken)>,
+    /// How many sessions wait for it.
+    pub waiters: u64,
+}
+
 /// Counts of the state, each read in O(1), for metrics and the status page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -152,6 +164,62 @@ impl State {
         (views, more)
     }
 
+    /// Up to `limit` live sessions in id order, starting after `start_after` if given
+    /// (for paging), and whether more follow.
+    ///
+    /// Bounded work: one ordered-map seek, then at most `limit + 1` steps.
+    pub fn sessions_after(
+        &self,
+        start_after: Option<SessionId>,
+        limit: usize,
+    ) -> (Vec<SessionView>, bool) {
+        let lower = start_after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = self.sessions.range((lower, Bound::Unbounded));
+        let views = range
+            .by_ref()
+            .take(limit)
+            .filter_map(|(&session, _)| self.session(session))
+            .collect();
+        let more = range.next().is_some();
+        (views, more)
+    }
+
+    /// For the status page: the `limit` locks with the longest wait queues (longest
+    /// first, then by name; locks without waiters are left out), looking at no more than
+    /// the first `scan` locks in name order, so the work is bounded by `scan` whatever
+    /// the number of locks.
+    pub fn busiest_locks(&self, limit: usize, scan: usize) -> Vec<LockSummary> {
+        let mut top: Vec<(&String, &LockRecord)> = Vec::with_capacity(limit + 1);
+        for (name, lock) in self.locks.iter().take(scan) {
+            if lock.waiters.is_empty() || limit == 0 {
+                continue;
+            }
+            let longer =
+                |other: &(&String, &LockRecord)| other.1.waiters.len() >= lock.waiters.len();
+            let position = top
+                .iter()
+                .position(|other| !longer(other))
+                .unwrap_or(top.len());
+            if position < limit {
+                top.insert(position, (name, lock));
+                top.truncate(limit);
+            }
+        }
+        top.into_iter()
+            .map(|(name, lock)| summary(name, lock))
+            .collect()
+    }
+
+    /// For the status page: the first `limit` held locks in name order.
+    pub fn held_locks_sample(&self, limit: usize) -> Vec<LockSummary> {
+        self.locks
+            .iter()
+            .filter(|(_, lock)| !lock.holders.is_empty())
+            .take(limit)
+            .map(|(name, lock)| summary(name, lock))
+            .collect()
+    }
+
     /// Whether `token` is a grant in force on lock `name`: what `Verify` answers.
     ///
     /// Advisory: a holder that verifies and then pauses may be stale by the time it
@@ -198,5 +266,17 @@ impl State {
                 })
                 .collect(),
         }
+    }
+}
+
+fn summary(name: &str, lock: &LockRecord) -> LockSummary {
+    LockSummary {
+        name: name.to_owned(),
+        holders: lock
+            .holders
+            .iter()
+            .map(|(&token, holder)| (holder.session, token))
+            .collect(),
+        waiters: count(lock.waiters.len()),
     }
 }

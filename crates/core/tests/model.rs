@@ -507,6 +507,7 @@ impl Model {
         let release_reason = match reason {
             EndReason::Closed => ReleaseReason::SessionClosed,
             EndReason::Expired => ReleaseReason::SessionExpired,
+            EndReason::Revoked => ReleaseReason::Revoked,
         };
         let mut held: Vec<ModelHolder> = self
             .holders
@@ -627,6 +628,16 @@ impl Model {
                 });
                 self.settle(&name, events)?;
                 Ok(Response::WaitCancelled)
+            }
+            Command::RevokeSession { session } => {
+                if !self.sessions.iter().any(|s| s.id == session) {
+                    return Err(Error::SessionNotFound(session));
+                }
+                let released = self.holders.iter().filter(|h| h.session == session).count();
+                self.end_session(session, EndReason::Revoked, events)?;
+                Ok(Response::SessionRevoked {
+                    released: released as u64,
+                })
             }
             Command::ForceRelease { name } => {
                 if !self.lock_exists(&name) {
@@ -840,6 +851,9 @@ enum Op {
     Force {
         name: u8,
     },
+    Revoke {
+        who: Who,
+    },
     SetLimits {
         preset: u8,
     },
@@ -889,6 +903,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (who(), name()).prop_map(|(who, name)| Op::Cancel { who, name }),
         1 => prop::collection::vec(who(), 0..=4).prop_map(|whos| Op::Expire { whos }),
         1 => name().prop_map(|name| Op::Force { name }),
+        1 => who().prop_map(|who| Op::Revoke { who }),
         1 => any::<u8>().prop_map(|preset| Op::SetLimits { preset }),
     ]
 }
@@ -1027,6 +1042,9 @@ fn to_command(op: &Op, model: &Model, clients: &mut Clients) -> Command {
         },
         Op::Force { name } => Command::ForceRelease {
             name: name_of(*name),
+        },
+        Op::Revoke { who } => Command::RevokeSession {
+            session: resolve_who(model, who),
         },
         Op::SetLimits { preset } => Command::SetLimits(limits_preset(*preset)),
     }
@@ -1263,7 +1281,7 @@ fn the_generator_reaches_every_outcome() {
     let mut runner = TestRunner::deterministic();
     let sequences = prop::collection::vec(op(), 150);
     let mut outcomes = std::collections::BTreeSet::new();
-    for run in 0..64u8 {
+    for run in 0..128u8 {
         let ops = sequences.new_tree(&mut runner).unwrap().current();
         let near_exhaustion = (run % 3 == 0).then_some(run % 4);
         run_against_model(near_exhaustion, &ops, &mut outcomes).unwrap();
@@ -1278,6 +1296,7 @@ fn the_generator_reaches_every_outcome() {
         "Ok::Released",
         "Ok::SessionsExpired",
         "Ok::ForceReleased",
+        "Ok::SessionRevoked",
         "Ok::LimitsSet",
         "Err::SessionNotFound",
         "Err::InvalidName",

@@ -114,6 +114,12 @@ pub enum Command {
     Cluster(crate::client_cmd::ClusterArgs),
     /// Admin: release every holder of NAME at once (the holders are not told).
     ForceRelease(crate::client_cmd::ForceReleaseArgs),
+    /// Admin: list the live sessions with their client ids, TTLs, held locks (with
+    /// tokens) and waits.
+    Sessions(crate::client_cmd::SessionsArgs),
+    /// Admin: end session ID as if its lease ran out; its locks go to the next waiters
+    /// and watchers see `revoked` events.
+    RevokeSession(crate::client_cmd::RevokeSessionArgs),
     /// The paused-client story in ~10 s with no setup: an in-process 3-node cluster and
     /// fenced service, workers contending for one lock, a holder paused past its TTL
     /// whose late write the fence refuses. Exit 0 when the story and invariants held.

@@ -181,6 +181,52 @@ pub fn locks_text(locks: &[LockInfo]) -> String {
     )
 }
 
+/// A session as JSON (`sessions`): id, client id, TTL in ms, held locks with tokens,
+/// waits.
+pub fn session_json(session: &fencelock_client::SessionInfo) -> Value {
+    json!({
+        "session": session.session_id.0,
+        "client_id": session.client_id.map(|id| id.to_string()),
+        "ttl_ms": u64::try_from(session.ttl.as_millis()).unwrap_or(u64::MAX),
+        "held": session
+            .held
+            .iter()
+            .map(|(name, token)| json!({ "name": name, "token": token.0 }))
+            .collect::<Vec<_>>(),
+        "waiting": session.waiting,
+    })
+}
+
+/// The `sessions` table.
+pub fn sessions_text(sessions: &[fencelock_client::SessionInfo]) -> String {
+    if sessions.is_empty() {
+        return "no sessions\n".to_owned();
+    }
+    let rows = sessions
+        .iter()
+        .map(|session| {
+            vec![
+                session.session_id.to_string(),
+                session
+                    .client_id
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                format!("{}ms", session.ttl.as_millis()),
+                session
+                    .held
+                    .iter()
+                    .map(|(name, token)| format!("{name}@{token}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                session.waiting.join(","),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(
+        &["SESSION", "CLIENT", "TTL", "HELD (NAME@TOKEN)", "WAITING"],
+        &rows,
+    )
+}
+
 /// A watch event as JSON (`event` is `acquired`, `released`, `expired`, `forced`,
 /// `session_closed` or `resync`).
 pub fn event_json(event: &WatchEvent) -> Value {
@@ -220,6 +266,7 @@ pub fn event_kind(event: &WatchEvent) -> &'static str {
         WatchEvent::Expired { .. } => "expired",
         WatchEvent::Forced { .. } => "forced",
         WatchEvent::SessionClosed { .. } => "session_closed",
+        WatchEvent::Revoked { .. } => "revoked",
         WatchEvent::Resync { .. } => "resync",
     }
 }
@@ -230,7 +277,8 @@ fn event_session(event: &WatchEvent) -> Option<u64> {
         | WatchEvent::Released { session_id, .. }
         | WatchEvent::Expired { session_id, .. }
         | WatchEvent::Forced { session_id, .. }
-        | WatchEvent::SessionClosed { session_id, .. } => Some(session_id.0),
+        | WatchEvent::SessionClosed { session_id, .. }
+        | WatchEvent::Revoked { session_id, .. } => Some(session_id.0),
         WatchEvent::Resync { .. } => None,
     }
 }

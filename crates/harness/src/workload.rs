@@ -593,6 +593,7 @@ pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watc
             WatchEvent::Expired { session_id, .. } => ("expired", Some(session_id.0)),
             WatchEvent::Forced { session_id, .. } => ("forced", Some(session_id.0)),
             WatchEvent::SessionClosed { session_id, .. } => ("closed", Some(session_id.0)),
+            WatchEvent::Revoked { session_id, .. } => ("revoked", Some(session_id.0)),
             WatchEvent::Resync { .. } => ("resync", None),
         };
         let mut recorded = Event::new(Kind::Ok, "observer", op_id, Op::Watch).outcome(what);

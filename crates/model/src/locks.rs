@@ -479,9 +479,9 @@ impl StepCheck<'_> {
                     Command::Release { session: s, name: n, token: t, .. }
                         if s == session && n == name && t == token
                 ),
-                ReleaseReason::SessionClosed | ReleaseReason::SessionExpired => {
-                    ended.contains(session)
-                }
+                ReleaseReason::SessionClosed
+                | ReleaseReason::SessionExpired
+                | ReleaseReason::Revoked => ended.contains(session),
                 ReleaseReason::Forced => false,
             };
             if !allowed {

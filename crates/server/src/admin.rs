@@ -1,5 +1,8 @@
-//! The admin HTTP port: `/health`, `/metrics` (Prometheus text), `/status` (JSON) and a
-//! small self-refreshing HTML status page at `/`.
+//! The admin HTTP port: `/health`, `/metrics` (Prometheus text), `/status` (JSON),
+//! `/status/locks` (the locks with the longest queues and a sample of held locks, JSON),
+//! `/status/events` (the most recent applied events, JSON) and a self-refreshing HTML
+//! status page at `/` (plain HTML and a little inline JavaScript that re-reads the three
+//! JSON routes every two seconds; no external assets).
 //!
 //! The port is served by hyper's HTTP/1 connection driver directly (the routes are an
 //! axum router) so that hostile input stays cheap: headers must arrive within
@@ -7,6 +10,7 @@
 //! [`MAX_BODY_BYTES`] are refused, at most [`MAX_CONNECTIONS`] connections are served at
 //! once, and no connection or accept error ends the server.
 
+use crate::events::RecentEvent;
 use crate::node::NodeStatus;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -14,6 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use fencelock_core::LockSummary;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
@@ -34,6 +39,16 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 pub const MAX_CONNECTIONS: usize = 256;
 /// How long a graceful stop waits for open connections to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Locks with the longest queues shown on the status page.
+pub const STATUS_TOP_QUEUES: usize = 10;
+/// Held locks shown on the status page.
+pub const STATUS_HELD_SAMPLE: usize = 20;
+/// The status page looks for long queues among at most this many locks (in name order),
+/// so one page view costs at most this much work under the state's read lock.
+pub const STATUS_LOCK_SCAN: usize = 100_000;
+/// How often the status page refreshes itself, in milliseconds.
+pub const STATUS_REFRESH_MS: u64 = 2_000;
+
 /// Content type of `/metrics`.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
@@ -57,6 +72,26 @@ pub fn health(status: &NodeStatus) -> Result<u64, &'static str> {
 pub trait AdminSource: Send + Sync + 'static {
     /// The node's current status.
     fn status(&self) -> NodeStatus;
+
+    /// The locks with the longest queues and a sample of held locks, from the applied
+    /// state (bounded; see [`STATUS_LOCK_SCAN`]).
+    fn locks_overview(&self) -> LocksOverview {
+        LocksOverview::default()
+    }
+
+    /// The most recent applied events, oldest first (bounded).
+    fn recent_events(&self) -> Vec<RecentEvent> {
+        Vec::new()
+    }
+}
+
+/// The `/status/locks` answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocksOverview {
+    /// Up to [`STATUS_TOP_QUEUES`] locks with waiters, longest queue first.
+    pub top_queues: Vec<LockSummary>,
+    /// Up to [`STATUS_HELD_SAMPLE`] held locks, in name order.
+    pub held: Vec<LockSummary>,
 }
 
 /// The `/health` answer.
@@ -80,6 +115,8 @@ pub fn router<S: AdminSource>(source: Arc<S>) -> Router {
         .route("/health", get(health_route::<S>))
         .route("/metrics", get(prometheus::<S>))
         .route("/status", get(status::<S>))
+        .route("/status/locks", get(status_locks::<S>))
+        .route("/status/events", get(status_events::<S>))
         .layer(middleware::from_fn(refuse_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(source)
@@ -218,8 +255,20 @@ async fn status<S: AdminSource>(State(source): State<Arc<S>>) -> Json<NodeStatus
     Json(source.status())
 }
 
+async fn status_locks<S: AdminSource>(State(source): State<Arc<S>>) -> Json<LocksOverview> {
+    Json(source.locks_overview())
+}
+
+async fn status_events<S: AdminSource>(State(source): State<Arc<S>>) -> Json<Vec<RecentEvent>> {
+    Json(source.recent_events())
+}
+
 async fn page<S: AdminSource>(State(source): State<Arc<S>>) -> Html<String> {
-    Html(render_page(&source.status()))
+    Html(render_page(
+        &source.status(),
+        &source.locks_overview(),
+        &source.recent_events(),
+    ))
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -242,41 +291,155 @@ fn or_dash(value: Option<&str>) -> String {
     value.map_or_else(|| "-".to_owned(), escape)
 }
 
-/// The HTML status page: plain markup that reloads itself every two seconds.
-fn render_page(s: &NodeStatus) -> String {
+/// The status page's script: re-reads `/status`, `/status/locks` and `/status/events`
+/// every [`STATUS_REFRESH_MS`] and re-renders, escaping every string.
+const STATUS_SCRIPT: &str = r#"<script>
+"use strict";
+// Refreshes the page from /status, /status/locks and /status/events every 2 s.
+// Every string from the server goes through esc() before it reaches innerHTML.
+const $ = (id) => document.getElementById(id);
+function esc(value) {
+  return String(value).replace(/[&<>"']/g, (c) => ({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
+  })[c]);
+}
+async function getJson(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  if (!response.ok) throw new Error(path + " answered " + response.status);
+  return response.json();
+}
+function rows(list, render, columns) {
+  if (list.length === 0) return '<tr><td colspan="' + columns + '" class="none">none</td></tr>';
+  return list.map(render).join("");
+}
+function holders(lock) {
+  return lock.holders.map((h) => "session " + esc(h[0]) + " token " + esc(h[1])).join(", ");
+}
+function eventText(e) {
+  const parts = [];
+  if (e.name !== null) parts.push("lock " + esc(e.name));
+  if (e.session !== null) parts.push("session " + esc(e.session));
+  if (e.token !== null) parts.push("token " + esc(e.token));
+  if (e.reason !== null) parts.push(esc(e.reason));
+  return parts.join(", ");
+}
+function render(s, l, ev) {
+  document.title = "fencelock node " + s.node_id;
+  $("title").textContent = "fencelock node " + s.node_id;
+  $("state").textContent = s.state;
+  $("term").textContent = s.term;
+  $("leader").textContent = s.leader_id === null ? "none known"
+    : "node " + s.leader_id + (s.leader_client_addr ? " (" + s.leader_client_addr + ")" : "");
+  $("indexes").textContent = s.last_log_index + " / " + s.commit_index + " / " + s.applied_index;
+  $("sessions").textContent = s.sessions;
+  $("locks").textContent = s.locks;
+  $("held").textContent = s.held_grants;
+  $("waiters").textContent = s.waiters;
+  $("token").textContent = s.last_token;
+  $("totals").textContent = s.total_grants + " / " + s.total_expired_sessions;
+  $("members").innerHTML = rows(s.members, (m) => {
+    const role = [m.voter ? "voter" : "learner"];
+    if (m.id === s.leader_id) role.push("leader");
+    if (m.id === s.node_id) role.push("this node");
+    return "<tr><td>" + esc(m.id) + "</td><td>" + esc(role.join(", ")) + "</td><td>"
+      + esc(m.peer_addr) + "</td><td>" + esc(m.client_addr === null ? "-" : m.client_addr)
+      + "</td></tr>";
+  }, 4);
+  $("queues").innerHTML = rows(l.top_queues, (lock) =>
+    "<tr><td>" + esc(lock.name) + "</td><td>" + esc(lock.waiters) + "</td><td>"
+    + holders(lock) + "</td></tr>", 3);
+  $("held-locks").innerHTML = rows(l.held, (lock) =>
+    "<tr><td>" + esc(lock.name) + "</td><td>" + holders(lock) + "</td><td>"
+    + esc(lock.waiters) + "</td></tr>", 3);
+  $("events").innerHTML = rows(ev.slice().reverse(), (e) =>
+    "<tr><td>" + esc(e.index) + "</td><td>" + esc(e.kind) + "</td><td>" + eventText(e)
+    + "</td></tr>", 3);
+}
+async function refresh() {
+  try {
+    const [s, l, ev] = await Promise.all(
+      [getJson("/status"), getJson("/status/locks"), getJson("/status/events")]);
+    render(s, l, ev);
+    $("error").textContent = "";
+    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.rendered = "js";
+  } catch (error) {
+    $("error").textContent = "refresh failed: " + error.message;
+  }
+}
+refresh();
+setInterval(refresh, 2000);
+</script>"#;
+
+fn holders_text(lock: &LockSummary) -> String {
+    lock.holders
+        .iter()
+        .map(|(session, token)| format!("session {session} token {token}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn event_text(event: &RecentEvent) -> String {
+    let mut parts = Vec::new();
+    if let Some(name) = &event.name {
+        parts.push(format!("lock {}", escape(name)));
+    }
+    if let Some(session) = event.session {
+        parts.push(format!("session {session}"));
+    }
+    if let Some(token) = event.token {
+        parts.push(format!("token {token}"));
+    }
+    if let Some(reason) = event.reason {
+        parts.push(escape(reason));
+    }
+    parts.join(", ")
+}
+
+/// The HTML status page: rendered here in full (so it reads without JavaScript, and then
+/// reloads itself every two seconds), and refreshed in place by [`STATUS_SCRIPT`].
+fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) -> String {
     let health = match health(s) {
         Ok(_) => "ok".to_owned(),
         Err(reason) => format!("unavailable: {reason}"),
     };
-    let leader = s
-        .leader_id
-        .map_or_else(|| "-".to_owned(), |id| id.to_string());
+    let leader = s.leader_id.map_or_else(
+        || "none known".to_owned(),
+        |id| match &s.leader_client_addr {
+            Some(addr) => format!("node {id} ({})", escape(addr)),
+            None => format!("node {id}"),
+        },
+    );
     let mut html = String::new();
     let _ = write!(
         html,
         "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"2\">\
+         <noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>\
          <title>fencelock node {id}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}</style>\
-         </head><body>\n<h1>fencelock node {id}</h1>\n\
-         <p>{state}, term {term}; health: {health}</p>\n<table>\n\
-         <tr><th>leader</th><td>{leader} ({leader_addr})</td></tr>\n\
-         <tr><th>last log / committed / applied</th><td>{last} / {commit} / {applied}</td></tr>\n\
-         <tr><th>sessions</th><td>{sessions}</td></tr>\n\
-         <tr><th>locks</th><td>{locks}</td></tr>\n\
-         <tr><th>held grants</th><td>{held}</td></tr>\n\
-         <tr><th>waiters</th><td>{waiters}</td></tr>\n\
-         <tr><th>last token</th><td>{token}</td></tr>\n\
-         <tr><th>grants / expired sessions (total)</th><td>{grants} / {expired}</td></tr>\n\
+         <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
+         h2{{margin-top:1.4em;font-size:1.15em}}#error{{color:#b00}}.none{{color:#888}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
+         th{{background:#f3f3f3}}</style>\
+         </head><body>\n<h1 id=\"title\">fencelock node {id}</h1>\n\
+         <p><span id=\"state\">{state}</span>, term <span id=\"term\">{term}</span>; \
+         health: {health} <span id=\"updated\" class=\"none\"></span> \
+         <span id=\"error\"></span></p>\n<table>\n\
+         <tr><th>leader</th><td id=\"leader\">{leader}</td></tr>\n\
+         <tr><th>last log / committed / applied</th><td id=\"indexes\">{last} / {commit} / {applied}</td></tr>\n\
+         <tr><th>sessions</th><td id=\"sessions\">{sessions}</td></tr>\n\
+         <tr><th>locks</th><td id=\"locks\">{locks}</td></tr>\n\
+         <tr><th>held grants</th><td id=\"held\">{held}</td></tr>\n\
+         <tr><th>waiters</th><td id=\"waiters\">{waiters}</td></tr>\n\
+         <tr><th>last token</th><td id=\"token\">{token}</td></tr>\n\
+         <tr><th>grants / expired sessions (total)</th><td id=\"totals\">{grants} / {expired}</td></tr>\n\
          </table>\n<h2>members</h2>\n<table>\n\
-         <tr><th>id</th><th>role</th><th>peer address</th><th>client address</th></tr>\n",
+         <thead><tr><th>id</th><th>role</th><th>peer address</th><th>client address</th></tr></thead>\n\
+         <tbody id=\"members\">\n",
         id = s.node_id,
         state = escape(&s.state),
         term = s.term,
         health = escape(&health),
         leader = leader,
-        leader_addr = or_dash(s.leader_client_addr.as_deref()),
         last = s.last_log_index,
         commit = s.commit_index,
         applied = s.applied_index,
@@ -306,9 +469,64 @@ fn render_page(s: &NodeStatus) -> String {
         );
     }
     html.push_str(
-        "</table>\n<p><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a> · \
-         <a href=\"/health\">/health</a></p>\n</body></html>\n",
+        "</tbody></table>\n<h2>longest queues</h2>\n<table>\n\
+         <thead><tr><th>lock</th><th>waiters</th><th>holders</th></tr></thead>\n\
+         <tbody id=\"queues\">\n",
     );
+    if locks.top_queues.is_empty() {
+        html.push_str("<tr><td colspan=\"3\" class=\"none\">none</td></tr>\n");
+    }
+    for lock in &locks.top_queues {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&lock.name),
+            lock.waiters,
+            holders_text(lock),
+        );
+    }
+    html.push_str(
+        "</tbody></table>\n<h2>held locks (first in name order)</h2>\n<table>\n\
+         <thead><tr><th>lock</th><th>holders</th><th>waiters</th></tr></thead>\n\
+         <tbody id=\"held-locks\">\n",
+    );
+    if locks.held.is_empty() {
+        html.push_str("<tr><td colspan=\"3\" class=\"none\">none</td></tr>\n");
+    }
+    for lock in &locks.held {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&lock.name),
+            holders_text(lock),
+            lock.waiters,
+        );
+    }
+    html.push_str(
+        "</tbody></table>\n<h2>recent events (newest first)</h2>\n<table>\n\
+         <thead><tr><th>index</th><th>event</th><th>details</th></tr></thead>\n\
+         <tbody id=\"events\">\n",
+    );
+    if events.is_empty() {
+        html.push_str("<tr><td colspan=\"3\" class=\"none\">none</td></tr>\n");
+    }
+    for event in events.iter().rev() {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            event.index,
+            escape(event.kind),
+            event_text(event),
+        );
+    }
+    html.push_str(
+        "</tbody></table>\n<p><a href=\"/status\">/status</a> · \
+         <a href=\"/status/locks\">/status/locks</a> · \
+         <a href=\"/status/events\">/status/events</a> · <a href=\"/metrics\">/metrics</a> · \
+         <a href=\"/health\">/health</a></p>\n",
+    );
+    html.push_str(STATUS_SCRIPT);
+    html.push_str("\n</body></html>\n");
     html
 }
 
@@ -466,7 +684,17 @@ mod tests {
         assert_eq!(code, 200);
         assert!(text.contains("http-equiv=\"refresh\""));
         assert!(text.contains("&lt;script&gt;"));
-        assert!(!text.contains("<script>"));
+        // The page's own script is the only one: the hostile address is escaped.
+        assert_eq!(text.matches("<script>").count(), 1, "{text}");
+        assert!(text.contains("setInterval(refresh, 2000)"));
+
+        let (code, text) = get(server.addr, "/status/locks").await;
+        assert_eq!(code, 200);
+        let parsed: LocksOverview = serde_json::from_str(body(&text)).expect("json");
+        assert_eq!(parsed, LocksOverview::default());
+        let (code, text) = get(server.addr, "/status/events").await;
+        assert_eq!(code, 200);
+        assert_eq!(body(&text), "[]");
 
         assert_eq!(get(server.addr, "/nope").await.0, 404);
     }

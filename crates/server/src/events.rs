@@ -23,6 +23,92 @@ pub struct AppliedEvents {
     pub resync: bool,
 }
 
+/// How many applied events the hub remembers for the status page.
+pub const RECENT_EVENTS: usize = 50;
+
+/// One applied event as the status page shows it (`/status/events`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecentEvent {
+    /// The log index of the entry that made the change.
+    pub index: u64,
+    /// `session_opened`, `session_ended`, `acquired`, `released` or `wait_cancelled`.
+    pub kind: &'static str,
+    /// The lock, for lock events.
+    pub name: Option<String>,
+    /// The session concerned.
+    pub session: Option<u64>,
+    /// The grant's token, for `acquired` and `released`.
+    pub token: Option<u64>,
+    /// Why a grant or session ended: `released`, `session_closed`, `expired`, `forced`,
+    /// `revoked` (for `released`); `closed`, `expired`, `revoked` (for `session_ended`).
+    pub reason: Option<&'static str>,
+}
+
+impl RecentEvent {
+    /// The status page's form of `event`, applied at log index `index`.
+    pub fn new(index: u64, event: &Event) -> RecentEvent {
+        use fencelock_core::{EndReason, ReleaseReason};
+        let mut recent = RecentEvent {
+            index,
+            kind: "",
+            name: None,
+            session: None,
+            token: None,
+            reason: None,
+        };
+        match event {
+            Event::SessionOpened { session, .. } => {
+                recent.kind = "session_opened";
+                recent.session = Some(session.0);
+            }
+            Event::SessionEnded { session, reason } => {
+                recent.kind = "session_ended";
+                recent.session = Some(session.0);
+                recent.reason = Some(match reason {
+                    EndReason::Closed => "closed",
+                    EndReason::Expired => "expired",
+                    EndReason::Revoked => "revoked",
+                });
+            }
+            Event::Acquired {
+                name,
+                session,
+                token,
+                ..
+            } => {
+                recent.kind = "acquired";
+                recent.name = Some(name.clone());
+                recent.session = Some(session.0);
+                recent.token = Some(token.0);
+            }
+            Event::Released {
+                name,
+                session,
+                token,
+                reason,
+            } => {
+                recent.kind = "released";
+                recent.name = Some(name.clone());
+                recent.session = Some(session.0);
+                recent.token = Some(token.0);
+                recent.reason = Some(match reason {
+                    ReleaseReason::Released => "released",
+                    ReleaseReason::SessionClosed => "session_closed",
+                    ReleaseReason::SessionExpired => "expired",
+                    ReleaseReason::Forced => "forced",
+                    ReleaseReason::Revoked => "revoked",
+                });
+            }
+            Event::WaitCancelled { name, session } => {
+                recent.kind = "wait_cancelled";
+                recent.name = Some(name.clone());
+                recent.session = Some(session.0);
+            }
+        }
+        recent
+    }
+}
+
 /// How a queued wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitOutcome {
@@ -46,6 +132,8 @@ pub struct EventHub {
     next_listener: std::sync::atomic::AtomicU64,
     watchers: broadcast::Sender<Arc<AppliedEvents>>,
     leases: Arc<LeaseClock>,
+    /// The last [`RECENT_EVENTS`] applied events, oldest first, for the status page.
+    recent: Mutex<std::collections::VecDeque<RecentEvent>>,
 }
 
 /// The result of [`EventHub::attach_wait`].
@@ -95,7 +183,29 @@ impl EventHub {
             next_listener: std::sync::atomic::AtomicU64::new(1),
             watchers,
             leases,
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
         })
+    }
+
+    /// The most recent applied events (at most [`RECENT_EVENTS`]), oldest first.
+    pub fn recent_events(&self) -> Vec<RecentEvent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn remember_recent(&self, index: u64, events: &[Event]) {
+        let skip = events.len().saturating_sub(RECENT_EVENTS);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for event in &events[skip..] {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(RecentEvent::new(index, event));
+        }
     }
 
     /// Subscribe to applied events (for `Watch`).
@@ -188,6 +298,7 @@ impl ApplyObserver for EventHub {
             }
         }
         let _ = applied;
+        self.remember_recent(index, events);
         // No receivers is fine: nobody watches.
         let _ = self.watchers.send(Arc::new(AppliedEvents {
             index,

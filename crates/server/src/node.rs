@@ -301,6 +301,19 @@ impl admin::AdminSource for Node {
     fn status(&self) -> NodeStatus {
         Node::status(self)
     }
+
+    fn locks_overview(&self) -> admin::LocksOverview {
+        self.shared.read(|applied| admin::LocksOverview {
+            top_queues: applied
+                .state
+                .busiest_locks(admin::STATUS_TOP_QUEUES, admin::STATUS_LOCK_SCAN),
+            held: applied.state.held_locks_sample(admin::STATUS_HELD_SAMPLE),
+        })
+    }
+
+    fn recent_events(&self) -> Vec<crate::events::RecentEvent> {
+        self.hub.recent_events()
+    }
 }
 
 /// A started node and its servers.

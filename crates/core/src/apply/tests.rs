@@ -1767,3 +1767,79 @@ fn check_invariants_catches_corruption() {
     assert!(good.check_invariants().is_ok());
     let _ = t;
 }
+
+#[test]
+fn revoke_session_ends_it_like_expiry_and_hands_its_locks_on() {
+    let mut h = Harness::new();
+    let a = h.open(1);
+    let b = h.open(2);
+    let held = h.grant(a, 1, "x", Exclusive);
+    let other = h.grant(a, 2, "y", Exclusive);
+    h.queue(b, 1, "x", Exclusive);
+    assert_eq!(
+        h.run(Command::RevokeSession { session: a }),
+        Ok(Response::SessionRevoked { released: 2 })
+    );
+    assert_eq!(
+        h.events,
+        vec![
+            released("x", a, held.0, ReleaseReason::Revoked),
+            released("y", a, other.0, ReleaseReason::Revoked),
+            acquired("x", b, 3, Exclusive),
+            Event::SessionEnded {
+                session: a,
+                reason: EndReason::Revoked,
+            },
+        ]
+    );
+    assert!(h.state.session(a).is_none());
+    assert_eq!(h.holders("x"), vec![(b, FencingToken(3))]);
+    assert!(h.state.lock("y").is_none());
+    assert_eq!(h.state.stats().total_expired_sessions, 0);
+    h.refuses(
+        Command::RevokeSession { session: a },
+        Error::SessionNotFound(a),
+    );
+}
+
+#[test]
+fn sessions_page_in_id_order_and_busiest_locks_are_bounded() {
+    let mut h = Harness::new();
+    let a = h.open(1);
+    let b = h.open(2);
+    let c = h.open(3);
+    h.grant(a, 1, "p", Exclusive);
+    h.grant(a, 2, "q", Exclusive);
+    h.grant(a, 3, "r", Exclusive);
+    h.queue(b, 1, "q", Exclusive);
+    h.queue(c, 1, "q", Exclusive);
+    h.queue(b, 2, "r", Exclusive);
+
+    let (page, more) = h.state.sessions_after(None, 2);
+    assert_eq!(page.iter().map(|s| s.session).collect::<Vec<_>>(), [a, b]);
+    assert!(more);
+    assert_eq!(page[0].held.len(), 3);
+    assert_eq!(page[1].waiting, ["q", "r"]);
+    let (rest, more) = h.state.sessions_after(Some(b), 2);
+    assert_eq!(rest.iter().map(|s| s.session).collect::<Vec<_>>(), [c]);
+    assert!(!more);
+
+    let busiest = h.state.busiest_locks(5, 100);
+    assert_eq!(
+        busiest
+            .iter()
+            .map(|l| (l.name.as_str(), l.waiters))
+            .collect::<Vec<_>>(),
+        [("q", 2), ("r", 1)]
+    );
+    assert_eq!(busiest[0].holders, vec![(a, FencingToken(2))]);
+    assert_eq!(h.state.busiest_locks(1, 100).len(), 1);
+    assert_eq!(h.state.busiest_locks(0, 100).len(), 0);
+    // Only the first `scan` locks in name order are looked at.
+    assert!(h.state.busiest_locks(5, 1).is_empty());
+    let held = h.state.held_locks_sample(2);
+    assert_eq!(
+        held.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        ["p", "q"]
+    );
+}

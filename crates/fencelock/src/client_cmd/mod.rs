@@ -192,6 +192,21 @@ pub struct ForceReleaseArgs {
     pub name: String,
 }
 
+/// `fencelock sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    /// At most this many sessions.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub limit: usize,
+}
+
+/// `fencelock revoke-session`.
+#[derive(Debug, Clone, Args)]
+pub struct RevokeSessionArgs {
+    /// The session's id (see `fencelock sessions`).
+    pub id: u64,
+}
+
 /// `fencelock cluster`.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
@@ -241,6 +256,8 @@ pub fn is_client_command(command: &Command) -> bool {
             | Command::Elect(_)
             | Command::Cluster(_)
             | Command::ForceRelease(_)
+            | Command::Sessions(_)
+            | Command::RevokeSession(_)
             | Command::Demo(_)
     )
 }
@@ -292,6 +309,8 @@ async fn dispatch(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
         Command::List(args) => list(&client, &opts, &args).await,
         Command::Watch(args) => watch(&client, &opts, &args).await,
         Command::ForceRelease(args) => force_release(&client, &opts, &args).await,
+        Command::Sessions(args) => sessions(&client, &opts, &args).await,
+        Command::RevokeSession(args) => revoke_session(&client, &opts, &args).await,
         Command::Cluster(args) => cluster(&client, &opts, &args).await,
         other => anyhow::bail!("not a client command: {other:?}"),
     }
@@ -596,6 +615,44 @@ async fn force_release(
             "force-released {released} grant{} of {}",
             if released == 1 { "" } else { "s" },
             args.name
+        ),
+    }
+    Ok(())
+}
+
+async fn sessions(client: &Client, opts: &ClientOpts, args: &SessionsArgs) -> anyhow::Result<()> {
+    let sessions = client
+        .list_sessions(args.limit)
+        .await
+        .context("cannot list the sessions")?;
+    match opts.output {
+        Output::Json => print_json(
+            &json!({
+                "count": sessions.len(),
+                "sessions": sessions.iter().map(output::session_json).collect::<Vec<_>>(),
+            }),
+            false,
+        ),
+        Output::Human => print!("{}", output::sessions_text(&sessions)),
+    }
+    Ok(())
+}
+
+async fn revoke_session(
+    client: &Client,
+    opts: &ClientOpts,
+    args: &RevokeSessionArgs,
+) -> anyhow::Result<()> {
+    let released = client
+        .revoke_session(SessionId(args.id))
+        .await
+        .with_context(|| format!("cannot revoke session {}", args.id))?;
+    match opts.output {
+        Output::Json => print_json(&json!({ "session": args.id, "released": released }), false),
+        Output::Human => println!(
+            "revoked session {}; released {released} lock{}",
+            args.id,
+            if released == 1 { "" } else { "s" }
         ),
     }
     Ok(())

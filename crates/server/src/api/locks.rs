@@ -772,6 +772,65 @@ impl Locks for LocksService {
         timed("force_release", started, &result);
         result.map(tonic::Response::new)
     }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<tonic::Response<pb::ListSessionsResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let started = Instant::now();
+        let result = async {
+            // Sessions hold locks under every prefix: admin on all of them.
+            self.auth.require(&caller, "", Right::Admin)?;
+            let request = request.into_inner();
+            let max_page = self.node.config().max_list_page;
+            let limit = match request.limit as usize {
+                0 => max_page.min(100),
+                n => n.min(max_page),
+            };
+            self.linearizable().await?;
+            let start_after = (request.start_after != 0).then_some(SessionId(request.start_after));
+            Ok(self.node.shared.read(|applied| {
+                let (sessions, more) = applied.state.sessions_after(start_after, limit);
+                let next_start_after = if more {
+                    sessions.last().map_or(0, |s| s.session.0)
+                } else {
+                    0
+                };
+                pb::ListSessionsResponse {
+                    sessions: sessions.into_iter().map(session_info).collect(),
+                    next_start_after,
+                    revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                }
+            }))
+        }
+        .await;
+        timed("list_sessions", started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<tonic::Response<pb::RevokeSessionResponse>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let started = Instant::now();
+        let result = async {
+            // A session may hold locks under any prefix: admin on all of them.
+            self.auth.require(&caller, "", Right::Admin)?;
+            let session = SessionId(request.into_inner().session_id);
+            match self.propose(Command::RevokeSession { session }).await? {
+                Response::SessionRevoked { released } => {
+                    tracing::warn!(%session, released, "admin revoked session");
+                    Ok(pb::RevokeSessionResponse { released })
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        .await;
+        timed("revoke_session", started, &result);
+        result.map(tonic::Response::new)
+    }
 }
 
 fn answer_keepalive(
@@ -851,6 +910,7 @@ fn watch_event(
                 ReleaseReason::SessionClosed => pb::EventKind::SessionClosed,
                 ReleaseReason::SessionExpired => pb::EventKind::Expired,
                 ReleaseReason::Forced => pb::EventKind::Forced,
+                ReleaseReason::Revoked => pb::EventKind::Revoked,
             } as i32,
             name: name.clone(),
             session_id: session.0,
@@ -859,6 +919,23 @@ fn watch_event(
             ..Default::default()
         }),
         _ => None,
+    }
+}
+
+fn session_info(view: fencelock_core::SessionView) -> pb::SessionInfo {
+    pb::SessionInfo {
+        session_id: view.session.0,
+        client_id: view.client_id.0.to_be_bytes().to_vec(),
+        ttl_ms: view.ttl_ms,
+        held: view
+            .held
+            .into_iter()
+            .map(|(name, token)| pb::HeldLock {
+                name,
+                token: token.0,
+            })
+            .collect(),
+        waiting: view.waiting,
     }
 }
 

@@ -95,6 +95,7 @@
 //! keepalives; clone the client rather than connecting again.
 #![deny(missing_docs)]
 
+mod auth;
 mod client;
 mod config;
 pub mod election;
@@ -106,6 +107,7 @@ mod transport;
 mod types;
 mod watch;
 
+pub use auth::{AuthStatus, Rights};
 pub use client::Client;
 pub use config::ClientBuilder;
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@
 //! may take, retries included (`--timeout`). Durations are written the humantime way:
 //! `500ms`, `10s`, `1m`. Exit codes are in [`crate::exit`].
 
+pub mod auth_cmd;
 pub mod run_cmd;
 
 use crate::cli::Command;
@@ -60,6 +61,35 @@ pub struct ClientOpts {
         help_heading = "Client options"
     )]
     pub timeout: Duration,
+    /// The user to authenticate as, for a cluster with auth on.
+    #[arg(
+        long,
+        global = true,
+        env = "FENCELOCK_USER",
+        value_name = "NAME",
+        help_heading = "Client options"
+    )]
+    pub user: Option<String>,
+    /// The password of --user (prefer FENCELOCK_PASSWORD or --password-file: a flag is
+    /// visible to other local users).
+    #[arg(
+        long,
+        global = true,
+        env = "FENCELOCK_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        help_heading = "Client options"
+    )]
+    pub password: Option<String>,
+    /// Read the password of --user from FILE (its first line).
+    #[arg(
+        long,
+        global = true,
+        env = "FENCELOCK_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Client options"
+    )]
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOpts {
@@ -68,6 +98,9 @@ impl Default for ClientOpts {
             endpoints: vec![DEFAULT_ENDPOINT.to_owned()],
             output: Output::Human,
             timeout: Duration::from_secs(10),
+            user: None,
+            password: None,
+            password_file: None,
         }
     }
 }
@@ -258,6 +291,9 @@ pub fn is_client_command(command: &Command) -> bool {
             | Command::ForceRelease(_)
             | Command::Sessions(_)
             | Command::RevokeSession(_)
+            | Command::Auth(_)
+            | Command::User(_)
+            | Command::Role(_)
             | Command::Demo(_)
     )
 }
@@ -312,6 +348,9 @@ async fn dispatch(opts: ClientOpts, command: Command) -> anyhow::Result<()> {
         Command::Sessions(args) => sessions(&client, &opts, &args).await,
         Command::RevokeSession(args) => revoke_session(&client, &opts, &args).await,
         Command::Cluster(args) => cluster(&client, &opts, &args).await,
+        Command::Auth(args) => auth_cmd::auth(&client, &opts, &args).await,
+        Command::User(args) => auth_cmd::user(&client, &opts, &args).await,
+        Command::Role(args) => auth_cmd::role(&client, &opts, &args).await,
         other => anyhow::bail!("not a client command: {other:?}"),
     }
 }
@@ -335,10 +374,30 @@ pub async fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
         .into());
     }
     let timeout = opts.timeout.max(Duration::from_millis(100));
-    Client::builder(endpoints.clone())
+    let mut builder = Client::builder(endpoints.clone())
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .call_timeout(timeout.min(Duration::from_secs(5)))
-        .retry_deadline(timeout)
+        .retry_deadline(timeout);
+    if let Some(user) = &opts.user {
+        let password = match (&opts.password, &opts.password_file) {
+            (_, Some(file)) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the password file {}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (Some(password), None) => password.clone(),
+            (None, None) => {
+                return Err(Exit::with(
+                    exit::USAGE,
+                    "--user needs --password, FENCELOCK_PASSWORD or --password-file",
+                )
+                .into());
+            }
+        };
+        builder = builder.credentials(user, &password);
+    }
+    builder
         .connect()
         .await
         .with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))

@@ -564,13 +564,21 @@ async fn check_data_verifies_every_snapshot_file_and_names_the_offset() {
 
 #[test]
 fn a_snapshot_whose_state_breaks_an_invariant_is_refused() {
-    // State ends with four counters (held grants, waiters, total grants, total expired),
-    // one varint byte each when zero: claim 5 waiters that do not exist.
-    let mut encoded = postcard::to_allocvec(&State::default()).unwrap();
-    let waiters = encoded.len() - 3;
-    assert_eq!(encoded[waiters], 0);
-    encoded[waiters] = 5;
-    let broken: State = postcard::from_bytes(&encoded).unwrap();
+    // Find a zero counter in the encoding of an empty state (e.g. the count of waiters)
+    // whose change still decodes but claims things that do not exist: the layout of
+    // `State` may change, so search rather than hard-code an offset.
+    let encoded = postcard::to_allocvec(&State::default()).unwrap();
+    let broken: State = (0..encoded.len())
+        .rev()
+        .filter(|at| encoded[*at] == 0)
+        .find_map(|at| {
+            let mut candidate = encoded.clone();
+            candidate[at] = 5;
+            postcard::from_bytes::<State>(&candidate)
+                .ok()
+                .filter(|state| state.check_invariants().is_err())
+        })
+        .expect("some counter of an empty state can be made to lie");
     assert!(broken.check_invariants().is_err());
     let bytes = snapshot::encode(&snapshot_meta(3), &broken).unwrap();
     let error = snapshot::decode(&bytes).expect_err("must be refused");

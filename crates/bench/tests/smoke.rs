@@ -23,7 +23,11 @@ fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
             .expect("run cargo build");
         assert!(status.success(), "building fencelock failed");
     }
-    assert!(fencelock.exists(), "no fencelock binary at {}", fencelock.display());
+    assert!(
+        fencelock.exists(),
+        "no fencelock binary at {}",
+        fencelock.display()
+    );
     let out = tempfile::tempdir().expect("temporary directory");
     let output = Command::new(env!("CARGO_BIN_EXE_fencelock-bench"))
         .args(["--systems", "fencelock-1"])
@@ -41,12 +45,30 @@ fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
         .expect("run fencelock-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "fencelock-bench failed\n{stdout}\n{stderr}");
-    for heading in ["## seq", "## uncontended", "## contended", "## sessions", "## held locks"] {
-        assert!(stdout.contains(heading), "no {heading:?} in the report:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "fencelock-bench failed\n{stdout}\n{stderr}"
+    );
+    for heading in [
+        "## seq",
+        "## uncontended",
+        "## contended",
+        "## sessions",
+        "## held locks",
+    ] {
+        assert!(
+            stdout.contains(heading),
+            "no {heading:?} in the report:\n{stdout}\n{stderr}"
+        );
     }
-    assert!(stdout.contains("| fencelock-1 |"), "no fencelock-1 row:\n{stdout}");
-    assert!(!stdout.contains("## Notes"), "a workload failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("| fencelock-1 |"),
+        "no fencelock-1 row:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("## Notes"),
+        "a workload failed:\n{stdout}\n{stderr}"
+    );
     let latest = std::fs::read_to_string(out.path().join("latest.md")).expect("latest.md");
     assert_eq!(latest.trim(), stdout.trim());
     let svg = std::fs::read_to_string(out.path().join("latest.svg")).expect("latest.svg");

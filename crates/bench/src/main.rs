@@ -278,14 +278,17 @@ async fn run(args: Args) -> Result<()> {
     let mut versions = Vec::new();
     for s in &specs {
         let (name, v) = match s.kind {
-            Kind::Fencelock => (
-                "fencelock",
-                format!(
-                    "{} (git {})",
-                    shell(&bins.fencelock.to_string_lossy(), &["--version"]),
-                    shell("git", &["rev-parse", "--short", "HEAD"])
-                ),
-            ),
+            Kind::Fencelock => {
+                let rev = shell("git", &["rev-parse", "--short", "HEAD"]);
+                let version = shell(&bins.fencelock.to_string_lossy(), &["--version"]);
+                let known = !rev.is_empty() && rev.chars().all(|c| c.is_ascii_hexdigit());
+                let v = if known {
+                    format!("{version} (git {rev})")
+                } else {
+                    version
+                };
+                ("fencelock", v)
+            }
             Kind::Etcd => ("etcd", shell("etcd", &["--version"])),
             Kind::Zookeeper => (
                 "zookeeper",
@@ -408,13 +411,19 @@ async fn bench_system(
     {
         step(overall, format!("{spec}: sessions"));
         let count = ((args.sessions as f64 * args.scale).round() as u64).max(1);
-        let r = workloads::sessions(
-            cluster,
-            count,
-            Duration::from_secs_f64(args.sessions_secs),
-            ops,
+        let secs = Duration::from_secs_f64(args.sessions_secs);
+        let r = bounded(
+            secs + Duration::from_secs(180),
+            workloads::sessions(cluster, count, secs, ops),
         )
         .await?;
+        step(
+            overall,
+            format!(
+                "{spec} sessions: keepalive p99 {:.1} ms, leader CPU {:.1}%, lost {}",
+                r.p99_ms, r.leader_cpu_pct, r.lost
+            ),
+        );
         report.sessions.push((spec.to_string(), r));
     }
     overall.inc(1);
@@ -428,14 +437,27 @@ async fn bench_system(
         ops.reset();
         ops.set_length(sizes.iter().copied().max().unwrap_or(0));
         ops.set_message(format!("{spec} held locks"));
-        let r = workloads::held_locks(
-            &connector,
-            cluster,
-            sizes,
-            Duration::from_secs_f64(args.held_secs),
-            ops,
+        let secs = Duration::from_secs_f64(args.held_secs);
+        let r = bounded(
+            secs + Duration::from_secs(180),
+            workloads::held_locks(&connector, cluster, sizes, secs, ops),
         )
         .await?;
+        for h in &r {
+            let per: Vec<String> = h
+                .bytes_per_lock()
+                .iter()
+                .map(|b| format!("{b:.0}"))
+                .collect();
+            step(
+                overall,
+                format!(
+                    "{spec} held {}: {} B/lock per node",
+                    h.locks,
+                    per.join(" / ")
+                ),
+            );
+        }
         report.held.push((spec.to_string(), r));
     }
     overall.inc(1);

@@ -25,7 +25,7 @@
 //!   session's deadline and `expiring` flag. `become_leader` gives a full TTL from the
 //!   takeover (unless the node has applied the expiry); `renew(arrived)` moves the
 //!   deadline to `arrived + ttl` if later, refused while `expiring`; `take_expired` marks
-//!   the session expiring and proposes `ExpireSessions`; `expiry_failed` (an outcome
+//!   the session expiring and proposes `ExpireSessions`; `expiry_unresolved` (an outcome
 //!   unknown, e.g. the proposer's write timeout) is [`UnknownOutcome`]; applying the
 //!   expiry removes the session (`session_ended`). A deposed leader keeps believing it
 //!   leads for as long as the search likes; `step_down` is not modelled, because a node
@@ -111,7 +111,8 @@ pub enum LeaseFrom {
 /// (the proposer's write timeout: the entry may still be in the log and commit later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnknownOutcome {
-    /// As `LeaseClock::expiry_failed` is written: the session is no longer `expiring`,
+    /// As `LeaseClock::expiry_failed` was written before the fix (kept as a mutant): the
+    /// session is no longer `expiring`,
     /// its deadline is "now", and keepalives are renewed again until the next tick
     /// takes it.
     Unmark,
@@ -173,7 +174,7 @@ impl LeaseConfig {
         }
     }
 
-    /// The server as written today (`LeaseClock::expiry_failed` un-marks the session)
+    /// The server as it was before the fix (`LeaseClock::expiry_failed` un-marked the session)
     /// with a client that takes any answer: the checker finds a counterexample.
     pub fn as_coded() -> LeaseConfig {
         LeaseConfig {
@@ -599,7 +600,7 @@ impl Model for LeaseModel {
                 }
             }
             LeaseAction::ProposalTimeout { node } => {
-                // `LeaseClock::expiry_failed`: the entry stays in the log.
+                // An unknown outcome: the entry stays in the log.
                 let lease = s.nodes[usize::from(node)].lease.as_mut().expect("leased");
                 lease.expiring = false;
                 lease.deadline = now;

@@ -34,7 +34,7 @@
 //! | [`lease::Lease`] `deadline`/`expiring` | `LeaseClock`'s `Lease` (`leases.rs`) |
 //! | `Elect` | `watch_leadership` → `LeaseClock::become_leader` (`crates/server/src/node.rs`) |
 //! | `DecideExpiry` | `expire_sessions` → `LeaseClock::take_expired` + `Proposer::propose` |
-//! | `ProposalTimeout` | `ProposeError::Unavailable` → `LeaseClock::expiry_failed` |
+//! | `ProposalTimeout` | `ProposeError::Unavailable` → `LeaseClock::expiry_unresolved` |
 //! | `StartRound`/`FinishRound` | `ReadBarrier::confirm` (openraft `ensure_linearizable`) then `answer_keepalive` → `LeaseClock::renew` |
 //! | `CommitBlank` | openraft's blank entry of a new term committing (the read index of `ensure_linearizable`) |
 //! | `Apply` | the apply path's `session_ended` (`crates/server/src/events.rs`) |
@@ -53,7 +53,8 @@
 //!
 //! # Findings
 //!
-//! [`lease::UnknownOutcome::Unmark`] is how `LeaseClock::expiry_failed` is written: after
+//! [`lease::UnknownOutcome::Unmark`] is how `LeaseClock::expiry_failed` was written (fixed since:
+//! the server now does [`lease::UnknownOutcome::KeepRefusing`], `LeaseClock::expiry_unresolved`): after
 //! an `ExpireSessions` proposal ends with an unknown outcome (the proposer's write
 //! timeout), the session is no longer `expiring`, so a keepalive is renewed and answered
 //! `Ok` while the expiry entry is still in the log; it then commits. A client that takes

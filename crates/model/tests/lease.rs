@@ -97,7 +97,8 @@ fn design_keeps_invariant_6_deeper() {
     );
 }
 
-/// The finding: `LeaseClock::expiry_failed` un-marks a session whose `ExpireSessions`
+/// The finding (fixed in the server by `LeaseClock::expiry_unresolved`): the old
+/// `LeaseClock::expiry_failed` un-marked a session whose `ExpireSessions`
 /// may still commit, so a keepalive is answered `Ok` and the expiry commits inside the
 /// lease the client then computes.
 #[test]
@@ -112,7 +113,7 @@ fn server_as_coded_breaks_invariant_6_for_a_forgiving_client() {
     let timeout = actions
         .iter()
         .position(|a| matches!(a, LeaseAction::ProposalTimeout { .. }))
-        .expect("the counterexample goes through expiry_failed");
+        .expect("the counterexample goes through the proposal timeout");
     let commit = actions
         .iter()
         .position(|a| matches!(a, LeaseAction::CommitOwn { .. }))

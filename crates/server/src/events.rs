@@ -266,7 +266,7 @@ impl EventHub {
 }
 
 impl ApplyObserver for EventHub {
-    fn applied(&self, index: u64, events: &[Event], applied: &Applied) {
+    fn applied(&self, index: u64, events: &[Event], _applied: &Applied) {
         if events.is_empty() {
             return;
         }
@@ -297,7 +297,6 @@ impl ApplyObserver for EventHub {
                 crate::metrics::record_grants(grants);
             }
         }
-        let _ = applied;
         self.remember_recent(index, events);
         // No receivers is fine: nobody watches.
         let _ = self.watchers.send(Arc::new(AppliedEvents {

@@ -1,0 +1,95 @@
+//! The serialized form of [`State`] is the payload of the server's snapshots
+//! (crates/server/src/store/snapshot.rs), read back by other nodes and later versions.
+//! This pins it: a state with every kind of record encodes to exactly the bytes below.
+//!
+//! If this test fails, the snapshot format changed: either make the encoding match
+//! again, or bump the server's snapshot `FORMAT_VERSION` (older snapshots are then
+//! refused) and update the bytes here.
+
+use fencelock_core::{
+    ClientId, Command, LockMode, RequestId, Response, SessionId, State, WaitPolicy,
+};
+
+fn acquire(session: u64, seq: u64, name: &str, mode: LockMode, value: &[u8]) -> Command {
+    Command::Acquire {
+        session: SessionId(session),
+        request: RequestId {
+            seq,
+            first_unanswered_seq: 1,
+        },
+        name: name.to_owned(),
+        mode,
+        wait: WaitPolicy::Queue,
+        value: value.to_vec(),
+    }
+}
+
+/// Three sessions: an exclusive lock with a value, a shared lock with two holders and a
+/// queued writer, a lock handed down its queue, remembered answers of every kind.
+fn sample() -> State {
+    let mut state = State::default();
+    let mut events = Vec::new();
+    let mut run = |command| state.apply(command, &mut events);
+    for client in 1..=3 {
+        run(Command::OpenSession {
+            client_id: ClientId(client),
+            ttl_ms: 5_000,
+        })
+        .unwrap();
+    }
+    run(acquire(
+        1,
+        1,
+        "jobs/billing",
+        LockMode::Exclusive,
+        b"10.0.0.7",
+    ))
+    .unwrap();
+    run(acquire(1, 2, "shared", LockMode::Shared, b"")).unwrap();
+    run(acquire(2, 1, "shared", LockMode::Shared, b"r2")).unwrap();
+    run(acquire(3, 1, "shared", LockMode::Exclusive, b"w3")).unwrap();
+    let Ok(Response::Granted { token, .. }) =
+        run(acquire(2, 2, "handed", LockMode::Exclusive, b""))
+    else {
+        panic!("free lock")
+    };
+    run(acquire(3, 2, "handed", LockMode::Exclusive, b"next")).unwrap();
+    run(acquire(2, 3, "x", LockMode::Exclusive, b"")).unwrap();
+    run(Command::Release {
+        session: SessionId(2),
+        request: RequestId {
+            seq: 4,
+            first_unanswered_seq: 1,
+        },
+        name: "handed".to_owned(),
+        token,
+    })
+    .unwrap();
+    state
+}
+
+/// `sample()`, postcard-encoded, as of snapshot format version 1.
+const GOLDEN: &str = concat!(
+    "c0843d80897a904e904e800880048008e80780dddb018020c0843d80897a904e904e800880048008",
+    "e80780dddb01802004060301018827020c6a6f62732f62696c6c696e670106736861726564020002",
+    "01000201010200020102010202882702067368617265640301780500040100020203020002020403",
+    "000202050400060103038827010668616e6465640601067368617265640201000303020002030601",
+    "03010102020303040668616e64656401060300046e657874000c6a6f62732f62696c6c696e670101",
+    "01000831302e302e302e370006736861726564020201010003020102723201030002773301017801",
+    "0502000000050106000000000000",
+);
+
+#[test]
+fn snapshot_encoding_is_unchanged() {
+    let state = sample();
+    state.check_invariants().unwrap();
+    let bytes = postcard::to_stdvec(&state).unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex, GOLDEN,
+        "the snapshot encoding changed (see this file's docs)"
+    );
+    let decoded: State = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded, state);
+    decoded.check_invariants().unwrap();
+}

@@ -136,7 +136,14 @@ impl SessionRecord {
     ) -> Result<Dedup, Error> {
         if request.first_unanswered_seq > self.forgotten_below {
             self.forgotten_below = request.first_unanswered_seq;
-            self.answers = self.answers.split_off(&request.first_unanswered_seq);
+            // In place: `split_off` would build a new tree on every request.
+            while self
+                .answers
+                .first_key_value()
+                .is_some_and(|(&seq, _)| seq < self.forgotten_below)
+            {
+                self.answers.pop_first();
+            }
         }
         if let Some(answer) = self.answers.get(&request.seq) {
             return Ok(Dedup::Replay(answer.clone()));

@@ -10,6 +10,7 @@
 //! | layout | requested | malloc chunks |
 //! |---|---|---|
 //! | `BTreeMap` of holders per lock, names copied into each session | 779 / 786 | 829 / 845 |
+//! | one holder inline, no queue buffer, names shared (`Arc<str>`) | 191 / 182 | 211 / 201 |
 
 #[path = "../tests/heap/mod.rs"]
 mod heap;

@@ -13,8 +13,12 @@
 //! runs in place; near the end it runs on a copy that is kept only if it succeeds.
 
 use std::collections::BTreeSet;
+use std::collections::btree_map::Entry;
+use std::ops::Bound;
 
-use crate::state::{Dedup, Holder, SessionRecord, State, Waiter, count, next_token};
+use crate::state::{
+    Dedup, Holder, LockRecord, Name, SessionRecord, State, Waiter, count, next_token,
+};
 use crate::types::{
     ClientId, Command, EndReason, Error, Event, FencingToken, LimitKind, LockMode, ReleaseReason,
     RequestId, Response, SessionId, WaitPolicy,
@@ -257,11 +261,11 @@ impl State {
         };
         for (name, &token) in &record.held {
             let lock = self.locks.get_mut(name).expect("a held lock is known");
-            let holder = lock.holders.remove(&token).expect("the session's grant");
+            let holder = lock.holders.remove(token).expect("the session's grant");
             assert_eq!(holder.session, session);
             self.held_grants -= 1;
             events.push(Event::Released {
-                name: name.clone(),
+                name: name.to_string(),
                 session,
                 token,
                 reason: release_reason,
@@ -272,19 +276,16 @@ impl State {
                 .locks
                 .get_mut(name)
                 .expect("a waited-for lock is known");
-            let position = lock
-                .waiters
-                .iter()
-                .position(|waiter| waiter.session == session)
+            lock.waiters
+                .remove_session(session)
                 .expect("the session's wait");
-            lock.waiters.remove(position);
             self.waiters -= 1;
             events.push(Event::WaitCancelled {
-                name: name.clone(),
+                name: name.to_string(),
                 session,
             });
         }
-        let affected: BTreeSet<&String> = record.held.keys().chain(&record.waiting).collect();
+        let affected: BTreeSet<&Name> = record.held.keys().chain(&record.waiting).collect();
         for name in affected {
             self.settle_lock(name, events)?;
         }
@@ -325,8 +326,8 @@ impl State {
         validate_name(self.limits.max_name_bytes, &lock_request.name)?;
         validate_value(self.limits.max_value_bytes, &lock_request.value)?;
         let record = &self.sessions[&session];
-        if record.held.contains_key(&lock_request.name)
-            || record.waiting.contains(&lock_request.name)
+        if record.held.contains_key(lock_request.name.as_str())
+            || record.waiting.contains(lock_request.name.as_str())
         {
             return Err(Error::AlreadyHeldOrQueued(lock_request.name));
         }
@@ -342,7 +343,7 @@ impl State {
     /// token counter, or (queue) the waiters on the lock. `WouldBlock` leaves no trace,
     /// so no limit applies to it.
     fn plan_acquire(&self, session_locks: u64, request: &LockRequest) -> Result<Plan, Error> {
-        let lock = self.locks.get(&request.name);
+        let lock = self.locks.get(request.name.as_str());
         let grantable =
             lock.is_none_or(|lock| lock.waiters.is_empty() && lock.admits(request.mode));
         if grantable {
@@ -386,36 +387,52 @@ impl State {
                 self.last_token = token.0;
                 self.total_grants += 1;
                 self.held_grants += 1;
+                // One search of the locks: a new name is allocated before the lock is
+                // known to be new (in vain only for a second shared holder).
+                let (key, lock) = match self.locks.entry(Name::from(name.as_str())) {
+                    Entry::Vacant(vacant) => {
+                        let key = Name::clone(vacant.key());
+                        (key, vacant.insert(LockRecord::default()))
+                    }
+                    Entry::Occupied(occupied) => (Name::clone(occupied.key()), occupied.into_mut()),
+                };
                 let record = self.sessions.get_mut(&session).expect("live session");
-                record.held.insert(name.clone(), token);
-                events.push(Event::Acquired {
-                    name: name.clone(),
-                    session,
-                    token,
-                    mode,
-                    value: value.clone(),
-                });
-                let lock = self.locks.entry(name).or_default();
+                record.held.insert(key, token);
                 lock.holders.insert(
                     token,
                     Holder {
                         session,
                         mode,
-                        value,
+                        value: value.as_slice().into(),
                     },
                 );
+                events.push(Event::Acquired {
+                    name,
+                    session,
+                    token,
+                    mode,
+                    value,
+                });
                 Response::Granted { session, token }
             }
             Plan::WouldBlock => Response::WouldBlock { session },
             Plan::Queue => {
+                // One search of the locks for both the lock and its shared name.
+                let (key, lock) = self
+                    .locks
+                    .range_mut::<str, _>((
+                        Bound::Included(name.as_str()),
+                        Bound::Included(name.as_str()),
+                    ))
+                    .next()
+                    .expect("planned to queue");
                 let record = self.sessions.get_mut(&session).expect("live session");
-                record.waiting.insert(name.clone());
+                record.waiting.insert(Name::clone(key));
                 self.waiters += 1;
-                let lock = self.locks.get_mut(&name).expect("planned to queue");
                 lock.waiters.push_back(Waiter {
                     session,
                     mode,
-                    value,
+                    value: value.into_boxed_slice(),
                     seq,
                 });
                 Response::Queued { session }
@@ -501,7 +518,7 @@ impl State {
         events: &mut Vec<Event>,
     ) -> Result<Response, Error> {
         let record = self.sessions.get_mut(&session).expect("live session");
-        let Some(&current) = record.held.get(&name) else {
+        let Some(&current) = record.held.get(name.as_str()) else {
             validate_name(self.limits.max_name_bytes, &name)?;
             return Err(Error::NotHeld(name));
         };
@@ -512,9 +529,12 @@ impl State {
                 current,
             });
         }
-        record.held.remove(&name);
-        let lock = self.locks.get_mut(&name).expect("a held lock is known");
-        let holder = lock.holders.remove(&current).expect("the session's grant");
+        record.held.remove(name.as_str());
+        let lock = self
+            .locks
+            .get_mut(name.as_str())
+            .expect("a held lock is known");
+        let holder = lock.holders.remove(current).expect("the session's grant");
         assert_eq!(holder.session, session);
         self.held_grants -= 1;
         events.push(Event::Released {
@@ -537,27 +557,25 @@ impl State {
             .sessions
             .get(&session)
             .ok_or(Error::SessionNotFound(session))?;
-        if let Some(&token) = record.held.get(&name) {
+        if let Some(&token) = record.held.get(name.as_str()) {
             return Ok(Response::Granted { session, token });
         }
-        if !record.waiting.contains(&name) {
+        if !record.waiting.contains(name.as_str()) {
             validate_name(self.limits.max_name_bytes, &name)?;
             return Err(Error::NotWaiting(name));
         }
         self.transact(events, |state, events| {
             let lock = state
                 .locks
-                .get_mut(&name)
+                .get_mut(name.as_str())
                 .expect("a waited-for lock is known");
-            let position = lock
+            let waiter = lock
                 .waiters
-                .iter()
-                .position(|waiter| waiter.session == session)
+                .remove_session(session)
                 .expect("the session's wait");
-            let waiter = lock.waiters.remove(position).expect("found at position");
             state.waiters -= 1;
             let record = state.sessions.get_mut(&session).expect("live session");
-            record.waiting.remove(&name);
+            record.waiting.remove(name.as_str());
             if let Some(answer) = record.answers.get_mut(&waiter.seq) {
                 *answer = Ok(Response::WaitCancelled);
             }
@@ -573,20 +591,20 @@ impl State {
     /// Releases every grant of a lock (events in grant order), then hands it on. An
     /// unknown name must be valid and releases nothing.
     fn force_release(&mut self, name: String, events: &mut Vec<Event>) -> Result<Response, Error> {
-        if !self.locks.contains_key(&name) {
+        if !self.locks.contains_key(name.as_str()) {
             validate_name(self.limits.max_name_bytes, &name)?;
             return Ok(Response::ForceReleased { count: 0 });
         }
         self.transact(events, |state, events| {
-            let lock = state.locks.get_mut(&name).expect("checked above");
+            let lock = state.locks.get_mut(name.as_str()).expect("checked above");
             let holders = std::mem::take(&mut lock.holders);
             let released = count(holders.len());
-            for (token, holder) in holders {
+            for (token, holder) in holders.into_entries() {
                 let record = state
                     .sessions
                     .get_mut(&holder.session)
                     .expect("holders are live sessions");
-                record.held.remove(&name);
+                record.held.remove(name.as_str());
                 state.held_grants -= 1;
                 events.push(Event::Released {
                     name: name.clone(),
@@ -636,8 +654,12 @@ impl State {
             let record = sessions
                 .get_mut(&waiter.session)
                 .expect("invariant 7: only live sessions wait");
-            record.waiting.remove(name);
-            record.held.insert(name.to_owned(), token);
+            // The session's entry for its wait holds the lock's shared name.
+            let key = record
+                .waiting
+                .take(name)
+                .expect("invariant: waits match the locks");
+            record.held.insert(key, token);
             if let Some(answer) = record.answers.get_mut(&waiter.seq) {
                 *answer = Ok(Response::Granted {
                     session: waiter.session,
@@ -649,7 +671,7 @@ impl State {
                 session: waiter.session,
                 token,
                 mode: waiter.mode,
-                value: waiter.value.clone(),
+                value: waiter.value.to_vec(),
             });
             lock.holders.insert(
                 token,

@@ -6,8 +6,9 @@
 //! indexes and counters kept for speed, so it costs time linear in the state's size.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use crate::state::{State, count};
+use crate::state::{Name, State, count};
 use crate::types::{FencingToken, LockMode, Response, SessionId};
 use crate::validate::{validate_name, validate_value};
 
@@ -28,7 +29,10 @@ impl State {
     /// in force are unique (2); holders and waiters are live sessions (3, 7); the head
     /// of every wait queue cannot be granted given the holders, no session waits twice
     /// or both holds and waits (4); no lock has neither holders nor waiters; each
-    /// session's held and waited-for locks match the locks exactly; the client-id index
+    /// session's held and waited-for locks match the locks exactly, and share each lock's
+    /// name (one allocation) with the lock; a lock's holders and queue are in their
+    /// compact canonical form (inline single holder, no buffer for an empty queue); the
+    /// client-id index
     /// matches the sessions; counters match what they count; sizes are within the
     /// widest limits ever in force (a lowered limit refuses new admissions only); a
     /// queued wait's remembered answer is `Queued`.
@@ -102,8 +106,8 @@ impl State {
 
         // Locks, recomputing what each session holds and waits for.
         let mut tokens_in_force = BTreeSet::new();
-        let mut held: BTreeMap<SessionId, BTreeMap<&str, FencingToken>> = BTreeMap::new();
-        let mut waiting: BTreeMap<SessionId, BTreeSet<&str>> = BTreeMap::new();
+        let mut held: BTreeMap<SessionId, BTreeMap<&Name, FencingToken>> = BTreeMap::new();
+        let mut waiting: BTreeMap<SessionId, BTreeSet<&Name>> = BTreeMap::new();
         let mut held_grants = 0;
         let mut waiters = 0;
         for (name, lock) in &self.locks {
@@ -112,17 +116,21 @@ impl State {
                 "lock {name:?} has an invalid name"
             );
             ensure!(!lock.is_idle(), "idle lock {name:?} is not forgotten");
+            ensure!(
+                lock.holders.is_canonical() && lock.waiters.is_canonical(),
+                "lock {name:?} keeps a holder map for one holder or a buffer for no waiters"
+            );
             let exclusive = lock
                 .holders
-                .values()
-                .filter(|holder| holder.mode == LockMode::Exclusive)
+                .iter()
+                .filter(|(_, holder)| holder.mode == LockMode::Exclusive)
                 .count();
             ensure!(
                 exclusive == 0 || lock.holders.len() == 1,
                 "lock {name:?} has an exclusive holder and {} holders (invariant 1)",
                 lock.holders.len()
             );
-            for (&token, holder) in &lock.holders {
+            for (token, holder) in lock.holders.iter() {
                 ensure!(
                     token.0 >= 1 && token.0 <= self.last_token,
                     "lock {name:?} has token {token}, last minted is {} (invariant 2)",
@@ -161,7 +169,7 @@ impl State {
                     "the head of lock {name:?}'s queue could be granted (invariant 4)"
                 );
             }
-            for waiter in &lock.waiters {
+            for waiter in lock.waiters.iter() {
                 let session = waiter.session;
                 let Some(record) = self.sessions.get(&session) else {
                     return Err(format!(
@@ -169,7 +177,7 @@ impl State {
                     ));
                 };
                 ensure!(
-                    !record.held.contains_key(name.as_str()),
+                    !record.held.contains_key(name),
                     "session {session} both holds and waits for lock {name:?}"
                 );
                 ensure!(
@@ -196,19 +204,23 @@ impl State {
                 record
                     .held
                     .iter()
-                    .map(|(name, &token)| (name.as_str(), token))
-                    .eq(expected_held),
+                    .eq(expected_held.iter().map(|(&name, token)| (name, token))),
                 "session {session}'s held locks do not match the locks"
             );
             let expected_waiting = waiting.remove(&session).unwrap_or_default();
             ensure!(
-                record
-                    .waiting
-                    .iter()
-                    .map(String::as_str)
-                    .eq(expected_waiting),
+                record.waiting.iter().eq(expected_waiting.iter().copied()),
                 "session {session}'s waits do not match the locks"
             );
+            // Same texts in the same order (checked above); now the same allocations.
+            let names = record.held.keys().chain(&record.waiting);
+            let keys = expected_held.keys().chain(&expected_waiting);
+            for (name, key) in names.zip(keys) {
+                ensure!(
+                    Arc::ptr_eq(name, key),
+                    "session {session} keeps its own copy of lock name {name:?}"
+                );
+            }
         }
         ensure!(
             held.is_empty() && waiting.is_empty(),

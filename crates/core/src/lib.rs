@@ -54,6 +54,7 @@
 
 mod apply;
 pub mod auth;
+mod compact;
 mod invariants;
 mod state;
 mod types;

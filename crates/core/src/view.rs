@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{LockRecord, State, count};
+use crate::state::{LockRecord, Name, State, count};
 use crate::types::{ClientId, FencingToken, Limits, LockMode, SessionId};
 
 /// A live session, as [`State::session`] shows it.
@@ -113,9 +113,9 @@ impl State {
             held: record
                 .held
                 .iter()
-                .map(|(name, &token)| (name.clone(), token))
+                .map(|(name, &token)| (name.to_string(), token))
                 .collect(),
-            waiting: record.waiting.iter().cloned().collect(),
+            waiting: record.waiting.iter().map(|name| name.to_string()).collect(),
         })
     }
 
@@ -189,13 +189,12 @@ impl State {
     /// the first `scan` locks in name order, so the work is bounded by `scan` whatever
     /// the number of locks.
     pub fn busiest_locks(&self, limit: usize, scan: usize) -> Vec<LockSummary> {
-        let mut top: Vec<(&String, &LockRecord)> = Vec::with_capacity(limit + 1);
+        let mut top: Vec<(&Name, &LockRecord)> = Vec::with_capacity(limit + 1);
         for (name, lock) in self.locks.iter().take(scan) {
             if lock.waiters.is_empty() || limit == 0 {
                 continue;
             }
-            let longer =
-                |other: &(&String, &LockRecord)| other.1.waiters.len() >= lock.waiters.len();
+            let longer = |other: &(&Name, &LockRecord)| other.1.waiters.len() >= lock.waiters.len();
             let position = top
                 .iter()
                 .position(|other| !longer(other))
@@ -227,7 +226,7 @@ impl State {
     pub fn is_current_grant(&self, name: &str, token: FencingToken) -> bool {
         self.locks
             .get(name)
-            .is_some_and(|lock| lock.holders.contains_key(&token))
+            .is_some_and(|lock| lock.holders.contains(token))
     }
 
     /// Counts of the state, in O(1).
@@ -249,11 +248,11 @@ impl State {
             holders: lock
                 .holders
                 .iter()
-                .map(|(&token, holder)| HolderView {
+                .map(|(token, holder)| HolderView {
                     session: holder.session,
                     token,
                     mode: holder.mode,
-                    value: holder.value.clone(),
+                    value: holder.value.to_vec(),
                     client_id: self.sessions[&holder.session].client_id,
                 })
                 .collect(),
@@ -275,7 +274,7 @@ fn summary(name: &str, lock: &LockRecord) -> LockSummary {
         holders: lock
             .holders
             .iter()
-            .map(|(&token, holder)| (holder.session, token))
+            .map(|(token, holder)| (holder.session, token))
             .collect(),
         waiters: count(lock.waiters.len()),
     }

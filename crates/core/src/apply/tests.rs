@@ -1,6 +1,7 @@
 //! Unit tests of `State::apply`, one per behaviour and per error path. Every step runs
 //! `check_invariants`, and every refusal is checked to leave the state as it was.
 
+use crate::compact::{Holders, WaitQueue};
 use crate::state::State;
 use crate::types::*;
 use crate::view::{HolderView, WaiterView};
@@ -1741,7 +1742,7 @@ fn check_invariants_catches_corruption() {
             s.sessions_by_client.remove(&record.client_id);
         }),
         ("grantable queue head", |s| {
-            s.locks.get_mut("x").unwrap().holders.clear();
+            s.locks.get_mut("x").unwrap().holders = Holders::None;
             s.held_grants = 0;
             s.sessions.get_mut(&SessionId(1)).unwrap().held.clear();
         }),
@@ -1752,7 +1753,29 @@ fn check_invariants_catches_corruption() {
             s.sessions_by_client.insert(ClientId(1), SessionId(2));
         }),
         ("idle lock", |s| {
-            s.locks.insert("idle".to_owned(), Default::default());
+            s.locks.insert("idle".into(), Default::default());
+        }),
+        ("a held name not shared with the lock", |s| {
+            let record = s.sessions.get_mut(&SessionId(1)).unwrap();
+            let token = record.held.remove("x").unwrap();
+            record.held.insert("x".into(), token);
+        }),
+        ("a waited-for name not shared with the lock", |s| {
+            let record = s.sessions.get_mut(&SessionId(2)).unwrap();
+            record.waiting.remove("x");
+            record.waiting.insert("x".into());
+        }),
+        ("a holder map for one holder", |s| {
+            let lock = s.locks.get_mut("x").unwrap();
+            let Holders::One(token, holder) = std::mem::take(&mut lock.holders) else {
+                panic!("one holder")
+            };
+            lock.holders = Holders::Many([(token, holder)].into());
+        }),
+        ("a buffer kept for an empty queue", |s| {
+            s.locks.get_mut("x").unwrap().waiters = WaitQueue::empty_with_buffer();
+            s.sessions.get_mut(&SessionId(2)).unwrap().waiting.clear();
+            s.waiters = 0;
         }),
         ("remembered answer of a waiter", |s| {
             let record = s.sessions.get_mut(&SessionId(2)).unwrap();

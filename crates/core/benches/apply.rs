@@ -1,9 +1,17 @@
 //! Micro-benchmarks of the state machine's apply path (`State::apply`), the work every
 //! replica does for every committed command. Run with `cargo bench -p fencelock-core`.
+//!
+//! Allocations are counted too (divan's `AllocProfiler`): unlike the times on a shared
+//! machine, they are exact. Per `acquire_release_pair`, 8 allocations (1,682 bytes) while
+//! `begin_request` rebuilt the answers with `split_off`, 6 (594 bytes) once it pruned in
+//! place, 4 (62 bytes) with one holder inline and shared names.
 
 use fencelock_core::{
     ClientId, Command, FencingToken, LockMode, RequestId, Response, SessionId, State, WaitPolicy,
 };
+
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
 
 fn main() {
     divan::main();

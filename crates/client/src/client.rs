@@ -22,10 +22,11 @@ use uuid::Uuid;
 /// A connection to a fencelock cluster. Cheap to clone; clones share the channels, the
 /// leader hint and the one keepalive stream.
 ///
-/// Every call goes to the node believed to lead, follows "not leader" redirects, and
-/// retries transient failures (no leader, node down, transport errors) on other nodes
-/// with randomized exponential backoff until the retry deadline. Mutations are retried
-/// with the same request id, so a retry never acts twice.
+/// Every call goes to the node believed to lead, follows "not leader" redirects at once,
+/// and retries transient failures (no leader, node down, transport errors) on the other
+/// nodes at once, pausing with randomized exponential backoff only after a whole round
+/// over the nodes failed, until the retry deadline. Mutations are retried with the same
+/// request id, so a retry never acts twice.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<ClientInner>,

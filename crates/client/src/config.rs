@@ -98,7 +98,7 @@ impl Config {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ClientBuilder {
-    config: Config,
+    pub(crate) config: Config,
 }
 
 impl ClientBuilder {
@@ -117,7 +117,9 @@ impl ClientBuilder {
                 retry_deadline: Duration::from_secs(15),
                 retry_budget: 100,
                 backoff_initial: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(500),
+                // Short, so a call waiting out an election retries at least every 160 ms
+                // and lands soon after a new leader is up.
+                backoff_max: Duration::from_millis(160),
                 keepalive_safety_margin: None,
                 keepalive_interval: None,
                 tls: None,
@@ -164,15 +166,20 @@ impl ClientBuilder {
         self
     }
 
-    /// The most attempts one call makes (default 100).
-    pub fn retry_budget(mut self, attempts: u32) -> Self {
-        self.config.retry_budget = attempts.max(1);
+    /// The most rounds of attempts one call makes (default 100). In a round the client
+    /// tries the nodes in turn, each at most once: a node that refuses the connection,
+    /// drops it or knows no leader is left for the next one at once, and a "not leader"
+    /// answer is followed to the leader it names at once. A backoff pause ends each round
+    /// that failed.
+    pub fn retry_budget(mut self, rounds: u32) -> Self {
+        self.config.retry_budget = rounds.max(1);
         self
     }
 
-    /// Exponential backoff between retries, from `initial` doubling up to `max`; each
-    /// pause is drawn at random from the upper half of the current step (default 20 ms
-    /// to 500 ms).
+    /// Exponential backoff between rounds of retries, from `initial` doubling up to
+    /// `max`; each pause is drawn at random from the upper half of the current step
+    /// (default 20 ms to 160 ms, so a call waiting out an election retries at least every
+    /// 160 ms). Keepalive and watch streams reconnect with the same backoff.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.backoff_initial = initial.max(Duration::from_millis(1));
         self.config.backoff_max = max.max(self.config.backoff_initial);

@@ -144,9 +144,17 @@ impl Error {
 pub(crate) enum Failure {
     /// Follow the redirect to this leader address.
     Redirect(String),
-    /// Try another node after a backoff. `maybe_acted` is true when the attempt may have
-    /// reached the state machine.
-    Retry { error: Error, maybe_acted: bool },
+    /// Try again. `maybe_acted` is true when the attempt may have reached the state
+    /// machine. `next_node` is true when the failure belongs to the node tried (it is
+    /// down or unreachable, the connection broke, or it knows no leader): another node
+    /// may answer at once, so the retry loop moves on without a pause until a whole round
+    /// over the nodes failed. Otherwise (the leader answered that it is overloaded or
+    /// timed out) the loop pauses first.
+    Retry {
+        error: Error,
+        maybe_acted: bool,
+        next_node: bool,
+    },
     /// Give up with this error.
     Fatal(Error),
 }
@@ -175,6 +183,7 @@ pub(crate) fn classify(status: &Status) -> Failure {
                 // A refused connection never sent anything, but a reset one may have:
                 // the transport does not say which, so assume the worst.
                 maybe_acted: true,
+                next_node: true,
                 error: Error::Unavailable {
                     outcome_unknown: true,
                     message: format!("{:?}: {message}", status.code()),
@@ -200,17 +209,22 @@ pub(crate) fn classify(status: &Status) -> Failure {
                 message,
             },
             maybe_acted: false,
+            next_node: true,
         },
+        // An election is running, or this node is cut off: another may know more.
         ErrorReason::NoLeader => Failure::Retry {
             error: Error::NoLeader(message),
             maybe_acted: false,
+            next_node: true,
         },
+        // The leader took longer than its request timeout: give it a moment.
         ErrorReason::Unavailable => Failure::Retry {
             error: Error::Unavailable {
                 outcome_unknown: true,
                 message,
             },
             maybe_acted: true,
+            next_node: false,
         },
         // The leader's proposal queue is full: back off and retry; nothing acted.
         ErrorReason::LimitReached if detail.limit == "queued commands" => Failure::Retry {
@@ -219,6 +233,7 @@ pub(crate) fn classify(status: &Status) -> Failure {
                 message,
             },
             maybe_acted: false,
+            next_node: false,
         },
         ErrorReason::LimitReached => fatal(Error::LimitReached {
             limit: detail.limit,
@@ -312,9 +327,40 @@ mod tests {
     }
 
     #[test]
+    fn retries_say_whether_another_node_may_answer_at_once() {
+        // reason, limit → (maybe_acted, next_node)
+        for (reason, limit, expected) in [
+            (ErrorReason::Unavailable, "", (true, false)),
+            (ErrorReason::LimitReached, "queued commands", (false, false)),
+            (ErrorReason::NoLeader, "", (false, true)),
+            (ErrorReason::NotLeader, "", (false, true)),
+        ] {
+            let detail = ErrorDetail {
+                reason: reason as i32,
+                limit: limit.into(),
+                ..Default::default()
+            };
+            match classify(&with_detail(Code::Unavailable, detail)) {
+                Failure::Retry {
+                    maybe_acted,
+                    next_node,
+                    ..
+                } => assert_eq!((maybe_acted, next_node), expected, "{reason:?}"),
+                other => panic!("{reason:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn bare_transport_errors_are_retried() {
         let refused = Status::unavailable("connection refused");
-        assert!(matches!(classify(&refused), Failure::Retry { .. }));
+        assert!(matches!(
+            classify(&refused),
+            Failure::Retry {
+                next_node: true,
+                ..
+            }
+        ));
         let reset = Status::unknown("h2 reset");
         assert!(matches!(
             classify(&reset),

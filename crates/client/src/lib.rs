@@ -65,8 +65,9 @@
 //! Every fallible call returns [`Error`], one enum with a variant per reason the server
 //! gives (the gRPC status detail's `ErrorReason`) plus the client's own
 //! ([`Error::SessionLost`], [`Error::Timeout`], [`Error::Config`]). Redirects to the
-//! leader, "no leader" during elections and unreachable nodes are retried with
-//! randomized exponential backoff until the retry deadline ([`ClientBuilder`]); only then
+//! leader, "no leader" during elections and unreachable nodes are retried (the next node
+//! at once, a pause of randomized exponential backoff after each round over the nodes
+//! that failed) until the retry deadline ([`ClientBuilder`]); only then
 //! do [`Error::NotLeader`], [`Error::NoLeader`] or [`Error::Unavailable`] reach the
 //! caller. [`Error::Unavailable::outcome_unknown`](Error::Unavailable) says whether a
 //! mutation may have acted.

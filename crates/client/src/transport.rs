@@ -45,9 +45,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Consecutive redirects followed without a pause; past this the loop backs off, so two
-/// nodes that name each other cannot spin it.
-const FREE_REDIRECTS: u32 = 3;
+/// Redirect targets outside the configured endpoints that one round may try on top of
+/// the endpoints, so a chain of redirects to ever new addresses cannot spin the loop.
+const EXTRA_NODES_PER_ROUND: usize = 3;
 
 /// What kind of call the retry loop runs.
 #[derive(Clone, Copy, Debug)]
@@ -231,9 +231,17 @@ impl Transport {
     }
 
     /// Run `attempt` against the cluster until it answers, following redirects and
-    /// retrying transient failures with backoff, within the retry budget and deadline.
-    /// Each attempt gets the node's channel and address; a mutation must send the same
-    /// request id in every attempt.
+    /// retrying transient failures, within the retry budget and deadline. Each attempt
+    /// gets the node's channel and address; a mutation must send the same request id in
+    /// every attempt.
+    ///
+    /// Attempts go in rounds. Within a round a node that failed on its own account
+    /// (refused or broken connection, no leader known, see [`Failure::Retry`]) is left
+    /// for the next node at once, and a "not leader" redirect is followed at once; the
+    /// round ends, with a backoff pause, when the next node to try already failed in it
+    /// (a whole pass failed, or two nodes name each other), or when the failure was the
+    /// leader's (it answered "unavailable" or "queue full"). The retry budget counts
+    /// rounds.
     pub async fn call<T, F, Fut>(&self, spec: CallSpec, mut attempt: F) -> Result<T>
     where
         F: FnMut(AuthChannel, String) -> Fut,
@@ -241,12 +249,12 @@ impl Transport {
     {
         let started = Instant::now();
         let mut streak_start = started;
-        let mut attempts: u32 = 0;
-        let mut redirects: u32 = 0;
+        let mut rounds: u32 = 1;
+        // The nodes that failed in this round.
+        let mut failed: Vec<String> = Vec::new();
         let mut backoff = self.config.backoff_initial;
         let mut maybe_acted = false;
         loop {
-            attempts += 1;
             let addr = self.pick(spec.leader_only);
             let channel = self.channel(&addr)?;
             let attempt_started = Instant::now();
@@ -278,38 +286,44 @@ impl Transport {
                 }
                 Err(status) => status,
             };
-            let mut pause = true;
-            let last_error = match classify(&status) {
+            let (last_error, next_node) = match classify(&status) {
                 Failure::Fatal(error) => return Err(error),
                 Failure::Redirect(leader) => {
                     let leader = self.normalize(&leader);
                     tracing::debug!(from = %addr, to = %leader, "following not-leader redirect");
                     self.set_leader(&leader);
-                    redirects += 1;
-                    pause = redirects > FREE_REDIRECTS;
-                    Error::NotLeader {
+                    let error = Error::NotLeader {
                         leader_addr: Some(leader),
                         message: status.message().to_string(),
-                    }
+                    };
+                    (error, true)
                 }
                 Failure::Retry {
                     error,
                     maybe_acted: acted,
+                    next_node,
                 } => {
                     tracing::debug!(node = %addr, %error, "retrying");
                     maybe_acted |= acted || timed_out;
                     self.demote(&addr);
-                    error
+                    (error, next_node)
                 }
             };
             // A long wait that then failed starts a new run of failures.
             if spec.waits && attempt_started.elapsed() > self.config.call_timeout {
                 streak_start = attempt_started.max(Instant::now() - self.config.call_timeout);
-                attempts = 1;
+                rounds = 1;
+                failed.clear();
             }
+            if !failed.contains(&addr) {
+                failed.push(addr);
+            }
+            let round_over = !next_node
+                || failed.len() >= self.endpoints.len() + EXTRA_NODES_PER_ROUND
+                || failed.contains(&self.pick(spec.leader_only));
             let elapsed = streak_start.elapsed();
             let deadline = self.config.retry_deadline;
-            if elapsed >= deadline || attempts >= self.config.retry_budget {
+            if elapsed >= deadline || (round_over && rounds >= self.config.retry_budget) {
                 let outcome_unknown = maybe_acted && spec.mutation;
                 return Err(match last_error {
                     _ if timed_out => Error::Timeout {
@@ -323,7 +337,9 @@ impl Transport {
                     other => other,
                 });
             }
-            if pause {
+            if round_over {
+                rounds += 1;
+                failed.clear();
                 let pause = self.backoff(&mut backoff).min(deadline - elapsed);
                 tokio::time::sleep(pause).await;
             }
@@ -333,7 +349,170 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::*;
+    use crate::config::ClientBuilder;
+    use fencelock_proto::v1::{ErrorDetail, ErrorReason};
+    use prost::Message;
+    use tonic::Code;
+
+    /// A transport of `endpoints` whose pauses are 50–100 ms, and at most `rounds`.
+    fn transport(endpoints: &[&str], rounds: u32) -> Transport {
+        let config = ClientBuilder::new(endpoints.iter().copied())
+            .backoff(Duration::from_millis(100), Duration::from_millis(100))
+            .retry_budget(rounds)
+            .config;
+        Transport::new(config).unwrap()
+    }
+
+    fn refused() -> Status {
+        Status::unavailable("tcp connect error: Connection refused (os error 111)")
+    }
+
+    fn with_reason(reason: ErrorReason, leader_addr: &str) -> Status {
+        let detail = ErrorDetail {
+            reason: reason as i32,
+            leader_addr: leader_addr.into(),
+            ..Default::default()
+        };
+        Status::with_details(Code::Unavailable, "m", detail.encode_to_vec().into())
+    }
+
+    /// Run one leader-only call whose attempt on `addr` (the `n`th attempt there)
+    /// answers `answer(addr, n)`. Returns the result, the addresses tried in order, and
+    /// when each was tried on the paused clock (which only pauses advance).
+    async fn run_timed(
+        transport: &Transport,
+        answer: impl Fn(&str, usize) -> Result<(), Status>,
+    ) -> (Result<()>, Vec<(String, Duration)>) {
+        let tried = std::cell::RefCell::new(Vec::<(String, Duration)>::new());
+        let start = tokio::time::Instant::now();
+        let result = transport
+            .call(CallSpec::mutation(&transport.config), |_, addr| {
+                let n = tried.borrow().iter().filter(|(a, _)| *a == addr).count();
+                tried.borrow_mut().push((addr.clone(), start.elapsed()));
+                let answer = answer(&addr, n).map(tonic::Response::new);
+                async move { answer }
+            })
+            .await;
+        (result, tried.into_inner())
+    }
+
+    /// [`run_timed`], with the addresses tried and the whole time spent in pauses
+    /// (zero when the loop never paused).
+    async fn run(
+        transport: &Transport,
+        answer: impl Fn(&str, usize) -> Result<(), Status>,
+    ) -> (Result<()>, Vec<String>, Duration) {
+        let start = tokio::time::Instant::now();
+        let (result, tried) = run_timed(transport, answer).await;
+        let addrs = tried.into_iter().map(|(addr, _)| addr).collect();
+        (result, addrs, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_nodes_are_left_for_the_next_at_once() {
+        let transport = transport(&["a:1", "b:2", "c:3"], 100);
+        let (result, tried, paused) = run(&transport, |addr, _| match addr {
+            "http://c:3" => Ok(()),
+            _ => Err(refused()),
+        })
+        .await;
+        result.unwrap();
+        assert_eq!(tried, ["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(
+            paused,
+            Duration::ZERO,
+            "no pause before a whole round failed"
+        );
+        assert_eq!(
+            transport.pick(true),
+            "http://c:3",
+            "c is now the leader hint"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redirects_are_followed_at_once() {
+        let transport = transport(&["b:2"], 1);
+        let (result, tried, paused) = run(&transport, |addr, _| match addr {
+            "http://l:9" => Ok(()),
+            _ => Err(with_reason(ErrorReason::NotLeader, "l:9")),
+        })
+        .await;
+        result.unwrap();
+        assert_eq!(tried, ["http://b:2", "http://l:9"]);
+        assert_eq!(paused, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_round_pauses_once_then_starts_again() {
+        let transport = transport(&["a:1", "b:2"], 100);
+        // During an election: nobody knows a leader, then `a` wins.
+        let (result, tried, paused) = run(&transport, |addr, n| match (addr, n) {
+            ("http://a:1", 1) => Ok(()),
+            _ => Err(with_reason(ErrorReason::NoLeader, "")),
+        })
+        .await;
+        result.unwrap();
+        assert_eq!(tried, ["http://a:1", "http://b:2", "http://a:1"]);
+        assert!(
+            (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&paused),
+            "one pause of the first backoff step, not {paused:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_redirect_to_a_dead_leader_does_not_spin() {
+        // `a` led and died; `b` still names it until the election ends.
+        let transport = transport(&["a:1", "b:2"], 3);
+        let (result, tried, paused) = run(&transport, |addr, _| match addr {
+            "http://b:2" => Err(with_reason(ErrorReason::NotLeader, "a:1")),
+            _ => Err(refused()),
+        })
+        .await;
+        assert!(result.unwrap_err().is_transient());
+        // Three rounds of two attempts, with a pause between rounds.
+        assert_eq!(tried.len(), 6, "{tried:?}");
+        assert!(
+            paused >= Duration::from_millis(100),
+            "two pauses, not {paused:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_leaders_own_failures_pause_before_the_retry() {
+        let transport = transport(&["a:1", "b:2"], 100);
+        // The leader timed out the request: after a pause, retried by way of `b`'s
+        // redirect (the leader hint was dropped).
+        let (result, tried) = run_timed(&transport, |addr, n| match (addr, n) {
+            ("http://a:1", 0) => Err(with_reason(ErrorReason::Unavailable, "")),
+            ("http://a:1", _) => Ok(()),
+            _ => Err(with_reason(ErrorReason::NotLeader, "a:1")),
+        })
+        .await;
+        result.unwrap();
+        let addrs: Vec<&str> = tried.iter().map(|(addr, _)| addr.as_str()).collect();
+        assert_eq!(addrs, ["http://a:1", "http://b:2", "http://a:1"]);
+        assert!(
+            tried[1].1 >= Duration::from_millis(50),
+            "b tried at once: {tried:?}"
+        );
+        assert_eq!(
+            tried[2].1, tried[1].1,
+            "the redirect followed at once: {tried:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_backoff_stays_short() {
+        let transport = Transport::new(ClientBuilder::new(["a:1"]).config).unwrap();
+        let mut step = transport.config.backoff_initial;
+        for _ in 0..20 {
+            let pause = transport.backoff(&mut step);
+            assert!(pause <= Duration::from_millis(160), "{pause:?}");
+        }
+        assert!(transport.backoff(&mut step) >= Duration::from_millis(80));
+    }
 
     #[test]
     fn addresses_get_the_scheme_of_the_client() {

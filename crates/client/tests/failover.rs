@@ -39,6 +39,80 @@ async fn works_with_the_leader_stopped_and_listed_first() {
     cluster.shutdown().await;
 }
 
+/// A loopback address nothing listens on: connections to it are refused.
+fn refusing_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_nodes_are_skipped_without_a_pause() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let follower_id = cluster.running(follower).node().id();
+    // A refused port first, then one follower; the leader only by redirect.
+    let endpoints = vec![refusing_endpoint(), cluster.endpoints()[follower].clone()];
+    // One round per call and minute-long pauses: a call that paused even once would
+    // give up at that pause instead, so every call below that succeeds went past the
+    // dead node and through the redirect at once.
+    let client = Client::builder(endpoints)
+        .connect_timeout(Duration::from_millis(500))
+        .call_timeout(Duration::from_secs(2))
+        .retry_budget(1)
+        .backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .connect()
+        .await
+        .expect("connect goes past the refused endpoint");
+    assert_eq!(client.status().await.unwrap().node_id, follower_id);
+    let first = client
+        .acquire_with_lease(
+            "dead/skip",
+            Duration::from_secs(5),
+            AcquireOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("granted through the redirect");
+
+    // The leader dies: the client's leader hint now names a refusing node. Once the
+    // follower knows the new leader's address, one round reaches it.
+    cluster.stop(leader).await;
+    let new_leader = cluster.leader_other_than(leader).await;
+    let raw = cluster.cluster(follower).await;
+    eventually(
+        Duration::from_secs(5),
+        "the follower knows the new leader",
+        || {
+            let mut raw = raw.clone();
+            async move {
+                raw.status(fencelock_proto::v1::StatusRequest {})
+                    .await
+                    .is_ok_and(|s| !s.into_inner().leader_addr.is_empty())
+            }
+        },
+    )
+    .await;
+    let second = client
+        .acquire_with_lease(
+            "dead/skip2",
+            Duration::from_secs(5),
+            AcquireOptions::default(),
+        )
+        .await
+        .expect("the dead leader and the dead endpoint are skipped in one round")
+        .expect("granted");
+    assert!(second.token > first.token);
+    let holder = lock_info(&connect(&cluster).await, "dead/skip2")
+        .await
+        .unwrap();
+    assert_eq!(holder.holders[0].session_id, second.session_id);
+    eprintln!("new leader index {new_leader}");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_lock_survives_leader_failover() {
     let mut cluster = TestCluster::start(3).await;

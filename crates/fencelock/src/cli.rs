@@ -20,8 +20,8 @@
 //! | `admin_listen` | admin HTTP listener (omit the key for the default; see `--no-admin`) | `"127.0.0.1:7201"` |
 //! | `data_dir` | Raft log and snapshots | `"fencelock-data"` |
 //! | `bootstrap` | `"Join"`, or `{ Members = { 1 = "host:port", ... } }` (empty: single node) | single node |
-//! | `heartbeat_interval` | Raft heartbeat, ms | `100` |
-//! | `election_timeout` | Raft election timeout (lower bound), ms | `500` |
+//! | `heartbeat_interval` | Raft heartbeat, ms | `50` |
+//! | `election_timeout` | Raft election timeout (lower bound), ms | `300` |
 //! | `snapshot_every_entries` | applied entries between snapshots | `10000` |
 //! | `log_entries_kept_after_snapshot` | log kept behind a snapshot | `5000` |
 //! | `max_batch_commands` | commands per Raft entry | `1024` |
@@ -180,11 +180,11 @@ pub struct ServeArgs {
     /// Start empty and wait to be added to an existing cluster (`AddMember`).
     #[arg(long, env = "FENCELOCK_JOIN", value_parser = BoolishValueParser::new())]
     pub join: bool,
-    /// Raft heartbeat interval in milliseconds [default: 100].
+    /// Raft heartbeat interval in milliseconds [default: 50].
     #[arg(long, value_name = "MS", env = "FENCELOCK_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
     /// Raft election timeout (lower bound) in milliseconds; must exceed twice the
-    /// heartbeat [default: 500].
+    /// heartbeat [default: 300].
     #[arg(long, value_name = "MS", env = "FENCELOCK_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Take a snapshot every this many applied entries [default: 10000].

@@ -51,10 +51,17 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How the node joins or forms its cluster at first start.
     pub bootstrap: Bootstrap,
-    /// Raft heartbeat interval.
+    /// Raft heartbeat interval (openraft ticks every 1.5 heartbeats, so a leader sends
+    /// one about every 75 ms with the default 50 ms).
     #[serde(with = "duration_ms")]
     pub heartbeat_interval: Duration,
-    /// Raft election timeout, lower bound (the upper bound is twice this).
+    /// Raft election timeout, lower bound (the upper bound is twice this). openraft draws
+    /// each node's timeout once from `[this, 2 × this)`, and a follower that followed a
+    /// leader campaigns only after that timeout *plus* the upper bound (openraft's
+    /// leader lease) passed without a heartbeat: with the default 300 ms, 0.9–1.2 s after
+    /// a leader dies. Session leases do not depend on it (see `leases.rs`: a new leader
+    /// restarts every deadline at a full TTL, and keepalives are answered only after a
+    /// quorum round).
     #[serde(with = "duration_ms")]
     pub election_timeout: Duration,
     /// Take a snapshot after this many applied entries since the last one.
@@ -184,8 +191,8 @@ impl Default for ServerConfig {
             admin_listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("valid default address")),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             bootstrap: Bootstrap::Members(BTreeMap::new()),
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 5_000,
             max_batch_commands: 1_024,
@@ -260,7 +267,7 @@ impl ServerConfig {
     }
 }
 
-/// Durations in the TOML file are written as milliseconds (`election_timeout = 500`).
+/// Durations in the TOML file are written as milliseconds (`election_timeout = 300`).
 mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -271,5 +278,26 @@ mod duration_ms {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(deserializer)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_timing_is_valid_and_tolerates_lost_heartbeats() {
+        let config = ServerConfig::default();
+        config.validate().unwrap();
+        // openraft ticks, and so sends heartbeats, every 1.5 heartbeat intervals; a
+        // follower of a live leader campaigns no sooner than twice the election timeout
+        // (timeout + leader lease) after the last one it got.
+        let tick = config.heartbeat_interval * 3 / 2;
+        assert!(config.election_timeout * 2 >= tick * 8, "{config:?}");
+        let tight = ServerConfig {
+            election_timeout: config.heartbeat_interval * 2,
+            ..config
+        };
+        assert!(tight.validate().is_err());
     }
 }

@@ -8,7 +8,7 @@ use crate::barrier::ReadBarrier;
 use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
-use crate::proposer::{ProposeError, Proposer};
+use crate::proposer::{ProposeError, Proposer, ProposerLimits};
 use crate::raft::network::{MAX_PEER_MESSAGE_BYTES, PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::SharedState;
@@ -469,9 +469,12 @@ pub async fn start_with_listeners(
     let proposer = Proposer::spawn(
         raft.clone(),
         config.node_id,
-        config.max_batch_commands,
-        config.max_queued_commands,
-        config.request_timeout,
+        ProposerLimits {
+            max_batch: config.max_batch_commands,
+            max_queued: config.max_queued_commands,
+            max_inflight: config.max_inflight_entries,
+            write_timeout: config.request_timeout,
+        },
     );
     let barrier = ReadBarrier::spawn(raft.clone());
     let (stop, stopped) = watch::channel(false);

@@ -26,6 +26,7 @@
 //! | `log_entries_kept_after_snapshot` | log kept behind a snapshot | `5000` |
 //! | `max_batch_commands` | commands per Raft entry | `1024` |
 //! | `max_queued_commands` | commands queued for the proposer | `100000` |
+//! | `max_inflight_entries` | Raft entries proposed and not yet committed (write pipeline depth) | `2` |
 //! | `expiry_tick` | how often the leader looks for expired sessions, ms | `50` |
 //! | `request_timeout` | how long a request may wait for Raft, ms | `5000` |
 //! | `max_message_bytes` | largest client gRPC message | `65536` |

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub max_batch_commands: usize,
     /// Commands queued for the proposer at most (callers beyond it get "unavailable").
     pub max_queued_commands: usize,
+    /// Raft entries proposed and not yet committed at most (the write pipeline's depth):
+    /// the leader flushes the next entry while followers work on the previous one.
+    pub max_inflight_entries: usize,
     /// How often the leader looks for expired sessions.
     #[serde(with = "duration_ms")]
     pub expiry_tick: Duration,
@@ -197,6 +200,7 @@ impl Default for ServerConfig {
             log_entries_kept_after_snapshot: 5_000,
             max_batch_commands: 1_024,
             max_queued_commands: 100_000,
+            max_inflight_entries: 2,
             expiry_tick: Duration::from_millis(50),
             request_timeout: Duration::from_secs(5),
             max_message_bytes: 64 * 1024,
@@ -248,8 +252,11 @@ impl ServerConfig {
         {
             return Err("election timeout must exceed twice the heartbeat interval".into());
         }
-        if self.max_batch_commands == 0 || self.max_queued_commands == 0 {
-            return Err("batch and queue sizes must be >= 1".into());
+        if self.max_batch_commands == 0
+            || self.max_queued_commands == 0
+            || self.max_inflight_entries == 0
+        {
+            return Err("batch, queue and in-flight sizes must be >= 1".into());
         }
         if self.snapshot_every_entries == 0 {
             return Err("snapshot interval must be >= 1 entry".into());

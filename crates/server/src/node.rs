@@ -8,7 +8,7 @@ use crate::barrier::ReadBarrier;
 use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
-use crate::proposer::{ProposeError, Proposer};
+use crate::proposer::{ProposeError, Proposer, ProposerLimits};
 use crate::raft::network::{MAX_PEER_MESSAGE_BYTES, PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::SharedState;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -469,9 +469,12 @@ pub async fn start_with_listeners(
     let proposer = Proposer::spawn(
         raft.clone(),
         config.node_id,
-        config.max_batch_commands,
-        config.max_queued_commands,
-        config.request_timeout,
+        ProposerLimits {
+            max_batch: config.max_batch_commands,
+            max_queued: config.max_queued_commands,
+            max_inflight: config.max_inflight_entries,
+            write_timeout: config.request_timeout,
+        },
     );
     let barrier = ReadBarrier::spawn(raft.clone());
     let (stop, stopped) = watch::channel(false);
@@ -531,9 +534,8 @@ pub async fn start_with_listeners(
     let signal = shutdown_signal(stopped.clone());
     tasks.push(tokio::spawn(async move {
         let served = peer_server
-            .tcp_nodelay(true)
             .add_service(peer_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), signal)
+            .serve_with_incoming_shutdown(accepted_without_nagle(peer_listener), signal)
             .await;
         if let Err(error) = served {
             tracing::error!(%error, "peer server stopped");
@@ -557,13 +559,12 @@ pub async fn start_with_listeners(
     let signal = shutdown_signal(stopped.clone());
     tasks.push(tokio::spawn(async move {
         let served = client_server
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(locks)
             .add_service(cluster)
             .add_service(auth)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), signal)
+            .serve_with_incoming_shutdown(accepted_without_nagle(client_listener), signal)
             .await;
         if let Err(error) = served {
             tracing::error!(%error, "client server stopped");
@@ -764,5 +765,34 @@ async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
                 }
             }
         }
+    }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic's `Server::tcp_nodelay` does not
+/// apply to `serve_with_incoming*`, and with Nagle on, a response written in two small
+/// pieces (HTTP/2 headers, then data) waits for the peer's delayed ACK.
+fn accepted_without_nagle(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepted_without_nagle;
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut incoming = accepted_without_nagle(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(accepted.nodelay().expect("read TCP_NODELAY"));
     }
 }

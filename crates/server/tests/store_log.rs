@@ -136,6 +136,83 @@ async fn an_append_of_many_entries_is_one_transaction() {
 }
 
 #[tokio::test]
+async fn the_committed_log_id_rides_on_the_next_transaction_and_is_kept_at_close() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let mut store = open(dir.path());
+        store
+            .blocking_append(entries(1, 1, 5))
+            .await
+            .expect("append");
+        let before = store.commit_count();
+        store
+            .save_committed(Some(log_id(1, 4)))
+            .await
+            .expect("save committed");
+        assert_eq!(store.commit_count(), before, "no transaction of its own");
+        assert_eq!(
+            store.read_committed().await.expect("read"),
+            Some(log_id(1, 4))
+        );
+        store
+            .blocking_append(entries(1, 6, 6))
+            .await
+            .expect("append");
+        assert_eq!(store.commit_count(), before + 1, "carried by the append");
+        // The newest one is written by the close.
+        store
+            .save_committed(Some(log_id(1, 6)))
+            .await
+            .expect("save committed");
+    }
+    let mut store = open(dir.path());
+    assert_eq!(
+        store.read_committed().await.expect("read"),
+        Some(log_id(1, 6))
+    );
+}
+
+#[tokio::test]
+async fn a_crash_keeps_the_committed_log_id_of_the_last_transaction() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let mut store = open(dir.path());
+        store
+            .blocking_append(entries(1, 1, 5))
+            .await
+            .expect("append");
+        store
+            .save_committed(Some(log_id(1, 3)))
+            .await
+            .expect("save committed");
+        store
+            .blocking_append(entries(1, 6, 6))
+            .await
+            .expect("append");
+        store
+            .save_committed(Some(log_id(1, 5)))
+            .await
+            .expect("save committed");
+        // A crash: the store is never closed, so nothing more is written.
+        std::mem::forget(store);
+    }
+    // redb refuses a second open of a file this process still holds; copy it instead.
+    let copy = tempfile::tempdir().expect("temporary directory");
+    std::fs::copy(
+        dir.path().join("raft-log.redb"),
+        copy.path().join("raft-log.redb"),
+    )
+    .expect("copy the log file");
+    let mut store = open(copy.path());
+    assert_eq!(
+        store.read_committed().await.expect("read"),
+        Some(log_id(1, 3)),
+        "the id carried by the last durable append survives; the newer one is re-learned"
+    );
+    assert_eq!(all_entries(&mut store).await.len(), 6);
+}
+
+#[tokio::test]
 async fn truncate_deletes_from_the_index_on_and_survives_reopening() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {

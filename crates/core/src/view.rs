@@ -119,6 +119,24 @@ impl State {
         })
     }
 
+    /// A live session's TTL, without building its whole view (which lists every lock
+    /// it holds: the request path must not pay for that on every call).
+    pub fn session_ttl_ms(&self, session: SessionId) -> Option<u64> {
+        self.sessions.get(&session).map(|record| record.ttl_ms)
+    }
+
+    /// How many locks a live session holds and how many it waits for.
+    pub fn session_lock_counts(&self, session: SessionId) -> Option<(usize, usize)> {
+        self.sessions
+            .get(&session)
+            .map(|record| (record.held.len(), record.waiting.len()))
+    }
+
+    /// The token of `session`'s grant of `name`, if the session lives and holds it.
+    pub fn held_token(&self, session: SessionId, name: &str) -> Option<FencingToken> {
+        self.sessions.get(&session)?.held.get(name).copied()
+    }
+
     /// The live session opened by `client_id`, if any.
     pub fn session_for_client(&self, client_id: ClientId) -> Option<SessionId> {
         self.sessions_by_client.get(&client_id).copied()

@@ -1094,6 +1094,29 @@ fn observe_model(model: &Model) -> Observed {
     }
 }
 
+/// The request path's cheap session reads agree with the full session view.
+fn check_session_shortcuts(state: &State) -> Result<(), TestCaseError> {
+    for id in 0..16 {
+        let session = SessionId(id);
+        let view = state.session(session);
+        prop_assert_eq!(
+            state.session_ttl_ms(session),
+            view.as_ref().map(|v| v.ttl_ms)
+        );
+        prop_assert_eq!(
+            state.session_lock_counts(session),
+            view.as_ref().map(|v| (v.held.len(), v.waiting.len()))
+        );
+        for name in NAMES {
+            let held = view
+                .as_ref()
+                .and_then(|v| v.held.iter().find(|(n, _)| n == name).map(|(_, t)| *t));
+            prop_assert_eq!(state.held_token(session, name), held);
+        }
+    }
+    Ok(())
+}
+
 /// Checks the listing against a naive filter of the model's lock names.
 fn check_listing(state: &State, model: &Model, step: usize) -> Result<(), TestCaseError> {
     let names = model.lock_names();
@@ -1187,6 +1210,7 @@ fn run_against_model(
             command
         );
         check_listing(&state, &model, step)?;
+        check_session_shortcuts(&state)?;
 
         for event in &events {
             if let Event::Acquired { name, token, .. } = event {

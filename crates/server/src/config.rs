@@ -68,6 +68,12 @@ pub struct ServerConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept behind a snapshot (for followers that are a little behind).
     pub log_entries_kept_after_snapshot: u64,
+    /// redb's page cache for the Raft log file, in bytes.
+    pub log_page_cache_bytes: usize,
+    /// Newest log entries kept decoded in memory for replication, at most (0: none).
+    pub log_cache_entries: usize,
+    /// The cached entries' encoded sizes add up to at most this many bytes.
+    pub log_cache_bytes: usize,
     /// Commands packed into one Raft entry at most.
     pub max_batch_commands: usize,
     /// Commands queued for the proposer at most (callers beyond it get "unavailable").
@@ -198,6 +204,9 @@ impl Default for ServerConfig {
             election_timeout: Duration::from_millis(300),
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 5_000,
+            log_page_cache_bytes: crate::store::log::DEFAULT_LOG_PAGE_CACHE_BYTES,
+            log_cache_entries: crate::store::LogStoreOptions::default().cache_entries_max,
+            log_cache_bytes: crate::store::LogStoreOptions::default().cache_bytes_max,
             max_batch_commands: 1_024,
             max_queued_commands: 100_000,
             max_inflight_entries: 2,

@@ -447,8 +447,15 @@ pub async fn start_with_listeners(
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
-    let log_store =
-        LogStore::open(&config.data_dir, LogStoreOptions::default()).map_err(|e| storage(&e))?;
+    let log_store = LogStore::open(
+        &config.data_dir,
+        LogStoreOptions {
+            cache_entries_max: config.log_cache_entries,
+            cache_bytes_max: config.log_cache_bytes,
+            page_cache_bytes: config.log_page_cache_bytes,
+        },
+    )
+    .map_err(|e| storage(&e))?;
     let log_closed = log_store.close_watch();
     let leases = Arc::new(LeaseClock::default());
     let hub = EventHub::new(config.watch_buffer, leases.clone());

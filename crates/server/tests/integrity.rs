@@ -326,6 +326,7 @@ async fn reads_from_disk_are_verified_cache_hits_are_not_needed_to() {
         LogStoreOptions {
             cache_entries_max: 0,
             cache_bytes_max: 0,
+            ..LogStoreOptions::default()
         },
     )
     .expect("open");

@@ -326,6 +326,7 @@ async fn the_cache_respects_its_byte_budget() {
     let options = LogStoreOptions {
         cache_entries_max: 1_000,
         cache_bytes_max: 1,
+        ..LogStoreOptions::default()
     };
     let mut store = LogStore::open(dir.path(), options).expect("open");
     store

@@ -43,6 +43,7 @@ fn openraft_suite_passes_without_cache() {
         options: LogStoreOptions {
             cache_entries_max: 0,
             cache_bytes_max: 0,
+            ..LogStoreOptions::default()
         },
     })
     .expect("suite");
@@ -55,6 +56,7 @@ fn openraft_suite_passes_with_small_cache() {
         options: LogStoreOptions {
             cache_entries_max: 3,
             cache_bytes_max: 1 << 20,
+            ..LogStoreOptions::default()
         },
     })
     .expect("suite");

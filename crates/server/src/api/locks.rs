@@ -74,12 +74,10 @@ impl LocksService {
     /// End a convenience-form session that holds and waits for nothing. Best effort: if
     /// it fails, the session still ends when its TTL runs out.
     async fn close_idle_lease_session(&self, session: SessionId) {
-        let idle = self.node.shared.read(|applied| {
-            applied
-                .state
-                .session(session)
-                .is_some_and(|view| view.held.is_empty() && view.waiting.is_empty())
-        });
+        let idle = self
+            .node
+            .shared
+            .read(|applied| applied.state.session_lock_counts(session) == Some((0, 0)));
         if idle {
             let _ = self
                 .node
@@ -92,7 +90,7 @@ impl LocksService {
     fn session_ttl_ms(&self, session: SessionId) -> u64 {
         self.node
             .shared
-            .read(|applied| applied.state.session(session).map(|s| s.ttl_ms))
+            .read(|applied| applied.state.session_ttl_ms(session))
             .unwrap_or(0)
     }
 
@@ -170,11 +168,11 @@ impl LocksService {
     /// The wait is over without a grant seen: read what the state says.
     fn settle_ended_wait(&self, session: SessionId, name: &str) -> Result<WaitEnd, Status> {
         self.node.shared.read(|applied| {
-            let Some(view) = applied.state.session(session) else {
+            if applied.state.session_ttl_ms(session).is_none() {
                 return Err(from_core(&fencelock_core::Error::SessionNotFound(session)));
-            };
-            match view.held.iter().find(|(held, _)| held == name) {
-                Some((_, token)) => Ok(WaitEnd::Granted(*token)),
+            }
+            match applied.state.held_token(session, name) {
+                Some(token) => Ok(WaitEnd::Granted(token)),
                 None => Ok(WaitEnd::TimedOut),
             }
         })

@@ -22,7 +22,10 @@
 //! byte offset there says little; a damaged B-tree that redb itself refuses is reported
 //! against the file.
 
-use super::log::{EntryTrouble, LOG_FILE_NAME, close_quietly, guarded, open_and_scan};
+use super::log::{
+    DEFAULT_LOG_PAGE_CACHE_BYTES, EntryTrouble, LOG_FILE_NAME, close_quietly, guarded,
+    open_and_scan,
+};
 use super::snapshot::{self, TMP_SUFFIX};
 use crate::raft::{LogId, NodeId};
 use openraft::Vote;
@@ -210,7 +213,12 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
             return;
         }
     };
-    let scan = match open_and_scan(&copy.path().join(LOG_FILE_NAME), &path, snapshot_index) {
+    let scan = match open_and_scan(
+        &copy.path().join(LOG_FILE_NAME),
+        &path,
+        snapshot_index,
+        DEFAULT_LOG_PAGE_CACHE_BYTES,
+    ) {
         Ok((db, scan)) => {
             if let Err(message) = close_quietly(db) {
                 report.problem(

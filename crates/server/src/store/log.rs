@@ -1233,9 +1233,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .unwrap_or_else(|e| e.into_inner()) = Some(committed);
                 Ok(())
             }
-            None => self
-                .write_meta(KEY_COMMITTED, None::<&LogId>, Durability::None)
-                .map_err(write_logs_error),
+            None => {
+                // Forget any newer id first, or the transaction would write it back.
+                *self
+                    .inner
+                    .unsaved_committed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                self.write_meta(KEY_COMMITTED, None::<&LogId>, Durability::None)
+                    .map_err(write_logs_error)
+            }
         }
     }
 

@@ -21,7 +21,7 @@
 //! | `data_dir` | Raft log and snapshots | `"fencelock-data"` |
 //! | `bootstrap` | `"Join"`, or `{ Members = { 1 = "host:port", ... } }` (empty: single node) | single node |
 //! | `heartbeat_interval` | Raft heartbeat, ms | `50` |
-//! | `election_timeout` | Raft election timeout (lower bound), ms | `200` |
+//! | `election_timeout` | Raft election timeout (lower bound), ms | `300` |
 //! | `snapshot_every_entries` | applied entries between snapshots | `10000` |
 //! | `log_entries_kept_after_snapshot` | log kept behind a snapshot | `5000` |
 //! | `log_page_cache_bytes` | redb's page cache for the Raft log file | `16777216` |
@@ -187,7 +187,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", env = "FENCELOCK_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
     /// Raft election timeout (lower bound) in milliseconds; must exceed twice the
-    /// heartbeat [default: 200].
+    /// heartbeat [default: 300].
     #[arg(long, value_name = "MS", env = "FENCELOCK_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Take a snapshot every this many applied entries [default: 10000].

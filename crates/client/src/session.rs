@@ -691,13 +691,16 @@ impl SessionInner {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        // Marked before the close is sent: a keepalive already in flight may come back
+        // SESSION_NOT_FOUND once the server has closed it, and the reason must still be
+        // Closed. Ending the lease early is the safe side.
+        self.lease.mark_lost(LostReason::Closed);
         let _ = self
             .client
             .inner
             .keepalive
             .send(Command::Unregister(self.id.0));
         let result = self.client.close_session(self.id).await;
-        self.lease.mark_lost(LostReason::Closed);
         match result {
             Ok(()) | Err(Error::SessionNotFound(_)) => Ok(()),
             Err(error) => Err(error),

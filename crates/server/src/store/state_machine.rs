@@ -1,9 +1,9 @@
 //! openraft's state machine over [`SharedState`], with snapshots on disk.
 //!
 //! `apply` takes the shared write lock once per entry and tells the [`ApplyObserver`]
-//! about the entry under that lock. Snapshots clone the state under the read lock and
-//! encode and write it after releasing it, so building one holds up apply only for the
-//! clone. The newest snapshot file is loaded at start-up; a damaged one stops start-up.
+//! about the entry under that lock. Snapshots encode the state under the read lock (no
+//! copy of the state) and write the bytes after releasing it, so building one holds up
+//! apply only for the encoding. The newest snapshot file is loaded at start-up; a damaged one stops start-up.
 //!
 //! [`ApplyObserver`]: super::ApplyObserver
 
@@ -169,20 +169,20 @@ impl StateMachineStore {
 
 impl StateMachineSnapshotBuilder {
     fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let (last_log_id, last_membership, state) = self.shared.read(|applied| {
-            (
-                applied.last_applied,
-                applied.last_membership.clone(),
-                applied.state.clone(),
-            )
+        // Encode straight from the shared state under its read lock. Cloning the state
+        // first would hold up apply about as long (a clone of a million locks takes
+        // ~2/3 of the time encoding does) and doubles the state's memory while the
+        // snapshot is written, memory the allocator then keeps.
+        let (meta, bytes) = self.shared.read(|applied| {
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+                snapshot_id: self.snapshots.new_id(applied.last_applied),
+            };
+            let bytes = snapshot::encode(&meta, &applied.state);
+            (meta, bytes)
         });
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id: self.snapshots.new_id(last_log_id),
-        };
-        let bytes = snapshot::encode(&meta, &state)?;
-        drop(state);
+        let bytes = bytes?;
         self.snapshots.persist(&meta, &bytes, Replace::IfNotOlder)?;
         Ok(Snapshot {
             meta,

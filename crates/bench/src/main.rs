@@ -80,6 +80,17 @@ struct Args {
     /// Failover: the whole run, seconds.
     #[arg(long, default_value_t = 10.0)]
     failover_secs: f64,
+    /// Failover: how many leader kills; after each, the killed node is started again on
+    /// its data before the next.
+    #[arg(long, default_value_t = 3)]
+    failover_runs: usize,
+    /// The fencelock nodes' `--log-level` (e.g. `warn,openraft=info` to trace elections);
+    /// each node's log is `node-N.log` in its system's data directory (see `--keep-data`).
+    #[arg(long, default_value = "warn")]
+    fencelock_log_level: String,
+    /// Leave every system's data directory and node logs under `--data-root` after the run.
+    #[arg(long)]
+    keep_data: bool,
     /// The `fencelock` binary [default: next to this binary].
     #[arg(long)]
     fencelock_bin: Option<PathBuf>,
@@ -264,9 +275,14 @@ async fn run(args: Args) -> Result<()> {
             fencelock.display()
         );
     }
-    let bins = Binaries { fencelock };
+    let bins = Binaries {
+        fencelock,
+        fencelock_log_level: args.fencelock_log_level.clone(),
+        keep_data: args.keep_data,
+    };
     let root = tempfile::Builder::new()
         .prefix("fencelock-bench-")
+        .disable_cleanup(args.keep_data)
         .tempdir_in(args.data_root.clone().unwrap_or_else(std::env::temp_dir))?;
 
     let mut report = Report {
@@ -462,30 +478,45 @@ async fn bench_system(
     }
     overall.inc(1);
     if args.workloads.iter().any(|w| w == "failover") && is_raft_lock && spec.nodes == 3 {
-        step(overall, format!("{spec}: failover"));
-        ops.reset();
-        ops.set_length(0);
-        let r = bounded(
-            Duration::from_secs_f64(args.failover_secs + 90.0),
-            workloads::failover(
-                &connector,
-                cluster,
-                64,
-                8,
-                Duration::from_secs_f64(args.kill_after_secs),
-                Duration::from_secs_f64(args.failover_secs),
-                ops,
-            ),
-        )
-        .await?;
-        step(
-            overall,
-            format!(
-                "{spec} failover: {:?} ms, {}/{} held",
-                r.recovery_ms, r.held_kept, r.held
-            ),
-        );
-        report.failover.push((spec.to_string(), r));
+        for run in 0..args.failover_runs {
+            step(
+                overall,
+                format!("{spec}: failover {}/{}", run + 1, args.failover_runs),
+            );
+            if run > 0 {
+                // Bring the node killed last time back, and let it catch up.
+                if let Some(killed) = cluster.procs.iter().position(Option::is_none) {
+                    cluster.restart(killed, Duration::from_secs(60)).await?;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            ops.reset();
+            ops.set_length(0);
+            let r = bounded(
+                Duration::from_secs_f64(args.failover_secs + 90.0),
+                workloads::failover(
+                    &connector,
+                    cluster,
+                    64,
+                    8,
+                    Duration::from_secs_f64(args.kill_after_secs),
+                    Duration::from_secs_f64(args.failover_secs),
+                    ops,
+                ),
+            )
+            .await?;
+            step(
+                overall,
+                format!(
+                    "{spec} failover {}: {:?} ms, {}/{} held",
+                    run + 1,
+                    r.recovery_ms,
+                    r.held_kept,
+                    r.held
+                ),
+            );
+            report.failover.push((spec.to_string(), r));
+        }
     }
     overall.inc(1);
     Ok(())

@@ -17,9 +17,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `command` with stdout and stderr appended to `log`.
+    /// Starts `command` with stdout and stderr appended to `log` (created if missing).
     pub fn spawn(label: String, mut command: Command, log: &Path) -> Result<Proc> {
-        let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
         let err = out.try_clone()?;
         let child = command
             .stdin(Stdio::null())

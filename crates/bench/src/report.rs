@@ -350,17 +350,44 @@ impl Report {
                 ));
             }
         }
-        if let Some((_, r)) = self.failover.iter().find(|(n, _)| n == "fencelock-3") {
+        let kills: Vec<&FailoverResult> = self
+            .failover
+            .iter()
+            .filter(|(n, _)| n == "fencelock-3")
+            .map(|(_, r)| r)
+            .collect();
+        if !kills.is_empty() {
+            // Every kill must meet the target: a run that never recovered counts as the worst.
+            let mut recovery: Vec<f64> = kills
+                .iter()
+                .map(|r| r.recovery_ms.unwrap_or(f64::INFINITY))
+                .collect();
+            recovery.sort_by(f64::total_cmp);
+            let worst = recovery[recovery.len() - 1];
+            let show = |v: f64| {
+                if v.is_finite() {
+                    format!("{v:.0} ms")
+                } else {
+                    "never".to_owned()
+                }
+            };
             rows.push((
-                "failover: acquires succeed ≤ 1.5 s after the kill".into(),
-                r.recovery_ms
-                    .map_or("never".into(), |v| format!("{v:.0} ms")),
-                Some(r.recovery_ms.is_some_and(|v| v <= 1_500.0)),
+                "failover: acquires succeed ≤ 1.5 s after the kill (every kill)".into(),
+                format!(
+                    "median {}, worst {} over {} kills",
+                    show(recovery[recovery.len() / 2]),
+                    show(worst),
+                    recovery.len()
+                ),
+                Some(worst <= 1_500.0),
             ));
+            let (kept, held) = kills
+                .iter()
+                .fold((0, 0), |(k, h), r| (k + r.held_kept, h + r.held));
             rows.push((
                 "failover: no grant lost".into(),
-                format!("{}/{}", r.held_kept, r.held),
-                Some(r.held_kept == r.held),
+                format!("{kept}/{held}"),
+                Some(kept == held),
             ));
         }
         if rows.is_empty() {

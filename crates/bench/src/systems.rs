@@ -5,6 +5,7 @@ use crate::etcd_pb::etcdserverpb::{StatusRequest, maintenance_client::Maintenanc
 use crate::procs::{Proc, free_port};
 use anyhow::{Context, Result, bail};
 use fencelock_proto::v1::{StatusRequest as FlStatusRequest, cluster_client::ClusterClient};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,6 +82,26 @@ impl fmt::Display for Spec {
 pub struct Binaries {
     /// `fencelock`.
     pub fencelock: PathBuf,
+    /// The fencelock nodes' `--log-level`.
+    pub fencelock_log_level: String,
+    /// Leave each system's data directory (and its node logs) behind.
+    pub keep_data: bool,
+}
+
+/// How a node process is started: what `Cluster::restart` runs again.
+struct Launch {
+    label: String,
+    program: OsString,
+    args: Vec<OsString>,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self) -> Result<Proc> {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        Proc::spawn(self.label.clone(), command, &self.log)
+    }
 }
 
 /// A running system: its processes (index = node - 1) and client addresses.
@@ -89,6 +110,8 @@ pub struct Cluster {
     pub spec: Spec,
     /// The node processes; `None` once killed by the failover workload.
     pub procs: Vec<Option<Proc>>,
+    /// How each node was started, to start it again on the same data.
+    launches: Vec<Launch>,
     /// Each node's client address, `host:port`.
     pub client_addrs: Vec<String>,
     /// etcd only: each node's member id, to map the leader id to a node.
@@ -102,10 +125,12 @@ impl Cluster {
     pub async fn start(spec: Spec, bins: &Binaries, root: &Path) -> Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{spec}-"))
+            .disable_cleanup(bins.keep_data)
             .tempdir_in(root)?;
         let mut cluster = Cluster {
             spec,
             procs: Vec::new(),
+            launches: Vec::new(),
             client_addrs: Vec::new(),
             etcd_member_ids: Vec::new(),
             _dir: dir,
@@ -143,10 +168,10 @@ impl Cluster {
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{}", i + 1)))
                 .args(["--peers", &peers])
-                .args(["--log-level", "warn"]);
+                .args(["--log-level", &bins.fencelock_log_level]);
             let label = format!("{} node {}", self.spec, i + 1);
             let log = dir.join(format!("node-{}.log", i + 1));
-            self.procs.push(Some(Proc::spawn(label, cmd, &log)?));
+            self.launch(label, &cmd, log)?;
             self.client_addrs.push(format!("127.0.0.1:{}", client[i]));
         }
         Ok(())
@@ -185,7 +210,7 @@ impl Cluster {
                 .arg("--log-level=warn");
             let label = format!("{} node {}", self.spec, i + 1);
             let log = dir.join(format!("node-{}.log", i + 1));
-            self.procs.push(Some(Proc::spawn(label, cmd, &log)?));
+            self.launch(label, &cmd, log)?;
             self.client_addrs.push(format!("127.0.0.1:{}", client[i]));
         }
         Ok(())
@@ -234,7 +259,7 @@ impl Cluster {
                 .arg(node.join("zoo.cfg"));
             let label = format!("{} node {}", self.spec, i + 1);
             let log = dir.join(format!("node-{}.log", i + 1));
-            self.procs.push(Some(Proc::spawn(label, cmd, &log)?));
+            self.launch(label, &cmd, log)?;
             self.client_addrs.push(format!("127.0.0.1:{}", client[i]));
         }
         Ok(())
@@ -256,10 +281,31 @@ impl Cluster {
             cmd.args(["--appendonly", "no"]);
         }
         let label = self.spec.to_string();
-        self.procs
-            .push(Some(Proc::spawn(label, cmd, &dir.join("redis.log"))?));
+        self.launch(label, &cmd, dir.join("redis.log"))?;
         self.client_addrs.push(format!("127.0.0.1:{port}"));
         Ok(())
+    }
+
+    /// Starts a node and remembers how, for [`Cluster::restart`].
+    fn launch(&mut self, label: String, command: &Command, log: PathBuf) -> Result<()> {
+        let launch = Launch {
+            label,
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+            log,
+        };
+        self.procs.push(Some(launch.spawn()?));
+        self.launches.push(launch);
+        Ok(())
+    }
+
+    /// Starts a killed node (0-based) again on its data, with the same arguments, and
+    /// waits until the system serves again.
+    pub async fn restart(&mut self, node: usize, timeout: Duration) -> Result<()> {
+        if self.procs[node].is_none() {
+            self.procs[node] = Some(self.launches[node].spawn()?);
+        }
+        self.wait_ready(timeout).await
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {

@@ -1,5 +1,5 @@
-//! CI smoke run of the benchmark: fencelock only, one node, tiny sizes, a few seconds, so
-//! the harness keeps building and running. No timed assertions: the numbers on a busy CI
+//! CI smoke runs of the benchmark: fencelock only, tiny sizes, a few seconds each, so the
+//! harness keeps building and running. No timed assertions: the numbers on a busy CI
 //! machine mean nothing; only that every workload completed and the report was written.
 
 use std::path::PathBuf;
@@ -9,12 +9,7 @@ use std::process::Command;
 /// (`cargo nextest run --workspace` and `cargo test --workspace` build every binary).
 fn fencelock_bin() -> PathBuf {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_fencelock-bench"));
-    bench.with_file_name("fencelock")
-}
-
-#[test]
-fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
-    let fencelock = fencelock_bin();
+    let fencelock = bench.with_file_name("fencelock");
     if !fencelock.exists() {
         // `cargo test -p fencelock-bench` alone does not build the server binary.
         let status = Command::new(env!("CARGO"))
@@ -28,6 +23,12 @@ fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
         "no fencelock binary at {}",
         fencelock.display()
     );
+    fencelock
+}
+
+#[test]
+fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
+    let fencelock = fencelock_bin();
     let out = tempfile::tempdir().expect("temporary directory");
     let output = Command::new(env!("CARGO_BIN_EXE_fencelock-bench"))
         .args(["--systems", "fencelock-1"])
@@ -76,4 +77,50 @@ fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
     let json = std::fs::read_to_string(out.path().join("latest.json")).expect("latest.json");
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     assert_eq!(parsed["pairs"].as_array().map(Vec::len), Some(3));
+}
+
+/// Two leader kills on 3 nodes: the node killed first is started again on its data before
+/// the second kill, and the report judges the failover target over both kills.
+#[test]
+fn failover_kills_the_leader_twice_restarting_the_first_victim_in_between() {
+    let fencelock = fencelock_bin();
+    let out = tempfile::tempdir().expect("temporary directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_fencelock-bench"))
+        .args(["--systems", "fencelock-3", "--workloads", "failover"])
+        .args(["--failover-runs", "2", "--kill-after-secs", "1"])
+        .args(["--failover-secs", "5"])
+        .arg("--quiet")
+        .arg("--fencelock-bin")
+        .arg(&fencelock)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--data-root")
+        .arg(out.path())
+        .output()
+        .expect("run fencelock-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "fencelock-bench failed\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("## Notes"),
+        "the failover runs failed:\n{stdout}\n{stderr}"
+    );
+    let rows = stdout
+        .lines()
+        .filter(|l| l.starts_with("| fencelock-3 |"))
+        .count();
+    assert_eq!(rows, 2, "one row per kill:\n{stdout}");
+    assert!(
+        stdout.contains("over 2 kills"),
+        "the target is judged over both kills:\n{stdout}"
+    );
+    // Had the first victim not come back, the second kill would leave one node of three:
+    // no quorum, so the locks held across it could not be confirmed.
+    assert!(
+        stdout.contains("| failover: no grant lost | 16/16 |"),
+        "a grant held across a kill was lost:\n{stdout}"
+    );
 }

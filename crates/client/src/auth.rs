@@ -160,6 +160,20 @@ impl Client {
         auth_call!(self, user_grant_role, request).map(drop)
     }
 
+    /// Take a role from a user.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`](crate::Error::Auth) if the user is unknown or does not have the role,
+    /// permission errors, transient errors.
+    pub async fn user_revoke_role(&self, user: &str, role: &str) -> Result<()> {
+        let request = pb::UserRevokeRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        };
+        auth_call!(self, user_revoke_role, request).map(drop)
+    }
+
     /// Create a role.
     ///
     /// # Errors
@@ -167,6 +181,20 @@ impl Client {
     /// [`Error::Auth`](crate::Error::Auth) if it exists, permission errors, transient errors.
     pub async fn role_add(&self, name: &str) -> Result<()> {
         auth_call!(self, role_add, pb::RoleAddRequest { name: name.into() }).map(drop)
+    }
+
+    /// Delete a role; every user that had it loses it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`](crate::Error::Auth) if it is unknown, permission errors, transient errors.
+    pub async fn role_remove(&self, name: &str) -> Result<()> {
+        auth_call!(
+            self,
+            role_remove,
+            pb::RoleRemoveRequest { name: name.into() }
+        )
+        .map(drop)
     }
 
     /// Grant a role `rights` on every lock whose name starts with `prefix`.
@@ -213,5 +241,22 @@ impl Client {
             pb::TokenCreateRequest { user: user.into() }
         )
         .map(|answer| answer.token)
+    }
+
+    /// Forget a bearer token (as [`Client::token_create`] returned it): calls that present
+    /// it are refused from then on. Revoking an unknown token succeeds.
+    ///
+    /// # Errors
+    ///
+    /// Permission errors, transient errors.
+    pub async fn token_revoke(&self, token: &str) -> Result<()> {
+        auth_call!(
+            self,
+            token_revoke,
+            pb::TokenRevokeRequest {
+                token: token.into()
+            }
+        )
+        .map(drop)
     }
 }

@@ -123,11 +123,12 @@ pub enum Command {
     /// Admin: end session ID as if its lease ran out; its locks go to the next waiters
     /// and watchers see `revoked` events.
     RevokeSession(crate::client_cmd::RevokeSessionArgs),
-    /// Authentication: `enable`, `disable`, `status`, `token USER`.
+    /// Authentication: `enable`, `disable`, `status`, `token USER`, `revoke-token TOKEN`.
     Auth(crate::client_cmd::auth_cmd::AuthArgs),
-    /// Users: `add NAME --new-password P`, `remove`, `passwd`, `grant-role USER ROLE`.
+    /// Users: `add NAME --new-password P`, `remove`, `passwd`, `grant-role USER ROLE`,
+    /// `revoke-role USER ROLE`.
     User(crate::client_cmd::auth_cmd::UserArgs),
-    /// Roles: `add NAME`, `grant ROLE PREFIX RIGHTS`, `revoke ROLE PREFIX`.
+    /// Roles: `add NAME`, `remove NAME`, `grant ROLE PREFIX RIGHTS`, `revoke ROLE PREFIX`.
     Role(crate::client_cmd::auth_cmd::RoleArgs),
     /// The paused-client story in ~10 s with no setup: an in-process 3-node cluster and
     /// fenced service, workers contending for one lock, a holder paused past its TTL

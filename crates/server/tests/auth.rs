@@ -355,3 +355,155 @@ async fn permissions_survive_a_leader_change_and_a_restart_of_every_node() {
     check_permissions(&cluster, 20).await;
     cluster.shutdown().await;
 }
+
+/// Taking a role from a user, deleting a role and revoking a bearer token each take
+/// effect on the next call; only root may do them; revoking a token twice is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_once() {
+    let cluster = TestCluster::start(3).await;
+    set_up(&cluster).await;
+    let leader = cluster.leader().await;
+    let mut auth = auth_client(&cluster, leader).await;
+    let root = basic("root", "rootpw");
+    let alice = basic("alice", "alicepw");
+    let bob = basic("bob", "bobpw");
+
+    // alice holds jobs/ through the role "jobs" until root takes it from her.
+    let session = open_as(&cluster, leader, &alice, 1).await;
+    acquire_as(&cluster, leader, &alice, session, "jobs/a", 1)
+        .await
+        .expect("alice acquires on jobs/ through her role");
+    let error = auth
+        .user_revoke_role(as_user(
+            &alice,
+            pb::UserRevokeRoleRequest {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        ))
+        .await
+        .expect_err("only root takes roles away");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    auth.user_revoke_role(as_user(
+        &root,
+        pb::UserRevokeRoleRequest {
+            user: "alice".into(),
+            role: "jobs".into(),
+        },
+    ))
+    .await
+    .expect("root revokes alice's role");
+    let error = acquire_as(&cluster, leader, &alice, session, "jobs/b", 2)
+        .await
+        .expect_err("alice lost jobs/");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    auth.user_revoke_role(as_user(
+        &root,
+        pb::UserRevokeRoleRequest {
+            user: "alice".into(),
+            role: "jobs".into(),
+        },
+    ))
+    .await
+    .expect_err("alice no longer has the role");
+
+    // Deleting "everything" takes it from bob, and it is gone from the listing.
+    let bob_session = open_as(&cluster, leader, &bob, 2).await;
+    acquire_as(&cluster, leader, &bob, bob_session, "any/a", 1)
+        .await
+        .expect("bob acquires anywhere through his role");
+    auth.role_remove(as_user(
+        &bob,
+        pb::RoleRemoveRequest {
+            name: "everything".into(),
+        },
+    ))
+    .await
+    .expect_err("only root removes roles");
+    auth.role_remove(as_user(
+        &root,
+        pb::RoleRemoveRequest {
+            name: "everything".into(),
+        },
+    ))
+    .await
+    .expect("root removes the role");
+    let error = acquire_as(&cluster, leader, &bob, bob_session, "any/b", 2)
+        .await
+        .expect_err("bob lost every lock");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let status = auth
+        .status(as_user(&root, pb::AuthStatusRequest {}))
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(
+        status.roles.iter().all(|r| r.name != "everything"),
+        "{status:?}"
+    );
+    let bob_roles = &status.users.iter().find(|u| u.name == "bob").unwrap().roles;
+    assert!(bob_roles.is_empty(), "{status:?}");
+
+    // A revoked bearer token is refused from the next call on, on every node.
+    auth.user_grant_role(as_user(
+        &root,
+        pb::UserGrantRoleRequest {
+            user: "alice".into(),
+            role: "jobs".into(),
+        },
+    ))
+    .await
+    .expect("grant the role back");
+    let token = auth
+        .token_create(as_user(
+            &root,
+            pb::TokenCreateRequest {
+                user: "alice".into(),
+            },
+        ))
+        .await
+        .expect("token")
+        .into_inner()
+        .token;
+    let bearer = format!("Bearer {token}");
+    let token_session = open_as(&cluster, leader, &bearer, 3).await;
+    acquire_as(&cluster, leader, &bearer, token_session, "jobs/token", 1)
+        .await
+        .expect("the token acts as alice");
+    let revoke = |who: &str| {
+        as_user(
+            who,
+            pb::TokenRevokeRequest {
+                token: token.clone(),
+            },
+        )
+    };
+    let error = auth
+        .token_revoke(revoke(&alice))
+        .await
+        .expect_err("only root revokes tokens");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    auth.token_revoke(revoke(&root)).await.expect("revoke");
+    auth.token_revoke(revoke(&root))
+        .await
+        .expect("revoking again is not an error");
+    let error = acquire_as(&cluster, leader, &bearer, token_session, "jobs/token2", 2)
+        .await
+        .expect_err("the revoked token is refused");
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    // Followers check credentials against their own replica: each refuses the token once
+    // it has applied the revocation.
+    for index in 0..3 {
+        let mut refused = false;
+        for _ in 0..50 {
+            let status = open_session_with(&cluster, index, &bearer).await;
+            if status.code() == tonic::Code::Unauthenticated {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(refused, "node {index} still accepts the revoked token");
+    }
+    cluster.shutdown().await;
+}

@@ -32,6 +32,14 @@ pub enum AuthCommand {
         #[arg(value_name = "USER")]
         username: String,
     },
+    /// Revoke a bearer token: calls that present it are refused from then on. Revoking an
+    /// unknown token succeeds.
+    RevokeToken {
+        /// The token as `auth token` printed it; `-` reads it from standard input (keeps
+        /// it out of the process list and the shell history).
+        #[arg(value_name = "TOKEN")]
+        revoked: String,
+    },
 }
 
 /// `fencelock user`.
@@ -74,6 +82,14 @@ pub enum UserCommand {
         /// The role.
         role: String,
     },
+    /// Take a role from a user.
+    RevokeRole {
+        /// The user.
+        #[arg(value_name = "USER")]
+        username: String,
+        /// The role.
+        role: String,
+    },
 }
 
 /// `fencelock role`.
@@ -89,6 +105,11 @@ pub struct RoleArgs {
 pub enum RoleCommand {
     /// Create a role.
     Add {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a role; every user that had it loses it.
+    Remove {
         /// Its name.
         name: String,
     },
@@ -208,6 +229,23 @@ pub async fn auth(client: &Client, opts: &ClientOpts, args: &AuthArgs) -> anyhow
                 Output::Human => println!("{token}"),
             }
         }
+        AuthCommand::RevokeToken { revoked } => {
+            let token = if revoked == "-" {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the token from standard input")?;
+                line.trim().to_owned()
+            } else {
+                revoked.clone()
+            };
+            anyhow::ensure!(!token.is_empty(), "no token given");
+            client
+                .token_revoke(&token)
+                .await
+                .context("cannot revoke the token")?;
+            done(opts, "token revoked");
+        }
     }
     Ok(())
 }
@@ -246,6 +284,16 @@ pub async fn user(client: &Client, opts: &ClientOpts, args: &UserArgs) -> anyhow
                 .with_context(|| format!("cannot grant role {role} to {user}"))?;
             done(opts, &format!("role {role} granted to {user}"));
         }
+        UserCommand::RevokeRole {
+            username: user,
+            role,
+        } => {
+            client
+                .user_revoke_role(user, role)
+                .await
+                .with_context(|| format!("cannot revoke role {role} from {user}"))?;
+            done(opts, &format!("role {role} revoked from {user}"));
+        }
     }
     Ok(())
 }
@@ -259,6 +307,13 @@ pub async fn role(client: &Client, opts: &ClientOpts, args: &RoleArgs) -> anyhow
                 .await
                 .with_context(|| format!("cannot add role {name}"))?;
             done(opts, &format!("role {name} added"));
+        }
+        RoleCommand::Remove { name } => {
+            client
+                .role_remove(name)
+                .await
+                .with_context(|| format!("cannot remove role {name}"))?;
+            done(opts, &format!("role {name} removed"));
         }
         RoleCommand::Grant {
             role,

@@ -90,6 +90,17 @@ pub struct ClientOpts {
         help_heading = "Client options"
     )]
     pub password_file: Option<std::path::PathBuf>,
+    /// Authenticate with a bearer token (from `fencelock auth token USER`); when given,
+    /// --user and its password are not used.
+    #[arg(
+        long,
+        global = true,
+        env = "FENCELOCK_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = "Client options"
+    )]
+    pub token: Option<String>,
 }
 
 impl Default for ClientOpts {
@@ -101,6 +112,7 @@ impl Default for ClientOpts {
             user: None,
             password: None,
             password_file: None,
+            token: None,
         }
     }
 }
@@ -378,7 +390,9 @@ pub async fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .call_timeout(timeout.min(Duration::from_secs(5)))
         .retry_deadline(timeout);
-    if let Some(user) = &opts.user {
+    if let Some(token) = &opts.token {
+        builder = builder.bearer(token);
+    } else if let Some(user) = &opts.user {
         let password = match (&opts.password, &opts.password_file) {
             (_, Some(file)) => std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read the password file {}", file.display()))?

@@ -176,12 +176,36 @@ impl Auth for AuthService {
         .await
     }
 
+    async fn user_revoke_role(
+        &self,
+        request: Request<pb::UserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(AuthCommand::UserRevokeRole {
+            user: request.user,
+            role: request.role,
+        })
+        .await
+    }
+
     async fn role_add(
         &self,
         request: Request<pb::RoleAddRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
         self.admin(&request).await?;
         self.run(AuthCommand::RoleAdd {
+            name: request.into_inner().name,
+        })
+        .await
+    }
+
+    async fn role_remove(
+        &self,
+        request: Request<pb::RoleRemoveRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        self.run(AuthCommand::RoleRemove {
             name: request.into_inner().name,
         })
         .await
@@ -226,5 +250,16 @@ impl Auth for AuthService {
         })
         .await?;
         Ok(Response::new(pb::TokenCreateResponse { token }))
+    }
+
+    async fn token_revoke(
+        &self,
+        request: Request<pb::TokenRevokeRequest>,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        self.admin(&request).await?;
+        self.run(AuthCommand::TokenRemove {
+            token_hash: token_hash(&request.into_inner().token),
+        })
+        .await
     }
 }

@@ -26,29 +26,52 @@ fn fencelock_bin() -> PathBuf {
     fencelock
 }
 
-#[test]
-fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
-    let fencelock = fencelock_bin();
-    let out = tempfile::tempdir().expect("temporary directory");
+/// Runs `fencelock-bench ARGS --quiet` with its report and data in `out`; asserts it
+/// succeeded and returns its stdout and stderr.
+fn run_bench(args: &[&str], out: &std::path::Path) -> (String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_fencelock-bench"))
-        .args(["--systems", "fencelock-1"])
-        .args(["--workloads", "seq,uncontended,contended,sessions,held"])
-        .args(["--runs", "1", "--scale", "0.01", "--max-secs", "20"])
-        .args(["--sessions-secs", "2", "--held", "200", "--held-secs", "30"])
+        .args(args)
         .arg("--quiet")
         .arg("--fencelock-bin")
-        .arg(&fencelock)
+        .arg(fencelock_bin())
         .arg("--out")
-        .arg(out.path())
+        .arg(out)
         .arg("--data-root")
-        .arg(out.path())
+        .arg(out)
         .output()
         .expect("run fencelock-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "fencelock-bench failed\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+#[test]
+fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
+    let out = tempfile::tempdir().expect("temporary directory");
+    let (stdout, stderr) = run_bench(
+        &[
+            "--systems",
+            "fencelock-1",
+            "--workloads",
+            "seq,uncontended,contended,sessions,held",
+            "--runs",
+            "1",
+            "--scale",
+            "0.01",
+            "--max-secs",
+            "20",
+            "--sessions-secs",
+            "2",
+            "--held",
+            "200",
+            "--held-secs",
+            "30",
+        ],
+        out.path(),
     );
     for heading in [
         "## seq",
@@ -83,26 +106,21 @@ fn a_tiny_fencelock_only_run_completes_and_writes_the_report() {
 /// the second kill, and the report judges the failover target over both kills.
 #[test]
 fn failover_kills_the_leader_twice_restarting_the_first_victim_in_between() {
-    let fencelock = fencelock_bin();
     let out = tempfile::tempdir().expect("temporary directory");
-    let output = Command::new(env!("CARGO_BIN_EXE_fencelock-bench"))
-        .args(["--systems", "fencelock-3", "--workloads", "failover"])
-        .args(["--failover-runs", "2", "--kill-after-secs", "1"])
-        .args(["--failover-secs", "5"])
-        .arg("--quiet")
-        .arg("--fencelock-bin")
-        .arg(&fencelock)
-        .arg("--out")
-        .arg(out.path())
-        .arg("--data-root")
-        .arg(out.path())
-        .output()
-        .expect("run fencelock-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "fencelock-bench failed\n{stdout}\n{stderr}"
+    let (stdout, stderr) = run_bench(
+        &[
+            "--systems",
+            "fencelock-3",
+            "--workloads",
+            "failover",
+            "--failover-runs",
+            "2",
+            "--kill-after-secs",
+            "1",
+            "--failover-secs",
+            "5",
+        ],
+        out.path(),
     );
     assert!(
         !stdout.contains("## Notes"),

@@ -5,10 +5,9 @@ mod cli_client_common;
 
 use cli_client_common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_add_auth_enable_then_credentials_are_required() {
-    let cluster = TestCluster::start(1).await;
-    let e = cluster.endpoints();
+/// root, and alice with acquire/release/read on "jobs/"; auth on. Set up without
+/// credentials while auth is off, as the quick start does.
+async fn set_up(e: &[String]) {
     for args in [
         &["user", "add", "root", "--new-password", "rootpw"][..],
         &["user", "add", "alice", "--new-password", "alicepw"],
@@ -17,9 +16,16 @@ async fn user_add_auth_enable_then_credentials_are_required() {
         &["user", "grant-role", "alice", "jobs"],
         &["auth", "enable"],
     ] {
-        let run = fencelock(&e, args).await;
+        let run = fencelock(e, args).await;
         assert_eq!(run.code, 0, "{args:?}: {run:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_auth_enable_then_credentials_are_required() {
+    let cluster = TestCluster::start(1).await;
+    let e = cluster.endpoints();
+    set_up(&e).await;
 
     // Refused without credentials and with a wrong password: a one-line message.
     let refused = fencelock(&e, &["acquire", "jobs/a", "--ttl", "30s"]).await;
@@ -107,17 +113,7 @@ async fn tokens_are_used_and_revoked_and_roles_are_taken_back() {
 
     let cluster = TestCluster::start(1).await;
     let e = cluster.endpoints();
-    for args in [
-        &["user", "add", "root", "--new-password", "rootpw"][..],
-        &["user", "add", "alice", "--new-password", "alicepw"],
-        &["role", "add", "jobs"],
-        &["role", "grant", "jobs", "jobs/", "acquire,release,read"],
-        &["user", "grant-role", "alice", "jobs"],
-        &["auth", "enable"],
-    ] {
-        let run = fencelock(&e, args).await;
-        assert_eq!(run.code, 0, "{args:?}: {run:?}");
-    }
+    set_up(&e).await;
     let as_root = |args: &[&str]| {
         let mut all = vec!["--user", "root", "--password", "rootpw"];
         all.extend_from_slice(args);
@@ -184,14 +180,8 @@ async fn tokens_are_used_and_revoked_and_roles_are_taken_back() {
     assert!(refused.stderr.contains("unauthenticated"), "{refused:?}");
 
     // Taking the role back, then deleting it.
-    let alice = [
-        "--user",
-        "alice",
-        "--password",
-        "alicepw",
-        "describe",
-        "jobs/a",
-    ];
+    let alice = ["--user", "alice", "--password", "alicepw"];
+    let alice = [&alice[..], &["describe", "jobs/a"]].concat();
     assert_eq!(fencelock(&e, &alice).await.code, 0);
     let taken = run_as_root(&["user", "revoke-role", "alice", "jobs"]).await;
     assert_eq!(taken.code, 0, "{taken:?}");

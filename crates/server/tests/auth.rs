@@ -291,17 +291,7 @@ async fn credentials_prefix_rights_and_session_ownership() {
     assert!(status.users.is_empty(), "only root sees the users");
 
     // A bearer token acts as its user.
-    let token = auth
-        .token_create(as_user(
-            &root,
-            pb::TokenCreateRequest {
-                user: "alice".into(),
-            },
-        ))
-        .await
-        .expect("token")
-        .into_inner()
-        .token;
+    let token = mint_token(&mut auth, &root, "alice").await;
     let bearer = format!("Bearer {token}");
     let session = open_as(&cluster, leader, &bearer, 2).await;
     acquire_as(&cluster, leader, &bearer, session, "jobs/bearer", 1)
@@ -317,6 +307,19 @@ async fn credentials_prefix_rights_and_session_ownership() {
     let mut locks = cluster.locks(leader).await;
     open_session(&mut locks, 50, 10_000).await;
     cluster.shutdown().await;
+}
+
+/// A bearer token for `user`, minted by `root`.
+async fn mint_token(
+    auth: &mut AuthClient<tonic::transport::Channel>,
+    root: &str,
+    user: &str,
+) -> String {
+    auth.token_create(as_user(root, pb::TokenCreateRequest { user: user.into() }))
+        .await
+        .expect("token")
+        .into_inner()
+        .token
 }
 
 async fn open_session_with(cluster: &TestCluster, index: usize, who: &str) -> tonic::Status {
@@ -373,39 +376,30 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
     acquire_as(&cluster, leader, &alice, session, "jobs/a", 1)
         .await
         .expect("alice acquires on jobs/ through her role");
-    let error = auth
-        .user_revoke_role(as_user(
-            &alice,
+    let take_jobs_from_alice = |who: &str| {
+        as_user(
+            who,
             pb::UserRevokeRoleRequest {
                 user: "alice".into(),
                 role: "jobs".into(),
             },
-        ))
+        )
+    };
+    let error = auth
+        .user_revoke_role(take_jobs_from_alice(&alice))
         .await
         .expect_err("only root takes roles away");
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
-    auth.user_revoke_role(as_user(
-        &root,
-        pb::UserRevokeRoleRequest {
-            user: "alice".into(),
-            role: "jobs".into(),
-        },
-    ))
-    .await
-    .expect("root revokes alice's role");
+    auth.user_revoke_role(take_jobs_from_alice(&root))
+        .await
+        .expect("root revokes alice's role");
     let error = acquire_as(&cluster, leader, &alice, session, "jobs/b", 2)
         .await
         .expect_err("alice lost jobs/");
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
-    auth.user_revoke_role(as_user(
-        &root,
-        pb::UserRevokeRoleRequest {
-            user: "alice".into(),
-            role: "jobs".into(),
-        },
-    ))
-    .await
-    .expect_err("alice no longer has the role");
+    auth.user_revoke_role(take_jobs_from_alice(&root))
+        .await
+        .expect_err("alice no longer has the role");
 
     // Deleting "everything" takes it from bob, and it is gone from the listing.
     let bob_session = open_as(&cluster, leader, &bob, 2).await;
@@ -454,17 +448,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
     ))
     .await
     .expect("grant the role back");
-    let token = auth
-        .token_create(as_user(
-            &root,
-            pb::TokenCreateRequest {
-                user: "alice".into(),
-            },
-        ))
-        .await
-        .expect("token")
-        .into_inner()
-        .token;
+    let token = mint_token(&mut auth, &root, "alice").await;
     let bearer = format!("Bearer {token}");
     let token_session = open_as(&cluster, leader, &bearer, 3).await;
     acquire_as(&cluster, leader, &bearer, token_session, "jobs/token", 1)

@@ -105,7 +105,7 @@ async fn user_add_auth_enable_then_credentials_are_required() {
     cluster.shutdown().await;
 }
 
-/// `auth token`, then `--token` / `FENCELOCK_TOKEN`, `auth revoke-token -` (the token on
+/// `auth token`, then `--auth-token` / `FENCELOCK_AUTH_TOKEN`, `auth revoke-token -` (the token on
 /// standard input), `user revoke-role` and `role remove`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_used_and_revoked_and_roles_are_taken_back() {
@@ -131,10 +131,10 @@ async fn tokens_are_used_and_revoked_and_roles_are_taken_back() {
     let minted = run_as_root(&["auth", "token", "alice"]).await;
     assert_eq!(minted.code, 0, "{minted:?}");
     let token = minted.stdout.trim().to_owned();
-    let with_flag = fencelock(&e, &["--token", &token, "describe", "jobs/a"]).await;
+    let with_flag = fencelock(&e, &["--auth-token", &token, "describe", "jobs/a"]).await;
     assert_eq!(with_flag.code, 0, "{with_flag:?}");
     let with_env = command(&e, &["describe", "jobs/a"])
-        .env("FENCELOCK_TOKEN", &token)
+        .env("FENCELOCK_AUTH_TOKEN", &token)
         .spawn()
         .expect("spawn");
     let with_env = finish(with_env).await;
@@ -143,7 +143,7 @@ async fn tokens_are_used_and_revoked_and_roles_are_taken_back() {
     let both = fencelock(
         &e,
         &[
-            "--token",
+            "--auth-token",
             &token,
             "--user",
             "alice",
@@ -175,7 +175,7 @@ async fn tokens_are_used_and_revoked_and_roles_are_taken_back() {
     drop(stdin);
     let revoked = finish(revoke).await;
     assert_eq!(revoked.code, 0, "{revoked:?}");
-    let refused = fencelock(&e, &["--token", &token, "describe", "jobs/a"]).await;
+    let refused = fencelock(&e, &["--auth-token", &token, "describe", "jobs/a"]).await;
     assert_ne!(refused.code, 0, "{refused:?}");
     assert!(refused.stderr.contains("unauthenticated"), "{refused:?}");
 

@@ -91,16 +91,16 @@ pub struct ClientOpts {
     )]
     pub password_file: Option<std::path::PathBuf>,
     /// Authenticate with a bearer token (from `fencelock auth token USER`); when given,
-    /// --user and its password are not used.
+    /// --user and its password are not used. (`--token` is a lock's fencing token.)
     #[arg(
         long,
         global = true,
-        env = "FENCELOCK_TOKEN",
+        env = "FENCELOCK_AUTH_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN",
         help_heading = "Client options"
     )]
-    pub token: Option<String>,
+    pub auth_token: Option<String>,
 }
 
 impl Default for ClientOpts {
@@ -112,7 +112,7 @@ impl Default for ClientOpts {
             user: None,
             password: None,
             password_file: None,
-            token: None,
+            auth_token: None,
         }
     }
 }
@@ -390,7 +390,7 @@ pub async fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .call_timeout(timeout.min(Duration::from_secs(5)))
         .retry_deadline(timeout);
-    if let Some(token) = &opts.token {
+    if let Some(token) = &opts.auth_token {
         builder = builder.bearer(token);
     } else if let Some(user) = &opts.user {
         let password = match (&opts.password, &opts.password_file) {

@@ -235,11 +235,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             tokio::time::timeout(options.time + Duration::from_secs(60), child.wait()).await;
         if waited.is_err() {
             let _ = child.kill().await;
+            bar.println(format!(
+                "a client process did not finish in time and was killed; {} keeps every event it recorded",
+                history.display()
+            ));
         }
-        if let Ok(events) = read_history(&history) {
-            for event in events {
-                recorder.record_stamped(event);
+        match read_history(&history) {
+            Ok(events) => {
+                for event in events {
+                    recorder.record_stamped(event);
+                }
             }
+            // Checking without a client's history would report its effects as phantoms.
+            Err(e) => anyhow::bail!("cannot read a client process's history: {e:#}"),
         }
     }
 

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result, bail};
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -123,10 +122,10 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     bail!("no VmRSS for {pid}")
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, outside the kernel's ephemeral range so
+/// that a restarted server finds it still free (see `fencelock_harness::ports`).
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    Ok(fencelock_harness::ports::free_port()?.port())
 }
 
 /// Runs `command` and returns its first line of output (for version strings).

@@ -4,6 +4,7 @@
 //! the PIDs spawned here.
 
 use crate::check::NodeView;
+use crate::ports::free_port;
 use crate::proxy::ProxyNet;
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -48,15 +49,6 @@ pub fn locate_binary(
             std::env::current_exe().unwrap_or_default()
         )
     })
-}
-
-/// A free loopback port (bound, then released).
-///
-/// # Errors
-/// No port could be bound.
-pub fn free_port() -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.local_addr()
 }
 
 /// How to start the cluster.

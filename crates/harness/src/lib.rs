@@ -16,6 +16,7 @@ pub mod client;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
+pub mod ports;
 pub mod proxy;
 pub mod report;
 pub mod run;

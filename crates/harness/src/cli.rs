@@ -52,7 +52,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Fault kinds, comma-separated: kill, pause, client-pause, partition, bridge, slow,
-    /// restart-all; `all` for every kind, `none` for none.
+    /// restart-all, keepalive-loss; `all` for every kind, `none` for none.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Run the fenced service unfenced: the control run, whose fencing checker must fail
@@ -89,6 +89,11 @@ pub struct RunArgs {
     /// Operations per client at most.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_ops: u64,
+    /// Control run: every client trusts its lease this many ms longer than its client
+    /// library says (a client that counts its lease wrongly); with `--nemesis
+    /// keepalive-loss` the lease checker must fail.
+    #[arg(long, default_value_t = 0)]
+    pub lease_slack_ms: u64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -144,6 +149,7 @@ impl RunArgs {
             progress: !self.quiet,
             election_timeout_ms: self.election_timeout_ms,
             max_ops_per_client: self.max_ops,
+            lease_slack: Duration::from_millis(self.lease_slack_ms),
         })
     }
 }
@@ -202,6 +208,9 @@ pub struct ClientArgs {
     /// Where to write its history.
     #[arg(long)]
     pub history: PathBuf,
+    /// The control runs' lease slack, ms (see `--lease-slack-ms` of a run).
+    #[arg(long, default_value_t = 0)]
+    pub lease_slack_ms: u64,
 }
 
 #[cfg(test)]
@@ -210,7 +219,7 @@ mod tests {
 
     #[test]
     fn nemesis_lists_parse() {
-        assert_eq!(parse_nemesis("all").unwrap().len(), 7);
+        assert_eq!(parse_nemesis("all").unwrap().len(), 8);
         assert!(parse_nemesis("none").unwrap().is_empty());
         assert_eq!(
             parse_nemesis("kill, client-pause,kill").unwrap(),

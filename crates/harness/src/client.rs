@@ -23,6 +23,7 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         seed: args.seed,
         hold: None,
         close_at_end: true,
+        lease_slack: Duration::from_millis(args.lease_slack_ms),
     };
     let leftovers = run_worker(config, recorder.clone()).await;
     drop(leftovers);

@@ -76,8 +76,9 @@ pub struct Event {
     /// Invoke, ok, fail or info.
     #[serde(rename = "type")]
     pub kind: Option<Kind>,
-    /// Who acted: `c0`, `c1`... (client tasks), `p0`... (client processes), `pause0`...
-    /// (paused-holder scenarios), `observer`, `nemesis`, `final`.
+    /// Who acted: `c0`, `c1`... (client tasks), `p0`... (client processes),
+    /// `pause1-holder`, `cut2-rival`... (the holder scenarios), `observer`, `nemesis`,
+    /// `final`.
     pub process: String,
     /// Pairs an invocation with its completion (unique per process).
     pub op_id: u64,
@@ -125,6 +126,11 @@ pub struct Event {
     /// The error of a `fail` or `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a fenced write by a holder that checked its lease first: until when its client
+    /// library held the lease valid, read just before the write (history time). Absent
+    /// when the writer did not check, or found the lease already run out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until_ns: Option<u64>,
 }
 
 impl Event {

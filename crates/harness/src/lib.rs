@@ -3,8 +3,8 @@
 //! (`fenced-kv`) on loopback, runs a workload of concurrent clients (tasks and child
 //! processes) that take locks and write through the fenced service with their tokens,
 //! injects faults on a schedule drawn from a printed seed (kill -9, SIGSTOP, paused
-//! clients, partitions and slow links through in-process TCP proxies, whole-cluster
-//! restarts), records the history as JSON lines, heals, and runs the checkers of
+//! clients, holders whose keepalives are lost, partitions and slow links through
+//! in-process TCP proxies, whole-cluster restarts), records the history as JSON lines, heals, and runs the checkers of
 //! [`check`].
 //!
 //! `main` only parses arguments: [`run::run`] does a run, [`client::run_client`] is the

@@ -6,7 +6,7 @@
 use crate::cluster::Cluster;
 use crate::history::{Event, Kind, Op, Recorder};
 use crate::proxy::LinkMode;
-use crate::workload;
+use crate::workload::{self, HolderFault};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -34,11 +34,15 @@ pub enum FaultKind {
     Slow,
     /// Stop every node at once (kill -9, or SIGTERM) and start them all again.
     RestartAll,
+    /// A lock holder's keepalives stop reaching the cluster for longer than its TTL
+    /// while it keeps running, writing as long as its lease holds; a rival takes the
+    /// lock once the lease expired.
+    KeepaliveLoss,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::ClientPause,
@@ -46,6 +50,7 @@ impl FaultKind {
         FaultKind::Bridge,
         FaultKind::Slow,
         FaultKind::RestartAll,
+        FaultKind::KeepaliveLoss,
     ];
 
     /// The name used on the command line and in the history.
@@ -58,6 +63,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::Slow => "slow",
             FaultKind::RestartAll => "restart-all",
+            FaultKind::KeepaliveLoss => "keepalive-loss",
         }
     }
 }
@@ -137,6 +143,8 @@ pub struct Nemesis {
     pub client_pids: Arc<Mutex<Vec<u32>>>,
     /// Longest node pause.
     pub max_pause: Duration,
+    /// The control runs' lease slack (zero otherwise), for the scenarios' clients.
+    pub lease_slack: Duration,
 }
 
 impl Nemesis {
@@ -204,6 +212,27 @@ impl Nemesis {
         Duration::from_millis(self.rng.u64(min_ms..=max_ms.max(min_ms)).min(cap))
     }
 
+    /// The holder scenario of `fault` on a lock of its own, bounded in time.
+    async fn holder_scenario(&self, fault: HolderFault, serial: u64) {
+        let name = match fault {
+            HolderFault::Paused => format!("pause{serial}"),
+            HolderFault::CutOff => format!("cut{serial}"),
+        };
+        let lock = format!("{}{name}", workload::LOCK_PREFIX);
+        let endpoints = self.cluster.endpoints();
+        let scenario = workload::holder_scenario(
+            fault,
+            &name,
+            &endpoints,
+            self.cluster.kv_addr,
+            &lock,
+            self.ttl,
+            self.lease_slack,
+            &self.recorder,
+        );
+        let _ = tokio::time::timeout(self.ttl * 6 + Duration::from_secs(20), scenario).await;
+    }
+
     async fn inject(&mut self, kind: FaultKind, remaining: Duration, serial: u64) {
         let cluster = self.cluster.clone();
         match kind {
@@ -259,20 +288,7 @@ impl Nemesis {
                         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
                     }
                 };
-                let lock = format!("{}paused-{serial}", workload::LOCK_PREFIX);
-                let name = format!("pause{serial}");
-                let endpoints = cluster.endpoints();
-                let scenario = workload::paused_holder(
-                    &name,
-                    &endpoints,
-                    cluster.kv_addr,
-                    &lock,
-                    self.ttl,
-                    &self.recorder,
-                );
-                let bounded =
-                    tokio::time::timeout(self.ttl * 6 + Duration::from_secs(20), scenario);
-                let _ = tokio::join!(bounded, resume);
+                let _ = tokio::join!(self.holder_scenario(HolderFault::Paused, serial), resume);
                 self.end(kind, op);
             }
             FaultKind::Partition => {
@@ -364,6 +380,18 @@ impl Nemesis {
                 }
                 tokio::time::sleep(lasting).await;
                 cluster.net.heal();
+                self.end(kind, op);
+            }
+            FaultKind::KeepaliveLoss => {
+                let op = self.start(
+                    kind,
+                    None,
+                    format!(
+                        "a lock holder's keepalives stop reaching the cluster for over its TTL ({:?}) while it keeps writing as long as its lease holds",
+                        self.ttl
+                    ),
+                );
+                self.holder_scenario(HolderFault::CutOff, serial).await;
                 self.end(kind, op);
             }
             FaultKind::RestartAll => {

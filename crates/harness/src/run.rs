@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub election_timeout_ms: u64,
     /// Operations per client at most.
     pub max_ops_per_client: u64,
+    /// Control runs only (zero otherwise): clients trust their lease this much longer
+    /// than their client library says, which the lease checker must catch.
+    pub lease_slack: Duration,
 }
 
 /// What a run produced.
@@ -136,6 +139,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             seed: rng.u64(..),
             hold: Some(format!("{LOCK_PREFIX}hold-c{i}")),
             close_at_end: false,
+            lease_slack: options.lease_slack,
         };
         workers.push(tokio::spawn(workload::run_worker(config, recorder.clone())));
     }
@@ -166,6 +170,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
                 .arg(base_ns.to_string())
                 .arg("--history")
                 .arg(&history)
+                .arg("--lease-slack-ms")
+                .arg(options.lease_slack.as_millis().to_string())
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::fs::File::create(
@@ -195,6 +201,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         ttl: options.ttl,
         client_pids: client_pids.clone(),
         max_pause: options.max_pause,
+        lease_slack: options.lease_slack,
     };
     let nemesis = tokio::spawn(async move {
         if nemesis.kinds.is_empty() {

@@ -41,6 +41,10 @@ pub struct WorkerConfig {
     pub hold: Option<String>,
     /// Close the session at the end (a client process that exits).
     pub close_at_end: bool,
+    /// Control runs only (zero otherwise): how much longer than its client library
+    /// says the client trusts its lease — a client that counts its lease wrongly, which
+    /// the `lease` checker must catch.
+    pub lease_slack: Duration,
 }
 
 /// What a client leaves open at the end: sessions and held locks, kept until the final
@@ -189,6 +193,21 @@ fn watch_loss(session: &Arc<Session>, recorder: Recorder, process: String) {
     });
 }
 
+/// Until when `session`'s lease is valid as its client library counts it, in history
+/// time, or `None` when it has run out: what a careful holder checks before each write.
+/// A control run's `slack` makes the client trust the lease that much longer, and
+/// ignore the library's own verdict.
+fn lease_until_ns(session: &Session, recorder: &Recorder, slack: Duration) -> Option<u64> {
+    let now = Instant::now();
+    let now_ns = recorder.now_ns();
+    let deadline = session.lease_deadline() + slack;
+    if deadline <= now || (slack.is_zero() && session.is_lost()) {
+        return None;
+    }
+    let left = u64::try_from(deadline.duration_since(now).as_nanos()).unwrap_or(u64::MAX);
+    Some(now_ns.saturating_add(left))
+}
+
 /// Acquire `lock`, recorded. `Some(guard)` when granted.
 async fn acquire(
     session: &Session,
@@ -252,12 +271,12 @@ async fn release(guard: LockGuard, recorder: &Recorder, process: &str) {
 /// Read `key` and append `body` with `token`, recorded.
 async fn read_and_append(
     kv: &FencedKvClient,
-    lock: &str,
-    token: u64,
-    body: String,
+    write: Write<'_>,
     recorder: &Recorder,
     process: &str,
 ) {
+    let lock = write.lock;
+    let token = write.token;
     let key = lock.to_string();
     let rec = Recording::start(recorder, process, Op::KvGet, |mut e| {
         e.key = Some(key.clone());
@@ -279,22 +298,36 @@ async fn read_and_append(
         }),
         Err(error) => rec.finish(Kind::Fail, |e| e.error(&error)),
     }
-    append(kv, lock, token, body, recorder, process).await;
+    append(kv, write, recorder, process).await;
 }
 
-/// Append `body` to the lock's key with `token`, recorded. Returns whether admitted.
-async fn append(
-    kv: &FencedKvClient,
-    lock: &str,
+/// One fenced write: `body` appended to the key of `lock` with `token`.
+struct Write<'a> {
+    lock: &'a str,
     token: u64,
     body: String,
+    /// Until when the writer counted its lease valid, when it checked (history time).
+    lease_until_ns: Option<u64>,
+}
+
+/// Make a fenced write, recorded. Returns whether admitted.
+async fn append(
+    kv: &FencedKvClient,
+    write: Write<'_>,
     recorder: &Recorder,
     process: &str,
 ) -> Option<bool> {
+    let Write {
+        lock,
+        token,
+        body,
+        lease_until_ns,
+    } = write;
     let key = lock.to_string();
     let rec = Recording::start(recorder, process, Op::KvAppend, |mut e| {
         e.key = Some(key.clone());
         e.body = Some(body.clone());
+        e.lease_until_ns = lease_until_ns;
         e.lock(lock).token(token)
     });
     match kv.append(&key, lock, token, body.clone()).await {
@@ -459,8 +492,38 @@ pub async fn run_worker(config: WorkerConfig, recorder: Recorder) -> Leftovers {
                 let token = guard.token().0;
                 last_token.insert(lock.clone(), token);
                 counter += 1;
-                let body = format!("{process}:{counter}:{token};");
-                read_and_append(&kv, &lock, token, body, &recorder, process).await;
+                let write = Write {
+                    lock: &lock,
+                    token,
+                    body: format!("{process}:{counter}:{token};"),
+                    lease_until_ns: lease_until_ns(&current, &recorder, config.lease_slack),
+                };
+                read_and_append(&kv, write, &recorder, process).await;
+                // A few holders keep the lock for a while (up to 1.5 TTLs: a long job),
+                // writing now and then, each time only if their lease still holds, so
+                // faults fall inside leases; rarely, since a held lock stalls its rivals.
+                // A control run's holders all do.
+                let hold_for = if !config.lease_slack.is_zero() || rng.u32(..100) < 5 {
+                    config.ttl.mul_f64(rng.f64() * 1.5)
+                } else {
+                    Duration::ZERO
+                };
+                let hold_until = (Instant::now() + hold_for).min(deadline);
+                while Instant::now() < hold_until {
+                    tokio::time::sleep(Duration::from_millis(rng.u64(100..400))).await;
+                    let Some(lease) = lease_until_ns(&current, &recorder, config.lease_slack)
+                    else {
+                        break;
+                    };
+                    counter += 1;
+                    let write = Write {
+                        lock: &lock,
+                        token,
+                        body: format!("{process}:{counter}:{token};"),
+                        lease_until_ns: Some(lease),
+                    };
+                    append(&kv, write, &recorder, process).await;
+                }
                 release(guard, &recorder, process).await;
             }
         } else if choice < 65 {
@@ -489,17 +552,34 @@ pub async fn run_worker(config: WorkerConfig, recorder: Recorder) -> Leftovers {
     leftovers
 }
 
-/// The paused-holder scenario: a holder takes `lock` and writes, then stops its
-/// keepalives and sleeps past its TTL (a GC pause); meanwhile a rival waits for the lock,
-/// gets it once the holder's session expired, and writes with its newer token; then the
-/// holder wakes and writes with its old token. The fenced service must refuse that write.
-/// Returns the pause window (start, end) in history time, when the holder got the lock.
-pub async fn paused_holder(
+/// What the holder of a [`holder_scenario`] does once its keepalives stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderFault {
+    /// It sleeps past its TTL (a GC pause), then writes with its old token without
+    /// checking: the pause fell between its check and its write. The fenced service must
+    /// refuse that write.
+    Paused,
+    /// Its keepalives stop reaching the cluster (held back in its client library, as a
+    /// one-way cut of its link would) while it keeps running, writing now and then, each
+    /// time only if its lease still holds. The `lease` checker must find every such
+    /// write sent before the rival's grant was seen.
+    CutOff,
+}
+
+/// A holder takes `lock` and writes, then its keepalives stop for longer than its TTL
+/// (see [`HolderFault`]); meanwhile a rival waits for the lock, gets it once the holder's
+/// session expired, and writes with its newer token. `slack` is the control runs' lease
+/// slack (see [`WorkerConfig::lease_slack`]). Returns the fault's window (start, end) in
+/// history time, when the holder got the lock.
+#[allow(clippy::too_many_arguments)]
+pub async fn holder_scenario(
+    fault: HolderFault,
     name: &str,
     endpoints: &[String],
     kv: SocketAddr,
     lock: &str,
     ttl: Duration,
+    slack: Duration,
     recorder: &Recorder,
 ) -> Option<(u64, u64)> {
     let holder_name = format!("{name}-holder");
@@ -520,51 +600,68 @@ pub async fn paused_holder(
         return None;
     };
     let token = guard.token().0;
-    append(
-        &kv,
+    let mut writes = 1;
+    let first = Write {
         lock,
         token,
-        format!("{holder_name}:1:{token};"),
-        recorder,
-        &holder_name,
-    )
-    .await;
-    let pause = ttl + Duration::from_millis(1500);
+        body: format!("{holder_name}:{writes}:{token};"),
+        lease_until_ns: lease_until_ns(&holder, recorder, slack),
+    };
+    append(&kv, first, recorder, &holder_name).await;
+    let stall = ttl + Duration::from_millis(1500);
     let started = recorder.now_ns();
-    holder.pause_keepalive_for_test(pause * 2);
+    holder.pause_keepalive_for_test(stall * 2);
     let rival = async {
         let rival_client = connect(endpoints).await.ok()?;
         let session = open_session(&rival_client, ttl, recorder, &rival_name).await?;
-        let wait = Wait::Timeout(pause * 2);
+        let wait = Wait::Timeout(stall * 2);
         if let Some(guard) = acquire(&session, lock, wait, recorder, &rival_name).await {
             let token = guard.token().0;
-            append(
-                &kv,
+            let write = Write {
                 lock,
                 token,
-                format!("{rival_name}:1:{token};"),
-                recorder,
-                &rival_name,
-            )
-            .await;
+                body: format!("{rival_name}:1:{token};"),
+                lease_until_ns: lease_until_ns(&session, recorder, slack),
+            };
+            append(&kv, write, recorder, &rival_name).await;
             release(guard, recorder, &rival_name).await;
         }
         close_session(session, recorder, &rival_name).await;
         Some(())
     };
-    // The holder is "paused": it does nothing until the pause ends.
-    let (_, ()) = tokio::join!(rival, tokio::time::sleep(pause));
-    // It wakes and writes with its old token without checking (the pause fell between
-    // its check and its write).
-    append(
-        &kv,
-        lock,
-        token,
-        format!("{holder_name}:2:{token};"),
-        recorder,
-        &holder_name,
-    )
-    .await;
+    let holder_side = async {
+        match fault {
+            HolderFault::Paused => {
+                tokio::time::sleep(stall).await;
+                writes += 1;
+                let stale = Write {
+                    lock,
+                    token,
+                    body: format!("{holder_name}:{writes}:{token};"),
+                    lease_until_ns: None,
+                };
+                append(&kv, stale, recorder, &holder_name).await;
+            }
+            HolderFault::CutOff => {
+                let until = Instant::now() + stall;
+                while Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    let Some(lease) = lease_until_ns(&holder, recorder, slack) else {
+                        break;
+                    };
+                    writes += 1;
+                    let write = Write {
+                        lock,
+                        token,
+                        body: format!("{holder_name}:{writes}:{token};"),
+                        lease_until_ns: Some(lease),
+                    };
+                    append(&kv, write, recorder, &holder_name).await;
+                }
+            }
+        }
+    };
+    let (_, ()) = tokio::join!(rival, holder_side);
     release(guard, recorder, &holder_name).await;
     let ended = recorder.now_ns();
     drop(holder);

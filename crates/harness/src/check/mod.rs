@@ -8,11 +8,13 @@
 //! | [`exclusion`] | in the cluster's order (watch revisions) no two exclusive grants of a lock overlap |
 //! | [`linearizable`] | the lock history is linearizable against a sequential lock model |
 //! | [`durability`] | no acknowledged acquire, release or session is lost after faults and restarts |
+//! | [`lease`] | no holder wrote under a lease it still counted valid after the lock had been granted to someone else |
 //! | [`liveness`] | after healing, every node agrees on leader and state, and a fresh acquire succeeds in time |
 
 pub mod durability;
 pub mod exclusion;
 pub mod fencing;
+pub mod lease;
 pub mod linearizable;
 pub mod liveness;
 pub mod tokens;
@@ -151,6 +153,7 @@ pub fn check_all(evidence: &Evidence) -> Vec<Verdict> {
         exclusion::check(evidence),
         linearizable::check(evidence, linearizable::DEFAULT_STEP_BUDGET),
         durability::check(evidence),
+        lease::check(evidence),
         liveness::check(evidence),
     ]
 }

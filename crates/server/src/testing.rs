@@ -1,5 +1,5 @@
 //! An in-process cluster on loopback for tests of this crate and of the crates above it
-//! (client library, CLI, fault harness): real gRPC listeners on port 0, real redb logs in
+//! (client library, CLI, fault harness): real gRPC listeners on loopback, real redb logs in
 //! a temp dir, real Raft traffic between nodes, and link cutting for partitions.
 //! [`TestPki`] writes a throw-away CA and certificates for clusters that speak TLS.
 
@@ -45,7 +45,36 @@ pub struct TestCluster {
 /// A per-node configuration change (the node's id is in the config it gets).
 type Tweak = Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
 
+/// A loopback listener for a test node, on a port below the kernel's ephemeral range.
+///
+/// A stopped node is restarted on its old ports; a port the kernel handed out for port 0
+/// is an ephemeral port, which the kernel may meanwhile give to any outgoing connection
+/// (the other nodes reconnecting to the stopped one), and the restart would fail with
+/// "address in use". The kernel never hands out ports below the ephemeral range by
+/// itself. Ports are probed in order from an offset drawn from the process id, so test
+/// processes running side by side rarely probe the same ones.
 fn free_listener() -> std::net::TcpListener {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = first_ephemeral
+        .saturating_sub(LOWEST)
+        .min(u32::from(u16::MAX));
+    let offset = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span.min(1_000) {
+        let probe = PROBES.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + offset.wrapping_add(probe) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback")
 }
 

@@ -144,6 +144,7 @@ pub fn latency_svg(events: &[Event], windows: &[FaultWindow]) -> String {
         ("bridge", "#4daf4a"),
         ("slow", "#a65628"),
         ("restart-all", "#f781bf"),
+        ("keepalive-loss", "#17becf"),
     ];
     let color_of = |kind: &str| {
         palette

@@ -68,21 +68,53 @@ pub struct ProposerLimits {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
+    writer: Arc<Writer>,
+}
+
+/// What submitting an entry needs, shared by the proposer task and idle-path callers.
+struct Writer {
+    raft: Raft,
+    node_id: NodeId,
+    /// One permit per entry in flight (`max_inflight`).
+    inflight: Arc<Semaphore>,
+    write_timeout: Duration,
 }
 
 impl Proposer {
     /// Start the proposer task for `raft`.
     pub fn spawn(raft: Raft, node_id: NodeId, limits: ProposerLimits) -> Self {
         let (queue, receiver) = mpsc::channel(limits.max_queued.max(1));
-        tokio::spawn(run(raft, node_id, receiver, limits));
-        Proposer { queue }
+        let writer = Arc::new(Writer {
+            raft,
+            node_id,
+            inflight: Arc::new(Semaphore::new(limits.max_inflight.max(1))),
+            write_timeout: limits.write_timeout,
+        });
+        tokio::spawn(run(Arc::clone(&writer), receiver, limits.max_batch));
+        Proposer { queue, writer }
     }
 
     /// Propose `command` and wait for its result.
     ///
+    /// When nothing is queued and a pipeline slot is free (the proposer task itself
+    /// waits on the queue holding another), the command goes to Raft as an entry of its
+    /// own from the caller's task: a lone write then skips two task hand-overs (to the
+    /// proposer task, and back through a reply channel). Otherwise it queues and is packed.
+    ///
     /// # Cancel safety
-    /// Dropping the future does not withdraw the command: it may still be applied.
+    /// Dropping the future does not withdraw the command: it may still be applied. A
+    /// caller on the idle path that gives up frees its pipeline slot at once, while its
+    /// entry may still be in flight.
     pub async fn propose(&self, command: Command) -> ProposeResult {
+        if self.queue.capacity() == self.queue.max_capacity()
+            && let Ok(slot) = Arc::clone(&self.writer.inflight).try_acquire_owned()
+        {
+            let mut results = self.writer.submit(vec![command]).await.await;
+            drop(slot);
+            return results
+                .pop()
+                .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())));
+        }
         let (reply, result) = oneshot::channel();
         match self.queue.try_send(Pending { command, reply }) {
             Ok(()) => {}
@@ -93,53 +125,61 @@ impl Proposer {
     }
 }
 
-async fn run(
-    raft: Raft,
-    node_id: NodeId,
-    mut receiver: mpsc::Receiver<Pending>,
-    limits: ProposerLimits,
-) {
-    let max_batch = limits.max_batch.max(1);
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
+async fn run(writer: Arc<Writer>, mut receiver: mpsc::Receiver<Pending>, max_batch: usize) {
+    let max_batch = max_batch.max(1);
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
         // Take a pipeline slot before packing: while every slot is busy, commands keep
         // queueing and go out together in the next entry.
-        let slot = Arc::clone(&inflight)
+        let slot = Arc::clone(&writer.inflight)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
         if receiver.recv_many(&mut batch, max_batch).await == 0 {
             return;
         }
-        let leader = raft.metrics().borrow().current_leader;
-        if leader != Some(node_id) {
-            for pending in batch.drain(..) {
-                let _ = pending.reply.send(Err(ProposeError::NotLeader { leader }));
-            }
-            continue;
-        }
         let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<ProposeResult>>) = batch
             .drain(..)
             .map(|pending| (pending.command, pending.reply))
             .unzip();
-        crate::metrics::record_batch(commands.len());
         // Submitting is ordered (this task awaits each hand-over to Raft's core);
         // waiting for the commit is not.
-        match raft.client_write_ff(CommandBatch(commands)).await {
-            Ok(committed) => {
-                let write_timeout = limits.write_timeout;
-                tokio::spawn(async move {
-                    let outcome = tokio::time::timeout(write_timeout, committed).await;
-                    answer(replies, outcome, write_timeout);
-                    drop(slot);
-                });
+        let committed = writer.submit(commands).await;
+        tokio::spawn(async move {
+            for (reply, result) in replies.into_iter().zip(committed.await) {
+                let _ = reply.send(result);
             }
-            Err(fatal) => {
-                let error = ProposeError::Unavailable(fatal.to_string());
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+            drop(slot);
+        });
+    }
+}
+
+impl Writer {
+    /// Hand `commands` to Raft as one entry; the returned future waits for the commit
+    /// (at most `write_timeout`) and gives each command's result, in order.
+    async fn submit(
+        &self,
+        commands: Vec<Command>,
+    ) -> impl std::future::Future<Output = Vec<ProposeResult>> + Send + 'static {
+        let count = commands.len();
+        let leader = self.raft.metrics().borrow().current_leader;
+        let submitted = if leader == Some(self.node_id) {
+            crate::metrics::record_batch(count);
+            self.raft
+                .client_write_ff(CommandBatch(commands))
+                .await
+                .map_err(|fatal| ProposeError::Unavailable(fatal.to_string()))
+        } else {
+            Err(ProposeError::NotLeader { leader })
+        };
+        let write_timeout = self.write_timeout;
+        async move {
+            match submitted {
+                Ok(committed) => {
+                    let outcome = tokio::time::timeout(write_timeout, committed).await;
+                    results(count, outcome, write_timeout)
                 }
+                Err(error) => vec![Err(error); count],
             }
         }
     }
@@ -156,25 +196,21 @@ type CommitOutcome = Result<
     tokio::time::error::Elapsed,
 >;
 
-/// Send each caller of one entry its own result, or the entry's error.
-fn answer(
-    replies: Vec<oneshot::Sender<ProposeResult>>,
-    outcome: CommitOutcome,
-    write_timeout: Duration,
-) {
+/// Each of the `count` commands of one entry: its own result, or the entry's error.
+fn results(count: usize, outcome: CommitOutcome, write_timeout: Duration) -> Vec<ProposeResult> {
     let error = match outcome {
         Ok(Ok(Ok(written))) => {
             let BatchResult(results) = written.data;
-            debug_assert_eq!(results.len(), replies.len(), "one result per command");
+            debug_assert_eq!(results.len(), count, "one result per command");
             let mut results = results.into_iter();
-            for reply in replies {
-                let result = results
-                    .next()
-                    .map(Ok)
-                    .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())));
-                let _ = reply.send(result);
-            }
-            return;
+            return (0..count)
+                .map(|_| {
+                    results
+                        .next()
+                        .map(Ok)
+                        .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())))
+                })
+                .collect();
         }
         Ok(Ok(Err(error))) => classify(error),
         Ok(Err(_closed)) => {
@@ -185,9 +221,7 @@ fn answer(
             write_timeout.as_millis()
         )),
     };
-    for reply in replies {
-        let _ = reply.send(Err(error.clone()));
-    }
+    vec![Err(error); count]
 }
 
 fn classify(error: ClientWriteError<NodeId, crate::raft::PeerNode>) -> ProposeError {

@@ -499,11 +499,12 @@ pub async fn run_worker(config: WorkerConfig, recorder: Recorder) -> Leftovers {
                     lease_until_ns: lease_until_ns(&current, &recorder, config.lease_slack),
                 };
                 read_and_append(&kv, write, &recorder, process).await;
-                // A few holders keep the lock for a while (up to 1.5 TTLs: a long job),
-                // writing now and then, each time only if their lease still holds, so
-                // faults fall inside leases; rarely, since a held lock stalls its rivals.
+                // One grant in a hundred is kept for a while (up to 1.5 TTLs: a long
+                // job), with a write now and then, each only if the lease still holds,
+                // so faults fall inside leases; rarely, since a held lock stalls its
+                // rivals (at one in twenty, a 20-minute run did a sixth of the operations).
                 // A control run's holders all do.
-                let hold_for = if !config.lease_slack.is_zero() || rng.u32(..100) < 5 {
+                let hold_for = if !config.lease_slack.is_zero() || rng.u32(..100) < 1 {
                     config.ttl.mul_f64(rng.f64() * 1.5)
                 } else {
                     Duration::ZERO

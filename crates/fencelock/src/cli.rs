@@ -25,6 +25,7 @@
 //! | `snapshot_every_entries` | applied entries between snapshots | `10000` |
 //! | `log_entries_kept_after_snapshot` | log kept behind a snapshot | `5000` |
 //! | `log_page_cache_bytes` | redb's page cache for the Raft log file | `16777216` |
+//! | `log_wal_bytes` | size of the Raft log's write-ahead file (0: none) | `4194304` |
 //! | `log_cache_entries`, `log_cache_bytes` | newest log entries kept decoded for replication | `256`, `4194304` |
 //! | `max_batch_commands` | commands per Raft entry | `1024` |
 //! | `max_queued_commands` | commands queued for the proposer | `100000` |

@@ -1,8 +1,11 @@
-//! Micro-benchmarks of the Raft log store's append path: one redb write transaction and
-//! one fsync per `append()` call, with 1, 16 or 256 lock commands per entry and 1 or 64
-//! entries per append (openraft hands the store everything queued since the last flush).
-//! Run with `cargo bench -p fencelock-server --bench log_append`; the disk's fsync latency
-//! is most of the single-entry figure.
+//! Micro-benchmarks of the Raft log store's append path, with 1, 16 or 256 lock commands
+//! per entry and 1 or 64 entries per append (openraft hands the store everything queued
+//! since the last flush): `append_fsync` as configured by default (one write and one data
+//! sync of the write-ahead file per `append()`, and a redb checkpoint each time the file
+//! fills), `append_fsync_redb_only` without the write-ahead file (one redb write
+//! transaction and fsync per `append()`). Run with
+//! `cargo bench -p fencelock-server --bench log_append`; the disk's sync latency is most
+//! of the single-entry figure.
 
 use fencelock_core::{Command, FencingToken, LockMode, RequestId, SessionId, WaitPolicy};
 use fencelock_server::raft::{CommandBatch, LogId, TypeConfig};
@@ -47,15 +50,33 @@ fn batch(commands: usize) -> CommandBatch {
 }
 
 /// Appends `entries_per_append` entries of `commands` commands each, durably (the
-/// callback fires after the fsync), per iteration.
+/// callback fires after the sync), per iteration.
 #[divan::bench(args = [(1, 1), (1, 16), (1, 256), (64, 1), (64, 16)])]
-fn append_fsync(bencher: divan::Bencher, (entries_per_append, commands): (u64, usize)) {
+fn append_fsync(bencher: divan::Bencher, shape: (u64, usize)) {
+    appends(bencher, shape, LogStoreOptions::default());
+}
+
+/// The same without the write-ahead file.
+#[divan::bench(args = [(1, 1), (1, 16), (1, 256), (64, 1), (64, 16)])]
+fn append_fsync_redb_only(bencher: divan::Bencher, shape: (u64, usize)) {
+    let options = LogStoreOptions {
+        wal_bytes: 0,
+        ..LogStoreOptions::default()
+    };
+    appends(bencher, shape, options);
+}
+
+fn appends(
+    bencher: divan::Bencher,
+    (entries_per_append, commands): (u64, usize),
+    options: LogStoreOptions,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut store = LogStore::open(dir.path(), LogStoreOptions::default()).expect("open log");
+    let mut store = LogStore::open(dir.path(), options).expect("open log");
     let payload = batch(commands);
     let mut next = 1u64;
     bencher.bench_local(|| {

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub log_entries_kept_after_snapshot: u64,
     /// redb's page cache for the Raft log file, in bytes.
     pub log_page_cache_bytes: usize,
+    /// Size of the Raft log's write-ahead file (`raft-log.wal`), in bytes: appends are
+    /// synced there and moved into the log database when it fills. 0 turns it off
+    /// (every append is then a log database transaction, about twice the sync work).
+    pub log_wal_bytes: u64,
     /// Newest log entries kept decoded in memory for replication, at most (0: none).
     pub log_cache_entries: usize,
     /// The cached entries' encoded sizes add up to at most this many bytes.
@@ -205,6 +209,7 @@ impl Default for ServerConfig {
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 5_000,
             log_page_cache_bytes: crate::store::log::DEFAULT_LOG_PAGE_CACHE_BYTES,
+            log_wal_bytes: crate::store::log::DEFAULT_WAL_BYTES,
             log_cache_entries: crate::store::LogStoreOptions::default().cache_entries_max,
             log_cache_bytes: crate::store::LogStoreOptions::default().cache_bytes_max,
             max_batch_commands: 1_024,

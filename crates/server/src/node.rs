@@ -453,6 +453,7 @@ pub async fn start_with_listeners(
             cache_entries_max: config.log_cache_entries,
             cache_bytes_max: config.log_cache_bytes,
             page_cache_bytes: config.log_page_cache_bytes,
+            wal_bytes: config.log_wal_bytes,
         },
     )
     .map_err(|e| storage(&e))?;

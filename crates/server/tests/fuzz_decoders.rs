@@ -1,7 +1,8 @@
 //! Fuzzing, as property tests, of every decoder that reads bytes a node does not trust:
 //! peer payloads (openraft's requests and results, postcard-encoded inside `RaftPayload`,
 //! decoded by the peer service exactly as here), snapshot files and received snapshots
-//! (`snapshot::decode`), log records (`record::decode_entry`, `record::decode`), and the
+//! (`snapshot::decode`), log records (`record::decode_entry`, `record::decode`), the
+//! write-ahead file's records (`wal::parse_records`), and the
 //! core's `Command` and `State`.
 //!
 //! Random bytes and mutated valid encodings must give an error or a value, never a panic.
@@ -20,8 +21,8 @@ use fencelock_core::{ClientId, Command, LockMode, RequestId, SessionId, State, W
 use fencelock_proto::peer::RaftPayload;
 use fencelock_proto::peer::peer_client::PeerClient;
 use fencelock_server::raft::{CommandBatch, LogId, NodeId, PeerNode, TypeConfig};
-use fencelock_server::store::record;
 use fencelock_server::store::snapshot::{self, SnapshotMeta};
+use fencelock_server::store::{record, wal};
 use fencelock_server::testing::TestCluster;
 use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -125,6 +126,44 @@ fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// A decoder under test: its name and a function that decodes bytes (the result is
 /// dropped; only "no panic, bounded memory" is checked).
 type Decoder = (&'static str, fn(&[u8]));
+
+/// The generation the write-ahead sample is written under.
+const WAL_GENERATION: wal::Generation = wal::Generation {
+    number: 1,
+    salt: 42,
+};
+
+/// The records region of a write-ahead file holding the sample entries in three appends
+/// (with a committed log id), as a node writes it.
+fn wal_sample() -> &'static [u8] {
+    static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (mut file, _) = wal::Wal::open(dir.path(), wal::MIN_WAL_BYTES * 4, WAL_GENERATION)
+            .expect("create a write-ahead file");
+        file.start_generation(WAL_GENERATION);
+        for (append, entries) in entries().chunks(2).enumerate() {
+            let mut batch = file.batch();
+            if append > 0 {
+                let committed = record::encode(b"committed", &log_id(2, 4), Vec::new());
+                batch.push_committed(&committed.expect("encode"));
+            }
+            for entry in entries {
+                batch.push_entry(
+                    entry.log_id.index,
+                    &record::encode_entry(entry, Vec::new()).expect("encode"),
+                );
+            }
+            file.append(&batch).expect("append");
+        }
+        let bytes = std::fs::read(dir.path().join(wal::WAL_FILE_NAME)).expect("read");
+        let (records, _) =
+            wal::parse_records(&bytes[wal::RECORDS_START as usize..], WAL_GENERATION);
+        assert!(records.len() >= entries().len(), "the sample verifies");
+        let end = wal::RECORDS_START as usize + 3 * wal::APPEND_ALIGN as usize;
+        bytes[wal::RECORDS_START as usize..end].to_vec()
+    })
+}
 
 fn decode_as<T: DeserializeOwned>(bytes: &[u8]) {
     let _ = postcard::from_bytes::<T>(bytes);
@@ -230,6 +269,12 @@ fn decoders() -> Vec<(Decoder, Vec<Vec<u8>>)> {
                 let _ = record::decode::<LogId>(b"committed", bytes);
             }),
             vec![record::encode(b"committed", &log_id(2, 7), Vec::new()).unwrap()],
+        ),
+        (
+            ("write-ahead records", |bytes| {
+                let _ = wal::parse_records(bytes, WAL_GENERATION);
+            }),
+            vec![wal_sample().to_vec()],
         ),
         (
             ("Command", decode_as::<Command>),

@@ -49,6 +49,15 @@ fn open(dir: &Path) -> LogStore {
     LogStore::open(dir, LogStoreOptions::default()).expect("open log store")
 }
 
+/// Open, and save a vote newer than every entry the tests write (a node saves the vote
+/// of a term before it appends entries of that term; start-up refuses a log whose vote
+/// is missing or older than its entries).
+async fn voted(dir: &Path) -> LogStore {
+    let mut store = open(dir);
+    store.save_vote(&Vote::new(9, 1)).await.expect("save vote");
+    store
+}
+
 /// Entries `first..=last` in `term`, a membership entry at index 1.
 fn entries(term: u64, first: u64, last: u64) -> Vec<Entry<TypeConfig>> {
     (first..=last)
@@ -139,7 +148,7 @@ async fn an_append_of_many_entries_is_one_transaction() {
 async fn the_committed_log_id_rides_on_the_next_transaction_and_is_kept_at_close() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
-        let mut store = open(dir.path());
+        let mut store = voted(dir.path()).await;
         store
             .blocking_append(entries(1, 1, 5))
             .await
@@ -196,13 +205,12 @@ async fn a_crash_keeps_the_committed_log_id_of_the_last_transaction() {
         // A crash: the store is never closed, so nothing more is written.
         std::mem::forget(store);
     }
-    // redb refuses a second open of a file this process still holds; copy it instead.
+    // redb refuses a second open of a file this process still holds; copy it instead
+    // (with the write-ahead file, which holds the appends).
     let copy = tempfile::tempdir().expect("temporary directory");
-    std::fs::copy(
-        dir.path().join("raft-log.redb"),
-        copy.path().join("raft-log.redb"),
-    )
-    .expect("copy the log file");
+    for file in ["raft-log.redb", "raft-log.wal"] {
+        std::fs::copy(dir.path().join(file), copy.path().join(file)).expect("copy the log");
+    }
     let mut store = open(copy.path());
     assert_eq!(
         store.read_committed().await.expect("read"),
@@ -216,7 +224,7 @@ async fn a_crash_keeps_the_committed_log_id_of_the_last_transaction() {
 async fn truncate_deletes_from_the_index_on_and_survives_reopening() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
-        let mut store = open(dir.path());
+        let mut store = voted(dir.path()).await;
         store
             .blocking_append(entries(1, 1, 10))
             .await
@@ -251,7 +259,7 @@ async fn truncate_deletes_from_the_index_on_and_survives_reopening() {
 async fn purge_past_the_end_leaves_the_log_ending_at_the_purged_id() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
-        let mut store = open(dir.path());
+        let mut store = voted(dir.path()).await;
         store
             .blocking_append(entries(1, 1, 10))
             .await
@@ -391,4 +399,333 @@ async fn flushed_entries_and_vote_survive_a_process_crash() {
         Some(Vote::new(7, 1))
     );
     assert_eq!(all_entries(&mut store).await, entries(1, 1, 60));
+}
+
+// ---------------------------------------------------------------------------------------
+// The write-ahead file.
+
+use fencelock_server::store::StoreError;
+use fencelock_server::store::check::check_data_dir;
+use fencelock_server::store::wal;
+
+const WAL: &str = "raft-log.wal";
+
+/// Copy the log's files (a store this process still holds, as a crash leaves them).
+fn copy_files(from: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("temporary directory");
+    for file in ["raft-log.redb", WAL] {
+        std::fs::copy(from.join(file), copy.path().join(file)).expect("copy the log");
+    }
+    copy
+}
+
+/// A store that appended entries 1..=5, then (with the committed log id at 3) 6..=7,
+/// then (with it at `committed_after`) 8, and crashed: a copy of its files, where all
+/// of it is in the write-ahead file.
+async fn crashed_with_entries_in_the_wal(committed_after: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // A small file (later opens keep its size): the tests copy it often.
+    let small = LogStoreOptions {
+        wal_bytes: wal::RECORDS_START + 4 * wal::APPEND_ALIGN,
+        ..LogStoreOptions::default()
+    };
+    let mut store = LogStore::open(dir.path(), small).expect("open");
+    store.save_vote(&Vote::new(9, 1)).await.expect("save vote");
+    store
+        .blocking_append(entries(1, 1, 5))
+        .await
+        .expect("append");
+    store
+        .save_committed(Some(log_id(1, 3)))
+        .await
+        .expect("save committed");
+    store
+        .blocking_append(entries(1, 6, 7))
+        .await
+        .expect("append");
+    store
+        .save_committed(Some(log_id(1, committed_after)))
+        .await
+        .expect("save committed");
+    store
+        .blocking_append(entries(1, 8, 8))
+        .await
+        .expect("append");
+    assert_eq!(
+        store.checkpoint_count(),
+        0,
+        "all of it is in the write-ahead file"
+    );
+    let copy = copy_files(dir.path());
+    std::mem::forget(store);
+    copy
+}
+
+/// The file offset of every record frame in the write-ahead file, with the entry index
+/// when it holds one (read by the frames' lengths alone, as a test knows the layout:
+/// length, CRC, kind (high bit: the append's last), append number, index).
+fn wal_frames(dir: &Path) -> Vec<(u64, Option<u64>)> {
+    let bytes = std::fs::read(dir.join(WAL)).expect("read the write-ahead file");
+    let mut frames = Vec::new();
+    let mut at = wal::RECORDS_START as usize;
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            return frames;
+        }
+        let kind = bytes[at + 8];
+        let index = (kind & 0x7f == wal::KIND_ENTRY)
+            .then(|| u64::from_le_bytes(bytes[at + 17..at + 25].try_into().expect("8 bytes")));
+        frames.push((at as u64, index));
+        at += 8 + len;
+        if kind & 0x80 != 0 {
+            // The append's last record: the next append begins at a 4 KiB boundary.
+            at = at.next_multiple_of(wal::APPEND_ALIGN as usize);
+        }
+    }
+}
+
+fn wal_offset_of(dir: &Path, index: u64) -> usize {
+    wal_frames(dir)
+        .into_iter()
+        .find_map(|(offset, i)| (i == Some(index)).then_some(offset as usize))
+        .expect("the entry is in the file")
+}
+
+fn zero_from(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[offset..].fill(0);
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn flip(path: &Path, offset: usize, mask: u8) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[offset] ^= mask;
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[tokio::test]
+async fn appends_go_to_the_write_ahead_file_until_it_fills() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = LogStoreOptions {
+        wal_bytes: wal::MIN_WAL_BYTES,
+        ..LogStoreOptions::default()
+    };
+    let mut store = LogStore::open(dir.path(), options.clone()).expect("open");
+    store.save_vote(&Vote::new(9, 1)).await.expect("save vote");
+    let before = store.commit_count();
+    for index in 1..=40 {
+        store
+            .blocking_append(entries(1, index, index))
+            .await
+            .expect("append");
+    }
+    assert_eq!(store.commit_count(), before + 40 + store.checkpoint_count());
+    assert!(
+        store.checkpoint_count() > 0,
+        "a 4 KiB file fills with 40 entries and is checkpointed"
+    );
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 40));
+    drop(store);
+    // Reads that miss the tail cache come from both files.
+    let uncached = LogStoreOptions {
+        cache_entries_max: 0,
+        ..options.clone()
+    };
+    let mut store = LogStore::open(dir.path(), uncached).expect("reopen");
+    store
+        .blocking_append(entries(1, 41, 45))
+        .await
+        .expect("append");
+    assert_eq!(
+        store.try_get_log_entries(38..43).await.expect("read"),
+        entries(1, 38, 42)
+    );
+    // An append too large for the empty file goes to the database directly.
+    let big: Vec<_> = (46..=200).map(|i| normal(1, i)).collect();
+    store.blocking_append(big).await.expect("append");
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 200));
+    drop(store);
+    let mut store = LogStore::open(dir.path(), options).expect("reopen");
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 200));
+}
+
+#[tokio::test]
+async fn a_crash_loses_nothing_the_write_ahead_file_synced() {
+    let copy = crashed_with_entries_in_the_wal(7).await;
+    let report = check_data_dir(copy.path());
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.log.wal.as_ref().map(|w| w.entries_to_move), Some(8));
+    let mut store = open(copy.path());
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 8));
+    assert_eq!(
+        store.read_committed().await.expect("read"),
+        Some(log_id(1, 7))
+    );
+    drop(store);
+    // Start-up moved them into the database: the file's records are dead now.
+    let report = check_data_dir(copy.path());
+    assert_eq!(
+        report.log.wal.as_ref().map(|w| w.records),
+        Some(0),
+        "{report}"
+    );
+    let mut store = open(copy.path());
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 8));
+}
+
+#[tokio::test]
+async fn a_torn_write_ahead_tail_above_the_committed_id_is_dropped() {
+    let copy = crashed_with_entries_in_the_wal(5).await;
+    // The last append (the committed id and entry 8) was torn: its entry never reached
+    // the disk.
+    zero_from(&copy.path().join(WAL), wal_offset_of(copy.path(), 8));
+    let report = check_data_dir(copy.path());
+    assert!(report.is_clean(), "{report}");
+    let mut store = open(copy.path());
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 7));
+    assert_eq!(
+        store.read_committed().await.expect("read"),
+        Some(log_id(1, 5))
+    );
+}
+
+#[tokio::test]
+async fn damage_in_the_middle_of_the_write_ahead_file_refuses_start_up() {
+    let copy = crashed_with_entries_in_the_wal(7).await;
+    // Entry 6 was synced (the append of 8 came after it): a bit flipped in it is damage,
+    // not a torn write, and would lose the committed entries 6 and 7.
+    flip(
+        &copy.path().join(WAL),
+        wal_offset_of(copy.path(), 6) + 30,
+        0x40,
+    );
+    let report = check_data_dir(copy.path());
+    match LogStore::open(copy.path(), LogStoreOptions::default()) {
+        Err(error @ StoreError::CorruptLog { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("damage in the middle"), "{message}");
+            assert!(message.contains(WAL), "{message}");
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("started without committed entries"),
+    }
+    assert!(!report.is_clean(), "{report}");
+    assert!(report.to_string().contains("refuses to start"), "{report}");
+}
+
+#[tokio::test]
+async fn a_stale_copy_of_the_write_ahead_file_adds_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let stale = tempfile::tempdir().expect("temporary directory");
+    {
+        let mut store = voted(dir.path()).await;
+        store
+            .blocking_append(entries(1, 1, 6))
+            .await
+            .expect("append");
+        std::fs::copy(dir.path().join(WAL), stale.path().join(WAL)).expect("copy");
+        // A new leader overwrote 5 and 6 (a truncate checkpoints first).
+        store.truncate(log_id(1, 5)).await.expect("truncate");
+        store
+            .blocking_append(entries(2, 5, 6))
+            .await
+            .expect("append");
+    }
+    // A file from before the checkpoint comes back (a restored backup, say): its
+    // records are of an older generation and do not count.
+    std::fs::copy(stale.path().join(WAL), dir.path().join(WAL)).expect("copy back");
+    let report = check_data_dir(dir.path());
+    assert!(report.is_clean(), "{report}");
+    let mut store = open(dir.path());
+    let mut expected = entries(1, 1, 4);
+    expected.extend(entries(2, 5, 6));
+    assert_eq!(all_entries(&mut store).await, expected);
+}
+
+#[tokio::test]
+async fn every_byte_flipped_in_the_write_ahead_file_is_refused_or_drops_only_uncommitted() {
+    let source = crashed_with_entries_in_the_wal(5).await;
+    let good = std::fs::read(source.path().join(WAL)).expect("read");
+    // The magic, and every byte of every record (the pages' unused rest is not read).
+    let frames = wal_frames(source.path());
+    let record_bytes = frames.iter().map(|&(offset, _)| {
+        let at = offset as usize;
+        let len = u32::from_le_bytes(good[at..at + 4].try_into().expect("4 bytes")) as usize;
+        at..at + 8 + len
+    });
+    let (mut refused, mut dropped, mut unchanged) = (0, 0, 0);
+    for at in (0..8).chain(record_bytes.flatten()) {
+        let dir = copy_files(source.path());
+        flip(&dir.path().join(WAL), at, 0x21);
+        let report = check_data_dir(dir.path());
+        match LogStore::open(dir.path(), LogStoreOptions::default()) {
+            Err(error) => {
+                refused += 1;
+                assert!(error.to_string().contains(WAL), "byte {at}: {error}");
+                assert!(!report.is_clean(), "byte {at}: check-data missed {error}");
+            }
+            Ok(mut store) => {
+                let got = all_entries(&mut store).await;
+                assert_eq!(got, entries(1, 1, got.len() as u64), "byte {at}");
+                assert!(got.len() >= 5, "byte {at}: committed entries lost: {got:?}");
+                if got.len() < 8 {
+                    dropped += 1;
+                } else {
+                    unchanged += 1;
+                }
+                assert!(report.is_clean(), "byte {at}: {report}");
+            }
+        }
+    }
+    eprintln!("refused {refused}, dropped an uncommitted tail {dropped}, unchanged {unchanged}");
+    assert!(refused > 0 && dropped > 0);
+}
+
+#[tokio::test]
+async fn without_a_write_ahead_file_appends_are_database_transactions_and_an_old_file_is_recovered()
+{
+    let copy = crashed_with_entries_in_the_wal(7).await;
+    let options = LogStoreOptions {
+        wal_bytes: 0,
+        ..LogStoreOptions::default()
+    };
+    let mut store = LogStore::open(copy.path(), options.clone()).expect("open");
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 8));
+    let before = std::fs::read(copy.path().join(WAL)).expect("read");
+    store
+        .blocking_append(entries(1, 9, 9))
+        .await
+        .expect("append");
+    assert_eq!(
+        std::fs::read(copy.path().join(WAL)).expect("read"),
+        before,
+        "the file is left alone"
+    );
+    drop(store);
+    let mut store = LogStore::open(copy.path(), LogStoreOptions::default()).expect("open");
+    assert_eq!(all_entries(&mut store).await, entries(1, 1, 9));
+    let fresh = tempfile::tempdir().expect("temporary directory");
+    LogStore::open(fresh.path(), options).expect("open");
+    assert!(!fresh.path().join(WAL).exists());
+}
+
+#[tokio::test]
+async fn a_format_1_log_is_marked_format_2_when_the_write_ahead_file_is_used() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let store = open(dir.path());
+        let format_1 =
+            fencelock_server::store::record::encode(b"format", &1u32, Vec::new()).expect("encode");
+        store
+            .put_raw_record_for_test("format", Some(&format_1))
+            .expect("write");
+    }
+    let store = open(dir.path());
+    let marker = store
+        .raw_record_for_test("format")
+        .expect("read")
+        .expect("present");
+    let format: u32 = fencelock_server::store::record::decode(b"format", &marker).expect("decode");
+    assert_eq!(format, 2);
 }

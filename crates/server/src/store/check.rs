@@ -12,6 +12,10 @@
 //!   contiguous from `last_purged + 1`. Every bad entry is listed, where start-up stops at
 //!   the first. The report says what a node would do at start-up (see
 //!   [`crate::store::log`]): start, drop a damaged uncommitted tail, or refuse;
+//! - the write-ahead file (`raft-log.wal`), copied along and judged as start-up judges it
+//!   ([`crate::store::wal`]): its header, every record of the generation the log database
+//!   names, its entries continuing the database's, damage in the middle, and the
+//!   committed log id against what the two hold together;
 //! - every snapshot file in `snapshots/` (not just the newest one start-up loads):
 //!   magic, version, length, CRC-32, decoding, the file name against the last log id it
 //!   holds, and [`fencelock_core::State::check_invariants`] on the decoded state;
@@ -22,11 +26,13 @@
 //! byte offset there says little; a damaged B-tree that redb itself refuses is reported
 //! against the file.
 
+use super::StoreError;
 use super::log::{
-    DEFAULT_LOG_PAGE_CACHE_BYTES, EntryTrouble, LOG_FILE_NAME, close_quietly, guarded,
-    open_and_scan,
+    DEFAULT_LOG_PAGE_CACHE_BYTES, EntryTrouble, LOG_FILE_NAME, Scan, close_quietly, guarded,
+    open_and_scan, plan_wal, refuse_lost_committed,
 };
 use super::snapshot::{self, TMP_SUFFIX};
+use super::wal::{self, WAL_FILE_NAME};
 use crate::raft::{LogId, NodeId};
 use openraft::Vote;
 use redb::{DatabaseError, ReadOnlyDatabase};
@@ -80,6 +86,25 @@ pub struct LogCheck {
     pub last_purged: Option<LogId>,
     /// What a node would do at start-up with this log, in words.
     pub start_up: Option<String>,
+    /// The write-ahead file, when there is one.
+    pub wal: Option<WalCheck>,
+}
+
+/// What was found in the write-ahead file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// The generation the log database names (0: none yet).
+    pub generation: u64,
+    /// Whether the file could be read and has its header.
+    pub readable: bool,
+    /// Records of that generation that verified.
+    pub records: usize,
+    /// Entries beyond the log database's that start-up moves into it.
+    pub entries_to_move: usize,
+    /// Where the records end, and why.
+    pub records_end: String,
 }
 
 /// What was found in one snapshot file.
@@ -182,9 +207,13 @@ fn probe(report: &mut CheckReport) {
     report.notes.push(format!("{} {note}", path.display()));
 }
 
-fn copy_of(path: &Path) -> std::io::Result<tempfile::TempDir> {
+/// A temporary copy of the log database and, when there is one, the write-ahead file.
+fn copy_of(path: &Path, wal_path: &Path) -> std::io::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     std::fs::copy(path, dir.path().join(LOG_FILE_NAME))?;
+    if wal_path.exists() {
+        std::fs::copy(wal_path, dir.path().join(WAL_FILE_NAME))?;
+    }
     Ok(dir)
 }
 
@@ -202,7 +231,8 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
     probe(report);
     // Start-up opens the file for writing, which reads parts of it a read-only open does
     // not (and lets redb recover it): rehearse exactly that on a copy.
-    let copy = match copy_of(&path) {
+    let wal_path = path.with_file_name(WAL_FILE_NAME);
+    let copy = match copy_of(&path, &wal_path) {
         Ok(copy) => copy,
         Err(e) => {
             report.problem(
@@ -220,6 +250,10 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
         DEFAULT_LOG_PAGE_CACHE_BYTES,
     ) {
         Ok((db, scan)) => {
+            let wal_copy = copy.path().join(WAL_FILE_NAME);
+            if wal_copy.exists() {
+                check_wal(report, &scan, &wal_copy, &wal_path, snapshot_index);
+            }
             if let Err(message) = close_quietly(db) {
                 report.problem(
                     &path,
@@ -236,13 +270,15 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
         }
     };
     report.log.readable = true;
-    report.log.entries_checked = scan.entries_checked;
-    report.log.first_index = scan.first_index;
-    report.log.last_index = scan.last_index;
+    report.log.entries_checked += scan.entries_checked;
+    report.log.first_index = scan.first_index.or(report.log.first_index);
+    report.log.last_index = report.log.last_index.max(scan.last_index);
     report.log.vote = scan.vote;
-    report.log.committed = scan.committed;
+    report.log.committed = report.log.committed.max(scan.committed);
     report.log.last_purged = scan.last_purged;
-    report.log.start_up = Some(scan.verdict_text(&path));
+    if report.log.start_up.is_none() || scan.verdict(&path).is_err() {
+        report.log.start_up = Some(scan.verdict_text(&path));
+    }
     for (record, reason) in &scan.record_problems {
         report.problem(&path, Location::Record(record.clone()), reason.clone());
     }
@@ -266,6 +302,92 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
             format!("and {unlisted} more bad entries not listed"),
         );
     }
+}
+
+/// Judge the write-ahead file (its copy at `copy`, reported as `path`) as start-up does,
+/// against the log database's `scan`. Fills `report.log.wal`, adds the file's entries and
+/// committed id to the log's figures, and sets the start-up verdict when the file
+/// decides it.
+fn check_wal(
+    report: &mut CheckReport,
+    scan: &Scan,
+    copy: &Path,
+    path: &Path,
+    snapshot_index: Option<u64>,
+) {
+    let generation = scan.wal_generation.unwrap_or(wal::Generation::NONE);
+    let mut check = WalCheck {
+        path: path.to_owned(),
+        generation: generation.number,
+        ..WalCheck::default()
+    };
+    let refused = |report: &mut CheckReport, e: &StoreError| {
+        let location = match e {
+            StoreError::CorruptLog { index, .. } => Location::Index(*index),
+            _ => Location::File,
+        };
+        let message = e
+            .to_string()
+            .replace(&copy.display().to_string(), &path.display().to_string());
+        report.problem(path, location, message.clone());
+        report.log.start_up = Some(format!("refuses to start: {message}"));
+    };
+    let (records, end) = match wal::read_file(copy, generation) {
+        Ok(read) => read,
+        Err(e) => {
+            refused(report, &e);
+            report.log.wal = Some(check);
+            return;
+        }
+    };
+    check.readable = true;
+    check.records = records.len();
+    check.records_end = format!(
+        "byte {}: {}",
+        end.offset,
+        end.reason.as_deref().unwrap_or("the end of the file")
+    );
+    // The log's end after start-up's own verdict on the database.
+    let log_end = match scan.verdict(&report.log.path) {
+        Ok(None) => scan.last_log_id.or(scan.last_purged),
+        Ok(Some(_)) => scan.last_good_before_bad.or(scan.last_purged),
+        Err(_) => {
+            // The database already refuses start-up; the file cannot change that.
+            report.log.wal = Some(check);
+            return;
+        }
+    };
+    let planned = plan_wal(&records, &end, path, log_end).and_then(|plan| {
+        let last_index = plan
+            .entries
+            .last()
+            .map(|(entry, _)| entry.log_id.index)
+            .or(log_end.map(|id| id.index));
+        refuse_lost_committed(
+            path,
+            scan.committed.max(plan.committed),
+            last_index,
+            snapshot_index,
+            &plan.end,
+        )?;
+        Ok(plan)
+    });
+    match planned {
+        Ok(plan) => {
+            check.entries_to_move = plan.entries.len();
+            let log = &mut report.log;
+            log.entries_checked += plan.entries.len() as u64;
+            if let Some((first, _)) = plan.entries.first() {
+                log.first_index.get_or_insert(first.log_id.index);
+            }
+            if let Some((last, _)) = plan.entries.last() {
+                log.last_index = log.last_index.max(Some(last.log_id.index));
+            }
+            log.committed = log.committed.max(plan.committed);
+        }
+        Err(e) => refused(report, &e),
+    }
+    report.log.wal = Some(check);
 }
 
 /// Check every snapshot file; returns the newest good one's last log id (`Some(None)` for
@@ -406,6 +528,19 @@ impl fmt::Display for CheckReport {
             writeln!(f, "  vote: {vote}")?;
             writeln!(f, "  committed: {}", show_log_id(log.committed))?;
             writeln!(f, "  last purged: {}", show_log_id(log.last_purged))?;
+        }
+        if let Some(wal) = &log.wal {
+            writeln!(f, "write-ahead file: {}", wal.path.display())?;
+            if wal.readable {
+                writeln!(
+                    f,
+                    "  generation {}: {} records, {} entries beyond the log database (moved \
+                     into it at start-up); records end at {}",
+                    wal.generation, wal.records, wal.entries_to_move, wal.records_end
+                )?;
+            } else {
+                writeln!(f, "  unreadable")?;
+            }
         }
         if let Some(start_up) = &log.start_up {
             writeln!(f, "  start-up: {start_up}")?;

@@ -1,16 +1,25 @@
-//! The Raft log and vote, durable in redb (`<data_dir>/raft-log.redb`).
+//! The Raft log and vote, durable in redb (`<data_dir>/raft-log.redb`), with appends
+//! going first to a write-ahead file (`<data_dir>/raft-log.wal`, see [`super::wal`]).
 //!
+//! - **Appends** are written to the write-ahead file and synced (its data only: the file
+//!   is preallocated), which is about half the work of a redb commit, on every node and
+//!   every commit. A **checkpoint** moves what the file holds into redb in one durable
+//!   transaction, then starts the file's next generation. It runs when an append does
+//!   not fit, before a truncate or a purge, and at start-up; an append too large for
+//!   the empty file goes to redb directly. With `wal_bytes = 0` every append is a redb
+//!   transaction (a file left by an earlier run is still recovered at start-up).
 //! - Entries are stored under their `u64` index in the `log` table; the vote, the
 //!   committed log id, the last purged log id and a format marker live in the `meta`
 //!   table. Every value is a checksummed record (see [`super::record`]): a version byte,
 //!   a CRC-32 of the key and payload, then the postcard payload.
-//! - Group commit: each `append()` is one write transaction with
-//!   [`Durability::Immediate`] however many entries it carries, committed before the flush
-//!   callback runs. `save_vote`, `truncate` and `purge` are one durable transaction each
-//!   (the last two as range deletes). `save_committed` only records the committed log
-//!   id in memory: the next write transaction (normally the next append, which follows
-//!   within a heartbeat under load) or closing the store writes it. A commit is then one
-//!   redb transaction per node instead of two. Losing the newest committed id in a crash
+//! - Group commit: each `append()` is one write (and one sync) however many entries it
+//!   carries, finished before the flush callback runs. `save_vote`, `truncate` and
+//!   `purge` are one durable transaction each (the last two as range deletes).
+//!   `save_committed` only records the committed log id in memory: the next append
+//!   (which follows within a heartbeat under load), the next checkpoint, or closing the
+//!   store writes it. A commit is then one durable write per node instead of two. While
+//!   the write-ahead file holds entries the id is never written to redb alone, so redb's
+//!   committed id never points past redb's entries. Losing the newest committed id in a crash
 //!   only means re-learning it from the leader (openraft persists it as an optimization;
 //!   start-up treats it as a lower bound).
 //! - Reads of recent entries (the replication path) are served from a bounded in-memory
@@ -20,7 +29,8 @@
 //!
 //! # Verification at start-up
 //!
-//! [`LogStore::open`] reads and verifies the whole file before it serves anything:
+//! [`LogStore::open`] reads and verifies the whole file before it serves anything, then
+//! the write-ahead file:
 //!
 //! - **The file itself**: redb keeps its own crash recovery (commits are atomic). A file
 //!   redb cannot open (truncated, overwritten, not a redb file) refuses start-up with
@@ -45,6 +55,15 @@
 //! - **Damage in the middle** (a bad entry followed by verified ones) is not a torn
 //!   write: start-up refuses.
 //!
+//! - **The write-ahead file**: see [`super::wal`] for why a record that verifies is one
+//!   this node wrote in the current generation. Its entries must continue the redb log
+//!   without a gap (or repeat entries redb already has, with the same log ids: a
+//!   checkpoint whose reset did not happen). Its records end at the first that does not
+//!   verify; entries lost there (a torn write) are dropped like a torn tail, and if the
+//!   newest committed log id (from redb or the file) then lies beyond the log and the
+//!   newest snapshot, committed entries are lost and start-up refuses. What verified is
+//!   moved into redb and the file begins a new generation before the node serves.
+//!
 //! Dropping an unacknowledged tail is the same thing Raft does for entries a crash lost
 //! before their fsync. One residual risk is shared with every Raft log: an entry above
 //! the persisted committed id may already have been acknowledged to the leader; if the
@@ -53,6 +72,7 @@
 
 use super::StoreError;
 use super::record;
+use super::wal::{self, Generation, RecordsEnd, Wal, WalRecord};
 use crate::raft::{LogId, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -75,7 +95,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const LOG_FILE_NAME: &str = "raft-log.redb";
 
 /// The value of the format marker record: bumped when the layout of the file changes.
-pub const LOG_FORMAT: u32 = 1;
+/// Format 2: the log may continue in the write-ahead file (a build that reads only
+/// format 1 would miss those entries, so it must refuse the file).
+pub const LOG_FORMAT: u32 = 2;
+
+/// Formats this build reads (a format-1 file is marked 2 when the write-ahead file is
+/// first used with it).
+const LOG_FORMATS_READ: std::ops::RangeInclusive<u32> = 1..=LOG_FORMAT;
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -83,6 +109,7 @@ pub(crate) const KEY_VOTE: &str = "vote";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_LAST_PURGED: &str = "last_purged_log_id";
 pub(crate) const KEY_FORMAT: &str = "format";
+pub(crate) const KEY_WAL_GENERATION: &str = "wal_generation";
 
 type Ent = Entry<TypeConfig>;
 
@@ -99,7 +126,13 @@ pub struct LogStoreOptions {
     /// redb's own page cache for the log file, in bytes (redb's default is 1 GiB, which a
     /// log that is appended to and purged fills with pages it never reads again).
     pub page_cache_bytes: usize,
+    /// Size of the write-ahead file, in bytes (0: no write-ahead file; every append is a
+    /// redb transaction). Created at this size; an existing file keeps its size.
+    pub wal_bytes: u64,
 }
+
+/// The default of [`LogStoreOptions::wal_bytes`].
+pub const DEFAULT_WAL_BYTES: u64 = 4 << 20;
 
 /// The default of [`LogStoreOptions::page_cache_bytes`].
 pub const DEFAULT_LOG_PAGE_CACHE_BYTES: usize = 16 << 20;
@@ -110,6 +143,7 @@ impl Default for LogStoreOptions {
             cache_entries_max: 256,
             cache_bytes_max: 4 << 20,
             page_cache_bytes: DEFAULT_LOG_PAGE_CACHE_BYTES,
+            wal_bytes: DEFAULT_WAL_BYTES,
         }
     }
 }
@@ -161,8 +195,19 @@ struct Inner {
     /// Set once the database is closed (see [`LogStoreCloseWatch`]).
     closed: Arc<std::sync::atomic::AtomicBool>,
     /// The newest committed log id when it is newer than the file's, written by the next
-    /// write transaction or at close.
+    /// append or checkpoint, or at close.
     unsaved_committed: Mutex<Option<LogId>>,
+    /// The write-ahead file, when in use. Appends, checkpoints, truncates and purges hold
+    /// this lock throughout, so they never interleave.
+    wal: Mutex<Option<WalState>>,
+    checkpoints: AtomicU64,
+}
+
+/// The write-ahead file and what it holds beyond redb.
+struct WalState {
+    wal: Wal,
+    /// The newest committed log id written to the file since its last reset.
+    committed: Option<LogId>,
 }
 
 impl Inner {
@@ -175,15 +220,34 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let mut unsaved = self
+            .unsaved_committed
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let wal = self.wal.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = wal.as_mut()
+            && let Some(db) = self.db.as_ref()
+            && !state.wal.is_empty()
+        {
+            // A clean close leaves the log database whole (copies, backups and start-up
+            // then find nothing in the write-ahead file).
+            let committed = unsaved.take();
+            let moved = catch_unwind(AssertUnwindSafe(|| {
+                move_wal_into(db, &self.path, state, committed)
+            }));
+            match moved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("the checkpoint at close failed: {e}"),
+                Err(panic) => {
+                    tracing::warn!("the checkpoint at close failed: {}", panic_message(&*panic))
+                }
+            }
+        }
         // Closing writes redb's allocator state, which panics on some damaged files: a
         // node must still shut down, so report it instead.
         if let Some(db) = self.db.take()
-            && let Err(message) = save_committed_and_close(
-                db,
-                self.unsaved_committed
-                    .get_mut()
-                    .unwrap_or_else(|e| e.into_inner()),
-            )
+            && let Err(message) = save_committed_and_close(db, &mut unsaved)
         {
             tracing::error!(
                 file = %self.path.display(),
@@ -333,6 +397,8 @@ impl LogStore {
                 disk_reads: AtomicU64::new(0),
                 closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 unsaved_committed: Mutex::new(None),
+                wal: Mutex::new(None),
+                checkpoints: AtomicU64::new(0),
             }),
         };
         let last_entry = match truncate_from {
@@ -353,7 +419,7 @@ impl LogStore {
                         .retain_in(index.., |_, _| false)
                         .map_err(|e| store.db_error(e))?;
                 }
-                store.commit(txn)?;
+                store.commit(txn, true)?;
                 scan.last_good_before_bad
             }
         };
@@ -362,7 +428,93 @@ impl LogStore {
             tail.last_purged = scan.last_purged;
             tail.last_log_id = last_entry.or(scan.last_purged);
         }
+        // Writes to a file redb could read may still panic inside redb.
+        let path = store.inner.path.clone();
+        guarded(&path, "writing", || {
+            store.recover_wal(dir, &scan, snapshot_index)
+        })?;
         Ok(store)
+    }
+
+    /// Open the write-ahead file (creating it when in use and missing), move what it
+    /// holds into redb with the file's next generation in one transaction (see the
+    /// module docs), and keep it for appends when in use.
+    fn recover_wal(
+        &self,
+        dir: &Path,
+        scan: &Scan,
+        snapshot_index: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let in_use = self.inner.options.wal_bytes > 0;
+        if !in_use && !dir.join(wal::WAL_FILE_NAME).exists() {
+            return Ok(());
+        }
+        let generation = scan.wal_generation.unwrap_or(Generation::NONE);
+        let (mut wal, found) = Wal::open(dir, self.inner.options.wal_bytes, generation)?;
+        let log_end = self.tail().last_log_id;
+        let plan = plan_wal(&found.records, &found.end, wal.path(), log_end)?;
+        let last_index = plan
+            .entries
+            .last()
+            .map(|(entry, _)| entry.log_id.index)
+            .or(log_end.map(|id| id.index));
+        refuse_lost_committed(
+            wal.path(),
+            scan.committed.max(plan.committed),
+            last_index,
+            snapshot_index,
+            &plan.end,
+        )?;
+        let upgrade_format = in_use && scan.format.is_some_and(|f| f < LOG_FORMAT);
+        // A file whose generation holds nothing (after a clean close, or a checkpoint)
+        // goes on under it with no write at all; otherwise what it holds moves into the
+        // database with the next generation, in one transaction.
+        let next = if found.in_use || scan.wal_generation.is_none() {
+            generation.next()
+        } else {
+            generation
+        };
+        if next != generation || upgrade_format {
+            let txn = self.begin_write(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
+                for (entry, bytes) in &plan.entries {
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(|e| self.db_error(e))?;
+                }
+                if let Some(committed) = plan.committed.filter(|_| plan.committed > scan.committed)
+                {
+                    put_committed(&txn, &committed).map_err(|e| self.db_error(e))?;
+                }
+                put_meta(&txn, KEY_WAL_GENERATION, &next).map_err(|e| self.db_error(e))?;
+                if upgrade_format {
+                    put_meta(&txn, KEY_FORMAT, &LOG_FORMAT).map_err(|e| self.db_error(e))?;
+                }
+            }
+            self.commit(txn, true)?;
+        }
+        if let Some((entry, _)) = plan.entries.last() {
+            self.tail().last_log_id = Some(entry.log_id);
+        }
+        if !found.records.is_empty() {
+            tracing::info!(
+                file = %wal.path().display(),
+                records = found.records.len(),
+                entries_moved = plan.entries.len(),
+                end_offset = plan.end.offset,
+                end = plan.end.reason.as_deref().unwrap_or("the end of the file"),
+                "recovered the write-ahead file into the log database"
+            );
+        }
+        if in_use {
+            wal.start_generation(next);
+            *self.wal() = Some(WalState {
+                wal,
+                committed: None,
+            });
+        }
+        Ok(())
     }
 
     /// The database file.
@@ -381,7 +533,62 @@ impl LogStore {
         self.inner.entries_appended.load(Ordering::Relaxed)
     }
 
-    /// Reads of entries that the tail cache could not serve and went to redb.
+    /// Checkpoints since open: moves of the write-ahead file's entries into redb.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.inner.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Move what the write-ahead file holds into redb now (tests and tools; the store
+    /// does it by itself when needed).
+    ///
+    /// # Errors
+    /// Reading the file or writing redb failed.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut wal = self.wal();
+        match wal.as_mut() {
+            Some(state) => self.checkpoint_locked(state),
+            None => Ok(()),
+        }
+    }
+
+    fn checkpoint_locked(&self, state: &mut WalState) -> Result<(), StoreError> {
+        if state.wal.is_empty() {
+            return Ok(());
+        }
+        // Carries a newer unsaved committed id too: redb then holds every entry.
+        let unsaved = self.take_unsaved_committed();
+        move_wal_into(self.inner.db(), &self.inner.path, state, unsaved)?;
+        self.inner
+            .write_transactions
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn wal(&self) -> MutexGuard<'_, Option<WalState>> {
+        self.inner.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_unsaved_committed(&self) -> Option<LogId> {
+        self.inner
+            .unsaved_committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Put back a committed id taken for a write that did not happen, unless a newer one
+    /// was saved meanwhile.
+    fn restore_unsaved_committed(&self, committed: Option<LogId>) {
+        let mut unsaved = self
+            .inner
+            .unsaved_committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *unsaved = (*unsaved).max(committed);
+    }
+
+    /// Reads of entries that the tail cache could not serve and went to disk.
     pub fn disk_read_count(&self) -> u64 {
         self.inner.disk_reads.load(Ordering::Relaxed)
     }
@@ -416,13 +623,15 @@ impl LogStore {
         Ok(txn)
     }
 
-    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
-        let unsaved = self
-            .inner
-            .unsaved_committed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    /// Commit `txn`; with `carry_committed`, it also writes the unsaved committed log id
+    /// (only when redb holds every entry up to it: never while the write-ahead file
+    /// holds entries).
+    fn commit(&self, txn: redb::WriteTransaction, carry_committed: bool) -> Result<(), StoreError> {
+        let unsaved = if carry_committed {
+            self.take_unsaved_committed()
+        } else {
+            None
+        };
         if let Some(committed) = unsaved {
             put_committed(&txn, &committed).map_err(|e| self.db_error(e))?;
         }
@@ -471,11 +680,68 @@ impl LogStore {
                 }
             }
         }
-        self.commit(txn)
+        self.commit(txn, !self.wal_in_use())
     }
 
-    /// One durable write transaction for all of `entries`.
+    /// Whether appends go to the write-ahead file.
+    fn wal_in_use(&self) -> bool {
+        self.inner.options.wal_bytes > 0
+    }
+
+    /// Append `entries` to the write-ahead file and sync it, checkpointing first when
+    /// they do not fit; to redb directly when there is no file or they would not fit
+    /// into an empty one.
     fn append_entries(&self, entries: impl IntoIterator<Item = Ent>) -> Result<(), StoreError> {
+        let mut wal = self.wal();
+        let Some(state) = wal.as_mut() else {
+            drop(wal);
+            return self.append_to_database(entries);
+        };
+        let entries: Vec<Ent> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let committed = self.take_unsaved_committed();
+        let mut batch = state.wal.batch();
+        if let Some(committed) = committed {
+            batch.push_committed(&encode_committed(&committed)?);
+        }
+        let mut cached = Vec::with_capacity(entries.len());
+        let mut buffer = Vec::new();
+        for entry in entries {
+            buffer = record::encode_entry(&entry, buffer).map_err(|source| StoreError::Encode {
+                what: "log entry",
+                source,
+            })?;
+            batch.push_entry(entry.log_id.index, &buffer);
+            cached.push(CachedEntry {
+                encoded_bytes: buffer.len(),
+                entry,
+            });
+        }
+        if !state.wal.fits(&batch) {
+            self.restore_unsaved_committed(committed);
+            self.checkpoint_locked(state)?;
+            if !state.wal.fits_when_empty(&batch) {
+                return self.append_to_database(cached.into_iter().map(|c| c.entry));
+            }
+            state.wal.reframe(&mut batch);
+        }
+        state.wal.append(&batch)?;
+        state.committed = state.committed.max(committed);
+        self.inner
+            .write_transactions
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .entries_appended
+            .fetch_add(cached.len() as u64, Ordering::Relaxed);
+        self.tail().appended(cached, &self.inner.options);
+        Ok(())
+    }
+
+    /// One durable redb transaction for all of `entries` (the write-ahead file is not in
+    /// use, or is empty).
+    fn append_to_database(&self, entries: impl IntoIterator<Item = Ent>) -> Result<(), StoreError> {
         let mut entries = entries.into_iter().peekable();
         if entries.peek().is_none() {
             return Ok(());
@@ -500,7 +766,7 @@ impl LogStore {
                 });
             }
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.inner
             .entries_appended
             .fetch_add(cached.len() as u64, Ordering::Relaxed);
@@ -510,6 +776,10 @@ impl LogStore {
 
     /// Delete the entries from `log_id.index` on, in one durable transaction.
     fn truncate_from(&self, log_id: LogId) -> Result<(), StoreError> {
+        let mut wal = self.wal();
+        if let Some(state) = wal.as_mut() {
+            self.checkpoint_locked(state)?;
+        }
         let txn = self.begin_write(Durability::Immediate)?;
         let last_remaining = {
             let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
@@ -523,7 +793,7 @@ impl LogStore {
                 None => None,
             }
         };
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         let mut tail = self.tail();
         let last_log_id = last_remaining.or(tail.last_purged);
         tail.truncated(log_id.index, last_log_id);
@@ -533,6 +803,10 @@ impl LogStore {
     /// Delete the entries up to and including `log_id.index` and record `log_id` as the
     /// last purged, in one durable transaction.
     fn purge_upto(&self, log_id: LogId) -> Result<(), StoreError> {
+        let mut wal = self.wal();
+        if let Some(state) = wal.as_mut() {
+            self.checkpoint_locked(state)?;
+        }
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
@@ -549,7 +823,7 @@ impl LogStore {
             meta.insert(KEY_LAST_PURGED, bytes.as_slice())
                 .map_err(|e| self.db_error(e))?;
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.tail().purged(log_id);
         Ok(())
     }
@@ -577,12 +851,24 @@ impl LogStore {
             end
         };
         self.inner.disk_reads.fetch_add(1, Ordering::Relaxed);
-        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
-        let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
+        // Entries from the write-ahead file's first on are there, the ones before it in
+        // redb (a checkpoint moves them under the same lock).
+        let (from_wal, wal_first) = match self.wal().as_ref() {
+            Some(state) => (state.wal.read_entries(start, end)?, state.wal.first_index()),
+            None => (Vec::new(), None),
+        };
+        let db_end = wal_first.map_or(end, |first| first.min(end));
         let mut entries = Vec::new();
-        for item in table.range(start..end).map_err(|e| self.db_error(e))? {
-            let (index, bytes) = item.map_err(|e| self.db_error(e))?;
-            entries.push(self.decode_entry(index.value(), bytes.value())?);
+        if start < db_end {
+            let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
+            let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
+            for item in table.range(start..db_end).map_err(|e| self.db_error(e))? {
+                let (index, bytes) = item.map_err(|e| self.db_error(e))?;
+                entries.push(self.decode_entry(index.value(), bytes.value())?);
+            }
+        }
+        for (index, bytes) in from_wal {
+            entries.push(self.decode_entry(index, &bytes)?);
         }
         Ok(entries)
     }
@@ -593,6 +879,7 @@ impl LogStore {
     /// redb failed.
     #[doc(hidden)]
     pub fn raw_entry_for_test(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.checkpoint()?;
         let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
         let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
         Ok(table
@@ -613,6 +900,7 @@ impl LogStore {
         index: u64,
         bytes: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        self.checkpoint()?;
         let txn = self.begin_write(Durability::Immediate)?;
         {
             let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
@@ -622,7 +910,7 @@ impl LogStore {
             }
             .map_err(|e| self.db_error(e))?;
         }
-        self.commit(txn)
+        self.commit(txn, !self.wal_in_use())
     }
 
     /// Store `bytes` as the meta record `key` as they are (or remove it with `None`), in
@@ -645,7 +933,7 @@ impl LogStore {
             }
             .map_err(|e| self.db_error(e))?;
         }
-        self.commit(txn)
+        self.commit(txn, !self.wal_in_use())
     }
 
     /// The stored bytes of meta record `key`, unverified (tests and tools).
@@ -794,6 +1082,189 @@ fn put_committed(txn: &redb::WriteTransaction, committed: &LogId) -> Result<(), 
     Ok(())
 }
 
+/// Move the write-ahead file's entries into redb (the database `db` at `path`) in one
+/// durable transaction with the newest committed log id (the file's, or `unsaved` when
+/// newer) and the file's next generation, under which it then starts again.
+fn move_wal_into(
+    db: &Database,
+    path: &Path,
+    state: &mut WalState,
+    unsaved: Option<LogId>,
+) -> Result<(), StoreError> {
+    let db_error = |e: redb::Error| StoreError::Database {
+        path: path.to_owned(),
+        source: e,
+    };
+    let next = state.wal.generation().next();
+    let mut txn = db.begin_write().map_err(|e| db_error(e.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| db_error(e.into()))?;
+    {
+        let mut table = txn.open_table(LOG).map_err(|e| db_error(e.into()))?;
+        state.wal.for_each_entry(0, u64::MAX, |index, bytes| {
+            table.insert(index, bytes).map_err(|e| db_error(e.into()))?;
+            Ok(())
+        })?;
+    }
+    if let Some(committed) = state.committed.max(unsaved) {
+        put_committed(&txn, &committed).map_err(db_error)?;
+    }
+    put_meta(&txn, KEY_WAL_GENERATION, &next).map_err(db_error)?;
+    txn.commit().map_err(|e| db_error(e.into()))?;
+    state.wal.start_generation(next);
+    state.committed = None;
+    Ok(())
+}
+
+/// Put the meta record `key` into `txn`.
+fn put_meta<T: Serialize>(
+    txn: &redb::WriteTransaction,
+    key: &'static str,
+    value: &T,
+) -> Result<(), redb::Error> {
+    let bytes = record::encode(key.as_bytes(), value, Vec::new())
+        .map_err(|e| redb::Error::Corrupted(format!("encoding {key}: {e}")))?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+fn encode_committed(committed: &LogId) -> Result<Vec<u8>, StoreError> {
+    record::encode(KEY_COMMITTED.as_bytes(), committed, Vec::new()).map_err(|source| {
+        StoreError::Encode {
+            what: KEY_COMMITTED,
+            source,
+        }
+    })
+}
+
+/// What start-up does with the write-ahead file's records (shared with `check-data`).
+#[derive(Debug)]
+pub(crate) struct WalPlan {
+    /// Entries after the redb log's end, verified and contiguous with it: decoded, and
+    /// as stored.
+    pub(crate) entries: Vec<(Ent, Vec<u8>)>,
+    /// The newest committed log id in the file.
+    pub(crate) committed: Option<LogId>,
+    /// Where the file's records end, and why.
+    pub(crate) end: RecordsEnd,
+}
+
+/// Check the write-ahead file's `records` (of the current generation, ending at `end`)
+/// against the redb log, which ends at `log_end` (its last entry, or the last purged
+/// id) after start-up's own verdict.
+///
+/// # Errors
+/// A record verified but its entry or committed id does not decode; the entries have a
+/// gap or do not continue the log (the database and the file disagree); the records end
+/// in damage in the middle of the file. Start-up refuses.
+pub(crate) fn plan_wal(
+    records: &[WalRecord],
+    end: &RecordsEnd,
+    path: &Path,
+    log_end: Option<LogId>,
+) -> Result<WalPlan, StoreError> {
+    let refuse = |index: u64, what: String| StoreError::CorruptLog {
+        path: path.to_owned(),
+        index,
+        reason: format!("{what}; refusing to start"),
+    };
+    let mut plan = WalPlan {
+        entries: Vec::new(),
+        committed: None,
+        end: end.clone(),
+    };
+    let mut next = log_end.map(|id| id.index + 1);
+    for record in records {
+        match record {
+            WalRecord::Committed(bytes) => {
+                let committed: LogId =
+                    record::decode(KEY_COMMITTED.as_bytes(), bytes).map_err(|e| {
+                        StoreError::CorruptRecord {
+                            path: path.to_owned(),
+                            record: KEY_COMMITTED.to_owned(),
+                            reason: format!("in the write-ahead file: {e}; refusing to start"),
+                        }
+                    })?;
+                plan.committed = plan.committed.max(Some(committed));
+            }
+            WalRecord::Entry {
+                index,
+                offset,
+                bytes,
+            } => {
+                let entry = record::decode_entry(*index, bytes).map_err(|e| {
+                    refuse(
+                        *index,
+                        format!("the record at byte {offset} does not verify: {e}"),
+                    )
+                })?;
+                if let Some(next) = next
+                    && *index != next
+                {
+                    return Err(refuse(
+                        *index,
+                        format!(
+                            "the record at byte {offset} holds entry {index}, but the log \
+                             continues at {next}: the file and the log database disagree"
+                        ),
+                    ));
+                }
+                next = Some(index + 1);
+                plan.entries.push((entry, bytes.clone()));
+            }
+        }
+    }
+    if let Some((offset, append)) = end.damage_in_the_middle {
+        return Err(refuse(
+            next.unwrap_or(0),
+            format!(
+                "the write-ahead file's records stop at byte {} ({}), but a record of a \
+                 later append (number {append}) verifies at byte {offset}: the bad record \
+                 was synced before it, so this is damage in the middle of the file, not a \
+                 torn write",
+                end.offset,
+                end.reason.as_deref().unwrap_or("the end of the file"),
+            ),
+        ));
+    }
+    Ok(plan)
+}
+
+/// Refuse start-up when the newest committed log id lies beyond both the log (ending at
+/// `last_index` once the write-ahead file's entries are counted) and the newest
+/// snapshot: committed entries were lost (from the write-ahead file, whose records end
+/// at `end`).
+pub(crate) fn refuse_lost_committed(
+    path: &Path,
+    committed: Option<LogId>,
+    last_index: Option<u64>,
+    snapshot_index: Option<u64>,
+    end: &RecordsEnd,
+) -> Result<(), StoreError> {
+    let Some(committed) = committed else {
+        return Ok(());
+    };
+    let covered = last_index.max(snapshot_index);
+    if covered.is_some_and(|covered| committed.index <= covered) {
+        return Ok(());
+    }
+    Err(StoreError::CorruptLog {
+        path: path.to_owned(),
+        index: covered.map_or(0, |c| c + 1),
+        reason: format!(
+            "the committed log id {committed} is beyond the end of the log ({}) and of the \
+             newest snapshot ({}): committed entries are lost (the write-ahead file's \
+             records end at byte {}: {}); refusing to start (restore this node from a \
+             healthy replica)",
+            last_index.map_or_else(|| "empty".to_owned(), |i| format!("index {i}")),
+            snapshot_index.map_or_else(|| "none".to_owned(), |i| format!("index {i}")),
+            end.offset,
+            end.reason.as_deref().unwrap_or("the end of the file"),
+        ),
+    })
+}
+
 /// Close `db`, catching a panic inside redb (closing writes to a possibly damaged file).
 pub(crate) fn close_quietly(db: Database) -> Result<(), String> {
     catch_unwind(AssertUnwindSafe(move || drop(db))).map_err(|panic| panic_message(&*panic))
@@ -894,6 +1365,8 @@ pub(crate) struct Scan {
     pub(crate) vote: Option<Vote<NodeId>>,
     pub(crate) committed: Option<LogId>,
     pub(crate) last_purged: Option<LogId>,
+    /// The write-ahead file's current generation (none before the file was first used).
+    pub(crate) wal_generation: Option<Generation>,
     /// Meta records that failed verification: `(key, reason)`.
     pub(crate) record_problems: Vec<(String, String)>,
     /// Entries read (good or bad).
@@ -940,12 +1413,15 @@ impl Scan {
             let vote = read(KEY_VOTE)?;
             let committed = read(KEY_COMMITTED)?;
             let last_purged = read(KEY_LAST_PURGED)?;
+            let wal_generation = read(KEY_WAL_GENERATION)?;
             scan.format = scan.meta(KEY_FORMAT, format.as_deref());
             scan.vote = scan.meta(KEY_VOTE, vote.as_deref());
             scan.committed = scan.meta(KEY_COMMITTED, committed.as_deref());
             scan.last_purged = scan.meta(KEY_LAST_PURGED, last_purged.as_deref());
+            scan.wal_generation = scan.meta(KEY_WAL_GENERATION, wal_generation.as_deref());
             match (scan.format, format.is_some()) {
-                (Some(LOG_FORMAT), _) | (None, true) => {}
+                (Some(f), _) if LOG_FORMATS_READ.contains(&f) => {}
+                (None, true) => {}
                 (Some(other), _) => scan.record_problems.insert(
                     0,
                     (
@@ -1021,6 +1497,32 @@ impl Scan {
                 }
             }
         }
+        // A node's vote is never older than an entry it holds (it saves the vote of a
+        // term before it appends that term's entries): a vote missing or older than the
+        // log is a damaged file (a B-tree that no longer finds the record, say), and the
+        // node must not start having forgotten it. Term 0 is the initial membership entry,
+        // which may precede the first vote.
+        let newest_term = [scan.last_good_before_bad, scan.committed, scan.last_purged]
+            .into_iter()
+            .flatten()
+            .map(|id| id.leader_id.term)
+            .max()
+            .unwrap_or(0);
+        let vote_term = scan.vote.map(|vote| vote.leader_id.term);
+        if newest_term > 0
+            && vote_term.is_none_or(|term| term < newest_term)
+            && !scan.record_problems.iter().any(|(key, _)| key == KEY_VOTE)
+        {
+            scan.record_problems.push((
+                KEY_VOTE.to_owned(),
+                match vote_term {
+                    None => format!("missing, while the log holds entries of term {newest_term}"),
+                    Some(term) => format!(
+                        "of term {term}, older than the log's entries of term {newest_term}"
+                    ),
+                },
+            ));
+        }
         // The committed log id is never beyond the log's end, or the snapshot's when one
         // was installed past it. Beyond both, committed entries are gone (e.g. a damaged
         // B-tree that redb reads as shorter).
@@ -1084,6 +1586,9 @@ impl Scan {
                 KEY_VOTE => "a node must never forget its vote",
                 KEY_COMMITTED => "without it the node cannot tell which entries it may drop",
                 KEY_LAST_PURGED => "without it the node cannot tell where its log begins",
+                KEY_WAL_GENERATION => {
+                    "without it the node cannot read the entries in the write-ahead file"
+                }
                 _ => "the file cannot be read safely",
             };
             return Err(StoreError::CorruptRecord {
@@ -1234,7 +1739,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             }
             None => {
-                // Forget any newer id first, or the transaction would write it back.
+                // Move the write-ahead file's ids into redb, then forget any newer id, or
+                // the transaction would write it back.
+                self.checkpoint().map_err(write_logs_error)?;
                 *self
                     .inner
                     .unsaved_committed
@@ -1252,7 +1759,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .unsaved_committed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match unsaved {
+        let in_wal = self.wal().as_ref().and_then(|state| state.committed);
+        match unsaved.or(in_wal) {
             Some(committed) => Ok(Some(committed)),
             None => self.read_meta(KEY_COMMITTED).map_err(read_logs_error),
         }

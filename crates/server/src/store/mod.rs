@@ -13,6 +13,7 @@ pub mod log;
 pub mod record;
 pub mod snapshot;
 pub mod state_machine;
+pub mod wal;
 
 pub use error::StoreError;
 pub use log::{LogStore, LogStoreOptions};

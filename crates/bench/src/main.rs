@@ -88,6 +88,12 @@ struct Args {
     /// each node's log is `node-N.log` in its system's data directory (see `--keep-data`).
     #[arg(long, default_value = "warn")]
     fencelock_log_level: String,
+    /// Each fencelock node's `--worker-threads` (0: one per core). The benchmark runs
+    /// every node and its own client on this machine's cores, so by default each node
+    /// gets (cores - 1) / nodes threads, at least one: a core for the client, the rest
+    /// shared by the nodes.
+    #[arg(long)]
+    fencelock_worker_threads: Option<usize>,
     /// Leave every system's data directory and node logs under `--data-root` after the run.
     #[arg(long)]
     keep_data: bool,
@@ -278,6 +284,7 @@ async fn run(args: Args) -> Result<()> {
     let bins = Binaries {
         fencelock,
         fencelock_log_level: args.fencelock_log_level.clone(),
+        fencelock_worker_threads: args.fencelock_worker_threads,
         keep_data: args.keep_data,
     };
     let root = tempfile::Builder::new()

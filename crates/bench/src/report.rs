@@ -143,6 +143,8 @@ impl Report {
             "Machine: {} cores ({}), {:.0} GiB, Linux {}; 4 KiB write + fdatasync p50 {:.0} µs, p99 {:.0} µs (measured in this run). \
              Every system on loopback on this machine, one at a time; fsync on for fencelock, etcd and ZooKeeper (their defaults), \
              Redis without persistence (`redis`) and with `appendfsync always` (`redis-aof`). \
+             Each fencelock node runs with `--worker-threads` (cores - 1) / nodes, at least 1 (a core for the benchmark's client, \
+             the rest shared by the nodes) unless `--fencelock-worker-threads` says otherwise; the other systems run with their defaults. \
              Throughput is the median of {} runs (min–max); latency and CPU are medians of the runs' values; \
              RSS is each node's after the run; server CPU is all nodes' user+system time per operation. \
              \"fencelock ÷ this\" divides fencelock's median (same node count; 1 node for Redis) by this system's.\n",

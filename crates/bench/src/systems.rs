@@ -84,6 +84,8 @@ pub struct Binaries {
     pub fencelock: PathBuf,
     /// The fencelock nodes' `--log-level`.
     pub fencelock_log_level: String,
+    /// Each fencelock node's `--worker-threads`; `None` for (cores - 1) / nodes, at least 1.
+    pub fencelock_worker_threads: Option<usize>,
     /// Leave each system's data directory (and its node logs) behind.
     pub keep_data: bool,
 }
@@ -158,9 +160,14 @@ impl Cluster {
             .map(|i| format!("{}=127.0.0.1:{}", i + 1, peer[i]))
             .collect::<Vec<_>>()
             .join(",");
+        let worker_threads = bins.fencelock_worker_threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            (cores.saturating_sub(1) / n).max(1)
+        });
         for i in 0..n {
             let mut cmd = Command::new(&bins.fencelock);
             cmd.arg("serve")
+                .args(["--worker-threads", &worker_threads.to_string()])
                 .args(["--id", &(i + 1).to_string()])
                 .args(["--listen", &format!("127.0.0.1:{}", client[i])])
                 .args(["--peer-listen", &format!("127.0.0.1:{}", peer[i])])

@@ -25,6 +25,7 @@
 //! | `snapshot_every_entries` | applied entries between snapshots | `10000` |
 //! | `log_entries_kept_after_snapshot` | log kept behind a snapshot | `5000` |
 //! | `log_page_cache_bytes` | redb's page cache for the Raft log file | `16777216` |
+//! | `worker_threads` | threads of the node's async runtime (0: one per core) | `0` |
 //! | `log_wal_bytes` | size of the Raft log's write-ahead file (0: none) | `4194304` |
 //! | `log_cache_entries`, `log_cache_bytes` | newest log entries kept decoded for replication | `256`, `4194304` |
 //! | `max_batch_commands` | commands per Raft entry | `1024` |
@@ -195,6 +196,11 @@ pub struct ServeArgs {
     /// Take a snapshot every this many applied entries [default: 10000].
     #[arg(long, value_name = "ENTRIES", env = "FENCELOCK_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// Threads of the node's async runtime; 0 for one per core [default: 0]. Nodes that
+    /// share a machine's cores (with each other, or with busy clients) do better with
+    /// fewer.
+    #[arg(long, value_name = "N", env = "FENCELOCK_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// TLS for the client and peer listeners.
     #[command(flatten)]
     pub tls: Box<ServeTlsArgs>,
@@ -428,6 +434,9 @@ impl ServeArgs {
         }
         if let Some(entries) = self.snapshot_every {
             config.snapshot_every_entries = entries;
+        }
+        if let Some(threads) = self.worker_threads {
+            config.worker_threads = threads;
         }
         self.apply_tls_flags(&mut config);
         let own_peer_addr = match &config.bootstrap {

@@ -13,7 +13,11 @@ use fencelock_server::node;
 /// A bad configuration, a node that cannot start, or a shutdown cut short.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("fencelock")
         .build()

@@ -279,6 +279,9 @@ impl ServerConfig {
         {
             return Err("batch, queue and in-flight sizes must be >= 1".into());
         }
+        if self.log_wal_bytes > 1 << 30 {
+            return Err("the log's write-ahead file must be at most 1 GiB (0: none)".into());
+        }
         if self.worker_threads > 1024 {
             return Err("worker threads must be at most 1024 (0: one per core)".into());
         }
@@ -330,5 +333,27 @@ mod tests {
             ..config
         };
         assert!(tight.validate().is_err());
+    }
+
+    #[test]
+    fn the_runtime_and_the_write_ahead_file_are_bounded() {
+        let ok = ServerConfig {
+            worker_threads: 1,
+            log_wal_bytes: 0,
+            ..ServerConfig::default()
+        };
+        ok.validate().unwrap();
+        for bad in [
+            ServerConfig {
+                worker_threads: 1025,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                log_wal_bytes: (1 << 30) + 1,
+                ..ServerConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 }

@@ -426,7 +426,7 @@ async fn crashed_with_entries_in_the_wal(committed_after: u64) -> tempfile::Temp
     let dir = tempfile::tempdir().expect("temporary directory");
     // A small file (later opens keep its size): the tests copy it often.
     let small = LogStoreOptions {
-        wal_bytes: wal::RECORDS_START + 4 * wal::APPEND_ALIGN,
+        wal_bytes: 2 * wal::MIN_WAL_BYTES,
         ..LogStoreOptions::default()
     };
     let mut store = LogStore::open(dir.path(), small).expect("open");
@@ -479,7 +479,7 @@ fn wal_frames(dir: &Path) -> Vec<(u64, Option<u64>)> {
         frames.push((at as u64, index));
         at += 8 + len;
         if kind & 0x80 != 0 {
-            // The append's last record: the next append begins at a 4 KiB boundary.
+            // The append's last record: the next append begins at a boundary.
             at = at.next_multiple_of(wal::APPEND_ALIGN as usize);
         }
     }
@@ -523,7 +523,7 @@ async fn appends_go_to_the_write_ahead_file_until_it_fills() {
     assert_eq!(store.commit_count(), before + 40 + store.checkpoint_count());
     assert!(
         store.checkpoint_count() > 0,
-        "a 4 KiB file fills with 40 entries and is checkpointed"
+        "4 KiB of records fill with 40 appends and are checkpointed"
     );
     assert_eq!(all_entries(&mut store).await, entries(1, 1, 40));
     drop(store);

@@ -16,8 +16,10 @@
 //!   entry's index (8) and its checksummed record (`record.rs`, the same bytes redb
 //!   stores), for [`KIND_COMMITTED`] the committed log id's record. The kind byte's high
 //!   bit marks an append's last record.
-//! - Every append begins at a multiple of [`APPEND_ALIGN`] (4 KiB, a page: a sync writes
-//!   whole pages anyway), so a reader can find the appends after a damaged record.
+//! - Every append begins at a multiple of [`APPEND_ALIGN`] (512 bytes, a disk sector), so
+//!   a reader can find the appends after a damaged record, and no sector holds bytes of
+//!   two appends: rewriting the page an earlier append shares (a sync writes whole pages)
+//!   rewrites its sectors with the same bytes, so a torn write there cannot harm it.
 //! - The file is created zero-filled at its full size (written, not sparse, and synced
 //!   with its directory): a later data sync then writes data blocks only, no file-system
 //!   metadata.
@@ -37,7 +39,7 @@
 //! a record of an earlier generation, or a torn write. The salt is random, so bytes that
 //! came from outside (a lock name inside an old entry, which a new record may not fully
 //! overwrite) cannot be crafted to verify under a later generation. Past the first bad
-//! record, the reader looks at every later 4 KiB boundary: a record that verifies there
+//! record, the reader looks at every later 512-byte boundary: a record that verifies there
 //! and was written by a later append than any the bad record can belong to proves the
 //! bad one was synced before (appends are synced one at a time, in order), so it is
 //! damage in the middle of the file, not a torn tail, and start-up refuses
@@ -65,7 +67,7 @@ const FRAME_BYTES: usize = 4 + 4;
 /// Kind byte and append number.
 const BODY_HEADER_BYTES: usize = 1 + 8;
 /// Every append begins at a multiple of this (see the module docs).
-pub const APPEND_ALIGN: u64 = 4096;
+pub const APPEND_ALIGN: u64 = 512;
 /// Set in the kind byte of an append's last record.
 const LAST_IN_APPEND: u8 = 0x80;
 
@@ -262,7 +264,7 @@ fn parse_records_at(
 }
 
 /// Past the end of the records (at `at`, where a record of append `latest_possible` at
-/// the latest was due), the first record at a 4 KiB boundary that verifies and was
+/// the latest was due), the first record at an append boundary that verifies and was
 /// written by a later append: `(offset, append)`.
 fn later_append_after(
     bytes: &[u8],
@@ -287,7 +289,7 @@ fn later_append_after(
     None
 }
 
-/// Whether any record of `generation` verifies at a 4 KiB boundary of `bytes` (the
+/// Whether any record of `generation` verifies at an append boundary of `bytes` (the
 /// file's contents from [`RECORDS_START`] on): when none does, appends may go on under
 /// `generation` from the start (no later page can be read as theirs).
 pub fn any_record_at_boundaries(bytes: &[u8], generation: Generation) -> bool {
@@ -431,7 +433,7 @@ pub struct WalFound {
     /// Where they end, and why.
     pub end: RecordsEnd,
     /// Whether any record of the generation is in the file (at the start or at a later
-    /// 4 KiB boundary): if not, appends may go on under it without a new generation.
+    /// append boundary): if not, appends may go on under it without a new generation.
     pub in_use: bool,
 }
 
@@ -748,7 +750,7 @@ mod tests {
     }
 
     /// The records region of a file holding `batches` as appends write them (each at a
-    /// 4 KiB boundary), then a page of zeros; and where each batch begins in it.
+    /// boundary), then a page of zeros; and where each batch begins in it.
     fn layout(batches: &[&WalBatch]) -> (Vec<u8>, Vec<usize>) {
         let mut bytes = Vec::new();
         let mut starts = Vec::new();
@@ -911,7 +913,7 @@ mod tests {
     #[test]
     fn writes_reads_and_new_generations_through_the_file() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let capacity = RECORDS_START + 4 * APPEND_ALIGN;
+        let capacity = MIN_WAL_BYTES;
         let (mut wal, found) = Wal::open(dir.path(), capacity, Generation::NONE).expect("create");
         assert!(found.records.is_empty() && !found.in_use);
         let g1 = Generation::NONE.next();

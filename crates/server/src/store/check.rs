@@ -29,7 +29,7 @@
 use super::StoreError;
 use super::log::{
     DEFAULT_LOG_PAGE_CACHE_BYTES, EntryTrouble, LOG_FILE_NAME, Scan, close_quietly, guarded,
-    open_and_scan, plan_wal, refuse_lost_committed,
+    open_and_scan, plan_wal,
 };
 use super::snapshot::{self, TMP_SUFFIX};
 use super::wal::{self, WAL_FILE_NAME};
@@ -357,22 +357,14 @@ fn check_wal(
             return;
         }
     };
-    let planned = plan_wal(&records, &end, path, log_end).and_then(|plan| {
-        let last_index = plan
-            .entries
-            .last()
-            .map(|(entry, _)| entry.log_id.index)
-            .or(log_end.map(|id| id.index));
-        refuse_lost_committed(
-            path,
-            scan.committed.max(plan.committed),
-            last_index,
-            snapshot_index,
-            &plan.end,
-        )?;
-        Ok(plan)
-    });
-    match planned {
+    match plan_wal(
+        &records,
+        &end,
+        path,
+        log_end,
+        scan.committed,
+        snapshot_index,
+    ) {
         Ok(plan) => {
             check.entries_to_move = plan.entries.len();
             let log = &mut report.log;

@@ -452,18 +452,13 @@ impl LogStore {
         let generation = scan.wal_generation.unwrap_or(Generation::NONE);
         let (mut wal, found) = Wal::open(dir, self.inner.options.wal_bytes, generation)?;
         let log_end = self.tail().last_log_id;
-        let plan = plan_wal(&found.records, &found.end, wal.path(), log_end)?;
-        let last_index = plan
-            .entries
-            .last()
-            .map(|(entry, _)| entry.log_id.index)
-            .or(log_end.map(|id| id.index));
-        refuse_lost_committed(
+        let plan = plan_wal(
+            &found.records,
+            &found.end,
             wal.path(),
-            scan.committed.max(plan.committed),
-            last_index,
+            log_end,
+            scan.committed,
             snapshot_index,
-            &plan.end,
         )?;
         let upgrade_format = in_use && scan.format.is_some_and(|f| f < LOG_FORMAT);
         // A file whose generation holds nothing (after a clean close, or a checkpoint)
@@ -1152,17 +1147,21 @@ pub(crate) struct WalPlan {
 
 /// Check the write-ahead file's `records` (of the current generation, ending at `end`)
 /// against the redb log, which ends at `log_end` (its last entry, or the last purged
-/// id) after start-up's own verdict.
+/// id) after start-up's own verdict, holds `db_committed`, and is covered by a snapshot
+/// up to `snapshot_index`.
 ///
 /// # Errors
 /// A record verified but its entry or committed id does not decode; the entries have a
 /// gap or do not continue the log (the database and the file disagree); the records end
-/// in damage in the middle of the file. Start-up refuses.
+/// in damage in the middle of the file; the newest committed id (the database's or the
+/// file's) lies beyond everything the two hold. Start-up refuses.
 pub(crate) fn plan_wal(
     records: &[WalRecord],
     end: &RecordsEnd,
     path: &Path,
     log_end: Option<LogId>,
+    db_committed: Option<LogId>,
+    snapshot_index: Option<u64>,
 ) -> Result<WalPlan, StoreError> {
     let refuse = |index: u64, what: String| StoreError::CorruptLog {
         path: path.to_owned(),
@@ -1228,6 +1227,18 @@ pub(crate) fn plan_wal(
             ),
         ));
     }
+    let last_index = plan
+        .entries
+        .last()
+        .map(|(entry, _)| entry.log_id.index)
+        .or(log_end.map(|id| id.index));
+    refuse_lost_committed(
+        path,
+        db_committed.max(plan.committed),
+        last_index,
+        snapshot_index,
+        end,
+    )?;
     Ok(plan)
 }
 
@@ -1235,7 +1246,7 @@ pub(crate) fn plan_wal(
 /// `last_index` once the write-ahead file's entries are counted) and the newest
 /// snapshot: committed entries were lost (from the write-ahead file, whose records end
 /// at `end`).
-pub(crate) fn refuse_lost_committed(
+fn refuse_lost_committed(
     path: &Path,
     committed: Option<LogId>,
     last_index: Option<u64>,

@@ -523,7 +523,13 @@ impl fmt::Display for CheckReport {
         }
         if let Some(wal) = &log.wal {
             writeln!(f, "write-ahead file: {}", wal.path.display())?;
-            if wal.readable {
+            if wal.readable && wal.records == 0 {
+                writeln!(
+                    f,
+                    "  generation {}: no records of it (the log database holds everything)",
+                    wal.generation
+                )?;
+            } else if wal.readable {
                 writeln!(
                     f,
                     "  generation {}: {} records, {} entries beyond the log database (moved \

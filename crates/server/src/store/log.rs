@@ -56,13 +56,19 @@
 //!   write: start-up refuses.
 //!
 //! - **The write-ahead file**: see [`super::wal`] for why a record that verifies is one
-//!   this node wrote in the current generation. Its entries must continue the redb log
-//!   without a gap (or repeat entries redb already has, with the same log ids: a
-//!   checkpoint whose reset did not happen). Its records end at the first that does not
-//!   verify; entries lost there (a torn write) are dropped like a torn tail, and if the
-//!   newest committed log id (from redb or the file) then lies beyond the log and the
-//!   newest snapshot, committed entries are lost and start-up refuses. What verified is
-//!   moved into redb and the file begins a new generation before the node serves.
+//!   this node wrote in the generation redb names (redb records the generation in the
+//!   same transaction that moves the file's entries in, so the file never holds entries
+//!   redb already has). Its entries must continue the redb log without a gap. Its
+//!   records end at the first that does not verify; a record of a later append that
+//!   verifies past it is damage in the middle and start-up refuses; otherwise the entries
+//!   lost there (a torn write) are dropped like a torn tail, and if the newest committed
+//!   log id (from redb or the file) then lies beyond the log and the newest snapshot,
+//!   committed entries are lost and start-up refuses. What verified is moved into redb
+//!   with the next generation before the node serves (no write at all when the file
+//!   holds nothing of its generation).
+//! - **The vote** must not be missing or older than a log entry's term (a node saves the
+//!   vote of a term before it appends entries of that term): a damaged B-tree that no
+//!   longer finds the record would otherwise let a node forget its vote.
 //!
 //! Dropping an unacknowledged tail is the same thing Raft does for entries a crash lost
 //! before their fsync. One residual risk is shared with every Raft log: an entry above

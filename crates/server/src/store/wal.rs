@@ -209,16 +209,7 @@ fn parse_one(bytes: &[u8], offset: u64, generation: Generation) -> Parsed {
 /// `generation`: every record that verifies, up to the first that does not, and a look
 /// past that one for damage in the middle (see the module docs).
 pub fn parse_records(bytes: &[u8], generation: Generation) -> (Vec<WalRecord>, RecordsEnd) {
-    parse_records_at(bytes, RECORDS_START, generation)
-}
-
-/// [`parse_records`] of bytes read from file offset `base` (a multiple of
-/// [`APPEND_ALIGN`] or an entry's offset).
-fn parse_records_at(
-    bytes: &[u8],
-    base: u64,
-    generation: Generation,
-) -> (Vec<WalRecord>, RecordsEnd) {
+    let base = RECORDS_START;
     let mut records = Vec::new();
     let mut at = 0usize;
     // The latest append the record at `at` can belong to: the previous record's, unless
@@ -317,58 +308,48 @@ pub struct WalBatch {
 impl WalBatch {
     /// Add a log entry's record.
     pub fn push_entry(&mut self, index: u64, record: &[u8]) {
-        let offset = self.buffer.len();
-        let mut body = self.body(KIND_ENTRY, 8 + record.len());
-        body.extend_from_slice(&index.to_le_bytes());
-        body.extend_from_slice(record);
-        self.push_body(&body);
+        let offset = self.push_frame(KIND_ENTRY, &[&index.to_le_bytes(), record]);
         let len = u32::try_from(self.buffer.len() - offset).expect("a record is far below 4 GiB");
         self.entries.push((index, offset, len));
     }
 
     /// Add the committed log id's record.
     pub fn push_committed(&mut self, record: &[u8]) {
-        let mut body = self.body(KIND_COMMITTED, record.len());
-        body.extend_from_slice(record);
-        self.push_body(&body);
+        self.push_frame(KIND_COMMITTED, &[record]);
     }
 
-    fn body(&self, kind: u8, more: usize) -> Vec<u8> {
-        let mut body = Vec::with_capacity(BODY_HEADER_BYTES + more);
-        body.push(kind);
-        body.extend_from_slice(&self.append.to_le_bytes());
-        body
-    }
-
-    fn push_body(&mut self, body: &[u8]) {
-        if let Some(last) = self.last_frame {
-            // The previous frame is no longer the last: clear its mark.
-            self.set_last_mark(last, false);
+    /// Write a frame of `kind` whose body ends with `parts`, marked as the append's last
+    /// (the previous frame loses that mark); returns where it begins.
+    fn push_frame(&mut self, kind: u8, parts: &[&[u8]]) -> usize {
+        if let Some(previous) = self.last_frame {
+            let body_at = previous + FRAME_BYTES;
+            self.buffer[body_at] &= !LAST_IN_APPEND;
+            self.seal(previous, self.generation);
         }
-        self.last_frame = Some(self.buffer.len());
-        let mut body = body.to_vec();
-        body[0] |= LAST_IN_APPEND;
-        let body = &body;
-        let len = u32::try_from(body.len()).expect("a record is far below 4 GiB");
-        self.buffer.extend_from_slice(&len.to_le_bytes());
-        self.buffer
-            .extend_from_slice(&self.generation.checksum(body).to_le_bytes());
-        self.buffer.extend_from_slice(body);
+        let frame = self.buffer.len();
+        self.buffer.extend_from_slice(&[0; FRAME_BYTES]);
+        self.buffer.push(kind | LAST_IN_APPEND);
+        self.buffer.extend_from_slice(&self.append.to_le_bytes());
+        for part in parts {
+            self.buffer.extend_from_slice(part);
+        }
+        let len = u32::try_from(self.buffer.len() - frame - FRAME_BYTES)
+            .expect("a record is far below 4 GiB");
+        self.buffer[frame..frame + 4].copy_from_slice(&len.to_le_bytes());
+        self.seal(frame, self.generation);
+        self.last_frame = Some(frame);
+        frame
     }
 
-    fn set_last_mark(&mut self, frame: usize, last: bool) {
+    /// Write the CRC of the frame at `frame` under `generation`; returns where the next
+    /// frame begins.
+    fn seal(&mut self, frame: usize, generation: Generation) -> usize {
         let len =
             u32::from_le_bytes(self.buffer[frame..frame + 4].try_into().expect("4 bytes")) as usize;
         let body_at = frame + FRAME_BYTES;
-        if last {
-            self.buffer[body_at] |= LAST_IN_APPEND;
-        } else {
-            self.buffer[body_at] &= !LAST_IN_APPEND;
-        }
-        let crc = self
-            .generation
-            .checksum(&self.buffer[body_at..body_at + len]);
+        let crc = generation.checksum(&self.buffer[body_at..body_at + len]);
         self.buffer[frame + 4..body_at].copy_from_slice(&crc.to_le_bytes());
+        body_at + len
     }
 
     /// Frame the records again for `generation` and append number `append` (after a
@@ -376,14 +357,10 @@ impl WalBatch {
     pub fn reframe(&mut self, generation: Generation, append: u64) {
         let mut at = 0usize;
         while at < self.buffer.len() {
-            let len =
-                u32::from_le_bytes(self.buffer[at..at + 4].try_into().expect("4 bytes")) as usize;
             let body_at = at + FRAME_BYTES;
             self.buffer[body_at + 1..body_at + BODY_HEADER_BYTES]
                 .copy_from_slice(&append.to_le_bytes());
-            let crc = generation.checksum(&self.buffer[body_at..body_at + len]);
-            self.buffer[at + 4..body_at].copy_from_slice(&crc.to_le_bytes());
-            at = body_at + len;
+            at = self.seal(at, generation);
         }
         self.generation = generation;
         self.append = append;

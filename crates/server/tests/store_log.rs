@@ -205,12 +205,8 @@ async fn a_crash_keeps_the_committed_log_id_of_the_last_transaction() {
         // A crash: the store is never closed, so nothing more is written.
         std::mem::forget(store);
     }
-    // redb refuses a second open of a file this process still holds; copy it instead
-    // (with the write-ahead file, which holds the appends).
-    let copy = tempfile::tempdir().expect("temporary directory");
-    for file in ["raft-log.redb", "raft-log.wal"] {
-        std::fs::copy(dir.path().join(file), copy.path().join(file)).expect("copy the log");
-    }
+    // redb refuses a second open of a file this process still holds; copy them instead.
+    let copy = copy_files(dir.path());
     let mut store = open(copy.path());
     assert_eq!(
         store.read_committed().await.expect("read"),

@@ -38,6 +38,7 @@
 //! | `max_watchers` | open watch streams | `10000` |
 //! | `watch_buffer` | events buffered per watcher | `1024` |
 //! | `max_keepalive_streams` | live keepalive streams | `10000` |
+//! | `max_peer_links` | Raft links from peers served at once | `256` |
 //! | `[limits]` | the replicated limits (all ten keys must be given when the table is) | see the example |
 //! | `[tls]` | TLS, PEM file paths (see [`TlsConfig`]; omit the table for plaintext): | none |
 //! | `tls.cert`, `tls.key` | the client listener's certificate and key: TLS only, plaintext refused | none |

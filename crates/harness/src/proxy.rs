@@ -8,8 +8,8 @@
 //! - [`LinkMode::BlackHole`]: open connections are closed, new ones are accepted and
 //!   then never answered (as a DROP rule gives: the peer only learns by timeouts).
 //!
-//! Every change of mode closes the link's open connections, so that no HTTP/2 stream
-//! ever sees a gap in its bytes; nodes reconnect by themselves.
+//! Every change of mode closes the link's open connections, so that no HTTP/2 stream or
+//! Raft link ever sees a gap in its bytes; nodes reconnect by themselves.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

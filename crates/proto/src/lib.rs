@@ -1,5 +1,6 @@
 //! fencelock's wire API, generated from `proto/fencelock.proto` (the client API) and
-//! `proto/peer.proto` (Raft traffic between nodes). Only this crate knows protobuf.
+//! `proto/peer.proto` (node-to-node gRPC: `NodeInfo`; Raft's own messages go over the
+//! server's links). Only this crate knows protobuf.
 #![allow(missing_docs)] // generated code
 
 /// The client-facing API: sessions, locks, watches and cluster administration.

@@ -108,6 +108,9 @@ pub struct ServerConfig {
     pub watch_buffer: usize,
     /// Live keepalive streams at most.
     pub max_keepalive_streams: usize,
+    /// Raft links (connections from peers, see `raft::link`) served at once; more are
+    /// closed as they arrive.
+    pub max_peer_links: usize,
     /// The replicated limits this node proposes when it leads.
     pub limits: Limits,
     /// TLS for the client and peer listeners (`None`: plaintext everywhere).
@@ -229,6 +232,7 @@ impl Default for ServerConfig {
             max_watchers: 10_000,
             watch_buffer: 1_024,
             max_keepalive_streams: 10_000,
+            max_peer_links: 256,
             limits: Limits::default(),
             tls: None,
         }
@@ -290,6 +294,9 @@ impl ServerConfig {
         }
         if self.max_message_bytes < 1024 {
             return Err("max message size must be >= 1024 bytes".into());
+        }
+        if self.max_peer_links == 0 {
+            return Err("max peer links must be >= 1".into());
         }
         if self.max_list_page == 0 || self.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());

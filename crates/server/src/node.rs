@@ -9,6 +9,7 @@ use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::proposer::{ProposeError, Proposer, ProposerLimits};
+use crate::raft::link::{PeerPort, dispatch_peer_port};
 use crate::raft::network::{MAX_PEER_MESSAGE_BYTES, PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::SharedState;
@@ -463,7 +464,7 @@ pub async fn start_with_listeners(
     let shared = SharedState::new(hub.clone());
     let state_machine = StateMachineStore::open(&config.data_dir.join("snapshots"), shared.clone())
         .map_err(|e| storage(&e))?;
-    let channels = PeerChannels::with_tls(tls.peer_client.clone());
+    let channels = PeerChannels::with_tls(tls.peer_client.clone(), tls.peer_link_client.clone());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -526,7 +527,6 @@ pub async fn start_with_listeners(
 
     let mut tasks = Vec::new();
     let peer_service = PeerServer::new(PeerService::new(
-        raft.clone(),
         config.node_id,
         config.client_advertise_addr(),
         admin_addr.map(|a| a.to_string()).unwrap_or_default(),
@@ -539,11 +539,23 @@ pub async fn start_with_listeners(
             .tls_config(server_tls)
             .map_err(|e| StartError::Tls(format!("peer listener: {}", error_chain(&e))))?;
     }
+    // Raft links are served by the peer port's dispatcher; gRPC connections go on to tonic.
+    let (peer_grpc_incoming, peer_dispatcher) = dispatch_peer_port(
+        peer_listener,
+        PeerPort {
+            raft: raft.clone(),
+            tls: tls.peer_link_server.clone(),
+            max_frame_bytes: MAX_PEER_MESSAGE_BYTES,
+            max_links: config.max_peer_links,
+        },
+        stopped.clone(),
+    );
+    tasks.push(peer_dispatcher);
     let signal = shutdown_signal(stopped.clone());
     tasks.push(tokio::spawn(async move {
         let served = peer_server
             .add_service(peer_service)
-            .serve_with_incoming_shutdown(accepted_without_nagle(peer_listener), signal)
+            .serve_with_incoming_shutdown(peer_grpc_incoming, signal)
             .await;
         if let Err(error) = served {
             tracing::error!(%error, "peer server stopped");

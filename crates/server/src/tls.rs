@@ -1,12 +1,18 @@
 //! TLS for the node's listeners and its calls to peers: reads the PEM files that
-//! [`TlsConfig`] names and turns them into tonic's (rustls, ring provider) settings.
+//! [`TlsConfig`] names and turns them into tonic's (rustls, ring provider) settings, and
+//! into rustls settings for the Raft links ([`crate::raft::link`]) on the peer port.
 //!
 //! Every problem is found at start-up, with the file named: a missing or unreadable
 //! file, a file without a certificate or key, or PEM that rustls will not take.
 
 use crate::config::TlsConfig;
+use crate::raft::link::LinkClientTls;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// How long a TLS handshake on a listener may take before the connection is dropped.
@@ -22,6 +28,10 @@ pub struct NodeTls {
     /// The settings of this node's calls to its peers (presents this node's certificate,
     /// checks theirs against the cluster CA).
     pub peer_client: Option<ClientTlsConfig>,
+    /// The same mutual TLS for Raft links accepted on the peer port.
+    pub peer_link_server: Option<Arc<rustls::ServerConfig>>,
+    /// The same mutual TLS for Raft links to peers.
+    pub peer_link_client: Option<LinkClientTls>,
 }
 
 /// Read a PEM file, checking that it holds a block whose label ends with `label`
@@ -79,9 +89,9 @@ impl NodeTls {
             )?;
             tls.client_server = Some(server);
         }
-        if let (Some(peer_ca), Some((cert, key))) = (&config.peer_ca, config.peer_identity()) {
+        if let (Some(peer_ca_path), Some((cert, key))) = (&config.peer_ca, config.peer_identity()) {
             let identity = identity(cert, key, "peer")?;
-            let peer_ca = ca(peer_ca, "tls.peer_ca")?;
+            let peer_ca = ca(peer_ca_path, "tls.peer_ca")?;
             let server = ServerTlsConfig::new()
                 .identity(identity.clone())
                 .client_ca_root(peer_ca.clone())
@@ -104,9 +114,60 @@ impl NodeTls {
                 })?;
             tls.peer_server = Some(server);
             tls.peer_client = Some(client);
+            let (link_server, link_client) = link_tls(
+                &read_pem(cert, "peer certificate", "CERTIFICATE")?,
+                &read_pem(key, "peer key", "PRIVATE KEY")?,
+                &read_pem(peer_ca_path, "tls.peer_ca", "CERTIFICATE")?,
+            )
+            .map_err(|e| format!("peer TLS (peer certificate, tls.peer_ca): {e}"))?;
+            tls.peer_link_server = Some(link_server);
+            tls.peer_link_client = Some(LinkClientTls {
+                config: link_client,
+                server_name: config.server_name.clone(),
+            });
         }
         Ok(tls)
     }
+}
+
+/// rustls settings for Raft links, both ends: this node's certificate and key, peers'
+/// certificates checked against the cluster CA (client certificates required).
+fn link_tls(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    ca_pem: &[u8],
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(ca.map_err(|e| format!("CA: {e}"))?)
+            .map_err(|e| format!("CA: {e}"))?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("CA: {e}"))?;
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(|e| e.to_string())?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok((Arc::new(server), Arc::new(client)))
 }
 
 /// Build the settings once, so that bad PEM is reported at start-up.

@@ -1,6 +1,6 @@
 //! Fuzzing, as property tests, of every decoder that reads bytes a node does not trust:
-//! peer payloads (openraft's requests and results, postcard-encoded inside `RaftPayload`,
-//! decoded by the peer service exactly as here), snapshot files and received snapshots
+//! peer payloads (openraft's requests and results, postcard-encoded in Raft link frames,
+//! decoded by the link server exactly as here), snapshot files and received snapshots
 //! (`snapshot::decode`), log records (`record::decode_entry`, `record::decode`), the
 //! write-ahead file's records (`wal::parse_records`), and the
 //! core's `Command` and `State`.
@@ -14,12 +14,12 @@
 //! the input, so no cap beyond the peer transport's message limit and the record size
 //! limit is needed.)
 //!
-//! Last, a real node gets garbage on its peer port and answers `InvalidArgument`, staying
-//! up.
+//! Last, a real node gets garbage on its peer port — undecodable requests, which it
+//! refuses with a message, and broken framing, on which it closes the link — and stays up.
 
 use fencelock_core::{ClientId, Command, LockMode, RequestId, SessionId, State, WaitPolicy};
-use fencelock_proto::peer::RaftPayload;
 use fencelock_proto::peer::peer_client::PeerClient;
+use fencelock_server::raft::link::{FrameKind, LINK_MAGIC, LinkError, LinkPool, encode_frame};
 use fencelock_server::raft::{CommandBatch, LogId, NodeId, PeerNode, TypeConfig};
 use fencelock_server::store::snapshot::{self, SnapshotMeta};
 use fencelock_server::store::{record, wal};
@@ -505,17 +505,17 @@ fn valid_samples_decode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_raft_payloads_are_refused_and_the_node_stays_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = std::time::Duration::from_secs(5);
     let cluster = TestCluster::start(1).await;
     cluster.leader().await;
-    let peer = cluster.running(0).peer_addr();
-    let mut client = PeerClient::connect(format!("http://{peer}"))
-        .await
-        .expect("connect to the peer port");
+    let peer = cluster.running(0).peer_addr().to_string();
+    let links = LinkPool::new(None, 1 << 20);
     let valid_vote = enc(&VoteRequest::<NodeId> {
         vote: Vote::new(1, 2),
         last_log_id: None,
     });
-    // Inputs that cannot decode as any of the three requests: empty, a varint that
+    // Bodies that cannot decode as any of the three requests: empty, a varint that
     // overflows, a truncated valid vote request, a huge length prefix.
     let mut garbage = vec![
         Vec::new(),
@@ -525,25 +525,68 @@ async fn garbage_raft_payloads_are_refused_and_the_node_stays_up() {
     let mut huge = enc(&Vote::<NodeId>::new_committed(1, 1));
     huge.extend(varint(1 << 62));
     garbage.push(huge);
-    for data in garbage {
-        for rpc in ["append_entries", "vote", "install_snapshot"] {
-            let payload = RaftPayload { data: data.clone() };
-            let result = match rpc {
-                "append_entries" => client.append_entries(payload).await,
-                "vote" => client.vote(payload).await,
-                _ => client.install_snapshot(payload).await,
-            };
-            let status = result.expect_err("garbage must be refused");
-            assert_eq!(
-                status.code(),
-                tonic::Code::InvalidArgument,
-                "{rpc} with {data:?}: {status}"
-            );
+    for data in &garbage {
+        for kind in [
+            FrameKind::AppendEntries,
+            FrameKind::Vote,
+            FrameKind::InstallSnapshot,
+        ] {
+            let mut frame = encode_frame(kind, &()).unwrap();
+            frame.extend(data);
+            let length = u32::try_from(frame.len() - 4).unwrap();
+            frame[..4].copy_from_slice(&length.to_be_bytes());
+            match links.call(&peer, &frame, timeout).await {
+                Err(LinkError::Refused { message, .. }) => {
+                    assert!(message.contains("undecodable"), "{kind:?}: {message}");
+                }
+                other => panic!("{kind:?} with {data:?}: expected a refusal, got {other:?}"),
+            }
         }
     }
-    // Still up, still leading, still answering.
+    // Broken framing: the node closes the connection (after reading the magic, if any).
+    let oversized = [&LINK_MAGIC[..], &[0x7f, 0xff, 0xff, 0xff, 1][..]].concat();
+    let unknown_kind = [&LINK_MAGIC[..], &[0, 0, 0, 1, 0x42][..]].concat();
+    let a_reply_as_request = [
+        &LINK_MAGIC[..],
+        &encode_frame(FrameKind::Reply, &0u8).unwrap()[..],
+    ]
+    .concat();
+    let wrong_magic = b"FLRAFT\x00\x09 and more".to_vec();
+    for bytes in [oversized, unknown_kind, a_reply_as_request, wrong_magic] {
+        let mut stream = tokio::net::TcpStream::connect(&peer).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(timeout, stream.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "{bytes:?}: the link must be closed without an answer, got {closed:?} {rest:?}"
+        );
+    }
+    // Still up, still leading, answering a valid vote over a link and gRPC on the
+    // same port.
     let leader = cluster.leader().await;
     assert_eq!(leader, 0);
+    let reply = links
+        .call(
+            &peer,
+            &encode_frame(
+                FrameKind::Vote,
+                &VoteRequest::<NodeId> {
+                    vote: Vote::new(1, 2),
+                    last_log_id: None,
+                },
+            )
+            .unwrap(),
+            timeout,
+        )
+        .await
+        .expect("a valid vote is answered");
+    let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+        postcard::from_bytes(&reply).expect("a decodable answer");
+    assert!(!answer.expect("a vote response").vote_granted, "stale term");
+    let mut client = PeerClient::connect(format!("http://{peer}"))
+        .await
+        .expect("connect to the peer port");
     let info = client
         .node_info(fencelock_proto::peer::NodeInfoRequest {})
         .await

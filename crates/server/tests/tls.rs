@@ -2,18 +2,20 @@
 //! refused; with client mTLS, clients without a certificate of the configured CA are
 //! refused; a cluster with peer mTLS forms, replicates and elects; a node whose
 //! certificate comes from another CA never joins, is not counted, and its Raft messages
-//! are refused at the handshake.
+//! (gRPC or Raft links on the peer port) are refused at the handshake.
 
 mod common;
 
 use common::*;
-use fencelock_proto::peer::RaftPayload;
 use fencelock_proto::peer::peer_client::PeerClient;
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
 use fencelock_server::config::TlsConfig;
 use fencelock_server::node::StartError;
+use fencelock_server::raft::NodeId;
+use fencelock_server::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
+use fencelock_server::tls::NodeTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,16 +107,19 @@ async fn tls_client_is_served_and_plaintext_client_refused() {
     assert!(try_lock(&mut locks, session, "tls/a", 1).await.is_some());
 
     assert_refused(plaintext_status(addr).await, "plaintext client");
-    // Neither the peer listener takes plaintext.
+    // Neither the peer listener takes plaintext: not gRPC, not a Raft link.
     let peer = cluster.slots[0].peer;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{peer}"))
         .unwrap()
         .timeout(Duration::from_secs(3))
         .connect_lazy();
-    let vote = PeerClient::new(channel)
-        .vote(RaftPayload { data: vec![] })
+    let info = PeerClient::new(channel)
+        .node_info(fencelock_proto::peer::NodeInfoRequest {})
         .await;
-    assert_refused(vote.map_err(Failure::from), "plaintext peer");
+    assert_refused(info.map_err(Failure::from), "plaintext peer");
+    assert_link_refused(peer, None).await;
+    // A TLS link with a node certificate of the CA is served (the control).
+    assert_link_served(peer, link_tls(&pki, &pki.node(1))).await;
 
     // A client that does not trust the node's CA refuses the node.
     let other = TestPki::new(&[1], &[]);
@@ -266,9 +271,13 @@ async fn a_peer_with_a_certificate_of_another_ca_cannot_join_or_send_raft_messag
             .ca_certificate(cluster_ca.clone())
             .identity(rogue_identity.clone());
         assert_peer_refused(peer, tls).await;
+        assert_link_refused(peer, Some(link_tls(&pki, &rogue.node(3)))).await;
         // Nor is a caller without any certificate served.
         let tls = ClientTlsConfig::new().ca_certificate(cluster_ca.clone());
         assert_peer_refused(peer, tls).await;
+        assert_link_refused(peer, Some(link_tls_without_certificate(&pki))).await;
+        // A link from a cluster node's certificate is (the control).
+        assert_link_served(peer, link_tls(&pki, &pki.node(1))).await;
     }
     // A caller with a node certificate of the cluster's CA is served (the control).
     let (cert, key) = pki.node(1);
@@ -314,17 +323,84 @@ async fn wait_for_leader_among(cluster: &TestCluster, indexes: &[usize]) -> usiz
     }
 }
 
-/// A `Vote` (with a payload the service would refuse as undecodable) to the peer
-/// listener at `addr` with `tls` fails at the handshake, before the service sees it.
+/// A `NodeInfo` call to the peer listener at `addr` with `tls` fails at the handshake,
+/// before the service sees it.
 async fn assert_peer_refused(addr: SocketAddr, tls: ClientTlsConfig) {
     let result: Result<_, Failure> = async {
         let channel = tls_channel(addr, tls).await?;
-        let mut request = tonic::Request::new(RaftPayload { data: vec![] });
+        let mut request = tonic::Request::new(fencelock_proto::peer::NodeInfoRequest {});
         request.set_timeout(Duration::from_secs(3));
-        Ok(PeerClient::new(channel).vote(request).await?)
+        Ok(PeerClient::new(channel).node_info(request).await?)
     }
     .await;
     assert_refused(result, "peer with a foreign or no certificate");
+}
+
+/// Link TLS as a node with `identity` (certificate, key) that trusts `pki`'s CA.
+fn link_tls(pki: &TestPki, identity: &(std::path::PathBuf, std::path::PathBuf)) -> LinkClientTls {
+    let config = TlsConfig {
+        peer_cert: Some(identity.0.clone()),
+        peer_key: Some(identity.1.clone()),
+        peer_ca: Some(pki.ca()),
+        ..TlsConfig::default()
+    };
+    NodeTls::load(&config)
+        .expect("TLS settings")
+        .peer_link_client
+        .expect("peer TLS")
+}
+
+/// Link TLS that trusts `pki`'s CA but presents no certificate.
+fn link_tls_without_certificate(pki: &TestPki) -> LinkClientTls {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&pki.read(&pki.ca())) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    LinkClientTls {
+        config: Arc::new(config),
+        server_name: None,
+    }
+}
+
+/// A vote over a new Raft link to `addr`, with `tls` (plaintext when `None`).
+async fn link_vote(addr: SocketAddr, tls: Option<LinkClientTls>) -> Result<Vec<u8>, LinkError> {
+    let vote = openraft::raft::VoteRequest::<NodeId> {
+        vote: openraft::Vote::new(1, 9),
+        last_log_id: None,
+    };
+    LinkPool::new(tls, 1 << 20)
+        .call(
+            &addr.to_string(),
+            &encode_frame(FrameKind::Vote, &vote).unwrap(),
+            Duration::from_secs(3),
+        )
+        .await
+}
+
+/// A Raft link to `addr` with `tls` is refused before the node reads a message.
+async fn assert_link_refused(addr: SocketAddr, tls: Option<LinkClientTls>) {
+    match link_vote(addr, tls).await {
+        Err(LinkError::Unreachable { .. }) => {}
+        other => panic!("expected the link to be refused at the handshake, got {other:?}"),
+    }
+}
+
+/// A Raft link to `addr` with `tls` is served: the vote gets Raft's answer.
+async fn assert_link_served(addr: SocketAddr, tls: LinkClientTls) {
+    let reply = link_vote(addr, Some(tls)).await.expect("a served link");
+    let answer: Result<openraft::raft::VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =
+        postcard::from_bytes(&reply).expect("Raft's answer");
+    answer.expect("a vote response");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

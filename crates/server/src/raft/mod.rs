@@ -55,4 +55,5 @@ pub type LogId = openraft::LogId<NodeId>;
 /// A stored membership.
 pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
 
+pub mod link;
 pub mod network;

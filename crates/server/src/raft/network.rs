@@ -1,16 +1,19 @@
-//! Raft traffic between nodes over the peer gRPC service (`peer.proto`).
+//! openraft's network: Raft messages to peers over links ([`super::link`]), and the
+//! peer gRPC service (`peer.proto`) that tells peers a node's client address.
 //!
-//! openraft's requests and results travel postcard-encoded inside a `bytes` field, so the
-//! proto does not mirror openraft's types. The client side ([`PeerNetwork`]) keeps one
-//! lazily connected tonic channel per peer address, shared by every openraft network
-//! client, because openraft asks for a new client per heartbeat round.
+//! openraft's requests and results travel postcard-encoded. Connections are shared by
+//! every openraft network client of a node (openraft asks for a new client per
+//! replication stream and per election): links through a [`LinkPool`], gRPC through one
+//! lazily connected tonic channel per peer address.
 
-use crate::raft::{NodeId, PeerNode, Raft, TypeConfig};
+use crate::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
+use crate::raft::{NodeId, PeerNode, TypeConfig};
 use fencelock_proto::peer::peer_client::PeerClient;
 use fencelock_proto::peer::peer_server::Peer;
-use fencelock_proto::peer::{NodeInfoRequest, NodeInfoResponse, RaftPayload};
+use fencelock_proto::peer::{NodeInfoRequest, NodeInfoResponse};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -34,14 +37,16 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
     tls: Option<ClientTlsConfig>,
+    links: LinkPool,
 }
 
 impl PeerChannels {
-    /// Channels that speak TLS with `tls` (this node's certificate and the cluster CA),
-    /// or plaintext when `None`.
-    pub fn with_tls(tls: Option<ClientTlsConfig>) -> PeerChannels {
+    /// Channels and links that speak TLS with `tls` and `link_tls` (this node's
+    /// certificate and the cluster CA), or plaintext when `None`.
+    pub fn with_tls(tls: Option<ClientTlsConfig>, link_tls: Option<LinkClientTls>) -> PeerChannels {
         PeerChannels {
             tls,
+            links: LinkPool::new(link_tls, MAX_PEER_MESSAGE_BYTES),
             ..PeerChannels::default()
         }
     }
@@ -116,10 +121,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
         PeerNetwork {
             target,
             node: node.clone(),
-            client: self
-                .channels
-                .client(&node.peer_addr)
-                .map_err(|e| e.to_string()),
             channels: self.channels.clone(),
         }
     }
@@ -129,8 +130,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
 pub struct PeerNetwork {
     target: NodeId,
     node: PeerNode,
-    client: Result<PeerClient<Channel>, String>,
     channels: PeerChannels,
+}
+
+/// Whether a receiver would refuse `frame` (its length field counts all but itself).
+fn frame_too_large(frame: &[u8]) -> bool {
+    frame.len().saturating_sub(4) > MAX_PEER_MESSAGE_BYTES
 }
 
 /// An error message as an `std::error::Error`, for openraft's error wrappers.
@@ -139,43 +144,60 @@ pub struct PeerNetwork {
 struct PeerError(String);
 
 impl PeerNetwork {
-    /// Encode `request`, call `method`, decode the remote `Result<Resp, E>`.
-    async fn call<Req, Resp, E, F, Fut>(
+    /// Encode `request` as a `kind` frame, send it over a link, decode the remote
+    /// `Result<Resp, E>`.
+    async fn call<Req, Resp, E>(
         &mut self,
+        kind: FrameKind,
         request: &Req,
         option: &RPCOption,
-        method: F,
     ) -> Result<Resp, RPCError<NodeId, PeerNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
-        F: FnOnce(PeerClient<Channel>, RaftPayload) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let frame =
+            encode_frame(kind, request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(frame, option).await
+    }
+
+    /// Send an encoded request frame over a link, decode the remote `Result<Resp, E>`.
+    async fn send<Resp, E>(
+        &mut self,
+        frame: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, PeerNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
     {
         if self.channels.is_blocked(self.target) {
             return Err(RPCError::Unreachable(Unreachable::new(&PeerError(
                 format!("link to node {} is cut (fault injection)", self.target),
             ))));
         }
-        let client = match &self.client {
-            Ok(client) => client.clone(),
-            Err(message) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&PeerError(
-                    message.clone(),
-                ))));
-            }
-        };
-        let data =
-            postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut grpc_request = tonic::Request::new(RaftPayload { data });
-        grpc_request.set_timeout(option.hard_ttl());
-        let reply = match method(client, grpc_request.into_inner()).await {
-            Ok(reply) => reply.into_inner(),
-            Err(status) => return Err(status_to_rpc_error(&status)),
-        };
-        let result: Result<Resp, E> = postcard::from_bytes(&reply.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if frame_too_large(&frame) {
+            // The receiver would close the link on it.
+            return Err(RPCError::Network(NetworkError::new(&PeerError(format!(
+                "a Raft message of {} bytes is over the {MAX_PEER_MESSAGE_BYTES}-byte limit",
+                frame.len()
+            )))));
+        }
+        let reply = self
+            .channels
+            .links
+            .call(&self.node.peer_addr, &frame, option.hard_ttl())
+            .await
+            .map_err(|error| match error {
+                // Refused, not listening, or not yet up: back off before retrying.
+                LinkError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                LinkError::Failed { .. } | LinkError::Refused { .. } => {
+                    RPCError::Network(NetworkError::new(&error))
+                }
+            })?;
+        let result: Result<Resp, E> =
+            postcard::from_bytes(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|remote| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -186,29 +208,22 @@ impl PeerNetwork {
     }
 }
 
-fn status_to_rpc_error<E: std::error::Error>(
-    status: &tonic::Status,
-) -> RPCError<NodeId, PeerNode, E> {
-    let error = PeerError(format!("{}: {}", status.code(), status.message()));
-    match status.code() {
-        // Connection refused, reset or not yet up: back off before retrying.
-        tonic::Code::Unavailable | tonic::Code::Unknown => {
-            RPCError::Unreachable(Unreachable::new(&error))
-        }
-        _ => RPCError::Network(NetworkError::new(&error)),
-    }
-}
-
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, |mut client, payload| async move {
-            client.append_entries(payload).await
-        })
-        .await
+        let frame = encode_frame(FrameKind::AppendEntries, &rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let entries = rpc.entries.len() as u64;
+        if frame_too_large(&frame) && entries > 1 {
+            // Over the frame limit: openraft retries at once with fewer entries.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        self.send(frame, &option).await
     }
 
     async fn install_snapshot(
@@ -219,10 +234,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(&rpc, &option, |mut client, payload| async move {
-            client.install_snapshot(payload).await
-        })
-        .await
+        self.call(FrameKind::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -230,10 +242,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, |mut client, payload| async move {
-            client.vote(payload).await
-        })
-        .await
+        self.call(FrameKind::Vote, &rpc, &option).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
@@ -242,17 +251,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// The server side of the peer service: hands Raft messages to the local Raft node.
+/// The server side of the peer gRPC service: tells peers this node's addresses.
 pub struct PeerService {
-    raft: Raft,
     info: NodeInfoResponse,
 }
 
 impl PeerService {
-    /// Serve `raft`, telling peers this node's client and admin addresses.
-    pub fn new(raft: Raft, node_id: NodeId, client_addr: String, admin_addr: String) -> Self {
+    /// Tell peers this node's id and its client and admin addresses.
+    pub fn new(node_id: NodeId, client_addr: String, admin_addr: String) -> Self {
         PeerService {
-            raft,
             info: NodeInfoResponse {
                 node_id,
                 client_addr,
@@ -262,43 +269,8 @@ impl PeerService {
     }
 }
 
-fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, tonic::Status> {
-    postcard::from_bytes(&payload.data)
-        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable Raft message: {e}")))
-}
-
-fn encode<T: Serialize>(result: &T) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-    let data = postcard::to_allocvec(result)
-        .map_err(|e| tonic::Status::internal(format!("cannot encode Raft reply: {e}")))?;
-    Ok(tonic::Response::new(RaftPayload { data }))
-}
-
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(
-        &self,
-        request: tonic::Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
-        encode(&self.raft.append_entries(rpc).await)
-    }
-
-    async fn install_snapshot(
-        &self,
-        request: tonic::Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
-        encode(&self.raft.install_snapshot(rpc).await)
-    }
-
-    async fn vote(
-        &self,
-        request: tonic::Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let rpc: VoteRequest<NodeId> = decode(request.get_ref())?;
-        encode(&self.raft.vote(rpc).await)
-    }
-
     async fn node_info(
         &self,
         _request: tonic::Request<NodeInfoRequest>,

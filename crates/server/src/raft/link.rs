@@ -1,0 +1,659 @@
+//! Raft's own messages between nodes (append-entries, vote, install-snapshot) over plain
+//! framed TCP connections on the peer port, TLS inside when the peer link is encrypted.
+//!
+//! Why not gRPC: under load a commit is a chain of small messages, and each tonic call
+//! passes through a buffer task and an HTTP/2 connection task on the way out and a
+//! per-request task on the way in. Here the caller writes its frame to the socket and
+//! reads the reply itself, and the receiving node serves each connection from one task:
+//! fewer task hand-overs and context switches per commit (measured in the README).
+//!
+//! The peer port carries both: a connection that opens with [`LINK_MAGIC`] (in the clear,
+//! before any TLS handshake) is a link; any other first byte (HTTP/2's preface, a TLS
+//! hello) goes to the peer gRPC service, which keeps `NodeInfo`.
+//!
+//! On a link, one request is in flight at a time. A frame is a 4-byte big-endian length
+//! (of what follows), a kind byte and a postcard body; a request's reply is one frame with
+//! the postcard-encoded `Result` that openraft returned on the receiving node. Callers
+//! take an idle link from the pool or dial a new one, and put it back only after a whole
+//! request/reply, so a cancelled or failed call never leaves half a frame on a pooled link.
+
+use crate::raft::{Raft, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// The first bytes a link sends, before TLS: tells the peer port's dispatcher that this
+/// connection is a Raft link and not gRPC (HTTP/2 opens with `P`, TLS with `0x16`).
+pub const LINK_MAGIC: [u8; 8] = *b"FLRAFT\x00\x01";
+
+/// How long a new connection may take to say what it is, and a link to finish its
+/// handshake, before it is dropped.
+pub const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long dialing a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Idle links kept per peer address (more are closed after use).
+const MAX_IDLE_LINKS_PER_PEER: usize = 4;
+
+/// Frame header: length (u32, big-endian, counts the kind byte and the body) and kind.
+const HEADER_BYTES: usize = 5;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// An `AppendEntriesRequest`.
+    AppendEntries = 1,
+    /// A `VoteRequest`.
+    Vote = 2,
+    /// An `InstallSnapshotRequest` (one chunk).
+    InstallSnapshot = 3,
+    /// A reply: the receiving Raft node's `Result`.
+    Reply = 0x80,
+    /// The receiver could not read the request (the body is a UTF-8 message).
+    Refused = 0x81,
+}
+
+impl FrameKind {
+    fn from_byte(byte: u8) -> Option<FrameKind> {
+        Some(match byte {
+            1 => FrameKind::AppendEntries,
+            2 => FrameKind::Vote,
+            3 => FrameKind::InstallSnapshot,
+            0x80 => FrameKind::Reply,
+            0x81 => FrameKind::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// Any byte stream a link runs over: TCP, or TLS over TCP.
+pub trait LinkIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> LinkIo for T {}
+
+type BoxedIo = Box<dyn LinkIo>;
+
+/// Encode `body` into a whole frame of `kind`, ready for one write.
+///
+/// # Errors
+/// postcard cannot encode the value.
+pub fn encode_frame<T: Serialize>(kind: FrameKind, body: &T) -> Result<Vec<u8>, postcard::Error> {
+    let mut frame = postcard::to_extend(body, vec![0u8; HEADER_BYTES])?;
+    let length =
+        u32::try_from(frame.len() - 4).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    frame[4] = kind as u8;
+    Ok(frame)
+}
+
+/// Read one frame: `None` at a clean end of stream before its first byte.
+///
+/// # Errors
+/// The stream fails or ends inside a frame, the length is over `max_bytes`, or the kind
+/// is unknown (all `InvalidData` but the stream's own errors).
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> io::Result<Option<(FrameKind, Vec<u8>)>> {
+    let mut header = [0u8; HEADER_BYTES];
+    match reader.read(&mut header[..1]).await? {
+        0 => return Ok(None),
+        _ => reader.read_exact(&mut header[1..]).await?,
+    };
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if length == 0 || length > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a Raft link frame of {length} bytes (limit {max_bytes})"),
+        ));
+    }
+    let kind = FrameKind::from_byte(header[4]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unknown Raft link frame kind {:#04x}", header[4]),
+        )
+    })?;
+    // Grow with the bytes that arrive: a length alone does not reserve memory.
+    let body_bytes = length - 1;
+    let mut body = Vec::with_capacity(body_bytes.min(64 * 1024));
+    let read = (&mut *reader)
+        .take(body_bytes as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if read < body_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the stream ended inside a Raft link frame",
+        ));
+    }
+    Ok(Some((kind, body)))
+}
+
+/// Why a call over a link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// No connection could be made: the peer is down or not listening (back off).
+    #[error("cannot reach {addr}: {message}")]
+    Unreachable {
+        /// The peer address.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// The connection failed or timed out during the call.
+    #[error("link to {addr} failed: {message}")]
+    Failed {
+        /// The peer address.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// The peer answered that it could not read the request.
+    #[error("{addr} refused the request: {message}")]
+    Refused {
+        /// The peer address.
+        addr: String,
+        /// The peer's message.
+        message: String,
+    },
+}
+
+/// The client side's TLS: rustls settings (this node's certificate, the cluster CA) and,
+/// when set, the name every peer certificate must carry (else the address's host).
+#[derive(Clone, Debug)]
+pub struct LinkClientTls {
+    /// rustls settings.
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// `tls.server_name`, when configured.
+    pub server_name: Option<String>,
+}
+
+/// One connection, between calls.
+struct Link {
+    io: BufReader<BoxedIo>,
+}
+
+/// Idle links per peer address, shared by every openraft network client of a node.
+#[derive(Clone, Default)]
+pub struct LinkPool {
+    idle: Arc<Mutex<HashMap<String, Vec<Link>>>>,
+    tls: Option<LinkClientTls>,
+    max_frame_bytes: usize,
+}
+
+impl LinkPool {
+    /// A pool whose links speak TLS when `tls` is given; replies over `max_frame_bytes`
+    /// fail the call.
+    pub fn new(tls: Option<LinkClientTls>, max_frame_bytes: usize) -> LinkPool {
+        LinkPool {
+            idle: Arc::default(),
+            tls,
+            max_frame_bytes,
+        }
+    }
+
+    fn take_idle(&self, addr: &str) -> Option<Link> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(addr)
+            .and_then(Vec::pop)
+    }
+
+    fn put_idle(&self, addr: &str, link: Link) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let links = idle.entry(addr.to_string()).or_default();
+        if links.len() < MAX_IDLE_LINKS_PER_PEER {
+            links.push(link);
+        }
+    }
+
+    async fn dial(&self, addr: &str) -> io::Result<Link> {
+        let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        tcp.write_all(&LINK_MAGIC).await?;
+        let io: BoxedIo = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(addr).to_string());
+                let name = ServerName::try_from(name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let connector = TlsConnector::from(tls.config.clone());
+                Box::new(connector.connect(name, tcp).await?)
+            }
+        };
+        Ok(Link {
+            io: BufReader::new(io),
+        })
+    }
+
+    /// Send one request frame to `addr` and return the reply's body, within `timeout`.
+    ///
+    /// A pooled link that fails before any reply (the peer restarted since it was last
+    /// used) is replaced by a new connection once; Raft's requests may be repeated.
+    ///
+    /// # Errors
+    /// See [`LinkError`].
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, LinkError> {
+        let failed = |message: String| LinkError::Failed {
+            addr: addr.to_string(),
+            message,
+        };
+        let attempt = async {
+            let mut reused = self.take_idle(addr);
+            let reply = loop {
+                let (mut link, pooled) = match reused.take() {
+                    Some(link) => (link, true),
+                    None => (
+                        self.dial(addr).await.map_err(|e| LinkError::Unreachable {
+                            addr: addr.to_string(),
+                            message: e.to_string(),
+                        })?,
+                        false,
+                    ),
+                };
+                match self.round_trip(&mut link, request).await {
+                    Ok(reply) => {
+                        self.put_idle(addr, link);
+                        break reply;
+                    }
+                    Err(error) if pooled => {
+                        tracing::debug!(%addr, %error, "pooled Raft link failed; reconnecting");
+                    }
+                    // A new connection that fails before any reply (closed, reset, a TLS
+                    // handshake refused): the peer cannot be reached, so back off.
+                    Err(error) => {
+                        return Err(LinkError::Unreachable {
+                            addr: addr.to_string(),
+                            message: error.to_string(),
+                        });
+                    }
+                }
+            };
+            match reply {
+                Reply::Answered(body) => Ok(body),
+                Reply::Refused(message) => Err(LinkError::Refused {
+                    addr: addr.to_string(),
+                    message,
+                }),
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(failed(format!("no reply within {timeout:?}"))),
+        }
+    }
+
+    /// Write `request`, read the reply frame: a reply's body, or the peer's refusal.
+    async fn round_trip(&self, link: &mut Link, request: &[u8]) -> io::Result<Reply> {
+        let io = link.io.get_mut();
+        io.write_all(request).await?;
+        io.flush().await?;
+        match read_frame(&mut link.io, self.max_frame_bytes).await? {
+            Some((FrameKind::Reply, body)) => Ok(Reply::Answered(body)),
+            Some((FrameKind::Refused, body)) => {
+                Ok(Reply::Refused(String::from_utf8_lossy(&body).into_owned()))
+            }
+            Some((kind, _)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a {kind:?} frame where a reply was expected"),
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the link",
+            )),
+        }
+    }
+}
+
+/// What came back for a request.
+enum Reply {
+    /// The receiving Raft node's encoded result.
+    Answered(Vec<u8>),
+    /// The receiver could not read the request.
+    Refused(String),
+}
+
+/// The host part of `host:port` (brackets kept off an IPv6 address).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// What the peer port's dispatcher serves with.
+pub struct PeerPort {
+    /// The Raft node links deliver to.
+    pub raft: Raft,
+    /// Mutual TLS inside links, when peer traffic is encrypted.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Largest frame accepted.
+    pub max_frame_bytes: usize,
+    /// Connections being sorted or served as links at once; more are closed at once.
+    pub max_links: usize,
+}
+
+/// Accept connections on the peer port: links are served here, every other connection
+/// is handed to the peer gRPC server through the returned stream. Stops when `stopping`
+/// turns true.
+pub fn dispatch_peer_port(
+    listener: TcpListener,
+    port: PeerPort,
+    stopping: watch::Receiver<bool>,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<io::Result<TcpStream>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let PeerPort {
+        raft,
+        tls,
+        max_frame_bytes,
+        max_links,
+    } = port;
+    let tls = tls.map(TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_links));
+    let (to_grpc, grpc_incoming) = mpsc::channel(64);
+    let accept_loop = tokio::spawn(async move {
+        let mut stop = stopping.clone();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors and the like: pause rather than spin.
+                    tracing::warn!(%error, "peer port: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    max_links,
+                    "peer port: too many links; closing a new connection"
+                );
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (to_grpc, raft, tls, stopping) =
+                (to_grpc.clone(), raft.clone(), tls.clone(), stopping.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
+                        serve_link(stream, raft, tls, max_frame_bytes, stopping).await;
+                    }
+                    Ok(Ok(1)) => {
+                        // gRPC connections are tonic's to bound; this slot was only for
+                        // telling them apart.
+                        drop(slot);
+                        let _ = to_grpc.send(Ok(stream)).await;
+                        return;
+                    }
+                    _ => {}
+                }
+                drop(slot);
+            });
+        }
+    });
+    (
+        tokio_stream::wrappers::ReceiverStream::new(grpc_incoming),
+        accept_loop,
+    )
+}
+
+/// Serve one link until the peer closes it, it breaks, or the node stops.
+async fn serve_link(
+    mut stream: TcpStream,
+    raft: Raft,
+    tls: Option<TlsAcceptor>,
+    max_frame_bytes: usize,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let opened = async {
+        let mut magic = [0u8; LINK_MAGIC.len()];
+        stream.read_exact(&mut magic).await?;
+        if magic != LINK_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a Raft link (wrong magic)",
+            ));
+        }
+        Ok::<BoxedIo, io::Error>(match tls {
+            None => Box::new(stream),
+            Some(acceptor) => Box::new(acceptor.accept(stream).await?),
+        })
+    };
+    let io = match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, opened).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "peer port: link handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut io = BufReader::new(io);
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut io, max_frame_bytes) => frame,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        let (kind, body) = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%error, "peer port: link closed");
+                return;
+            }
+        };
+        let reply = match kind {
+            FrameKind::AppendEntries => {
+                answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
+                    raft.append_entries(rpc)
+                })
+                .await
+            }
+            FrameKind::Vote => answer(&body, |rpc: VoteRequest<_>| raft.vote(rpc)).await,
+            FrameKind::InstallSnapshot => {
+                answer(&body, |rpc: InstallSnapshotRequest<TypeConfig>| {
+                    raft.install_snapshot(rpc)
+                })
+                .await
+            }
+            FrameKind::Reply | FrameKind::Refused => {
+                tracing::debug!(?kind, "peer port: a reply frame where a request belongs");
+                return;
+            }
+        };
+        let written = async {
+            let io = io.get_mut();
+            io.write_all(&reply).await?;
+            io.flush().await
+        };
+        if let Err(error) = written.await {
+            tracing::debug!(%error, "peer port: cannot answer on a link");
+            return;
+        }
+    }
+}
+
+/// Decode a request, hand it to Raft, encode Raft's result as a reply frame (or a
+/// refusal frame when the request does not decode or the result does not encode).
+async fn answer<Req, Resp, F, Fut>(body: &[u8], handle: F) -> Vec<u8>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Resp>,
+{
+    let refuse = |message: String| refusal_frame(&message);
+    let request: Req = match postcard::from_bytes(body) {
+        Ok(request) => request,
+        Err(error) => return refuse(format!("undecodable Raft message: {error}")),
+    };
+    let result = handle(request).await;
+    encode_frame(FrameKind::Reply, &result)
+        .unwrap_or_else(|error| refuse(format!("cannot encode the Raft reply: {error}")))
+}
+
+/// A refusal frame: the body is the message as UTF-8.
+fn refusal_frame(message: &str) -> Vec<u8> {
+    let message = &message.as_bytes()[..message.len().min(4096)];
+    let length = u32::try_from(message.len() + 1).unwrap_or(1);
+    let mut frame = Vec::with_capacity(HEADER_BYTES + message.len());
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.push(FrameKind::Refused as u8);
+    frame.extend_from_slice(message);
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(bytes: &[u8], max: usize) -> io::Result<Option<(FrameKind, Vec<u8>)>> {
+        let mut reader = bytes;
+        read_frame(&mut reader, max).await
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let value = (7u64, String::from("seven"), vec![1u8, 2, 3]);
+        let frame = encode_frame(FrameKind::Vote, &value).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        let (kind, body) = read_all(&frame, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(kind, FrameKind::Vote);
+        let decoded: (u64, String, Vec<u8>) = postcard::from_bytes(&body).unwrap();
+        assert_eq!(decoded, value);
+        // Two frames back to back are read one at a time.
+        let mut two = frame.clone();
+        two.extend(refusal_frame("no"));
+        let mut reader = &two[..];
+        assert_eq!(
+            read_frame(&mut reader, 1 << 20).await.unwrap().unwrap().0,
+            FrameKind::Vote
+        );
+        let (kind, body) = read_frame(&mut reader, 1 << 20).await.unwrap().unwrap();
+        assert_eq!((kind, body), (FrameKind::Refused, b"no".to_vec()));
+        assert!(read_frame(&mut reader, 1 << 20).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_errors() {
+        assert!(read_all(&[], 100).await.unwrap().is_none(), "clean end");
+        let frame = encode_frame(FrameKind::AppendEntries, &vec![0u8; 200]).unwrap();
+        let over = read_all(&frame, 100).await.unwrap_err();
+        assert_eq!(over.kind(), io::ErrorKind::InvalidData);
+        assert!(over.to_string().contains("limit 100"), "{over}");
+        // A length near the limit with no body behind it reserves nothing and fails
+        // as a cut stream.
+        let cut = read_all(&[0x03, 0xff, 0xff, 0xff, 1], usize::MAX)
+            .await
+            .unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof);
+        let empty = read_all(&[0, 0, 0, 0, 1], 100).await.unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::InvalidData);
+        let unknown = read_all(&[0, 0, 0, 1, 0x42], 100).await.unwrap_err();
+        assert!(unknown.to_string().contains("0x42"), "{unknown}");
+        for cut_at in 1..frame.len() {
+            let error = read_all(&frame[..cut_at], 1 << 20).await.unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::UnexpectedEof,
+                "cut at {cut_at}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_are_bounded_text() {
+        let long = "é".repeat(10_000);
+        let frame = refusal_frame(&long);
+        assert_eq!(frame.len(), HEADER_BYTES + 4096);
+        assert_eq!(frame[4], FrameKind::Refused as u8);
+    }
+
+    #[test]
+    fn hosts_of_addresses() {
+        assert_eq!(host_of("127.0.0.1:7001"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:7001"), "::1");
+        assert_eq!(host_of("node-2.example:7001"), "node-2.example");
+        assert_eq!(host_of("no-port"), "no-port");
+    }
+
+    #[tokio::test]
+    async fn a_pool_reconnects_when_a_pooled_link_went_stale_and_backs_off_when_down() {
+        // An echo-style peer that answers every request frame with a reply carrying its
+        // body, then (after the first connection) closes each connection after one reply.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut magic = [0u8; LINK_MAGIC.len()];
+                stream.read_exact(&mut magic).await.unwrap();
+                assert_eq!(magic, LINK_MAGIC);
+                let (_, body) = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+                let mut reply = encode_frame(FrameKind::Reply, &()).unwrap();
+                reply.truncate(HEADER_BYTES);
+                reply.extend(&body);
+                reply[..4].copy_from_slice(&(body.len() as u32 + 1).to_be_bytes());
+                stream.write_all(&reply).await.unwrap();
+                // Close: the pooled link is now stale.
+            }
+        });
+        let pool = LinkPool::new(None, 1 << 20);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        let timeout = Duration::from_secs(5);
+        let first = pool.call(&addr, &request, timeout).await.unwrap();
+        assert_eq!(postcard::from_bytes::<u32>(&first).unwrap(), 1);
+        // The pooled link's peer end is closed: the call reconnects and succeeds.
+        let request = encode_frame(FrameKind::Vote, &2u32).unwrap();
+        let second = pool.call(&addr, &request, timeout).await.unwrap();
+        assert_eq!(postcard::from_bytes::<u32>(&second).unwrap(), 2);
+        server.await.unwrap();
+        // Nobody listens any more: unreachable, not a hang.
+        let third = pool.call(&addr, &request, timeout).await.unwrap_err();
+        assert!(matches!(third, LinkError::Unreachable { .. }), "{third}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let pool = LinkPool::new(None, 1 << 20);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        let error = pool
+            .call(&addr, &request, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, LinkError::Failed { .. }), "{error}");
+        assert!(error.to_string().contains("no reply within"), "{error}");
+        drop(held);
+    }
+}

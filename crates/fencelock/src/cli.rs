@@ -39,6 +39,7 @@
 //! | `watch_buffer` | events buffered per watcher | `1024` |
 //! | `max_keepalive_streams` | live keepalive streams | `10000` |
 //! | `max_peer_links` | Raft links from peers served at once | `256` |
+//! | `max_peer_message_bytes` | largest Raft message between nodes (same on every node) | `67108864` |
 //! | `[limits]` | the replicated limits (all ten keys must be given when the table is) | see the example |
 //! | `[tls]` | TLS, PEM file paths (see [`TlsConfig`]; omit the table for plaintext): | none |
 //! | `tls.cert`, `tls.key` | the client listener's certificate and key: TLS only, plaintext refused | none |

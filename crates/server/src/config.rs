@@ -111,6 +111,9 @@ pub struct ServerConfig {
     /// Raft links (connections from peers, see `raft::link`) served at once; more are
     /// closed as they arrive.
     pub max_peer_links: usize,
+    /// Largest Raft message between nodes, in bytes (the same on every node): a batch of
+    /// entries over it is sent in smaller batches, snapshots in chunks of at most half.
+    pub max_peer_message_bytes: usize,
     /// The replicated limits this node proposes when it leads.
     pub limits: Limits,
     /// TLS for the client and peer listeners (`None`: plaintext everywhere).
@@ -233,6 +236,7 @@ impl Default for ServerConfig {
             watch_buffer: 1_024,
             max_keepalive_streams: 10_000,
             max_peer_links: 256,
+            max_peer_message_bytes: crate::raft::network::DEFAULT_MAX_PEER_MESSAGE_BYTES,
             limits: Limits::default(),
             tls: None,
         }
@@ -297,6 +301,9 @@ impl ServerConfig {
         }
         if self.max_peer_links == 0 {
             return Err("max peer links must be >= 1".into());
+        }
+        if !(64 * 1024..=1 << 30).contains(&self.max_peer_message_bytes) {
+            return Err("max peer message size must be between 64 KiB and 1 GiB".into());
         }
         if self.max_list_page == 0 || self.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());

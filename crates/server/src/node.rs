@@ -10,7 +10,7 @@ use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::proposer::{ProposeError, Proposer, ProposerLimits};
 use crate::raft::link::{PeerPort, dispatch_peer_port};
-use crate::raft::network::{MAX_PEER_MESSAGE_BYTES, PeerChannels, PeerNetworkFactory, PeerService};
+use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::SharedState;
 use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
@@ -421,7 +421,8 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, StartError> {
         // Generous, so a follower installing a snapshot never finds the log purged past it
         // (openraft#1706).
         max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
-        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        // A chunk and its request's other fields fit in one peer message.
+        snapshot_max_chunk_size: (4 * 1024 * 1024).min(config.max_peer_message_bytes as u64 / 2),
         max_payload_entries: 512,
         ..Default::default()
     };
@@ -464,7 +465,11 @@ pub async fn start_with_listeners(
     let shared = SharedState::new(hub.clone());
     let state_machine = StateMachineStore::open(&config.data_dir.join("snapshots"), shared.clone())
         .map_err(|e| storage(&e))?;
-    let channels = PeerChannels::with_tls(tls.peer_client.clone(), tls.peer_link_client.clone());
+    let channels = PeerChannels::new(
+        tls.peer_client.clone(),
+        tls.peer_link_client.clone(),
+        config.max_peer_message_bytes,
+    );
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -531,8 +536,8 @@ pub async fn start_with_listeners(
         config.client_advertise_addr(),
         admin_addr.map(|a| a.to_string()).unwrap_or_default(),
     ))
-    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    .max_decoding_message_size(config.max_peer_message_bytes)
+    .max_encoding_message_size(config.max_peer_message_bytes);
     let mut peer_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.peer_server {
         peer_server = peer_server
@@ -545,7 +550,7 @@ pub async fn start_with_listeners(
         PeerPort {
             raft: raft.clone(),
             tls: tls.peer_link_server.clone(),
-            max_frame_bytes: MAX_PEER_MESSAGE_BYTES,
+            max_frame_bytes: config.max_peer_message_bytes,
             max_links: config.max_peer_links,
         },
         stopped.clone(),

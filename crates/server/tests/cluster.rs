@@ -378,6 +378,46 @@ async fn a_node_far_behind_catches_up_through_a_snapshot() {
     cluster.shutdown().await;
 }
 
+/// A follower that missed more entries than fit in one peer message catches up: the
+/// leader's batch over `max_peer_message_bytes` goes back to openraft as "payload too
+/// large" and is sent again in smaller batches (a batch over the limit would be refused
+/// by the follower's link and never get through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_by_more_than_one_message_catches_up_in_smaller_batches() {
+    let mut cluster = TestCluster::start_with(3, |config| {
+        fast(config);
+        config.max_peer_message_bytes = 64 * 1024;
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let behind = (leader + 1) % 3;
+    cluster.stop(behind).await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 20_000).await;
+    // 400 entries of one ~200-byte name each: ~100 KiB, over the 64 KiB limit.
+    let mut last = 0;
+    for seq in 1..=400u64 {
+        let name = format!("{seq:04}-{}", "x".repeat(200));
+        last = try_lock(&mut client, session, &name, seq).await.unwrap();
+    }
+    cluster.restart(behind).await;
+    let node = cluster.running(behind).node().clone();
+    let deadline = Instant::now() + SETTLE;
+    while node.status().last_token != last {
+        assert!(
+            Instant::now() < deadline,
+            "the lagging node did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(node.status().locks, 400);
+    assert!(
+        node.raft.metrics().borrow().snapshot.is_none(),
+        "caught up from the log, not a snapshot"
+    );
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_a_fourth_node_and_remove_one_at_run_time() {
     let mut cluster = TestCluster::start(3).await;

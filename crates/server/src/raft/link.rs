@@ -184,7 +184,7 @@ struct Link {
 }
 
 /// Idle links per peer address, shared by every openraft network client of a node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LinkPool {
     idle: Arc<Mutex<HashMap<String, Vec<Link>>>>,
     tls: Option<LinkClientTls>,

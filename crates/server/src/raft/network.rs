@@ -27,27 +27,36 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-/// Largest peer message (a snapshot chunk plus framing, or a batch of entries).
-pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest peer message by default (a snapshot chunk plus framing, or a batch of
+/// entries); `max_peer_message_bytes` in the configuration.
+pub const DEFAULT_MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Shared, lazily connected channels to peers, keyed by peer address; plaintext, or
-/// mutual TLS when made with [`PeerChannels::with_tls`].
-#[derive(Clone, Default)]
+/// mutual TLS when made with TLS settings.
+#[derive(Clone)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
     tls: Option<ClientTlsConfig>,
     links: LinkPool,
+    max_message_bytes: usize,
 }
 
 impl PeerChannels {
     /// Channels and links that speak TLS with `tls` and `link_tls` (this node's
-    /// certificate and the cluster CA), or plaintext when `None`.
-    pub fn with_tls(tls: Option<ClientTlsConfig>, link_tls: Option<LinkClientTls>) -> PeerChannels {
+    /// certificate and the cluster CA), or plaintext when `None`; Raft messages of at
+    /// most `max_message_bytes`.
+    pub fn new(
+        tls: Option<ClientTlsConfig>,
+        link_tls: Option<LinkClientTls>,
+        max_message_bytes: usize,
+    ) -> PeerChannels {
         PeerChannels {
+            channels: Arc::default(),
+            blocked: Arc::default(),
             tls,
-            links: LinkPool::new(link_tls, MAX_PEER_MESSAGE_BYTES),
-            ..PeerChannels::default()
+            links: LinkPool::new(link_tls, max_message_bytes),
+            max_message_bytes,
         }
     }
 
@@ -96,13 +105,13 @@ impl PeerChannels {
     /// The address does not parse as a URI.
     pub fn client(&self, peer_addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         Ok(PeerClient::new(self.channel(peer_addr)?)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
     }
 }
 
 /// openraft's network factory.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetworkFactory {
     channels: PeerChannels,
 }
@@ -133,17 +142,17 @@ pub struct PeerNetwork {
     channels: PeerChannels,
 }
 
-/// Whether a receiver would refuse `frame` (its length field counts all but itself).
-fn frame_too_large(frame: &[u8]) -> bool {
-    frame.len().saturating_sub(4) > MAX_PEER_MESSAGE_BYTES
-}
-
 /// An error message as an `std::error::Error`, for openraft's error wrappers.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct PeerError(String);
 
 impl PeerNetwork {
+    /// Whether the receiver would refuse `frame` (its length field counts all but itself).
+    fn frame_too_large(&self, frame: &[u8]) -> bool {
+        frame.len().saturating_sub(4) > self.channels.max_message_bytes
+    }
+
     /// Encode `request` as a `kind` frame, send it over a link, decode the remote
     /// `Result<Resp, E>`.
     async fn call<Req, Resp, E>(
@@ -177,11 +186,12 @@ impl PeerNetwork {
                 format!("link to node {} is cut (fault injection)", self.target),
             ))));
         }
-        if frame_too_large(&frame) {
+        if self.frame_too_large(&frame) {
             // The receiver would close the link on it.
             return Err(RPCError::Network(NetworkError::new(&PeerError(format!(
-                "a Raft message of {} bytes is over the {MAX_PEER_MESSAGE_BYTES}-byte limit",
-                frame.len()
+                "a Raft message of {} bytes is over the {}-byte limit",
+                frame.len(),
+                self.channels.max_message_bytes
             )))));
         }
         let reply = self
@@ -217,7 +227,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let frame = encode_frame(FrameKind::AppendEntries, &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let entries = rpc.entries.len() as u64;
-        if frame_too_large(&frame) && entries > 1 {
+        if self.frame_too_large(&frame) && entries > 1 {
             // Over the frame limit: openraft retries at once with fewer entries.
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(entries / 2),

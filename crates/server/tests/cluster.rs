@@ -338,6 +338,27 @@ async fn a_retried_request_acts_once() {
     cluster.shutdown().await;
 }
 
+/// Stop a follower, then take `count` locks named by `name` (one entry each) through
+/// the leader. Returns the leader's and the stopped follower's indexes and the last token.
+async fn lock_while_one_is_down(
+    cluster: &mut TestCluster,
+    count: u64,
+    name: impl Fn(u64) -> String,
+) -> (usize, usize, u64) {
+    let leader = cluster.leader().await;
+    let behind = (leader + 1) % 3;
+    cluster.stop(behind).await;
+    let mut client = cluster.locks(leader).await;
+    let session = open_session(&mut client, 1, 20_000).await;
+    let mut last = 0;
+    for seq in 1..=count {
+        last = try_lock(&mut client, session, &name(seq), seq)
+            .await
+            .unwrap();
+    }
+    (leader, behind, last)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_far_behind_catches_up_through_a_snapshot() {
     let mut cluster = TestCluster::start_with(3, |config| {
@@ -346,17 +367,8 @@ async fn a_node_far_behind_catches_up_through_a_snapshot() {
         config.log_entries_kept_after_snapshot = 5;
     })
     .await;
-    let leader = cluster.leader().await;
-    let behind = (leader + 1) % 3;
-    cluster.stop(behind).await;
-    let mut client = cluster.locks(leader).await;
-    let session = open_session(&mut client, 1, 20_000).await;
-    let mut last = 0;
-    for seq in 1..=60u64 {
-        last = try_lock(&mut client, session, &format!("k{seq}"), seq)
-            .await
-            .unwrap();
-    }
+    let (leader, behind, last) =
+        lock_while_one_is_down(&mut cluster, 60, |seq| format!("k{seq}")).await;
     let leader_node = cluster.running(leader).node().clone();
     let deadline = Instant::now() + SETTLE;
     while leader_node.raft.metrics().borrow().purged.is_none() {
@@ -389,25 +401,16 @@ async fn a_follower_behind_by_more_than_one_message_catches_up_in_smaller_batche
         config.max_peer_message_bytes = 64 * 1024;
     })
     .await;
-    let leader = cluster.leader().await;
-    let behind = (leader + 1) % 3;
-    cluster.stop(behind).await;
-    let mut client = cluster.locks(leader).await;
-    let session = open_session(&mut client, 1, 20_000).await;
     // 400 entries of one ~200-byte name each: ~100 KiB, over the 64 KiB limit.
-    let mut last = 0;
-    for seq in 1..=400u64 {
-        let name = format!("{seq:04}-{}", "x".repeat(200));
-        last = try_lock(&mut client, session, &name, seq).await.unwrap();
-    }
+    let (_, behind, last) = lock_while_one_is_down(&mut cluster, 400, |seq| {
+        format!("{seq:04}-{}", "x".repeat(200))
+    })
+    .await;
     cluster.restart(behind).await;
     let node = cluster.running(behind).node().clone();
     let deadline = Instant::now() + SETTLE;
     while node.status().last_token != last {
-        assert!(
-            Instant::now() < deadline,
-            "the lagging node did not catch up"
-        );
+        assert!(Instant::now() < deadline, "lagging node did not catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(node.status().locks, 400);

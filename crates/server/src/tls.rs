@@ -90,8 +90,12 @@ impl NodeTls {
             tls.client_server = Some(server);
         }
         if let (Some(peer_ca_path), Some((cert, key))) = (&config.peer_ca, config.peer_identity()) {
-            let identity = identity(cert, key, "peer")?;
-            let peer_ca = ca(peer_ca_path, "tls.peer_ca")?;
+            // Read once; tonic's settings and the links' rustls settings share the bytes.
+            let cert_pem = read_pem(cert, "peer certificate", "CERTIFICATE")?;
+            let key_pem = read_pem(key, "peer key", "PRIVATE KEY")?;
+            let ca_pem = read_pem(peer_ca_path, "tls.peer_ca", "CERTIFICATE")?;
+            let identity = Identity::from_pem(&cert_pem, &key_pem);
+            let peer_ca = Certificate::from_pem(&ca_pem);
             let server = ServerTlsConfig::new()
                 .identity(identity.clone())
                 .client_ca_root(peer_ca.clone())
@@ -114,12 +118,8 @@ impl NodeTls {
                 })?;
             tls.peer_server = Some(server);
             tls.peer_client = Some(client);
-            let (link_server, link_client) = link_tls(
-                &read_pem(cert, "peer certificate", "CERTIFICATE")?,
-                &read_pem(key, "peer key", "PRIVATE KEY")?,
-                &read_pem(peer_ca_path, "tls.peer_ca", "CERTIFICATE")?,
-            )
-            .map_err(|e| format!("peer TLS (peer certificate, tls.peer_ca): {e}"))?;
+            let (link_server, link_client) = link_tls(&cert_pem, &key_pem, &ca_pem)
+                .map_err(|e| format!("peer TLS (peer certificate, tls.peer_ca): {e}"))?;
             tls.peer_link_server = Some(link_server);
             tls.peer_link_client = Some(LinkClientTls {
                 config: link_client,

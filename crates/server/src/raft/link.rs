@@ -18,6 +18,8 @@
 //! request/reply, so a cancelled or failed call never leaves half a frame on a pooled link.
 
 use crate::raft::{Raft, TypeConfig};
+// How long a new connection may take to say what it is and finish a TLS handshake.
+use crate::tls::HANDSHAKE_TIMEOUT;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,10 +36,6 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// The first bytes a link sends, before TLS: tells the peer port's dispatcher that this
 /// connection is a Raft link and not gRPC (HTTP/2 opens with `P`, TLS with `0x16`).
 pub const LINK_MAGIC: [u8; 8] = *b"FLRAFT\x00\x01";
-
-/// How long a new connection may take to say what it is, and a link to finish its
-/// handshake, before it is dropped.
-pub const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long dialing a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -400,7 +398,7 @@ pub fn dispatch_peer_port(
                 (to_grpc.clone(), raft.clone(), tls.clone(), stopping.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
                         serve_link(stream, raft, tls, max_frame_bytes, stopping).await;
                     }
@@ -445,7 +443,7 @@ async fn serve_link(
             Some(acceptor) => Box::new(acceptor.accept(stream).await?),
         })
     };
-    let io = match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, opened).await {
+    let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, opened).await {
         Ok(Ok(io)) => io,
         Ok(Err(error)) => {
             tracing::debug!(%error, "peer port: link handshake failed");

@@ -535,9 +535,7 @@ pub async fn start_with_listeners(
         config.node_id,
         config.client_advertise_addr(),
         admin_addr.map(|a| a.to_string()).unwrap_or_default(),
-    ))
-    .max_decoding_message_size(config.max_peer_message_bytes)
-    .max_encoding_message_size(config.max_peer_message_bytes);
+    ));
     let mut peer_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.peer_server {
         peer_server = peer_server

@@ -190,14 +190,19 @@ pub struct LinkPool {
 }
 
 impl LinkPool {
-    /// A pool whose links speak TLS when `tls` is given; replies over `max_frame_bytes`
-    /// fail the call.
+    /// A pool whose links speak TLS when `tls` is given, for frames of at most
+    /// `max_frame_bytes` (a longer reply fails the call).
     pub fn new(tls: Option<LinkClientTls>, max_frame_bytes: usize) -> LinkPool {
         LinkPool {
             idle: Arc::default(),
             tls,
             max_frame_bytes,
         }
+    }
+
+    /// The largest frame either end takes (the same on every node).
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
     }
 
     fn take_idle(&self, addr: &str) -> Option<Link> {

@@ -39,7 +39,6 @@ pub struct PeerChannels {
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
     tls: Option<ClientTlsConfig>,
     links: LinkPool,
-    max_message_bytes: usize,
 }
 
 impl PeerChannels {
@@ -56,7 +55,6 @@ impl PeerChannels {
             blocked: Arc::default(),
             tls,
             links: LinkPool::new(link_tls, max_message_bytes),
-            max_message_bytes,
         }
     }
 
@@ -104,9 +102,8 @@ impl PeerChannels {
     /// # Errors
     /// The address does not parse as a URI.
     pub fn client(&self, peer_addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
-        Ok(PeerClient::new(self.channel(peer_addr)?)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes))
+        // NodeInfo only: tonic's default message limits are plenty.
+        Ok(PeerClient::new(self.channel(peer_addr)?))
     }
 }
 
@@ -150,7 +147,7 @@ struct PeerError(String);
 impl PeerNetwork {
     /// Whether the receiver would refuse `frame` (its length field counts all but itself).
     fn frame_too_large(&self, frame: &[u8]) -> bool {
-        frame.len().saturating_sub(4) > self.channels.max_message_bytes
+        frame.len().saturating_sub(4) > self.channels.links.max_frame_bytes()
     }
 
     /// Encode `request` as a `kind` frame, send it over a link, decode the remote
@@ -191,7 +188,7 @@ impl PeerNetwork {
             return Err(RPCError::Network(NetworkError::new(&PeerError(format!(
                 "a Raft message of {} bytes is over the {}-byte limit",
                 frame.len(),
-                self.channels.max_message_bytes
+                self.channels.links.max_frame_bytes()
             )))));
         }
         let reply = self

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use fencelock_proto::v1 as pb;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 async fn describe(cluster: &TestCluster, index: usize, name: &str) -> Option<pb::LockInfo> {
@@ -359,6 +360,23 @@ async fn lock_while_one_is_down(
     (leader, behind, last)
 }
 
+/// Start the stopped node at `index` again and wait until it has applied the grant of
+/// token `last`.
+async fn restart_until_caught_up(
+    cluster: &mut TestCluster,
+    index: usize,
+    last: u64,
+) -> Arc<fencelock_server::node::Node> {
+    cluster.restart(index).await;
+    let node = cluster.running(index).node().clone();
+    let deadline = Instant::now() + SETTLE;
+    while node.status().last_token != last {
+        assert!(Instant::now() < deadline, "lagging node did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_far_behind_catches_up_through_a_snapshot() {
     let mut cluster = TestCluster::start_with(3, |config| {
@@ -375,13 +393,7 @@ async fn a_node_far_behind_catches_up_through_a_snapshot() {
         assert!(Instant::now() < deadline, "leader never purged its log");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cluster.restart(behind).await;
-    let node = cluster.running(behind).node().clone();
-    let deadline = Instant::now() + SETTLE;
-    while node.status().last_token != last {
-        assert!(Instant::now() < deadline, "lagging node did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let node = restart_until_caught_up(&mut cluster, behind, last).await;
     assert!(
         node.raft.metrics().borrow().snapshot.is_some(),
         "caught up through a snapshot"
@@ -406,13 +418,7 @@ async fn a_follower_behind_by_more_than_one_message_catches_up_in_smaller_batche
         format!("{seq:04}-{}", "x".repeat(200))
     })
     .await;
-    cluster.restart(behind).await;
-    let node = cluster.running(behind).node().clone();
-    let deadline = Instant::now() + SETTLE;
-    while node.status().last_token != last {
-        assert!(Instant::now() < deadline, "lagging node did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let node = restart_until_caught_up(&mut cluster, behind, last).await;
     assert_eq!(node.status().locks, 400);
     assert!(
         node.raft.metrics().borrow().snapshot.is_none(),

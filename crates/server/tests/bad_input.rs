@@ -406,3 +406,53 @@ async fn random_bytes_on_the_grpc_and_peer_ports() {
         .expect("writes still commit");
     cluster.shutdown().await;
 }
+
+/// More connections on the peer port than `max_peer_links` are closed as they arrive;
+/// once one ends, a new link is served again, and the node stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_over_the_limit_are_closed() {
+    use fencelock_server::raft::link::LINK_MAGIC;
+    let cluster = TestCluster::start_with(1, |config| {
+        fast(config);
+        config.max_peer_links = 2;
+    })
+    .await;
+    cluster.leader().await;
+    let peer = cluster.running(0).peer_addr();
+    let open_link = || async move {
+        let mut stream = tokio::net::TcpStream::connect(peer).await.unwrap();
+        stream.write_all(&LINK_MAGIC).await.unwrap();
+        stream
+    };
+    /// Whether the node closed `stream` (rather than keeping it open, silent).
+    async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+    let mut held = vec![open_link().await, open_link().await];
+    let mut third = open_link().await;
+    assert!(closed(&mut third).await, "a link over the limit is closed");
+    for stream in &mut held {
+        assert!(!closed(stream).await, "links within the limit stay open");
+    }
+    drop(held.pop());
+    // The slot frees when the node sees the close.
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let mut again = open_link().await;
+        if !closed(&mut again).await {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a freed slot is never reused"
+        );
+    }
+    let mut client = cluster.locks(0).await;
+    let session = open_session(&mut client, 1, 10_000).await;
+    assert_node_up(&mut client, session).await;
+    cluster.shutdown().await;
+}

@@ -592,6 +592,43 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any body framed by `encode_frame` reads back whole, with its kind, and a
+        /// stream of several frames reads back frame by frame.
+        #[test]
+        fn framed_values_read_back(
+            bodies in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..2_000), 1..5),
+            kind in proptest::sample::select(vec![FrameKind::AppendEntries, FrameKind::Vote, FrameKind::InstallSnapshot, FrameKind::Reply]),
+        ) {
+            let mut stream = Vec::new();
+            for body in &bodies {
+                stream.extend(encode_frame(kind, body).unwrap());
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut reader = &stream[..];
+            for body in &bodies {
+                let (read_kind, bytes) = runtime
+                    .block_on(read_frame(&mut reader, 1 << 20))
+                    .unwrap()
+                    .unwrap();
+                proptest::prop_assert_eq!(read_kind, kind);
+                proptest::prop_assert_eq!(&postcard::from_bytes::<Vec<u8>>(&bytes).unwrap(), body);
+            }
+            proptest::prop_assert!(runtime.block_on(read_frame(&mut reader, 1 << 20)).unwrap().is_none());
+        }
+
+        /// Arbitrary bytes give a frame, an error or a clean end: never a panic, and
+        /// never a body over the limit.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut reader = &bytes[..];
+            if let Ok(Some((_, body))) = runtime.block_on(read_frame(&mut reader, 32)) {
+                proptest::prop_assert!(body.len() < 32);
+            }
+        }
+    }
+
     #[test]
     fn refusals_are_bounded_text() {
         let long = "é".repeat(10_000);

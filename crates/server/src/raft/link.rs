@@ -682,6 +682,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn links_work_over_ipv6_loopback() {
+        let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback here: skipped");
+            return;
+        };
+        let addr = listener.local_addr().unwrap().to_string();
+        assert!(addr.starts_with("[::1]:"), "{addr}");
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut magic = [0u8; LINK_MAGIC.len()];
+            stream.read_exact(&mut magic).await.unwrap();
+            let _ = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+            let reply = encode_frame(FrameKind::Reply, &7u32).unwrap();
+            stream.write_all(&reply).await.unwrap();
+        });
+        let pool = LinkPool::new(None, 1 << 20);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        let reply = pool
+            .call(&addr, &request, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(postcard::from_bytes::<u32>(&reply).unwrap(), 7);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_peer_that_never_answers_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

@@ -377,6 +377,7 @@ pub fn dispatch_peer_port(
     let (to_grpc, grpc_incoming) = mpsc::channel(64);
     let accept_loop = tokio::spawn(async move {
         let mut stop = stopping.clone();
+        let (mut refused, mut last_warning) = (0u64, None);
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -392,10 +393,19 @@ pub fn dispatch_peer_port(
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    max_links,
-                    "peer port: too many links; closing a new connection"
-                );
+                // At most one warning a second, however many connections a flood brings.
+                refused += 1;
+                if last_warning
+                    .is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1))
+                {
+                    tracing::warn!(
+                        max_links,
+                        refused,
+                        "peer port: too many links; closing new connections"
+                    );
+                    last_warning = Some(std::time::Instant::now());
+                    refused = 0;
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);

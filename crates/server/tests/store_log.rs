@@ -45,6 +45,19 @@ fn membership(term: u64, index: u64) -> Entry<TypeConfig> {
     }
 }
 
+/// Append `entries` and wait for their flush.
+async fn append(store: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
+    store.blocking_append(entries).await.expect("append");
+}
+
+/// Save `committed` as the committed log id.
+async fn commit(store: &mut LogStore, committed: LogId) {
+    store
+        .save_committed(Some(committed))
+        .await
+        .expect("save committed");
+}
+
 fn open(dir: &Path) -> LogStore {
     LogStore::open(dir, LogStoreOptions::default()).expect("open log store")
 }
@@ -83,14 +96,8 @@ async fn reopening_recovers_vote_entries_committed_and_purged() {
     {
         let mut store = open(dir.path());
         store.save_vote(&vote).await.expect("save vote");
-        store
-            .blocking_append(written.clone())
-            .await
-            .expect("append");
-        store
-            .save_committed(Some(log_id(1, 8)))
-            .await
-            .expect("save committed");
+        append(&mut store, written.clone()).await;
+        commit(&mut store, log_id(1, 8)).await;
         store.purge(log_id(1, 3)).await.expect("purge");
     }
 
@@ -123,10 +130,7 @@ async fn an_append_of_many_entries_is_one_transaction() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut store = open(dir.path());
     let before = store.commit_count();
-    store
-        .blocking_append(entries(1, 1, 1_000))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 1, 1_000)).await;
     assert_eq!(store.commit_count(), before + 1);
     assert_eq!(store.entries_appended(), 1_000);
 
@@ -149,30 +153,18 @@ async fn the_committed_log_id_rides_on_the_next_transaction_and_is_kept_at_close
     let dir = tempfile::tempdir().expect("temporary directory");
     {
         let mut store = voted(dir.path()).await;
-        store
-            .blocking_append(entries(1, 1, 5))
-            .await
-            .expect("append");
+        append(&mut store, entries(1, 1, 5)).await;
         let before = store.commit_count();
-        store
-            .save_committed(Some(log_id(1, 4)))
-            .await
-            .expect("save committed");
+        commit(&mut store, log_id(1, 4)).await;
         assert_eq!(store.commit_count(), before, "no transaction of its own");
         assert_eq!(
             store.read_committed().await.expect("read"),
             Some(log_id(1, 4))
         );
-        store
-            .blocking_append(entries(1, 6, 6))
-            .await
-            .expect("append");
+        append(&mut store, entries(1, 6, 6)).await;
         assert_eq!(store.commit_count(), before + 1, "carried by the append");
         // The newest one is written by the close.
-        store
-            .save_committed(Some(log_id(1, 6)))
-            .await
-            .expect("save committed");
+        commit(&mut store, log_id(1, 6)).await;
     }
     let mut store = open(dir.path());
     assert_eq!(
@@ -186,22 +178,10 @@ async fn a_crash_keeps_the_committed_log_id_of_the_last_transaction() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
         let mut store = open(dir.path());
-        store
-            .blocking_append(entries(1, 1, 5))
-            .await
-            .expect("append");
-        store
-            .save_committed(Some(log_id(1, 3)))
-            .await
-            .expect("save committed");
-        store
-            .blocking_append(entries(1, 6, 6))
-            .await
-            .expect("append");
-        store
-            .save_committed(Some(log_id(1, 5)))
-            .await
-            .expect("save committed");
+        append(&mut store, entries(1, 1, 5)).await;
+        commit(&mut store, log_id(1, 3)).await;
+        append(&mut store, entries(1, 6, 6)).await;
+        commit(&mut store, log_id(1, 5)).await;
         // A crash: the store is never closed, so nothing more is written.
         std::mem::forget(store);
     }
@@ -221,20 +201,14 @@ async fn truncate_deletes_from_the_index_on_and_survives_reopening() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
         let mut store = voted(dir.path()).await;
-        store
-            .blocking_append(entries(1, 1, 10))
-            .await
-            .expect("append");
+        append(&mut store, entries(1, 1, 10)).await;
         store.truncate(log_id(1, 6)).await.expect("truncate");
         let state = store.get_log_state().await.expect("log state");
         assert_eq!(state.last_log_id, Some(log_id(1, 5)));
         assert_eq!(all_entries(&mut store).await, entries(1, 1, 5));
 
         // A new leader's entries take the truncated indexes.
-        store
-            .blocking_append(entries(2, 6, 7))
-            .await
-            .expect("append");
+        append(&mut store, entries(2, 6, 7)).await;
         let mut expected = entries(1, 1, 5);
         expected.extend(entries(2, 6, 7));
         assert_eq!(all_entries(&mut store).await, expected);
@@ -256,10 +230,7 @@ async fn purge_past_the_end_leaves_the_log_ending_at_the_purged_id() {
     let dir = tempfile::tempdir().expect("temporary directory");
     {
         let mut store = voted(dir.path()).await;
-        store
-            .blocking_append(entries(1, 1, 10))
-            .await
-            .expect("append");
+        append(&mut store, entries(1, 1, 10)).await;
         store.purge(log_id(1, 4)).await.expect("purge");
         assert_eq!(all_entries(&mut store).await, entries(1, 5, 10));
         // As after installing a snapshot ahead of the log.
@@ -271,10 +242,7 @@ async fn purge_past_the_end_leaves_the_log_ending_at_the_purged_id() {
         assert_eq!(state.last_purged_log_id, Some(log_id(3, 20)));
         assert_eq!(state.last_log_id, Some(log_id(3, 20)));
         assert!(all_entries(&mut store).await.is_empty());
-        store
-            .blocking_append(entries(3, 21, 22))
-            .await
-            .expect("append");
+        append(&mut store, entries(3, 21, 22)).await;
     }
     let mut store = open(dir.path());
     let state = store.get_log_state().await.expect("log state");
@@ -291,10 +259,7 @@ async fn recent_entries_are_served_from_the_cache_older_ones_from_disk() {
         ..LogStoreOptions::default()
     };
     let mut store = LogStore::open(dir.path(), options).expect("open");
-    store
-        .blocking_append(entries(1, 1, 20))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 1, 20)).await;
     let mut reader = store.get_log_reader().await;
 
     // The last 8 entries (13..=20) are cached.
@@ -333,10 +298,7 @@ async fn the_cache_respects_its_byte_budget() {
         ..LogStoreOptions::default()
     };
     let mut store = LogStore::open(dir.path(), options).expect("open");
-    store
-        .blocking_append(entries(1, 1, 5))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 1, 5)).await;
     assert_eq!(
         store.try_get_log_entries(4..6).await.expect("read"),
         entries(1, 4, 5)
@@ -366,14 +328,8 @@ async fn crash_child() {
     };
     let mut store = open(Path::new(&dir));
     store.save_vote(&Vote::new(7, 1)).await.expect("save vote");
-    store
-        .blocking_append(entries(1, 1, 50))
-        .await
-        .expect("append");
-    store
-        .blocking_append(entries(1, 51, 60))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 1, 50)).await;
+    append(&mut store, entries(1, 51, 60)).await;
     std::process::abort();
 }
 
@@ -427,26 +383,11 @@ async fn crashed_with_entries_in_the_wal(committed_after: u64) -> tempfile::Temp
     };
     let mut store = LogStore::open(dir.path(), small).expect("open");
     store.save_vote(&Vote::new(9, 1)).await.expect("save vote");
-    store
-        .blocking_append(entries(1, 1, 5))
-        .await
-        .expect("append");
-    store
-        .save_committed(Some(log_id(1, 3)))
-        .await
-        .expect("save committed");
-    store
-        .blocking_append(entries(1, 6, 7))
-        .await
-        .expect("append");
-    store
-        .save_committed(Some(log_id(1, committed_after)))
-        .await
-        .expect("save committed");
-    store
-        .blocking_append(entries(1, 8, 8))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 1, 5)).await;
+    commit(&mut store, log_id(1, 3)).await;
+    append(&mut store, entries(1, 6, 7)).await;
+    commit(&mut store, log_id(1, committed_after)).await;
+    append(&mut store, entries(1, 8, 8)).await;
     assert_eq!(
         store.checkpoint_count(),
         0,
@@ -511,10 +452,7 @@ async fn appends_go_to_the_write_ahead_file_until_it_fills() {
     store.save_vote(&Vote::new(9, 1)).await.expect("save vote");
     let before = store.commit_count();
     for index in 1..=40 {
-        store
-            .blocking_append(entries(1, index, index))
-            .await
-            .expect("append");
+        append(&mut store, entries(1, index, index)).await;
     }
     assert_eq!(store.commit_count(), before + 40 + store.checkpoint_count());
     assert!(
@@ -529,17 +467,14 @@ async fn appends_go_to_the_write_ahead_file_until_it_fills() {
         ..options.clone()
     };
     let mut store = LogStore::open(dir.path(), uncached).expect("reopen");
-    store
-        .blocking_append(entries(1, 41, 45))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 41, 45)).await;
     assert_eq!(
         store.try_get_log_entries(38..43).await.expect("read"),
         entries(1, 38, 42)
     );
     // An append too large for the empty file goes to the database directly.
     let big: Vec<_> = (46..=200).map(|i| normal(1, i)).collect();
-    store.blocking_append(big).await.expect("append");
+    append(&mut store, big).await;
     assert_eq!(all_entries(&mut store).await, entries(1, 1, 200));
     drop(store);
     let mut store = LogStore::open(dir.path(), options).expect("reopen");
@@ -616,17 +551,11 @@ async fn a_stale_copy_of_the_write_ahead_file_adds_nothing() {
     let stale = tempfile::tempdir().expect("temporary directory");
     {
         let mut store = voted(dir.path()).await;
-        store
-            .blocking_append(entries(1, 1, 6))
-            .await
-            .expect("append");
+        append(&mut store, entries(1, 1, 6)).await;
         std::fs::copy(dir.path().join(WAL), stale.path().join(WAL)).expect("copy");
         // A new leader overwrote 5 and 6 (a truncate checkpoints first).
         store.truncate(log_id(1, 5)).await.expect("truncate");
-        store
-            .blocking_append(entries(2, 5, 6))
-            .await
-            .expect("append");
+        append(&mut store, entries(2, 5, 6)).await;
     }
     // A file from before the checkpoint comes back (a restored backup, say): its
     // records are of an older generation and do not count.
@@ -689,10 +618,7 @@ async fn without_a_write_ahead_file_appends_are_database_transactions_and_an_old
     let mut store = LogStore::open(copy.path(), options.clone()).expect("open");
     assert_eq!(all_entries(&mut store).await, entries(1, 1, 8));
     let before = std::fs::read(copy.path().join(WAL)).expect("read");
-    store
-        .blocking_append(entries(1, 9, 9))
-        .await
-        .expect("append");
+    append(&mut store, entries(1, 9, 9)).await;
     assert_eq!(
         std::fs::read(copy.path().join(WAL)).expect("read"),
         before,

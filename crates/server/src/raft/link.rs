@@ -657,8 +657,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_pool_reconnects_when_a_pooled_link_went_stale_and_backs_off_when_down() {
-        // An echo-style peer that answers every request frame with a reply carrying its
-        // body, then (after the first connection) closes each connection after one reply.
+        // A peer that answers each connection's one request with the number it carried,
+        // then closes the connection.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
@@ -668,10 +668,8 @@ mod tests {
                 stream.read_exact(&mut magic).await.unwrap();
                 assert_eq!(magic, LINK_MAGIC);
                 let (_, body) = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
-                let mut reply = encode_frame(FrameKind::Reply, &()).unwrap();
-                reply.truncate(HEADER_BYTES);
-                reply.extend(&body);
-                reply[..4].copy_from_slice(&(body.len() as u32 + 1).to_be_bytes());
+                let number: u32 = postcard::from_bytes(&body).unwrap();
+                let reply = encode_frame(FrameKind::Reply, &number).unwrap();
                 stream.write_all(&reply).await.unwrap();
                 // Close: the pooled link is now stale.
             }

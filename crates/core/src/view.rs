@@ -149,6 +149,15 @@ impl State {
             .map(|(&session, record)| (session, record.ttl_ms))
     }
 
+    /// Whether an acquire of `name` in `mode` would queue if it were applied now: the
+    /// lock has waiters, or holders that do not admit `mode`. A hint for scheduling the
+    /// write, never a decision (entries applied before it may change the answer).
+    pub fn would_queue(&self, name: &str, mode: LockMode) -> bool {
+        self.locks
+            .get(name)
+            .is_some_and(|lock| !(lock.waiters.is_empty() && lock.admits(mode)))
+    }
+
     /// A known lock, or `None` if no one holds or waits for it.
     pub fn lock(&self, name: &str) -> Option<LockView> {
         let lock = self.locks.get(name)?;

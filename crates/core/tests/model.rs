@@ -1179,10 +1179,12 @@ fn run_against_model(
         prop_assert_eq!(&postcard::from_bytes::<Command>(&bytes).unwrap(), &command);
 
         let before = observe(&state);
+        let queue_hint = queue_hint(&state, &command);
         let mut events = Vec::new();
         let result = state.apply(command.clone(), &mut events);
         let (expected, expected_events) = model.apply(command.clone());
         outcomes.insert(outcome(&result));
+        check_queue_hint(queue_hint, &state, &command, &result, &events)?;
 
         prop_assert_eq!(
             normalize(&result),
@@ -1224,6 +1226,59 @@ fn run_against_model(
             prop_assert!(token.0 <= state.last_token().0);
         }
     }
+    Ok(())
+}
+
+/// For an acquire that may queue: `State::would_queue` before it, and whether the
+/// session already waited for the lock.
+fn queue_hint(state: &State, command: &Command) -> Option<(bool, bool)> {
+    match command {
+        Command::Acquire {
+            session,
+            name,
+            mode,
+            wait: WaitPolicy::Queue,
+            ..
+        } => {
+            let waiting = state
+                .session(*session)
+                .is_some_and(|view| view.waiting.contains(name));
+            Some((state.would_queue(name, *mode), waiting))
+        }
+        _ => None,
+    }
+}
+
+/// The proposer's hint agrees with what the acquire did: a fresh grant was not
+/// predicted to queue, a fresh wait was (replays and refusals say nothing).
+fn check_queue_hint(
+    hint: Option<(bool, bool)>,
+    state: &State,
+    command: &Command,
+    result: &Result<Response, Error>,
+    events: &[Event],
+) -> Result<(), TestCaseError> {
+    let (Some((would_queue, was_waiting)), Command::Acquire { session, name, .. }) =
+        (hint, command)
+    else {
+        return Ok(());
+    };
+    let granted = events.iter().any(|event| {
+        matches!(event, Event::Acquired { session: s, name: n, .. } if s == session && n == name)
+    });
+    let queued = matches!(result, Ok(Response::Queued { .. }))
+        && !was_waiting
+        && state
+            .session(*session)
+            .is_some_and(|view| view.waiting.contains(name));
+    prop_assert!(
+        !(granted && would_queue),
+        "granted at once, hinted to queue: {command:?}"
+    );
+    prop_assert!(
+        !queued || would_queue,
+        "queued, hinted to be granted: {command:?}"
+    );
     Ok(())
 }
 

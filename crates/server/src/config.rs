@@ -91,6 +91,13 @@ pub struct ServerConfig {
     /// Raft entries proposed and not yet committed at most (the write pipeline's depth):
     /// the leader flushes the next entry while followers work on the previous one.
     pub max_inflight_entries: usize,
+    /// How long an acquire that will queue behind a holder may wait for another write
+    /// to share its Raft entry (0: never held back). Its answer is only "queued", and
+    /// under contention the lock's next release follows within about one commit, so
+    /// the re-acquire and the release (which hands the lock on) go out as one entry
+    /// instead of two in a row.
+    #[serde(with = "duration_ms")]
+    pub waiting_acquire_delay: Duration,
     /// How often the leader looks for expired sessions.
     #[serde(with = "duration_ms")]
     pub expiry_tick: Duration,
@@ -227,6 +234,7 @@ impl Default for ServerConfig {
             max_batch_commands: 1_024,
             max_queued_commands: 100_000,
             max_inflight_entries: 2,
+            waiting_acquire_delay: Duration::from_millis(2),
             worker_threads: 0,
             expiry_tick: Duration::from_millis(50),
             request_timeout: Duration::from_secs(5),
@@ -289,6 +297,9 @@ impl ServerConfig {
         }
         if self.log_wal_bytes > 1 << 30 {
             return Err("the log's write-ahead file must be at most 1 GiB (0: none)".into());
+        }
+        if self.waiting_acquire_delay > Duration::from_secs(1) {
+            return Err("the waiting-acquire delay must be at most 1000 ms".into());
         }
         if self.worker_threads > 1024 {
             return Err("worker threads must be at most 1024 (0: one per core)".into());

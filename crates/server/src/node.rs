@@ -488,6 +488,7 @@ pub async fn start_with_listeners(
             max_queued: config.max_queued_commands,
             max_inflight: config.max_inflight_entries,
             write_timeout: config.request_timeout,
+            waiting_acquire_delay: config.waiting_acquire_delay,
         },
     );
     let barrier = ReadBarrier::spawn(raft.clone());

@@ -11,6 +11,17 @@
 //! holder's release: with one entry in flight every hand-off waited for an unrelated
 //! entry first). Entries are submitted to Raft in the order their batches were packed.
 //!
+//! An acquire that will queue behind a holder (the caller says so: see
+//! [`Proposer::propose_waiting`]) is held back for up to `waiting_acquire_delay`, so that
+//! it rides in the next entry proposed for any other reason instead of taking an entry,
+//! an append and a replication round of its own. Its answer only says "queued", and the
+//! wait that follows is long compared to the delay; but a hand-off is on the critical
+//! path. Under contention a released lock's former holder asks again at the moment its
+//! successor finishes and releases; as two entries, the release (which grants the next
+//! waiter) waited for the re-acquire's append and replication first. The delay is a
+//! scheduling hint, never a decision: the entry decides when it is applied, so a
+//! predicted queue that has emptied meanwhile is granted as usual.
+//!
 //! Callers get each command's own result back through a oneshot. A write that fails with
 //! an unknown outcome (timeout, leadership lost mid-flight) is reported as
 //! [`ProposeError::Unavailable`]: the caller must retry with the same request id, which
@@ -19,9 +30,10 @@
 use crate::raft::{BatchResult, CommandBatch, NodeId, Raft};
 use fencelock_core::{Command, Error as CoreError, Response};
 use openraft::error::ClientWriteError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Why a command was not applied (or may not have been).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +61,24 @@ pub type ProposeResult = Result<Result<Response, CoreError>, ProposeError>;
 struct Pending {
     command: Command,
     reply: oneshot::Sender<ProposeResult>,
+    /// Commands go into an entry in the order they arrived (queued and held-back ones
+    /// are merged by it), so waits queue first come, first served.
+    arrived: Instant,
+}
+
+impl Pending {
+    fn new(command: Command) -> (Pending, oneshot::Receiver<ProposeResult>) {
+        let (reply, result) = oneshot::channel();
+        let arrived = Instant::now();
+        (
+            Pending {
+                command,
+                reply,
+                arrived,
+            },
+            result,
+        )
+    }
 }
 
 /// The proposer's bounds.
@@ -62,6 +92,9 @@ pub struct ProposerLimits {
     pub max_inflight: usize,
     /// How long an entry may take to commit before its callers get `Unavailable`.
     pub write_timeout: Duration,
+    /// How long an acquire that will queue may wait for another write to share its
+    /// entry (zero: never held back).
+    pub waiting_acquire_delay: Duration,
 }
 
 /// Handle to the proposer task.
@@ -69,6 +102,71 @@ pub struct ProposerLimits {
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
     writer: Arc<Writer>,
+    held: Arc<HeldBack>,
+}
+
+/// Acquires held back to ride in the next entry (see the module docs), shared by the
+/// proposer task (which proposes them when their delay is up) and idle-path callers
+/// (which take them along).
+struct HeldBack {
+    state: Mutex<HeldState>,
+    /// Wakes the proposer task when the first command is held back.
+    arrived: Notify,
+    delay: Duration,
+    /// Commands held back at most; beyond it an acquire is proposed as usual.
+    max: usize,
+}
+
+#[derive(Default)]
+struct HeldState {
+    pending: Vec<Pending>,
+    /// When the oldest of `pending` was held back.
+    since: Option<Instant>,
+}
+
+impl HeldBack {
+    /// Hold `pending` back, or give it back when holding is off or full.
+    fn hold(&self, pending: Pending) -> Option<Pending> {
+        if self.delay.is_zero() {
+            return Some(pending);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.pending.len() >= self.max {
+            return Some(pending);
+        }
+        if state.pending.is_empty() {
+            state.since = Some(Instant::now());
+            self.arrived.notify_one();
+        }
+        state.pending.push(pending);
+        None
+    }
+
+    /// Everything held back, oldest first, up to `limit` commands.
+    fn take(&self, limit: usize) -> Vec<Pending> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.pending.len() <= limit {
+            state.since = None;
+            return std::mem::take(&mut state.pending);
+        }
+        // The rest stay overdue (`since` unchanged) and go in the next entry.
+        let rest = state.pending.split_off(limit);
+        std::mem::replace(&mut state.pending, rest)
+    }
+
+    /// Returns once the oldest held-back command has waited its delay.
+    async fn due(&self) {
+        loop {
+            // Registered before the state is read: a `notify_one` in between is kept.
+            let arrived = self.arrived.notified();
+            let since = self.state.lock().unwrap_or_else(|e| e.into_inner()).since;
+            match since {
+                Some(since) if since + self.delay <= Instant::now() => return,
+                Some(since) => tokio::time::sleep_until(since + self.delay).await,
+                None => arrived.await,
+            }
+        }
+    }
 }
 
 /// What submitting an entry needs, shared by the proposer task and idle-path callers.
@@ -90,8 +188,25 @@ impl Proposer {
             inflight: Arc::new(Semaphore::new(limits.max_inflight.max(1))),
             write_timeout: limits.write_timeout,
         });
-        tokio::spawn(run(Arc::clone(&writer), receiver, limits.max_batch));
-        Proposer { queue, writer }
+        let max_batch = limits.max_batch.max(1);
+        let held = Arc::new(HeldBack {
+            state: Mutex::default(),
+            arrived: Notify::new(),
+            delay: limits.waiting_acquire_delay,
+            // An idle-path caller adds its own command to what it takes along.
+            max: max_batch - 1,
+        });
+        tokio::spawn(run(
+            Arc::clone(&writer),
+            Arc::clone(&held),
+            receiver,
+            max_batch,
+        ));
+        Proposer {
+            queue,
+            writer,
+            held,
+        }
     }
 
     /// Propose `command` and wait for its result.
@@ -109,24 +224,59 @@ impl Proposer {
         if self.queue.capacity() == self.queue.max_capacity()
             && let Ok(slot) = Arc::clone(&self.writer.inflight).try_acquire_owned()
         {
-            let mut results = self.writer.submit(vec![command]).await.await;
+            // Held-back acquires ride along, ahead of this command (they came first).
+            let (mut commands, replies) = unzip(self.held.take(usize::MAX));
+            commands.push(command);
+            let mut results = self.writer.submit(commands).await.await;
             drop(slot);
-            return results
+            let own = results
                 .pop()
                 .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())));
+            answer(replies, results);
+            return own;
         }
-        let (reply, result) = oneshot::channel();
-        match self.queue.try_send(Pending { command, reply }) {
+        let (pending, result) = Pending::new(command);
+        match self.queue.try_send(pending) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(ProposeError::Overloaded),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProposeError::ShuttingDown),
         }
         result.await.unwrap_or(Err(ProposeError::ShuttingDown))
     }
+
+    /// Propose an acquire that the caller expects to queue behind a holder (the
+    /// applied state says the lock is held in a conflicting mode or has waiters). It
+    /// waits up to `waiting_acquire_delay` for another write to share its entry; the
+    /// result is the same as from [`Proposer::propose`].
+    pub async fn propose_waiting(&self, command: Command) -> ProposeResult {
+        let (pending, result) = Pending::new(command);
+        match self.held.hold(pending) {
+            None => result.await.unwrap_or(Err(ProposeError::ShuttingDown)),
+            Some(pending) => self.propose(pending.command).await,
+        }
+    }
 }
 
-async fn run(writer: Arc<Writer>, mut receiver: mpsc::Receiver<Pending>, max_batch: usize) {
-    let max_batch = max_batch.max(1);
+fn unzip(pending: Vec<Pending>) -> (Vec<Command>, Vec<oneshot::Sender<ProposeResult>>) {
+    pending
+        .into_iter()
+        .map(|pending| (pending.command, pending.reply))
+        .unzip()
+}
+
+/// Give each caller its command's result, in order.
+fn answer(replies: Vec<oneshot::Sender<ProposeResult>>, results: Vec<ProposeResult>) {
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
+    }
+}
+
+async fn run(
+    writer: Arc<Writer>,
+    held: Arc<HeldBack>,
+    mut receiver: mpsc::Receiver<Pending>,
+    max_batch: usize,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
         // Take a pipeline slot before packing: while every slot is busy, commands keep
@@ -135,20 +285,33 @@ async fn run(writer: Arc<Writer>, mut receiver: mpsc::Receiver<Pending>, max_bat
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        if receiver.recv_many(&mut batch, max_batch).await == 0 {
-            return;
+        tokio::select! {
+            // Cancel safe: when the other branch wins, nothing was received.
+            received = receiver.recv_many(&mut batch, max_batch) => {
+                if received == 0 {
+                    // Every handle is gone, so no caller waits on a held-back command.
+                    return;
+                }
+            }
+            () = held.due() => {}
         }
-        let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<ProposeResult>>) = batch
-            .drain(..)
-            .map(|pending| (pending.command, pending.reply))
-            .unzip();
+        let mut pending = held.take(max_batch - batch.len());
+        if !pending.is_empty() && !batch.is_empty() {
+            // Both are in arrival order; a stable sort merges them.
+            pending.append(&mut batch);
+            pending.sort_by_key(|pending| pending.arrived);
+        }
+        pending.append(&mut batch);
+        if pending.is_empty() {
+            // An idle-path caller took the held-back commands first.
+            continue;
+        }
+        let (commands, replies) = unzip(pending);
         // Submitting is ordered (this task awaits each hand-over to Raft's core);
         // waiting for the commit is not.
         let committed = writer.submit(commands).await;
         tokio::spawn(async move {
-            for (reply, result) in replies.into_iter().zip(committed.await) {
-                let _ = reply.send(result);
-            }
+            answer(replies, committed.await);
             drop(slot);
         });
     }

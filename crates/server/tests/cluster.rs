@@ -581,6 +581,129 @@ async fn concurrent_commands_are_packed_into_few_raft_entries() {
     cluster.shutdown().await;
 }
 
+/// The leader's last log index.
+fn last_log_index(cluster: &TestCluster, index: usize) -> u64 {
+    let metrics = cluster.running(index).node().raft.metrics();
+    let last = metrics.borrow().last_log_index;
+    last.unwrap_or(0)
+}
+
+/// A holder of `name` and a second session that will wait for it, on a 1-node cluster
+/// that holds back acquires that will queue for `waiting_acquire_delay`.
+async fn held_lock_and_a_waiter(
+    tweak: fn(&mut fencelock_server::config::ServerConfig),
+    name: &str,
+) -> (TestCluster, u64, u64, u64) {
+    let cluster = TestCluster::start_with(1, tweak).await;
+    cluster.leader().await;
+    let mut client = cluster.locks(0).await;
+    let holder = open_session(&mut client, 1, 10_000).await;
+    let waiter = open_session(&mut client, 2, 10_000).await;
+    let token = try_lock(&mut client, holder, name, 1).await.unwrap();
+    (cluster, holder, waiter, token)
+}
+
+/// `session` waits for `name` (no timeout) in a task of its own.
+async fn wait_forever(
+    cluster: &TestCluster,
+    session: u64,
+    name: &'static str,
+) -> tokio::task::JoinHandle<Result<pb::AcquireResponse, tonic::Status>> {
+    let mut client = cluster.locks(0).await;
+    tokio::spawn(async move {
+        client
+            .acquire(acquire_request(session, name, 1, pb::WaitPolicy::Forever))
+            .await
+            .map(tonic::Response::into_inner)
+    })
+}
+
+/// `holder` releases `name`; the waiter's acquire (`waiting`) ends with a grant.
+async fn release_to_the_waiter(
+    cluster: &TestCluster,
+    holder: u64,
+    name: &str,
+    held: u64,
+    waiting: tokio::task::JoinHandle<Result<pb::AcquireResponse, tonic::Status>>,
+) -> pb::AcquireResponse {
+    let mut client = cluster.locks(0).await;
+    client
+        .release(pb::ReleaseRequest {
+            session_id: holder,
+            name: name.into(),
+            token: held,
+            request: rid(2),
+        })
+        .await
+        .unwrap();
+    let granted = tokio::time::timeout(SETTLE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(granted.outcome, pb::AcquireOutcome::Granted as i32);
+    granted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_that_will_queue_rides_in_the_entry_of_the_next_write() {
+    let (cluster, holder, waiter, held) = held_lock_and_a_waiter(
+        |config| {
+            fast(config);
+            config.waiting_acquire_delay = Duration::from_secs(1);
+        },
+        "ride",
+    )
+    .await;
+    let before = last_log_index(&cluster, 0);
+    let waiting = wait_forever(&cluster, waiter, "ride").await;
+    // Held back: with no other write, nothing reaches the log within its delay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        last_log_index(&cluster, 0),
+        before,
+        "the acquire is held back"
+    );
+    assert_eq!(cluster.running(0).node().status().waiters, 0);
+    let granted = release_to_the_waiter(&cluster, holder, "ride", held, waiting).await;
+    assert!(granted.token > held);
+    assert_eq!(
+        last_log_index(&cluster, 0),
+        before + 1,
+        "the waiter's acquire and the holder's release went to Raft as one entry"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_back_acquire_goes_to_raft_alone_when_its_delay_is_up() {
+    let (cluster, holder, waiter, held) = held_lock_and_a_waiter(
+        |config| {
+            fast(config);
+            config.waiting_acquire_delay = Duration::from_millis(100);
+        },
+        "alone",
+    )
+    .await;
+    let before = last_log_index(&cluster, 0);
+    let waiting = wait_forever(&cluster, waiter, "alone").await;
+    let deadline = Instant::now() + SETTLE;
+    while cluster.running(0).node().status().waiters == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held-back acquire was never proposed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        last_log_index(&cluster, 0),
+        before + 1,
+        "one entry of its own"
+    );
+    release_to_the_waiter(&cluster, holder, "alone", held, waiting).await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_convenience_form_grants_with_a_lease_and_leaves_no_session_when_it_times_out() {
     let cluster = TestCluster::start(1).await;

@@ -6,6 +6,7 @@ use crate::barrier::{BarrierError, ReadBarrier, Round};
 use crate::events::{Attach, WaitOutcome, WaitTicket};
 use crate::leases::Renewal;
 use crate::node::Node;
+use crate::proposer::ProposeResult;
 use fencelock_core::{
     ClientId, Command, FencingToken, LockMode, ReleaseReason, RequestId, Response, Right,
     SessionId, WaitPolicy,
@@ -50,7 +51,18 @@ impl LocksService {
     }
 
     async fn propose(&self, command: Command) -> Result<Response, Status> {
-        match self.node.proposer.propose(command).await {
+        self.outcome(self.node.proposer.propose(command).await)
+            .await
+    }
+
+    /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
+    async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
+        self.outcome(self.node.proposer.propose_waiting(command).await)
+            .await
+    }
+
+    async fn outcome(&self, proposed: ProposeResult) -> Result<Response, Status> {
+        match proposed {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(from_core(&error)),
             Err(error) => Err(from_propose(&self.node, error).await),
@@ -490,7 +502,19 @@ impl Locks for LocksService {
                     value: request.value,
                 }
             };
-            let response = self.propose(command).await?;
+            // Held back only where the delay is small next to the wait it may add to.
+            let delay = self.node.config().waiting_acquire_delay;
+            let likely_queued = wait == WaitPolicy::Queue
+                && deadline.is_none_or(|deadline| deadline > started + delay * 10)
+                && self
+                    .node
+                    .shared
+                    .read(|applied| applied.state.would_queue(&request.name, mode));
+            let response = if likely_queued {
+                self.propose_waiting(command).await?
+            } else {
+                self.propose(command).await?
+            };
             let (session, end) = match response {
                 Response::Granted { session, token } => (session, WaitEnd::Granted(token)),
                 Response::WouldBlock { session } => {

@@ -20,7 +20,9 @@ mod workloads;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use report::CommitPath;
 use report::{Machine, PairWorkload, Report, SystemRuns};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use systems::{Binaries, Cluster, Kind, Spec};
@@ -109,6 +111,12 @@ struct Args {
     /// No progress bars (CI, logs).
     #[arg(long)]
     quiet: bool,
+    /// Run each fencelock node with `--commit-trace` (files under `<out>/commit-trace`)
+    /// and report, per workload, where the commits of seq, uncontended and contended spent
+    /// their time, stage by stage. The marks cost the nodes some CPU: compare rates only
+    /// between runs that both trace, or neither.
+    #[arg(long)]
+    commit_trace: bool,
 }
 
 fn main() -> Result<()> {
@@ -286,6 +294,7 @@ async fn run(args: Args) -> Result<()> {
         fencelock_log_level: args.fencelock_log_level.clone(),
         fencelock_worker_threads: args.fencelock_worker_threads,
         keep_data: args.keep_data,
+        commit_trace: args.commit_trace.then(|| args.out.join("commit-trace")),
     };
     let root = tempfile::Builder::new()
         .prefix("fencelock-bench-")
@@ -364,6 +373,9 @@ async fn run(args: Args) -> Result<()> {
             report.notes.push(note);
         }
         cluster.stop();
+        if let Some(dir) = &bins.commit_trace {
+            commit_paths(&mut report, &spec.to_string(), dir, spec.nodes);
+        }
         report.pairs = pairs.iter().map(|(w, _)| w.clone()).collect();
         write_report(&args, &report)?;
     }
@@ -394,6 +406,7 @@ async fn bench_system(
             nodes: spec.nodes,
             samples: Vec::new(),
         };
+        let mut window = Vec::new();
         for run in 0..args.runs {
             ops.reset();
             ops.set_length(load.total);
@@ -403,11 +416,13 @@ async fn bench_system(
                 run + 1,
                 args.runs
             ));
+            let started = wall_clock_ns();
             let (back, sample) = bounded(
                 load.max_time + Duration::from_secs(60),
                 workloads::run_pairs(clients, cluster, load, ops),
             )
             .await?;
+            window.push((started, wall_clock_ns()));
             clients = back;
             step(
                 overall,
@@ -425,6 +440,15 @@ async fn bench_system(
         }
         workloads::close_clients(clients).await;
         workload.systems.push(runs);
+        if args.commit_trace && spec.kind == Kind::Fencelock {
+            report.commit_paths.push(CommitPath {
+                system: spec.to_string(),
+                workload: workload.name.clone(),
+                windows: window,
+                breakdown: None,
+                error: None,
+            });
+        }
     }
     let is_raft_lock = matches!(spec.kind, Kind::Fencelock | Kind::Etcd);
     let only_fencelock_1 = args.systems.iter().all(|s| s.trim() == "fencelock-1");
@@ -564,4 +588,34 @@ fn write_report(args: &Args, report: &Report) -> Result<PathBuf> {
         }
     }
     Ok(main_path)
+}
+
+fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
+}
+
+/// Fill in the stage breakdowns of `system`'s traced workloads, from its nodes' files
+/// (written out when the nodes stopped).
+fn commit_paths(report: &mut Report, system: &str, dir: &std::path::Path, nodes: usize) {
+    let prefix = systems::commit_trace_prefix(dir, system);
+    let files: BTreeMap<u64, PathBuf> = (1..=nodes as u64)
+        .map(|node| {
+            (
+                node,
+                fencelock_server::commit_trace::trace_file(&prefix, node),
+            )
+        })
+        .collect();
+    for path in report
+        .commit_paths
+        .iter_mut()
+        .filter(|path| path.system == system)
+    {
+        match fencelock_server::commit_trace::breakdown(&files, &path.windows) {
+            Ok(breakdown) => path.breakdown = Some(breakdown),
+            Err(error) => path.error = Some(error.to_string()),
+        }
+    }
 }

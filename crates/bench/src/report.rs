@@ -96,8 +96,26 @@ pub struct Report {
     pub held: Vec<(String, Vec<HeldResult>)>,
     /// failover, per system.
     pub failover: Vec<(String, FailoverResult)>,
+    /// Where the commits went, stage by stage (`--commit-trace`), per fencelock system
+    /// and workload.
+    pub commit_paths: Vec<CommitPath>,
     /// Things skipped or failed.
     pub notes: Vec<String>,
+}
+
+/// One fencelock system's commits under one workload, stage by stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommitPath {
+    /// "fencelock-3".
+    pub system: String,
+    /// "seq".
+    pub workload: String,
+    /// The runs' wall-clock windows, ns.
+    pub windows: Vec<(u64, u64)>,
+    /// The stages, once the trace files were read.
+    pub breakdown: Option<fencelock_server::commit_trace::Breakdown>,
+    /// Why there is no breakdown.
+    pub error: Option<String>,
 }
 
 fn mib(bytes: u64) -> String {
@@ -285,6 +303,38 @@ impl Report {
             out.push('\n');
         }
         out.push_str(&self.targets());
+        for path in &self.commit_paths {
+            let _ = writeln!(
+                out,
+                "## commit path: {}, {} (`--commit-trace`)\n",
+                path.system, path.workload
+            );
+            match (&path.breakdown, &path.error) {
+                (Some(breakdown), _) => {
+                    let _ = writeln!(
+                        out,
+                        "Leader: node {}; {} entries appended over {} runs; times are wall-clock \
+                         differences between marks on the nodes (one machine, one clock).{}\n",
+                        breakdown.leader,
+                        breakdown.entries,
+                        path.windows.len(),
+                        if breakdown.dropped > 0 {
+                            format!(" {} marks were dropped (memory bound).", breakdown.dropped)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    let _ = writeln!(out, "{}", breakdown.markdown());
+                }
+                (None, error) => {
+                    let _ = writeln!(
+                        out,
+                        "No breakdown: {}.\n",
+                        error.as_deref().unwrap_or("the trace was not read")
+                    );
+                }
+            }
+        }
         if !self.notes.is_empty() {
             let _ = writeln!(out, "## Notes\n");
             for n in &self.notes {

@@ -88,6 +88,13 @@ pub struct Binaries {
     pub fencelock_worker_threads: Option<usize>,
     /// Leave each system's data directory (and its node logs) behind.
     pub keep_data: bool,
+    /// Run fencelock nodes with `--commit-trace`, their files under this directory.
+    pub commit_trace: Option<PathBuf>,
+}
+
+/// The `--commit-trace` prefix of `system`'s nodes under `dir` (files `<prefix>.<node id>`).
+pub fn commit_trace_prefix(dir: &Path, system: &str) -> PathBuf {
+    dir.join(system)
 }
 
 /// How a node process is started: what `Cluster::restart` runs again.
@@ -176,6 +183,16 @@ impl Cluster {
                 .arg(dir.join(format!("node-{}", i + 1)))
                 .args(["--peers", &peers])
                 .args(["--log-level", &bins.fencelock_log_level]);
+            if let Some(dir) = &bins.commit_trace {
+                std::fs::create_dir_all(dir)?;
+                let prefix = commit_trace_prefix(dir, &self.spec.to_string());
+                // A fresh file per benchmark: the nodes append.
+                let _ = std::fs::remove_file(fencelock_server::commit_trace::trace_file(
+                    &prefix,
+                    i as u64 + 1,
+                ));
+                cmd.arg("--commit-trace").arg(prefix);
+            }
             let label = format!("{} node {}", self.spec, i + 1);
             let log = dir.join(format!("node-{}.log", i + 1));
             self.launch(label, &cmd, log)?;

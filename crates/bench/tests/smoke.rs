@@ -142,3 +142,35 @@ fn failover_kills_the_leader_twice_restarting_the_first_victim_in_between() {
         "a grant held across a kill was lost:\n{stdout}"
     );
 }
+
+/// `--commit-trace` on 3 nodes: the report breaks the commits down, leader and followers.
+#[test]
+fn a_traced_run_reports_each_stage_of_a_commit() {
+    let out = tempfile::tempdir().expect("temporary directory");
+    let (stdout, stderr) = run_bench(
+        &[
+            "--systems",
+            "fencelock-3",
+            "--workloads",
+            "seq",
+            "--runs",
+            "1",
+            "--scale",
+            "0.05",
+            "--commit-trace",
+        ],
+        out.path(),
+    );
+    assert!(
+        stdout.contains("## commit path: fencelock-3, seq"),
+        "no commit path section:\n{stdout}\n{stderr}"
+    );
+    for stage in [
+        "| leader: write + sync |",
+        "| follower: write + sync |",
+        "| commit: append called -> applied on the leader |",
+    ] {
+        assert!(stdout.contains(stage), "no {stage:?} row:\n{stdout}");
+    }
+    assert!(!stdout.contains("No breakdown"), "{stdout}\n{stderr}");
+}

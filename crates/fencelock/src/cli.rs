@@ -87,7 +87,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a server node (with no flags: a single-node cluster on 127.0.0.1 with its
     /// data in ./fencelock-data).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Make a throw-away CA and certificates for a local TLS cluster and its clients:
     /// `ca.pem`, `node-ID.pem` and `node-ID.key` for each of --nodes, `client-NAME.pem`
     /// and `client-NAME.key` for each of --clients. Prints the files written.
@@ -204,6 +204,11 @@ pub struct ServeArgs {
     /// fewer.
     #[arg(long, value_name = "N", env = "FENCELOCK_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Record a timestamp at each hop of the write path to `PREFIX.<node id>`, to break
+    /// commits down into their stages (`fencelock-bench --commit-trace` reads them).
+    /// A diagnostic: it costs a little CPU per entry.
+    #[arg(long, value_name = "PREFIX")]
+    pub commit_trace: Option<std::path::PathBuf>,
     /// TLS for the client and peer listeners.
     #[command(flatten)]
     pub tls: Box<ServeTlsArgs>,

@@ -4,7 +4,7 @@
 use crate::cli::ServeArgs;
 use anyhow::{Context, bail};
 use fencelock_server::config::{Bootstrap, ServerConfig};
-use fencelock_server::node;
+use fencelock_server::{commit_trace, node};
 
 /// Runs a server node until SIGTERM or Ctrl-C, then shuts it down gracefully. A second
 /// signal during the shutdown abandons it (and the process exits with an error).
@@ -13,6 +13,11 @@ use fencelock_server::node;
 /// A bad configuration, a node that cannot start, or a shutdown cut short.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
+    if let Some(prefix) = &args.commit_trace {
+        let path = commit_trace::enable(prefix, config.node_id)
+            .with_context(|| format!("cannot record a commit trace under {}", prefix.display()))?;
+        tracing::info!(path = %path.display(), "recording a commit trace");
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
@@ -22,7 +27,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .thread_name("fencelock")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    let served = runtime.block_on(serve(config));
+    if let Err(error) = commit_trace::flush() {
+        tracing::warn!(%error, "commit trace: the last records were not written");
+    }
+    served
 }
 
 /// Starts the node described by `config` and serves until a stop signal.

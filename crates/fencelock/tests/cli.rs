@@ -15,7 +15,7 @@ use std::time::Duration;
 fn serve_args(flags: &[&str]) -> ServeArgs {
     let argv = ["fencelock", "serve"].iter().chain(flags);
     match Cli::try_parse_from(argv).expect("flags parse").command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         other => panic!("not `serve`: {other:?}"),
     }
 }

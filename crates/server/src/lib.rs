@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod barrier;
 pub mod certs;
+pub mod commit_trace;
 pub mod config;
 pub mod events;
 pub mod leases;

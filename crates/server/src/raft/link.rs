@@ -17,6 +17,7 @@
 //! take an idle link from the pool or dial a new one, and put it back only after a whole
 //! request/reply, so a cancelled or failed call never leaves half a frame on a pooled link.
 
+use crate::commit_trace::{self, Point};
 use crate::raft::{Raft, TypeConfig};
 // How long a new connection may take to say what it is and finish a TLS handshake.
 use crate::tls::HANDSHAKE_TIMEOUT;
@@ -480,9 +481,17 @@ async fn serve_link(
                 return;
             }
         };
+        let mut traced = None;
         let reply = match kind {
             FrameKind::AppendEntries => {
                 answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
+                    let tag = commit_trace::append_tag(
+                        None,
+                        rpc.entries.last().map(|entry| entry.log_id.index),
+                        rpc.leader_commit.map(|committed| committed.index),
+                    );
+                    commit_trace::mark(Point::AppendReceived, tag);
+                    traced = Some(tag);
                     raft.append_entries(rpc)
                 })
                 .await
@@ -507,6 +516,9 @@ async fn serve_link(
         if let Err(error) = written.await {
             tracing::debug!(%error, "peer port: cannot answer on a link");
             return;
+        }
+        if let Some(tag) = traced {
+            commit_trace::mark(Point::AppendAnswered, tag);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! replication stream and per election): links through a [`LinkPool`], gRPC through one
 //! lazily connected tonic channel per peer address.
 
+use crate::commit_trace::{self, Point};
 use crate::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
 use crate::raft::{NodeId, PeerNode, TypeConfig};
 use fencelock_proto::peer::peer_client::PeerClient;
@@ -230,7 +231,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
-        self.send(frame, &option).await
+        let tag = commit_trace::append_tag(
+            Some(self.target),
+            rpc.entries.last().map(|entry| entry.log_id.index),
+            rpc.leader_commit.map(|committed| committed.index),
+        );
+        commit_trace::mark(Point::AppendSent, tag);
+        let reply = self.send(frame, &option).await;
+        commit_trace::mark(Point::AppendReplied, tag);
+        reply
     }
 
     async fn install_snapshot(

@@ -79,6 +79,7 @@
 use super::StoreError;
 use super::record;
 use super::wal::{self, Generation, RecordsEnd, Wal, WalRecord};
+use crate::commit_trace::{self, Point};
 use crate::raft::{LogId, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -1799,8 +1800,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // writes stay in order and no reader is pointed at these entries before they are
         // in the tail cache (which the write fills before calling back).
         let entries: Vec<Ent> = entries.into_iter().collect();
+        let last = entries.last().map_or(0, |entry| entry.log_id.index);
+        commit_trace::mark(Point::AppendCalled, last);
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
+            commit_trace::mark(Point::AppendStarted, last);
             let written = store
                 .append_entries(entries)
                 .map_err(|e| std::io::Error::other(e.to_string()));
@@ -1810,6 +1814,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Let go of the database before reporting: whoever waits for the flush may
             // drop the store and reopen the file at once.
             drop(store);
+            commit_trace::mark(Point::AppendFlushed, last);
             callback.log_io_completed(written);
         });
         Ok(())

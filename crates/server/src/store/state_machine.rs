@@ -9,6 +9,7 @@
 
 use super::snapshot::{self, SnapshotDir, SnapshotMeta};
 use super::{SharedState, StoreError};
+use crate::commit_trace::{self, Point};
 use crate::raft::{BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError};
@@ -225,6 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut results = Vec::with_capacity(entries.size_hint().0);
         let mut events = Vec::new();
         for entry in entries {
+            commit_trace::mark(Point::Applied, entry.log_id.index);
             results.push(self.apply_entry(entry, &mut events));
         }
         Ok(results)

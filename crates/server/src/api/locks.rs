@@ -505,6 +505,7 @@ impl Locks for LocksService {
             // Held back only where the delay is small next to the wait it may add to.
             let delay = self.node.config().waiting_acquire_delay;
             let likely_queued = wait == WaitPolicy::Queue
+                && !delay.is_zero()
                 && deadline.is_none_or(|deadline| deadline > started + delay * 10)
                 && self
                     .node

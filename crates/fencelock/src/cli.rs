@@ -30,7 +30,7 @@
 //! | `log_cache_entries`, `log_cache_bytes` | newest log entries kept decoded for replication | `256`, `4194304` |
 //! | `max_batch_commands` | commands per Raft entry | `1024` |
 //! | `max_queued_commands` | commands queued for the proposer | `100000` |
-//! | `max_inflight_entries` | Raft entries proposed and not yet committed (write pipeline depth) | `2` |
+//! | `max_inflight_entries` | Raft entries proposed and not yet committed (write pipeline depth) | `1` |
 //! | `waiting_acquire_delay` | how long an acquire that will queue may wait to share the next write's Raft entry, ms (0: never) | `2` |
 //! | `expiry_tick` | how often the leader looks for expired sessions, ms | `50` |
 //! | `request_timeout` | how long a request may wait for Raft, ms | `5000` |

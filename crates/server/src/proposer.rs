@@ -3,13 +3,16 @@
 //! `client_write` per log append, so without packing every command would pay its own
 //! fsync (DEPENDENCIES.md).
 //!
-//! Why more than one entry in flight: openraft 0.9 replicates an entry only after the
-//! leader's own flush, so a commit is two fsyncs in a row plus a round trip. With a second
-//! entry in flight, the leader appends and flushes the next entry while the followers
-//! work on the previous one, and a command that arrives during a commit is proposed at
-//! once instead of waiting for it (a lock hand-off is a release followed by the next
-//! holder's release: with one entry in flight every hand-off waited for an unrelated
-//! entry first). Entries are submitted to Raft in the order their batches were packed.
+//! How many entries in flight (`max_inflight`, 1 by default): openraft 0.9 replicates an
+//! entry only after the leader's own flush, so a second entry in flight lets the leader
+//! flush the next entry while the followers work on the previous one. Where nodes share
+//! cores (the benchmark: 3 nodes and their client on 2) one is better: under load what
+//! arrives during a commit goes out together in the next entry, and fewer, larger entries
+//! cost less CPU per command; a lock hand-off is one entry either way (the next holder's
+//! release carries the former holder's re-acquire, below). A node with cores to spare may
+//! do better with 2. Entries are submitted to Raft in the order their batches were
+//! packed. The proposer task takes a slot only once it has work, so a write that finds
+//! nothing queued and a slot free goes to Raft from its caller's task.
 //!
 //! An acquire that will queue behind a holder (the caller says so: see
 //! [`Proposer::propose_waiting`]) is held back for up to `waiting_acquire_delay`, so that
@@ -279,12 +282,8 @@ async fn run(
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
-        // Take a pipeline slot before packing: while every slot is busy, commands keep
-        // queueing and go out together in the next entry.
-        let slot = Arc::clone(&writer.inflight)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        // Wait for work: a queued command, or a held-back one whose delay is up. No
+        // pipeline slot is held meanwhile, so a lone write can take the idle path.
         tokio::select! {
             // Cancel safe: when the other branch wins, nothing was received.
             received = receiver.recv_many(&mut batch, max_batch) => {
@@ -294,6 +293,17 @@ async fn run(
                 }
             }
             () = held.due() => {}
+        }
+        // While every slot is busy, commands keep queueing and join this entry.
+        let slot = Arc::clone(&writer.inflight)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
         }
         let mut pending = held.take(max_batch - batch.len());
         if !pending.is_empty() && !batch.is_empty() {

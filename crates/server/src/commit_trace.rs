@@ -160,6 +160,12 @@ pub fn trace_file(prefix: &Path, node_id: u64) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// Whether recording is on (to skip computing a mark's argument when it is not).
+#[inline]
+pub fn enabled() -> bool {
+    RECORDER.get().is_some()
+}
+
 /// Record `point` now, if recording is on.
 #[inline]
 pub fn mark(point: Point, arg: u64) {

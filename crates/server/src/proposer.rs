@@ -112,19 +112,13 @@ pub struct Proposer {
 /// proposer task (which proposes them when their delay is up) and idle-path callers
 /// (which take them along).
 struct HeldBack {
-    state: Mutex<HeldState>,
+    /// Oldest first; a command waits its delay from when it arrived.
+    pending: Mutex<Vec<Pending>>,
     /// Wakes the proposer task when the first command is held back.
     arrived: Notify,
     delay: Duration,
     /// Commands held back at most; beyond it an acquire is proposed as usual.
     max: usize,
-}
-
-#[derive(Default)]
-struct HeldState {
-    pending: Vec<Pending>,
-    /// When the oldest of `pending` was held back.
-    since: Option<Instant>,
 }
 
 impl HeldBack {
@@ -133,28 +127,26 @@ impl HeldBack {
         if self.delay.is_zero() {
             return Some(pending);
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.pending.len() >= self.max {
+        let mut held = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= self.max {
             return Some(pending);
         }
-        if state.pending.is_empty() {
-            state.since = Some(Instant::now());
+        if held.is_empty() {
             self.arrived.notify_one();
         }
-        state.pending.push(pending);
+        held.push(pending);
         None
     }
 
     /// Everything held back, oldest first, up to `limit` commands.
     fn take(&self, limit: usize) -> Vec<Pending> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.pending.len() <= limit {
-            state.since = None;
-            return std::mem::take(&mut state.pending);
+        let mut held = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() <= limit {
+            return std::mem::take(&mut *held);
         }
-        // The rest stay overdue (`since` unchanged) and go in the next entry.
-        let rest = state.pending.split_off(limit);
-        std::mem::replace(&mut state.pending, rest)
+        // The rest are overdue too and go in the next entry.
+        let rest = held.split_off(limit);
+        std::mem::replace(&mut *held, rest)
     }
 
     /// Returns once the oldest held-back command has waited its delay.
@@ -162,10 +154,15 @@ impl HeldBack {
         loop {
             // Registered before the state is read: a `notify_one` in between is kept.
             let arrived = self.arrived.notified();
-            let since = self.state.lock().unwrap_or_else(|e| e.into_inner()).since;
-            match since {
-                Some(since) if since + self.delay <= Instant::now() => return,
-                Some(since) => tokio::time::sleep_until(since + self.delay).await,
+            let oldest = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first()
+                .map(|pending| pending.arrived);
+            match oldest {
+                Some(oldest) if oldest + self.delay <= Instant::now() => return,
+                Some(oldest) => tokio::time::sleep_until(oldest + self.delay).await,
                 None => arrived.await,
             }
         }
@@ -193,7 +190,7 @@ impl Proposer {
         });
         let max_batch = limits.max_batch.max(1);
         let held = Arc::new(HeldBack {
-            state: Mutex::default(),
+            pending: Mutex::default(),
             arrived: Notify::new(),
             delay: limits.waiting_acquire_delay,
             // An idle-path caller adds its own command to what it takes along.

@@ -485,13 +485,15 @@ async fn serve_link(
         let reply = match kind {
             FrameKind::AppendEntries => {
                 answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
-                    let tag = commit_trace::append_tag(
-                        None,
-                        rpc.entries.last().map(|entry| entry.log_id.index),
-                        rpc.leader_commit.map(|committed| committed.index),
-                    );
-                    commit_trace::mark(Point::AppendReceived, tag);
-                    traced = Some(tag);
+                    if commit_trace::enabled() {
+                        let tag = commit_trace::append_tag(
+                            None,
+                            rpc.entries.last().map(|entry| entry.log_id.index),
+                            rpc.leader_commit.map(|committed| committed.index),
+                        );
+                        commit_trace::mark(Point::AppendReceived, tag);
+                        traced = Some(tag);
+                    }
                     raft.append_entries(rpc)
                 })
                 .await

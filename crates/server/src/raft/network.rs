@@ -231,6 +231,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
+        if !commit_trace::enabled() {
+            return self.send(frame, &option).await;
+        }
         let tag = commit_trace::append_tag(
             Some(self.target),
             rpc.entries.last().map(|entry| entry.log_id.index),

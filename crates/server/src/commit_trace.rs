@@ -28,6 +28,10 @@ pub const EMPTY: u64 = 1 << 40;
 /// Where a mark is taken. The argument is a log index unless said otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Point {
+    /// A client's write was handed to the proposer (argument 0).
+    Proposed,
+    /// Its result came back to the client's handler (argument 0).
+    Answered,
     /// openraft asked the log to append entries up to the index.
     AppendCalled,
     /// The append began on the blocking pool.
@@ -48,7 +52,8 @@ pub enum Point {
 
 impl Point {
     /// Every point, in the order of a commit.
-    pub const ALL: [Point; 8] = [
+    pub const ALL: [Point; 10] = [
+        Point::Proposed,
         Point::AppendCalled,
         Point::AppendStarted,
         Point::AppendFlushed,
@@ -57,11 +62,14 @@ impl Point {
         Point::AppendAnswered,
         Point::AppendReplied,
         Point::Applied,
+        Point::Answered,
     ];
 
     /// The point's name in the file.
     pub fn name(self) -> &'static str {
         match self {
+            Point::Proposed => "proposed",
+            Point::Answered => "answered",
             Point::AppendCalled => "append_called",
             Point::AppendStarted => "append_started",
             Point::AppendFlushed => "append_flushed",
@@ -263,9 +271,23 @@ struct NodeMarks {
     first: HashMap<(Point, u64), u64>,
     sent: usize,
     dropped: u64,
+    /// Proposed and Answered marks (all of them: their argument tells nothing apart).
+    writes: Vec<(u64, Point)>,
 }
 
 impl NodeMarks {
+    /// Every time `point` was marked, in order.
+    fn times(&self, point: Point) -> Vec<u64> {
+        let mut times: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, marked)| *marked == point)
+            .map(|(ns, _)| *ns)
+            .collect();
+        times.sort_unstable();
+        times
+    }
+
     fn at(&self, point: Point, arg: u64) -> Option<u64> {
         self.first.get(&(point, arg)).copied()
     }
@@ -312,6 +334,10 @@ pub fn breakdown(
             }
             if point == Point::AppendSent && arg & EMPTY == 0 {
                 marks.sent += 1;
+            }
+            if matches!(point, Point::Proposed | Point::Answered) {
+                marks.writes.push((ns, point));
+                continue;
             }
             marks.first.entry((point, arg)).or_insert(ns);
         }
@@ -398,6 +424,7 @@ pub fn breakdown(
     for pair in appended.windows(2) {
         stages.add("leader: between two appends", pair[0].0, pair[1].0);
     }
+    one_write_at_a_time(lead, &appended, &mut stages);
     for ((point, tag), sent_ns) in &lead.first {
         if *point == Point::AppendSent && tag & EMPTY != 0 {
             let replied = lead.at(Point::AppendReplied, *tag);
@@ -414,6 +441,65 @@ pub fn breakdown(
         dropped,
         stages: stages.finish(),
     })
+}
+
+/// With one write in flight at a time (seq: every write is answered before the next is
+/// handed over), the stages around the commit: the handler to the append, the apply to
+/// the answer, and the answer to the next write (the answer's way out over gRPC, the
+/// client, the next request's way in). Left out when writes overlap.
+fn one_write_at_a_time(lead: &NodeMarks, appended: &[(u64, u64)], stages: &mut StageSamples) {
+    let proposed = lead.times(Point::Proposed);
+    let answered = lead.times(Point::Answered);
+    if proposed.is_empty() || proposed.len() != answered.len() {
+        return;
+    }
+    let sequential = proposed.iter().zip(&answered).all(|(p, a)| p <= a)
+        && answered
+            .iter()
+            .zip(proposed.iter().skip(1))
+            .all(|(a, next)| a <= next);
+    if !sequential {
+        return;
+    }
+    let called: Vec<u64> = appended.iter().map(|(ns, _)| *ns).collect();
+    let mut applied: Vec<u64> = lead
+        .first
+        .iter()
+        .filter(|((point, _), _)| *point == Point::Applied)
+        .map(|(_, ns)| *ns)
+        .collect();
+    applied.sort_unstable();
+    // The first mark in `times` at or after `from`, if before `to`.
+    let first_in = |times: &[u64], from: u64, to: u64| {
+        let at = times.partition_point(|ns| *ns < from);
+        times.get(at).copied().filter(|ns| *ns <= to)
+    };
+    // The last mark in `times` at or before `to`, if after `from`.
+    let last_in = |times: &[u64], from: u64, to: u64| {
+        let at = times.partition_point(|ns| *ns <= to);
+        at.checked_sub(1)
+            .map(|at| times[at])
+            .filter(|ns| *ns >= from)
+    };
+    for (i, (&write, &answer)) in proposed.iter().zip(&answered).enumerate() {
+        stages.add_opt(
+            "one write at a time: handed to the proposer -> append called",
+            Some(write),
+            first_in(&called, write, answer),
+        );
+        stages.add_opt(
+            "one write at a time: applied -> answered",
+            last_in(&applied, write, answer),
+            Some(answer),
+        );
+        if let Some(&next) = proposed.get(i + 1) {
+            stages.add(
+                "one write at a time: answered -> next write handed over (gRPC out and in, the client)",
+                answer,
+                next,
+            );
+        }
+    }
 }
 
 /// Samples per stage, in the order stages were first seen.
@@ -492,12 +578,16 @@ mod tests {
     }
 
     /// One commit of entry 7 on a 3-node cluster, node 1 leading, every hop 1 µs apart
-    /// but the syncs (100 µs on the leader, 150 on node 2, 200 on node 3).
-    fn one_commit(dir: &Path, base: u64) -> BTreeMap<u64, PathBuf> {
+    /// but the syncs (100 µs on the leader, 150 on node 2, 200 on node 3); the client's
+    /// write is handed over 10 µs before the append and answered 8 µs after the apply,
+    /// and `writes` more marks follow on the leader.
+    fn one_commit(dir: &Path, base: u64, writes: &[(u64, Point, u64)]) -> BTreeMap<u64, PathBuf> {
         let us = 1_000;
         let to = |node| append_tag(Some(node), Some(7), None);
         let theirs = append_tag(None, Some(7), None);
-        let leader = [
+        let mut leader = vec![
+            (base - 10 * us, Point::Proposed, 0),
+            (base + 270 * us, Point::Answered, 0),
             (base, Point::AppendCalled, 7),
             (base + us, Point::AppendStarted, 7),
             (base + 101 * us, Point::AppendFlushed, 7),
@@ -507,6 +597,7 @@ mod tests {
             (base + 311 * us, Point::AppendReplied, to(3)),
             (base + 262 * us, Point::Applied, 7),
         ];
+        leader.extend_from_slice(writes);
         let follower = |received: u64, sync: u64| {
             [
                 (received, Point::AppendReceived, theirs),
@@ -527,8 +618,8 @@ mod tests {
     fn a_commit_is_measured_hop_by_hop_on_every_node() {
         let dir = tempfile::tempdir().unwrap();
         let base = 1_000_000_000;
-        let files = one_commit(dir.path(), base);
-        let breakdown = breakdown(&files, &[(base, base + 1_000_000)]).unwrap();
+        let files = one_commit(dir.path(), base, &[]);
+        let breakdown = breakdown(&files, &[(base - 1_000_000, base + 1_000_000)]).unwrap();
         assert_eq!(breakdown.leader, 1);
         assert_eq!(breakdown.entries, 1);
         assert_eq!(stage(&breakdown, "leader: write + sync").p50_us, 100.0);
@@ -549,9 +640,42 @@ mod tests {
             stage(&breakdown, "commit: append called -> applied on the leader").p50_us,
             262.0
         );
+        assert_eq!(
+            stage(
+                &breakdown,
+                "one write at a time: handed to the proposer -> append called"
+            )
+            .p50_us,
+            10.0
+        );
+        assert_eq!(
+            stage(&breakdown, "one write at a time: applied -> answered").p50_us,
+            8.0
+        );
         // Outside the window, nothing counts.
-        let before = super::breakdown(&files, &[(0, base)]);
+        let before = super::breakdown(&files, &[(0, base - 1_000_000)]);
         assert!(matches!(before, Err(TraceError::NoCommits)));
+    }
+
+    #[test]
+    fn overlapping_writes_leave_out_the_one_write_at_a_time_stages() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = 1_000_000_000;
+        // A second write handed over before the first is answered.
+        let second = [
+            (base - 5_000, Point::Proposed, 0),
+            (base + 300_000, Point::Answered, 0),
+        ];
+        let files = one_commit(dir.path(), base, &second);
+        let breakdown = breakdown(&files, &[(0, u64::MAX)]).unwrap();
+        assert!(
+            breakdown
+                .stages
+                .iter()
+                .all(|stage| !stage.name.starts_with("one write at a time")),
+            "{breakdown:?}"
+        );
+        assert_eq!(stage(&breakdown, "leader: write + sync").samples, 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::status::{self as st, from_barrier, from_core, from_propose, invalid_argument};
 use crate::auth::{Authenticator, Caller};
 use crate::barrier::{BarrierError, ReadBarrier, Round};
+use crate::commit_trace::{self, Point};
 use crate::events::{Attach, WaitOutcome, WaitTicket};
 use crate::leases::Renewal;
 use crate::node::Node;
@@ -51,14 +52,18 @@ impl LocksService {
     }
 
     async fn propose(&self, command: Command) -> Result<Response, Status> {
-        self.outcome(self.node.proposer.propose(command).await)
-            .await
+        commit_trace::mark(Point::Proposed, 0);
+        let proposed = self.node.proposer.propose(command).await;
+        commit_trace::mark(Point::Answered, 0);
+        self.outcome(proposed).await
     }
 
     /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
     async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
-        self.outcome(self.node.proposer.propose_waiting(command).await)
-            .await
+        commit_trace::mark(Point::Proposed, 0);
+        let proposed = self.node.proposer.propose_waiting(command).await;
+        commit_trace::mark(Point::Answered, 0);
+        self.outcome(proposed).await
     }
 
     async fn outcome(&self, proposed: ProposeResult) -> Result<Response, Status> {

@@ -303,12 +303,9 @@ async fn run(
             }
         }
         let mut pending = held.take(max_batch - batch.len());
-        if !pending.is_empty() && !batch.is_empty() {
-            // Both are in arrival order; a stable sort merges them.
-            pending.append(&mut batch);
-            pending.sort_by_key(|pending| pending.arrived);
-        }
         pending.append(&mut batch);
+        // Both parts are in arrival order: the stable sort only merges them.
+        pending.sort_by_key(|pending| pending.arrived);
         if pending.is_empty() {
             // An idle-path caller took the held-back commands first.
             continue;

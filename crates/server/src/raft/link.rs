@@ -486,11 +486,7 @@ async fn serve_link(
             FrameKind::AppendEntries => {
                 answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
                     if commit_trace::enabled() {
-                        let tag = commit_trace::append_tag(
-                            None,
-                            rpc.entries.last().map(|entry| entry.log_id.index),
-                            rpc.leader_commit.map(|committed| committed.index),
-                        );
+                        let tag = commit_trace::append_tag_of(None, &rpc);
                         commit_trace::mark(Point::AppendReceived, tag);
                         traced = Some(tag);
                     }

@@ -234,11 +234,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         if !commit_trace::enabled() {
             return self.send(frame, &option).await;
         }
-        let tag = commit_trace::append_tag(
-            Some(self.target),
-            rpc.entries.last().map(|entry| entry.log_id.index),
-            rpc.leader_commit.map(|committed| committed.index),
-        );
+        let tag = commit_trace::append_tag_of(Some(self.target), &rpc);
         commit_trace::mark(Point::AppendSent, tag);
         let reply = self.send(frame, &option).await;
         commit_trace::mark(Point::AppendReplied, tag);

@@ -34,7 +34,7 @@ pub enum Point {
     Answered,
     /// openraft asked the log to append entries up to the index.
     AppendCalled,
-    /// The append began on the blocking pool.
+    /// The append began: on the calling task, or on the blocking pool for big ones.
     AppendStarted,
     /// The append is durable.
     AppendFlushed,
@@ -375,7 +375,7 @@ pub fn breakdown(
         let started = lead.at(Point::AppendStarted, index);
         let flushed = lead.at(Point::AppendFlushed, index);
         stages.add_opt(
-            "leader: append waits for the blocking pool",
+            "leader: append called -> write started",
             Some(called),
             started,
         );
@@ -418,11 +418,7 @@ pub fn breakdown(
             );
             stages.add_opt("follower: AppendEntries in flight", Some(sent_ns), received);
             stages.add_opt("follower: received -> append called", received, called);
-            stages.add_opt(
-                "follower: append waits for the blocking pool",
-                called,
-                started,
-            );
+            stages.add_opt("follower: append called -> write started", called, started);
             stages.add_opt("follower: write + sync", started, flushed);
             stages.add_opt("follower: flushed -> reply written", flushed, answered);
             stages.add_opt("follower: reply in flight", answered, replied);

@@ -74,6 +74,11 @@ pub struct ServerConfig {
     /// synced there and moved into the log database when it fills. 0 turns it off
     /// (every append is then a log database transaction, about twice the sync work).
     pub log_wal_bytes: u64,
+    /// An append that is one write-ahead write of at most this many bytes is synced by
+    /// openraft's core task itself (which waits for it anyway) instead of on the blocking
+    /// pool: two thread wake-ups fewer per commit, the core's worker thread busy for that
+    /// one sync. 0: every append on the blocking pool. At most 16 MiB.
+    pub log_inline_append_max_bytes: u64,
     /// Newest log entries kept decoded in memory for replication, at most (0: none).
     pub log_cache_entries: usize,
     /// The cached entries' encoded sizes add up to at most this many bytes.
@@ -233,6 +238,7 @@ impl Default for ServerConfig {
             log_entries_kept_after_snapshot: 5_000,
             log_page_cache_bytes: crate::store::log::DEFAULT_LOG_PAGE_CACHE_BYTES,
             log_wal_bytes: crate::store::log::DEFAULT_WAL_BYTES,
+            log_inline_append_max_bytes: crate::store::log::DEFAULT_INLINE_APPEND_MAX_BYTES,
             log_cache_entries: crate::store::LogStoreOptions::default().cache_entries_max,
             log_cache_bytes: crate::store::LogStoreOptions::default().cache_bytes_max,
             max_batch_commands: 1_024,
@@ -302,6 +308,9 @@ impl ServerConfig {
         if self.log_wal_bytes > 1 << 30 {
             return Err("the log's write-ahead file must be at most 1 GiB (0: none)".into());
         }
+        if self.log_inline_append_max_bytes > 16 << 20 {
+            return Err("inline log appends must be at most 16 MiB (0: none)".into());
+        }
         if self.waiting_acquire_delay > Duration::from_secs(1) {
             return Err("the waiting-acquire delay must be at most 1000 ms".into());
         }
@@ -369,6 +378,7 @@ mod tests {
         let ok = ServerConfig {
             worker_threads: 1,
             log_wal_bytes: 0,
+            log_inline_append_max_bytes: 16 << 20,
             ..ServerConfig::default()
         };
         ok.validate().unwrap();
@@ -379,6 +389,10 @@ mod tests {
             },
             ServerConfig {
                 log_wal_bytes: (1 << 30) + 1,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                log_inline_append_max_bytes: (16 << 20) + 1,
                 ..ServerConfig::default()
             },
         ] {

@@ -456,6 +456,7 @@ pub async fn start_with_listeners(
             cache_bytes_max: config.log_cache_bytes,
             page_cache_bytes: config.log_page_cache_bytes,
             wal_bytes: config.log_wal_bytes,
+            inline_append_max_bytes: config.log_inline_append_max_bytes,
         },
     )
     .map_err(|e| storage(&e))?;

@@ -481,6 +481,42 @@ async fn appends_go_to_the_write_ahead_file_until_it_fills() {
     assert_eq!(all_entries(&mut store).await, entries(1, 1, 200));
 }
 
+/// An append that is one small write-ahead write is synced by the asking task; one
+/// bigger than the limit, one that needs a checkpoint first, and every append with the
+/// limit at 0 go to the blocking pool. Either way the entries land the same.
+#[tokio::test]
+async fn small_appends_are_synced_inline_and_the_rest_on_the_blocking_pool() {
+    for max_inline in [0, 1024] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = LogStoreOptions {
+            wal_bytes: wal::MIN_WAL_BYTES,
+            inline_append_max_bytes: max_inline,
+            ..LogStoreOptions::default()
+        };
+        let mut store = LogStore::open(dir.path(), options.clone()).expect("open");
+        store.save_vote(&Vote::new(9, 1)).await.expect("save vote");
+        // Appends of one entry each fill the file's 4 KiB several times over.
+        for index in 1..=100 {
+            append(&mut store, entries(1, index, index)).await;
+        }
+        let checkpoints = store.checkpoint_count();
+        assert!(checkpoints > 0);
+        let inline = if max_inline == 0 {
+            0
+        } else {
+            100 - checkpoints
+        };
+        assert_eq!(store.inline_appends(), inline, "limit {max_inline}");
+        // 40 entries are more than 1 KiB and less than the file holds.
+        append(&mut store, entries(1, 101, 140)).await;
+        assert_eq!(store.inline_appends(), inline, "limit {max_inline}");
+        assert_eq!(all_entries(&mut store).await, entries(1, 1, 140));
+        drop(store);
+        let mut store = LogStore::open(dir.path(), options).expect("reopen");
+        assert_eq!(all_entries(&mut store).await, entries(1, 1, 140));
+    }
+}
+
 #[tokio::test]
 async fn a_crash_loses_nothing_the_write_ahead_file_synced() {
     let copy = crashed_with_entries_in_the_wal(7).await;

@@ -78,7 +78,7 @@
 
 use super::StoreError;
 use super::record;
-use super::wal::{self, Generation, RecordsEnd, Wal, WalRecord};
+use super::wal::{self, Generation, RecordsEnd, Wal, WalBatch, WalRecord};
 use crate::commit_trace::{self, Point};
 use crate::raft::{LogId, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -136,7 +136,17 @@ pub struct LogStoreOptions {
     /// Size of the write-ahead file, in bytes (0: no write-ahead file; every append is a
     /// redb transaction). Created at this size; an existing file keeps its size.
     pub wal_bytes: u64,
+    /// An append that is one write-ahead write of at most this many bytes is written
+    /// and synced by the task that asks for it (openraft's core, which waits for the
+    /// sync anyway) instead of on tokio's blocking pool, saving two thread wake-ups on
+    /// every commit's path; its worker thread is busy for that one sync. Anything
+    /// bigger, a checkpoint, or a redb transaction still goes to the blocking pool.
+    /// 0: every append goes to the blocking pool.
+    pub inline_append_max_bytes: u64,
 }
+
+/// The default of [`LogStoreOptions::inline_append_max_bytes`].
+pub const DEFAULT_INLINE_APPEND_MAX_BYTES: u64 = 64 << 10;
 
 /// The default of [`LogStoreOptions::wal_bytes`].
 pub const DEFAULT_WAL_BYTES: u64 = 4 << 20;
@@ -151,6 +161,7 @@ impl Default for LogStoreOptions {
             cache_bytes_max: 4 << 20,
             page_cache_bytes: DEFAULT_LOG_PAGE_CACHE_BYTES,
             wal_bytes: DEFAULT_WAL_BYTES,
+            inline_append_max_bytes: DEFAULT_INLINE_APPEND_MAX_BYTES,
         }
     }
 }
@@ -198,6 +209,7 @@ struct Inner {
     tail: Mutex<Tail>,
     write_transactions: AtomicU64,
     entries_appended: AtomicU64,
+    appends_with_one_write: AtomicU64,
     disk_reads: AtomicU64,
     /// Set once the database is closed (see [`LogStoreCloseWatch`]).
     closed: Arc<std::sync::atomic::AtomicBool>,
@@ -214,6 +226,15 @@ struct Inner {
 struct WalState {
     wal: Wal,
     /// The newest committed log id written to the file since its last reset.
+    committed: Option<LogId>,
+}
+
+/// Entries encoded for one append to the write-ahead file.
+struct EncodedBatch {
+    batch: WalBatch,
+    /// The entries, for the tail cache once the batch is written.
+    cached: Vec<CachedEntry>,
+    /// The commit id the batch records first, taken from `unsaved_committed`.
     committed: Option<LogId>,
 }
 
@@ -401,6 +422,7 @@ impl LogStore {
                 }),
                 write_transactions: AtomicU64::new(0),
                 entries_appended: AtomicU64::new(0),
+                appends_with_one_write: AtomicU64::new(0),
                 disk_reads: AtomicU64::new(0),
                 closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 unsaved_committed: Mutex::new(None),
@@ -533,6 +555,12 @@ impl LogStore {
     /// Entries appended since open.
     pub fn entries_appended(&self) -> u64 {
         self.inner.entries_appended.load(Ordering::Relaxed)
+    }
+
+    /// Appends since open written by the asking task itself, as one write-ahead write
+    /// (see [`LogStoreOptions::inline_append_max_bytes`]).
+    pub fn inline_appends(&self) -> u64 {
+        self.inner.appends_with_one_write.load(Ordering::Relaxed)
     }
 
     /// Checkpoints since open: moves of the write-ahead file's entries into redb.
@@ -693,16 +721,62 @@ impl LogStore {
     /// Append `entries` to the write-ahead file and sync it, checkpointing first when
     /// they do not fit; to redb directly when there is no file or they would not fit
     /// into an empty one.
-    fn append_entries(&self, entries: impl IntoIterator<Item = Ent>) -> Result<(), StoreError> {
+    fn append_entries(&self, entries: Vec<Ent>) -> Result<(), StoreError> {
         let mut wal = self.wal();
         let Some(state) = wal.as_mut() else {
             drop(wal);
             return self.append_to_database(entries);
         };
-        let entries: Vec<Ent> = entries.into_iter().collect();
         if entries.is_empty() {
             return Ok(());
         }
+        let mut encoded = self.encode_batch(state, entries)?;
+        if !state.wal.fits(&encoded.batch) {
+            self.restore_unsaved_committed(encoded.committed);
+            self.checkpoint_locked(state)?;
+            if !state.wal.fits_when_empty(&encoded.batch) {
+                return self.append_to_database(encoded.cached.into_iter().map(|c| c.entry));
+            }
+            state.wal.reframe(&mut encoded.batch);
+        }
+        self.write_batch(state, encoded)
+    }
+
+    /// Append `entries` if that takes one write of at most `max_bytes` to the
+    /// write-ahead file (and its sync) and nothing more: no checkpoint, no redb
+    /// transaction. Otherwise they are handed back, unwritten, for
+    /// [`append_entries`](Self::append_entries).
+    fn append_with_one_write(
+        &self,
+        entries: Vec<Ent>,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<Ent>>, StoreError> {
+        let mut wal = self.wal();
+        let Some(state) = wal.as_mut() else {
+            return Ok(Some(entries));
+        };
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let encoded = self.encode_batch(state, entries)?;
+        if encoded.batch.len() > max_bytes || !state.wal.fits(&encoded.batch) {
+            self.restore_unsaved_committed(encoded.committed);
+            return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
+        }
+        self.write_batch(state, encoded)?;
+        self.inner
+            .appends_with_one_write
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    /// `entries` as one write-ahead batch, led by the commit id not yet saved (taken
+    /// from `unsaved_committed`: put it back if the batch is not written).
+    fn encode_batch(
+        &self,
+        state: &WalState,
+        entries: Vec<Ent>,
+    ) -> Result<EncodedBatch, StoreError> {
         let committed = self.take_unsaved_committed();
         let mut batch = state.wal.batch();
         if let Some(committed) = committed {
@@ -721,23 +795,24 @@ impl LogStore {
                 entry,
             });
         }
-        if !state.wal.fits(&batch) {
-            self.restore_unsaved_committed(committed);
-            self.checkpoint_locked(state)?;
-            if !state.wal.fits_when_empty(&batch) {
-                return self.append_to_database(cached.into_iter().map(|c| c.entry));
-            }
-            state.wal.reframe(&mut batch);
-        }
-        state.wal.append(&batch)?;
-        state.committed = state.committed.max(committed);
+        Ok(EncodedBatch {
+            batch,
+            cached,
+            committed,
+        })
+    }
+
+    /// Write and sync a batch that fits into the write-ahead file, then cache its entries.
+    fn write_batch(&self, state: &mut WalState, encoded: EncodedBatch) -> Result<(), StoreError> {
+        state.wal.append(&encoded.batch)?;
+        state.committed = state.committed.max(encoded.committed);
         self.inner
             .write_transactions
             .fetch_add(1, Ordering::Relaxed);
         self.inner
             .entries_appended
-            .fetch_add(cached.len() as u64, Ordering::Relaxed);
-        self.tail().appended(cached, &self.inner.options);
+            .fetch_add(encoded.cached.len() as u64, Ordering::Relaxed);
+        self.tail().appended(encoded.cached, &self.inner.options);
         Ok(())
     }
 
@@ -1793,15 +1868,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Ent> + Send,
         I::IntoIter: Send,
     {
-        // The write runs on tokio's blocking pool so the runtime's worker keeps serving the
-        // network while the disk flushes (measured: with the fsync on the worker, a node
-        // with one worker thread was twice as slow). openraft 0.9 awaits this callback
-        // before it does anything else with the log (`RaftCore::append_to_log`), so the
-        // writes stay in order and no reader is pointed at these entries before they are
-        // in the tail cache (which the write fills before calling back).
+        // openraft 0.9 awaits this callback before it does anything else with the log
+        // (`RaftCore::append_to_log`), so the writes stay in order and no reader is
+        // pointed at these entries before they are in the tail cache (which the write
+        // fills before calling back).
         let entries: Vec<Ent> = entries.into_iter().collect();
         let last = entries.last().map_or(0, |entry| entry.log_id.index);
         commit_trace::mark(Point::AppendCalled, last);
+        let max_inline = self.inner.options.inline_append_max_bytes;
+        let entries = if max_inline > 0 {
+            // One small write-ahead write and its sync, here: a commit's path then has
+            // no hand-over to the blocking pool and back (README, "Benchmark").
+            commit_trace::mark(Point::AppendStarted, last);
+            match self.append_with_one_write(entries, max_inline) {
+                Ok(Some(entries)) => entries,
+                Ok(None) => {
+                    commit_trace::mark(Point::AppendFlushed, last);
+                    callback.log_io_completed(Ok(()));
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!("appending to the Raft log failed: {e}");
+                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                    return Ok(());
+                }
+            }
+        } else {
+            entries
+        };
+        // Anything bigger runs on tokio's blocking pool so the runtime's worker keeps
+        // serving the network while a checkpoint or a large write goes to the disk.
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             commit_trace::mark(Point::AppendStarted, last);

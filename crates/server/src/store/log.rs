@@ -209,7 +209,7 @@ struct Inner {
     tail: Mutex<Tail>,
     write_transactions: AtomicU64,
     entries_appended: AtomicU64,
-    appends_with_one_write: AtomicU64,
+    inline_appends: AtomicU64,
     disk_reads: AtomicU64,
     /// Set once the database is closed (see [`LogStoreCloseWatch`]).
     closed: Arc<std::sync::atomic::AtomicBool>,
@@ -422,7 +422,7 @@ impl LogStore {
                 }),
                 write_transactions: AtomicU64::new(0),
                 entries_appended: AtomicU64::new(0),
-                appends_with_one_write: AtomicU64::new(0),
+                inline_appends: AtomicU64::new(0),
                 disk_reads: AtomicU64::new(0),
                 closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 unsaved_committed: Mutex::new(None),
@@ -560,7 +560,7 @@ impl LogStore {
     /// Appends since open written by the asking task itself, as one write-ahead write
     /// (see [`LogStoreOptions::inline_append_max_bytes`]).
     pub fn inline_appends(&self) -> u64 {
-        self.inner.appends_with_one_write.load(Ordering::Relaxed)
+        self.inner.inline_appends.load(Ordering::Relaxed)
     }
 
     /// Checkpoints since open: moves of the write-ahead file's entries into redb.
@@ -764,9 +764,7 @@ impl LogStore {
             return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
         }
         self.write_batch(state, encoded)?;
-        self.inner
-            .appends_with_one_write
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.inline_appends.fetch_add(1, Ordering::Relaxed);
         Ok(None)
     }
 

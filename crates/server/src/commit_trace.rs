@@ -34,7 +34,7 @@ pub enum Point {
     Answered,
     /// openraft asked the log to append entries up to the index.
     AppendCalled,
-    /// The append began: on the calling task, or on the blocking pool for big ones.
+    /// The append began writing: on the calling task, or on the blocking pool for big ones.
     AppendStarted,
     /// The append is durable.
     AppendFlushed,

@@ -742,14 +742,15 @@ impl LogStore {
         self.write_batch(state, encoded)
     }
 
-    /// Append `entries` if that takes one write of at most `max_bytes` to the
-    /// write-ahead file (and its sync) and nothing more: no checkpoint, no redb
-    /// transaction. Otherwise they are handed back, unwritten, for
-    /// [`append_entries`](Self::append_entries).
+    /// Append `entries` (the last one's index is `last`, for the commit trace) if that
+    /// takes one write of at most `max_bytes` to the write-ahead file (and its sync) and
+    /// nothing more: no checkpoint, no redb transaction. Otherwise they are handed back,
+    /// unwritten, for [`append_entries`](Self::append_entries).
     fn append_with_one_write(
         &self,
         entries: Vec<Ent>,
         max_bytes: u64,
+        last: u64,
     ) -> Result<Option<Vec<Ent>>, StoreError> {
         let mut wal = self.wal();
         let Some(state) = wal.as_mut() else {
@@ -763,6 +764,7 @@ impl LogStore {
             self.restore_unsaved_committed(encoded.committed);
             return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
         }
+        commit_trace::mark(Point::AppendStarted, last);
         self.write_batch(state, encoded)?;
         self.inner.inline_appends.fetch_add(1, Ordering::Relaxed);
         Ok(None)
@@ -1877,8 +1879,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries = if max_inline > 0 {
             // One small write-ahead write and its sync, here: a commit's path then has
             // no hand-over to the blocking pool and back (README, "Benchmark").
-            commit_trace::mark(Point::AppendStarted, last);
-            match self.append_with_one_write(entries, max_inline) {
+            match self.append_with_one_write(entries, max_inline, last) {
                 Ok(Some(entries)) => entries,
                 Ok(None) => {
                     commit_trace::mark(Point::AppendFlushed, last);

@@ -189,6 +189,11 @@ end:
             :: else -> skip
             fi
         }
+        printf("tick: A's clock +%d, lease left %d;", d, a_rem);
+        for (j : 0 .. NODES - 1) {
+            printf(" node %d's clock +%d, lease left %d;", j, dn[j], srem[j])
+        }
+        printf("\n");
         check()
     }
     od
@@ -214,6 +219,7 @@ inline receive(k) {
     :: else -> skip
     fi;
 #endif
+    printf("A receives Ok for keepalive %d: lease left %d\n", k, a_rem);
     k_state[k] = K_DONE;
     k_snd[k] = 0;
     k_node[k] = 0;
@@ -225,6 +231,7 @@ end:
     do
     :: atomic {
         a_sent < KA ->
+        printf("A sends keepalive %d\n", a_sent);
         k_state[a_sent] = K_TO_SERVER;
         k_snd[a_sent] = LEASE;
         a_sent++;
@@ -234,6 +241,7 @@ end:
     :: atomic { k_state[1] == K_ANSWER -> receive(1) }
     :: atomic {
         A_BELIEVES && !w_a && a_writes < WA ->
+        printf("A writes with token 1\n");
         w_a = 1;
         a_writes++;
         check()
@@ -247,8 +255,19 @@ end:
 active proctype Waiter() {
 end:
     do
-    :: atomic { b_state == B_GRANT_SENT -> b_state = B_HOLDS; check() }
-    :: atomic { B_BELIEVES && !w_b && b_writes < WB -> w_b = 1; b_writes++; check() }
+    :: atomic {
+        b_state == B_GRANT_SENT ->
+        printf("B receives the grant, token 2\n");
+        b_state = B_HOLDS;
+        check()
+    }
+    :: atomic {
+        B_BELIEVES && !w_b && b_writes < WB ->
+        printf("B writes with token 2\n");
+        w_b = 1;
+        b_writes++;
+        check()
+    }
     od
 }
 
@@ -265,10 +284,12 @@ inline admit(tok) {
     :: tok >= hi ->
 #endif
         /* (a) */
+        printf("resource accepts token %d\n", tok);
         assert(tok >= last_accepted);
         last_accepted = tok;
         max_into(hi, tok)
     :: else ->
+        printf("resource refuses token %d\n", tok);
 #ifdef COVER
         if :: tok == 1 && last_accepted == 2 -> g_refused = 1 :: else -> skip fi;
 #endif
@@ -280,7 +301,7 @@ active proctype Resource() {
 end:
     do
     :: atomic { w_a -> admit(1); w_a = 0; check() }
-    :: atomic { w_a -> w_a = 0 }
+    :: atomic { w_a -> printf("A's write is lost\n"); w_a = 0 }
     :: atomic { w_b -> admit(2); w_b = 0; check() }
     od
 }
@@ -292,6 +313,7 @@ end:
 /* A keepalive reaches node i. A node that does not believe it leads answers "not
  * leader", which changes nothing: the same as a lost keepalive, so it is not modelled. */
 inline arrive(k, i) {
+    printf("keepalive %d reaches node %d\n", k, i);
 #ifdef MUTANT_NOROUND
     /* Answered at once, with no quorum round. */
     k_node[k] = i;
@@ -312,11 +334,13 @@ inline renew(k, i) {
     if
     :: has_lease[i] && !expiring[i] ->
         max_into(srem[i], k_arr[k]);
+        printf("node %d renews keepalive %d: lease left %d; answers Ok\n", i, k, srem[i]);
         k_state[k] = K_ANSWER;
 #ifdef COVER
         if :: term > i + 1 -> g_deposed_ok = 1 :: else -> skip fi;
 #endif
     :: else ->
+        printf("node %d refuses keepalive %d\n", i, k);
         k_state[k] = K_DONE;
         k_snd[k] = 0;
         k_node[k] = 0
@@ -347,6 +371,7 @@ end:
         rnd[i] = 1;
         r_ok[i] = (term == i + 1);
         r_cov[i] = committed;
+        printf("node %d starts a quorum round\n", i);
         for (k : 0 .. KA - 1) {
             if
             :: k_state[k] == K_ARRIVED && k_node[k] == i -> k_state[k] = K_IN_ROUND
@@ -372,6 +397,7 @@ end:
      * renewal, no answer. Possible for any round. */
     :: atomic {
         rnd[i] ->
+        printf("node %d's round fails\n", i);
         for (k : 0 .. KA - 1) {
             if
             :: k_state[k] == K_IN_ROUND && k_node[k] == i ->
@@ -391,6 +417,7 @@ end:
      * entry committed, an entry a deposed leader appends can never commit. */
     :: atomic {
         leading[i] && has_lease[i] && !expiring[i] && srem[i] == 0 && !committed ->
+        printf("node %d's deadline passed: it proposes the expiry\n", i);
         expiring[i] = 1;
         if
         :: i + 1 >= bct -> e_live[i] = 1; e_inlog[i] = i + 1
@@ -401,6 +428,7 @@ end:
      * it not applied yet, the worst case). */
     :: atomic {
         leading[i] && committed && !applied[i] ->
+        printf("node %d applies the expiry\n", i);
         applied[i] = 1;
         has_lease[i] = 0;
         srem[i] = 0;
@@ -413,6 +441,7 @@ end:
 /* Raft, as far as A's expiry goes.                                                     */
 /* ---------------------------------------------------------------------------------- */
 inline commit_expiry() {
+    printf("the expiry commits; it grants the lock to B\n");
     committed = 1;
     for (j : 0 .. NODES - 1) {
         e_live[j] = 0;
@@ -429,6 +458,7 @@ end:
      * term in its log; entries of earlier terms not in its log can never commit now. */
     :: atomic {
         !blank[term - 1] ->
+        printf("term %d's blank entry commits\n", term);
         blank[term - 1] = 1;
         bct = term;
         for (j : 0 .. NODES - 1) {
@@ -450,12 +480,18 @@ end:
     :: atomic {
         term < NODES ->
         term++;
+        printf("node %d is elected for term %d: a full TTL\n", term - 1, term);
         leading[term - 1] = 1;
         has_lease[term - 1] = !applied[term - 1];
         srem[term - 1] = (has_lease[term - 1] -> TTL : 0);
         for (j : 0 .. NODES - 1) {
             if
-            :: e_live[j] -> if :: e_inlog[j] = term :: skip fi
+            :: e_live[j] ->
+                if
+                :: e_inlog[j] = term;
+                    printf("node %d's expiry entry is in the new leader's log\n", j)
+                :: skip
+                fi
             :: else -> skip
             fi
         }

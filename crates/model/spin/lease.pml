@@ -40,8 +40,10 @@
 #ifndef MARGIN
 #define MARGIN 2
 #endif
-/* Keepalives A sends in all (besides the open), and writes A and B send. */
+/* Keepalives A sends in all, besides the open (1 or 2), and writes A and B send. */
+#ifndef KA
 #define KA 2
+#endif
 #define WA 1
 #define WB 1
 
@@ -238,7 +240,9 @@ end:
         check()
     }
     :: atomic { k_state[0] == K_ANSWER -> receive(0) }
+#if KA > 1
     :: atomic { k_state[1] == K_ANSWER -> receive(1) }
+#endif
     :: atomic {
         A_BELIEVES && !w_a && a_writes < WA ->
         printf("A writes with token 1\n");
@@ -363,11 +367,13 @@ proctype Node(byte i) {
 end:
     do
     :: atomic { leading[i] && k_state[0] == K_TO_SERVER -> arrive(0, i) }
+#if KA > 1
     :: atomic { leading[i] && k_state[1] == K_TO_SERVER -> arrive(1, i) }
+#endif
     /* ReadBarrier: a round covers only the keepalives that arrived before it started;
      * it can confirm leadership only if no later term had been elected by then. */
     :: atomic {
-        leading[i] && !rnd[i] && (WAITING(0, i) || WAITING(1, i)) ->
+        leading[i] && !rnd[i] && (WAITING(0, i) || WAITING(KA - 1, i)) ->
         rnd[i] = 1;
         r_ok[i] = (term == i + 1);
         r_cov[i] = committed;

@@ -68,13 +68,14 @@ run() {
     )
 }
 
-# summary FILE: states, transitions and time from a pan report.
+# summary FILE: states, transitions, memory and time from a pan report.
 summary() {
-    local stored transitions elapsed
+    local stored transitions memory elapsed
     stored="$(awk '/states, stored/ { print $1 }' "$1")"
     transitions="$(awk '/transitions \(= stored\+matched\)/ { print $1 }' "$1")"
+    memory="$(awk '/total actual memory usage/ { print $1 }' "$1")"
     elapsed="$(awk '/pan: elapsed time/ { print $4 }' "$1")"
-    echo "${stored:-?} states stored, ${transitions:-?} transitions, ${elapsed:-?} s"
+    echo "${stored:-?} states stored, ${transitions:-?} transitions, ${memory:-?} MB, ${elapsed:-?} s"
 }
 
 # trail NAME SPIN_FLAGS...: prints the counterexample pan found in $work/NAME, told by

@@ -19,11 +19,12 @@
  */
 
 /* ---------------------------------------------------------------------------------- */
-/* Scope and timing. Time is counted in real-time ticks 0..MAXT. Every clock advances   */
-/* by RLO or RHI units in each tick, chosen afresh at every tick and for every clock,   */
-/* so over any interval two clocks' rates differ by at most RHI/RLO. Durations (TTL,    */
-/* MARGIN) are in clock units. The design is safe when the margin covers that rate      */
-/* difference over one TTL: (TTL - MARGIN) * RHI <= TTL * RLO.                          */
+/* Scope and timing. Time passes in real-time ticks, with no horizon: every timer      */
+/* holds what is left of it and stops at zero, so the state space is finite. Every     */
+/* clock advances by RLO or RHI units in each tick, chosen afresh at every tick and    */
+/* for every clock, so over any interval two clocks' rates differ by at most RHI/RLO.  */
+/* Durations (TTL, MARGIN) are in clock units. The design is safe when the margin      */
+/* covers that rate difference over one TTL: (TTL - MARGIN) * RHI <= TTL * RLO.        */
 /* ---------------------------------------------------------------------------------- */
 #ifndef NODES
 #define NODES 2
@@ -154,11 +155,12 @@ inline check() {
 /* ---------------------------------------------------------------------------------- */
 /* Time                                                                                 */
 /* ---------------------------------------------------------------------------------- */
-active proctype Time() {
+proctype Time() {
 end:
     do
     :: atomic {
-        /* A's clock. With CLOCK_MONOTONIC it stops while the machine is suspended. */
+        /* A's clock, which goes on while A is paused or its machine suspended. The
+         * suspend mutant lets it stop, as CLOCK_MONOTONIC does on Linux. */
         if
         :: d = RLO
         :: d = RHI
@@ -228,7 +230,7 @@ inline receive(k) {
     check()
 }
 
-active proctype Holder() {
+proctype Holder() {
 end:
     do
     :: atomic {
@@ -256,7 +258,7 @@ end:
 /* ---------------------------------------------------------------------------------- */
 /* Client B, the waiter: it believes it holds the lock from the grant's receipt on.     */
 /* ---------------------------------------------------------------------------------- */
-active proctype Waiter() {
+proctype Waiter() {
 end:
     do
     :: atomic {
@@ -301,11 +303,11 @@ inline admit(tok) {
     fi
 }
 
-active proctype Resource() {
+proctype Resource() {
 end:
     do
     :: atomic { w_a -> admit(1); w_a = 0; check() }
-    :: atomic { w_a -> printf("A's write is lost\n"); w_a = 0 }
+    :: atomic { w_a -> printf("A's write is lost\n"); w_a = 0; check() }
     :: atomic { w_b -> admit(2); w_b = 0; check() }
     od
 }
@@ -384,6 +386,7 @@ end:
             :: else -> skip
             fi
         }
+        check()
     }
     /* The round confirms leadership: its keepalives are renewed and answered. */
     :: atomic {
@@ -416,7 +419,8 @@ end:
         }
         rnd[i] = 0;
         r_ok[i] = 0;
-        r_cov[i] = 0
+        r_cov[i] = 0;
+        check()
     }
     /* LeaseClock::take_expired: the deadline passed on this node's clock; it proposes
      * ExpireSessions and refuses keepalives from now on. After a later term's blank
@@ -428,7 +432,8 @@ end:
         if
         :: i + 1 >= bct -> e_live[i] = 1; e_inlog[i] = i + 1
         :: else -> skip
-        fi
+        fi;
+        check()
     }
     /* Apply the committed expiry (modelled on nodes that lead: a node takes over with
      * it not applied yet, the worst case). */
@@ -438,7 +443,8 @@ end:
         applied[i] = 1;
         has_lease[i] = 0;
         srem[i] = 0;
-        expiring[i] = 0
+        expiring[i] = 0;
+        check()
     }
     od
 }
@@ -457,7 +463,7 @@ inline commit_expiry() {
     b_state = B_GRANT_SENT
 }
 
-active proctype Raft() {
+proctype Raft() {
 end:
     do
     /* The current leader commits its blank entry, and with it every entry of an earlier
@@ -472,7 +478,9 @@ end:
             :: e_live[j] && j + 1 < term && e_inlog[j] == term && !committed ->
                 ebb = term;
                 commit_expiry()
-            :: e_live[j] && j + 1 < term -> e_live[j] = 0; e_inlog[j] = 0
+            :: e_live[j] && j + 1 < term && e_inlog[j] != term ->
+                e_live[j] = 0;
+                e_inlog[j] = 0
             :: else -> skip
             fi
         }
@@ -514,9 +522,15 @@ init {
         blank[0] = 1;
         has_lease[0] = 1;
         srem[0] = TTL;
+        check();
+        /* Everything starts from that state. */
+        run Time();
+        run Holder();
+        run Waiter();
+        run Resource();
+        run Raft();
         for (j : 0 .. NODES - 1) {
             run Node(j)
         }
-        check()
     }
 }

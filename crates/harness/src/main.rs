@@ -23,6 +23,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Holder(args)) => {
+            match runtime.block_on(fencelock_harness::scenarios::run_holder(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fencelock-harness holder: {error:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some(Command::Check { history }) => {
             let events = match fencelock_harness::history::read_history(&history) {
                 Ok(events) => events,

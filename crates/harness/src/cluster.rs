@@ -243,8 +243,12 @@ impl Cluster {
             return Ok(());
         }
         let log = self.config.dir.join(format!("node-{id}.log"));
-        let child = Command::new(&self.config.fencelock_bin)
-            .arg("serve")
+        let mut command = Command::new(&self.config.fencelock_bin);
+        command.arg("serve");
+        if self.has_tmpfs() {
+            command.arg("--config").arg(self.small_disk_config()?);
+        }
+        let child = command
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
@@ -270,6 +274,23 @@ impl Cluster {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// The settings file of nodes on tmpfs data directories: a small write-ahead file and
+    /// frequent snapshots, so that checkpoints into redb and snapshot files — the writes
+    /// that need new space — happen every few seconds and a full disk meets them.
+    fn small_disk_config(&self) -> anyhow::Result<PathBuf> {
+        let path = self.config.dir.join("node-small-disk.toml");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                "# Written by the harness for nodes on small tmpfs data directories.\n\
+                 log_wal_bytes = 262144\n\
+                 snapshot_every_entries = 500\n\
+                 log_entries_kept_after_snapshot = 250\n",
+            )?;
+        }
+        Ok(path)
     }
 
     fn signal(&self, id: u64, signal: Signal) -> bool {

@@ -4,8 +4,8 @@
 //! - [`partitioned_holder`]: the holder lives in a network namespace of its own
 //!   ([`ClientNetns`]) and is cut off from every node — keepalives, redirects, every call
 //!   — while the fenced service stays reachable; it keeps writing, under its lease while
-//!   its client library counts it valid, and after that without a lease (a careless
-//!   client), which the fence must refuse once the rival wrote.
+//!   its client library counts it valid, and then a few writes more without a lease
+//!   (writes already on their way), which the fence must refuse once the rival wrote.
 //! - [`suspended_holder`]: the holder is a process of its own ([`run_holder`]), stopped
 //!   (SIGSTOP) for longer than its TTL and let go on (SIGCONT), as a suspended machine
 //!   would be; it checks its lease before each write on the clock its run names
@@ -22,12 +22,13 @@ use crate::workload::{
     rival_takes_over,
 };
 use anyhow::Context;
-use fencelock_client::Wait;
+use fencelock_client::{Session, Wait};
 use fencelock_fenced_kv::FencedKvClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
@@ -117,6 +118,10 @@ pub async fn partitioned_holder(
     true
 }
 
+/// How many writes a partitioned holder sends after its lease ran out: the writes the
+/// fence must refuse once the rival wrote.
+const UNCHECKED_WRITES: u32 = 3;
+
 /// The holder's side of [`partitioned_holder`], run inside the namespace: takes the lock,
 /// says so on `holding`, and writes every 150 ms until `stop` (or a bound).
 async fn holder_in_namespace(
@@ -140,29 +145,44 @@ async fn holder_in_namespace(
     };
     let token = guard.token().0;
     let mut writes = 0u64;
+    let mut unchecked = 0u32;
     let deadline = Instant::now() + stall(scene.ttl) * 3 + Duration::from_secs(5);
     let mut told = Some(holding);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && unchecked < UNCHECKED_WRITES {
         writes += 1;
+        // Under the lease while the library counts it valid; after that a few more go
+        // out all the same, unchecked (writes already on their way), and then it stops.
+        let lease = lease_until_ns(&session, &recorder, scene.slack);
+        if lease.is_none() {
+            unchecked += 1;
+        }
         let write = Write {
             lock: &scene.lock,
             token,
             body: format!("{name}:{writes}:{token};"),
-            // Under the lease while the library counts it valid; after that the write
-            // goes out all the same, unchecked.
-            lease_until_ns: lease_until_ns(&session, &recorder, scene.slack),
+            lease_until_ns: lease,
         };
         append(&kv, write, &recorder, &name).await;
         if let Some(holding) = told.take() {
             let _ = holding.send(());
         }
+        let pause = if lease.is_some() { 150 } else { 600 };
         tokio::select! {
             _ = &mut stop => break,
-            () = tokio::time::sleep(Duration::from_millis(150)) => {}
+            () = tokio::time::sleep(Duration::from_millis(pause)) => {}
         }
     }
     release(guard, &recorder, &name).await;
-    close_session(session, &recorder, &name).await;
+    end_session(session, &recorder, &name).await;
+}
+
+/// A holder's session at the end: closed if it is still alive; dropped unclosed when its
+/// client already saw it lost, since the library answers a close of a session the
+/// cluster ended as done, and the history would then claim it alive until the close.
+async fn end_session(session: Arc<Session>, recorder: &Recorder, name: &str) {
+    if !session.is_lost() {
+        close_session(session, recorder, name).await;
+    }
 }
 
 /// Where a suspended holder's process comes from and writes its history.
@@ -300,7 +320,7 @@ pub async fn run_holder(args: HolderArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     release(guard, &recorder, name).await;
-    close_session(session, &recorder, name).await;
+    end_session(session, &recorder, name).await;
     recorder.flush();
     Ok(())
 }

@@ -133,8 +133,8 @@ async fn unfenced_control_run_shows_the_stale_write() {
     assert_only_failing(&report, "fencing", "stale holder");
     let fencing = report.verdict("fencing").unwrap().examples.join("\n");
     for (kind, holder) in [
-        (FaultKind::ClientPause, "-holder"),
-        (FaultKind::ClientPartition, "cut"),
+        (FaultKind::ClientPause, "harness/pause"),
+        (FaultKind::ClientPartition, "harness/cut"),
     ] {
         if kinds.contains(&kind) {
             assert!(

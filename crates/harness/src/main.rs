@@ -95,7 +95,20 @@ fn main() -> ExitCode {
                 },
                 options.out.display()
             );
-            match runtime.block_on(fencelock_harness::run::run(options)) {
+            // An interrupted run ends by dropping the runtime, and with it every task and
+            // the cluster: its processes are killed and its tmpfs mounts unmounted.
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    result = fencelock_harness::run::run(options) => Some(result),
+                    () = interrupted() => None,
+                }
+            });
+            let Some(outcome) = outcome else {
+                drop(runtime);
+                eprintln!("fencelock-harness: interrupted; the cluster was stopped");
+                return ExitCode::from(130);
+            };
+            match outcome {
                 Ok(report) => {
                     println!("{}", report.summary);
                     println!(
@@ -115,5 +128,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        // Without signal handlers, the default actions stay: never resolve.
+        _ => std::future::pending().await,
     }
 }

@@ -455,7 +455,7 @@ impl Nemesis {
                 } else {
                     LinkMode::BlackHole
                 };
-                let scene = self.scene(format!("cut{serial}"));
+                let scene = self.scene(format!("partitioned{serial}"));
                 let op = self.start(
                     kind,
                     None,

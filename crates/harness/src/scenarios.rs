@@ -42,7 +42,7 @@ pub fn stall(ttl: Duration) -> Duration {
 /// What the cluster-facing side of a holder scenario needs.
 #[derive(Clone, Debug)]
 pub struct Scene {
-    /// The scenario's name (`cut3`, `suspend5`): the holder is `<name>-holder`, the rival
+    /// The scenario's name (`partitioned3`, `suspend5`): the holder is `<name>-holder`, the rival
     /// `<name>-rival`.
     pub name: String,
     /// The nodes' client addresses.

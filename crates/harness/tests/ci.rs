@@ -134,7 +134,7 @@ async fn unfenced_control_run_shows_the_stale_write() {
     let fencing = report.verdict("fencing").unwrap().examples.join("\n");
     for (kind, holder) in [
         (FaultKind::ClientPause, "harness/pause"),
-        (FaultKind::ClientPartition, "harness/cut"),
+        (FaultKind::ClientPartition, "harness/partitioned"),
     ] {
         if kinds.contains(&kind) {
             assert!(

@@ -1,6 +1,7 @@
 //! The command line of `fencelock-harness`: a run (the default), and `client`, the
 //! workload client as a separate process (spawned by a run).
 
+use crate::clock::HolderClock;
 use crate::cluster::locate_binary;
 use crate::nemesis::FaultKind;
 use crate::run::RunOptions;
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// The workload client as a separate process (spawned by a run).
     Client(ClientArgs),
+    /// The suspended holder as a separate process (spawned by the `suspend` nemesis).
+    Holder(HolderArgs),
     /// Re-check a recorded history file with the checkers that need only the history
     /// (tokens, exclusion, linearizable). Exit code 0 when they pass.
     Check {
@@ -52,7 +55,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Fault kinds, comma-separated: kill, pause, client-pause, partition, bridge, slow,
-    /// restart-all, keepalive-loss; `all` for every kind, `none` for none.
+    /// restart-all, keepalive-loss, client-partition, suspend, disk-full; `all` for every
+    /// kind, `none` for none. client-partition and disk-full need root (a network
+    /// namespace, tmpfs mounts): without root, `all` leaves them out and naming them is
+    /// refused.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Run the fenced service unfenced: the control run, whose fencing checker must fail
@@ -94,6 +100,14 @@ pub struct RunArgs {
     /// keepalive-loss` the lease checker must fail.
     #[arg(long, default_value_t = 0)]
     pub lease_slack_ms: u64,
+    /// The clock the suspended holders count their lease on: `boottime` (one that counts
+    /// the suspend, as the client library's should) or `suspend-blind` (one that missed
+    /// it: the control run, whose lease checker must fail with `--nemesis suspend`).
+    #[arg(long, value_enum, default_value = "boottime")]
+    pub holder_clock: HolderClock,
+    /// Size of each node's tmpfs data directory with the disk-full nemesis, MiB.
+    #[arg(long, default_value_t = 128)]
+    pub disk_mb: u64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -123,6 +137,8 @@ impl RunArgs {
             nodes: self.nodes,
             seed,
             nemesis: parse_nemesis(&self.nemesis).map_err(anyhow::Error::msg)?,
+            holder_clock: self.holder_clock,
+            disk_bytes: self.disk_mb.max(8) << 20,
             unfenced: self.unfenced,
             out: self
                 .out
@@ -154,13 +170,17 @@ impl RunArgs {
     }
 }
 
-/// Parses a nemesis list: kinds separated by commas, or `all`, or `none`.
+/// Parses a nemesis list: kinds separated by commas, or `all`, or `none`. Without root,
+/// `all` leaves out the kinds that need it.
 ///
 /// # Errors
 /// An unknown kind.
 pub fn parse_nemesis(text: &str) -> Result<Vec<FaultKind>, String> {
     match text.trim() {
-        "all" => Ok(FaultKind::ALL.to_vec()),
+        "all" => Ok(FaultKind::ALL
+            .into_iter()
+            .filter(|k| !k.needs_root() || crate::disk::is_root())
+            .collect()),
         "none" | "" => Ok(Vec::new()),
         list => {
             let mut kinds = Vec::new();
@@ -213,13 +233,50 @@ pub struct ClientArgs {
     pub lease_slack_ms: u64,
 }
 
+/// The flags of `holder`.
+#[derive(Debug, Clone, Args)]
+pub struct HolderArgs {
+    /// Its name in the history.
+    #[arg(long)]
+    pub name: String,
+    /// The nodes' client addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// The fenced service's address.
+    #[arg(long)]
+    pub kv: std::net::SocketAddr,
+    /// The lock it holds.
+    #[arg(long)]
+    pub lock: String,
+    /// Session TTL, ms.
+    #[arg(long)]
+    pub ttl_ms: u64,
+    /// How long to run at most, ms.
+    #[arg(long)]
+    pub time_ms: u64,
+    /// The run's time base (CLOCK_MONOTONIC ns).
+    #[arg(long)]
+    pub base_ns: u64,
+    /// Where to write its history.
+    #[arg(long)]
+    pub history: PathBuf,
+    /// The clock it counts its lease on.
+    #[arg(long, value_enum)]
+    pub clock: HolderClock,
+    /// The control runs' lease slack, ms.
+    #[arg(long, default_value_t = 0)]
+    pub lease_slack_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn nemesis_lists_parse() {
-        assert_eq!(parse_nemesis("all").unwrap().len(), 8);
+        let all = parse_nemesis("all").unwrap();
+        let expected = if crate::disk::is_root() { 11 } else { 9 };
+        assert_eq!(all.len(), expected, "{all:?}");
         assert!(parse_nemesis("none").unwrap().is_empty());
         assert_eq!(
             parse_nemesis("kill, client-pause,kill").unwrap(),

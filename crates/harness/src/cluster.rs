@@ -4,6 +4,7 @@
 //! the PIDs spawned here.
 
 use crate::check::NodeView;
+use crate::disk::TmpfsMount;
 use crate::ports::free_port;
 use crate::proxy::ProxyNet;
 use anyhow::{Context, bail};
@@ -68,6 +69,9 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// Start the fenced service in `--unfenced` mode (the control run).
     pub unfenced: bool,
+    /// Put every node's data directory on a tmpfs of this many bytes, mounted by the run
+    /// (the disk-full nemesis fills them; needs root). `None`: plain directories.
+    pub tmpfs_bytes: Option<u64>,
 }
 
 /// One node's addresses and process.
@@ -98,6 +102,9 @@ pub struct Cluster {
     pub kv_addr: SocketAddr,
     /// The fenced service's decision log file.
     pub kv_log_file: PathBuf,
+    /// The tmpfs mounts of the data directories, if any: dropped (unmounted) after the
+    /// nodes, when the cluster is.
+    mounts: Vec<TmpfsMount>,
 }
 
 impl Cluster {
@@ -107,6 +114,16 @@ impl Cluster {
     /// A process cannot be spawned, or no leader within 30 s.
     pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(&config.dir)?;
+        // Mounted first, so that any later failure unmounts them on the way out.
+        let mut mounts = Vec::new();
+        if let Some(bytes) = config.tmpfs_bytes {
+            for id in 1..=config.nodes as u64 {
+                mounts.push(TmpfsMount::mount(
+                    &config.dir.join(format!("node-{id}")),
+                    bytes,
+                )?);
+            }
+        }
         let mut nodes = Vec::new();
         let mut peers = BTreeMap::new();
         for id in 1..=config.nodes as u64 {
@@ -132,6 +149,7 @@ impl Cluster {
             kv: Mutex::new(None),
             kv_addr,
             kv_log_file,
+            mounts,
         };
         cluster.start_kv()?;
         for id in cluster.ids() {
@@ -187,6 +205,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The client address of every node, by id.
+    pub fn client_addrs(&self) -> BTreeMap<u64, SocketAddr> {
+        self.ids()
+            .into_iter()
+            .map(|id| (id, self.node(id).client))
+            .collect()
+    }
+
     /// The `--peers` of node `id`: itself at its own peer listener, every other node at
     /// the proxy of the link from `id` to it.
     fn peers_of(&self, id: u64) -> String {
@@ -217,8 +243,12 @@ impl Cluster {
             return Ok(());
         }
         let log = self.config.dir.join(format!("node-{id}.log"));
-        let child = Command::new(&self.config.fencelock_bin)
-            .arg("serve")
+        let mut command = Command::new(&self.config.fencelock_bin);
+        command.arg("serve");
+        if self.has_tmpfs() {
+            command.arg("--config").arg(self.small_disk_config()?);
+        }
+        let child = command
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
@@ -244,6 +274,23 @@ impl Cluster {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// The settings file of nodes on tmpfs data directories: a small write-ahead file and
+    /// frequent snapshots, so that checkpoints into redb and snapshot files — the writes
+    /// that need new space — happen every few seconds and a full disk meets them.
+    fn small_disk_config(&self) -> anyhow::Result<PathBuf> {
+        let path = self.config.dir.join("node-small-disk.toml");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                "# Written by the harness for nodes on small tmpfs data directories.\n\
+                 log_wal_bytes = 262144\n\
+                 snapshot_every_entries = 500\n\
+                 log_entries_kept_after_snapshot = 250\n",
+            )?;
+        }
+        Ok(path)
     }
 
     fn signal(&self, id: u64, signal: Signal) -> bool {
@@ -312,12 +359,30 @@ impl Cluster {
         done
     }
 
-    /// Whether node `id` has a running (possibly paused) process.
+    /// Whether node `id` has a running (possibly paused) process. A process that exited
+    /// by itself (a crash) is reaped here and counts as not running.
     pub fn is_running(&self, id: u64) -> bool {
-        self.node(id).child.is_some()
+        let mut node = self.node(id);
+        if let Some(Ok(Some(_))) = node.child.as_mut().map(Child::try_wait) {
+            node.child = None;
+            node.paused = false;
+        }
+        node.child.is_some()
     }
 
-    /// Resume every paused node and start every stopped one.
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node(id).data_dir.clone()
+    }
+
+    /// Whether the data directories are tmpfs mounts of the run's own (the disk-full
+    /// nemesis can fill them).
+    pub fn has_tmpfs(&self) -> bool {
+        !self.mounts.is_empty()
+    }
+
+    /// Resume every paused node and start every stopped one (killed, or exited by
+    /// itself: as a service manager would restart it).
     ///
     /// # Errors
     /// A process cannot be spawned.
@@ -402,6 +467,8 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Kill every process; the tmpfs mounts (a field) are dropped after this, so after the
+    /// nodes that used them.
     fn drop(&mut self) {
         for id in self.ids() {
             self.kill(id);

@@ -77,7 +77,8 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: Option<Kind>,
     /// Who acted: `c0`, `c1`... (client tasks), `p0`... (client processes),
-    /// `pause1-holder`, `cut2-rival`... (the holder scenarios), `observer`, `nemesis`,
+    /// `pause1-holder`, `cut2-rival`, `partitioned3-holder`, `suspend4-rival`... (the
+    /// holder scenarios), `observer`, `nemesis`,
     /// `final`.
     pub process: String,
     /// Pairs an invocation with its completion (unique per process).

@@ -23,6 +23,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Holder(args)) => {
+            match runtime.block_on(fencelock_harness::scenarios::run_holder(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fencelock-harness holder: {error:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some(Command::Check { history }) => {
             let events = match fencelock_harness::history::read_history(&history) {
                 Ok(events) => events,
@@ -86,7 +95,20 @@ fn main() -> ExitCode {
                 },
                 options.out.display()
             );
-            match runtime.block_on(fencelock_harness::run::run(options)) {
+            // An interrupted run ends by dropping the runtime, and with it every task and
+            // the cluster: its processes are killed and its tmpfs mounts unmounted.
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    result = fencelock_harness::run::run(options) => Some(result),
+                    () = interrupted() => None,
+                }
+            });
+            let Some(outcome) = outcome else {
+                drop(runtime);
+                eprintln!("fencelock-harness: interrupted; the cluster was stopped");
+                return ExitCode::from(130);
+            };
+            match outcome {
                 Ok(report) => {
                     println!("{}", report.summary);
                     println!(
@@ -106,5 +128,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        // Without signal handlers, the default actions stay: never resolve.
+        _ => std::future::pending().await,
     }
 }

@@ -4,8 +4,11 @@
 //! phase.
 
 use crate::cluster::Cluster;
+use crate::disk;
 use crate::history::{Event, Kind, Op, Recorder};
+use crate::netns::ClientNetns;
 use crate::proxy::LinkMode;
+use crate::scenarios::{self, HolderProcess, Scene};
 use crate::workload::{self, HolderFault};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -38,11 +41,22 @@ pub enum FaultKind {
     /// while it keeps running, writing as long as its lease holds; a rival takes the
     /// lock once the lease expired.
     KeepaliveLoss,
+    /// A lock holder in a network namespace of its own is cut off from every node
+    /// (refused or black-holed) for longer than its TTL while it keeps writing to the
+    /// fenced service; a rival takes the lock. Needs root.
+    ClientPartition,
+    /// A lock holder's process is stopped (SIGSTOP) for longer than its TTL and goes on
+    /// (SIGCONT), as after a system suspend; it counts its lease on the run's holder
+    /// clock. A rival takes the lock meanwhile.
+    Suspend,
+    /// One node's, or every node's, data directory (a tmpfs of the run's own) is filled
+    /// until "no space", then emptied. Needs root.
+    DiskFull,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::ClientPause,
@@ -51,7 +65,15 @@ impl FaultKind {
         FaultKind::Slow,
         FaultKind::RestartAll,
         FaultKind::KeepaliveLoss,
+        FaultKind::ClientPartition,
+        FaultKind::Suspend,
+        FaultKind::DiskFull,
     ];
+
+    /// Whether the kind needs root (a network namespace, tmpfs mounts).
+    pub fn needs_root(self) -> bool {
+        matches!(self, FaultKind::ClientPartition | FaultKind::DiskFull)
+    }
 
     /// The name used on the command line and in the history.
     pub fn name(self) -> &'static str {
@@ -64,6 +86,9 @@ impl FaultKind {
             FaultKind::Slow => "slow",
             FaultKind::RestartAll => "restart-all",
             FaultKind::KeepaliveLoss => "keepalive-loss",
+            FaultKind::ClientPartition => "client-partition",
+            FaultKind::Suspend => "suspend",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 }
@@ -145,6 +170,11 @@ pub struct Nemesis {
     pub max_pause: Duration,
     /// The control runs' lease slack (zero otherwise), for the scenarios' clients.
     pub lease_slack: Duration,
+    /// Where suspended holders' processes come from (`None`: the suspend nemesis has no
+    /// process to stop, and does nothing).
+    pub holder_process: Option<HolderProcess>,
+    /// What went wrong with the current fault, for its end event.
+    pub notes: Mutex<Vec<String>>,
 }
 
 impl Nemesis {
@@ -187,9 +217,22 @@ impl Nemesis {
         op_id
     }
 
+    /// Keep something that went wrong with the current fault: its end event carries it
+    /// (the fault still ends).
+    fn note(&self, text: &str) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text.to_string());
+    }
+
     fn end(&self, kind: FaultKind, op_id: u64) {
-        self.recorder
-            .record(Event::new(Kind::Ok, "nemesis", op_id, Op::Fault).outcome(kind.name()));
+        let mut event = Event::new(Kind::Ok, "nemesis", op_id, Op::Fault).outcome(kind.name());
+        let notes = std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()));
+        if !notes.is_empty() {
+            event.error = Some(notes.join("; "));
+        }
+        self.recorder.record(event);
     }
 
     async fn target(&mut self) -> (u64, &'static str) {
@@ -210,6 +253,18 @@ impl Nemesis {
             .as_millis()
             .max(200) as u64;
         Duration::from_millis(self.rng.u64(min_ms..=max_ms.max(min_ms)).min(cap))
+    }
+
+    /// The scene of a holder scenario named `name`, on a lock of its own.
+    fn scene(&self, name: String) -> Scene {
+        Scene {
+            lock: format!("{}{name}", workload::LOCK_PREFIX),
+            name,
+            endpoints: self.cluster.endpoints(),
+            kv: self.cluster.kv_addr,
+            ttl: self.ttl,
+            slack: self.lease_slack,
+        }
     }
 
     /// The holder scenario of `fault` on a lock of its own, bounded in time.
@@ -392,6 +447,104 @@ impl Nemesis {
                     ),
                 );
                 self.holder_scenario(HolderFault::CutOff, serial).await;
+                self.end(kind, op);
+            }
+            FaultKind::ClientPartition => {
+                let mode = if self.rng.bool() {
+                    LinkMode::Refuse
+                } else {
+                    LinkMode::BlackHole
+                };
+                let scene = self.scene(format!("partitioned{serial}"));
+                let op = self.start(
+                    kind,
+                    None,
+                    format!(
+                        "{}: {mode:?} between it and every node for {:?} (over its TTL, {:?}) while it keeps writing; {}-rival takes the lock",
+                        scene.holder(),
+                        scenarios::stall(self.ttl),
+                        self.ttl,
+                        scene.name
+                    ),
+                );
+                match ClientNetns::create(&cluster.client_addrs(), cluster.kv_addr).await {
+                    Ok(netns) => {
+                        let bound = scenarios::stall(self.ttl) * 6 + Duration::from_secs(30);
+                        let scenario =
+                            scenarios::partitioned_holder(&scene, &netns, mode, &self.recorder);
+                        let _ = tokio::time::timeout(bound, scenario).await;
+                    }
+                    Err(error) => self.note(&format!("no namespace: {error:#}")),
+                }
+                self.end(kind, op);
+            }
+            FaultKind::Suspend => {
+                let scene = self.scene(format!("suspend{serial}"));
+                let Some(process) = self.holder_process.clone() else {
+                    return;
+                };
+                let op = self.start(
+                    kind,
+                    None,
+                    format!(
+                        "{}: SIGSTOP for {:?} (over its TTL, {:?}), then SIGCONT; it counts its lease on a {:?} clock; {}-rival takes the lock",
+                        scene.holder(),
+                        scenarios::stall(self.ttl),
+                        self.ttl,
+                        process.clock,
+                        scene.name
+                    ),
+                );
+                let bound = scenarios::stall(self.ttl) * 6 + Duration::from_secs(40);
+                let scenario = scenarios::suspended_holder(&scene, &process, &self.recorder);
+                match tokio::time::timeout(bound, scenario).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => self.note(&format!("{error:#}")),
+                    Err(_) => self.note("did not end in time"),
+                }
+                self.end(kind, op);
+            }
+            FaultKind::DiskFull => {
+                let ids = cluster.ids();
+                let everyone = self.rng.u32(..4) == 0;
+                let (targets, which): (Vec<u64>, String) = if everyone {
+                    (ids.clone(), "every node".into())
+                } else {
+                    let (id, which) = self.target().await;
+                    (vec![id], format!("node {id} ({which})"))
+                };
+                let lasting = self.duration(2_000, 8_000, remaining);
+                if !cluster.has_tmpfs() {
+                    return;
+                }
+                let op = self.start(
+                    kind,
+                    (targets.len() == 1).then(|| targets[0]),
+                    format!("fill the data directory of {which} to no space for {lasting:?}"),
+                );
+                let dirs: Vec<std::path::PathBuf> =
+                    targets.iter().map(|&id| cluster.data_dir(id)).collect();
+                let filling = dirs.clone();
+                let filled = tokio::task::spawn_blocking(move || {
+                    filling
+                        .iter()
+                        .map(|dir| disk::fill(dir, 1 << 40))
+                        .collect::<Vec<_>>()
+                })
+                .await;
+                if let Ok(results) = filled {
+                    for (dir, result) in dirs.iter().zip(results) {
+                        if let Err(error) = result {
+                            self.note(&format!("filling {}: {error}", dir.display()));
+                        }
+                    }
+                }
+                tokio::time::sleep(lasting).await;
+                for dir in &dirs {
+                    if let Err(error) = disk::empty(dir) {
+                        self.note(&format!("emptying {}: {error}", dir.display()));
+                    }
+                }
                 self.end(kind, op);
             }
             FaultKind::RestartAll => {

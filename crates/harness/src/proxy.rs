@@ -68,31 +68,49 @@ impl ProxyNet {
     /// # Errors
     /// A listener cannot be bound.
     pub async fn start(targets: &BTreeMap<u64, SocketAddr>) -> std::io::Result<ProxyNet> {
-        let mut links = BTreeMap::new();
+        let mut links = Vec::new();
         for &from in targets.keys() {
             for (&to, &target) in targets {
                 if from == to {
                     continue;
                 }
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
-                let listen = listener.local_addr()?;
-                let (settings, _) = watch::channel(LinkSettings {
-                    mode: LinkMode::Up,
-                    delay_ms: 0,
-                    epoch: 0,
-                });
-                let task = tokio::spawn(accept_loop(listener, target, settings.subscribe()));
-                links.insert(
-                    (from, to),
-                    Link {
-                        listen,
-                        settings,
-                        task,
-                    },
-                );
+                links.push(((from, to), listener, target));
             }
         }
-        Ok(ProxyNet { links })
+        Ok(ProxyNet::from_listeners(links))
+    }
+
+    /// Proxies on listeners bound by the caller: link `(from, to)` accepts on its
+    /// listener and forwards to its target. Call from within a Tokio runtime.
+    pub fn from_listeners(listeners: Vec<((u64, u64), TcpListener, SocketAddr)>) -> ProxyNet {
+        let mut links = BTreeMap::new();
+        for (key, listener, target) in listeners {
+            // A listener that cannot say its address is not reachable by address anyway.
+            let listen = listener
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let (settings, _) = watch::channel(LinkSettings {
+                mode: LinkMode::Up,
+                delay_ms: 0,
+                epoch: 0,
+            });
+            let task = tokio::spawn(accept_loop(listener, target, settings.subscribe()));
+            links.insert(
+                key,
+                Link {
+                    listen,
+                    settings,
+                    task,
+                },
+            );
+        }
+        ProxyNet { links }
+    }
+
+    /// The links, as `(from, to)`.
+    pub fn links(&self) -> Vec<(u64, u64)> {
+        self.links.keys().copied().collect()
     }
 
     /// The address node `from` uses for node `to`.

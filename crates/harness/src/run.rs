@@ -3,10 +3,12 @@
 //! end the faults, measure liveness, read the final state, and check.
 
 use crate::check::{self, Evidence, FinalLock, LivenessReport, Verdict};
+use crate::clock::HolderClock;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::history::{Event, Kind, Op, Recorder, monotonic_ns, read_history};
 use crate::nemesis::{FaultKind, Nemesis, fault_windows};
 use crate::report;
+use crate::scenarios::HolderProcess;
 use crate::workload::{self, LOCK_PREFIX, WorkerConfig};
 use anyhow::Context;
 use fencelock_fenced_kv::FencedKvClient;
@@ -56,6 +58,10 @@ pub struct RunOptions {
     /// Control runs only (zero otherwise): clients trust their lease this much longer
     /// than their client library says, which the lease checker must catch.
     pub lease_slack: Duration,
+    /// The clock suspended holders count their lease on (the suspend nemesis).
+    pub holder_clock: HolderClock,
+    /// Size of each node's tmpfs data directory (the disk-full nemesis), bytes.
+    pub disk_bytes: u64,
 }
 
 /// What a run produced.
@@ -94,6 +100,11 @@ impl RunReport {
 /// checker is not an error: see [`RunReport::valid`].
 pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     let started = Instant::now();
+    for kind in &options.nemesis {
+        if kind.needs_root() {
+            crate::disk::require_root(&format!("the {kind} nemesis"))?;
+        }
+    }
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
     let base_ns = monotonic_ns();
@@ -110,6 +121,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             election_timeout_ms: options.election_timeout_ms,
             heartbeat_ms: (options.election_timeout_ms / 5).max(20),
             unfenced: options.unfenced,
+            tmpfs_bytes: options
+                .nemesis
+                .contains(&FaultKind::DiskFull)
+                .then_some(options.disk_bytes),
         })
         .await?,
     );
@@ -202,6 +217,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         client_pids: client_pids.clone(),
         max_pause: options.max_pause,
         lease_slack: options.lease_slack,
+        holder_process: options.harness_bin.clone().map(|bin| HolderProcess {
+            bin,
+            base_ns,
+            out: options.out.clone(),
+            clock: options.holder_clock,
+        }),
+        notes: Mutex::default(),
     };
     let nemesis = tokio::spawn(async move {
         if nemesis.kinds.is_empty() {

@@ -126,7 +126,7 @@ fn classify(error: &Error, mutation: bool) -> (Kind, &'static str) {
 }
 
 /// Open a session, recorded, and watch it for loss.
-async fn open_session(
+pub(crate) async fn open_session(
     client: &Client,
     ttl: Duration,
     recorder: &Recorder,
@@ -197,7 +197,11 @@ fn watch_loss(session: &Arc<Session>, recorder: Recorder, process: String) {
 /// time, or `None` when it has run out: what a careful holder checks before each write.
 /// A control run's `slack` makes the client trust the lease that much longer, and
 /// ignore the library's own verdict.
-fn lease_until_ns(session: &Session, recorder: &Recorder, slack: Duration) -> Option<u64> {
+pub(crate) fn lease_until_ns(
+    session: &Session,
+    recorder: &Recorder,
+    slack: Duration,
+) -> Option<u64> {
     let now = Instant::now();
     let now_ns = recorder.now_ns();
     let deadline = session.lease_deadline() + slack;
@@ -209,7 +213,7 @@ fn lease_until_ns(session: &Session, recorder: &Recorder, slack: Duration) -> Op
 }
 
 /// Acquire `lock`, recorded. `Some(guard)` when granted.
-async fn acquire(
+pub(crate) async fn acquire(
     session: &Session,
     lock: &str,
     wait: Wait,
@@ -252,7 +256,7 @@ async fn acquire(
 }
 
 /// Release `guard`, recorded.
-async fn release(guard: LockGuard, recorder: &Recorder, process: &str) {
+pub(crate) async fn release(guard: LockGuard, recorder: &Recorder, process: &str) {
     let token = guard.token().0;
     let rec = Recording::start(recorder, process, Op::Release, |e| {
         e.lock(guard.name())
@@ -302,16 +306,16 @@ async fn read_and_append(
 }
 
 /// One fenced write: `body` appended to the key of `lock` with `token`.
-struct Write<'a> {
-    lock: &'a str,
-    token: u64,
-    body: String,
+pub(crate) struct Write<'a> {
+    pub(crate) lock: &'a str,
+    pub(crate) token: u64,
+    pub(crate) body: String,
     /// Until when the writer counted its lease valid, when it checked (history time).
-    lease_until_ns: Option<u64>,
+    pub(crate) lease_until_ns: Option<u64>,
 }
 
 /// Make a fenced write, recorded. Returns whether admitted.
-async fn append(
+pub(crate) async fn append(
     kv: &FencedKvClient,
     write: Write<'_>,
     recorder: &Recorder,
@@ -612,24 +616,16 @@ pub async fn holder_scenario(
     let stall = ttl + Duration::from_millis(1500);
     let started = recorder.now_ns();
     holder.pause_keepalive_for_test(stall * 2);
-    let rival = async {
-        let rival_client = connect(endpoints).await.ok()?;
-        let session = open_session(&rival_client, ttl, recorder, &rival_name).await?;
-        let wait = Wait::Timeout(stall * 2);
-        if let Some(guard) = acquire(&session, lock, wait, recorder, &rival_name).await {
-            let token = guard.token().0;
-            let write = Write {
-                lock,
-                token,
-                body: format!("{rival_name}:1:{token};"),
-                lease_until_ns: lease_until_ns(&session, recorder, slack),
-            };
-            append(&kv, write, recorder, &rival_name).await;
-            release(guard, recorder, &rival_name).await;
-        }
-        close_session(session, recorder, &rival_name).await;
-        Some(())
-    };
+    let rival = rival_takes_over(
+        &rival_name,
+        endpoints,
+        &kv,
+        lock,
+        ttl,
+        slack,
+        stall * 2,
+        recorder,
+    );
     let holder_side = async {
         match fault {
             HolderFault::Paused => {
@@ -662,11 +658,45 @@ pub async fn holder_scenario(
             }
         }
     };
-    let (_, ()) = tokio::join!(rival, holder_side);
+    let ((), ()) = tokio::join!(rival, holder_side);
     release(guard, recorder, &holder_name).await;
     let ended = recorder.now_ns();
     drop(holder);
     Some((started, ended))
+}
+
+/// The rival of a holder scenario: opens a session, waits up to `wait` for `lock`, writes
+/// once with its token when granted, releases and closes. Every step recorded as
+/// `name`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn rival_takes_over(
+    name: &str,
+    endpoints: &[String],
+    kv: &FencedKvClient,
+    lock: &str,
+    ttl: Duration,
+    slack: Duration,
+    wait: Duration,
+    recorder: &Recorder,
+) {
+    let Ok(client) = connect(endpoints).await else {
+        return;
+    };
+    let Some(session) = open_session(&client, ttl, recorder, name).await else {
+        return;
+    };
+    if let Some(guard) = acquire(&session, lock, Wait::Timeout(wait), recorder, name).await {
+        let token = guard.token().0;
+        let write = Write {
+            lock,
+            token,
+            body: format!("{name}:1:{token};"),
+            lease_until_ns: lease_until_ns(&session, recorder, slack),
+        };
+        append(kv, write, recorder, name).await;
+        release(guard, recorder, name).await;
+    }
+    close_session(session, recorder, name).await;
 }
 
 /// Watch every lock of the run and record each event, until `stop` resolves.

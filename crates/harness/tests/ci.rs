@@ -1,11 +1,16 @@
-//! The seeded short CI run of the harness (every nemesis kind) and the unfenced control
-//! run, against real `fencelock` and `fenced-kv` processes.
+//! The seeded short CI run of the harness (every nemesis kind), the disk-full run, and
+//! the control runs (unfenced, lease counted too long, a suspended holder's clock that
+//! missed the suspend), against real `fencelock` and `fenced-kv` processes.
+//!
+//! The client-partition and disk-full nemeses need root (a network namespace, tmpfs
+//! mounts), as CI has; without root they are left out, and said so.
 //!
 //! The binaries are the workspace's: `cargo nextest run --workspace` builds them before
 //! any test runs. Run alone, build them first: `cargo build -p fencelock -p
 //! fencelock-fenced-kv`. Both tests are in the `harness` test group of
 //! `.config/nextest.toml` (one at a time, a longer slow-timeout).
 
+use fencelock_harness::clock::HolderClock;
 use fencelock_harness::cluster::locate_binary;
 use fencelock_harness::nemesis::FaultKind;
 use fencelock_harness::run::{RunOptions, RunReport, run};
@@ -34,7 +39,33 @@ fn options(seed: u64, time: Duration, nemesis: Vec<FaultKind>, out: PathBuf) -> 
         election_timeout_ms: 500,
         max_ops_per_client: 100_000,
         lease_slack: Duration::ZERO,
+        holder_clock: HolderClock::Boottime,
+        disk_bytes: 64 << 20,
     }
+}
+
+/// Whether a node whose disk filled up recovers by itself once space returns. Not yet:
+/// here a node that meets a full disk stops its Raft core for good, so the disk-full run
+/// holds it to the safety checkers only, and the every-kind run leaves disk-full out.
+/// Once nodes recover, set this to `true`: the disk-full run then requires liveness
+/// after healing too, and the every-kind run includes disk-full.
+const DISK_FULL_RECOVERS: bool = false;
+
+/// The kinds of `kinds` this process can inject: those that need root are left out
+/// (and said so) without it.
+fn runnable(kinds: &[FaultKind]) -> Vec<FaultKind> {
+    let root = fencelock_harness::disk::is_root();
+    kinds
+        .iter()
+        .copied()
+        .filter(|kind| {
+            let keep = root || !kind.needs_root();
+            if !keep {
+                println!("left out: the {kind} nemesis needs root");
+            }
+            keep
+        })
+        .collect()
 }
 
 fn show(report: &RunReport) {
@@ -51,16 +82,20 @@ fn show(report: &RunReport) {
 async fn ci_run_every_nemesis_kind() {
     let dir = tempfile::tempdir().unwrap();
     let seed = 1;
+    let kinds: Vec<FaultKind> = runnable(&FaultKind::ALL)
+        .into_iter()
+        .filter(|&kind| kind != FaultKind::DiskFull || DISK_FULL_RECOVERS)
+        .collect();
     let report = run(options(
         seed,
-        Duration::from_secs(70),
-        FaultKind::ALL.to_vec(),
+        Duration::from_secs(80),
+        kinds.clone(),
         dir.path().join("run"),
     ))
     .await
     .expect("the run");
     show(&report);
-    for kind in FaultKind::ALL {
+    for kind in kinds {
         assert!(
             report.faults.get(kind.name()).copied().unwrap_or(0) >= 1,
             "seed {seed}: no {kind} fault was injected: {:?}",
@@ -76,16 +111,18 @@ async fn ci_run_every_nemesis_kind() {
     }
 }
 
-/// The control run: the fenced service admits every write (`--unfenced`), and a paused
-/// holder writes after its lease expired and another holder wrote. The fencing checker
-/// must report it: proof that the checker can fail.
+/// The control run: the fenced service admits every write (`--unfenced`); a paused
+/// holder writes after its lease expired and another holder wrote, and a holder cut off
+/// from every node keeps writing after the rival wrote. The fencing checker must report
+/// both: proof that the checker can fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfenced_control_run_shows_the_stale_write() {
     let dir = tempfile::tempdir().unwrap();
+    let kinds = runnable(&[FaultKind::ClientPause, FaultKind::ClientPartition]);
     let mut options = options(
         2,
-        Duration::from_secs(16),
-        vec![FaultKind::ClientPause],
+        Duration::from_secs(22),
+        kinds.clone(),
         dir.path().join("control"),
     );
     options.unfenced = true;
@@ -94,6 +131,18 @@ async fn unfenced_control_run_shows_the_stale_write() {
     show(&report);
     // The cluster itself did nothing wrong.
     assert_only_failing(&report, "fencing", "stale holder");
+    let fencing = report.verdict("fencing").unwrap().examples.join("\n");
+    for (kind, holder) in [
+        (FaultKind::ClientPause, "harness/pause"),
+        (FaultKind::ClientPartition, "harness/partitioned"),
+    ] {
+        if kinds.contains(&kind) {
+            assert!(
+                fencing.contains(holder),
+                "no stale write of {kind}: {fencing}"
+            );
+        }
+    }
 }
 
 /// The control run failed in `checker` alone, with a first counter-example that says
@@ -129,4 +178,73 @@ async fn lease_control_run_shows_the_write_under_a_lost_lease() {
     show(&report);
     // The fence refused the late writes, and the cluster itself did nothing wrong.
     assert_only_failing(&report, "lease", "counting its lease valid");
+}
+
+/// The suspend control run: suspended holders count their lease on a clock that missed
+/// the suspend (as `CLOCK_MONOTONIC` does across a real one), so after SIGCONT they
+/// write under a lease the cluster has ended and given to the rival. The lease checker
+/// must report it; the fence refuses the writes, and nothing else may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_control_run_shows_the_clock_that_missed_the_suspend() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(
+        4,
+        Duration::from_secs(16),
+        vec![FaultKind::Suspend],
+        dir.path().join("control"),
+    );
+    options.holder_clock = HolderClock::SuspendBlind;
+    options.client_processes = 0;
+    let report = run(options).await.expect("the run");
+    show(&report);
+    assert_only_failing(&report, "lease", "counting its lease valid");
+    let lease = report.verdict("lease").unwrap();
+    assert!(lease.first().unwrap().contains("suspend"), "{lease:?}");
+}
+
+/// Full disks: node data directories on small tmpfs mounts, filled to "no space" and
+/// emptied. Every safety checker must pass; liveness after healing only once
+/// [`DISK_FULL_RECOVERS`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_run_keeps_every_safety_property() {
+    if runnable(&[FaultKind::DiskFull]).is_empty() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 5;
+    let report = run(options(
+        seed,
+        Duration::from_secs(30),
+        vec![FaultKind::DiskFull],
+        dir.path().join("disk-full"),
+    ))
+    .await
+    .expect("the run");
+    show(&report);
+    assert!(
+        report.faults.get("disk-full").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        report.faults
+    );
+    let mut failed = Vec::new();
+    for verdict in &report.verdicts {
+        let required = verdict.checker != "liveness" || DISK_FULL_RECOVERS;
+        if !verdict.valid && required {
+            failed.push(verdict.checker);
+        }
+        if !verdict.valid && !required {
+            println!(
+                "expected until nodes recover from a full disk: {} failed: {:?}",
+                verdict.checker,
+                verdict.first()
+            );
+        }
+    }
+    if !failed.is_empty() {
+        let kept = dir.keep();
+        panic!(
+            "seed {seed}: {failed:?} failed; output kept in {}",
+            kept.display()
+        );
+    }
 }

@@ -17,6 +17,7 @@ pub(crate) struct Config {
     pub backoff_max: Duration,
     pub keepalive_safety_margin: Option<Duration>,
     pub keepalive_interval: Option<Duration>,
+    pub withdraw_deadline: Duration,
     pub tls: Option<Tls>,
     pub authorization: Option<Authorization>,
 }
@@ -122,6 +123,7 @@ impl ClientBuilder {
                 backoff_max: Duration::from_millis(160),
                 keepalive_safety_margin: None,
                 keepalive_interval: None,
+                withdraw_deadline: Duration::from_secs(60),
                 tls: None,
                 authorization: None,
             },
@@ -198,6 +200,16 @@ impl ClientBuilder {
     /// How often each session sends a keepalive (default a third of its TTL).
     pub fn keepalive_interval(mut self, interval: Duration) -> Self {
         self.config.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// How long the client keeps trying to withdraw a cancelled acquire (see
+    /// [`Session::acquire`](crate::Session::acquire), "Cancel safety") before it closes
+    /// the session instead (default 60 s). Until the withdrawal is settled the cluster
+    /// may still hold a wait of the session, and grant it; a session that cannot settle
+    /// it is ended, so no lock is ever held by a live session that does not know it.
+    pub fn withdraw_deadline(mut self, deadline: Duration) -> Self {
+        self.config.withdraw_deadline = deadline;
         self
     }
 

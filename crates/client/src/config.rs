@@ -1,8 +1,10 @@
 //! [`ClientBuilder`]: endpoints, timeouts, retries, backoff and lease accounting.
 
 use crate::Client;
+use crate::clock::LeaseClock;
 use crate::error::{Error, Result};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The settings a [`Client`] runs with (see [`ClientBuilder`] for each default).
@@ -18,6 +20,8 @@ pub(crate) struct Config {
     pub keepalive_safety_margin: Option<Duration>,
     pub keepalive_interval: Option<Duration>,
     pub withdraw_deadline: Duration,
+    /// The clock leases are counted on (`crate::clock`).
+    pub clock: Arc<dyn LeaseClock>,
     pub tls: Option<Tls>,
     pub authorization: Option<Authorization>,
 }
@@ -124,6 +128,7 @@ impl ClientBuilder {
                 keepalive_safety_margin: None,
                 keepalive_interval: None,
                 withdraw_deadline: Duration::from_secs(60),
+                clock: crate::clock::system_clock(),
                 tls: None,
                 authorization: None,
             },
@@ -210,6 +215,15 @@ impl ClientBuilder {
     /// it is ended, so no lock is ever held by a live session that does not know it.
     pub fn withdraw_deadline(mut self, deadline: Duration) -> Self {
         self.config.withdraw_deadline = deadline;
+        self
+    }
+
+    /// Test support: count leases on `clock` instead of the system's lease clock
+    /// (`CLOCK_BOOTTIME` on Linux), e.g. a [`ManualClock`](crate::ManualClock) that
+    /// stands still and then jumps, as a suspended machine's clock does.
+    #[cfg(feature = "test-support")]
+    pub fn lease_clock(mut self, clock: Arc<dyn LeaseClock>) -> Self {
+        self.config.clock = clock;
         self
     }
 

@@ -176,7 +176,8 @@ impl Session {
         };
         // The lease counts from the first send: a lost answer to an earlier attempt may
         // have opened the session then, and a retry returns that same session.
-        let first_send = Instant::now();
+        let clock = config.clock.clone();
+        let first_send = clock.now();
         let answer = client
             .transport()
             .call(CallSpec::mutation(&config), |channel, _| {
@@ -192,6 +193,7 @@ impl Session {
             interval,
             margin,
             first_send,
+            clock,
         ));
         let inner = Arc::new(SessionInner {
             client: client.clone(),
@@ -239,9 +241,18 @@ impl Session {
         self.inner.lease.lost_reason().is_some()
     }
 
-    /// When the client-side lease runs out unless a newer keepalive is answered.
+    /// When the client-side lease runs out unless a newer keepalive is answered, as an
+    /// `Instant`: now plus [`Session::lease_remaining`]. The lease itself is counted on a
+    /// clock that keeps running while the machine is suspended, which `Instant` does not
+    /// (on Linux); [`Session::lost`] and [`Session::is_lost`] decide on that clock.
     pub fn lease_deadline(&self) -> Instant {
-        self.inner.lease.deadline()
+        self.inner.lease.deadline_instant()
+    }
+
+    /// How long the client-side lease has left unless a newer keepalive is answered
+    /// (zero once it ran out).
+    pub fn lease_remaining(&self) -> Duration {
+        self.inner.lease.remaining()
     }
 
     /// A future that resolves, with the reason, when the session is lost. Cloneable and
@@ -352,7 +363,7 @@ impl Session {
     /// Test support: stop sending keepalives for `duration` (the lease then runs out).
     #[doc(hidden)]
     pub fn pause_keepalive_for_test(&self, duration: Duration) {
-        self.inner.lease.pause_until(Instant::now() + duration);
+        self.inner.lease.pause_for(duration);
     }
 
     /// Test support: the seq the next request will use.

@@ -35,7 +35,11 @@ async fn a_withdrawal_keeps_trying_until_the_raced_grant_is_released() {
     .await;
     assert!(!session.is_lost(), "settled without ending the session");
     // The session is usable again for the same lock.
-    let guard = session.try_lock("withdraw/raced").await.unwrap().expect("free");
+    let guard = session
+        .try_lock("withdraw/raced")
+        .await
+        .unwrap()
+        .expect("free");
     guard.release().await.unwrap();
     session.close().await.unwrap();
     cluster.shutdown().await;
@@ -55,9 +59,11 @@ async fn a_withdrawal_that_cannot_settle_ends_the_session() {
         .expect("the session ends once the withdrawal gave up");
     assert_eq!(reason, LostReason::Closed);
     // The close reached the server (only its answer was lost): the grant is gone.
-    eventually(Duration::from_secs(30), "the grant ends with the session", || async {
-        lock_info(&client, "withdraw/stuck").await.is_none()
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the grant ends with the session",
+        || async { lock_info(&client, "withdraw/stuck").await.is_none() },
+    )
     .await;
     cluster.shutdown().await;
 }

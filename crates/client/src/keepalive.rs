@@ -354,6 +354,13 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
             wake = wake.min(reconnect_at);
         }
 
+        // With no session there is nothing to time (and the real clock's naps would
+        // wake this task for nothing).
+        let timer = if sessions.is_empty() {
+            std::future::pending().boxed()
+        } else {
+            clock.sleep_until(wake)
+        };
         let event = tokio::select! {
             command = commands.recv() => Wake::Command(command),
             answer = next_answer(&mut conn) => Wake::Answer(answer),
@@ -362,7 +369,7 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
                 if changed.is_err() { return; }
                 Wake::LeaderChanged
             }
-            () = clock.sleep_until(wake) => Wake::Timer,
+            () = timer => Wake::Timer,
         };
         let now = clock.now();
         match event {

@@ -355,7 +355,12 @@ impl Session {
     /// machine's decision, grant or cancel), or a cancelled wait (nothing to do). A later
     /// acquire of the same name on this session waits for that task, so it never sees
     /// the old wait as "already queued". A future dropped before its first attempt was
-    /// sent needs no cleanup.
+    /// sent needs no cleanup. The task retries until the withdrawal is settled or the
+    /// session ends; if it cannot settle it within
+    /// [`ClientBuilder::withdraw_deadline`](crate::ClientBuilder::withdraw_deadline)
+    /// (or the cluster refuses it), it closes the session ([`Session::lost`] fires with
+    /// [`LostReason::Closed`]), so no wait is left queued for a session that would not
+    /// know of its grant.
     pub async fn acquire(&self, name: &str, options: AcquireOptions) -> Result<Acquisition> {
         self.inner.acquire(name, options).await
     }

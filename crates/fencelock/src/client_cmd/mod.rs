@@ -499,8 +499,9 @@ async fn acquire(client: &Client, opts: &ClientOpts, args: &AcquireArgs) -> anyh
             println!("token:   {}", lease.token);
             println!("session: {}", lease.session_id);
             println!(
-                "expires: in {} at the earliest (the {} TTL counts from the request, so a \
-                 wait used part of it); the lock is released then, unless released earlier",
+                "held:    at least {} more (the {} TTL counts from the request, so a wait \
+                 used part of it, and a safety margin is kept); the cluster releases it when \
+                 the TTL runs out, unless released earlier",
                 humantime::format_duration(whole_millis(lease.remaining)),
                 humantime::format_duration(lease.ttl)
             );

@@ -126,8 +126,13 @@ impl Client {
 
     /// Take a lock with the session-less form: the server opens a one-lock session with
     /// `ttl` for a fresh client id and grants the lock to it. The session is *not* kept
-    /// alive: the lock lasts `ttl` unless released earlier with
-    /// [`Client::close_session`]. Retries reuse the client id, so they act once.
+    /// alive: the lock lasts until the session's TTL runs out, unless released earlier
+    /// with [`Client::close_session`]. Retries reuse the client id, so they act once.
+    ///
+    /// The server starts that TTL when it takes the request in, so a wait for the lock
+    /// uses it up. The client counts it as it counts a session's lease: from the first
+    /// send of the request, less the safety margin; [`LeaseLock::remaining`] is what was
+    /// left when the answer arrived.
     ///
     /// Returns `None` when the lock is taken and `options.wait` gave up
     /// ([`Wait::NoWait`] or a [`Wait::Timeout`] that passed).
@@ -135,7 +140,9 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::InvalidTtl`](crate::Error::InvalidTtl), [`Error::InvalidName`](crate::Error::InvalidName), [`Error::LimitReached`](crate::Error::LimitReached), or a
-    /// transient error once retries ran out.
+    /// transient error once retries ran out. [`Error::SessionLost`](crate::Error::SessionLost)
+    /// when the grant came after the lease ran out on the client's clock: nothing is left
+    /// of it to use, and the client ends the session.
     ///
     /// # Cancel safety
     ///
@@ -165,6 +172,10 @@ impl Client {
             waits: options.wait != Wait::NoWait,
             ..CallSpec::mutation(self.config())
         };
+        let clock = &self.config().clock;
+        // The lease counts from the first send: an earlier attempt whose answer was lost
+        // may have started it then, and a retry returns that same session.
+        let first_send = clock.now();
         let answer = self
             .transport()
             .call(spec, |channel, _| {
@@ -172,16 +183,30 @@ impl Client {
                 async move { LocksClient::new(channel).acquire(request).await }
             })
             .await?;
-        Ok(match pb::AcquireOutcome::try_from(answer.outcome) {
-            Ok(pb::AcquireOutcome::Granted) => Some(LeaseLock {
-                name: name.to_string(),
-                token: FencingToken(answer.token),
-                session_id: SessionId(answer.session_id),
-                ttl: Duration::from_millis(answer.ttl_ms),
-                client_id,
-            }),
-            _ => None,
-        })
+        if pb::AcquireOutcome::try_from(answer.outcome) != Ok(pb::AcquireOutcome::Granted) {
+            return Ok(None);
+        }
+        let session_id = SessionId(answer.session_id);
+        let ttl = Duration::from_millis(answer.ttl_ms);
+        let deadline = first_send + ttl - self.config().safety_margin(ttl);
+        let remaining = deadline.saturating_duration_since(clock.now());
+        if remaining.is_zero() {
+            // Granted after the lease ran out on this clock: the server may end it at
+            // any moment, so it is given back rather than handed out.
+            if let Err(error) = self.close_session(session_id).await {
+                tracing::debug!(session = %session_id, %error, "closing a late grant");
+            }
+            return Err(crate::Error::SessionLost(crate::LostReason::LeaseExpired));
+        }
+        Ok(Some(LeaseLock {
+            name: name.to_string(),
+            token: FencingToken(answer.token),
+            session_id,
+            ttl,
+            client_id,
+            remaining,
+            deadline: Instant::now() + remaining,
+        }))
     }
 
     /// End a session by id (e.g. one opened by [`Client::acquire_with_lease`]): its locks

@@ -1,8 +1,10 @@
 //! [`ClientBuilder`]: endpoints, timeouts, retries, backoff and lease accounting.
 
 use crate::Client;
+use crate::clock::LeaseClock;
 use crate::error::{Error, Result};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The settings a [`Client`] runs with (see [`ClientBuilder`] for each default).
@@ -17,6 +19,9 @@ pub(crate) struct Config {
     pub backoff_max: Duration,
     pub keepalive_safety_margin: Option<Duration>,
     pub keepalive_interval: Option<Duration>,
+    pub withdraw_deadline: Duration,
+    /// The clock leases are counted on (`crate::clock`).
+    pub clock: Arc<dyn LeaseClock>,
     pub tls: Option<Tls>,
     pub authorization: Option<Authorization>,
 }
@@ -122,6 +127,8 @@ impl ClientBuilder {
                 backoff_max: Duration::from_millis(160),
                 keepalive_safety_margin: None,
                 keepalive_interval: None,
+                withdraw_deadline: Duration::from_secs(60),
+                clock: crate::clock::system_clock(),
                 tls: None,
                 authorization: None,
             },
@@ -198,6 +205,25 @@ impl ClientBuilder {
     /// How often each session sends a keepalive (default a third of its TTL).
     pub fn keepalive_interval(mut self, interval: Duration) -> Self {
         self.config.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// How long the client keeps trying to withdraw a cancelled acquire (see
+    /// [`Session::acquire`](crate::Session::acquire), "Cancel safety") before it closes
+    /// the session instead (default 60 s). Until the withdrawal is settled the cluster
+    /// may still hold a wait of the session, and grant it; a session that cannot settle
+    /// it is ended, so no lock is ever held by a live session that does not know it.
+    pub fn withdraw_deadline(mut self, deadline: Duration) -> Self {
+        self.config.withdraw_deadline = deadline;
+        self
+    }
+
+    /// Test support: count leases on `clock` instead of the system's lease clock
+    /// (`CLOCK_BOOTTIME` on Linux), e.g. a [`ManualClock`](crate::ManualClock) that
+    /// stands still and then jumps, as a suspended machine's clock does.
+    #[cfg(feature = "test-support")]
+    pub fn lease_clock(mut self, clock: Arc<dyn LeaseClock>) -> Self {
+        self.config.clock = clock;
         self
     }
 

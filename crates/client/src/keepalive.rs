@@ -5,6 +5,8 @@
 //! session's keepalive every interval, matches answers to the keepalives they answer
 //! (the server answers a stream's keepalives in order), and moves each session's lease
 //! deadline to `send instant + ttl - safety margin` of the newest answered keepalive.
+//! Every instant here is read from the client's [`LeaseClock`], which keeps counting
+//! while the machine is suspended (`crate::clock`).
 //!
 //! Why counting from the *send* is safe: the leader renews a lease for `ttl` from when the
 //! keepalive *arrived*, which is after it was sent, and only after confirming with a
@@ -15,6 +17,7 @@
 //! slightly different rates.
 
 use crate::LostReason;
+use crate::clock::{LeaseClock, LeaseInstant};
 use crate::transport::Transport;
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::locks_client::LocksClient;
@@ -39,7 +42,7 @@ const STREAM_QUEUE: usize = 1_024;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LeaseStatus {
     /// The client-side lease ends here unless a newer keepalive is answered.
-    pub deadline: Instant,
+    pub deadline: LeaseInstant,
     /// Set once the session is lost; never cleared.
     pub lost: Option<LostReason>,
 }
@@ -52,7 +55,8 @@ pub(crate) struct LeaseState {
     pub interval: Duration,
     pub margin: Duration,
     status: watch::Sender<LeaseStatus>,
-    paused_until: Mutex<Option<Instant>>,
+    paused_until: Mutex<Option<LeaseInstant>>,
+    clock: Arc<dyn LeaseClock>,
 }
 
 impl LeaseState {
@@ -62,7 +66,8 @@ impl LeaseState {
         ttl: Duration,
         interval: Duration,
         margin: Duration,
-        sent: Instant,
+        sent: LeaseInstant,
+        clock: Arc<dyn LeaseClock>,
     ) -> LeaseState {
         assert!(margin < ttl, "the safety margin must be below the TTL");
         LeaseState {
@@ -76,12 +81,13 @@ impl LeaseState {
             })
             .0,
             paused_until: Mutex::new(None),
+            clock,
         }
     }
 
     /// A keepalive sent at `sent` was answered OK.
-    pub fn renewed(&self, sent: Instant) {
-        let now = Instant::now();
+    pub fn renewed(&self, sent: LeaseInstant) {
+        let now = self.clock.now();
         let new = sent + self.ttl - self.margin;
         self.status.send_if_modified(|status| {
             if status.lost.is_some() {
@@ -119,25 +125,50 @@ impl LeaseState {
         let status = *self.status.borrow();
         status
             .lost
-            .or_else(|| (Instant::now() >= status.deadline).then_some(LostReason::LeaseExpired))
+            .or_else(|| (self.clock.now() >= status.deadline).then_some(LostReason::LeaseExpired))
     }
 
     /// The current deadline.
-    pub fn deadline(&self) -> Instant {
+    pub fn deadline(&self) -> LeaseInstant {
         self.status.borrow().deadline
+    }
+
+    /// The time left until the deadline (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline().saturating_duration_since(self.clock.now())
+    }
+
+    /// The deadline as an `Instant`: now plus what is left on the lease clock. An
+    /// estimate for display and for comparing with other `Instant`s; a suspend makes it
+    /// late (`Instant` stops counting then), which is why the lease itself is not kept on it.
+    pub fn deadline_instant(&self) -> Instant {
+        let now = self.clock.now();
+        let deadline = self.deadline();
+        let instant = Instant::now();
+        if deadline >= now {
+            instant + deadline.saturating_duration_since(now)
+        } else {
+            let passed = now.saturating_duration_since(deadline);
+            instant.checked_sub(passed).unwrap_or(instant)
+        }
     }
 
     /// A future that resolves when the lease is lost.
     pub fn lost(&self) -> Lost {
-        Lost(wait_lost(self.status.subscribe()).boxed().shared())
+        Lost(
+            wait_lost(self.status.subscribe(), self.clock.clone())
+                .boxed()
+                .shared(),
+        )
     }
 
-    /// Stop sending keepalives until `until` (tests).
-    pub fn pause_until(&self, until: Instant) {
+    /// Stop sending keepalives for `duration` from now (tests).
+    pub fn pause_for(&self, duration: Duration) {
+        let until = self.clock.now() + duration;
         *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
     }
 
-    fn paused(&self, now: Instant) -> bool {
+    fn paused(&self, now: LeaseInstant) -> bool {
         self.paused_until
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -145,17 +176,20 @@ impl LeaseState {
     }
 }
 
-async fn wait_lost(mut status: watch::Receiver<LeaseStatus>) -> LostReason {
+async fn wait_lost(
+    mut status: watch::Receiver<LeaseStatus>,
+    clock: Arc<dyn LeaseClock>,
+) -> LostReason {
     loop {
         let current = *status.borrow_and_update();
         if let Some(reason) = current.lost {
             return reason;
         }
-        if Instant::now() >= current.deadline {
+        if clock.now() >= current.deadline {
             return LostReason::LeaseExpired;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(current.deadline.into()) => {}
+            () = clock.sleep_until(current.deadline) => {}
             changed = status.changed() => {
                 if changed.is_err() {
                     return status.borrow().lost.unwrap_or(LostReason::Closed);
@@ -168,8 +202,10 @@ async fn wait_lost(mut status: watch::Receiver<LeaseStatus>) -> LostReason {
 /// Resolves when a session is lost: its client-side lease ran out, the server said it no
 /// longer exists, or it was closed. Cloneable; every clone resolves with the same reason.
 ///
-/// It fires on the client's own clock at the lease deadline, independently of the
-/// keepalive task, so a stalled network or server cannot delay it.
+/// It fires on the client's own lease clock at the lease deadline, independently of the
+/// keepalive task, so a stalled network or server cannot delay it; after a suspend that
+/// passed the deadline it fires on waking (within a quarter of a second), before any
+/// keepalive answer can renew the lease.
 #[derive(Clone)]
 #[must_use = "a future does nothing unless awaited"]
 pub struct Lost(Shared<BoxFuture<'static, LostReason>>);
@@ -198,9 +234,9 @@ pub(crate) enum Command {
 
 struct Entry {
     lease: Arc<LeaseState>,
-    next_send: Instant,
+    next_send: LeaseInstant,
     /// Send instants of keepalives not answered yet, oldest first.
-    in_flight: VecDeque<Instant>,
+    in_flight: VecDeque<LeaseInstant>,
 }
 
 struct Conn {
@@ -246,11 +282,12 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
     let mut sessions: HashMap<u64, Entry> = HashMap::new();
     let mut conn: Option<Conn> = None;
     let mut connecting: Option<Connecting> = None;
-    let mut reconnect_at = Instant::now();
+    let clock = transport.config.clock.clone();
+    let mut reconnect_at = clock.now();
     let mut backoff = transport.config.backoff_initial;
     let mut leader = transport.leader_watch();
     loop {
-        let now = Instant::now();
+        let now = clock.now();
         // Lost sessions leave; a passed deadline makes a session lost.
         sessions.retain(|_, entry| match entry.lease.lost_reason() {
             Some(reason) => {
@@ -317,6 +354,13 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
             wake = wake.min(reconnect_at);
         }
 
+        // With no session there is nothing to time (and the real clock's naps would
+        // wake this task for nothing).
+        let timer = if sessions.is_empty() {
+            std::future::pending().boxed()
+        } else {
+            clock.sleep_until(wake)
+        };
         let event = tokio::select! {
             command = commands.recv() => Wake::Command(command),
             answer = next_answer(&mut conn) => Wake::Answer(answer),
@@ -325,9 +369,9 @@ pub(crate) async fn run(transport: Arc<Transport>, mut commands: mpsc::Unbounded
                 if changed.is_err() { return; }
                 Wake::LeaderChanged
             }
-            _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
+            () = timer => Wake::Timer,
         };
-        let now = Instant::now();
+        let now = clock.now();
         match event {
             Wake::Command(None) => return,
             Wake::Command(Some(Command::Register(lease))) => {
@@ -443,5 +487,72 @@ async fn poll_connecting(connecting: &mut Option<Connecting>) -> (String, Result
     match connecting {
         Some(future) => future.await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const TTL: Duration = Duration::from_secs(10);
+    const MARGIN: Duration = Duration::from_secs(1);
+
+    fn lease(clock: &Arc<ManualClock>) -> Arc<LeaseState> {
+        let interval = Duration::from_secs(3);
+        Arc::new(LeaseState::new(
+            1,
+            TTL,
+            interval,
+            MARGIN,
+            clock.now(),
+            clock.clone(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_counts_from_the_send_on_the_lease_clock() {
+        let clock = ManualClock::new(Duration::from_secs(1_000));
+        let lease = lease(&clock);
+        let opened = clock.now();
+        assert_eq!(lease.deadline(), opened + TTL - MARGIN);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent = clock.now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        lease.renewed(sent);
+        assert_eq!(lease.deadline(), sent + TTL - MARGIN);
+        assert_eq!(lease.remaining(), TTL - MARGIN - Duration::from_secs(1));
+        assert_eq!(lease.lost_reason(), None);
+    }
+
+    /// The machine sleeps past the TTL: tokio's timers (like `CLOCK_MONOTONIC`) stand
+    /// still, the lease clock jumps. `lost()` fires on waking, and the late answer to a
+    /// keepalive sent before the suspend does not bring the lease back.
+    #[tokio::test(start_paused = true)]
+    async fn a_suspend_past_the_ttl_loses_the_lease_on_waking_before_any_renewal() {
+        let clock = ManualClock::new(Duration::from_secs(1_000));
+        let lease = lease(&clock);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let sent = clock.now();
+        let lost = tokio::spawn(lease.lost());
+        tokio::task::yield_now().await;
+        assert!(!lost.is_finished());
+
+        clock.advance(Duration::from_secs(60));
+        // Paused tokio time moves only when every task is idle: a lease counted on
+        // tokio's clock would still have 6 s left and hit the 1 ms timeout first.
+        let reason = tokio::time::timeout(Duration::from_millis(1), lost)
+            .await
+            .expect("lost() fires on waking")
+            .unwrap();
+        assert_eq!(reason, LostReason::LeaseExpired);
+        assert_eq!(lease.lost_reason(), Some(LostReason::LeaseExpired));
+
+        lease.renewed(sent);
+        assert_eq!(lease.lost_reason(), Some(LostReason::LeaseExpired));
+        assert!(lease.remaining().is_zero());
+        // Even a renewal counted from after the suspend: a lost session stays lost.
+        lease.renewed(clock.now());
+        assert_eq!(lease.lost_reason(), Some(LostReason::LeaseExpired));
     }
 }

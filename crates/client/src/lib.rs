@@ -98,6 +98,7 @@
 
 mod auth;
 mod client;
+mod clock;
 mod config;
 pub mod election;
 mod error;
@@ -110,6 +111,8 @@ mod watch;
 
 pub use auth::{AuthStatus, Rights};
 pub use client::Client;
+#[cfg(feature = "test-support")]
+pub use clock::{LeaseClock, LeaseInstant, ManualClock};
 pub use config::ClientBuilder;
 pub use error::{Error, Result};
 pub use keepalive::Lost;

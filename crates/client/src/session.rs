@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// How many times a withdrawn wait is re-checked before giving up.
-const WITHDRAW_ATTEMPTS: u32 = 10;
 /// How many times an acquire restarts after the server cancelled its wait early.
 const EARLY_CANCEL_RESTARTS: u32 = 3;
 
@@ -178,7 +176,8 @@ impl Session {
         };
         // The lease counts from the first send: a lost answer to an earlier attempt may
         // have opened the session then, and a retry returns that same session.
-        let first_send = Instant::now();
+        let clock = config.clock.clone();
+        let first_send = clock.now();
         let answer = client
             .transport()
             .call(CallSpec::mutation(&config), |channel, _| {
@@ -194,6 +193,7 @@ impl Session {
             interval,
             margin,
             first_send,
+            clock,
         ));
         let inner = Arc::new(SessionInner {
             client: client.clone(),
@@ -241,9 +241,18 @@ impl Session {
         self.inner.lease.lost_reason().is_some()
     }
 
-    /// When the client-side lease runs out unless a newer keepalive is answered.
+    /// When the client-side lease runs out unless a newer keepalive is answered, as an
+    /// `Instant`: now plus [`Session::lease_remaining`]. The lease itself is counted on a
+    /// clock that keeps running while the machine is suspended, which `Instant` does not
+    /// (on Linux); [`Session::lost`] and [`Session::is_lost`] decide on that clock.
     pub fn lease_deadline(&self) -> Instant {
-        self.inner.lease.deadline()
+        self.inner.lease.deadline_instant()
+    }
+
+    /// How long the client-side lease has left unless a newer keepalive is answered
+    /// (zero once it ran out).
+    pub fn lease_remaining(&self) -> Duration {
+        self.inner.lease.remaining()
     }
 
     /// A future that resolves, with the reason, when the session is lost. Cloneable and
@@ -346,7 +355,12 @@ impl Session {
     /// machine's decision, grant or cancel), or a cancelled wait (nothing to do). A later
     /// acquire of the same name on this session waits for that task, so it never sees
     /// the old wait as "already queued". A future dropped before its first attempt was
-    /// sent needs no cleanup.
+    /// sent needs no cleanup. The task retries until the withdrawal is settled or the
+    /// session ends; if it cannot settle it within
+    /// [`ClientBuilder::withdraw_deadline`](crate::ClientBuilder::withdraw_deadline)
+    /// (or the cluster refuses it), it closes the session ([`Session::lost`] fires with
+    /// [`LostReason::Closed`]), so no wait is left queued for a session that would not
+    /// know of its grant.
     pub async fn acquire(&self, name: &str, options: AcquireOptions) -> Result<Acquisition> {
         self.inner.acquire(name, options).await
     }
@@ -354,7 +368,7 @@ impl Session {
     /// Test support: stop sending keepalives for `duration` (the lease then runs out).
     #[doc(hidden)]
     pub fn pause_keepalive_for_test(&self, duration: Duration) {
-        self.inner.lease.pause_until(Instant::now() + duration);
+        self.inner.lease.pause_for(duration);
     }
 
     /// Test support: the seq the next request will use.
@@ -616,11 +630,42 @@ impl SessionInner {
 
     /// Settle an acquire whose future was dropped (see `Session::acquire`, "Cancel
     /// safety"): re-send the same request id with a 1 ms wait and release a grant.
+    ///
+    /// Until this settles, the cluster may hold a wait of this session that it grants
+    /// later, to a client that no longer knows it asked. So it is retried until it
+    /// settles or the session ends; when it cannot settle (the request is refused, or
+    /// the withdraw deadline passes) the session is closed instead: its waits and grants
+    /// end with it, and `lost()` tells the application.
     async fn withdraw(self: &Arc<Self>, name: &str, seq: u64, mode: LockMode) {
+        let deadline = self.client.config().withdraw_deadline;
+        let lost = self.lease.lost();
+        let settled = tokio::select! {
+            settled = tokio::time::timeout(deadline, self.settle_withdrawal(name, seq, mode)) => {
+                settled.unwrap_or(false)
+            }
+            // The session is gone, and with it every wait and grant it had.
+            _ = lost => true,
+        };
+        self.answered(seq);
+        if !settled {
+            tracing::warn!(
+                lock = name,
+                session = %self.id,
+                "cannot withdraw a cancelled acquire; closing the session"
+            );
+            if let Err(error) = self.close().await {
+                tracing::debug!(session = %self.id, %error, "close after a failed withdrawal");
+            }
+        }
+    }
+
+    /// Retries the withdrawal of `seq` until its outcome is known and nothing of it is
+    /// held; false when the cluster refused it.
+    async fn settle_withdrawal(self: &Arc<Self>, name: &str, seq: u64, mode: LockMode) -> bool {
         let config = self.client.config().clone();
         let transport = &self.client.inner.transport;
         let mut backoff = config.backoff_initial;
-        for _ in 0..WITHDRAW_ATTEMPTS {
+        let token = loop {
             let spec = CallSpec {
                 timeout: attempt_timeout(&config, Wait::Timeout(Duration::from_millis(1))),
                 ..CallSpec::mutation(&config)
@@ -640,29 +685,39 @@ impl SessionInner {
                 })
                 .await;
             match answer {
-                Ok(answer) => {
-                    self.answered(seq);
-                    if answer.outcome == pb::AcquireOutcome::Granted as i32 {
-                        tracing::debug!(
-                            lock = name,
-                            token = answer.token,
-                            "releasing a grant that raced a cancel"
-                        );
-                        let _ = self.release(name, FencingToken(answer.token)).await;
-                    }
-                    return;
+                Ok(answer) if answer.outcome == pb::AcquireOutcome::Granted as i32 => {
+                    break FencingToken(answer.token);
                 }
+                Ok(_) => return true,
                 Err(error) if error.is_transient() => {
                     tokio::time::sleep(transport.backoff(&mut backoff)).await;
                 }
+                Err(Error::SessionNotFound(_)) => {
+                    // The session is gone: nothing of it is held or queued.
+                    self.lease.mark_lost(LostReason::SessionNotFound);
+                    return true;
+                }
                 Err(error) => {
-                    // The session is gone (nothing held) or the request was refused.
-                    self.note(error);
-                    break;
+                    tracing::debug!(lock = name, %error, "withdrawal refused");
+                    return false;
+                }
+            }
+        };
+        tracing::debug!(lock = name, %token, "releasing a grant that raced a cancel");
+        self.answered(seq);
+        loop {
+            match self.release(name, token).await {
+                Ok(()) | Err(Error::NotHeld(_)) => return true,
+                Err(error) if error.is_transient() => {
+                    tokio::time::sleep(transport.backoff(&mut backoff)).await;
+                }
+                Err(Error::SessionNotFound(_)) => return true,
+                Err(error) => {
+                    tracing::debug!(lock = name, %error, "release of a raced grant refused");
+                    return false;
                 }
             }
         }
-        self.answered(seq);
     }
 
     /// Release the grant `token` of `name`.

@@ -2,7 +2,7 @@
 
 use fencelock_proto::v1 as pb;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A fencing token: strictly increasing per lock and unique across the cluster. Pass it
@@ -312,8 +312,17 @@ pub struct LeaseLock {
     pub token: FencingToken,
     /// The one-lock session; release with [`crate::Client::close_session`].
     pub session_id: SessionId,
-    /// The session's TTL.
+    /// The session's TTL, which the server counts from when it took the request in
+    /// (a wait for the lock uses it up): see [`LeaseLock::remaining`] for what is left.
     pub ttl: Duration,
     /// The client id the session was opened with.
     pub client_id: Uuid,
+    /// How long the lock is still held, at least, when the answer arrived: the TTL
+    /// counted on the client's lease clock from the first send of the request, less the
+    /// safety margin ([`crate::ClientBuilder::keepalive_safety_margin`]), as a session's
+    /// lease is. After a wait of `W` it is at most `ttl - W`.
+    pub remaining: Duration,
+    /// When [`LeaseLock::remaining`] runs out, as an `Instant` (which, unlike the lease
+    /// clock, stops while the machine is suspended).
+    pub deadline: Instant,
 }

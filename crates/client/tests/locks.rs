@@ -258,6 +258,7 @@ async fn acquire_with_lease_takes_a_session_less_lock() {
         .unwrap()
         .expect("granted");
     assert_eq!(lease.ttl, ttl);
+    assert!(lease.remaining > Duration::ZERO && lease.remaining < ttl);
     let lock = lock_info(&client, "lease/a").await.unwrap();
     assert_eq!(lock.holders[0].session_id, lease.session_id);
     assert_eq!(lock.holders[0].token, lease.token);
@@ -275,5 +276,50 @@ async fn acquire_with_lease_takes_a_session_less_lock() {
     );
     client.close_session(lease.session_id).await.unwrap();
     assert!(lock_info(&client, "lease/a").await.is_none());
+    cluster.shutdown().await;
+}
+
+/// The server starts a session-less lock's TTL when it takes the request in, so a wait
+/// of W uses W of it: the client reports at most TTL - W, counted from its first send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_with_lease_reports_what_the_wait_left_of_the_ttl() {
+    let cluster = TestCluster::start(1).await;
+    let client = connect(&cluster).await;
+    let holder = client.session(Duration::from_secs(30)).await.unwrap();
+    let guard = holder.lock("lease/waited").await.unwrap();
+    let ttl = Duration::from_secs(10);
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .acquire_with_lease("lease/waited", ttl, AcquireOptions::default())
+                .await
+        }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the session-less acquire queued",
+        || async {
+            lock_info(&client, "lease/waited")
+                .await
+                .is_some_and(|lock| !lock.waiters.is_empty())
+        },
+    )
+    .await;
+    // The request was sent before it queued: it has waited at least W when granted.
+    let waited = Duration::from_secs(2);
+    tokio::time::sleep(waited).await;
+    guard.release().await.unwrap();
+    let lease = waiting.await.unwrap().unwrap().expect("granted");
+    assert_eq!(lease.ttl, ttl);
+    assert!(
+        lease.remaining <= ttl - waited,
+        "reported {:?} after a wait of {waited:?} on a TTL of {ttl:?}",
+        lease.remaining
+    );
+    assert!(lease.remaining > Duration::ZERO);
+    assert!(lease.deadline <= Instant::now() + ttl - waited);
+    client.close_session(lease.session_id).await.unwrap();
+    holder.close().await.unwrap();
     cluster.shutdown().await;
 }

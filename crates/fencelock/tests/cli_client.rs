@@ -36,6 +36,9 @@ async fn acquire_verify_describe_list_release_in_json() {
     assert_eq!(acquired["name"], "jobs/report");
     assert_eq!(acquired["mode"], "exclusive");
     assert_eq!(acquired["ttl_ms"], 30_000);
+    // Counted from the request, less the 3 s safety margin.
+    let remaining = acquired["remaining_ms"].as_u64().expect("remaining_ms");
+    assert!(remaining > 0 && remaining <= 27_000, "{remaining}");
     let (t, s) = (token.to_string(), session.to_string());
 
     let verified = fencelock(

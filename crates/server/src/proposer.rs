@@ -11,7 +11,8 @@
 //! cost less CPU per command; a lock hand-off is one entry either way (the next holder's
 //! release carries the former holder's re-acquire, below). A node with cores to spare may
 //! do better with 2. Entries are submitted to Raft in the order their batches were
-//! packed. The proposer task takes a slot only once it has work, so a write that finds
+//! packed (with 2 or more in flight, an idle-path entry that carries held-back commands
+//! is submitted by a task of its own, and may go after one packed just after it). The proposer task takes a slot only once it has work, so a write that finds
 //! nothing queued and a slot free goes to Raft from its caller's task.
 //!
 //! An acquire that will queue behind a holder (the caller says so: see
@@ -218,22 +219,34 @@ impl Proposer {
     ///
     /// # Cancel safety
     /// Dropping the future does not withdraw the command: it may still be applied. A
-    /// caller on the idle path that gives up frees its pipeline slot at once, while its
-    /// entry may still be in flight.
+    /// lone caller on the idle path that gives up frees its pipeline slot at once, while
+    /// its entry may still be in flight. Held-back commands that ride in its entry are
+    /// answered whether or not it stays: that entry is submitted and awaited by a task.
     pub async fn propose(&self, command: Command) -> ProposeResult {
         if self.queue.capacity() == self.queue.max_capacity()
             && let Ok(slot) = Arc::clone(&self.writer.inflight).try_acquire_owned()
         {
             // Held-back acquires ride along, ahead of this command (they came first).
-            let (mut commands, replies) = unzip(self.held.take(usize::MAX));
-            commands.push(command);
-            let mut results = self.writer.submit(commands).await.await;
-            drop(slot);
-            let own = results
-                .pop()
-                .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())));
-            answer(replies, results);
-            return own;
+            let riders = self.held.take(usize::MAX);
+            if riders.is_empty() {
+                let mut results = self.writer.submit(vec![command]).await.await;
+                drop(slot);
+                return results
+                    .pop()
+                    .unwrap_or_else(|| Err(ProposeError::Unavailable("missing result".into())));
+            }
+            // Their answers must not depend on this caller: its RPC may be cancelled
+            // (the future dropped) while the entry commits, and the riders would be told
+            // nothing. A task of its own submits the entry and answers everyone.
+            let (own, result) = Pending::new(command);
+            let (commands, replies) = unzip(riders.into_iter().chain([own]).collect());
+            let writer = Arc::clone(&self.writer);
+            tokio::spawn(async move {
+                let results = writer.submit(commands).await.await;
+                drop(slot);
+                answer(replies, results);
+            });
+            return result.await.unwrap_or(Err(ProposeError::ShuttingDown));
         }
         let (pending, result) = Pending::new(command);
         match self.queue.try_send(pending) {
@@ -400,5 +413,83 @@ fn classify(error: ClientWriteError<NodeId, crate::raft::PeerNode>) -> ProposeEr
             }
         }
         ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestCluster, fast};
+    use fencelock_core::ClientId;
+
+    fn open(client: u128) -> Command {
+        Command::OpenSession {
+            client_id: ClientId(client),
+            ttl_ms: 60_000,
+        }
+    }
+
+    /// A held-back command rides in the entry of a caller whose future is dropped right
+    /// after submitting (its RPC was cancelled): the rider still gets its answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rider_is_answered_when_the_carrying_caller_goes_away() {
+        let cluster = TestCluster::start_with(1, |config| {
+            fast(config);
+            // Long enough that the proposer task does not propose the rider itself.
+            config.waiting_acquire_delay = Duration::from_secs(1);
+        })
+        .await;
+        let leader = cluster.leader().await;
+        let proposer = cluster.running(leader).node().proposer.clone();
+        // The idle path is free: an ordinary write goes through.
+        assert!(matches!(proposer.propose(open(1)).await, Ok(Ok(_))));
+
+        let rider = tokio::spawn({
+            let proposer = proposer.clone();
+            async move { proposer.propose_waiting(open(2)).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Held back, and the idle path free (no background write of the node in flight).
+        while proposer.held.pending.lock().unwrap().is_empty()
+            || proposer.writer.inflight.available_permits() == 0
+            || proposer.queue.capacity() != proposer.queue.max_capacity()
+        {
+            assert!(Instant::now() < deadline, "the command was never held back");
+            tokio::task::yield_now().await;
+        }
+        // Hold the applied state's lock so the entry cannot be applied (and answered)
+        // while its caller is still there.
+        let (locked, unlock) = {
+            let (locked_tx, locked) = std::sync::mpsc::channel();
+            let (unlock, unlock_rx) = std::sync::mpsc::channel::<()>();
+            let shared = Arc::clone(&cluster.running(leader).node().shared);
+            std::thread::spawn(move || {
+                shared.read(|_| {
+                    let _ = locked_tx.send(());
+                    let _ = unlock_rx.recv();
+                });
+            });
+            (locked, unlock)
+        };
+        locked.recv().expect("the applied state is locked");
+        // One poll takes the rider along and submits; then the caller is gone.
+        let carrier = proposer.propose(open(3));
+        let polled = tokio::time::timeout(Duration::ZERO, carrier).await;
+        assert!(polled.is_err(), "the entry cannot have been answered yet");
+        assert!(
+            proposer.held.pending.lock().unwrap().is_empty(),
+            "taken along"
+        );
+        drop(unlock);
+
+        let answer = tokio::time::timeout(Duration::from_secs(30), rider)
+            .await
+            .expect("the rider is answered")
+            .expect("the rider's task");
+        assert!(
+            matches!(answer, Ok(Ok(Response::SessionOpened { .. }))),
+            "{answer:?}"
+        );
+        cluster.shutdown().await;
     }
 }

@@ -156,7 +156,9 @@ pub struct AcquireArgs {
     /// The lock's name.
     pub name: String,
     /// How long the lock lives: the server opens a one-lock session with this TTL that
-    /// nobody keeps alive (release it earlier with `fencelock release`).
+    /// nobody keeps alive (release it earlier with `fencelock release`). The TTL counts
+    /// from the request, so a wait for the lock uses part of it; the output says what
+    /// is left.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub ttl: Duration,
     /// Take a shared (read) lock instead of an exclusive one.
@@ -433,6 +435,11 @@ fn wait_text(wait: Wait) -> String {
     }
 }
 
+/// `duration` rounded down to whole milliseconds, for display.
+fn whole_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
 async fn acquire(client: &Client, opts: &ClientOpts, args: &AcquireArgs) -> anyhow::Result<()> {
     let wait = args.wait.to_wait();
     let options = AcquireOptions {
@@ -481,6 +488,7 @@ async fn acquire(client: &Client, opts: &ClientOpts, args: &AcquireArgs) -> anyh
                 "token": lease.token.0,
                 "session": lease.session_id.0,
                 "ttl_ms": u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX),
+                "remaining_ms": u64::try_from(lease.remaining.as_millis()).unwrap_or(u64::MAX),
                 "mode": output::mode_name(mode_of(args.shared)),
                 "client_id": lease.client_id.to_string(),
             }),
@@ -491,7 +499,10 @@ async fn acquire(client: &Client, opts: &ClientOpts, args: &AcquireArgs) -> anyh
             println!("token:   {}", lease.token);
             println!("session: {}", lease.session_id);
             println!(
-                "ttl:     {} (the lock is released then, unless released earlier)",
+                "held:    at least {} more (the {} TTL counts from the request, so a wait \
+                 used part of it, and a safety margin is kept); the cluster releases it when \
+                 the TTL runs out, unless released earlier",
+                humantime::format_duration(whole_millis(lease.remaining)),
                 humantime::format_duration(lease.ttl)
             );
             println!(

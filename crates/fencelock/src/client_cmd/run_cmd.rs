@@ -11,7 +11,8 @@
 //!    `FENCELOCK_ENDPOINTS` in its environment. SIGINT, SIGTERM and SIGHUP sent to
 //!    fencelock are forwarded to CMD.
 //! 3. If the session is lost while CMD runs ([`fencelock_client::Session::lost`]: the
-//!    lease ran out on the client's clock, which is before the server can expire it),
+//!    lease ran out on the client's lease clock, which is before the server can expire
+//!    it, and which counts a suspend of the machine, so CMD is stopped on waking),
 //!    CMD gets SIGTERM, then SIGKILL after `--kill-after`, the reason goes to stderr, and
 //!    fencelock exits 5.
 //! 4. On every exit path the lock is released and the session closed (a lost session is

@@ -2,10 +2,23 @@
 //! replica (and every future leader) agrees on who may do what.
 //!
 //! The state machine stays pure: it stores password hashes (PHC strings computed by the
-//! server before it proposes) and bearer-token hashes, never secrets, and it decides
-//! nothing about credentials. The server verifies credentials and asks [`State::permits`]
-//! before it proposes or reads. The one check made here is session ownership at open
-//! ([`Command::Owned`]): a client id that names another user's live session is refused.
+//! server before it proposes) and bearer-token hashes, never secrets, and it verifies no
+//! password. The server verifies the credentials of a call and proposes the command inside
+//! [`Command::Authorized`] with a [`Caller`]: the user and a reference to the credential
+//! it verified (the bearer token's hash, or a [`password_fingerprint`] of the stored
+//! password hash). `apply` is the judge ([`State::authorize_command`]): against the state
+//! of the entry being applied, it refuses a caller whose user was removed, whose token
+//! was revoked or whose password changed since the check, a right missing on the lock,
+//! a session of another user, and an unauthenticated caller once auth is on. The same
+//! rules answer the server's early checks and its checks after a read barrier
+//! ([`State::authorize`]).
+//!
+//! Session ownership: a session opened by an authenticated user is that user's. A session
+//! opened while auth was off has no owner, and once auth is on only a superuser may use
+//! it (keepalives included), so a client id learned by someone else claims nothing.
+//! Removing a user drops its ownerships: its sessions become ownerless (usable by a
+//! superuser only, so they end when their leases run out) and a user re-created with the
+//! same name inherits none of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -197,6 +210,119 @@ pub enum AuthError {
     /// `Owned` wraps only `OpenSession` and `AcquireWithLease`.
     #[error("only OpenSession and AcquireWithLease can carry an owner")]
     NotOwnable,
+    /// Auth is on and the command came without credentials (it was checked while auth
+    /// was off).
+    #[error("authentication is required")]
+    AuthRequired,
+    /// The credential the caller was checked with is no longer valid: the user was
+    /// removed, the bearer token revoked, or the password changed.
+    #[error("the credentials of user {0:?} are no longer valid (user removed, token revoked or password changed)")]
+    CredentialRevoked(String),
+    /// The user lacks a right on a lock.
+    #[error("user {user:?} lacks the {right} right on lock {name:?}")]
+    PermissionDenied {
+        /// The user.
+        user: String,
+        /// The lock (or prefix).
+        name: String,
+        /// The right missing.
+        right: Right,
+    },
+    /// Only root (or a user with `admin` on every lock) may do this.
+    #[error("user {0:?} is not root (nor admin on every lock)")]
+    SuperuserRequired(String),
+}
+
+impl AuthError {
+    /// Whether the caller is not (or no longer) authenticated, as opposed to
+    /// authenticated but not allowed.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, AuthError::AuthRequired | AuthError::CredentialRevoked(_))
+    }
+
+    /// Whether the caller is authenticated but not allowed.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(
+            self,
+            AuthError::NotSessionOwner(_)
+                | AuthError::PermissionDenied { .. }
+                | AuthError::SuperuserRequired(_)
+        )
+    }
+}
+
+impl std::fmt::Display for Right {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Right::Acquire => "acquire",
+            Right::Release => "release",
+            Right::Read => "read",
+            Right::Admin => "admin",
+        })
+    }
+}
+
+/// Who sent a command, as the API authenticated it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Caller {
+    /// Auth was off when the API looked: no credentials. Refused once auth is on.
+    Anyone,
+    /// An authenticated user, with the credential that was verified.
+    User {
+        /// The user's name.
+        name: String,
+        /// The credential the API verified.
+        credential: Credential,
+    },
+}
+
+impl Caller {
+    /// The user's name ("" for [`Caller::Anyone`]).
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Anyone => "",
+            Caller::User { name, .. } => name,
+        }
+    }
+}
+
+/// A reference to a verified credential, enough for `apply` to tell whether it is still
+/// the one in force.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Credential {
+    /// A bearer token, by its hash (as registered with [`AuthCommand::TokenAdd`]).
+    Token(String),
+    /// A password, verified against the stored hash whose [`password_fingerprint`] this
+    /// is: a changed password (a new hash, with a new salt) no longer matches.
+    Password(u64),
+}
+
+/// A short, deterministic fingerprint of a stored password hash (64-bit FNV-1a of the PHC
+/// string), carried by commands instead of the whole hash. Not a security boundary: the
+/// password was verified by the server; this only tells whether the hash it was verified
+/// against is still the stored one (a new hash has a fresh random salt).
+pub fn password_fingerprint(password_hash: &str) -> u64 {
+    password_hash
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// What a caller wants to do, for [`State::authorize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// Nothing beyond being authenticated (e.g. open a session).
+    Authenticated,
+    /// A right on a lock (or, for reads of many locks, on a prefix).
+    Lock(&'a str, Right),
+    /// Act on a session (keepalive, close, acquire or release in it), optionally about
+    /// one lock: its owner may; another user needs `admin` on that lock (on every lock
+    /// when there is none); a session with no owner is a superuser's only. A session that
+    /// is not live is no one's secret: allowed (the command itself then fails).
+    Session(SessionId, Option<&'a str>),
+    /// Root, or `admin` on every lock.
+    Superuser,
 }
 
 /// The auth part of the replicated state.
@@ -238,7 +364,194 @@ impl State {
     /// Applies an [`AuthCommand`].
     pub(crate) fn apply_auth(&mut self, command: AuthCommand) -> Result<Response, Error> {
         self.auth.apply(command).map_err(Error::Auth)?;
+        self.auth_revision += 1;
         Ok(Response::AuthDone)
+    }
+
+    /// The number of auth commands that took effect so far. It changes whenever users,
+    /// roles, tokens or the on/off switch may have changed, so a long-lived stream
+    /// re-checks its caller when it moves.
+    pub fn auth_revision(&self) -> u64 {
+        self.auth_revision
+    }
+
+    /// Whether `caller` may do `access`, against this state. With auth off, everything is
+    /// allowed. With auth on, [`Caller::Anyone`] is refused, and a user must still exist
+    /// and its credential still be the one in force before its rights are looked at.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] with [`AuthError::AuthRequired`], [`AuthError::CredentialRevoked`],
+    /// [`AuthError::PermissionDenied`], [`AuthError::NotSessionOwner`] or
+    /// [`AuthError::SuperuserRequired`].
+    pub fn authorize(&self, caller: &Caller, access: Access<'_>) -> Result<(), Error> {
+        if !self.auth.enabled {
+            return Ok(());
+        }
+        let user = self.verify_caller(caller).map_err(Error::Auth)?;
+        self.check_access(user, access).map_err(Error::Auth)
+    }
+
+    /// The user of `caller` if its credential is the one in force.
+    fn verify_caller<'c>(&self, caller: &'c Caller) -> Result<&'c str, AuthError> {
+        let Caller::User { name, credential } = caller else {
+            return Err(AuthError::AuthRequired);
+        };
+        let revoked = || AuthError::CredentialRevoked(name.clone());
+        let record = self.auth.users.get(name).ok_or_else(revoked)?;
+        let current = match credential {
+            Credential::Token(hash) => self.auth.tokens.get(hash) == Some(name),
+            Credential::Password(fingerprint) => {
+                !record.password_hash.is_empty()
+                    && password_fingerprint(&record.password_hash) == *fingerprint
+            }
+        };
+        if current { Ok(name) } else { Err(revoked()) }
+    }
+
+    fn check_access(&self, user: &str, access: Access<'_>) -> Result<(), AuthError> {
+        let superuser = || {
+            if self.is_superuser(user) {
+                Ok(())
+            } else {
+                Err(AuthError::SuperuserRequired(user.to_owned()))
+            }
+        };
+        match access {
+            Access::Authenticated => Ok(()),
+            Access::Lock(name, right) => {
+                if self.permits(user, name, right) {
+                    Ok(())
+                } else {
+                    Err(AuthError::PermissionDenied {
+                        user: user.to_owned(),
+                        name: name.to_owned(),
+                        right,
+                    })
+                }
+            }
+            Access::Session(session, name) => {
+                if !self.sessions.contains_key(&session) {
+                    return Ok(());
+                }
+                let allowed = match self.auth.session_owners.get(&session) {
+                    Some(owner) if owner == user => true,
+                    Some(_) => self.permits(user, name.unwrap_or(""), Right::Admin),
+                    None => self.is_superuser(user),
+                };
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(AuthError::NotSessionOwner(session))
+                }
+            }
+            Access::Superuser => superuser(),
+        }
+    }
+
+    /// Whether `caller` may have `command` applied, against this state: the judge of
+    /// [`Command::Authorized`]. What each command needs (with auth on):
+    ///
+    /// | command | needs |
+    /// |---|---|
+    /// | `OpenSession` | an authenticated user (a client id naming a live session that is not the user's is refused when applied, superusers excepted) |
+    /// | `AcquireWithLease` | `acquire` on the lock (and the same for its client id) |
+    /// | `Acquire` | `acquire` on the lock, and the session (see [`Access::Session`]) |
+    /// | `Release` | `release` on the lock, and the session |
+    /// | `CancelWait` | the session (about that lock) |
+    /// | `CloseSession` | the session |
+    /// | `ForceRelease` | `admin` on the lock |
+    /// | `RevokeSession`, `Auth` | a superuser (`UserPasswd` of one's own password: the user itself) |
+    /// | `Once` | what the command it wraps needs |
+    ///
+    /// # Errors
+    ///
+    /// As [`State::authorize`], and [`Error::BadWrapper`] for a command that cannot be
+    /// sent on behalf of a caller (`ExpireSessions`, `SetLimits`, `Owned`, `Authorized`).
+    pub fn authorize_command(&self, caller: &Caller, command: &Command) -> Result<(), Error> {
+        let accesses: Vec<Access<'_>> = match command {
+            Command::OpenSession { .. } => vec![Access::Authenticated],
+            Command::AcquireWithLease { name, .. } => vec![Access::Lock(name, Right::Acquire)],
+            Command::Acquire { session, name, .. } => vec![
+                Access::Lock(name, Right::Acquire),
+                Access::Session(*session, Some(name)),
+            ],
+            Command::Release { session, name, .. } => vec![
+                Access::Lock(name, Right::Release),
+                Access::Session(*session, Some(name)),
+            ],
+            Command::CancelWait { session, name } => vec![Access::Session(*session, Some(name))],
+            Command::CloseSession { session } => vec![Access::Session(*session, None)],
+            Command::ForceRelease { name } => vec![Access::Lock(name, Right::Admin)],
+            Command::Auth(AuthCommand::UserPasswd { name, .. }) if name == caller.name() => {
+                vec![Access::Authenticated]
+            }
+            Command::RevokeSession { .. } | Command::Auth(_) => vec![Access::Superuser],
+            Command::Once { command, .. } => {
+                check_once_wraps(command)?;
+                return self.authorize_command(caller, command);
+            }
+            Command::ExpireSessions { .. }
+            | Command::SetLimits(_)
+            | Command::Owned { .. }
+            | Command::Authorized { .. } => {
+                return Err(Error::BadWrapper(
+                    "the leader's own commands and wrappers carry no caller".to_owned(),
+                ));
+            }
+        };
+        accesses
+            .into_iter()
+            .try_for_each(|access| self.authorize(caller, access))
+    }
+
+    /// Applies [`Command::Authorized`]: refuses what the caller may not do, then applies
+    /// the command; a session it opens becomes the caller's.
+    pub(crate) fn apply_authorized(
+        &mut self,
+        caller: Caller,
+        command: Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        self.authorize_command(&caller, &command)?;
+        match (caller, command) {
+            (
+                Caller::User { name, .. },
+                command @ (Command::OpenSession { .. } | Command::AcquireWithLease { .. }),
+            ) => self.open_as_user(name, command, events),
+            (_, command) => self.apply(command, events),
+        }
+    }
+
+    /// `OpenSession` or `AcquireWithLease` by an authenticated user. A live session of the
+    /// same client id must be the user's own (a superuser may use any, without becoming
+    /// its owner); a session it creates is recorded as the user's.
+    fn open_as_user(
+        &mut self,
+        user: String,
+        command: Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        let client_id = match &command {
+            Command::OpenSession { client_id, .. }
+            | Command::AcquireWithLease { client_id, .. } => *client_id,
+            _ => return Err(Error::Auth(AuthError::NotOwnable)),
+        };
+        let existing = self.sessions_by_client.get(&client_id).copied();
+        if let Some(session) = existing
+            && self.auth.enabled
+            && self.session_owner(session) != Some(user.as_str())
+            && !self.is_superuser(&user)
+        {
+            return Err(Error::Auth(AuthError::NotSessionOwner(session)));
+        }
+        let response = self.apply(command, events)?;
+        if existing.is_none()
+            && let Some(&session) = self.sessions_by_client.get(&client_id)
+        {
+            self.auth.session_owners.insert(session, user);
+        }
+        Ok(response)
     }
 
     /// Applies `OpenSession` or `AcquireWithLease` on behalf of `owner`, recording the
@@ -281,6 +594,11 @@ impl State {
     /// Forgets the owner of an ended session.
     pub(crate) fn forget_session_owner(&mut self, session: SessionId) {
         self.auth.session_owners.remove(&session);
+    }
+
+    /// How many answers of session-less requests ([`Command::Once`]) are remembered.
+    pub fn remembered_requests(&self) -> usize {
+        self.recent_requests.answers.len()
     }
 
     /// Whether authentication and permission checks are on.
@@ -391,7 +709,82 @@ impl State {
         if self.auth.enabled && !self.auth.users.contains_key(ROOT_USER) {
             return Err("auth is on without a root user".to_owned());
         }
+        if let Some((session, owner)) = self
+            .auth
+            .session_owners
+            .iter()
+            .find(|(_, owner)| !self.auth.users.contains_key(*owner))
+        {
+            return Err(format!("session {session} is owned by the unknown user {owner:?}"));
+        }
+        let recent = &self.recent_requests;
+        if recent.answers.len() != recent.order.len()
+            || recent.order.iter().any(|id| !recent.answers.contains_key(id))
+        {
+            return Err("the remembered request answers and their order disagree".to_owned());
+        }
         Ok(())
+    }
+}
+
+/// `Once` wraps only the session-less mutations.
+fn check_once_wraps(command: &Command) -> Result<(), Error> {
+    match command {
+        Command::ForceRelease { .. } | Command::RevokeSession { .. } | Command::Auth(_) => Ok(()),
+        _ => Err(Error::BadWrapper(
+            "Once wraps only ForceRelease, RevokeSession and auth commands".to_owned(),
+        )),
+    }
+}
+
+impl State {
+    /// Applies [`Command::Once`]: a request id seen among the last `remember` gets its
+    /// first answer again; a new one is applied and its answer remembered (the oldest
+    /// remembered answer is forgotten beyond `remember`).
+    pub(crate) fn apply_once(
+        &mut self,
+        request: u128,
+        remember: u64,
+        command: Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        check_once_wraps(&command)?;
+        if remember == 0 || remember > crate::types::Once::MAX_REMEMBER {
+            return Err(Error::BadWrapper(format!(
+                "Once must remember 1..={} answers, not {remember}",
+                crate::types::Once::MAX_REMEMBER
+            )));
+        }
+        if let Some(answer) = self.recent_requests.answer(request) {
+            return answer.clone();
+        }
+        let answer = self.apply(command, events);
+        self.recent_requests
+            .remember(request, answer.clone(), remember);
+        answer
+    }
+}
+
+/// The answers of the last session-less requests ([`Command::Once`]), by request id, and
+/// their order of arrival for eviction (oldest first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecentRequests {
+    pub(crate) answers: BTreeMap<u128, Result<Response, Error>>,
+    pub(crate) order: std::collections::VecDeque<u128>,
+}
+
+impl RecentRequests {
+    fn answer(&self, request: u128) -> Option<&Result<Response, Error>> {
+        self.answers.get(&request)
+    }
+
+    fn remember(&mut self, request: u128, answer: Result<Response, Error>, keep: u64) {
+        self.answers.insert(request, answer);
+        self.order.push_back(request);
+        while crate::state::count(self.order.len()) > keep {
+            let oldest = self.order.pop_front().expect("longer than keep >= 1");
+            self.answers.remove(&oldest);
+        }
     }
 }
 
@@ -430,6 +823,8 @@ impl AuthState {
                 }
                 self.users.remove(&name);
                 self.tokens.retain(|_, user| *user != name);
+                // A user created later with this name inherits none of these sessions.
+                self.session_owners.retain(|_, owner| *owner != name);
             }
             AuthCommand::UserPasswd {
                 name,

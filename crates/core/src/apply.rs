@@ -118,7 +118,7 @@ impl State {
                 self.limits = limits;
                 Ok(Response::LimitsSet)
             }
-            Command::Auth(auth) => self.apply_auth(auth),
+            Command::Auth(auth) => self.apply_auth(auth, events),
             Command::Owned { owner, command } => self.apply_owned(owner, *command, events),
             Command::Authorized { caller, command } => {
                 self.apply_authorized(caller, *command, events)

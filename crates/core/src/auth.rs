@@ -362,9 +362,16 @@ fn check_auth_name(what: &str, name: &str, allow_empty: bool) -> Result<(), Auth
 
 impl State {
     /// Applies an [`AuthCommand`].
-    pub(crate) fn apply_auth(&mut self, command: AuthCommand) -> Result<Response, Error> {
+    pub(crate) fn apply_auth(
+        &mut self,
+        command: AuthCommand,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
         self.auth.apply(command).map_err(Error::Auth)?;
         self.auth_revision += 1;
+        events.push(Event::AuthChanged {
+            revision: self.auth_revision,
+        });
         Ok(Response::AuthDone)
     }
 
@@ -708,14 +715,6 @@ impl State {
         }
         if self.auth.enabled && !self.auth.users.contains_key(ROOT_USER) {
             return Err("auth is on without a root user".to_owned());
-        }
-        if let Some((session, owner)) = self
-            .auth
-            .session_owners
-            .iter()
-            .find(|(_, owner)| !self.auth.users.contains_key(*owner))
-        {
-            return Err(format!("session {session} is owned by the unknown user {owner:?}"));
         }
         let recent = &self.recent_requests;
         if recent.answers.len() != recent.order.len()

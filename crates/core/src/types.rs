@@ -457,6 +457,12 @@ pub enum Event {
         /// The waiting session.
         session: SessionId,
     },
+    /// An auth command took effect (users, roles, tokens or the switch changed): callers
+    /// checked before it are checked again.
+    AuthChanged {
+        /// The new [`State::auth_revision`](crate::State::auth_revision).
+        revision: u64,
+    },
 }
 
 /// Why a session ended.

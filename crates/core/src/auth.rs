@@ -726,9 +726,15 @@ impl State {
     }
 }
 
-/// `Once` wraps only the session-less mutations.
+/// `Once` wraps only the session-less mutations, bare or inside `Authorized` (then a retry
+/// gets the first answer even if the caller's rights changed since: it acted once, when
+/// it was allowed).
 fn check_once_wraps(command: &Command) -> Result<(), Error> {
-    match command {
+    let inner = match command {
+        Command::Authorized { command, .. } => command,
+        command => command,
+    };
+    match inner {
         Command::ForceRelease { .. } | Command::RevokeSession { .. } | Command::Auth(_) => Ok(()),
         _ => Err(Error::BadWrapper(
             "Once wraps only ForceRelease, RevokeSession and auth commands".to_owned(),

@@ -50,18 +50,20 @@ async fn set_up(cluster: &TestCluster) {
         auth.user_add(pb::UserAddRequest {
             name: name.into(),
             password: password.into(),
+            ..Default::default()
         })
         .await
         .expect("user add");
     }
     for (role, prefix) in [("jobs", "jobs/"), ("everything", "")] {
-        auth.role_add(pb::RoleAddRequest { name: role.into() })
+        auth.role_add(pb::RoleAddRequest { name: role.into(), ..Default::default() })
             .await
             .expect("role add");
         auth.role_grant(pb::RoleGrantRequest {
             role: role.into(),
             prefix: prefix.into(),
             rights: rights(true, true, true, false),
+            ..Default::default()
         })
         .await
         .expect("role grant");
@@ -70,6 +72,7 @@ async fn set_up(cluster: &TestCluster) {
         auth.user_grant_role(pb::UserGrantRoleRequest {
             user: user.into(),
             role: role.into(),
+            ..Default::default()
         })
         .await
         .expect("grant role");
@@ -265,6 +268,7 @@ async fn credentials_prefix_rights_and_session_ownership() {
             pb::UserAddRequest {
                 name: "eve".into(),
                 password: "x".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -315,7 +319,7 @@ async fn mint_token(
     root: &str,
     user: &str,
 ) -> String {
-    auth.token_create(as_user(root, pb::TokenCreateRequest { user: user.into() }))
+    auth.token_create(as_user(root, pb::TokenCreateRequest { user: user.into(), ..Default::default() }))
         .await
         .expect("token")
         .into_inner()
@@ -382,6 +386,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
             pb::UserRevokeRoleRequest {
                 user: "alice".into(),
                 role: "jobs".into(),
+                ..Default::default()
             },
         )
     };
@@ -410,6 +415,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         &bob,
         pb::RoleRemoveRequest {
             name: "everything".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -418,6 +424,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         &root,
         pb::RoleRemoveRequest {
             name: "everything".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -444,6 +451,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         pb::UserGrantRoleRequest {
             user: "alice".into(),
             role: "jobs".into(),
+            ..Default::default()
         },
     ))
     .await

@@ -216,7 +216,9 @@ pub enum AuthError {
     AuthRequired,
     /// The credential the caller was checked with is no longer valid: the user was
     /// removed, the bearer token revoked, or the password changed.
-    #[error("the credentials of user {0:?} are no longer valid (user removed, token revoked or password changed)")]
+    #[error(
+        "the credentials of user {0:?} are no longer valid (user removed, token revoked or password changed)"
+    )]
     CredentialRevoked(String),
     /// The user lacks a right on a lock.
     #[error("user {user:?} lacks the {right} right on lock {name:?}")]
@@ -237,7 +239,10 @@ impl AuthError {
     /// Whether the caller is not (or no longer) authenticated, as opposed to
     /// authenticated but not allowed.
     pub fn is_unauthenticated(&self) -> bool {
-        matches!(self, AuthError::AuthRequired | AuthError::CredentialRevoked(_))
+        matches!(
+            self,
+            AuthError::AuthRequired | AuthError::CredentialRevoked(_)
+        )
     }
 
     /// Whether the caller is authenticated but not allowed.
@@ -718,7 +723,10 @@ impl State {
         }
         let recent = &self.recent_requests;
         if recent.answers.len() != recent.order.len()
-            || recent.order.iter().any(|id| !recent.answers.contains_key(id))
+            || recent
+                .order
+                .iter()
+                .any(|id| !recent.answers.contains_key(id))
         {
             return Err("the remembered request answers and their order disagree".to_owned());
         }
@@ -1215,6 +1223,562 @@ mod tests {
             .unwrap();
         assert_eq!(state.session_owner(leased), None);
         state.check_invariants().unwrap();
+    }
+
+    /// root, alice (acquire/release/read on "jobs/"), bob (acquire/release/read on
+    /// everything), carol (admin on "jobs/"); a token for alice; auth on.
+    fn cluster_with_users() -> State {
+        let mut state = State::default();
+        for user in [ROOT_USER, "alice", "bob", "carol"] {
+            add_user(&mut state, user);
+        }
+        for (role, prefix, granted) in [
+            ("jobs", "jobs/", rights(true, true, true, false)),
+            ("all", "", rights(true, true, true, false)),
+            ("jobs-admin", "jobs/", rights(false, false, false, true)),
+        ] {
+            run(&mut state, AuthCommand::RoleAdd { name: role.into() }).unwrap();
+            run(
+                &mut state,
+                AuthCommand::RoleGrant {
+                    role: role.into(),
+                    prefix: prefix.into(),
+                    rights: granted,
+                },
+            )
+            .unwrap();
+        }
+        for (user, role) in [("alice", "jobs"), ("bob", "all"), ("carol", "jobs-admin")] {
+            run(
+                &mut state,
+                AuthCommand::UserGrantRole {
+                    user: user.into(),
+                    role: role.into(),
+                },
+            )
+            .unwrap();
+        }
+        run(
+            &mut state,
+            AuthCommand::TokenAdd {
+                token_hash: "alice-token".into(),
+                user: "alice".into(),
+            },
+        )
+        .unwrap();
+        run(&mut state, AuthCommand::Enable).unwrap();
+        state
+    }
+
+    /// `user` with the password credential the server would attach now.
+    fn with_password(state: &State, user: &str) -> Caller {
+        Caller::User {
+            name: user.into(),
+            credential: Credential::Password(password_fingerprint(
+                state.password_hash(user).unwrap(),
+            )),
+        }
+    }
+
+    fn as_caller(caller: &Caller, command: Command) -> Command {
+        Command::Authorized {
+            caller: caller.clone(),
+            command: Box::new(command),
+        }
+    }
+
+    fn open_as(state: &mut State, caller: &Caller, client: u128) -> SessionId {
+        let open = Command::OpenSession {
+            client_id: ClientId(client),
+            ttl_ms: 10_000,
+        };
+        match state.apply(as_caller(caller, open), &mut Vec::new()) {
+            Ok(Response::SessionOpened { session, .. }) => session,
+            other => panic!("open: {other:?}"),
+        }
+    }
+
+    fn acquire(session: SessionId, seq: u64, name: &str) -> Command {
+        Command::Acquire {
+            session,
+            request: crate::types::RequestId {
+                seq,
+                first_unanswered_seq: 1,
+            },
+            name: name.into(),
+            mode: LockMode::Exclusive,
+            wait: WaitPolicy::Queue,
+            value: Vec::new(),
+        }
+    }
+
+    fn auth_error(result: Result<Response, Error>) -> AuthError {
+        match result {
+            Err(Error::Auth(error)) => error,
+            other => panic!("expected an auth refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn apply_refuses_callers_whose_credential_is_no_longer_in_force() {
+        let mut state = cluster_with_users();
+        let mut events = Vec::new();
+        let alice = with_password(&state, "alice");
+        let alice_token = Caller::User {
+            name: "alice".into(),
+            credential: Credential::Token("alice-token".into()),
+        };
+        let session = open_as(&mut state, &alice, 1);
+        let grant = state.apply(
+            as_caller(&alice_token, acquire(session, 1, "jobs/a")),
+            &mut events,
+        );
+        assert!(matches!(grant, Ok(Response::Granted { .. })), "{grant:?}");
+
+        // Auth on: a command checked while it was off (no caller) is refused.
+        let anyone = state.apply(
+            as_caller(&Caller::Anyone, acquire(session, 2, "jobs/b")),
+            &mut events,
+        );
+        assert_eq!(auth_error(anyone), AuthError::AuthRequired);
+
+        // The token revoked in an earlier entry: refused, though the proposer saw it valid.
+        run(
+            &mut state,
+            AuthCommand::TokenRemove {
+                token_hash: "alice-token".into(),
+            },
+        )
+        .unwrap();
+        let revoked = state.apply(
+            as_caller(&alice_token, acquire(session, 3, "jobs/c")),
+            &mut events,
+        );
+        assert!(auth_error(revoked).is_unauthenticated());
+        // A token that never existed, for an existing user: refused as well.
+        let forged = Caller::User {
+            name: "alice".into(),
+            credential: Credential::Token("made-up".into()),
+        };
+        assert!(
+            auth_error(state.apply(
+                as_caller(&forged, acquire(session, 4, "jobs/d")),
+                &mut events
+            ))
+            .is_unauthenticated()
+        );
+
+        // The password changed since it was verified.
+        run(
+            &mut state,
+            AuthCommand::UserPasswd {
+                name: "alice".into(),
+                password_hash: "another-hash".into(),
+            },
+        )
+        .unwrap();
+        let stale = state.apply(
+            as_caller(&alice, Command::CloseSession { session }),
+            &mut events,
+        );
+        assert_eq!(
+            auth_error(stale),
+            AuthError::CredentialRevoked("alice".into())
+        );
+        let fresh = with_password(&state, "alice");
+        state
+            .apply(
+                as_caller(&fresh, acquire(session, 5, "jobs/e")),
+                &mut events,
+            )
+            .unwrap();
+
+        // The user removed.
+        run(
+            &mut state,
+            AuthCommand::UserRemove {
+                name: "alice".into(),
+            },
+        )
+        .unwrap();
+        let removed = state.apply(
+            as_caller(&fresh, acquire(session, 6, "jobs/f")),
+            &mut events,
+        );
+        assert_eq!(
+            auth_error(removed),
+            AuthError::CredentialRevoked("alice".into())
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn apply_refuses_missing_rights_and_other_users_sessions() {
+        let mut state = cluster_with_users();
+        let mut events = Vec::new();
+        let alice = with_password(&state, "alice");
+        let bob = with_password(&state, "bob");
+        let carol = with_password(&state, "carol");
+        let root = with_password(&state, ROOT_USER);
+        let session = open_as(&mut state, &alice, 1);
+
+        // A right missing on the lock name.
+        let outside = state.apply(
+            as_caller(&alice, acquire(session, 1, "billing/a")),
+            &mut events,
+        );
+        assert_eq!(
+            auth_error(outside),
+            AuthError::PermissionDenied {
+                user: "alice".into(),
+                name: "billing/a".into(),
+                right: Right::Acquire
+            }
+        );
+        let Ok(Response::Granted { token, .. }) = state.apply(
+            as_caller(&alice, acquire(session, 2, "jobs/a")),
+            &mut events,
+        ) else {
+            panic!("granted")
+        };
+        // The right taken away in an earlier entry.
+        run(
+            &mut state,
+            AuthCommand::UserRevokeRole {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        )
+        .unwrap();
+        let release = |seq| Command::Release {
+            session,
+            request: crate::types::RequestId {
+                seq,
+                first_unanswered_seq: 1,
+            },
+            name: "jobs/a".into(),
+            token,
+        };
+        assert!(
+            auth_error(state.apply(as_caller(&alice, release(3)), &mut events))
+                .is_permission_denied()
+        );
+        run(
+            &mut state,
+            AuthCommand::UserGrantRole {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        )
+        .unwrap();
+
+        // Another user's session: bob has every right on the names, but not the session.
+        for command in [
+            release(4),
+            acquire(session, 5, "jobs/b"),
+            Command::CloseSession { session },
+            Command::CancelWait {
+                session,
+                name: "jobs/a".into(),
+            },
+        ] {
+            assert_eq!(
+                auth_error(state.apply(as_caller(&bob, command), &mut events)),
+                AuthError::NotSessionOwner(session)
+            );
+        }
+        // Nor may bob claim it by its client id.
+        let claim = Command::OpenSession {
+            client_id: ClientId(1),
+            ttl_ms: 10_000,
+        };
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, claim.clone()), &mut events)),
+            AuthError::NotSessionOwner(session)
+        );
+        // Admin on the name may act on the session about that name, not about others.
+        assert_eq!(
+            state.apply(as_caller(&carol, release(6)), &mut events),
+            Ok(Response::Released)
+        );
+        assert!(
+            auth_error(state.apply(
+                as_caller(&carol, Command::CloseSession { session }),
+                &mut events
+            ))
+            .is_permission_denied()
+        );
+
+        // Admin commands: force release needs admin on the name, revoke and auth commands
+        // a superuser; a user may change its own password only.
+        let force = |name: &str| Command::ForceRelease { name: name.into() };
+        assert!(
+            auth_error(state.apply(as_caller(&bob, force("jobs/a")), &mut events))
+                .is_permission_denied()
+        );
+        state
+            .apply(as_caller(&carol, force("jobs/a")), &mut events)
+            .unwrap();
+        assert_eq!(
+            auth_error(state.apply(
+                as_caller(&carol, Command::RevokeSession { session }),
+                &mut events
+            )),
+            AuthError::SuperuserRequired("carol".into())
+        );
+        let role = Command::Auth(AuthCommand::RoleAdd { name: "x".into() });
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, role.clone()), &mut events)),
+            AuthError::SuperuserRequired("bob".into())
+        );
+        state.apply(as_caller(&root, role), &mut events).unwrap();
+        let passwd = |name: &str| {
+            Command::Auth(AuthCommand::UserPasswd {
+                name: name.into(),
+                password_hash: "new".into(),
+            })
+        };
+        assert!(
+            auth_error(state.apply(as_caller(&bob, passwd("alice")), &mut events))
+                .is_permission_denied()
+        );
+        state
+            .apply(as_caller(&bob, passwd("bob")), &mut events)
+            .unwrap();
+
+        // The leader's own commands and nested wrappers cannot carry a caller.
+        for command in [
+            Command::ExpireSessions {
+                sessions: vec![session],
+            },
+            Command::SetLimits(crate::types::Limits::default()),
+            as_caller(&root, Command::CloseSession { session }),
+        ] {
+            assert!(matches!(
+                state.apply(as_caller(&root, command), &mut events),
+                Err(Error::BadWrapper(_))
+            ));
+        }
+        // root may use (and end) any session.
+        state
+            .apply(
+                as_caller(&root, Command::RevokeSession { session }),
+                &mut events,
+            )
+            .unwrap();
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn sessions_opened_while_auth_was_off_are_a_superusers_only() {
+        let mut state = State::default();
+        let mut events = Vec::new();
+        let session = open_as(&mut state, &Caller::Anyone, 1);
+        assert_eq!(state.session_owner(session), None);
+        for user in [ROOT_USER, "bob"] {
+            add_user(&mut state, user);
+        }
+        run(&mut state, AuthCommand::RoleAdd { name: "all".into() }).unwrap();
+        run(
+            &mut state,
+            AuthCommand::RoleGrant {
+                role: "all".into(),
+                prefix: String::new(),
+                rights: rights(true, true, true, false),
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            AuthCommand::UserGrantRole {
+                user: "bob".into(),
+                role: "all".into(),
+            },
+        )
+        .unwrap();
+        run(&mut state, AuthCommand::Enable).unwrap();
+        let bob = with_password(&state, "bob");
+        let root = with_password(&state, ROOT_USER);
+        // Whoever learns the client id claims nothing, by open or by use.
+        let claim = Command::OpenSession {
+            client_id: ClientId(1),
+            ttl_ms: 10_000,
+        };
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, claim.clone()), &mut events)),
+            AuthError::NotSessionOwner(session)
+        );
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, acquire(session, 1, "a")), &mut events)),
+            AuthError::NotSessionOwner(session)
+        );
+        assert_eq!(
+            state.authorize(&bob, Access::Session(session, None)),
+            Err(Error::Auth(AuthError::NotSessionOwner(session)))
+        );
+        assert_eq!(
+            state.authorize(&Caller::Anyone, Access::Session(session, None)),
+            Err(Error::Auth(AuthError::AuthRequired))
+        );
+        // A superuser may, without becoming its owner.
+        assert!(matches!(
+            state.apply(as_caller(&root, claim), &mut events),
+            Ok(Response::SessionOpened { session: s, .. }) if s == session
+        ));
+        assert_eq!(state.session_owner(session), None);
+        assert!(
+            state
+                .authorize(&root, Access::Session(session, None))
+                .is_ok()
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_removed_user_leaves_its_sessions_to_no_one() {
+        let mut state = cluster_with_users();
+        let mut events = Vec::new();
+        let alice = with_password(&state, "alice");
+        let session = open_as(&mut state, &alice, 1);
+        assert_eq!(state.session_owner(session), Some("alice"));
+        run(
+            &mut state,
+            AuthCommand::UserRemove {
+                name: "alice".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(state.session_owner(session), None);
+        // Re-created with the same name: a new password hash, and no sessions.
+        add_user(&mut state, "alice");
+        run(
+            &mut state,
+            AuthCommand::UserGrantRole {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        )
+        .unwrap();
+        let new_alice = with_password(&state, "alice");
+        assert_eq!(
+            auth_error(state.apply(
+                as_caller(&new_alice, acquire(session, 1, "jobs/a")),
+                &mut events
+            )),
+            AuthError::NotSessionOwner(session)
+        );
+        assert_eq!(
+            state.authorize(&new_alice, Access::Session(session, None)),
+            Err(Error::Auth(AuthError::NotSessionOwner(session)))
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn with_auth_off_every_caller_may_and_auth_changes_are_events() {
+        let mut state = State::default();
+        let mut events = Vec::new();
+        let session = open_as(&mut state, &Caller::Anyone, 1);
+        state
+            .apply(
+                as_caller(&Caller::Anyone, acquire(session, 1, "a")),
+                &mut events,
+            )
+            .unwrap();
+        let revision = state.auth_revision();
+        events.clear();
+        add_user(&mut state, ROOT_USER);
+        let mut events = Vec::new();
+        state
+            .apply(Command::Auth(AuthCommand::Enable), &mut events)
+            .unwrap();
+        assert_eq!(state.auth_revision(), revision + 2);
+        assert_eq!(
+            events,
+            vec![Event::AuthChanged {
+                revision: revision + 2
+            }]
+        );
+    }
+
+    #[test]
+    fn once_acts_once_and_returns_the_first_answer() {
+        let mut state = cluster_with_users();
+        let root = with_password(&state, ROOT_USER);
+        let bob = with_password(&state, "bob");
+        let mut events = Vec::new();
+        let session = open_as(&mut state, &bob, 1);
+        let second = open_as(&mut state, &bob, 2);
+        state
+            .apply(as_caller(&bob, acquire(session, 1, "a")), &mut events)
+            .unwrap();
+        state
+            .apply(as_caller(&bob, acquire(second, 1, "a")), &mut events)
+            .unwrap();
+        let once = |request: u128, command: Command| Command::Once {
+            request,
+            remember: 2,
+            command: Box::new(as_caller(&root, command)),
+        };
+        // Force release, retried after the next holder got the lock: acts once.
+        let force = once(1, Command::ForceRelease { name: "a".into() });
+        let first = state.apply(force.clone(), &mut events);
+        assert_eq!(first, Ok(Response::ForceReleased { count: 1 }));
+        let holder = state.lock("a").unwrap().holders[0].session;
+        assert_eq!(holder, second, "handed to the next waiter");
+        let mut retry_events = Vec::new();
+        assert_eq!(state.apply(force.clone(), &mut retry_events), first);
+        assert!(retry_events.is_empty(), "the retry did nothing");
+        assert_eq!(state.lock("a").unwrap().holders[0].session, second);
+        // A user added, retried: the first answer, not "exists".
+        let add = once(
+            2,
+            Command::Auth(AuthCommand::UserAdd {
+                name: "dave".into(),
+                password_hash: "h1".into(),
+            }),
+        );
+        assert_eq!(
+            state.apply(add.clone(), &mut events),
+            Ok(Response::AuthDone)
+        );
+        assert_eq!(state.apply(add, &mut events), Ok(Response::AuthDone));
+        // A refusal is remembered too.
+        let revoke = once(
+            3,
+            Command::RevokeSession {
+                session: SessionId(99),
+            },
+        );
+        let refused = state.apply(revoke.clone(), &mut events);
+        assert_eq!(refused, Err(Error::SessionNotFound(SessionId(99))));
+        assert_eq!(state.apply(revoke, &mut events), refused);
+        // Bounded: the two newest are kept, the oldest went first.
+        assert_eq!(state.remembered_requests(), 2);
+        assert_eq!(
+            state.apply(force, &mut events),
+            Ok(Response::ForceReleased { count: 1 }),
+            "forgotten: acts again"
+        );
+        // Only session-less mutations, with a sane bound.
+        assert!(matches!(
+            state.apply(once(4, Command::CloseSession { session }), &mut events),
+            Err(Error::BadWrapper(_))
+        ));
+        assert!(matches!(
+            state.apply(
+                Command::Once {
+                    request: 5,
+                    remember: 0,
+                    command: Box::new(Command::ForceRelease { name: "a".into() }),
+                },
+                &mut events
+            ),
+            Err(Error::BadWrapper(_))
+        ));
+        state.check_invariants().unwrap();
+        let bytes = postcard::to_allocvec(&state).unwrap();
+        assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
     }
 
     #[test]

@@ -160,9 +160,7 @@ impl Auth for AuthService {
         self.run(
             &caller,
             &request.request_id,
-            AuthCommand::UserRemove {
-                name: request.name,
-            },
+            AuthCommand::UserRemove { name: request.name },
         )
         .await
     }
@@ -232,9 +230,7 @@ impl Auth for AuthService {
         self.run(
             &caller,
             &request.request_id,
-            AuthCommand::RoleAdd {
-                name: request.name,
-            },
+            AuthCommand::RoleAdd { name: request.name },
         )
         .await
     }
@@ -248,9 +244,7 @@ impl Auth for AuthService {
         self.run(
             &caller,
             &request.request_id,
-            AuthCommand::RoleRemove {
-                name: request.name,
-            },
+            AuthCommand::RoleRemove { name: request.name },
         )
         .await
     }

@@ -193,10 +193,15 @@ impl Client {
     ///
     /// [`Error::Auth`](crate::Error::Auth) if it exists, permission errors, transient errors.
     pub async fn role_add(&self, name: &str) -> Result<()> {
-        auth_call!(self, role_add, pb::RoleAddRequest {
-            name: name.into(),
-            request_id: request_id(),
-        }).map(drop)
+        auth_call!(
+            self,
+            role_add,
+            pb::RoleAddRequest {
+                name: name.into(),
+                request_id: request_id(),
+            }
+        )
+        .map(drop)
     }
 
     /// Delete a role; every user that had it loses it.

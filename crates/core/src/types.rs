@@ -147,7 +147,8 @@ pub enum Command {
     /// Authentication and permission administration (see [`crate::auth`]).
     Auth(crate::auth::AuthCommand),
     /// `OpenSession` or `AcquireWithLease` on behalf of an authenticated user, who
-    /// becomes the owner of the session it opens.
+    /// becomes the owner of the session it opens. Written by earlier versions and still
+    /// applied as they applied it; new entries use [`Command::Authorized`].
     Owned {
         /// The user.
         owner: String,

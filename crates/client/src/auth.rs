@@ -34,6 +34,12 @@ pub struct AuthStatus {
     pub roles: Vec<(String, Vec<(String, Rights)>)>,
 }
 
+/// A fresh request id (a UUID): built once per call, so every retry of the call carries
+/// the same one and the cluster acts once.
+pub(crate) fn request_id() -> Vec<u8> {
+    uuid::Uuid::new_v4().as_bytes().to_vec()
+}
+
 macro_rules! auth_call {
     ($client:expr, $method:ident, $request:expr) => {{
         let request = $request;
@@ -116,6 +122,7 @@ impl Client {
         let request = pb::UserAddRequest {
             name: name.into(),
             password: password.into(),
+            request_id: request_id(),
         };
         auth_call!(self, user_add, request).map(drop)
     }
@@ -129,7 +136,10 @@ impl Client {
         auth_call!(
             self,
             user_remove,
-            pb::UserRemoveRequest { name: name.into() }
+            pb::UserRemoveRequest {
+                name: name.into(),
+                request_id: request_id(),
+            }
         )
         .map(drop)
     }
@@ -143,6 +153,7 @@ impl Client {
         let request = pb::UserPasswdRequest {
             name: name.into(),
             password: password.into(),
+            request_id: request_id(),
         };
         auth_call!(self, user_passwd, request).map(drop)
     }
@@ -156,6 +167,7 @@ impl Client {
         let request = pb::UserGrantRoleRequest {
             user: user.into(),
             role: role.into(),
+            request_id: request_id(),
         };
         auth_call!(self, user_grant_role, request).map(drop)
     }
@@ -170,6 +182,7 @@ impl Client {
         let request = pb::UserRevokeRoleRequest {
             user: user.into(),
             role: role.into(),
+            request_id: request_id(),
         };
         auth_call!(self, user_revoke_role, request).map(drop)
     }
@@ -180,7 +193,15 @@ impl Client {
     ///
     /// [`Error::Auth`](crate::Error::Auth) if it exists, permission errors, transient errors.
     pub async fn role_add(&self, name: &str) -> Result<()> {
-        auth_call!(self, role_add, pb::RoleAddRequest { name: name.into() }).map(drop)
+        auth_call!(
+            self,
+            role_add,
+            pb::RoleAddRequest {
+                name: name.into(),
+                request_id: request_id(),
+            }
+        )
+        .map(drop)
     }
 
     /// Delete a role; every user that had it loses it.
@@ -192,7 +213,10 @@ impl Client {
         auth_call!(
             self,
             role_remove,
-            pb::RoleRemoveRequest { name: name.into() }
+            pb::RoleRemoveRequest {
+                name: name.into(),
+                request_id: request_id(),
+            }
         )
         .map(drop)
     }
@@ -212,6 +236,7 @@ impl Client {
                 read: rights.read,
                 admin: rights.admin,
             }),
+            request_id: request_id(),
         };
         auth_call!(self, role_grant, request).map(drop)
     }
@@ -225,20 +250,32 @@ impl Client {
         let request = pb::RoleRevokeRequest {
             role: role.into(),
             prefix: prefix.into(),
+            request_id: request_id(),
         };
         auth_call!(self, role_revoke, request).map(drop)
     }
 
-    /// Mint a bearer token acting as `user` (returned once; the cluster keeps a hash).
+    /// Create a bearer token acting as `user` (returned once; the cluster keeps a hash).
+    /// The token is drawn here (256 random bits) and sent with every retry, so a retry
+    /// registers the same token rather than leaving another behind.
     ///
     /// # Errors
     ///
     /// [`Error::Auth`](crate::Error::Auth) if the user is unknown, permission errors, transient errors.
     pub async fn token_create(&self, user: &str) -> Result<String> {
+        let token = format!(
+            "flt_{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         auth_call!(
             self,
             token_create,
-            pb::TokenCreateRequest { user: user.into() }
+            pb::TokenCreateRequest {
+                user: user.into(),
+                request_id: request_id(),
+                token,
+            }
         )
         .map(|answer| answer.token)
     }

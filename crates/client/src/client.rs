@@ -412,8 +412,11 @@ impl Client {
     ///
     /// [`Error::InvalidName`](crate::Error::InvalidName), or a transient error once retries ran out.
     pub async fn force_release(&self, name: &str) -> Result<u64> {
+        // One request id for every retry: a retry after a lost answer returns the first
+        // answer instead of releasing the next holder too.
         let request = pb::ForceReleaseRequest {
             name: name.to_string(),
+            request_id: crate::auth::request_id(),
         };
         let answer = self
             .transport()
@@ -494,11 +497,13 @@ impl Client {
     pub async fn revoke_session(&self, session: SessionId) -> Result<u64> {
         let request = pb::RevokeSessionRequest {
             session_id: session.0,
+            request_id: crate::auth::request_id(),
         };
         let answer = self
             .transport()
-            .call(CallSpec::mutation(self.config()), |channel, _| async move {
-                LocksClient::new(channel).revoke_session(request).await
+            .call(CallSpec::mutation(self.config()), |channel, _| {
+                let request = request.clone();
+                async move { LocksClient::new(channel).revoke_session(request).await }
             })
             .await?;
         Ok(answer.released)

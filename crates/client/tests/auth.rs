@@ -14,12 +14,14 @@ async fn enable_auth(cluster: &TestCluster) -> String {
         auth.user_add(pb::UserAddRequest {
             name: name.into(),
             password: format!("{name}pw"),
+            ..Default::default()
         })
         .await
         .expect("user add");
     }
     auth.role_add(pb::RoleAddRequest {
         name: "jobs".into(),
+        ..Default::default()
     })
     .await
     .expect("role add");
@@ -32,18 +34,21 @@ async fn enable_auth(cluster: &TestCluster) -> String {
             read: true,
             admin: false,
         }),
+        ..Default::default()
     })
     .await
     .expect("grant");
     auth.user_grant_role(pb::UserGrantRoleRequest {
         user: "alice".into(),
         role: "jobs".into(),
+        ..Default::default()
     })
     .await
     .expect("grant role");
     let token = auth
         .token_create(pb::TokenCreateRequest {
             user: "alice".into(),
+            ..Default::default()
         })
         .await
         .expect("token")

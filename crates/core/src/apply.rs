@@ -118,8 +118,16 @@ impl State {
                 self.limits = limits;
                 Ok(Response::LimitsSet)
             }
-            Command::Auth(auth) => self.apply_auth(auth),
+            Command::Auth(auth) => self.apply_auth(auth, events),
             Command::Owned { owner, command } => self.apply_owned(owner, *command, events),
+            Command::Authorized { caller, command } => {
+                self.apply_authorized(caller, *command, events)
+            }
+            Command::Once {
+                request,
+                remember,
+                command,
+            } => self.apply_once(request, remember, *command, events),
         };
         assert!(
             result.is_ok() || events.len() == events_before,

@@ -2,10 +2,23 @@
 //! replica (and every future leader) agrees on who may do what.
 //!
 //! The state machine stays pure: it stores password hashes (PHC strings computed by the
-//! server before it proposes) and bearer-token hashes, never secrets, and it decides
-//! nothing about credentials. The server verifies credentials and asks [`State::permits`]
-//! before it proposes or reads. The one check made here is session ownership at open
-//! ([`Command::Owned`]): a client id that names another user's live session is refused.
+//! server before it proposes) and bearer-token hashes, never secrets, and it verifies no
+//! password. The server verifies the credentials of a call and proposes the command inside
+//! [`Command::Authorized`] with a [`Caller`]: the user and a reference to the credential
+//! it verified (the bearer token's hash, or a [`password_fingerprint`] of the stored
+//! password hash). `apply` is the judge ([`State::authorize_command`]): against the state
+//! of the entry being applied, it refuses a caller whose user was removed, whose token
+//! was revoked or whose password changed since the check, a right missing on the lock,
+//! a session of another user, and an unauthenticated caller once auth is on. The same
+//! rules answer the server's early checks and its checks after a read barrier
+//! ([`State::authorize`]).
+//!
+//! Session ownership: a session opened by an authenticated user is that user's. A session
+//! opened while auth was off has no owner, and once auth is on only a superuser may use
+//! it (keepalives included), so a client id learned by someone else claims nothing.
+//! Removing a user drops its ownerships: its sessions become ownerless (usable by a
+//! superuser only, so they end when their leases run out) and a user re-created with the
+//! same name inherits none of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -197,6 +210,124 @@ pub enum AuthError {
     /// `Owned` wraps only `OpenSession` and `AcquireWithLease`.
     #[error("only OpenSession and AcquireWithLease can carry an owner")]
     NotOwnable,
+    /// Auth is on and the command came without credentials (it was checked while auth
+    /// was off).
+    #[error("authentication is required")]
+    AuthRequired,
+    /// The credential the caller was checked with is no longer valid: the user was
+    /// removed, the bearer token revoked, or the password changed.
+    #[error(
+        "the credentials of user {0:?} are no longer valid (user removed, token revoked or password changed)"
+    )]
+    CredentialRevoked(String),
+    /// The user lacks a right on a lock.
+    #[error("user {user:?} lacks the {right} right on lock {name:?}")]
+    PermissionDenied {
+        /// The user.
+        user: String,
+        /// The lock (or prefix).
+        name: String,
+        /// The right missing.
+        right: Right,
+    },
+    /// Only root (or a user with `admin` on every lock) may do this.
+    #[error("user {0:?} is not root (nor admin on every lock)")]
+    SuperuserRequired(String),
+}
+
+impl AuthError {
+    /// Whether the caller is not (or no longer) authenticated, as opposed to
+    /// authenticated but not allowed.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            AuthError::AuthRequired | AuthError::CredentialRevoked(_)
+        )
+    }
+
+    /// Whether the caller is authenticated but not allowed.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(
+            self,
+            AuthError::NotSessionOwner(_)
+                | AuthError::PermissionDenied { .. }
+                | AuthError::SuperuserRequired(_)
+        )
+    }
+}
+
+impl std::fmt::Display for Right {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Right::Acquire => "acquire",
+            Right::Release => "release",
+            Right::Read => "read",
+            Right::Admin => "admin",
+        })
+    }
+}
+
+/// Who sent a command, as the API authenticated it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Caller {
+    /// Auth was off when the API looked: no credentials. Refused once auth is on.
+    Anyone,
+    /// An authenticated user, with the credential that was verified.
+    User {
+        /// The user's name.
+        name: String,
+        /// The credential the API verified.
+        credential: Credential,
+    },
+}
+
+impl Caller {
+    /// The user's name ("" for [`Caller::Anyone`]).
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Anyone => "",
+            Caller::User { name, .. } => name,
+        }
+    }
+}
+
+/// A reference to a verified credential, enough for `apply` to tell whether it is still
+/// the one in force.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Credential {
+    /// A bearer token, by its hash (as registered with [`AuthCommand::TokenAdd`]).
+    Token(String),
+    /// A password, verified against the stored hash whose [`password_fingerprint`] this
+    /// is: a changed password (a new hash, with a new salt) no longer matches.
+    Password(u64),
+}
+
+/// A short, deterministic fingerprint of a stored password hash (64-bit FNV-1a of the PHC
+/// string), carried by commands instead of the whole hash. Not a security boundary: the
+/// password was verified by the server; this only tells whether the hash it was verified
+/// against is still the stored one (a new hash has a fresh random salt).
+pub fn password_fingerprint(password_hash: &str) -> u64 {
+    password_hash
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// What a caller wants to do, for [`State::authorize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// Nothing beyond being authenticated (e.g. open a session).
+    Authenticated,
+    /// A right on a lock (or, for reads of many locks, on a prefix).
+    Lock(&'a str, Right),
+    /// Act on a session (keepalive, close, acquire or release in it), optionally about
+    /// one lock: its owner may; another user needs `admin` on that lock (on every lock
+    /// when there is none); a session with no owner is a superuser's only. A session that
+    /// is not live is no one's secret: allowed (the command itself then fails).
+    Session(SessionId, Option<&'a str>),
+    /// Root, or `admin` on every lock.
+    Superuser,
 }
 
 /// The auth part of the replicated state.
@@ -236,9 +367,203 @@ fn check_auth_name(what: &str, name: &str, allow_empty: bool) -> Result<(), Auth
 
 impl State {
     /// Applies an [`AuthCommand`].
-    pub(crate) fn apply_auth(&mut self, command: AuthCommand) -> Result<Response, Error> {
+    pub(crate) fn apply_auth(
+        &mut self,
+        command: AuthCommand,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
         self.auth.apply(command).map_err(Error::Auth)?;
+        self.auth_revision += 1;
+        events.push(Event::AuthChanged {
+            revision: self.auth_revision,
+        });
         Ok(Response::AuthDone)
+    }
+
+    /// The number of auth commands that took effect so far. It changes whenever users,
+    /// roles, tokens or the on/off switch may have changed, so a long-lived stream
+    /// re-checks its caller when it moves.
+    pub fn auth_revision(&self) -> u64 {
+        self.auth_revision
+    }
+
+    /// Whether `caller` may do `access`, against this state. With auth off, everything is
+    /// allowed. With auth on, [`Caller::Anyone`] is refused, and a user must still exist
+    /// and its credential still be the one in force before its rights are looked at.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] with [`AuthError::AuthRequired`], [`AuthError::CredentialRevoked`],
+    /// [`AuthError::PermissionDenied`], [`AuthError::NotSessionOwner`] or
+    /// [`AuthError::SuperuserRequired`].
+    pub fn authorize(&self, caller: &Caller, access: Access<'_>) -> Result<(), Error> {
+        if !self.auth.enabled {
+            return Ok(());
+        }
+        let user = self.verify_caller(caller).map_err(Error::Auth)?;
+        self.check_access(user, access).map_err(Error::Auth)
+    }
+
+    /// The user of `caller` if its credential is the one in force.
+    fn verify_caller<'c>(&self, caller: &'c Caller) -> Result<&'c str, AuthError> {
+        let Caller::User { name, credential } = caller else {
+            return Err(AuthError::AuthRequired);
+        };
+        let revoked = || AuthError::CredentialRevoked(name.clone());
+        let record = self.auth.users.get(name).ok_or_else(revoked)?;
+        let current = match credential {
+            Credential::Token(hash) => self.auth.tokens.get(hash) == Some(name),
+            Credential::Password(fingerprint) => {
+                !record.password_hash.is_empty()
+                    && password_fingerprint(&record.password_hash) == *fingerprint
+            }
+        };
+        if current { Ok(name) } else { Err(revoked()) }
+    }
+
+    fn check_access(&self, user: &str, access: Access<'_>) -> Result<(), AuthError> {
+        let superuser = || {
+            if self.is_superuser(user) {
+                Ok(())
+            } else {
+                Err(AuthError::SuperuserRequired(user.to_owned()))
+            }
+        };
+        match access {
+            Access::Authenticated => Ok(()),
+            Access::Lock(name, right) => {
+                if self.permits(user, name, right) {
+                    Ok(())
+                } else {
+                    Err(AuthError::PermissionDenied {
+                        user: user.to_owned(),
+                        name: name.to_owned(),
+                        right,
+                    })
+                }
+            }
+            Access::Session(session, name) => {
+                if !self.sessions.contains_key(&session) {
+                    return Ok(());
+                }
+                let allowed = match self.auth.session_owners.get(&session) {
+                    Some(owner) if owner == user => true,
+                    Some(_) => self.permits(user, name.unwrap_or(""), Right::Admin),
+                    None => self.is_superuser(user),
+                };
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(AuthError::NotSessionOwner(session))
+                }
+            }
+            Access::Superuser => superuser(),
+        }
+    }
+
+    /// Whether `caller` may have `command` applied, against this state: the judge of
+    /// [`Command::Authorized`]. What each command needs (with auth on):
+    ///
+    /// | command | needs |
+    /// |---|---|
+    /// | `OpenSession` | an authenticated user (a client id naming a live session that is not the user's is refused when applied, superusers excepted) |
+    /// | `AcquireWithLease` | `acquire` on the lock (and the same for its client id) |
+    /// | `Acquire` | `acquire` on the lock, and the session (see [`Access::Session`]) |
+    /// | `Release` | `release` on the lock, and the session |
+    /// | `CancelWait` | the session (about that lock) |
+    /// | `CloseSession` | the session |
+    /// | `ForceRelease` | `admin` on the lock |
+    /// | `RevokeSession`, `Auth` | a superuser (`UserPasswd` of one's own password: the user itself) |
+    /// | `Once` | what the command it wraps needs |
+    ///
+    /// # Errors
+    ///
+    /// As [`State::authorize`], and [`Error::BadWrapper`] for a command that cannot be
+    /// sent on behalf of a caller (`ExpireSessions`, `SetLimits`, `Owned`, `Authorized`).
+    pub fn authorize_command(&self, caller: &Caller, command: &Command) -> Result<(), Error> {
+        let accesses: Vec<Access<'_>> = match command {
+            Command::OpenSession { .. } => vec![Access::Authenticated],
+            Command::AcquireWithLease { name, .. } => vec![Access::Lock(name, Right::Acquire)],
+            Command::Acquire { session, name, .. } => vec![
+                Access::Lock(name, Right::Acquire),
+                Access::Session(*session, Some(name)),
+            ],
+            Command::Release { session, name, .. } => vec![
+                Access::Lock(name, Right::Release),
+                Access::Session(*session, Some(name)),
+            ],
+            Command::CancelWait { session, name } => vec![Access::Session(*session, Some(name))],
+            Command::CloseSession { session } => vec![Access::Session(*session, None)],
+            Command::ForceRelease { name } => vec![Access::Lock(name, Right::Admin)],
+            Command::Auth(AuthCommand::UserPasswd { name, .. }) if name == caller.name() => {
+                vec![Access::Authenticated]
+            }
+            Command::RevokeSession { .. } | Command::Auth(_) => vec![Access::Superuser],
+            Command::Once { command, .. } => {
+                check_once_wraps(command)?;
+                return self.authorize_command(caller, command);
+            }
+            Command::ExpireSessions { .. }
+            | Command::SetLimits(_)
+            | Command::Owned { .. }
+            | Command::Authorized { .. } => {
+                return Err(Error::BadWrapper(
+                    "the leader's own commands and wrappers carry no caller".to_owned(),
+                ));
+            }
+        };
+        accesses
+            .into_iter()
+            .try_for_each(|access| self.authorize(caller, access))
+    }
+
+    /// Applies [`Command::Authorized`]: refuses what the caller may not do, then applies
+    /// the command; a session it opens becomes the caller's.
+    pub(crate) fn apply_authorized(
+        &mut self,
+        caller: Caller,
+        command: Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        self.authorize_command(&caller, &command)?;
+        match (caller, command) {
+            (
+                Caller::User { name, .. },
+                command @ (Command::OpenSession { .. } | Command::AcquireWithLease { .. }),
+            ) => self.open_as_user(name, command, events),
+            (_, command) => self.apply(command, events),
+        }
+    }
+
+    /// `OpenSession` or `AcquireWithLease` by an authenticated user. A live session of the
+    /// same client id must be the user's own (a superuser may use any, without becoming
+    /// its owner); a session it creates is recorded as the user's.
+    fn open_as_user(
+        &mut self,
+        user: String,
+        command: Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        let client_id = match &command {
+            Command::OpenSession { client_id, .. }
+            | Command::AcquireWithLease { client_id, .. } => *client_id,
+            _ => return Err(Error::Auth(AuthError::NotOwnable)),
+        };
+        let existing = self.sessions_by_client.get(&client_id).copied();
+        if let Some(session) = existing
+            && self.auth.enabled
+            && self.session_owner(session) != Some(user.as_str())
+            && !self.is_superuser(&user)
+        {
+            return Err(Error::Auth(AuthError::NotSessionOwner(session)));
+        }
+        let response = self.apply(command, events)?;
+        if existing.is_none()
+            && let Some(&session) = self.sessions_by_client.get(&client_id)
+        {
+            self.auth.session_owners.insert(session, user);
+        }
+        Ok(response)
     }
 
     /// Applies `OpenSession` or `AcquireWithLease` on behalf of `owner`, recording the
@@ -281,6 +606,11 @@ impl State {
     /// Forgets the owner of an ended session.
     pub(crate) fn forget_session_owner(&mut self, session: SessionId) {
         self.auth.session_owners.remove(&session);
+    }
+
+    /// How many answers of session-less requests ([`Command::Once`]) are remembered.
+    pub fn remembered_requests(&self) -> usize {
+        self.recent_requests.answers.len()
     }
 
     /// Whether authentication and permission checks are on.
@@ -391,7 +721,83 @@ impl State {
         if self.auth.enabled && !self.auth.users.contains_key(ROOT_USER) {
             return Err("auth is on without a root user".to_owned());
         }
+        let recent = &self.recent_requests;
+        if recent.answers.len() != recent.order.len()
+            || recent
+                .order
+                .iter()
+                .any(|id| !recent.answers.contains_key(id))
+        {
+            return Err("the remembered request answers and their order disagree".to_owned());
+        }
         Ok(())
+    }
+}
+
+/// `Once` wraps only the session-less mutations, bare or inside `Authorized` (then a retry
+/// gets the first answer even if the caller's rights changed since: it acted once, when
+/// it was allowed).
+fn check_once_wraps(command: &Command) -> Result<(), Error> {
+    let inner = match command {
+        Command::Authorized { command, .. } => command,
+        command => command,
+    };
+    match inner {
+        Command::ForceRelease { .. } | Command::RevokeSession { .. } | Command::Auth(_) => Ok(()),
+        _ => Err(Error::BadWrapper(
+            "Once wraps only ForceRelease, RevokeSession and auth commands".to_owned(),
+        )),
+    }
+}
+
+impl State {
+    /// Applies [`Command::Once`]: a request id seen among the last `remember` gets its
+    /// first answer again; a new one is applied and its answer remembered (the oldest
+    /// remembered answer is forgotten beyond `remember`).
+    pub(crate) fn apply_once(
+        &mut self,
+        request: u128,
+        remember: u64,
+        command: Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        check_once_wraps(&command)?;
+        if remember == 0 || remember > crate::types::Once::MAX_REMEMBER {
+            return Err(Error::BadWrapper(format!(
+                "Once must remember 1..={} answers, not {remember}",
+                crate::types::Once::MAX_REMEMBER
+            )));
+        }
+        if let Some(answer) = self.recent_requests.answer(request) {
+            return answer.clone();
+        }
+        let answer = self.apply(command, events);
+        self.recent_requests
+            .remember(request, answer.clone(), remember);
+        answer
+    }
+}
+
+/// The answers of the last session-less requests ([`Command::Once`]), by request id, and
+/// their order of arrival for eviction (oldest first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecentRequests {
+    pub(crate) answers: BTreeMap<u128, Result<Response, Error>>,
+    pub(crate) order: std::collections::VecDeque<u128>,
+}
+
+impl RecentRequests {
+    fn answer(&self, request: u128) -> Option<&Result<Response, Error>> {
+        self.answers.get(&request)
+    }
+
+    fn remember(&mut self, request: u128, answer: Result<Response, Error>, keep: u64) {
+        self.answers.insert(request, answer);
+        self.order.push_back(request);
+        while crate::state::count(self.order.len()) > keep {
+            let oldest = self.order.pop_front().expect("longer than keep >= 1");
+            self.answers.remove(&oldest);
+        }
     }
 }
 
@@ -430,6 +836,8 @@ impl AuthState {
                 }
                 self.users.remove(&name);
                 self.tokens.retain(|_, user| *user != name);
+                // A user created later with this name inherits none of these sessions.
+                self.session_owners.retain(|_, owner| *owner != name);
             }
             AuthCommand::UserPasswd {
                 name,
@@ -815,6 +1223,562 @@ mod tests {
             .unwrap();
         assert_eq!(state.session_owner(leased), None);
         state.check_invariants().unwrap();
+    }
+
+    /// root, alice (acquire/release/read on "jobs/"), bob (acquire/release/read on
+    /// everything), carol (admin on "jobs/"); a token for alice; auth on.
+    fn cluster_with_users() -> State {
+        let mut state = State::default();
+        for user in [ROOT_USER, "alice", "bob", "carol"] {
+            add_user(&mut state, user);
+        }
+        for (role, prefix, granted) in [
+            ("jobs", "jobs/", rights(true, true, true, false)),
+            ("all", "", rights(true, true, true, false)),
+            ("jobs-admin", "jobs/", rights(false, false, false, true)),
+        ] {
+            run(&mut state, AuthCommand::RoleAdd { name: role.into() }).unwrap();
+            run(
+                &mut state,
+                AuthCommand::RoleGrant {
+                    role: role.into(),
+                    prefix: prefix.into(),
+                    rights: granted,
+                },
+            )
+            .unwrap();
+        }
+        for (user, role) in [("alice", "jobs"), ("bob", "all"), ("carol", "jobs-admin")] {
+            run(
+                &mut state,
+                AuthCommand::UserGrantRole {
+                    user: user.into(),
+                    role: role.into(),
+                },
+            )
+            .unwrap();
+        }
+        run(
+            &mut state,
+            AuthCommand::TokenAdd {
+                token_hash: "alice-token".into(),
+                user: "alice".into(),
+            },
+        )
+        .unwrap();
+        run(&mut state, AuthCommand::Enable).unwrap();
+        state
+    }
+
+    /// `user` with the password credential the server would attach now.
+    fn with_password(state: &State, user: &str) -> Caller {
+        Caller::User {
+            name: user.into(),
+            credential: Credential::Password(password_fingerprint(
+                state.password_hash(user).unwrap(),
+            )),
+        }
+    }
+
+    fn as_caller(caller: &Caller, command: Command) -> Command {
+        Command::Authorized {
+            caller: caller.clone(),
+            command: Box::new(command),
+        }
+    }
+
+    fn open_as(state: &mut State, caller: &Caller, client: u128) -> SessionId {
+        let open = Command::OpenSession {
+            client_id: ClientId(client),
+            ttl_ms: 10_000,
+        };
+        match state.apply(as_caller(caller, open), &mut Vec::new()) {
+            Ok(Response::SessionOpened { session, .. }) => session,
+            other => panic!("open: {other:?}"),
+        }
+    }
+
+    fn acquire(session: SessionId, seq: u64, name: &str) -> Command {
+        Command::Acquire {
+            session,
+            request: crate::types::RequestId {
+                seq,
+                first_unanswered_seq: 1,
+            },
+            name: name.into(),
+            mode: LockMode::Exclusive,
+            wait: WaitPolicy::Queue,
+            value: Vec::new(),
+        }
+    }
+
+    fn auth_error(result: Result<Response, Error>) -> AuthError {
+        match result {
+            Err(Error::Auth(error)) => error,
+            other => panic!("expected an auth refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn apply_refuses_callers_whose_credential_is_no_longer_in_force() {
+        let mut state = cluster_with_users();
+        let mut events = Vec::new();
+        let alice = with_password(&state, "alice");
+        let alice_token = Caller::User {
+            name: "alice".into(),
+            credential: Credential::Token("alice-token".into()),
+        };
+        let session = open_as(&mut state, &alice, 1);
+        let grant = state.apply(
+            as_caller(&alice_token, acquire(session, 1, "jobs/a")),
+            &mut events,
+        );
+        assert!(matches!(grant, Ok(Response::Granted { .. })), "{grant:?}");
+
+        // Auth on: a command checked while it was off (no caller) is refused.
+        let anyone = state.apply(
+            as_caller(&Caller::Anyone, acquire(session, 2, "jobs/b")),
+            &mut events,
+        );
+        assert_eq!(auth_error(anyone), AuthError::AuthRequired);
+
+        // The token revoked in an earlier entry: refused, though the proposer saw it valid.
+        run(
+            &mut state,
+            AuthCommand::TokenRemove {
+                token_hash: "alice-token".into(),
+            },
+        )
+        .unwrap();
+        let revoked = state.apply(
+            as_caller(&alice_token, acquire(session, 3, "jobs/c")),
+            &mut events,
+        );
+        assert!(auth_error(revoked).is_unauthenticated());
+        // A token that never existed, for an existing user: refused as well.
+        let forged = Caller::User {
+            name: "alice".into(),
+            credential: Credential::Token("made-up".into()),
+        };
+        assert!(
+            auth_error(state.apply(
+                as_caller(&forged, acquire(session, 4, "jobs/d")),
+                &mut events
+            ))
+            .is_unauthenticated()
+        );
+
+        // The password changed since it was verified.
+        run(
+            &mut state,
+            AuthCommand::UserPasswd {
+                name: "alice".into(),
+                password_hash: "another-hash".into(),
+            },
+        )
+        .unwrap();
+        let stale = state.apply(
+            as_caller(&alice, Command::CloseSession { session }),
+            &mut events,
+        );
+        assert_eq!(
+            auth_error(stale),
+            AuthError::CredentialRevoked("alice".into())
+        );
+        let fresh = with_password(&state, "alice");
+        state
+            .apply(
+                as_caller(&fresh, acquire(session, 5, "jobs/e")),
+                &mut events,
+            )
+            .unwrap();
+
+        // The user removed.
+        run(
+            &mut state,
+            AuthCommand::UserRemove {
+                name: "alice".into(),
+            },
+        )
+        .unwrap();
+        let removed = state.apply(
+            as_caller(&fresh, acquire(session, 6, "jobs/f")),
+            &mut events,
+        );
+        assert_eq!(
+            auth_error(removed),
+            AuthError::CredentialRevoked("alice".into())
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn apply_refuses_missing_rights_and_other_users_sessions() {
+        let mut state = cluster_with_users();
+        let mut events = Vec::new();
+        let alice = with_password(&state, "alice");
+        let bob = with_password(&state, "bob");
+        let carol = with_password(&state, "carol");
+        let root = with_password(&state, ROOT_USER);
+        let session = open_as(&mut state, &alice, 1);
+
+        // A right missing on the lock name.
+        let outside = state.apply(
+            as_caller(&alice, acquire(session, 1, "billing/a")),
+            &mut events,
+        );
+        assert_eq!(
+            auth_error(outside),
+            AuthError::PermissionDenied {
+                user: "alice".into(),
+                name: "billing/a".into(),
+                right: Right::Acquire
+            }
+        );
+        let Ok(Response::Granted { token, .. }) = state.apply(
+            as_caller(&alice, acquire(session, 2, "jobs/a")),
+            &mut events,
+        ) else {
+            panic!("granted")
+        };
+        // The right taken away in an earlier entry.
+        run(
+            &mut state,
+            AuthCommand::UserRevokeRole {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        )
+        .unwrap();
+        let release = |seq| Command::Release {
+            session,
+            request: crate::types::RequestId {
+                seq,
+                first_unanswered_seq: 1,
+            },
+            name: "jobs/a".into(),
+            token,
+        };
+        assert!(
+            auth_error(state.apply(as_caller(&alice, release(3)), &mut events))
+                .is_permission_denied()
+        );
+        run(
+            &mut state,
+            AuthCommand::UserGrantRole {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        )
+        .unwrap();
+
+        // Another user's session: bob has every right on the names, but not the session.
+        for command in [
+            release(4),
+            acquire(session, 5, "jobs/b"),
+            Command::CloseSession { session },
+            Command::CancelWait {
+                session,
+                name: "jobs/a".into(),
+            },
+        ] {
+            assert_eq!(
+                auth_error(state.apply(as_caller(&bob, command), &mut events)),
+                AuthError::NotSessionOwner(session)
+            );
+        }
+        // Nor may bob claim it by its client id.
+        let claim = Command::OpenSession {
+            client_id: ClientId(1),
+            ttl_ms: 10_000,
+        };
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, claim.clone()), &mut events)),
+            AuthError::NotSessionOwner(session)
+        );
+        // Admin on the name may act on the session about that name, not about others.
+        assert_eq!(
+            state.apply(as_caller(&carol, release(6)), &mut events),
+            Ok(Response::Released)
+        );
+        assert!(
+            auth_error(state.apply(
+                as_caller(&carol, Command::CloseSession { session }),
+                &mut events
+            ))
+            .is_permission_denied()
+        );
+
+        // Admin commands: force release needs admin on the name, revoke and auth commands
+        // a superuser; a user may change its own password only.
+        let force = |name: &str| Command::ForceRelease { name: name.into() };
+        assert!(
+            auth_error(state.apply(as_caller(&bob, force("jobs/a")), &mut events))
+                .is_permission_denied()
+        );
+        state
+            .apply(as_caller(&carol, force("jobs/a")), &mut events)
+            .unwrap();
+        assert_eq!(
+            auth_error(state.apply(
+                as_caller(&carol, Command::RevokeSession { session }),
+                &mut events
+            )),
+            AuthError::SuperuserRequired("carol".into())
+        );
+        let role = Command::Auth(AuthCommand::RoleAdd { name: "x".into() });
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, role.clone()), &mut events)),
+            AuthError::SuperuserRequired("bob".into())
+        );
+        state.apply(as_caller(&root, role), &mut events).unwrap();
+        let passwd = |name: &str| {
+            Command::Auth(AuthCommand::UserPasswd {
+                name: name.into(),
+                password_hash: "new".into(),
+            })
+        };
+        assert!(
+            auth_error(state.apply(as_caller(&bob, passwd("alice")), &mut events))
+                .is_permission_denied()
+        );
+        state
+            .apply(as_caller(&bob, passwd("bob")), &mut events)
+            .unwrap();
+
+        // The leader's own commands and nested wrappers cannot carry a caller.
+        for command in [
+            Command::ExpireSessions {
+                sessions: vec![session],
+            },
+            Command::SetLimits(crate::types::Limits::default()),
+            as_caller(&root, Command::CloseSession { session }),
+        ] {
+            assert!(matches!(
+                state.apply(as_caller(&root, command), &mut events),
+                Err(Error::BadWrapper(_))
+            ));
+        }
+        // root may use (and end) any session.
+        state
+            .apply(
+                as_caller(&root, Command::RevokeSession { session }),
+                &mut events,
+            )
+            .unwrap();
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn sessions_opened_while_auth_was_off_are_a_superusers_only() {
+        let mut state = State::default();
+        let mut events = Vec::new();
+        let session = open_as(&mut state, &Caller::Anyone, 1);
+        assert_eq!(state.session_owner(session), None);
+        for user in [ROOT_USER, "bob"] {
+            add_user(&mut state, user);
+        }
+        run(&mut state, AuthCommand::RoleAdd { name: "all".into() }).unwrap();
+        run(
+            &mut state,
+            AuthCommand::RoleGrant {
+                role: "all".into(),
+                prefix: String::new(),
+                rights: rights(true, true, true, false),
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            AuthCommand::UserGrantRole {
+                user: "bob".into(),
+                role: "all".into(),
+            },
+        )
+        .unwrap();
+        run(&mut state, AuthCommand::Enable).unwrap();
+        let bob = with_password(&state, "bob");
+        let root = with_password(&state, ROOT_USER);
+        // Whoever learns the client id claims nothing, by open or by use.
+        let claim = Command::OpenSession {
+            client_id: ClientId(1),
+            ttl_ms: 10_000,
+        };
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, claim.clone()), &mut events)),
+            AuthError::NotSessionOwner(session)
+        );
+        assert_eq!(
+            auth_error(state.apply(as_caller(&bob, acquire(session, 1, "a")), &mut events)),
+            AuthError::NotSessionOwner(session)
+        );
+        assert_eq!(
+            state.authorize(&bob, Access::Session(session, None)),
+            Err(Error::Auth(AuthError::NotSessionOwner(session)))
+        );
+        assert_eq!(
+            state.authorize(&Caller::Anyone, Access::Session(session, None)),
+            Err(Error::Auth(AuthError::AuthRequired))
+        );
+        // A superuser may, without becoming its owner.
+        assert!(matches!(
+            state.apply(as_caller(&root, claim), &mut events),
+            Ok(Response::SessionOpened { session: s, .. }) if s == session
+        ));
+        assert_eq!(state.session_owner(session), None);
+        assert!(
+            state
+                .authorize(&root, Access::Session(session, None))
+                .is_ok()
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_removed_user_leaves_its_sessions_to_no_one() {
+        let mut state = cluster_with_users();
+        let mut events = Vec::new();
+        let alice = with_password(&state, "alice");
+        let session = open_as(&mut state, &alice, 1);
+        assert_eq!(state.session_owner(session), Some("alice"));
+        run(
+            &mut state,
+            AuthCommand::UserRemove {
+                name: "alice".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(state.session_owner(session), None);
+        // Re-created with the same name: a new password hash, and no sessions.
+        add_user(&mut state, "alice");
+        run(
+            &mut state,
+            AuthCommand::UserGrantRole {
+                user: "alice".into(),
+                role: "jobs".into(),
+            },
+        )
+        .unwrap();
+        let new_alice = with_password(&state, "alice");
+        assert_eq!(
+            auth_error(state.apply(
+                as_caller(&new_alice, acquire(session, 1, "jobs/a")),
+                &mut events
+            )),
+            AuthError::NotSessionOwner(session)
+        );
+        assert_eq!(
+            state.authorize(&new_alice, Access::Session(session, None)),
+            Err(Error::Auth(AuthError::NotSessionOwner(session)))
+        );
+        state.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn with_auth_off_every_caller_may_and_auth_changes_are_events() {
+        let mut state = State::default();
+        let mut events = Vec::new();
+        let session = open_as(&mut state, &Caller::Anyone, 1);
+        state
+            .apply(
+                as_caller(&Caller::Anyone, acquire(session, 1, "a")),
+                &mut events,
+            )
+            .unwrap();
+        let revision = state.auth_revision();
+        events.clear();
+        add_user(&mut state, ROOT_USER);
+        let mut events = Vec::new();
+        state
+            .apply(Command::Auth(AuthCommand::Enable), &mut events)
+            .unwrap();
+        assert_eq!(state.auth_revision(), revision + 2);
+        assert_eq!(
+            events,
+            vec![Event::AuthChanged {
+                revision: revision + 2
+            }]
+        );
+    }
+
+    #[test]
+    fn once_acts_once_and_returns_the_first_answer() {
+        let mut state = cluster_with_users();
+        let root = with_password(&state, ROOT_USER);
+        let bob = with_password(&state, "bob");
+        let mut events = Vec::new();
+        let session = open_as(&mut state, &bob, 1);
+        let second = open_as(&mut state, &bob, 2);
+        state
+            .apply(as_caller(&bob, acquire(session, 1, "a")), &mut events)
+            .unwrap();
+        state
+            .apply(as_caller(&bob, acquire(second, 1, "a")), &mut events)
+            .unwrap();
+        let once = |request: u128, command: Command| Command::Once {
+            request,
+            remember: 2,
+            command: Box::new(as_caller(&root, command)),
+        };
+        // Force release, retried after the next holder got the lock: acts once.
+        let force = once(1, Command::ForceRelease { name: "a".into() });
+        let first = state.apply(force.clone(), &mut events);
+        assert_eq!(first, Ok(Response::ForceReleased { count: 1 }));
+        let holder = state.lock("a").unwrap().holders[0].session;
+        assert_eq!(holder, second, "handed to the next waiter");
+        let mut retry_events = Vec::new();
+        assert_eq!(state.apply(force.clone(), &mut retry_events), first);
+        assert!(retry_events.is_empty(), "the retry did nothing");
+        assert_eq!(state.lock("a").unwrap().holders[0].session, second);
+        // A user added, retried: the first answer, not "exists".
+        let add = once(
+            2,
+            Command::Auth(AuthCommand::UserAdd {
+                name: "dave".into(),
+                password_hash: "h1".into(),
+            }),
+        );
+        assert_eq!(
+            state.apply(add.clone(), &mut events),
+            Ok(Response::AuthDone)
+        );
+        assert_eq!(state.apply(add, &mut events), Ok(Response::AuthDone));
+        // A refusal is remembered too.
+        let revoke = once(
+            3,
+            Command::RevokeSession {
+                session: SessionId(99),
+            },
+        );
+        let refused = state.apply(revoke.clone(), &mut events);
+        assert_eq!(refused, Err(Error::SessionNotFound(SessionId(99))));
+        assert_eq!(state.apply(revoke, &mut events), refused);
+        // Bounded: the two newest are kept, the oldest went first.
+        assert_eq!(state.remembered_requests(), 2);
+        assert_eq!(
+            state.apply(force, &mut events),
+            Ok(Response::ForceReleased { count: 1 }),
+            "forgotten: acts again"
+        );
+        // Only session-less mutations, with a sane bound.
+        assert!(matches!(
+            state.apply(once(4, Command::CloseSession { session }), &mut events),
+            Err(Error::BadWrapper(_))
+        ));
+        assert!(matches!(
+            state.apply(
+                Command::Once {
+                    request: 5,
+                    remember: 0,
+                    command: Box::new(Command::ForceRelease { name: "a".into() }),
+                },
+                &mut events
+            ),
+            Err(Error::BadWrapper(_))
+        ));
+        state.check_invariants().unwrap();
+        let bytes = postcard::to_allocvec(&state).unwrap();
+        assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
     }
 
     #[test]

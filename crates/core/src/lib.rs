@@ -61,7 +61,10 @@ mod types;
 mod validate;
 mod view;
 
-pub use auth::{AuthCommand, AuthError, AuthView, Permission, ROOT_USER, Right, Rights};
-pub use state::State;
+pub use auth::{
+    Access, AuthCommand, AuthError, AuthView, Caller, Credential, Permission, ROOT_USER, Right,
+    Rights, password_fingerprint,
+};
+pub use state::{State, StateV1};
 pub use types::*;
 pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

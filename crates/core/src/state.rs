@@ -65,6 +65,12 @@ pub struct State {
     pub(crate) total_expired_sessions: u64,
     /// Users, roles, tokens, session owners (see [`crate::auth`]).
     pub(crate) auth: crate::auth::AuthState,
+    /// Auth commands that took effect (see [`State::auth_revision`]). Since snapshot
+    /// format 2.
+    pub(crate) auth_revision: u64,
+    /// Answers of the last session-less requests ([`crate::Command::Once`]). Since
+    /// snapshot format 2.
+    pub(crate) recent_requests: crate::auth::RecentRequests,
 }
 
 /// One live session (lease).
@@ -239,6 +245,52 @@ struct StateFields {
     total_grants: u64,
     total_expired_sessions: u64,
     auth: crate::auth::AuthState,
+    auth_revision: u64,
+    recent_requests: crate::auth::RecentRequests,
+}
+
+/// [`State`]'s fields as snapshot format 1 had them: the fields added since are not in
+/// the encoding and start empty.
+#[derive(Deserialize)]
+#[serde(remote = "State")]
+struct StateFieldsV1 {
+    limits: Limits,
+    limits_envelope: Limits,
+    next_session_id: u64,
+    last_token: u64,
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    sessions_by_client: BTreeMap<ClientId, SessionId>,
+    locks: BTreeMap<Name, LockRecord>,
+    held_grants: u64,
+    waiters: u64,
+    total_grants: u64,
+    total_expired_sessions: u64,
+    auth: crate::auth::AuthState,
+    #[serde(skip)]
+    auth_revision: u64,
+    #[serde(skip)]
+    recent_requests: crate::auth::RecentRequests,
+}
+
+/// A [`State`] decoded from the encoding of snapshot format 1 (before the auth revision
+/// and the remembered session-less answers): `postcard::from_bytes::<StateV1>(old)`,
+/// then `.0`. Session owners whose user no longer exists are dropped, as removing the
+/// user does now.
+#[derive(Debug)]
+pub struct StateV1(pub State);
+
+impl<'de> Deserialize<'de> for StateV1 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StateV1, D::Error> {
+        let mut state = StateFieldsV1::deserialize(deserializer)?;
+        state.share_names();
+        let crate::auth::AuthState {
+            users,
+            session_owners,
+            ..
+        } = &mut state.auth;
+        session_owners.retain(|_, owner| users.contains_key(owner));
+        Ok(StateV1(state))
+    }
 }
 
 /// Decodes the fields, then makes every session's lock names share the lock's own name
@@ -322,6 +374,8 @@ impl State {
             total_grants: 0,
             total_expired_sessions: 0,
             auth: crate::auth::AuthState::default(),
+            auth_revision: 0,
+            recent_requests: crate::auth::RecentRequests::default(),
         }
     }
 }

@@ -147,7 +147,8 @@ pub enum Command {
     /// Authentication and permission administration (see [`crate::auth`]).
     Auth(crate::auth::AuthCommand),
     /// `OpenSession` or `AcquireWithLease` on behalf of an authenticated user, who
-    /// becomes the owner of the session it opens.
+    /// becomes the owner of the session it opens. Written by earlier versions and still
+    /// applied as they applied it; new entries use [`Command::Authorized`].
     Owned {
         /// The user.
         owner: String,
@@ -161,6 +162,41 @@ pub enum Command {
         /// The session to end.
         session: SessionId,
     },
+    /// A client's command with the caller the API authenticated. `apply` decides, against
+    /// the state of this entry, whether that caller may do it (see
+    /// [`State::authorize_command`](crate::State::authorize_command)): a credential revoked,
+    /// a user removed or a right taken away in an earlier entry refuses it here, whatever
+    /// the proposing node had applied when it checked. A session it opens becomes the
+    /// caller's. Wraps any command but the leader's own (`ExpireSessions`, `SetLimits`)
+    /// and the wrappers `Owned` and `Authorized`.
+    Authorized {
+        /// Who asked, and the credential the API verified.
+        caller: crate::auth::Caller,
+        /// The wrapped command.
+        command: Box<Command>,
+    },
+    /// A session-less mutation (`ForceRelease`, `RevokeSession`, `Auth`) with the id its
+    /// client chose: the first answer is remembered, and a retry with the same id returns
+    /// it without acting again. The state keeps the answers of the last `remember` such
+    /// requests (the oldest is forgotten first).
+    Once {
+        /// The client's id for this request (a UUID).
+        request: u128,
+        /// How many answers the state keeps (the proposing node's configured bound,
+        /// 1..=[`Once::MAX_REMEMBER`](crate::Once::MAX_REMEMBER)).
+        remember: u64,
+        /// The wrapped command.
+        command: Box<Command>,
+    },
+}
+
+/// Bounds of [`Command::Once`].
+#[derive(Clone, Copy, Debug)]
+pub struct Once;
+
+impl Once {
+    /// The ceiling for `remember`: the remembered-answers table never grows past it.
+    pub const MAX_REMEMBER: u64 = 1_000_000;
 }
 
 /// The successful result of applying a command.
@@ -286,6 +322,10 @@ pub enum Error {
     /// An auth command was refused.
     #[error("{0}")]
     Auth(crate::auth::AuthError),
+    /// A wrapper command (`Authorized`, `Once`) around a command it may not wrap, or a
+    /// `Once` with an invalid bound.
+    #[error("malformed command: {0}")]
+    BadWrapper(String),
 }
 
 /// Which limit was reached.
@@ -417,6 +457,12 @@ pub enum Event {
         name: String,
         /// The waiting session.
         session: SessionId,
+    },
+    /// An auth command took effect (users, roles, tokens or the switch changed): callers
+    /// checked before it are checked again.
+    AuthChanged {
+        /// The new [`State::auth_revision`](crate::State::auth_revision).
+        revision: u64,
     },
 }
 

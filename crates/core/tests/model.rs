@@ -554,9 +554,13 @@ impl Model {
 
     fn step(&mut self, command: Command, events: &mut Vec<Event>) -> Result<Response, Error> {
         match command {
-            // Auth is not modelled: the generators never produce these commands (the auth
-            // part of the state is covered by the unit tests in `auth`).
-            Command::Auth(_) | Command::Owned { .. } => {
+            // Auth is not modelled here: the generators never produce these commands (the
+            // auth part of the state has its own reference model, in `tests/auth_model.rs`,
+            // and unit tests in `auth`).
+            Command::Auth(_)
+            | Command::Owned { .. }
+            | Command::Authorized { .. }
+            | Command::Once { .. } => {
                 unreachable!("the model does not generate auth commands")
             }
             Command::OpenSession { client_id, ttl_ms } => {

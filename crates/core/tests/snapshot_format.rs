@@ -3,11 +3,12 @@
 //! This pins it: a state with every kind of record encodes to exactly the bytes below.
 //!
 //! If this test fails, the snapshot format changed: either make the encoding match
-//! again, or bump the server's snapshot `FORMAT_VERSION` (older snapshots are then
-//! refused) and update the bytes here.
+//! again, or bump the server's snapshot `FORMAT_VERSION`, add the new bytes here and keep
+//! the old ones with a test that they still decode (as [`StateV1`] does for version 1).
 
 use fencelock_core::{
-    ClientId, Command, LockMode, RequestId, Response, SessionId, State, WaitPolicy,
+    AuthCommand, Caller, ClientId, Command, LockMode, RequestId, Response, SessionId, State,
+    StateV1, WaitPolicy,
 };
 
 fn acquire(session: u64, seq: u64, name: &str, mode: LockMode, value: &[u8]) -> Command {
@@ -69,7 +70,7 @@ fn sample() -> State {
 }
 
 /// `sample()`, postcard-encoded, as of snapshot format version 1.
-const GOLDEN: &str = concat!(
+const GOLDEN_V1: &str = concat!(
     "c0843d80897a904e904e800880048008e80780dddb018020c0843d80897a904e904e800880048008",
     "e80780dddb01802004060301018827020c6a6f62732f62696c6c696e670106736861726564020002",
     "01000201010200020102010202882702067368617265640301780500040100020203020002020403",
@@ -79,17 +80,76 @@ const GOLDEN: &str = concat!(
     "0502000000050106000000000000",
 );
 
+/// `sample()` plus a remembered session-less answer, postcard-encoded, as of snapshot
+/// format version 2 (version 1's fields, then the auth revision and the remembered
+/// answers).
+const GOLDEN_V2: &str = concat!(
+    "c0843d80897a904e904e800880048008e80780dddb018020c0843d80897a904e904e800880048008",
+    "e80780dddb01802004060301018827020c6a6f62732f62696c6c696e670106736861726564020002",
+    "01000201010200020102010202882702067368617265640301780500040100020203020002020403",
+    "000202050400060103038827010668616e6465640601067368617265640201000303020002030601",
+    "03010102020303040668616e64656401060300046e657874000c6a6f62732f62696c6c696e670101",
+    "01000831302e302e302e370006736861726564020201010003020102723201030002773301017801",
+    "05020000000501060000000101720000000101b424000a01b424",
+);
+
+/// `sample()` with one auth command applied through `Once`: the fields of version 2 are
+/// not empty.
+fn sample_v2() -> State {
+    let mut state = sample();
+    state
+        .apply(
+            Command::Authorized {
+                caller: Caller::Anyone,
+                command: Box::new(Command::Once {
+                    request: 0x1234,
+                    remember: 10,
+                    command: Box::new(Command::Auth(AuthCommand::RoleAdd { name: "r".into() })),
+                }),
+            },
+            &mut Vec::new(),
+        )
+        .unwrap();
+    state
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[test]
 fn snapshot_encoding_is_unchanged() {
-    let state = sample();
+    let state = sample_v2();
     state.check_invariants().unwrap();
     let bytes = postcard::to_stdvec(&state).unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
-        hex, GOLDEN,
+        hex(&bytes),
+        GOLDEN_V2,
         "the snapshot encoding changed (see this file's docs)"
     );
     let decoded: State = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(decoded, state);
     decoded.check_invariants().unwrap();
+}
+
+/// Bytes written by format version 1 still decode, as [`StateV1`], to the same state with
+/// the fields added since empty.
+#[test]
+fn version_1_bytes_still_decode() {
+    let StateV1(decoded) = postcard::from_bytes(&unhex(GOLDEN_V1)).unwrap();
+    decoded.check_invariants().unwrap();
+    assert_eq!(decoded, sample());
+    assert_eq!(decoded.auth_revision(), 0);
+    assert_eq!(decoded.remembered_requests(), 0);
+    assert!(
+        postcard::from_bytes::<State>(&unhex(GOLDEN_V1)).is_err(),
+        "version 1 bytes are not a version 2 state"
+    );
 }

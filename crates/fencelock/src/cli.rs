@@ -38,6 +38,7 @@
 //! | `max_message_bytes` | largest client gRPC message | `65536` |
 //! | `max_list_page` | largest `List` page | `1000` |
 //! | `max_watchers` | open watch streams | `10000` |
+//! | `max_remembered_requests` | answers of admin mutations remembered by request id, so a retry acts once | `10000` |
 //! | `watch_buffer` | events buffered per watcher | `1024` |
 //! | `max_keepalive_streams` | live keepalive streams | `10000` |
 //! | `max_peer_links` | Raft links from peers served at once | `256` |

@@ -1,7 +1,11 @@
 //! Authentication of client calls and the permission checks of the gRPC services.
 //!
 //! Users, roles, permissions and bearer-token hashes live in the replicated state
-//! ([`fencelock_core::auth`]); this module only reads them. Credentials travel in the
+//! ([`fencelock_core::auth`]); this module only reads them. The checks made here, on the
+//! node's applied state, are early refusals only: every command is proposed inside
+//! [`Command::Authorized`] with the [`Caller`] (user and verified credential), and the
+//! state machine decides at apply time; reads check again after their read barrier, and
+//! streams on every keepalive and whenever the auth state changes. Credentials travel in the
 //! `authorization` metadata: `Basic base64(user:password)` or `Bearer <token>`. Passwords
 //! are hashed with argon2 (memory-hard) before they are proposed; a successful
 //! verification is cached for [`CACHE_TTL`] under a BLAKE2b digest of (user, password,
@@ -13,7 +17,7 @@ use crate::store::SharedState;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use blake2::{Blake2b512, Digest};
-use fencelock_core::{Right, SessionId};
+use fencelock_core::{Access, Command, Credential, Right, SessionId, password_fingerprint};
 use fencelock_proto::v1::ErrorReason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,24 +29,7 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// At most this many remembered verifications (the cache is cleared when full).
 const CACHE_MAX: usize = 4_096;
 
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// Auth is off: every call is allowed.
-    Anyone,
-    /// An authenticated user.
-    User(String),
-}
-
-impl Caller {
-    /// The user's name ("" when auth is off).
-    pub fn name(&self) -> &str {
-        match self {
-            Caller::Anyone => "",
-            Caller::User(user) => user,
-        }
-    }
-}
+pub use fencelock_core::Caller;
 
 /// Hash a password with argon2id (default parameters) into a PHC string.
 ///
@@ -138,7 +125,10 @@ impl Authenticator {
                 let hash = token_hash(&token);
                 self.shared
                     .read(|applied| applied.state.token_user(&hash).map(str::to_owned))
-                    .map(Caller::User)
+                    .map(|user| Caller::User {
+                        name: user,
+                        credential: Credential::Token(hash),
+                    })
                     .ok_or_else(|| unauthenticated("unknown bearer token"))
             }
             Credentials::Basic { user, password } => {
@@ -147,9 +137,13 @@ impl Authenticator {
                     .read(|applied| applied.state.password_hash(&user).map(str::to_owned));
                 let bad = || unauthenticated("unknown user or wrong password");
                 let stored = stored.filter(|s| !s.is_empty()).ok_or_else(bad)?;
+                let caller = Caller::User {
+                    name: user.clone(),
+                    credential: Credential::Password(password_fingerprint(&stored)),
+                };
                 let key = cache_key(&user, &password, &stored);
                 if self.cached(&key) {
-                    return Ok(Caller::User(user));
+                    return Ok(caller);
                 }
                 let verified = tokio::task::spawn_blocking(move || {
                     PasswordHash::new(&stored).is_ok_and(|parsed| {
@@ -164,7 +158,7 @@ impl Authenticator {
                     return Err(bad());
                 }
                 self.remember(key);
-                Ok(Caller::User(user))
+                Ok(caller)
             }
         }
     }
@@ -187,94 +181,84 @@ impl Authenticator {
         cache.insert(key, Instant::now());
     }
 
+    /// Refuse unless `caller` may do `access`, judged on this node's applied state
+    /// ([`fencelock_core::State::authorize`]).
+    ///
+    /// # Errors
+    ///
+    /// UNAUTHENTICATED (credentials no longer valid, or auth switched on under a caller
+    /// checked while it was off) or PERMISSION_DENIED.
+    pub fn check(&self, caller: &Caller, access: Access<'_>) -> Result<(), Status> {
+        self.shared
+            .read(|applied| applied.state.authorize(caller, access))
+            .map_err(|error| st::from_core(&error))
+    }
+
     /// Refuse unless `caller` has `right` on the lock `name`.
     ///
     /// # Errors
     ///
-    /// PERMISSION_DENIED.
+    /// As [`Authenticator::check`].
     pub fn require(&self, caller: &Caller, name: &str, right: Right) -> Result<(), Status> {
-        let Caller::User(user) = caller else {
-            return Ok(());
-        };
-        if self
-            .shared
-            .read(|applied| applied.state.permits(user, name, right))
-        {
-            Ok(())
-        } else {
-            Err(permission_denied(format!(
-                "user {user:?} lacks the {} right on lock {name:?}",
-                right_name(right)
-            )))
-        }
+        self.check(caller, Access::Lock(name, right))
     }
 
     /// Refuse unless `caller` is root (or has `admin` on every lock).
     ///
     /// # Errors
     ///
-    /// PERMISSION_DENIED.
+    /// As [`Authenticator::check`].
     pub fn require_superuser(&self, caller: &Caller) -> Result<(), Status> {
-        let Caller::User(user) = caller else {
-            return Ok(());
-        };
-        if self.is_superuser(caller) {
-            Ok(())
-        } else {
-            Err(permission_denied(format!(
-                "user {user:?} is not root (nor admin on every lock)"
-            )))
-        }
+        self.check(caller, Access::Superuser)
     }
 
     /// Whether `caller` is root (or admin on every lock); `true` with auth off.
     pub fn is_superuser(&self, caller: &Caller) -> bool {
-        match caller {
-            Caller::Anyone => true,
-            Caller::User(user) => self.shared.read(|applied| applied.state.is_superuser(user)),
-        }
+        self.require_superuser(caller).is_ok()
     }
 
-    /// Refuse unless `caller` owns `session` (or `admin` on `name`, or on every lock
-    /// when `name` is `None`). A session opened while auth was off has no owner and is
-    /// usable by anyone authenticated.
+    /// Refuse unless `caller` may act on `session` (see [`Access::Session`]): its owner,
+    /// or `admin` on `name` (on every lock when `name` is `None`); a session opened while
+    /// auth was off is a superuser's only.
     ///
     /// # Errors
     ///
-    /// PERMISSION_DENIED.
+    /// As [`Authenticator::check`].
     pub fn require_session(
         &self,
         caller: &Caller,
         session: SessionId,
         name: Option<&str>,
     ) -> Result<(), Status> {
-        let Caller::User(user) = caller else {
-            return Ok(());
-        };
-        let allowed = self.shared.read(|applied| {
-            let state = &applied.state;
-            match state.session_owner(session) {
-                None => true,
-                Some(owner) if owner == user => true,
-                Some(_) => state.permits(user, name.unwrap_or(""), Right::Admin),
-            }
-        });
-        if allowed {
-            Ok(())
-        } else {
-            Err(permission_denied(format!(
-                "session {session} belongs to another user; user {user:?} is not admin here"
-            )))
-        }
+        self.check(caller, Access::Session(session, name))
     }
 }
 
-fn right_name(right: Right) -> &'static str {
-    match right {
-        Right::Acquire => "acquire",
-        Right::Release => "release",
-        Right::Read => "read",
-        Right::Admin => "admin",
+/// A session-less mutation with the client's request id (16 bytes), remembered by the
+/// state machine so that a retry returns the first answer; without an id, as it is.
+///
+/// # Errors
+///
+/// INVALID_ARGUMENT for an id that is neither empty nor 16 bytes.
+pub fn once(request_id: &[u8], remember: u64, command: Command) -> Result<Command, Status> {
+    if request_id.is_empty() {
+        return Ok(command);
+    }
+    let id: [u8; 16] = request_id
+        .try_into()
+        .map_err(|_| st::invalid_argument("request_id must be empty or 16 bytes (a UUID)"))?;
+    Ok(Command::Once {
+        request: u128::from_be_bytes(id),
+        remember,
+        command: Box::new(command),
+    })
+}
+
+/// `command` on behalf of `caller`, for the state machine to judge when it applies it.
+pub fn authorized(caller: &Caller, command: Command) -> Command {
+    Command::Authorized {
+        caller: caller.clone(),
+        command: Box::new(command),
     }
 }
 

@@ -120,6 +120,11 @@ pub struct ServerConfig {
     pub max_list_page: usize,
     /// Open watch streams at most.
     pub max_watchers: usize,
+    /// Answers of session-less admin mutations (force release, revoke session, auth
+    /// administration) the cluster remembers by request id, so a retry within the last
+    /// this many such requests returns the first answer (1..=1_000_000). Travels in each
+    /// such command, so every replica evicts alike.
+    pub max_remembered_requests: u64,
     /// Events buffered per watcher before it is told to resync.
     pub watch_buffer: usize,
     /// Live keepalive streams at most.
@@ -251,6 +256,7 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             max_list_page: 1_000,
             max_watchers: 10_000,
+            max_remembered_requests: 10_000,
             watch_buffer: 1_024,
             max_keepalive_streams: 10_000,
             max_peer_links: 256,
@@ -328,6 +334,12 @@ impl ServerConfig {
         }
         if !(64 * 1024..=1 << 30).contains(&self.max_peer_message_bytes) {
             return Err("max peer message size must be between 64 KiB and 1 GiB".into());
+        }
+        if !(1..=fencelock_core::Once::MAX_REMEMBER).contains(&self.max_remembered_requests) {
+            return Err(format!(
+                "max remembered requests must be 1..={}",
+                fencelock_core::Once::MAX_REMEMBER
+            ));
         }
         if self.max_list_page == 0 || self.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());

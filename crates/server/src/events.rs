@@ -61,6 +61,7 @@ impl RecentEvent {
                 recent.kind = "session_opened";
                 recent.session = Some(session.0);
             }
+            Event::AuthChanged { .. } => recent.kind = "auth_changed",
             Event::SessionEnded { session, reason } => {
                 recent.kind = "session_ended";
                 recent.session = Some(session.0);
@@ -285,7 +286,7 @@ impl ApplyObserver for EventHub {
                     session, ttl_ms, ..
                 } => self.leases.session_opened(*session, *ttl_ms),
                 Event::SessionEnded { session, .. } => self.leases.session_ended(*session),
-                Event::Released { .. } => {}
+                Event::Released { .. } | Event::AuthChanged { .. } => {}
             }
         }
         if self.leases.is_leading() {

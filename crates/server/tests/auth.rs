@@ -50,18 +50,23 @@ async fn set_up(cluster: &TestCluster) {
         auth.user_add(pb::UserAddRequest {
             name: name.into(),
             password: password.into(),
+            ..Default::default()
         })
         .await
         .expect("user add");
     }
     for (role, prefix) in [("jobs", "jobs/"), ("everything", "")] {
-        auth.role_add(pb::RoleAddRequest { name: role.into() })
-            .await
-            .expect("role add");
+        auth.role_add(pb::RoleAddRequest {
+            name: role.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("role add");
         auth.role_grant(pb::RoleGrantRequest {
             role: role.into(),
             prefix: prefix.into(),
             rights: rights(true, true, true, false),
+            ..Default::default()
         })
         .await
         .expect("role grant");
@@ -70,6 +75,7 @@ async fn set_up(cluster: &TestCluster) {
         auth.user_grant_role(pb::UserGrantRoleRequest {
             user: user.into(),
             role: role.into(),
+            ..Default::default()
         })
         .await
         .expect("grant role");
@@ -265,6 +271,7 @@ async fn credentials_prefix_rights_and_session_ownership() {
             pb::UserAddRequest {
                 name: "eve".into(),
                 password: "x".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -315,11 +322,17 @@ async fn mint_token(
     root: &str,
     user: &str,
 ) -> String {
-    auth.token_create(as_user(root, pb::TokenCreateRequest { user: user.into() }))
-        .await
-        .expect("token")
-        .into_inner()
-        .token
+    auth.token_create(as_user(
+        root,
+        pb::TokenCreateRequest {
+            user: user.into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("token")
+    .into_inner()
+    .token
 }
 
 async fn open_session_with(cluster: &TestCluster, index: usize, who: &str) -> tonic::Status {
@@ -382,6 +395,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
             pb::UserRevokeRoleRequest {
                 user: "alice".into(),
                 role: "jobs".into(),
+                ..Default::default()
             },
         )
     };
@@ -410,6 +424,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         &bob,
         pb::RoleRemoveRequest {
             name: "everything".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -418,6 +433,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         &root,
         pb::RoleRemoveRequest {
             name: "everything".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -444,6 +460,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         pb::UserGrantRoleRequest {
             user: "alice".into(),
             role: "jobs".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -489,5 +506,437 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
         }
         assert!(refused, "node {index} still accepts the revoked token");
     }
+    cluster.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The state machine is the judge: a command checked on a stale view is refused at apply.
+
+/// The caller the API attaches for `user`'s password, read from `index`'s applied state.
+fn password_caller(cluster: &TestCluster, index: usize, user: &str) -> fencelock_core::Caller {
+    let fingerprint = cluster.running(index).node().shared.read(|applied| {
+        fencelock_core::password_fingerprint(applied.state.password_hash(user).unwrap())
+    });
+    fencelock_core::Caller::User {
+        name: user.into(),
+        credential: fencelock_core::Credential::Password(fingerprint),
+    }
+}
+
+/// Proposes `command` on behalf of `caller` on `index` as the API would after its
+/// (possibly stale) check, and returns what the state machine answered.
+async fn propose_as(
+    cluster: &TestCluster,
+    index: usize,
+    caller: &fencelock_core::Caller,
+    command: fencelock_core::Command,
+) -> Result<fencelock_core::Response, fencelock_core::Error> {
+    cluster
+        .running(index)
+        .node()
+        .proposer
+        .propose(fencelock_server::auth::authorized(caller, command))
+        .await
+        .expect("committed")
+}
+
+/// The scenario, without the timing: the API's early check ran on state that did
+/// not have the latest entries (a new leader that has not applied them yet), so it let
+/// the command through; the entries before it in the log revoke the caller's token,
+/// change a password, or make the session someone else's. `apply` refuses each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_checked_on_stale_state_are_refused_when_applied() {
+    use fencelock_core::{AuthError, Command, Credential, Error, FencingToken, RequestId};
+    let cluster = TestCluster::start(1).await;
+    set_up(&cluster).await;
+    let leader = cluster.leader().await;
+    let alice = basic("alice", "alicepw");
+    let root = basic("root", "rootpw");
+    let mut auth = auth_client(&cluster, leader).await;
+
+    let session = open_as(&cluster, leader, &alice, 1).await;
+    let token = acquire_as(&cluster, leader, &alice, session, "jobs/a", 1)
+        .await
+        .expect("alice acquires");
+    let acquire = |seq, name: &str| Command::Acquire {
+        session: fencelock_core::SessionId(session),
+        request: RequestId {
+            seq,
+            first_unanswered_seq: seq,
+        },
+        name: name.into(),
+        mode: fencelock_core::LockMode::Exclusive,
+        wait: fencelock_core::WaitPolicy::NoWait,
+        value: Vec::new(),
+    };
+
+    // bob has every right on the names, and knows alice's session id and token: the
+    // early check would have said yes on a node that had not applied alice's open.
+    let bob = password_caller(&cluster, leader, "bob");
+    let release = Command::Release {
+        session: fencelock_core::SessionId(session),
+        request: RequestId {
+            seq: 2,
+            first_unanswered_seq: 2,
+        },
+        name: "jobs/a".into(),
+        token: FencingToken(token),
+    };
+    for command in [
+        release,
+        Command::CloseSession {
+            session: fencelock_core::SessionId(session),
+        },
+    ] {
+        assert_eq!(
+            propose_as(&cluster, leader, &bob, command).await,
+            Err(Error::Auth(AuthError::NotSessionOwner(
+                fencelock_core::SessionId(session)
+            )))
+        );
+    }
+
+    // alice's bearer token, checked valid, revoked in an earlier entry.
+    let bearer = mint_token(&mut auth, &root, "alice").await;
+    let by_token = fencelock_core::Caller::User {
+        name: "alice".into(),
+        credential: Credential::Token(fencelock_server::auth::token_hash(&bearer)),
+    };
+    assert!(
+        propose_as(&cluster, leader, &by_token, acquire(3, "jobs/b"))
+            .await
+            .is_ok()
+    );
+    auth.token_revoke(as_user(
+        &root,
+        pb::TokenRevokeRequest {
+            token: bearer.clone(),
+        },
+    ))
+    .await
+    .expect("revoke");
+    assert_eq!(
+        propose_as(&cluster, leader, &by_token, acquire(4, "jobs/c")).await,
+        Err(Error::Auth(AuthError::CredentialRevoked("alice".into())))
+    );
+
+    // alice's password, verified, changed in an earlier entry.
+    let by_password = password_caller(&cluster, leader, "alice");
+    auth.user_passwd(as_user(
+        &root,
+        pb::UserPasswdRequest {
+            name: "alice".into(),
+            password: "newpw".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("passwd");
+    assert_eq!(
+        propose_as(&cluster, leader, &by_password, acquire(5, "jobs/d")).await,
+        Err(Error::Auth(AuthError::CredentialRevoked("alice".into())))
+    );
+    // Without credentials (checked while auth was off): refused now that it is on.
+    assert_eq!(
+        propose_as(
+            &cluster,
+            leader,
+            &fencelock_core::Caller::Anyone,
+            acquire(6, "jobs/e")
+        )
+        .await,
+        Err(Error::Auth(AuthError::AuthRequired))
+    );
+    // What the API maps these to.
+    let error = acquire_as(&cluster, leader, &alice, session, "jobs/f", 7)
+        .await
+        .expect_err("old password");
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    cluster.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams re-check their caller.
+
+async fn next_status<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>) -> tonic::Status {
+    let deadline = std::time::Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout(deadline, stream.message())
+            .await
+            .expect("the stream answers in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// A keepalive and a watch stream opened with a bearer token end with UNAUTHENTICATED
+/// when the token is revoked; a watch ends with PERMISSION_DENIED when its right is taken
+/// away; streams opened while auth was off end once it is switched on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_their_caller_loses_its_credential_or_right() {
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let mut locks = cluster.locks(leader).await;
+
+    // Opened with auth off: no credentials.
+    let anonymous = open_session(&mut locks, 100, 10_000).await;
+    let (anon_keepalives, inbound) = tokio::sync::mpsc::channel(16);
+    let mut anon_keepalive = locks
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .expect("keepalive stream")
+        .into_inner();
+    anon_keepalives
+        .send(pb::KeepAliveRequest {
+            session_id: anonymous,
+        })
+        .await
+        .unwrap();
+    let first = anon_keepalive.message().await.unwrap().unwrap();
+    assert_eq!(first.status, pb::KeepAliveStatus::Ok as i32);
+    let mut anon_watch = locks
+        .watch(pb::WatchRequest {
+            name: String::new(),
+            prefix: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    set_up(&cluster).await;
+    let root = basic("root", "rootpw");
+    let bob = basic("bob", "bobpw");
+    let mut auth = auth_client(&cluster, leader).await;
+    assert_eq!(
+        next_status(&mut anon_watch).await.code(),
+        tonic::Code::Unauthenticated,
+        "a watch opened while auth was off ends when it is switched on"
+    );
+    anon_keepalives
+        .send(pb::KeepAliveRequest {
+            session_id: anonymous,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut anon_keepalive).await.code(),
+        tonic::Code::Unauthenticated,
+        "a keepalive stream opened while auth was off no longer renews"
+    );
+
+    // alice by bearer token: a session, its keepalive stream and a watch.
+    let token = mint_token(&mut auth, &root, "alice").await;
+    let bearer = format!("Bearer {token}");
+    let session = open_as(&cluster, leader, &bearer, 1).await;
+    let (keepalives, inbound) = tokio::sync::mpsc::channel(16);
+    let mut keepalive = locks
+        .keep_alive(as_user(
+            &bearer,
+            tokio_stream::wrappers::ReceiverStream::new(inbound),
+        ))
+        .await
+        .expect("keepalive stream")
+        .into_inner();
+    keepalives
+        .send(pb::KeepAliveRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+    let renewed = keepalive.message().await.unwrap().unwrap();
+    assert_eq!(renewed.status, pb::KeepAliveStatus::Ok as i32);
+    let mut watch = locks
+        .watch(as_user(
+            &bearer,
+            pb::WatchRequest {
+                name: "jobs/".into(),
+                prefix: true,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    // bob watches everything through his role.
+    let mut bob_watch = locks
+        .watch(as_user(
+            &bob,
+            pb::WatchRequest {
+                name: String::new(),
+                prefix: true,
+            },
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(bob_watch.message().await.unwrap().unwrap().resync);
+
+    auth.token_revoke(as_user(&root, pb::TokenRevokeRequest { token }))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        next_status(&mut watch).await.code(),
+        tonic::Code::Unauthenticated
+    );
+    keepalives
+        .send(pb::KeepAliveRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut keepalive).await.code(),
+        tonic::Code::Unauthenticated
+    );
+
+    auth.user_revoke_role(as_user(
+        &root,
+        pb::UserRevokeRoleRequest {
+            user: "bob".into(),
+            role: "everything".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("take bob's role");
+    assert_eq!(
+        next_status(&mut bob_watch).await.code(),
+        tonic::Code::PermissionDenied
+    );
+    cluster.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin mutations retried with the same request id act once.
+
+/// A force release whose answer was lost is sent again with the same request id (as the
+/// client does): it returns the first answer and does not release the waiter that got
+/// the lock meanwhile. The same for adding a user and creating a chosen token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mutations_retried_with_their_request_id_act_once() {
+    let cluster = TestCluster::start(1).await;
+    let leader = cluster.leader().await;
+    let mut locks = cluster.locks(leader).await;
+    let first = open_session(&mut locks, 1, 10_000).await;
+    let second = open_session(&mut locks, 2, 10_000).await;
+    locks
+        .acquire(acquire_request(first, "x", 1, pb::WaitPolicy::NoWait))
+        .await
+        .expect("first holds x");
+    let mut waiter = cluster.locks(leader).await;
+    let waiting = tokio::spawn(async move {
+        waiter
+            .acquire(acquire_request(second, "x", 1, pb::WaitPolicy::Forever))
+            .await
+    });
+    // Wait until the second session queues.
+    let queued = async {
+        loop {
+            let lock = locks
+                .describe(pb::DescribeRequest { name: "x".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .lock
+                .unwrap();
+            if !lock.waiters.is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), queued)
+        .await
+        .expect("queued");
+    let force = pb::ForceReleaseRequest {
+        name: "x".into(),
+        request_id: client_id(0xf0),
+    };
+    let answer = locks
+        .force_release(force.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.released, 1);
+    assert!(waiting.await.unwrap().is_ok(), "the waiter got x");
+    let retried = locks.force_release(force).await.unwrap().into_inner();
+    assert_eq!(retried, answer, "the retry gets the first answer");
+    let holders = locks
+        .describe(pb::DescribeRequest { name: "x".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .expect("x is held")
+        .holders;
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].session_id, second, "the retry released no one");
+
+    // Revoking a session, retried: the first answer, not "not found".
+    let revoke = pb::RevokeSessionRequest {
+        session_id: second,
+        request_id: client_id(0xf1),
+    };
+    let answer = locks
+        .revoke_session(revoke.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        locks.revoke_session(revoke).await.unwrap().into_inner(),
+        answer
+    );
+
+    // Adding a user, retried: done once, answered alike; without an id the retry fails.
+    let mut auth = auth_client(&cluster, leader).await;
+    let add = pb::UserAddRequest {
+        name: "carol".into(),
+        password: "carolpw".into(),
+        request_id: client_id(0xf2),
+    };
+    auth.user_add(add.clone()).await.expect("added");
+    auth.user_add(add.clone())
+        .await
+        .expect("the retry gets the first answer");
+    auth.user_add(pb::UserAddRequest {
+        request_id: Vec::new(),
+        ..add
+    })
+    .await
+    .expect_err("a new request: the user exists");
+    // A token the client chose, retried: the same token, registered once.
+    let create = pb::TokenCreateRequest {
+        user: "carol".into(),
+        request_id: client_id(0xf3),
+        token: "flt_0123456789abcdef0123456789abcdef".into(),
+    };
+    let token = auth
+        .token_create(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(auth.token_create(create).await.unwrap().into_inner(), token);
+    assert_eq!(token.token, "flt_0123456789abcdef0123456789abcdef");
+    let short = auth
+        .token_create(pb::TokenCreateRequest {
+            user: "carol".into(),
+            token: "short".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("too short to be a secret");
+    assert_eq!(short.code(), tonic::Code::InvalidArgument);
+    assert!(
+        auth.user_add(pb::UserAddRequest {
+            name: "dave".into(),
+            password: "pw".into(),
+            request_id: vec![1, 2, 3],
+        })
+        .await
+        .is_err(),
+        "a request id is 16 bytes"
+    );
     cluster.shutdown().await;
 }

@@ -1,9 +1,11 @@
 //! The `Auth` gRPC service: switching auth on and off, users, roles and bearer tokens.
 //! Every call but `Status` needs root (or `admin` on every lock) once auth is on;
-//! passwords are hashed here, before the command is proposed.
+//! passwords are hashed here, before the command is proposed. Every command goes out on
+//! behalf of its caller (the state machine checks the caller again when it applies it),
+//! and with the client's request id, so a retried call acts once.
 
 use super::status::{from_core, from_propose, invalid_argument};
-use crate::auth::{Authenticator, Caller, hash_password, new_token, token_hash};
+use crate::auth::{Authenticator, Caller, authorized, hash_password, new_token, once, token_hash};
 use crate::node::Node;
 use fencelock_core::{AuthCommand, Command, Rights};
 use fencelock_proto::v1 as pb;
@@ -30,8 +32,19 @@ impl AuthService {
         Ok(caller)
     }
 
-    async fn run(&self, command: AuthCommand) -> Result<Response<pb::AuthOk>, Status> {
-        match self.node.proposer.propose(Command::Auth(command)).await {
+    /// Propose `command` for `caller`, once per `request_id` (see [`once`]).
+    async fn run(
+        &self,
+        caller: &Caller,
+        request_id: &[u8],
+        command: AuthCommand,
+    ) -> Result<Response<pb::AuthOk>, Status> {
+        let command = once(
+            request_id,
+            self.node.config().max_remembered_requests,
+            authorized(caller, Command::Auth(command)),
+        )?;
+        match self.node.proposer.propose(command).await {
             Ok(Ok(_)) => Ok(Response::new(pb::AuthOk {})),
             Ok(Err(error)) => Err(from_core(&error)),
             Err(error) => Err(from_propose(&self.node, error).await),
@@ -73,16 +86,16 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
-        self.run(AuthCommand::Enable).await
+        let caller = self.admin(&request).await?;
+        self.run(&caller, &[], AuthCommand::Enable).await
     }
 
     async fn disable(
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
-        self.run(AuthCommand::Disable).await
+        let caller = self.admin(&request).await?;
+        self.run(&caller, &[], AuthCommand::Disable).await
     }
 
     async fn status(
@@ -124,13 +137,17 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::UserAddRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
         let password_hash = Self::hashed(request.password).await?;
-        self.run(AuthCommand::UserAdd {
-            name: request.name,
-            password_hash,
-        })
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::UserAdd {
+                name: request.name,
+                password_hash,
+            },
+        )
         .await
     }
 
@@ -138,10 +155,13 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::UserRemoveRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
-        self.run(AuthCommand::UserRemove {
-            name: request.into_inner().name,
-        })
+        let caller = self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::UserRemove { name: request.name },
+        )
         .await
     }
 
@@ -156,10 +176,14 @@ impl Auth for AuthService {
         }
         let request = request.into_inner();
         let password_hash = Self::hashed(request.password).await?;
-        self.run(AuthCommand::UserPasswd {
-            name: request.name,
-            password_hash,
-        })
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::UserPasswd {
+                name: request.name,
+                password_hash,
+            },
+        )
         .await
     }
 
@@ -167,12 +191,16 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::UserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
-        self.run(AuthCommand::UserGrantRole {
-            user: request.user,
-            role: request.role,
-        })
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::UserGrantRole {
+                user: request.user,
+                role: request.role,
+            },
+        )
         .await
     }
 
@@ -180,12 +208,16 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::UserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
-        self.run(AuthCommand::UserRevokeRole {
-            user: request.user,
-            role: request.role,
-        })
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::UserRevokeRole {
+                user: request.user,
+                role: request.role,
+            },
+        )
         .await
     }
 
@@ -193,10 +225,13 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::RoleAddRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
-        self.run(AuthCommand::RoleAdd {
-            name: request.into_inner().name,
-        })
+        let caller = self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::RoleAdd { name: request.name },
+        )
         .await
     }
 
@@ -204,10 +239,13 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::RoleRemoveRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
-        self.run(AuthCommand::RoleRemove {
-            name: request.into_inner().name,
-        })
+        let caller = self.admin(&request).await?;
+        let request = request.into_inner();
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::RoleRemove { name: request.name },
+        )
         .await
     }
 
@@ -215,13 +253,17 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::RoleGrantRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
-        self.run(AuthCommand::RoleGrant {
-            role: request.role,
-            prefix: request.prefix,
-            rights: rights_from(request.rights),
-        })
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::RoleGrant {
+                role: request.role,
+                prefix: request.prefix,
+                rights: rights_from(request.rights),
+            },
+        )
         .await
     }
 
@@ -229,12 +271,16 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::RoleRevokeRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
+        let caller = self.admin(&request).await?;
         let request = request.into_inner();
-        self.run(AuthCommand::RoleRevoke {
-            role: request.role,
-            prefix: request.prefix,
-        })
+        self.run(
+            &caller,
+            &request.request_id,
+            AuthCommand::RoleRevoke {
+                role: request.role,
+                prefix: request.prefix,
+            },
+        )
         .await
     }
 
@@ -242,12 +288,25 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::TokenCreateRequest>,
     ) -> Result<Response<pb::TokenCreateResponse>, Status> {
-        self.admin(&request).await?;
-        let token = new_token();
-        self.run(AuthCommand::TokenAdd {
-            token_hash: token_hash(&token),
-            user: request.into_inner().user,
-        })
+        let caller = self.admin(&request).await?;
+        let request = request.into_inner();
+        // A token the client chose makes a retry register the same hash again (and the
+        // request id returns the first answer); a minted one cannot be retried that way,
+        // so its request id is not used: a retry mints another.
+        let (token, request_id) = if request.token.is_empty() {
+            (new_token(), Vec::new())
+        } else {
+            check_chosen_token(&request.token)?;
+            (request.token, request.request_id)
+        };
+        self.run(
+            &caller,
+            &request_id,
+            AuthCommand::TokenAdd {
+                token_hash: token_hash(&token),
+                user: request.user,
+            },
+        )
         .await?;
         Ok(Response::new(pb::TokenCreateResponse { token }))
     }
@@ -256,10 +315,33 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::TokenRevokeRequest>,
     ) -> Result<Response<pb::AuthOk>, Status> {
-        self.admin(&request).await?;
-        self.run(AuthCommand::TokenRemove {
-            token_hash: token_hash(&request.into_inner().token),
-        })
+        // Idempotent by construction: forgetting a token twice is not an error.
+        let caller = self.admin(&request).await?;
+        self.run(
+            &caller,
+            &[],
+            AuthCommand::TokenRemove {
+                token_hash: token_hash(&request.into_inner().token),
+            },
+        )
         .await
     }
+}
+
+/// The shortest token a client may choose: as hard to guess as a minted one needs
+/// 128 random bits, which 32 characters of hex or base64 hold.
+const MIN_CHOSEN_TOKEN: usize = 32;
+/// The longest token a client may choose.
+const MAX_CHOSEN_TOKEN: usize = 256;
+
+fn check_chosen_token(token: &str) -> Result<(), Status> {
+    if !(MIN_CHOSEN_TOKEN..=MAX_CHOSEN_TOKEN).contains(&token.len())
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid_argument(format!(
+            "a chosen token must be {MIN_CHOSEN_TOKEN}..={MAX_CHOSEN_TOKEN} printable ASCII \
+             characters without spaces"
+        )));
+    }
+    Ok(())
 }

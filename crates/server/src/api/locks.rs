@@ -1,7 +1,7 @@
 //! The `Locks` gRPC service.
 
 use super::status::{self as st, from_barrier, from_core, from_propose, invalid_argument};
-use crate::auth::{Authenticator, Caller};
+use crate::auth::{Authenticator, authorized, once};
 use crate::barrier::{BarrierError, ReadBarrier, Round};
 use crate::commit_trace::{self, Point};
 use crate::events::{Attach, WaitOutcome, WaitTicket};
@@ -196,17 +196,6 @@ impl LocksService {
     }
 }
 
-/// `command` on behalf of `caller`: with auth on, the session it opens is the caller's.
-fn owned(caller: &Caller, command: Command) -> Command {
-    match caller {
-        Caller::Anyone => command,
-        Caller::User(user) => Command::Owned {
-            owner: user.clone(),
-            command: Box::new(command),
-        },
-    }
-}
-
 enum WaitEnd {
     Granted(FencingToken),
     TimedOut,
@@ -382,7 +371,7 @@ impl Locks for LocksService {
             let request = request.into_inner();
             let client_id = client_id(&request.client_id)?;
             match self
-                .propose(owned(
+                .propose(authorized(
                     &caller,
                     Command::OpenSession {
                         client_id,
@@ -412,7 +401,8 @@ impl Locks for LocksService {
         let result = async {
             let session = session_id(request.into_inner().session_id)?;
             self.auth.require_session(&caller, session, None)?;
-            self.propose(Command::CloseSession { session }).await?;
+            self.propose(authorized(&caller, Command::CloseSession { session }))
+                .await?;
             Ok(pb::CloseSessionResponse {})
         }
         .await;
@@ -481,7 +471,7 @@ impl Locks for LocksService {
             let convenience = request.session_id == 0;
             self.auth.require(&caller, &request.name, Right::Acquire)?;
             let command = if convenience {
-                owned(
+                authorized(
                     &caller,
                     Command::AcquireWithLease {
                         client_id: client_id(&request.client_id)?,
@@ -498,14 +488,17 @@ impl Locks for LocksService {
                     SessionId(request.session_id),
                     Some(&request.name),
                 )?;
-                Command::Acquire {
-                    session: SessionId(request.session_id),
-                    request: request_id(request.request)?,
-                    name: request.name.clone(),
-                    mode,
-                    wait,
-                    value: request.value,
-                }
+                authorized(
+                    &caller,
+                    Command::Acquire {
+                        session: SessionId(request.session_id),
+                        request: request_id(request.request)?,
+                        name: request.name.clone(),
+                        mode,
+                        wait,
+                        value: request.value,
+                    },
+                )
             };
             // Held back only where the delay is small next to the wait it may add to.
             let delay = self.node.config().waiting_acquire_delay;
@@ -579,12 +572,15 @@ impl Locks for LocksService {
                 SessionId(request.session_id),
                 Some(&request.name),
             )?;
-            let command = Command::Release {
-                session: session_id(request.session_id)?,
-                request: request_id(request.request)?,
-                name: request.name,
-                token: FencingToken(request.token),
-            };
+            let command = authorized(
+                &caller,
+                Command::Release {
+                    session: session_id(request.session_id)?,
+                    request: request_id(request.request)?,
+                    name: request.name,
+                    token: FencingToken(request.token),
+                },
+            );
             self.propose(command).await?;
             Ok(pb::ReleaseResponse {})
         }
@@ -604,6 +600,9 @@ impl Locks for LocksService {
             self.check_name(&request.name)?;
             self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
+            // Again on the state the barrier waited for: a revocation committed before
+            // this read counts.
+            self.auth.require(&caller, &request.name, Right::Read)?;
             let token = FencingToken(request.token);
             Ok(self.node.shared.read(|applied| {
                 let current_token = applied
@@ -633,6 +632,7 @@ impl Locks for LocksService {
             self.check_name(&request.name)?;
             self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
+            self.auth.require(&caller, &request.name, Right::Read)?;
             Ok(self.node.shared.read(|applied| pb::DescribeResponse {
                 lock: applied.state.lock(&request.name).map(lock_info),
                 revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
@@ -658,6 +658,7 @@ impl Locks for LocksService {
                 n => n.min(max_page),
             };
             self.linearizable().await?;
+            self.auth.require(&caller, &request.prefix, Right::Read)?;
             let start_after =
                 (!request.start_after.is_empty()).then_some(request.start_after.as_str());
             Ok(self.node.shared.read(|applied| {
@@ -707,6 +708,12 @@ impl Locks for LocksService {
             .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
         let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
         let node = self.node.clone();
+        let auth = self.auth.clone();
+        // The caller is checked again, on the applied state, whenever an auth command
+        // takes effect: a revoked token, a removed user, a right taken away or auth
+        // switched on under a stream opened while it was off ends the stream.
+        let watched = request.name.clone();
+        let still_allowed = move || auth.require(&caller, &watched, Right::Read);
         tokio::spawn(async move {
             let _slot = slot;
             let resync = |revision| pb::WatchEvent {
@@ -726,6 +733,10 @@ impl Locks for LocksService {
                 };
                 match applied {
                     Ok(applied) if applied.resync => {
+                        if let Err(denied) = still_allowed() {
+                            let _ = sender.send(Err(denied)).await;
+                            return;
+                        }
                         last_revision = applied.index;
                         if sender.send(Ok(resync(last_revision))).await.is_err() {
                             return;
@@ -734,6 +745,12 @@ impl Locks for LocksService {
                     Ok(applied) => {
                         last_revision = applied.index;
                         for event in &applied.events {
+                            if matches!(event, fencelock_core::Event::AuthChanged { .. })
+                                && let Err(denied) = still_allowed()
+                            {
+                                let _ = sender.send(Err(denied)).await;
+                                return;
+                            }
                             if let Some(event) = watch_event(event, applied.index, &request)
                                 && sender.send(Ok(event)).await.is_err()
                             {
@@ -742,6 +759,11 @@ impl Locks for LocksService {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed events may have changed auth.
+                        if let Err(denied) = still_allowed() {
+                            let _ = sender.send(Err(denied)).await;
+                            return;
+                        }
                         if sender.send(Ok(resync(last_revision))).await.is_err() {
                             return;
                         }
@@ -762,10 +784,13 @@ impl Locks for LocksService {
         let caller = self.auth.authenticate(request.metadata()).await?;
         let started = Instant::now();
         let result = async {
-            let name = request.into_inner().name;
+            let request = request.into_inner();
+            let name = request.name;
             self.auth.require(&caller, &name, Right::Admin)?;
+            let command = authorized(&caller, Command::ForceRelease { name: name.clone() });
+            let remember = self.node.config().max_remembered_requests;
             match self
-                .propose(Command::ForceRelease { name: name.clone() })
+                .propose(once(&request.request_id, remember, command)?)
                 .await?
             {
                 Response::ForceReleased { count } => {
@@ -796,6 +821,7 @@ impl Locks for LocksService {
                 n => n.min(max_page),
             };
             self.linearizable().await?;
+            self.auth.require(&caller, "", Right::Admin)?;
             let start_after = (request.start_after != 0).then_some(SessionId(request.start_after));
             Ok(self.node.shared.read(|applied| {
                 let (sessions, more) = applied.state.sessions_after(start_after, limit);
@@ -825,8 +851,14 @@ impl Locks for LocksService {
         let result = async {
             // A session may hold locks under any prefix: admin on all of them.
             self.auth.require(&caller, "", Right::Admin)?;
-            let session = SessionId(request.into_inner().session_id);
-            match self.propose(Command::RevokeSession { session }).await? {
+            let request = request.into_inner();
+            let session = SessionId(request.session_id);
+            let command = authorized(&caller, Command::RevokeSession { session });
+            let remember = self.node.config().max_remembered_requests;
+            match self
+                .propose(once(&request.request_id, remember, command)?)
+                .await?
+            {
                 Response::SessionRevoked { released } => {
                     tracing::warn!(%session, released, "admin revoked session");
                     Ok(pb::RevokeSessionResponse { released })

@@ -140,10 +140,14 @@ pub fn from_core(error: &CoreError) -> Status {
         CoreError::RequestTooOld { .. } => (Code::FailedPrecondition, ErrorReason::RequestTooOld),
         CoreError::TokenOverflow => (Code::OutOfRange, ErrorReason::TokenOverflow),
         CoreError::InvalidLimits(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
-        CoreError::Auth(fencelock_core::AuthError::NotSessionOwner(_)) => {
+        CoreError::Auth(auth) if auth.is_unauthenticated() => {
+            (Code::Unauthenticated, ErrorReason::Unauthenticated)
+        }
+        CoreError::Auth(auth) if auth.is_permission_denied() => {
             (Code::PermissionDenied, ErrorReason::PermissionDenied)
         }
         CoreError::Auth(_) => (Code::FailedPrecondition, ErrorReason::Auth),
+        CoreError::BadWrapper(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
     };
     reason(code, why, message)
 }

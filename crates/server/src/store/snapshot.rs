@@ -32,8 +32,10 @@ use std::path::{Path, PathBuf};
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 
 /// The version byte written in every snapshot header. Bump it when the payload changes
-/// shape; older versions are refused rather than misread.
-pub const FORMAT_VERSION: u8 = 1;
+/// shape; older versions are refused rather than misread, except those listed in
+/// [`decode`]. Version 2 added the auth revision and the remembered answers of
+/// session-less requests at the end of the state; version 1 is still read.
+pub const FORMAT_VERSION: u8 = 2;
 
 const MAGIC: [u8; 4] = *b"FLSN";
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4 + 8;
@@ -54,6 +56,13 @@ pub struct SnapshotContent {
     pub meta: SnapshotMeta,
     /// The state machine as of `meta.last_log_id`.
     pub state: State,
+}
+
+/// A snapshot of format version 1 (see [`FORMAT_VERSION`]).
+#[derive(Deserialize)]
+struct SnapshotContentV1 {
+    meta: SnapshotMeta,
+    state: fencelock_core::StateV1,
 }
 
 /// Encode a snapshot of `state` described by `meta`, header and checksum included.
@@ -112,7 +121,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
     if header[..4] != MAGIC {
         return fail(0, "not a fencelock snapshot (bad magic)".to_owned());
     }
-    if header[4] != FORMAT_VERSION {
+    if header[4] != FORMAT_VERSION && header[4] != 1 {
         return fail(
             4,
             format!(
@@ -139,7 +148,18 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
             format!("checksum mismatch (header {checksum:08x}, payload {actual:08x})"),
         );
     }
-    let (content, rest) = match postcard::take_from_bytes::<SnapshotContent>(payload) {
+    let decoded = if header[4] == 1 {
+        postcard::take_from_bytes::<SnapshotContentV1>(payload).map(|(old, rest)| {
+            let content = SnapshotContent {
+                meta: old.meta,
+                state: old.state.0,
+            };
+            (content, rest)
+        })
+    } else {
+        postcard::take_from_bytes::<SnapshotContent>(payload)
+    };
+    let (content, rest) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => return fail(PAYLOAD_OFFSET, format!("payload does not decode: {e}")),
     };

@@ -158,7 +158,7 @@ impl Inode {
     /// What is left after a power cut: each unsynced sector survives or not, and so does
     /// an unsynced length.
     fn cut(&mut self, rng: &mut SimRng, keep_percent: u64) {
-        let len = if self.current.len() != self.durable.len() && rng.chance(50) {
+        let len = if self.current.len() != self.durable.len() && keep_percent > 0 && rng.chance(50) {
             self.current.len()
         } else {
             self.durable.len()
@@ -222,7 +222,6 @@ impl State {
         self.writes += 1;
         if let Some(left) = self.cut_in.as_mut() {
             if *left == 0 {
-                self.cut_in = None;
                 self.cut();
                 return Err(gone());
             }
@@ -237,13 +236,22 @@ impl State {
             1 => 100,
             _ => self.rng.below(101),
         };
+        self.cut_keeping(keep_percent, None);
+    }
+
+    /// Lose power, keeping each unsynced sector with probability `keep_percent`/100 and
+    /// `kept` of the unsynced directory operations (random when `None`).
+    fn cut_keeping(&mut self, keep_percent: u64, kept: Option<usize>) {
+        self.cut_in = None;
         let inodes: Vec<u64> = self.inodes.keys().copied().collect();
         for inode in inodes {
             let mut node = self.inodes.remove(&inode).expect("listed");
             node.cut(&mut self.rng, keep_percent);
             self.inodes.insert(inode, node);
         }
-        let kept = self.rng.below(self.pending.len() as u64 + 1) as usize;
+        let kept = kept
+            .unwrap_or_else(|| self.rng.below(self.pending.len() as u64 + 1) as usize)
+            .min(self.pending.len());
         for op in self.pending.drain(..kept) {
             op.apply(&mut self.durable_names);
         }
@@ -382,6 +390,12 @@ impl SimDisk {
     /// Lose power now.
     pub fn power_cut(&self) {
         self.shared.lock().cut();
+    }
+
+    /// Lose power now, losing everything not durable (no unsynced sector or directory
+    /// operation survives): the worst case a disk may leave.
+    pub fn power_cut_losing_everything_unsynced(&self) {
+        self.shared.lock().cut_keeping(0, Some(0));
     }
 
     /// Lose power just before the write (data written, length set, file synced, entry

@@ -413,6 +413,9 @@ impl LogStore {
     ) -> Result<LogStore, StoreError> {
         disk.create_dir_all(dir)?;
         let path = dir.join(LOG_FILE_NAME);
+        if !disk.exists(&path) {
+            create_database(disk, dir, &path, options.page_cache_bytes)?;
+        }
         let snapshot_index = super::snapshot::newest_index_by_name(
             disk,
             &dir.join(super::snapshot::SNAPSHOT_DIR_NAME),
@@ -1448,6 +1451,41 @@ pub(crate) fn refuse_empty_file(disk: &Disk, path: &Path) -> Result<(), StoreErr
         }
         _ => Ok(()),
     }
+}
+
+/// Create a new, empty log database at `path` in one step a power cut cannot split: made
+/// under a temporary name (its tables and format marker committed durably), then renamed
+/// and the directory synced. Otherwise a cut during a node's very first start could leave
+/// a file redb cannot open, or an empty one, and the node would refuse to start.
+fn create_database(
+    disk: &Disk,
+    dir: &Path,
+    path: &Path,
+    page_cache_bytes: usize,
+) -> Result<(), StoreError> {
+    let tmp = path.with_extension("redb.tmp");
+    if disk.exists(&tmp) {
+        disk.remove_file(&tmp)?;
+    }
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(page_cache_bytes);
+    let db = disk
+        .create_database(&tmp, &builder)
+        .map_err(|e| StoreError::OpenDatabase {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+    let prepared = prepare(&db).map_err(|source| StoreError::Database {
+        path: tmp.clone(),
+        source,
+    });
+    let closed = close_quietly(db).map_err(|reason| StoreError::OpenDatabase {
+        path: tmp.clone(),
+        reason,
+    });
+    prepared.and(closed)?;
+    disk.rename(&tmp, path)?;
+    disk.sync_dir(dir)
 }
 
 /// Create the tables of a new file, and its format marker. An existing file is not

@@ -179,14 +179,22 @@ async fn run(disk: &Disk, dir: &Path, options: &LogStoreOptions, steps: &[Step])
 }
 
 /// Check the log reopened after the cut against what was acknowledged.
-async fn check_log(disk: &Disk, dir: &Path, options: &LogStoreOptions, acked: &Acked) -> Result<(), String> {
+async fn check_log(
+    disk: &Disk,
+    dir: &Path,
+    options: &LogStoreOptions,
+    acked: &Acked,
+) -> Result<(), String> {
     // Even a cut during the very first start-up, which creates the files, must leave a
     // log that opens.
     let mut store = LogStore::open_on(disk, dir, options.clone())
         .map_err(|e| format!("the store does not open after the cut: {e}"))?;
     let vote = store.read_vote().await.map_err(|e| e.to_string())?;
     if vote.map(|v| v.leader_id.term) < acked.vote {
-        return Err(format!("vote {vote:?} is older than the acknowledged term {:?}", acked.vote));
+        return Err(format!(
+            "vote {vote:?} is older than the acknowledged term {:?}",
+            acked.vote
+        ));
     }
     for (&index, &id) in &acked.entries {
         let found = store
@@ -228,7 +236,13 @@ async fn acknowledged_entries_and_votes_survive_a_power_cut_at_any_write() {
         let dir = PathBuf::from(format!("/power-loss/log-{seed}-{ran}/data"));
         // A dry run counts the writes, so the cut can fall on any of them.
         let dry = SimDisk::new(&dir.with_file_name("dry"), 0);
-        run(&dry.mount(), &dir.with_file_name("dry").join("data"), &options, &steps).await;
+        run(
+            &dry.mount(),
+            &dir.with_file_name("dry").join("data"),
+            &options,
+            &steps,
+        )
+        .await;
         let writes = dry.writes();
         let sim = SimDisk::new(dir.parent().unwrap(), rng.next_u64());
         let cut_at = rng.below(writes + 1);
@@ -237,10 +251,19 @@ async fn acknowledged_entries_and_votes_survive_a_power_cut_at_any_write() {
         if sim.cuts() == 0 {
             sim.power_cut();
         }
+        // Half the time, cut again while the restarted store recovers (or closes).
+        let second_cut = rng.chance(50).then(|| rng.below(40));
+        if let Some(at) = second_cut {
+            sim.cut_after(Some(at));
+            drop(LogStore::open_on(&sim.mount(), &dir, options.clone()));
+            if sim.cuts() == 1 {
+                sim.power_cut();
+            }
+        }
         if let Err(e) = check_log(&sim.mount(), &dir, &options, &acked).await {
             panic!(
-                "seed {seed}, iteration {ran}, cut before write {cut_at} of {writes}, \
-                 {options:?}: {e}\nsteps: {steps:#?}"
+                "seed {seed}, iteration {ran}, cut before write {cut_at} of {writes}, then \
+                 {second_cut:?} writes into the recovery, {options:?}: {e}\nsteps: {steps:#?}"
             );
         }
     }
@@ -278,7 +301,8 @@ async fn a_new_data_directory_and_its_files_survive_a_power_cut() {
     let root = Path::new("/power-loss/new-dir");
     let sim = SimDisk::new(root, 2);
     let dir = root.join("nodes").join("data");
-    let mut store = LogStore::open_on(&sim.mount(), &dir, LogStoreOptions::default()).expect("open");
+    let mut store =
+        LogStore::open_on(&sim.mount(), &dir, LogStoreOptions::default()).expect("open");
     store.save_vote(&Vote::new(1, 1)).await.expect("vote");
     store
         .blocking_append(vec![entry(1, 1, 1)])
@@ -288,7 +312,10 @@ async fn a_new_data_directory_and_its_files_survive_a_power_cut() {
     drop(store);
     let mut store =
         LogStore::open_on(&sim.mount(), &dir, LogStoreOptions::default()).expect("reopen");
-    assert_eq!(store.read_vote().await.expect("vote"), Some(Vote::new(1, 1)));
+    assert_eq!(
+        store.read_vote().await.expect("vote"),
+        Some(Vote::new(1, 1))
+    );
     let entries = store.try_get_log_entries(1..2).await.expect("read");
     assert_eq!(entries.len(), 1);
 
@@ -339,7 +366,11 @@ async fn leader_snapshots(points: &[u64]) -> Vec<(Snapshot<TypeConfig>, Vec<u8>)
     let mut out = Vec::new();
     for &upto in points {
         leader
-            .apply((applied + 1..=upto).map(|i| entry(1, i, 3)).collect::<Vec<_>>())
+            .apply(
+                (applied + 1..=upto)
+                    .map(|i| entry(1, i, 3))
+                    .collect::<Vec<_>>(),
+            )
             .await
             .expect("apply");
         applied = upto;
@@ -358,14 +389,19 @@ async fn snapshot_steps(
     snapshots: &[(Snapshot<TypeConfig>, Vec<u8>)],
 ) -> Option<LogId> {
     let mut acked = None;
-    let Ok(mut store) = StateMachineStore::open_on(disk, dir, SharedState::new(Arc::new(NoObserver)))
+    let Ok(mut store) =
+        StateMachineStore::open_on(disk, dir, SharedState::new(Arc::new(NoObserver)))
     else {
         return acked;
     };
     for (round, (snapshot, bytes)) in snapshots.iter().enumerate() {
         let mut received = store.begin_receiving_snapshot().await.expect("begin");
         *received.get_mut() = bytes.clone();
-        if store.install_snapshot(&snapshot.meta, received).await.is_err() {
+        if store
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .is_err()
+        {
             return acked;
         }
         acked = snapshot.meta.last_log_id;
@@ -397,7 +433,12 @@ async fn acknowledged_snapshots_survive_a_power_cut_at_any_write() {
         ran += 1;
         let root = PathBuf::from(format!("/power-loss/snap-{seed}-{ran}"));
         let dry = SimDisk::new(&root.join("dry"), 0);
-        snapshot_steps(&dry.mount(), &root.join("dry").join("snapshots"), &snapshots).await;
+        snapshot_steps(
+            &dry.mount(),
+            &root.join("dry").join("snapshots"),
+            &snapshots,
+        )
+        .await;
         let writes = dry.writes();
         let sim = SimDisk::new(&root.join("cut"), rng.next_u64());
         let dir = root.join("cut").join("snapshots");
@@ -407,11 +448,14 @@ async fn acknowledged_snapshots_survive_a_power_cut_at_any_write() {
         if sim.cuts() == 0 {
             sim.power_cut();
         }
-        let mut store =
-            StateMachineStore::open_on(&sim.mount(), &dir, SharedState::new(Arc::new(NoObserver)))
-                .unwrap_or_else(|e| {
-                    panic!("seed {seed}, iteration {ran}, cut before write {cut_at}: does not open: {e}")
-                });
+        let mut store = StateMachineStore::open_on(
+            &sim.mount(),
+            &dir,
+            SharedState::new(Arc::new(NoObserver)),
+        )
+        .unwrap_or_else(|e| {
+            panic!("seed {seed}, iteration {ran}, cut before write {cut_at}: does not open: {e}")
+        });
         let applied = store.applied_state().await.expect("applied").0;
         assert!(
             applied >= acked,

@@ -137,7 +137,9 @@ impl Disk {
     /// # Errors
     /// It does not exist, or cannot be opened.
     pub fn open(&self, path: &Path) -> Result<Box<dyn DiskFile>, StoreError> {
-        self.0.open(path, false, false).map_err(StoreError::io(path))
+        self.0
+            .open(path, false, false)
+            .map_err(StoreError::io(path))
     }
 
     /// Create `path` empty (or empty it), for writing. Its directory entry is durable only
@@ -185,7 +187,10 @@ impl Disk {
     /// # Errors
     /// It cannot be opened or read.
     pub fn read(&self, path: &Path) -> Result<Vec<u8>, StoreError> {
-        let file = self.0.open(path, false, false).map_err(StoreError::io(path))?;
+        let file = self
+            .0
+            .open(path, false, false)
+            .map_err(StoreError::io(path))?;
         read_all(file.as_ref()).map_err(StoreError::io(path))
     }
 

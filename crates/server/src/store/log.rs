@@ -1439,16 +1439,17 @@ pub(crate) fn refuse_empty_file(disk: &Disk, path: &Path) -> Result<(), StoreErr
     if !disk.exists(path) {
         return Ok(());
     }
-    match disk.open(path).and_then(|file| file.len().map_err(StoreError::io(path))) {
-        Ok(0) => {
-            Err(StoreError::OpenDatabase {
-                path: path.to_owned(),
-                reason: "the file is empty: it was truncated, or its creation was \
+    match disk
+        .open(path)
+        .and_then(|file| file.len().map_err(StoreError::io(path)))
+    {
+        Ok(0) => Err(StoreError::OpenDatabase {
+            path: path.to_owned(),
+            reason: "the file is empty: it was truncated, or its creation was \
                          interrupted. A node that may have voted must not start with a new \
                          log; delete the file only if this node never joined a cluster"
-                    .to_owned(),
-            })
-        }
+                .to_owned(),
+        }),
         _ => Ok(()),
     }
 }

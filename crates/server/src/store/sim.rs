@@ -158,7 +158,8 @@ impl Inode {
     /// What is left after a power cut: each unsynced sector survives or not, and so does
     /// an unsynced length.
     fn cut(&mut self, rng: &mut SimRng, keep_percent: u64) {
-        let len = if self.current.len() != self.durable.len() && keep_percent > 0 && rng.chance(50) {
+        let len = if self.current.len() != self.durable.len() && keep_percent > 0 && rng.chance(50)
+        {
             self.current.len()
         } else {
             self.durable.len()
@@ -202,7 +203,10 @@ fn gone() -> io::Error {
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
-        format!("{}: no such file or directory (simulated disk)", path.display()),
+        format!(
+            "{}: no such file or directory (simulated disk)",
+            path.display()
+        ),
     )
 }
 
@@ -534,7 +538,8 @@ impl Backend for SimBackend {
             return Err(not_found(dir));
         }
         let pending = std::mem::take(&mut state.pending);
-        let (synced, rest): (Vec<Op>, Vec<Op>) = pending.into_iter().partition(|op| op.touches(dir));
+        let (synced, rest): (Vec<Op>, Vec<Op>) =
+            pending.into_iter().partition(|op| op.touches(dir));
         for op in synced {
             op.apply(&mut state.durable_names);
         }
@@ -676,7 +681,10 @@ mod tests {
         let bytes = disk.read(&path).unwrap();
         assert_eq!(&bytes[..5], b"hello");
         assert!(bytes.len() == 5 || bytes.len() == 1536);
-        assert!(!disk.exists(&lost), "an entry whose directory was not synced is lost");
+        assert!(
+            !disk.exists(&lost),
+            "an entry whose directory was not synced is lost"
+        );
     }
 
     #[test]
@@ -710,7 +718,9 @@ mod tests {
         let mut buf = vec![0u8; 2048];
         let start = buf.as_ptr().align_offset(512);
         buf[start..start + 512].fill(9);
-        let err = direct.write_all_at(&buf[start..start + 100], 0).unwrap_err();
+        let err = direct
+            .write_all_at(&buf[start..start + 100], 0)
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         direct.write_all_at(&buf[start..start + 512], 0).unwrap();
         sim.power_cut();

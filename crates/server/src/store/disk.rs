@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// One open file.
+#[allow(clippy::len_without_is_empty)]
 pub trait DiskFile: Send + Sync + Debug {
     /// Fill `buf` from `offset` (an error if the file ends first).
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

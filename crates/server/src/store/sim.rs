@@ -595,9 +595,9 @@ impl DiskFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         if self.direct
-            && (offset % SECTOR != 0
-                || buf.len() as u64 % SECTOR != 0
-                || (buf.as_ptr() as usize) % SECTOR as usize != 0)
+            && (!offset.is_multiple_of(SECTOR)
+                || !(buf.len() as u64).is_multiple_of(SECTOR)
+                || !(buf.as_ptr() as usize).is_multiple_of(SECTOR as usize))
         {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }

@@ -66,6 +66,14 @@
 //!   committed entries are lost and start-up refuses. What verified is moved into redb
 //!   with the next generation before the node serves (no write at all when the file
 //!   holds nothing of its generation).
+//!   When redb records a generation but the file is missing, start-up refuses naming
+//!   the file: it was in use (it is created, and its directory synced, before a
+//!   generation is first recorded), and acknowledged entries may have been in it.
+//! - **A new log** is created under a temporary name (tables and format marker
+//!   committed) and renamed into place, and the data directory is synced at every
+//!   start-up, so a power cut during a node's first start leaves either no file or a
+//!   whole one. Every file and directory operation goes through a [`Disk`] (the tests
+//!   run it on a simulated disk that loses power; `docs/durability.md`).
 //! - **The vote** must not be missing or older than a log entry's term (a node saves the
 //!   vote of a term before it appends entries of that term): a damaged B-tree that no
 //!   longer finds the record would otherwise let a node forget its vote.

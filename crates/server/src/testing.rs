@@ -40,6 +40,10 @@ pub struct TestCluster {
     pub members: BTreeMap<u64, String>,
     _dir: tempfile::TempDir,
     tweak: Tweak,
+    /// The simulated disk every node's data directory is on, when started with
+    /// [`TestCluster::start_on_simulated_disk`].
+    #[cfg(feature = "test-support")]
+    sim: Option<crate::store::sim::SimDisk>,
 }
 
 /// A per-node configuration change (the node's id is in the config it gets).
@@ -104,8 +108,50 @@ impl TestCluster {
         n: u64,
         tweak: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
     ) -> TestCluster {
-        let tweak: Tweak = Arc::new(tweak);
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, n, Arc::new(tweak), |_| {}).await
+    }
+
+    /// Start `n` voters (adjusted with `tweak`) whose data directories are all on one
+    /// simulated disk (`store::sim`) seeded with `seed`, so [`TestCluster::power_cut`] can
+    /// cut the power of every node at once.
+    #[cfg(feature = "test-support")]
+    pub async fn start_on_simulated_disk(
+        n: u64,
+        seed: u64,
+        tweak: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
+    ) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sim = crate::store::sim::SimDisk::new(dir.path(), seed);
+        Self::start_in(dir, n, Arc::new(tweak), |cluster| {
+            cluster.sim = Some(sim);
+        })
+        .await
+    }
+
+    /// Cut the power of every node at once (the cluster must have been started with
+    /// [`TestCluster::start_on_simulated_disk`]): what was not durable is lost, every node
+    /// is stopped (its writes fail from the cut on) and started again on what is left.
+    #[cfg(feature = "test-support")]
+    pub async fn power_cut(&mut self) {
+        self.sim
+            .as_ref()
+            .expect("started on a simulated disk")
+            .power_cut();
+        for index in 0..self.slots.len() {
+            self.stop(index).await;
+        }
+        for index in 0..self.slots.len() {
+            self.restart(index).await;
+        }
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        n: u64,
+        tweak: Tweak,
+        prepare: impl FnOnce(&mut TestCluster),
+    ) -> TestCluster {
         let mut slots = Vec::new();
         let mut listeners = Vec::new();
         for id in 1..=n {
@@ -127,7 +173,10 @@ impl TestCluster {
             members,
             _dir: dir,
             tweak,
+            #[cfg(feature = "test-support")]
+            sim: None,
         };
+        prepare(&mut cluster);
         // Start in reverse order: any order must form the cluster.
         for (index, (client, peer)) in listeners.into_iter().enumerate().rev() {
             let config = cluster.config(index, Bootstrap::Members(cluster.members.clone()));

@@ -687,3 +687,22 @@ async fn a_format_1_log_is_marked_format_2_when_the_write_ahead_file_is_used() {
     let format: u32 = fencelock_server::store::record::decode(b"format", &marker).expect("decode");
     assert_eq!(format, 2);
 }
+
+#[tokio::test]
+async fn a_missing_write_ahead_file_that_was_in_use_refuses_start_up_and_check_data_says_so() {
+    let copy = crashed_with_entries_in_the_wal(7).await;
+    std::fs::remove_file(copy.path().join(WAL)).expect("remove the write-ahead file");
+    let report = check_data_dir(copy.path());
+    assert!(!report.is_clean(), "{report}");
+    let text = report.to_string();
+    assert!(text.contains(WAL) && text.contains("missing"), "{text}");
+    let error = LogStore::open(copy.path(), LogStoreOptions::default())
+        .expect_err("a missing write-ahead file in use must refuse start-up");
+    let message = error.to_string();
+    assert!(
+        message.contains(WAL) && message.contains("missing"),
+        "{message}"
+    );
+    // Not recreated behind the operator's back.
+    assert!(!copy.path().join(WAL).exists());
+}

@@ -27,9 +27,10 @@
 //! against the file.
 
 use super::StoreError;
+use super::disk::Disk;
 use super::log::{
     DEFAULT_LOG_PAGE_CACHE_BYTES, EntryTrouble, LOG_FILE_NAME, Scan, close_quietly, guarded,
-    open_and_scan, plan_wal,
+    missing_wal, open_and_scan, plan_wal,
 };
 use super::snapshot::{self, TMP_SUFFIX};
 use super::wal::{self, WAL_FILE_NAME};
@@ -244,6 +245,7 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
         }
     };
     let scan = match open_and_scan(
+        &Disk::real(),
         &copy.path().join(LOG_FILE_NAME),
         &path,
         snapshot_index,
@@ -253,6 +255,10 @@ fn check_log(report: &mut CheckReport, snapshot_index: Option<u64>) {
             let wal_copy = copy.path().join(WAL_FILE_NAME);
             if wal_copy.exists() {
                 check_wal(report, &scan, &wal_copy, &wal_path, snapshot_index);
+            } else if let Some(generation) = scan.wal_generation {
+                let e = missing_wal(&wal_path, &path, generation);
+                report.problem(&wal_path, Location::File, e.to_string());
+                report.log.start_up = Some(format!("refuses to start: {e}"));
             }
             if let Err(message) = close_quietly(db) {
                 report.problem(

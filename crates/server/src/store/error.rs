@@ -80,9 +80,26 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Syncing a file or directory failed (or a direct, synchronous write, which is its
+    /// own sync): what reached the disk since the last sync that succeeded is unknown, so
+    /// that data must not be taken for durable, and the sync must not be retried as if it
+    /// could make it so.
+    #[error("syncing {path}: {source}")]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
+    pub(crate) fn sync(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Sync { path, source }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { path, source }

@@ -66,6 +66,14 @@
 //!   committed entries are lost and start-up refuses. What verified is moved into redb
 //!   with the next generation before the node serves (no write at all when the file
 //!   holds nothing of its generation).
+//!   When redb records a generation but the file is missing, start-up refuses naming
+//!   the file: it was in use (it is created, and its directory synced, before a
+//!   generation is first recorded), and acknowledged entries may have been in it.
+//! - **A new log** is created under a temporary name (tables and format marker
+//!   committed) and renamed into place, and the data directory is synced at every
+//!   start-up, so a power cut during a node's first start leaves either no file or a
+//!   whole one. Every file and directory operation goes through a [`Disk`] (the tests
+//!   run it on a simulated disk that loses power; `docs/durability.md`).
 //! - **The vote** must not be missing or older than a log entry's term (a node saves the
 //!   vote of a term before it appends entries of that term): a damaged B-tree that no
 //!   longer finds the record would otherwise let a node forget its vote.
@@ -77,6 +85,7 @@
 //! check-data` reports everything this scan finds without changing the file.
 
 use super::StoreError;
+use super::disk::Disk;
 use super::record;
 use super::wal::{self, Generation, RecordsEnd, Wal, WalBatch, WalRecord};
 use crate::commit_trace::{self, Point};
@@ -204,6 +213,8 @@ impl LogStore {
 struct Inner {
     /// Always `Some` until dropped (see `Drop for Inner`).
     db: Option<Database>,
+    /// Where the files are.
+    disk: Disk,
     path: PathBuf,
     options: LogStoreOptions,
     tail: Mutex<Tail>,
@@ -396,12 +407,33 @@ impl LogStore {
     /// ([`StoreError::CorruptRecord`]); an entry is missing, damaged in the middle of the
     /// log or at or below the committed log id ([`StoreError::CorruptLog`]).
     pub fn open(dir: &Path, options: LogStoreOptions) -> Result<LogStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        Self::open_on(&Disk::for_dir(dir), dir, options)
+    }
+
+    /// [`LogStore::open`] with the files on `disk`.
+    ///
+    /// # Errors
+    /// As [`LogStore::open`].
+    pub fn open_on(
+        disk: &Disk,
+        dir: &Path,
+        options: LogStoreOptions,
+    ) -> Result<LogStore, StoreError> {
+        disk.create_dir_all(dir)?;
         let path = dir.join(LOG_FILE_NAME);
-        let snapshot_index =
-            super::snapshot::newest_index_by_name(&dir.join(super::snapshot::SNAPSHOT_DIR_NAME));
-        let (db, scan) = open_and_scan(&path, &path, snapshot_index, options.page_cache_bytes)?;
-        let truncate_from = match scan.verdict(&path) {
+        if !disk.exists(&path) {
+            create_database(disk, dir, &path, options.page_cache_bytes)?;
+        }
+        let snapshot_index = super::snapshot::newest_index_by_name(
+            disk,
+            &dir.join(super::snapshot::SNAPSHOT_DIR_NAME),
+        );
+        let (db, scan) =
+            open_and_scan(disk, &path, &path, snapshot_index, options.page_cache_bytes)?;
+        // The file may have just been created (or created by a run that lost power before
+        // it synced the directory): its directory entry must be durable before the node
+        // writes a vote into it.
+        let truncate_from = match disk.sync_dir(dir).and_then(|()| scan.verdict(&path)) {
             Ok(truncate_from) => truncate_from,
             Err(e) => {
                 let _ = close_quietly(db);
@@ -412,6 +444,7 @@ impl LogStore {
         let store = LogStore {
             inner: Arc::new(Inner {
                 db: Some(db),
+                disk: disk.clone(),
                 path,
                 options,
                 tail: Mutex::new(Tail {
@@ -475,11 +508,19 @@ impl LogStore {
         snapshot_index: Option<u64>,
     ) -> Result<(), StoreError> {
         let in_use = self.inner.options.wal_bytes > 0;
-        if !in_use && !dir.join(wal::WAL_FILE_NAME).exists() {
+        let disk = &self.inner.disk;
+        let wal_path = dir.join(wal::WAL_FILE_NAME);
+        let exists = disk.exists(&wal_path);
+        if let Some(generation) = scan.wal_generation
+            && !exists
+        {
+            return Err(missing_wal(&wal_path, &self.inner.path, generation));
+        }
+        if !in_use && !exists {
             return Ok(());
         }
         let generation = scan.wal_generation.unwrap_or(Generation::NONE);
-        let (mut wal, found) = Wal::open(dir, self.inner.options.wal_bytes, generation)?;
+        let (mut wal, found) = Wal::open_on(disk, dir, self.inner.options.wal_bytes, generation)?;
         let log_end = self.tail().last_log_id;
         let plan = plan_wal(
             &found.records,
@@ -1094,16 +1135,17 @@ pub(crate) fn guarded<T>(
 /// runs this on a copy, so it judges a file exactly as start-up does. `snapshot_index` is
 /// the last index the newest snapshot covers.
 pub(crate) fn open_and_scan(
+    disk: &Disk,
     file: &Path,
     name: &Path,
     snapshot_index: Option<u64>,
     page_cache_bytes: usize,
 ) -> Result<(Database, Scan), StoreError> {
-    refuse_empty_file(file).map_err(|e| rename(e, name))?;
+    refuse_empty_file(disk, file).map_err(|e| rename(e, name))?;
     let db = guarded(name, "opening", || {
-        redb::Builder::new()
-            .set_cache_size(page_cache_bytes)
-            .create(file)
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(page_cache_bytes);
+        disk.create_database(file, &builder)
             .map_err(|e| StoreError::OpenDatabase {
                 path: name.to_owned(),
                 reason: e.to_string(),
@@ -1358,6 +1400,24 @@ fn refuse_lost_committed(
     })
 }
 
+/// The refusal to start when the log database at `db_path` records a `generation` of the
+/// write-ahead file at `wal_path` and the file is gone. The file is created (and its
+/// directory synced) before a generation is first recorded, so it was in use: entries
+/// acknowledged but not yet moved into the database may have been in it.
+pub(crate) fn missing_wal(wal_path: &Path, db_path: &Path, generation: Generation) -> StoreError {
+    StoreError::OpenDatabase {
+        path: wal_path.to_owned(),
+        reason: format!(
+            "the write-ahead file is missing, but the log database {} records its \
+             generation {}: it was in use, and entries acknowledged but not yet moved into \
+             the database may have been in it. The node refuses to start (restore it from \
+             a healthy replica)",
+            db_path.display(),
+            generation.number
+        ),
+    }
+}
+
 /// Close `db`, catching a panic inside redb (closing writes to a possibly damaged file).
 pub(crate) fn close_quietly(db: Database) -> Result<(), String> {
     catch_unwind(AssertUnwindSafe(move || drop(db))).map_err(|panic| panic_message(&*panic))
@@ -1383,19 +1443,58 @@ fn rename(error: StoreError, name: &Path) -> StoreError {
 
 /// redb turns an existing empty file into a new database, which would make a node whose
 /// log file was truncated to nothing forget its vote: refuse instead.
-pub(crate) fn refuse_empty_file(path: &Path) -> Result<(), StoreError> {
-    match std::fs::metadata(path) {
-        Ok(metadata) if metadata.is_file() && metadata.len() == 0 => {
-            Err(StoreError::OpenDatabase {
-                path: path.to_owned(),
-                reason: "the file is empty: it was truncated, or its creation was \
+pub(crate) fn refuse_empty_file(disk: &Disk, path: &Path) -> Result<(), StoreError> {
+    if !disk.exists(path) {
+        return Ok(());
+    }
+    match disk
+        .open(path)
+        .and_then(|file| file.len().map_err(StoreError::io(path)))
+    {
+        Ok(0) => Err(StoreError::OpenDatabase {
+            path: path.to_owned(),
+            reason: "the file is empty: it was truncated, or its creation was \
                          interrupted. A node that may have voted must not start with a new \
                          log; delete the file only if this node never joined a cluster"
-                    .to_owned(),
-            })
-        }
+                .to_owned(),
+        }),
         _ => Ok(()),
     }
+}
+
+/// Create a new, empty log database at `path` in one step a power cut cannot split: made
+/// under a temporary name (its tables and format marker committed durably), then renamed
+/// and the directory synced. Otherwise a cut during a node's very first start could leave
+/// a file redb cannot open, or an empty one, and the node would refuse to start.
+fn create_database(
+    disk: &Disk,
+    dir: &Path,
+    path: &Path,
+    page_cache_bytes: usize,
+) -> Result<(), StoreError> {
+    let tmp = path.with_extension("redb.tmp");
+    if disk.exists(&tmp) {
+        disk.remove_file(&tmp)?;
+    }
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(page_cache_bytes);
+    let db = disk
+        .create_database(&tmp, &builder)
+        .map_err(|e| StoreError::OpenDatabase {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+    let prepared = prepare(&db).map_err(|source| StoreError::Database {
+        path: tmp.clone(),
+        source,
+    });
+    let closed = close_quietly(db).map_err(|reason| StoreError::OpenDatabase {
+        path: tmp.clone(),
+        reason,
+    });
+    prepared.and(closed)?;
+    disk.rename(&tmp, path)?;
+    disk.sync_dir(dir)
 }
 
 /// Create the tables of a new file, and its format marker. An existing file is not

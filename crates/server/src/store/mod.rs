@@ -8,13 +8,17 @@
 //! a change.
 
 pub mod check;
+pub mod disk;
 pub mod error;
 pub mod log;
 pub mod record;
+#[cfg(feature = "test-support")]
+pub mod sim;
 pub mod snapshot;
 pub mod state_machine;
 pub mod wal;
 
+pub use disk::{Disk, DiskFile};
 pub use error::StoreError;
 pub use log::{LogStore, LogStoreOptions};
 pub use state_machine::{StateMachineSnapshotBuilder, StateMachineStore};

@@ -21,11 +21,10 @@
 //! other snapshot file is deleted.
 
 use super::StoreError;
+use super::disk::Disk;
 use crate::raft::{NodeId, PeerNode};
 use fencelock_core::State;
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Snapshot metadata with fencelock's node types.
@@ -183,11 +182,11 @@ pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
 
 /// The last log index of the newest snapshot file in `dir`, judged by the file names
 /// only (the state machine verifies the newest file's contents at start-up).
-pub(crate) fn newest_index_by_name(dir: &Path) -> Option<u64> {
-    fs::read_dir(dir)
+pub(crate) fn newest_index_by_name(disk: &Disk, dir: &Path) -> Option<u64> {
+    disk.read_dir(dir)
         .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|item| parse_file_name(&item.file_name().to_string_lossy()))
+        .iter()
+        .filter_map(|name| parse_file_name(name))
         .max()
         .map(|(_, index)| index)
 }
@@ -204,20 +203,22 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
 /// The directory holding the newest snapshot file.
 #[derive(Debug)]
 pub(crate) struct SnapshotDir {
+    disk: Disk,
     dir: PathBuf,
 }
 
 impl SnapshotDir {
-    /// Create `dir` if needed and delete temporary files left by an interrupted write.
-    pub(crate) fn open(dir: &Path) -> Result<SnapshotDir, StoreError> {
-        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    /// Create `dir` if needed (durably: its parent is synced) and delete temporary files
+    /// left by an interrupted write.
+    pub(crate) fn open(disk: &Disk, dir: &Path) -> Result<SnapshotDir, StoreError> {
+        disk.create_dir_all(dir)?;
         let snapshot_dir = SnapshotDir {
+            disk: disk.clone(),
             dir: dir.to_owned(),
         };
         for name in snapshot_dir.file_names()? {
             if name.ends_with(TMP_SUFFIX) {
-                let path = dir.join(&name);
-                fs::remove_file(&path).map_err(StoreError::io(&path))?;
+                disk.remove_file(&dir.join(&name))?;
             }
         }
         Ok(snapshot_dir)
@@ -243,15 +244,15 @@ impl SnapshotDir {
         tmp_name.push(TMP_SUFFIX);
         let tmp = PathBuf::from(tmp_name);
         {
-            let mut file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-            file.write_all(bytes).map_err(StoreError::io(&tmp))?;
-            file.sync_all().map_err(StoreError::io(&tmp))?;
+            let file = self.disk.create(&tmp)?;
+            file.write_all_at(bytes, 0).map_err(StoreError::io(&tmp))?;
+            file.sync_data().map_err(StoreError::sync(&tmp))?;
         }
-        fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-        self.sync()?;
+        self.disk.rename(&tmp, &path)?;
+        self.disk.sync_dir(&self.dir)?;
         for (_, _, other) in self.snapshot_files()? {
             if other != path {
-                fs::remove_file(&other).map_err(StoreError::io(&other))?;
+                self.disk.remove_file(&other)?;
             }
         }
         Ok(())
@@ -259,8 +260,7 @@ impl SnapshotDir {
 
     /// Read the file of the snapshot described by `meta`.
     pub(crate) fn read(&self, meta: &SnapshotMeta) -> Result<Vec<u8>, StoreError> {
-        let path = self.file_path(meta);
-        fs::read(&path).map_err(StoreError::io(&path))
+        self.disk.read(&self.file_path(meta))
     }
 
     /// Load and check the newest snapshot file, if there is one.
@@ -272,7 +272,7 @@ impl SnapshotDir {
         let Some((term, index, path)) = self.snapshot_files()?.into_iter().max() else {
             return Ok(None);
         };
-        let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+        let bytes = self.disk.read(&path)?;
         let corrupt = |reason: String| StoreError::CorruptSnapshotFile {
             path: path.clone(),
             reason,
@@ -291,21 +291,8 @@ impl SnapshotDir {
         Ok(Some(content))
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
-        fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(StoreError::io(&self.dir))
-    }
-
     pub(crate) fn file_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut names = Vec::new();
-        for item in fs::read_dir(&self.dir).map_err(StoreError::io(&self.dir))? {
-            let item = item.map_err(StoreError::io(&self.dir))?;
-            if let Ok(name) = item.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        Ok(names)
+        self.disk.read_dir(&self.dir)
     }
 
     /// `(term, index, path)` of every complete snapshot file.

@@ -8,7 +8,7 @@
 //! [`ApplyObserver`]: super::ApplyObserver
 
 use super::snapshot::{self, SnapshotDir, SnapshotMeta};
-use super::{SharedState, StoreError};
+use super::{Disk, SharedState, StoreError};
 use crate::commit_trace::{self, Point};
 use crate::raft::{BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig};
 use openraft::storage::RaftStateMachine;
@@ -95,7 +95,19 @@ impl StateMachineStore {
     /// The directory cannot be created or read, or the newest snapshot file is damaged
     /// ([`StoreError::CorruptSnapshotFile`] names it; older files are not used instead).
     pub fn open(snapshot_dir: &Path, shared: Arc<SharedState>) -> Result<Self, StoreError> {
-        let dir = SnapshotDir::open(snapshot_dir)?;
+        Self::open_on(&Disk::for_dir(snapshot_dir), snapshot_dir, shared)
+    }
+
+    /// [`StateMachineStore::open`] with the files on `disk`.
+    ///
+    /// # Errors
+    /// As [`StateMachineStore::open`].
+    pub fn open_on(
+        disk: &Disk,
+        snapshot_dir: &Path,
+        shared: Arc<SharedState>,
+    ) -> Result<Self, StoreError> {
+        let dir = SnapshotDir::open(disk, snapshot_dir)?;
         let loaded = dir.load_newest()?;
         let current = loaded.as_ref().map(|content| content.meta.clone());
         shared.write(|applied, observer| {

@@ -53,9 +53,7 @@
 //! file takes no more writes (what reached the disk is unknown).
 
 use super::StoreError;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use super::disk::{Disk, DiskFile, read_all};
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the data directory.
@@ -397,7 +395,7 @@ struct EntryAt {
 /// The open write-ahead file.
 #[derive(Debug)]
 pub struct Wal {
-    file: File,
+    file: Box<dyn DiskFile>,
     /// The same file opened for direct, synchronous writes, while the file system takes
     /// them (see the module docs).
     direct: Option<DirectWriter>,
@@ -478,24 +476,32 @@ impl Wal {
         capacity: u64,
         generation: Generation,
     ) -> Result<(Wal, WalFound), StoreError> {
+        Self::open_on(&Disk::real(), dir, capacity, generation)
+    }
+
+    /// [`Wal::open`] on `disk`.
+    ///
+    /// # Errors
+    /// As [`Wal::open`].
+    pub fn open_on(
+        disk: &Disk,
+        dir: &Path,
+        capacity: u64,
+        generation: Generation,
+    ) -> Result<(Wal, WalFound), StoreError> {
         let path = dir.join(WAL_FILE_NAME);
-        if !path.exists() {
-            create_zero_filled(dir, &path, capacity.max(MIN_WAL_BYTES))?;
+        if !disk.exists(&path) {
+            create_zero_filled(disk, dir, &path, capacity.max(MIN_WAL_BYTES))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io(&path))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(StoreError::io(&path))?;
+        let file = disk.open(&path)?;
+        let bytes = read_all(file.as_ref()).map_err(StoreError::io(&path))?;
         check_header(&path, &bytes)?;
         let region = &bytes[RECORDS_START as usize..];
         let (records, end) = parse_records(region, generation);
         let in_use = !records.is_empty() || any_record_at_boundaries(region, generation);
         let wal = Wal {
             file,
-            direct: DirectWriter::open(&path),
+            direct: DirectWriter::open(disk, &path),
             path,
             capacity: bytes.len() as u64,
             generation,
@@ -620,15 +626,13 @@ impl Wal {
                 self.direct = None;
                 self.write_buffered(&batch.buffer)
             }
-            Some(Err(error)) => Err(error),
+            // A direct, synchronous write is its own sync.
+            Some(Err(error)) => Err(StoreError::sync(&self.path)(error)),
             None => self.write_buffered(&batch.buffer),
         };
-        if let Err(source) = written {
+        if let Err(error) = written {
             self.failed = true;
-            return Err(StoreError::Io {
-                path: self.path.clone(),
-                source,
-            });
+            return Err(error);
         }
         let base = self.end;
         self.entries
@@ -643,10 +647,14 @@ impl Wal {
     }
 
     /// Write `bytes` at the end of the records through the page cache and sync the data.
-    fn write_buffered(&self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write_buffered(&self, bytes: &[u8]) -> Result<(), StoreError> {
         self.file
             .write_all_at(bytes, self.end)
-            .and_then(|()| self.file.sync_data())
+            .map_err(StoreError::io(&self.path))?;
+        if cfg!(feature = "mutant-skip-wal-sync") {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(StoreError::sync(&self.path))
     }
 
     /// Whether appends are written with direct, synchronous I/O.
@@ -734,7 +742,7 @@ impl Wal {
 /// The write-ahead file opened with `O_DIRECT | O_DSYNC`, and a buffer aligned for it.
 #[derive(Debug)]
 struct DirectWriter {
-    file: File,
+    file: Box<dyn DiskFile>,
     /// Holds an append copied to an [`APPEND_ALIGN`]-aligned address, padded with zeros
     /// to a whole number of sectors.
     staging: Vec<u8>,
@@ -746,25 +754,16 @@ struct DirectWriter {
 
 impl DirectWriter {
     /// `None` where the platform or the file system does not take direct I/O.
-    #[cfg(target_os = "linux")]
-    fn open(path: &Path) -> Option<DirectWriter> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-            .open(path)
-            .ok()?;
+    fn open(disk: &Disk, path: &Path) -> Option<DirectWriter> {
+        if cfg!(feature = "mutant-skip-wal-sync") {
+            return None;
+        }
         Some(DirectWriter {
-            file,
+            file: disk.open_direct(path)?,
             staging: Vec::new(),
             #[cfg(test)]
             misalign: false,
         })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn open(_path: &Path) -> Option<DirectWriter> {
-        None
     }
 
     /// Write `bytes` at `offset` (a multiple of [`APPEND_ALIGN`]), padded with zeros to
@@ -792,26 +791,26 @@ impl DirectWriter {
 
 /// Write a zero-filled file of `capacity` bytes that begins with [`MAGIC`] at `path`
 /// (through a temporary file, synced, renamed, and the directory synced).
-fn create_zero_filled(dir: &Path, path: &Path, capacity: u64) -> Result<(), StoreError> {
+fn create_zero_filled(
+    disk: &Disk,
+    dir: &Path,
+    path: &Path,
+    capacity: u64,
+) -> Result<(), StoreError> {
     let tmp = path.with_extension("wal.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut left = capacity;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            file.write_all(&zeros[..n])?;
-            left -= n as u64;
-        }
-        file.write_all_at(&MAGIC, 0)?;
-        file.sync_all()?;
-        Ok(())
-    };
-    write().map_err(StoreError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(StoreError::io(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(dir))
+    let file = disk.create(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < capacity {
+        let n = (capacity - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)
+            .map_err(StoreError::io(&tmp))?;
+        at += n as u64;
+    }
+    file.write_all_at(&MAGIC, 0).map_err(StoreError::io(&tmp))?;
+    file.sync_data().map_err(StoreError::sync(&tmp))?;
+    disk.rename(&tmp, path)?;
+    disk.sync_dir(dir)
 }
 
 #[cfg(test)]

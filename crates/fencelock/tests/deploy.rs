@@ -64,7 +64,10 @@ fn serve_help() -> Help {
             env_to_flag.insert(name, flag);
         }
     }
-    assert!(flags.contains("--listen") && flags.contains("--log-format"), "{text}");
+    assert!(
+        flags.contains("--listen") && flags.contains("--log-format"),
+        "{text}"
+    );
     assert!(env_to_flag.contains_key("FENCELOCK_DATA_DIR"), "{text}");
     Help { flags, env_to_flag }
 }
@@ -72,7 +75,9 @@ fn serve_help() -> Help {
 /// Every `--flag` among `words` is one that `serve --help` lists.
 fn assert_flags_exist(help: &Help, words: &[String], origin: &str) {
     for word in words {
-        if let Some(flag) = word.strip_prefix("--").map(|_| word.split('=').next().unwrap_or(word))
+        if let Some(flag) = word
+            .strip_prefix("--")
+            .map(|_| word.split('=').next().unwrap_or(word))
         {
             assert!(
                 help.flags.contains(flag),
@@ -95,14 +100,18 @@ fn serve_config(
     assert_flags_exist(help, args, origin);
     let given: BTreeSet<&str> = args
         .iter()
-        .filter_map(|a| a.strip_prefix("--").map(|_| a.split('=').next().unwrap_or(a)))
+        .filter_map(|a| {
+            a.strip_prefix("--")
+                .map(|_| a.split('=').next().unwrap_or(a))
+        })
         .collect();
     // Global flags (`--log-format`) may follow the subcommand too.
     let mut full = vec!["fencelock".to_owned(), "serve".to_owned()];
     for (name, value) in env {
-        let flag = help.env_to_flag.get(name).unwrap_or_else(|| {
-            panic!("{origin}: `{name}` is not a variable of `fencelock serve`")
-        });
+        let flag = help
+            .env_to_flag
+            .get(name)
+            .unwrap_or_else(|| panic!("{origin}: `{name}` is not a variable of `fencelock serve`"));
         if !given.contains(flag.as_str()) {
             full.push(format!("{flag}={value}"));
         }
@@ -194,15 +203,22 @@ fn dockerfile_runs_serve_with_flags_and_paths_that_exist() {
         volume[0]
     );
     let user = get("USER").last().expect("a USER").to_string();
-    assert!(!user.starts_with('0') && !user.starts_with("root"), "{user}");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "{user}"
+    );
     // Every listener is exposed, and the health check asks the admin port.
     let exposed: BTreeSet<u16> = get("EXPOSE")[0]
         .split_whitespace()
         .map(|p| p.parse().expect("port"))
         .collect();
     let admin = config.admin_listen.expect("admin on");
-    let wanted: BTreeSet<u16> = [port(&config.listen), port(&config.peer_listen), port(&admin)]
-        .into();
+    let wanted: BTreeSet<u16> = [
+        port(&config.listen),
+        port(&config.peer_listen),
+        port(&admin),
+    ]
+    .into();
     assert_eq!(exposed, wanted);
     let health = get("HEALTHCHECK")[0];
     assert!(
@@ -251,7 +267,10 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .map(|(k, v)| {
             let v = match v {
                 Value::String(s) => s.clone(),
-                other => serde_yaml_ng::to_string(other).expect("scalar").trim().to_owned(),
+                other => serde_yaml_ng::to_string(other)
+                    .expect("scalar")
+                    .trim()
+                    .to_owned(),
             };
             (k.as_str().expect("string key").to_owned(), v)
         })
@@ -286,7 +305,11 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
         assert_eq!(service["hostname"].as_str(), Some(name), "{origin}");
         // Peers reach the node by its service name, on its peer port.
         let peer = config.peer_advertise_addr();
-        assert_eq!(peer, format!("{name}:{}", config.peer_listen.port()), "{origin}");
+        assert_eq!(
+            peer,
+            format!("{name}:{}", config.peer_listen.port()),
+            "{origin}"
+        );
         advertised.insert(config.node_id, peer);
         match (&bootstrap, &config.bootstrap) {
             (None, b) => bootstrap = Some(b.clone()),
@@ -298,7 +321,10 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
             .iter()
             .map(|p| {
                 let (host, container) = p.rsplit_once(':').expect("HOST:CONTAINER");
-                assert!(host.starts_with("127.0.0.1:"), "{origin}: {p} not on loopback");
+                assert!(
+                    host.starts_with("127.0.0.1:"),
+                    "{origin}: {p} not on loopback"
+                );
                 (host.to_owned(), container.parse().expect("port"))
             })
             .collect();
@@ -310,17 +336,29 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
         assert_eq!(config.client_advertise_addr(), client_host, "{origin}");
         assert!(published_client.insert(client_host));
         let admin = config.admin_listen.expect("admin on").port();
-        assert!(ports.iter().any(|(_, c)| *c == admin), "{origin}: admin not published");
+        assert!(
+            ports.iter().any(|(_, c)| *c == admin),
+            "{origin}: admin not published"
+        );
         // The named volume holds the data directory.
         let mounts = strings(&service["volumes"]);
         let (volume, target) = mounts[0].split_once(':').expect("VOLUME:PATH");
-        assert!(volumes.contains_key(volume), "{origin}: volume {volume} not declared");
-        assert!(config.data_dir.starts_with(target), "{origin}: data dir off the volume");
+        assert!(
+            volumes.contains_key(volume),
+            "{origin}: volume {volume} not declared"
+        );
+        assert!(
+            config.data_dir.starts_with(target),
+            "{origin}: data dir off the volume"
+        );
     }
     let Some(Bootstrap::Members(members)) = bootstrap else {
         panic!("compose.yaml: no --peers")
     };
-    assert_eq!(members, advertised, "--peers names each node as it advertises itself");
+    assert_eq!(
+        members, advertised,
+        "--peers names each node as it advertises itself"
+    );
 }
 
 /// The Kubernetes manifests, by kind.
@@ -344,7 +382,11 @@ fn statefulset_args(script: &str, ordinal: u64, initial_voters: u64) -> Vec<Stri
         .filter_map(|l| l.trim().strip_prefix("bootstrap=\""))
         .map(|v| v.trim_end_matches('"'))
         .collect();
-    assert_eq!(bootstraps.len(), 2, "an initial and a joining bootstrap: {script}");
+    assert_eq!(
+        bootstraps.len(),
+        2,
+        "an initial and a joining bootstrap: {script}"
+    );
     let bootstrap = if id <= initial_voters {
         bootstraps[0]
     } else {
@@ -382,7 +424,10 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
     let budget = &k8s["PodDisruptionBudget/fencelock"]["spec"];
     let unavailable = budget["maxUnavailable"].as_u64().expect("maxUnavailable");
     for voters in [replicas, 5] {
-        assert!(voters - unavailable > voters / 2, "PDB breaks quorum of {voters}");
+        assert!(
+            voters - unavailable > voters / 2,
+            "PDB breaks quorum of {voters}"
+        );
     }
 
     let pod = &spec["template"]["spec"];
@@ -436,12 +481,21 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
         let config = serve_config(&help, &args, &BTreeMap::new(), &BTreeMap::new(), &origin);
         assert_eq!(config.node_id, ordinal + 1);
         let own = format!("fencelock-{ordinal}.{peer_service}");
-        assert_eq!(config.peer_advertise_addr(), format!("{own}:{}", ports["peer"]));
-        assert_eq!(config.client_advertise_addr(), format!("{own}:{}", ports["client"]));
+        assert_eq!(
+            config.peer_advertise_addr(),
+            format!("{own}:{}", ports["peer"])
+        );
+        assert_eq!(
+            config.client_advertise_addr(),
+            format!("{own}:{}", ports["client"])
+        );
         assert_eq!(config.listen.port(), ports["client"], "{origin}");
         assert_eq!(config.peer_listen.port(), ports["peer"], "{origin}");
         assert_eq!(config.admin_listen.map(|a| a.port()), Some(ports["admin"]));
-        assert!(config.data_dir.starts_with(&mounts[claim]), "{origin}: data off the claim");
+        assert!(
+            config.data_dir.starts_with(&mounts[claim]),
+            "{origin}: data off the claim"
+        );
         match &config.bootstrap {
             Bootstrap::Members(members) if ordinal < replicas => {
                 assert_eq!(members.len() as u64, replicas, "{origin}");
@@ -466,7 +520,10 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
     let ready = &container["readinessProbe"]["httpGet"];
     assert_eq!(ready["path"].as_str(), Some("/health"));
     assert_eq!(ready["port"].as_str(), Some("admin"));
-    assert_eq!(container["livenessProbe"]["tcpSocket"]["port"].as_str(), Some("admin"));
+    assert_eq!(
+        container["livenessProbe"]["tcpSocket"]["port"].as_str(),
+        Some("admin")
+    );
     // Services point at container ports that exist.
     for (key, doc) in &k8s {
         if !key.starts_with("Service/") {
@@ -474,7 +531,10 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
         }
         for p in doc["spec"]["ports"].as_sequence().expect("ports") {
             let target = p["targetPort"].as_str().expect("named targetPort");
-            assert!(ports.contains_key(target), "{key}: no container port {target}");
+            assert!(
+                ports.contains_key(target),
+                "{key}: no container port {target}"
+            );
             assert_eq!(p["port"].as_u64(), Some(u64::from(ports[target])), "{key}");
         }
     }
@@ -543,15 +603,26 @@ fn systemd_unit_runs_serve_in_its_state_directory_with_hardening() {
             (k.to_owned(), v.to_owned())
         })
         .collect();
-    assert!(one("EnvironmentFile").trim_start_matches('-').ends_with("/fencelock.env"));
+    assert!(
+        one("EnvironmentFile")
+            .trim_start_matches('-')
+            .ends_with("/fencelock.env")
+    );
     let files = BTreeMap::from([(
         "/etc/fencelock/fencelock.toml",
         "deploy/systemd/fencelock.toml",
     )]);
     let config = serve_config(&help, &exec[1..], &env, &files, "fencelock.service");
     // systemd makes /var/lib/<StateDirectory> and /etc/<ConfigurationDirectory>.
-    assert!(config.data_dir.starts_with(format!("/var/lib/{}", one("StateDirectory"))));
-    assert!(exec.contains(&format!("/etc/{}/fencelock.toml", one("ConfigurationDirectory"))));
+    assert!(
+        config
+            .data_dir
+            .starts_with(format!("/var/lib/{}", one("StateDirectory")))
+    );
+    assert!(exec.contains(&format!(
+        "/etc/{}/fencelock.toml",
+        one("ConfigurationDirectory")
+    )));
     assert_eq!(one("User"), "fencelock");
     assert_eq!(one("KillSignal"), "SIGTERM");
     for (key, value) in [
@@ -633,7 +704,10 @@ fn alerts_and_dashboard_read_only_metrics_that_exist() {
         for rule in group["rules"].as_sequence().expect("rules") {
             let name = rule["alert"].as_str().expect("alert name");
             let expr = rule["expr"].as_str().expect("expr");
-            assert!(assert_known(expr, name, &exported) > 0, "{name} reads no metric");
+            assert!(
+                assert_known(expr, name, &exported) > 0,
+                "{name} reads no metric"
+            );
             alerts += 1;
         }
     }
@@ -665,7 +739,14 @@ fn serve_log_format_json_writes_json_lines() {
     };
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "serve", "--id", "1"])
-        .args(["--listen", &free(), "--peer-listen", &free(), "--admin", &free()])
+        .args([
+            "--listen",
+            &free(),
+            "--peer-listen",
+            &free(),
+            "--admin",
+            &free(),
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "info")

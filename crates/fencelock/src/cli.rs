@@ -76,6 +76,17 @@ pub struct Cli {
     /// else `info,openraft=warn`).
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Log line format on stderr: `text` for people, `json` (one JSON object a line)
+    /// for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "FENCELOCK_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -498,16 +509,27 @@ impl ServeArgs {
     }
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (with
+    /// `message`), and the enclosing `spans`.
+    Json,
+}
+
 /// The log filter when neither `--log-level` nor `RUST_LOG` is given: `info`, with
 /// openraft's per-message chatter at `warn`.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
 
-/// Installs the log subscriber (stderr): `filter` if given, else `RUST_LOG`, else
-/// [`DEFAULT_LOG_FILTER`].
+/// Installs the log subscriber (stderr, in `format`): `filter` if given, else
+/// `RUST_LOG`, else [`DEFAULT_LOG_FILTER`].
 ///
 /// # Errors
 /// A filter that does not parse.
-pub fn init_logging(filter: Option<&str>) -> anyhow::Result<()> {
+pub fn init_logging(filter: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
     let filter = match filter {
         Some(f) => EnvFilter::try_new(f).with_context(|| format!("bad --log-level `{f}`"))?,
         None => match std::env::var("RUST_LOG") {
@@ -517,10 +539,15 @@ pub fn init_logging(filter: Option<&str>) -> anyhow::Result<()> {
             _ => EnvFilter::new(DEFAULT_LOG_FILTER),
         },
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // No colour codes in JSON, whatever stderr is: a shipper parses the strings.
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }

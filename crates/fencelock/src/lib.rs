@@ -35,7 +35,10 @@ pub fn main(cli: Cli) -> ExitCode {
 /// # Errors
 /// Bad configuration, a node that cannot start, or a failed shutdown.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    cli::init_logging(client_cmd::log_filter(cli.log_level.as_deref(), &cli.command).as_deref())?;
+    cli::init_logging(
+        client_cmd::log_filter(cli.log_level.as_deref(), &cli.command).as_deref(),
+        cli.log_format,
+    )?;
     match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Certs(args) => certs::run(&args),

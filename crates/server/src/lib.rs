@@ -9,6 +9,7 @@ pub mod barrier;
 pub mod certs;
 pub mod commit_trace;
 pub mod config;
+pub mod disk;
 pub mod events;
 pub mod leases;
 pub mod metrics;

@@ -49,10 +49,13 @@
 //! and was written by a later append than any the bad record can belong to proves the
 //! bad one was synced before (appends are synced one at a time, in order), so it is
 //! damage in the middle of the file, not a torn tail, and start-up refuses
-//! ([`RecordsEnd::damage_in_the_middle`]). After a failed write the
-//! file takes no more writes (what reached the disk is unknown).
+//! ([`RecordsEnd::damage_in_the_middle`]). An append the full disk refused
+//! is written again later, the same bytes at the same place; after any other failed
+//! write or sync, what reached the disk is unknown and the node stops
+//! ([`crate::disk`]).
 
 use super::StoreError;
+use crate::disk;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -385,6 +388,17 @@ impl WalBatch {
     }
 }
 
+/// Why an append did not reach the disk.
+enum WriteFailure {
+    /// The disk (or the quota) is full: the write was refused.
+    NoSpace(std::io::Error),
+    /// `what` failed: whether the data reached the disk is unknown.
+    Unknown {
+        what: &'static str,
+        error: std::io::Error,
+    },
+}
+
 /// Where an entry's frame is in the file.
 #[derive(Clone, Copy, Debug)]
 struct EntryAt {
@@ -566,6 +580,11 @@ impl Wal {
         self.entries.len()
     }
 
+    /// Bytes the records of this generation take.
+    pub fn used_bytes(&self) -> u64 {
+        self.end - RECORDS_START
+    }
+
     /// Whether nothing was written in this generation.
     pub fn is_empty(&self) -> bool {
         self.end == RECORDS_START
@@ -607,6 +626,10 @@ impl Wal {
         if batch.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        if let Some(error) = tests::injected_sync_failure() {
+            disk::stop_on_unknown_durability(&self.path, "fdatasync", &error);
+        }
         let written = match self
             .direct
             .as_mut()
@@ -620,15 +643,29 @@ impl Wal {
                 self.direct = None;
                 self.write_buffered(&batch.buffer)
             }
-            Some(Err(error)) => Err(error),
+            Some(Err(error)) if disk::io_is_no_space(&error) => Err(WriteFailure::NoSpace(error)),
+            Some(Err(error)) => Err(WriteFailure::Unknown {
+                what: "a synchronous (O_DIRECT | O_DSYNC) write",
+                error,
+            }),
             None => self.write_buffered(&batch.buffer),
         };
-        if let Err(source) = written {
-            self.failed = true;
-            return Err(StoreError::Io {
-                path: self.path.clone(),
-                source,
-            });
+        match written {
+            Ok(()) => {}
+            // The disk refused the write before the data reached the file: the caller
+            // may write the same batch at the same place again, once there is space.
+            Err(WriteFailure::NoSpace(source)) => {
+                return Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+            // Whether the data is on the disk is unknown, and a retried sync cannot
+            // tell: the node stops (see `crate::disk`).
+            Err(WriteFailure::Unknown { what, error }) => {
+                self.failed = true;
+                disk::stop_on_unknown_durability(&self.path, what, &error);
+            }
         }
         let base = self.end;
         self.entries
@@ -643,10 +680,21 @@ impl Wal {
     }
 
     /// Write `bytes` at the end of the records through the page cache and sync the data.
-    fn write_buffered(&self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file
-            .write_all_at(bytes, self.end)
-            .and_then(|()| self.file.sync_data())
+    fn write_buffered(&self, bytes: &[u8]) -> Result<(), WriteFailure> {
+        match self.file.write_all_at(bytes, self.end) {
+            Ok(()) => {}
+            Err(error) if disk::io_is_no_space(&error) => return Err(WriteFailure::NoSpace(error)),
+            Err(error) => {
+                return Err(WriteFailure::Unknown {
+                    what: "a write",
+                    error,
+                });
+            }
+        }
+        self.file.sync_data().map_err(|error| WriteFailure::Unknown {
+            what: "fdatasync",
+            error,
+        })
     }
 
     /// Whether appends are written with direct, synchronous I/O.
@@ -817,6 +865,51 @@ fn create_zero_filled(dir: &Path, path: &Path, capacity: u64) -> Result<(), Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in the child process of `a_failed_sync_stops_the_process_naming_the_file`:
+    /// every append's sync fails there.
+    const FAIL_SYNC_ENV: &str = "FENCELOCK_TEST_FAIL_WAL_SYNC";
+
+    /// The sync failure injected into appends, in that child process only.
+    pub(super) fn injected_sync_failure() -> Option<std::io::Error> {
+        std::env::var_os(FAIL_SYNC_ENV).map(|_| std::io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_process_naming_the_file() {
+        const NAME: &str = "store::wal::tests::a_failed_sync_stops_the_process_naming_the_file";
+        if std::env::var_os(FAIL_SYNC_ENV).is_some() {
+            // The child: one append, whose sync fails. Going on (or retrying the sync
+            // until it "succeeds") would treat data of unknown durability as safe.
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let (mut wal, _) =
+                Wal::open(dir.path(), MIN_WAL_BYTES, Generation::NONE).expect("create");
+            wal.start_generation(generation(1));
+            let mut b = wal.batch();
+            b.push_entry(1, b"one");
+            let result = wal.append(&b);
+            println!("the append returned: {result:?}");
+            std::process::exit(0);
+        }
+        let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(FAIL_SYNC_ENV, "1")
+            .output()
+            .expect("run the child");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(disk::EXIT_STORAGE_FAILED),
+            "the node must stop on a failed sync; stdout: {stdout}; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("fatal storage error: fdatasync of ")
+                && stderr.contains(WAL_FILE_NAME)
+                && stderr.contains("the node stops"),
+            "the message names what failed and the file: {stderr}"
+        );
+    }
 
     fn generation(number: u64) -> Generation {
         Generation { number, salt: 7 }

@@ -248,7 +248,7 @@ impl Inner {
     ///
     /// # Errors
     /// It is being reopened after the disk filled (a retryable error, see
-    /// [`is_retryable`]).
+    /// [`StoreError::is_retryable_write`]).
     fn db(&self) -> Result<DbRef<'_>, StoreError> {
         let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
@@ -667,7 +667,7 @@ impl LogStore {
         let result = self
             .inner
             .space
-            .until_space(what, &self.inner.path, is_retryable, || {
+            .until_space(what, &self.inner.path, StoreError::is_retryable_write, || {
                 if let Some(in_database) = failed_in_database {
                     if in_database {
                         self.reopen_database()?;
@@ -680,7 +680,7 @@ impl LogStore {
                 result
             });
         match result {
-            Err(e) if is_io_failure(&e) => disk::stop_on_unknown_durability(&self.inner.path, what, &e),
+            Err(e) if e.is_os_failure() => disk::stop_on_unknown_durability(&self.inner.path, what, &e),
             other => other,
         }
     }
@@ -924,7 +924,7 @@ impl LogStore {
         commit_trace::mark(Point::AppendStarted, last);
         if let Err(e) = state.wal.append(&encoded.batch) {
             self.restore_unsaved_committed(encoded.committed);
-            if is_retryable(&e) {
+            if e.is_retryable_write() {
                 // The disk is full: the blocking pool waits for space, not openraft's
                 // core task.
                 return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
@@ -1557,35 +1557,6 @@ fn refuse_lost_committed(
             end.reason.as_deref().unwrap_or("the end of the file"),
         ),
     })
-}
-
-/// Whether `error` is one a later try of the same write may not meet: the disk (or the
-/// quota) is full, or the database is being reopened after that.
-fn is_retryable(error: &StoreError) -> bool {
-    let retryable_io = |source: &std::io::Error| {
-        disk::io_is_no_space(source) || source.kind() == std::io::ErrorKind::WouldBlock
-    };
-    match error {
-        StoreError::Io { source, .. } => retryable_io(source),
-        StoreError::Database { source, .. } => match source {
-            redb::Error::Io(source) => retryable_io(source),
-            // redb fails every call after an I/O error, until it is reopened; an error
-            // that was not a lack of space stopped the process before this one.
-            redb::Error::PreviousIo => true,
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Whether `error` is an error of the operating system on a write path (after which what
-/// the disk holds is unknown), as opposed to damaged data or a bug.
-fn is_io_failure(error: &StoreError) -> bool {
-    match error {
-        StoreError::Io { source, .. } => source.raw_os_error().is_some(),
-        StoreError::Database { source, .. } => matches!(source, redb::Error::Io(_)),
-        _ => false,
-    }
 }
 
 /// Close `db`, catching a panic inside redb (closing writes to a possibly damaged file).

@@ -222,10 +222,14 @@ impl SnapshotDir {
         let mut tmp_name = path.clone().into_os_string();
         tmp_name.push(TMP_SUFFIX);
         let tmp = PathBuf::from(tmp_name);
-        {
-            let mut file = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-            file.write_all(bytes).map_err(StoreError::io(&tmp))?;
-            file.sync_all().map_err(StoreError::io(&tmp))?;
+        let written = fs::File::create(&tmp).and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            // A partial file would hold on to space a full disk needs back.
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io(&tmp)(e));
         }
         fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
         self.sync()?;

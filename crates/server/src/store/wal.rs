@@ -626,10 +626,6 @@ impl Wal {
         if batch.is_empty() {
             return Ok(());
         }
-        #[cfg(test)]
-        if let Some(error) = tests::injected_sync_failure() {
-            disk::stop_on_unknown_durability(&self.path, "fdatasync", &error);
-        }
         let written = match self
             .direct
             .as_mut()
@@ -649,6 +645,14 @@ impl Wal {
                 error,
             }),
             None => self.write_buffered(&batch.buffer),
+        };
+        #[cfg(test)]
+        let written = match tests::injected_sync_failure() {
+            Some(error) => Err(WriteFailure::Unknown {
+                what: "fdatasync",
+                error,
+            }),
+            None => written,
         };
         match written {
             Ok(()) => {}

@@ -726,6 +726,10 @@ impl LogStore {
     /// `bytes` (plus a margin for the database's own pages) are free on the data disk.
     fn ensure_room(&self, bytes: u64) -> Result<(), StoreError> {
         const MARGIN_BYTES: u64 = 1 << 20;
+        #[cfg(test)]
+        if tests::SKIP_ROOM_CHECK.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let dir = self.inner.path.parent().unwrap_or(Path::new("."));
         let free = match rustix::fs::statvfs(dir) {
             Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
@@ -2133,5 +2137,101 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.off_the_runtime(move |store| store.purge_upto(log_id))
             .await
             .map_err(write_logs_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::CommandBatch;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+
+    /// Lets a write reach redb on a full disk (the check before it would refuse it
+    /// first), so that redb itself meets the full disk.
+    pub(super) static SKIP_ROOM_CHECK: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    fn entry(index: u64) -> Ent {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(CommandBatch(vec![
+                fencelock_core::Command::SetLimits(fencelock_core::Limits::default()),
+            ])),
+        }
+    }
+
+    /// redb fails every call after the full disk refused one of its writes: the store
+    /// waits with the alarm up, reopens the database, and writes it again once space is
+    /// back, instead of handing openraft an error that would stop it.
+    #[test]
+    fn a_database_write_the_full_disk_refused_goes_through_after_a_reopen() {
+        if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            eprintln!("SKIPPED: this test mounts a tmpfs, which needs root (CI runs as root)");
+            return;
+        }
+        let mount = tempfile::tempdir().expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "fencelock-log-test"])
+            .arg(mount.path())
+            .status()
+            .expect("run mount");
+        assert!(mounted.success());
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(self.0)
+                    .status();
+            }
+        }
+        let _unmount = Unmount(mount.path());
+        let dir = mount.path().join("data");
+        let options = LogStoreOptions {
+            wal_bytes: 0,
+            ..LogStoreOptions::default()
+        };
+        let store = LogStore::open(&dir, options.clone()).expect("open");
+        store
+            .write_meta(KEY_VOTE, Some(&Vote::new(1, 1)), Durability::Immediate)
+            .expect("vote");
+        store.append_to_database((1..=10).map(entry)).expect("append");
+
+        SKIP_ROOM_CHECK.store(true, Ordering::Relaxed);
+        let filler = mount.path().join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![1u8; 4096];
+        while file.write(&chunk).is_ok_and(|n| n > 0) {}
+        drop(file);
+
+        let writer = store.clone();
+        let append = std::thread::spawn(move || writer.append_to_database((11..=3000).map(entry)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !store.disk_space().alarm() {
+            assert!(!append.is_finished(), "the append did not meet the full disk: {:?}", append.join());
+            assert!(Instant::now() < deadline, "the append never waited for space");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!append.is_finished(), "it waits while the disk is full");
+        std::fs::remove_file(&filler).expect("free the disk");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !append.is_finished() {
+            assert!(Instant::now() < deadline, "the append never went through after space returned");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        append.join().expect("no panic").expect("the append goes through");
+        SKIP_ROOM_CHECK.store(false, Ordering::Relaxed);
+        assert!(!store.disk_space().alarm());
+        assert_eq!(store.disk_space().status().writes_refused_for_space_total, 1);
+        assert_eq!(store.read_entries(1, 3001).expect("read").len(), 3000);
+        drop(store);
+
+        let store = LogStore::open(&dir, options).expect("reopen");
+        assert_eq!(store.tail().last_log_id.map(|id| id.index), Some(3000));
+        assert_eq!(store.read_entries(1, 3001).expect("read").len(), 3000);
     }
 }

@@ -63,7 +63,9 @@ pub fn health(status: &NodeStatus) -> Result<u64, &'static str> {
     }
     if status.disk.no_space_alarm {
         // etcd's /health does the same: the node serves reads, but refuses writes.
-        return Err("NO_SPACE alarm: the data disk is full; writes are refused until space is freed");
+        return Err(
+            "NO_SPACE alarm: the data disk is full; writes are refused until space is freed",
+        );
     }
     if !status.members.iter().any(|m| m.id == status.node_id) {
         return Err("node is not a member of the cluster (waiting to be added)");

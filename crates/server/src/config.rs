@@ -325,7 +325,8 @@ impl ServerConfig {
         if self.disk_reserve_bytes > 1 << 40 {
             return Err("the disk reserve must be at most 1 TiB (0: none)".into());
         }
-        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.disk_check_interval)
+        if !(Duration::from_millis(10)..=Duration::from_secs(60))
+            .contains(&self.disk_check_interval)
         {
             return Err("the disk check interval must be between 10 ms and 60000 ms".into());
         }

@@ -343,26 +343,29 @@ mod tests {
     fn a_write_refused_for_space_is_retried_with_the_alarm_up() {
         let space = DiskSpace::new(0);
         let mut tries = 0;
-        let result: Result<u32, Error> = space.until_space(
-            "a test write",
-            Path::new("f"),
-            io_is_no_space,
-            || {
+        let result: Result<u32, Error> =
+            space.until_space("a test write", Path::new("f"), io_is_no_space, || {
                 tries += 1;
                 if tries < 3 {
-                    assert!(tries == 1 || space.alarm(), "the alarm is up while it waits");
+                    assert!(
+                        tries == 1 || space.alarm(),
+                        "the alarm is up while it waits"
+                    );
                     Err(Error::from(ErrorKind::StorageFull))
                 } else {
                     Ok(tries)
                 }
-            },
-        );
+            });
         assert_eq!(result.unwrap(), 3);
-        assert!(!space.alarm(), "the alarm goes down once the write went through");
+        assert!(
+            !space.alarm(),
+            "the alarm goes down once the write went through"
+        );
         assert_eq!(space.status().writes_refused_for_space_total, 1);
-        let other: Result<(), Error> = space.until_space("w", Path::new("f"), io_is_no_space, || {
-            Err(Error::other("EIO"))
-        });
+        let other: Result<(), Error> =
+            space.until_space("w", Path::new("f"), io_is_no_space, || {
+                Err(Error::other("EIO"))
+            });
         assert!(other.is_err(), "any other error is returned at once");
     }
 

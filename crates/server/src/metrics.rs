@@ -334,7 +334,10 @@ pub fn render(status: &NodeStatus) -> String {
         set(DISK_RESERVE_BYTES, status.disk.reserve_bytes);
         set(DISK_NO_SPACE_ALARM, u64::from(status.disk.no_space_alarm));
         set(DISK_WRITES_WAITING, status.disk.writes_waiting_for_space);
-        set(DISK_WRITES_REFUSED_TOTAL, status.disk.writes_refused_for_space_total);
+        set(
+            DISK_WRITES_REFUSED_TOTAL,
+            status.disk.writes_refused_for_space_total,
+        );
     });
     handle().render()
 }

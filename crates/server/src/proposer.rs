@@ -240,9 +240,12 @@ impl Proposer {
             // A follower's own disk does not decide: the leader's answer (a redirect) does.
             return None;
         }
-        Some(ProposeError::NoSpace(space.status().reason.unwrap_or_else(|| {
-            "the NO_SPACE alarm is up".to_owned()
-        })))
+        Some(ProposeError::NoSpace(
+            space
+                .status()
+                .reason
+                .unwrap_or_else(|| "the NO_SPACE alarm is up".to_owned()),
+        ))
     }
 
     /// Propose `command` and wait for its result.

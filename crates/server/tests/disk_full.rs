@@ -81,7 +81,6 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-
 /// Wait until `condition` holds, or fail with `what`.
 async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
@@ -104,7 +103,10 @@ fn on_tmpfs(mount: PathBuf, reserve_bytes: u64, wal_bytes: u64) -> impl Fn(&mut 
     }
 }
 
-async fn keepalive_once(client: &mut pb::locks_client::LocksClient<tonic::transport::Channel>, session: u64) -> pb::KeepAliveResponse {
+async fn keepalive_once(
+    client: &mut pb::locks_client::LocksClient<tonic::transport::Channel>,
+    session: u64,
+) -> pb::KeepAliveResponse {
     let request = pb::KeepAliveRequest {
         session_id: session,
     };
@@ -142,7 +144,9 @@ async fn write_some(
     for _ in 0..count {
         *seq += 1;
         let name = format!("jobs/{seq}");
-        let answer = acquire(client, session, &name, *seq).await.expect("acquire");
+        let answer = acquire(client, session, &name, *seq)
+            .await
+            .expect("acquire");
         assert_eq!(answer.outcome, pb::AcquireOutcome::Granted as i32);
     }
 }
@@ -162,7 +166,9 @@ async fn a_full_disk_refuses_writes_with_no_space_serves_reads_and_recovers_by_i
     let session = open_session(&mut client, 1, 60_000).await;
     let mut seq = 0;
     write_some(&mut client, session, &mut seq, 40).await;
-    let held = acquire(&mut client, session, "held", 1_000).await.expect("acquire");
+    let held = acquire(&mut client, session, "held", 1_000)
+        .await
+        .expect("acquire");
     assert!(!node.disk.alarm());
 
     let filler = fill(tmpfs.path());
@@ -227,7 +233,11 @@ async fn a_full_disk_refuses_writes_with_no_space_serves_reads_and_recovers_by_i
         .into_inner();
     assert_eq!(listed.locks.len(), 40);
     let renewed = keepalive_once(&mut client, session).await;
-    assert_eq!(renewed.status, pb::KeepAliveStatus::Ok as i32, "{renewed:?}");
+    assert_eq!(
+        renewed.status,
+        pb::KeepAliveStatus::Ok as i32,
+        "{renewed:?}"
+    );
 
     // A release only frees state: it passes.
     client
@@ -310,7 +320,10 @@ async fn a_write_the_full_disk_refused_waits_for_space_instead_of_stopping_raft(
             Err(_) => waited = true,
         }
     }
-    assert!(waited, "a write waited for space, or was refused with NO_SPACE");
+    assert!(
+        waited,
+        "a write waited for space, or was refused with NO_SPACE"
+    );
     seq += 1;
     let refused = acquire(&mut client, session, "while-full", seq)
         .await
@@ -333,7 +346,10 @@ async fn a_write_the_full_disk_refused_waits_for_space_instead_of_stopping_raft(
                 break;
             }
             Err(status) => {
-                assert!(Instant::now() < deadline, "writes never came back: {status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes never came back: {status:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

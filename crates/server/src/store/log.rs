@@ -618,22 +618,25 @@ impl LogStore {
         }
         // Carries a newer unsaved committed id too: redb then holds every entry.
         let unsaved = self.take_unsaved_committed();
-        let moved = self.retry_write("moving the write-ahead file into the log database", |store, retry| {
-            if retry {
-                // The failed try may have committed after all (redb failed afterwards):
-                // then the database names the next generation, and holds the entries.
-                let recorded = store.read_meta::<Generation>(KEY_WAL_GENERATION)?;
-                if let Some(recorded) = recorded.filter(|g| *g != state.wal.generation()) {
-                    state.wal.start_generation(recorded);
-                    state.committed = None;
-                    return Ok(());
+        let moved = self.retry_write(
+            "moving the write-ahead file into the log database",
+            |store, retry| {
+                if retry {
+                    // The failed try may have committed after all (redb failed afterwards):
+                    // then the database names the next generation, and holds the entries.
+                    let recorded = store.read_meta::<Generation>(KEY_WAL_GENERATION)?;
+                    if let Some(recorded) = recorded.filter(|g| *g != state.wal.generation()) {
+                        state.wal.start_generation(recorded);
+                        state.committed = None;
+                        return Ok(());
+                    }
                 }
-            }
-            // Room for the entries as B-tree pages, checked first: a transaction the full
-            // disk refuses halfway poisons the database until it is reopened.
-            store.ensure_room(state.wal.used_bytes().saturating_mul(2))?;
-            move_wal_into(&*store.inner.db()?, &store.inner.path, state, unsaved)
-        });
+                // Room for the entries as B-tree pages, checked first: a transaction the full
+                // disk refuses halfway poisons the database until it is reopened.
+                store.ensure_room(state.wal.used_bytes().saturating_mul(2))?;
+                move_wal_into(&*store.inner.db()?, &store.inner.path, state, unsaved)
+            },
+        );
         if let Err(e) = moved {
             self.restore_unsaved_committed(unsaved);
             return Err(e);
@@ -664,23 +667,25 @@ impl LogStore {
         mut attempt: impl FnMut(&LogStore, bool) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut failed_in_database = None;
-        let result = self
-            .inner
-            .space
-            .until_space(what, &self.inner.path, StoreError::is_retryable_write, || {
-                if let Some(in_database) = failed_in_database {
-                    if in_database {
-                        self.reopen_database()?;
-                    }
+        let result = self.inner.space.until_space(
+            what,
+            &self.inner.path,
+            StoreError::is_retryable_write,
+            || {
+                if failed_in_database == Some(true) {
+                    self.reopen_database()?;
                 }
                 let result = attempt(self, failed_in_database.is_some());
                 if let Err(e) = &result {
                     failed_in_database = Some(matches!(e, StoreError::Database { .. }));
                 }
                 result
-            });
+            },
+        );
         match result {
-            Err(e) if e.is_os_failure() => disk::stop_on_unknown_durability(&self.inner.path, what, &e),
+            Err(e) if e.is_os_failure() => {
+                disk::stop_on_unknown_durability(&self.inner.path, what, &e)
+            }
             other => other,
         }
     }
@@ -829,7 +834,11 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
-        let txn = self.inner.db()?.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self
+            .inner
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_error(e))?;
         let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
         let Some(bytes) = table.get(key).map_err(|e| self.db_error(e))? else {
             return Ok(None);
@@ -1005,12 +1014,11 @@ impl LogStore {
         let mut cached = Vec::new();
         let mut records = Vec::new();
         for entry in entries {
-            let record = record::encode_entry(&entry, Vec::new()).map_err(|source| {
-                StoreError::Encode {
+            let record =
+                record::encode_entry(&entry, Vec::new()).map_err(|source| StoreError::Encode {
                     what: "log entry",
                     source,
-                }
-            })?;
+                })?;
             cached.push(CachedEntry {
                 encoded_bytes: record.len(),
                 entry,
@@ -1087,12 +1095,13 @@ impl LogStore {
         if let Some(state) = wal.as_mut() {
             self.checkpoint_locked(state)?;
         }
-        let bytes = record::encode(KEY_LAST_PURGED.as_bytes(), &log_id, Vec::new()).map_err(
-            |source| StoreError::Encode {
-                what: KEY_LAST_PURGED,
-                source,
-            },
-        )?;
+        let bytes =
+            record::encode(KEY_LAST_PURGED.as_bytes(), &log_id, Vec::new()).map_err(|source| {
+                StoreError::Encode {
+                    what: KEY_LAST_PURGED,
+                    source,
+                }
+            })?;
         self.retry_write("purging the log", |store, _| {
             let txn = store.begin_write(Durability::Immediate)?;
             {
@@ -1142,7 +1151,11 @@ impl LogStore {
         let db_end = wal_first.map_or(end, |first| first.min(end));
         let mut entries = Vec::new();
         if start < db_end {
-            let txn = self.inner.db()?.begin_read().map_err(|e| self.db_error(e))?;
+            let txn = self
+                .inner
+                .db()?
+                .begin_read()
+                .map_err(|e| self.db_error(e))?;
             let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
             for item in table.range(start..db_end).map_err(|e| self.db_error(e))? {
                 let (index, bytes) = item.map_err(|e| self.db_error(e))?;
@@ -1162,7 +1175,11 @@ impl LogStore {
     #[doc(hidden)]
     pub fn raw_entry_for_test(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.checkpoint()?;
-        let txn = self.inner.db()?.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self
+            .inner
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_error(e))?;
         let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
         Ok(table
             .get(index)
@@ -1224,7 +1241,11 @@ impl LogStore {
     /// redb failed.
     #[doc(hidden)]
     pub fn raw_record_for_test(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.inner.db()?.begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self
+            .inner
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_error(e))?;
         let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
         Ok(table
             .get(key)
@@ -2015,9 +2036,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         // On the blocking pool: on a full disk it waits there for space.
         let vote = *vote;
-        self.off_the_runtime(move |store| store.write_meta(KEY_VOTE, Some(&vote), Durability::Immediate))
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+        self.off_the_runtime(move |store| {
+            store.write_meta(KEY_VOTE, Some(&vote), Durability::Immediate)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -2157,9 +2180,9 @@ mod tests {
     fn entry(index: u64) -> Ent {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(CommandBatch(vec![
-                fencelock_core::Command::SetLimits(fencelock_core::Limits::default()),
-            ])),
+            payload: EntryPayload::Normal(CommandBatch(vec![fencelock_core::Command::SetLimits(
+                fencelock_core::Limits::default(),
+            )])),
         }
     }
 
@@ -2198,7 +2221,9 @@ mod tests {
         store
             .write_meta(KEY_VOTE, Some(&Vote::new(1, 1)), Durability::Immediate)
             .expect("vote");
-        store.append_to_database((1..=10).map(entry)).expect("append");
+        store
+            .append_to_database((1..=10).map(entry))
+            .expect("append");
 
         SKIP_ROOM_CHECK.store(true, Ordering::Relaxed);
         let filler = mount.path().join("filler");
@@ -2211,8 +2236,15 @@ mod tests {
         let append = std::thread::spawn(move || writer.append_to_database((11..=3000).map(entry)));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !store.disk_space().alarm() {
-            assert!(!append.is_finished(), "the append did not meet the full disk: {:?}", append.join());
-            assert!(Instant::now() < deadline, "the append never waited for space");
+            assert!(
+                !append.is_finished(),
+                "the append did not meet the full disk: {:?}",
+                append.join()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the append never waited for space"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -2220,13 +2252,22 @@ mod tests {
         std::fs::remove_file(&filler).expect("free the disk");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !append.is_finished() {
-            assert!(Instant::now() < deadline, "the append never went through after space returned");
+            assert!(
+                Instant::now() < deadline,
+                "the append never went through after space returned"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        append.join().expect("no panic").expect("the append goes through");
+        append
+            .join()
+            .expect("no panic")
+            .expect("the append goes through");
         SKIP_ROOM_CHECK.store(false, Ordering::Relaxed);
         assert!(!store.disk_space().alarm());
-        assert_eq!(store.disk_space().status().writes_refused_for_space_total, 1);
+        assert_eq!(
+            store.disk_space().status().writes_refused_for_space_total,
+            1
+        );
         assert_eq!(store.read_entries(1, 3001).expect("read").len(), 3000);
         drop(store);
 

@@ -695,10 +695,12 @@ impl Wal {
                 });
             }
         }
-        self.file.sync_data().map_err(|error| WriteFailure::Unknown {
-            what: "fdatasync",
-            error,
-        })
+        self.file
+            .sync_data()
+            .map_err(|error| WriteFailure::Unknown {
+                what: "fdatasync",
+                error,
+            })
     }
 
     /// Whether appends are written with direct, synchronous I/O.

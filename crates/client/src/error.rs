@@ -90,6 +90,11 @@ pub enum Error {
     /// An auth administration command was refused (unknown user or role, no root, ...).
     #[error("auth: {0}")]
     Auth(String),
+    /// The leader's data disk is full (its NO_SPACE alarm is up): it refuses writes that
+    /// add state. Nothing was applied; reads, keepalives and releases still work, and
+    /// the same call succeeds once the operator frees space.
+    #[error("no space on the leader's disk: {0}")]
+    NoSpace(String),
     /// The cluster could not be reached, or answered "unavailable", until the retries ran
     /// out.
     ///
@@ -255,6 +260,7 @@ pub(crate) fn classify(status: &Status) -> Failure {
         ErrorReason::Unauthenticated => fatal(Error::Unauthenticated(message)),
         ErrorReason::PermissionDenied => fatal(Error::PermissionDenied(message)),
         ErrorReason::Auth => fatal(Error::Auth(message)),
+        ErrorReason::NoSpace => fatal(Error::NoSpace(message)),
         ErrorReason::Unspecified => fatal(Error::Status {
             code: status.code(),
             message,
@@ -323,6 +329,18 @@ mod tests {
                 maybe_acted: true,
                 ..
             }
+        ));
+        let no_space = with_detail(
+            Code::ResourceExhausted,
+            ErrorDetail {
+                reason: ErrorReason::NoSpace as i32,
+                message: "NO_SPACE: disk full".into(),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            classify(&no_space),
+            Failure::Fatal(Error::NoSpace(message)) if message.contains("NO_SPACE")
         ));
     }
 

@@ -27,6 +27,8 @@
 //! | `log_page_cache_bytes` | redb's page cache for the Raft log file | `16777216` |
 //! | `worker_threads` | threads of the node's async runtime (0: one per core) | `0` |
 //! | `log_wal_bytes` | size of the Raft log's write-ahead file (0: none) | `4194304` |
+//! | `disk_reserve_bytes` | below this many free bytes on the data disk the NO_SPACE alarm refuses writes (0: only a refused write raises it) | `268435456` |
+//! | `disk_check_interval` | how often the free space is read, ms | `1000` |
 //! | `log_inline_append_max_bytes` | appends up to this size are synced by Raft's own task, not the blocking pool (0: never) | `65536` |
 //! | `log_cache_entries`, `log_cache_bytes` | newest log entries kept decoded for replication | `256`, `4194304` |
 //! | `max_batch_commands` | commands per Raft entry | `1024` |

@@ -61,6 +61,12 @@ pub fn health(status: &NodeStatus) -> Result<u64, &'static str> {
     if status.state == "Shutdown" {
         return Err("node is shutting down");
     }
+    if status.disk.no_space_alarm {
+        // etcd's /health does the same: the node serves reads, but refuses writes.
+        return Err(
+            "NO_SPACE alarm: the data disk is full; writes are refused until space is freed",
+        );
+    }
     if !status.members.iter().any(|m| m.id == status.node_id) {
         return Err("node is not a member of the cluster (waiting to be added)");
     }
@@ -573,6 +579,7 @@ mod tests {
             last_token: 5,
             total_grants: 5,
             total_expired_sessions: 0,
+            disk: crate::space::DiskStatus::default(),
         }
     }
 
@@ -657,6 +664,14 @@ mod tests {
 
         // A learner that is in the membership is healthy.
         server.source.0.lock().expect("lock").node_id = 3;
+        assert_eq!(get(server.addr, "/health").await.0, 200);
+
+        // The NO_SPACE alarm makes it unhealthy (it refuses writes), until it clears.
+        server.source.0.lock().expect("lock").disk.no_space_alarm = true;
+        let (code, text) = get(server.addr, "/health").await;
+        assert_eq!(code, 503, "{text}");
+        assert!(text.contains("NO_SPACE"), "{text}");
+        server.source.0.lock().expect("lock").disk.no_space_alarm = false;
         assert_eq!(get(server.addr, "/health").await.0, 200);
     }
 

@@ -79,6 +79,15 @@ pub struct ServerConfig {
     /// pool: two thread wake-ups fewer per commit, the core's worker thread busy for that
     /// one sync. 0: every append on the blocking pool. At most 16 MiB.
     pub log_inline_append_max_bytes: u64,
+    /// Below this many free bytes on the data disk the node raises its NO_SPACE alarm and,
+    /// while it leads, refuses writes that add state (reads, keepalives and releases still
+    /// work; see `space.rs`). 0: only a write the full disk refused raises it. Keep it
+    /// above what the node writes between two checks: a checkpoint of the write-ahead
+    /// file (about twice `log_wal_bytes`) and a snapshot of the state. At most 1 TiB.
+    pub disk_reserve_bytes: u64,
+    /// How often the node reads its data disk's free space (10 ms to 60 s).
+    #[serde(with = "duration_ms")]
+    pub disk_check_interval: Duration,
     /// Newest log entries kept decoded in memory for replication, at most (0: none).
     pub log_cache_entries: usize,
     /// The cached entries' encoded sizes add up to at most this many bytes.
@@ -244,6 +253,8 @@ impl Default for ServerConfig {
             log_page_cache_bytes: crate::store::log::DEFAULT_LOG_PAGE_CACHE_BYTES,
             log_wal_bytes: crate::store::log::DEFAULT_WAL_BYTES,
             log_inline_append_max_bytes: crate::store::log::DEFAULT_INLINE_APPEND_MAX_BYTES,
+            disk_reserve_bytes: crate::space::DEFAULT_RESERVE_BYTES,
+            disk_check_interval: crate::space::DEFAULT_CHECK_INTERVAL,
             log_cache_entries: crate::store::LogStoreOptions::default().cache_entries_max,
             log_cache_bytes: crate::store::LogStoreOptions::default().cache_bytes_max,
             max_batch_commands: 1_024,
@@ -316,6 +327,14 @@ impl ServerConfig {
         }
         if self.log_inline_append_max_bytes > 16 << 20 {
             return Err("inline log appends must be at most 16 MiB (0: none)".into());
+        }
+        if self.disk_reserve_bytes > 1 << 40 {
+            return Err("the disk reserve must be at most 1 TiB (0: none)".into());
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60))
+            .contains(&self.disk_check_interval)
+        {
+            return Err("the disk check interval must be between 10 ms and 60000 ms".into());
         }
         if self.waiting_acquire_delay > Duration::from_secs(1) {
             return Err("the waiting-acquire delay must be at most 1000 ms".into());
@@ -405,6 +424,18 @@ mod tests {
             },
             ServerConfig {
                 log_inline_append_max_bytes: (16 << 20) + 1,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                disk_reserve_bytes: (1 << 40) + 1,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                disk_check_interval: Duration::from_millis(9),
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                disk_check_interval: Duration::from_secs(61),
                 ..ServerConfig::default()
             },
         ] {

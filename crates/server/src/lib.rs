@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod proposer;
 pub mod raft;
+pub mod space;
 pub mod store;
 pub mod testing;
 pub mod tls;

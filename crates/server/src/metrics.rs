@@ -58,6 +58,16 @@ pub const WAITERS: &str = "fencelock_waiters";
 pub const LAST_TOKEN: &str = "fencelock_last_token";
 /// Gauge: cluster members (voters and learners) in the membership this node knows.
 pub const MEMBERS: &str = "fencelock_members";
+/// Gauge: free bytes on the data disk at the last check.
+pub const DISK_FREE_BYTES: &str = "fencelock_disk_free_bytes";
+/// Gauge: the configured reserve of free bytes below which the NO_SPACE alarm goes up.
+pub const DISK_RESERVE_BYTES: &str = "fencelock_disk_reserve_bytes";
+/// Gauge: 1 while the NO_SPACE alarm is up (writes refused), else 0.
+pub const DISK_NO_SPACE_ALARM: &str = "fencelock_disk_no_space_alarm";
+/// Gauge: storage writes waiting for space right now.
+pub const DISK_WRITES_WAITING: &str = "fencelock_disk_writes_waiting_for_space";
+/// Gauge: storage writes that had to wait for space since start-up.
+pub const DISK_WRITES_REFUSED_TOTAL: &str = "fencelock_disk_writes_refused_for_space";
 
 /// Bucket bounds of [`REQUEST_DURATION_SECONDS`]: 100 µs to 10 s.
 pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
@@ -238,6 +248,31 @@ fn describe_all() {
         Unit::Count,
         "Cluster members (voters and learners) this node knows."
     );
+    describe_gauge!(
+        DISK_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes on the data disk at the last check."
+    );
+    describe_gauge!(
+        DISK_RESERVE_BYTES,
+        Unit::Bytes,
+        "Below this many free bytes the NO_SPACE alarm goes up."
+    );
+    describe_gauge!(
+        DISK_NO_SPACE_ALARM,
+        Unit::Count,
+        "1 while the NO_SPACE alarm is up and writes that add state are refused."
+    );
+    describe_gauge!(
+        DISK_WRITES_WAITING,
+        Unit::Count,
+        "Storage writes the full disk refused, waiting for space to be written again."
+    );
+    describe_gauge!(
+        DISK_WRITES_REFUSED_TOTAL,
+        Unit::Count,
+        "Storage writes that had to wait for space since start-up."
+    );
 }
 
 /// The process-wide Prometheus handle; builds and installs the recorder on first call.
@@ -295,6 +330,14 @@ pub fn render(status: &NodeStatus) -> String {
         set(WAITERS, status.waiters);
         set(LAST_TOKEN, status.last_token);
         set(MEMBERS, status.members.len() as u64);
+        set(DISK_FREE_BYTES, status.disk.free_bytes);
+        set(DISK_RESERVE_BYTES, status.disk.reserve_bytes);
+        set(DISK_NO_SPACE_ALARM, u64::from(status.disk.no_space_alarm));
+        set(DISK_WRITES_WAITING, status.disk.writes_waiting_for_space);
+        set(
+            DISK_WRITES_REFUSED_TOTAL,
+            status.disk.writes_refused_for_space_total,
+        );
     });
     handle().render()
 }
@@ -327,6 +370,12 @@ mod tests {
             last_token: 99,
             total_grants: 99,
             total_expired_sessions: 0,
+            disk: crate::space::DiskStatus {
+                no_space_alarm: node_id == 2,
+                free_bytes: 1000,
+                reserve_bytes: 500,
+                ..Default::default()
+            },
         }
     }
 
@@ -342,6 +391,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fencelock_members{node=\"2\"} 1"), "{text}");
+        assert!(
+            text.contains("fencelock_disk_no_space_alarm{node=\"2\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_disk_no_space_alarm{node=\"1\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_disk_free_bytes{node=\"1\"} 1000"),
+            "{text}"
+        );
         assert!(text.contains("# HELP fencelock_waiters"), "{text}");
     }
 

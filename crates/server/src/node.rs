@@ -12,9 +12,10 @@ use crate::proposer::{ProposeError, Proposer, ProposerLimits};
 use crate::raft::link::{PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
-use crate::store::SharedState;
+use crate::space::{DiskSpace, DiskStatus};
 use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
+use crate::store::{Disk, SharedState};
 use crate::tls::{NodeTls, error_chain};
 use fencelock_core::Command;
 use fencelock_proto::peer::NodeInfoRequest;
@@ -107,6 +108,8 @@ pub struct NodeStatus {
     pub total_grants: u64,
     /// Sessions expired since the beginning of the log.
     pub total_expired_sessions: u64,
+    /// The data disk: free space, reserve, and the NO_SPACE alarm.
+    pub disk: DiskStatus,
 }
 
 /// Client addresses of the members, learned over the peer service.
@@ -151,6 +154,8 @@ pub struct Node {
     pub barrier: ReadBarrier,
     /// Client addresses of peers.
     pub peers: PeerDirectory,
+    /// Free space on the data disk and the NO_SPACE alarm.
+    pub disk: Arc<DiskSpace>,
     channels: PeerChannels,
     commit_index: AtomicU64,
     stopping: watch::Receiver<bool>,
@@ -269,6 +274,7 @@ impl Node {
             last_token: stats.last_token,
             total_grants: stats.total_grants,
             total_expired_sessions: stats.total_expired_sessions,
+            disk: self.disk.status(),
         }
     }
 
@@ -461,11 +467,25 @@ pub async fn start_with_listeners(
     )
     .map_err(|e| storage(&e))?;
     let log_closed = log_store.close_watch();
+    // One account of the data disk's space for the log, the snapshots, the monitor and
+    // the write path; read once now, so a node that starts on a full disk refuses
+    // writes from the start.
+    let space = log_store.disk_space();
+    space.set_reserve_bytes(config.disk_reserve_bytes);
+    if let Err(error) = space.measure(&config.data_dir) {
+        tracing::warn!(data_dir = %config.data_dir.display(), %error, "cannot read the data disk's free space");
+    }
     let leases = Arc::new(LeaseClock::default());
     let hub = EventHub::new(config.watch_buffer, leases.clone());
     let shared = SharedState::new(hub.clone());
-    let state_machine = StateMachineStore::open(&config.data_dir.join("snapshots"), shared.clone())
-        .map_err(|e| storage(&e))?;
+    let snapshot_dir = config.data_dir.join("snapshots");
+    let state_machine = StateMachineStore::open_sharing_space(
+        &Disk::for_dir(&snapshot_dir),
+        &snapshot_dir,
+        shared.clone(),
+        space.clone(),
+    )
+    .map_err(|e| storage(&e))?;
     let channels = PeerChannels::new(
         tls.peer_client.clone(),
         tls.peer_link_client.clone(),
@@ -491,7 +511,8 @@ pub async fn start_with_listeners(
             write_timeout: config.request_timeout,
             waiting_acquire_delay: config.waiting_acquire_delay,
         },
-    );
+    )
+    .refuse_writes_without_space(space.clone());
     let barrier = ReadBarrier::spawn(raft.clone());
     let (stop, stopped) = watch::channel(false);
     let node = Arc::new(Node {
@@ -504,6 +525,7 @@ pub async fn start_with_listeners(
         proposer,
         barrier,
         peers: PeerDirectory::default(),
+        disk: space.clone(),
         channels,
         commit_index: AtomicU64::new(0),
         stopping: stopped.clone(),
@@ -611,6 +633,12 @@ pub async fn start_with_listeners(
         stopped.clone(),
     )));
     tasks.push(tokio::spawn(expire_sessions(node.clone(), stopped.clone())));
+    tasks.push(tokio::spawn(crate::space::monitor(
+        space,
+        config.data_dir.clone(),
+        config.disk_check_interval,
+        stopped.clone(),
+    )));
 
     bootstrap(&node, peer_addr).await?;
     tracing::info!(

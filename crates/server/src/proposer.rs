@@ -32,6 +32,7 @@
 //! the state machine deduplicates.
 
 use crate::raft::{BatchResult, CommandBatch, NodeId, Raft};
+use crate::space::DiskSpace;
 use fencelock_core::{Command, Error as CoreError, Response};
 use openraft::error::ClientWriteError;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,10 @@ pub enum ProposeError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// This leader's NO_SPACE alarm is up (its data disk is full) and the command adds
+    /// state; nothing was proposed. The text says why.
+    #[error("no space on the data disk: {0}")]
+    NoSpace(String),
 }
 
 /// The result of one proposed command.
@@ -107,6 +112,9 @@ pub struct Proposer {
     queue: mpsc::Sender<Pending>,
     writer: Arc<Writer>,
     held: Arc<HeldBack>,
+    /// While its alarm is up, writes that add state are refused (see
+    /// [`Proposer::refuse_writes_without_space`]).
+    space: Option<Arc<DiskSpace>>,
 }
 
 /// Acquires held back to ride in the next entry (see the module docs), shared by the
@@ -207,7 +215,38 @@ impl Proposer {
             queue,
             writer,
             held,
+            space: None,
         }
+    }
+
+    /// While `space`'s NO_SPACE alarm is up, refuse (as [`ProposeError::NoSpace`]) every
+    /// command that adds state when this node leads, as etcd's NOSPACE alarm does.
+    /// Commands that only free state (release, close, cancel a wait, expiry, forced
+    /// release, revocation) still pass: they may be what frees the disk's owner from
+    /// waiting, and each is a small entry that the preallocated write-ahead file takes
+    /// without asking the disk for space.
+    pub fn refuse_writes_without_space(mut self, space: Arc<DiskSpace>) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// Why `command` is refused right now, if it is.
+    fn refusal(&self, command: &Command) -> Option<ProposeError> {
+        let space = self.space.as_ref()?;
+        if !space.alarm() || frees_state(command) {
+            return None;
+        }
+        let leader = self.writer.raft.metrics().borrow().current_leader;
+        if leader != Some(self.writer.node_id) {
+            // A follower's own disk does not decide: the leader's answer (a redirect) does.
+            return None;
+        }
+        Some(ProposeError::NoSpace(
+            space
+                .status()
+                .reason
+                .unwrap_or_else(|| "the NO_SPACE alarm is up".to_owned()),
+        ))
     }
 
     /// Propose `command` and wait for its result.
@@ -223,6 +262,9 @@ impl Proposer {
     /// its entry may still be in flight. Held-back commands that ride in its entry are
     /// answered whether or not it stays: that entry is submitted and awaited by a task.
     pub async fn propose(&self, command: Command) -> ProposeResult {
+        if let Some(refusal) = self.refusal(&command) {
+            return Err(refusal);
+        }
         if self.queue.capacity() == self.queue.max_capacity()
             && let Ok(slot) = Arc::clone(&self.writer.inflight).try_acquire_owned()
         {
@@ -262,12 +304,28 @@ impl Proposer {
     /// waits up to `waiting_acquire_delay` for another write to share its entry; the
     /// result is the same as from [`Proposer::propose`].
     pub async fn propose_waiting(&self, command: Command) -> ProposeResult {
+        if let Some(refusal) = self.refusal(&command) {
+            return Err(refusal);
+        }
         let (pending, result) = Pending::new(command);
         match self.held.hold(pending) {
             None => result.await.unwrap_or(Err(ProposeError::ShuttingDown)),
             Some(pending) => self.propose(pending.command).await,
         }
     }
+}
+
+/// Whether `command` only takes state away (so it may pass the NO_SPACE alarm).
+fn frees_state(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::CloseSession { .. }
+            | Command::Release { .. }
+            | Command::CancelWait { .. }
+            | Command::ExpireSessions { .. }
+            | Command::ForceRelease { .. }
+            | Command::RevokeSession { .. }
+    )
 }
 
 fn unzip(pending: Vec<Pending>) -> (Vec<Command>, Vec<oneshot::Sender<ProposeResult>>) {

@@ -97,6 +97,15 @@ pub async fn from_propose(node: &Node, error: ProposeError) -> Status {
             ErrorReason::Unavailable,
             "node is shutting down",
         ),
+        ProposeError::NoSpace(why) => reason(
+            Code::ResourceExhausted,
+            ErrorReason::NoSpace,
+            format!(
+                "NO_SPACE: node {} refuses writes: {why}; nothing was applied. Reads, \
+                 keepalives and releases still work; retry once space is freed",
+                node.id()
+            ),
+        ),
     }
 }
 

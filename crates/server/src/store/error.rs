@@ -100,6 +100,36 @@ impl StoreError {
         move |source| StoreError::Sync { path, source }
     }
 
+    /// Whether a later try of the same write may not meet this error: the disk (or the
+    /// quota) is full, or the log database is being reopened after that.
+    pub fn is_retryable_write(&self) -> bool {
+        let retryable_io = |source: &std::io::Error| {
+            crate::space::io_is_no_space(source) || source.kind() == std::io::ErrorKind::WouldBlock
+        };
+        match self {
+            StoreError::Io { source, .. } => retryable_io(source),
+            StoreError::Database { source, .. } => match source {
+                redb::Error::Io(source) => retryable_io(source),
+                // redb fails every call after an I/O error, until it is reopened; an
+                // error that was not a lack of space stopped the process before this one.
+                redb::Error::PreviousIo => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether this is an error of the operating system (after a failed write or sync,
+    /// what the disk holds is unknown), as opposed to damaged data or a bug.
+    pub fn is_os_failure(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error().is_some(),
+            StoreError::Database { source, .. } => matches!(source, redb::Error::Io(_)),
+            StoreError::Sync { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { path, source }

@@ -90,6 +90,7 @@ use super::record;
 use super::wal::{self, Generation, RecordsEnd, Wal, WalBatch, WalRecord};
 use crate::commit_trace::{self, Point};
 use crate::raft::{LogId, NodeId, TypeConfig};
+use crate::space::{self, DiskSpace};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{
@@ -105,7 +106,7 @@ use std::ops::{Bound, RangeBounds};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// The log's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "raft-log.redb";
@@ -211,10 +212,14 @@ impl LogStore {
 }
 
 struct Inner {
-    /// Always `Some` until dropped (see `Drop for Inner`).
-    db: Option<Database>,
+    /// `Some` until dropped (see `Drop for Inner`), except for the moment it is reopened
+    /// after a write the full disk refused (redb fails every later call after an I/O
+    /// error).
+    db: RwLock<Option<Database>>,
     /// Where the files are.
     disk: Disk,
+    /// Free space on the data disk: writes the full disk refused wait here.
+    space: Arc<DiskSpace>,
     path: PathBuf,
     options: LogStoreOptions,
     tail: Mutex<Tail>,
@@ -250,10 +255,34 @@ struct EncodedBatch {
 }
 
 impl Inner {
-    fn db(&self) -> &Database {
-        self.db
-            .as_ref()
-            .expect("the database is open until dropped")
+    /// The open database.
+    ///
+    /// # Errors
+    /// It is being reopened after the disk filled (a retryable error, see
+    /// [`StoreError::is_retryable_write`]).
+    fn db(&self) -> Result<DbRef<'_>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "the log database is being reopened after the disk filled",
+                ),
+            });
+        }
+        Ok(DbRef(guard))
+    }
+}
+
+/// The open log database, borrowed.
+struct DbRef<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for DbRef<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("checked when borrowed")
     }
 }
 
@@ -265,8 +294,9 @@ impl Drop for Inner {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let wal = self.wal.get_mut().unwrap_or_else(|e| e.into_inner());
+        let db = self.db.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(state) = wal.as_mut()
-            && let Some(db) = self.db.as_ref()
+            && let Some(db) = db.as_ref()
             && !state.wal.is_empty()
         {
             // A clean close leaves the log database whole (copies, backups and start-up
@@ -285,7 +315,7 @@ impl Drop for Inner {
         }
         // Closing writes redb's allocator state, which panics on some damaged files: a
         // node must still shut down, so report it instead.
-        if let Some(db) = self.db.take()
+        if let Some(db) = db.take()
             && let Err(message) = save_committed_and_close(db, &mut unsaved)
         {
             tracing::error!(
@@ -443,8 +473,9 @@ impl LogStore {
 
         let store = LogStore {
             inner: Arc::new(Inner {
-                db: Some(db),
+                db: RwLock::new(Some(db)),
                 disk: disk.clone(),
+                space: Arc::new(DiskSpace::default()),
                 path,
                 options,
                 tail: Mutex::new(Tail {
@@ -628,11 +659,140 @@ impl LogStore {
         }
         // Carries a newer unsaved committed id too: redb then holds every entry.
         let unsaved = self.take_unsaved_committed();
-        move_wal_into(self.inner.db(), &self.inner.path, state, unsaved)?;
+        let moved = self.retry_write(
+            "moving the write-ahead file into the log database",
+            |store, retry| {
+                if retry {
+                    // The failed try may have committed after all (redb failed afterwards):
+                    // then the database names the next generation, and holds the entries.
+                    let recorded = store.read_meta::<Generation>(KEY_WAL_GENERATION)?;
+                    if let Some(recorded) = recorded.filter(|g| *g != state.wal.generation()) {
+                        state.wal.start_generation(recorded);
+                        state.committed = None;
+                        return Ok(());
+                    }
+                }
+                // Room for the entries as B-tree pages, checked first: a transaction the full
+                // disk refuses halfway poisons the database until it is reopened.
+                store.ensure_room(state.wal.used_bytes().saturating_mul(2))?;
+                move_wal_into(&*store.inner.db()?, &store.inner.path, state, unsaved)
+            },
+        );
+        if let Err(e) = moved {
+            self.restore_unsaved_committed(unsaved);
+            return Err(e);
+        }
         self.inner
             .write_transactions
             .fetch_add(1, Ordering::Relaxed);
         self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Free space on the data disk, as the store sees it (the node's monitor records
+    /// into the same accounting, and raises its alarm while a write waits for space).
+    pub fn disk_space(&self) -> Arc<DiskSpace> {
+        Arc::clone(&self.inner.space)
+    }
+
+    /// Run a write (`attempt`; its second argument says whether an earlier try failed)
+    /// until it goes through, waiting for space while the disk is full (see
+    /// [`crate::space`]); the database is reopened before a try that follows a failure
+    /// of its own. Any other I/O error stops the process: a sync of the log may have
+    /// failed, and what the disk holds is then unknown ("fsyncgate").
+    ///
+    /// Blocks while the disk is full: never call it from openraft's core task.
+    fn retry_write<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut(&LogStore, bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut failed_in_database = None;
+        let result = self.inner.space.until_space(
+            what,
+            &self.inner.path,
+            StoreError::is_retryable_write,
+            || {
+                if failed_in_database == Some(true) {
+                    self.reopen_database()?;
+                }
+                let result = attempt(self, failed_in_database.is_some());
+                if let Err(e) = &result {
+                    failed_in_database = Some(matches!(e, StoreError::Database { .. }));
+                }
+                result
+            },
+        );
+        match result {
+            Err(e) if e.is_os_failure() => {
+                space::stop_on_unknown_durability(&self.inner.path, what, &e)
+            }
+            other => other,
+        }
+    }
+
+    /// Close the database and open it again (redb fails every call after an I/O error,
+    /// until it is reopened).
+    fn reopen_database(&self) -> Result<(), StoreError> {
+        let mut slot = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take()
+            && let Err(message) = close_quietly(old)
+        {
+            tracing::warn!(file = %self.inner.path.display(), "closing the log database after a failed write: {message}");
+        }
+        let path = &self.inner.path;
+        let opened = guarded(path, "reopening", || {
+            let mut builder = redb::Builder::new();
+            builder.set_cache_size(self.inner.options.page_cache_bytes);
+            self.inner
+                .disk
+                .create_database(path, &builder)
+                .map_err(|e| match e {
+                    redb::DatabaseError::Storage(redb::StorageError::Io(source)) => {
+                        StoreError::Io {
+                            path: path.clone(),
+                            source,
+                        }
+                    }
+                    // Another handle (a reader's transaction) still holds the file.
+                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::WouldBlock, e.to_string()),
+                    },
+                    other => StoreError::OpenDatabase {
+                        path: path.clone(),
+                        reason: other.to_string(),
+                    },
+                })
+        })?;
+        *slot = Some(opened);
+        tracing::warn!(file = %path.display(), "reopened the log database after a write the full disk refused");
+        Ok(())
+    }
+
+    /// Fail with a lack of space, without touching the database, when fewer than
+    /// `bytes` (plus a margin for the database's own pages) are free on the data disk.
+    fn ensure_room(&self, bytes: u64) -> Result<(), StoreError> {
+        const MARGIN_BYTES: u64 = 1 << 20;
+        #[cfg(test)]
+        if tests::SKIP_ROOM_CHECK.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        let free = match rustix::fs::statvfs(dir) {
+            Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
+            // Unknown: let the write itself tell.
+            Err(_) => return Ok(()),
+        };
+        if free < bytes.saturating_add(MARGIN_BYTES) {
+            return Err(StoreError::Io {
+                path: self.inner.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{free} bytes free on the data disk, the write needs about {bytes}"),
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -686,7 +846,7 @@ impl LogStore {
     fn begin_write(&self, durability: Durability) -> Result<redb::WriteTransaction, StoreError> {
         let mut txn = self
             .inner
-            .db()
+            .db()?
             .begin_write()
             .map_err(|e| self.db_error(e))?;
         txn.set_durability(durability)
@@ -703,10 +863,13 @@ impl LogStore {
         } else {
             None
         };
-        if let Some(committed) = unsaved {
-            put_committed(&txn, &committed).map_err(|e| self.db_error(e))?;
+        let committed = unsaved
+            .map_or(Ok(()), |committed| put_committed(&txn, &committed))
+            .and_then(|()| txn.commit().map_err(redb::Error::from));
+        if let Err(e) = committed {
+            self.restore_unsaved_committed(unsaved);
+            return Err(self.db_error(e));
         }
-        txn.commit().map_err(|e| self.db_error(e))?;
         self.inner
             .write_transactions
             .fetch_add(1, Ordering::Relaxed);
@@ -714,7 +877,11 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
-        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self
+            .inner
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_error(e))?;
         let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
         let Some(bytes) = table.get(key).map_err(|e| self.db_error(e))? else {
             return Ok(None);
@@ -735,23 +902,28 @@ impl LogStore {
         value: Option<&T>,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let txn = self.begin_write(durability)?;
-        {
-            let mut table = txn.open_table(META).map_err(|e| self.db_error(e))?;
-            match value {
-                Some(value) => {
-                    let bytes = record::encode(key.as_bytes(), value, Vec::new())
-                        .map_err(|source| StoreError::Encode { what: key, source })?;
-                    table
-                        .insert(key, bytes.as_slice())
-                        .map_err(|e| self.db_error(e))?;
-                }
-                None => {
-                    table.remove(key).map_err(|e| self.db_error(e))?;
+        let bytes = value
+            .map(|value| record::encode(key.as_bytes(), value, Vec::new()))
+            .transpose()
+            .map_err(|source| StoreError::Encode { what: key, source })?;
+        self.retry_write(&format!("writing the `{key}` record"), |store, _| {
+            store.ensure_room(0)?;
+            let txn = store.begin_write(durability)?;
+            {
+                let mut table = txn.open_table(META).map_err(|e| store.db_error(e))?;
+                match &bytes {
+                    Some(bytes) => {
+                        table
+                            .insert(key, bytes.as_slice())
+                            .map_err(|e| store.db_error(e))?;
+                    }
+                    None => {
+                        table.remove(key).map_err(|e| store.db_error(e))?;
+                    }
                 }
             }
-        }
-        self.commit(txn, !self.wal_in_use())
+            store.commit(txn, !store.wal_in_use())
+        })
     }
 
     /// Whether appends go to the write-ahead file.
@@ -806,7 +978,16 @@ impl LogStore {
             return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
         }
         commit_trace::mark(Point::AppendStarted, last);
-        self.write_batch(state, encoded)?;
+        if let Err(e) = state.wal.append(&encoded.batch) {
+            self.restore_unsaved_committed(encoded.committed);
+            if e.is_retryable_write() {
+                // The disk is full: the blocking pool waits for space, not openraft's
+                // core task.
+                return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
+            }
+            return Err(e);
+        }
+        self.batch_written(state, encoded);
         self.inner.inline_appends.fetch_add(1, Ordering::Relaxed);
         Ok(None)
     }
@@ -845,7 +1026,21 @@ impl LogStore {
 
     /// Write and sync a batch that fits into the write-ahead file, then cache its entries.
     fn write_batch(&self, state: &mut WalState, encoded: EncodedBatch) -> Result<(), StoreError> {
-        state.wal.append(&encoded.batch)?;
+        // A full disk refused the write before it reached the file: the same bytes at
+        // the same place are the same write.
+        let written = self.retry_write("appending to the write-ahead file", |_, _| {
+            state.wal.append(&encoded.batch)
+        });
+        if let Err(e) = written {
+            self.restore_unsaved_committed(encoded.committed);
+            return Err(e);
+        }
+        self.batch_written(state, encoded);
+        Ok(())
+    }
+
+    /// Account for a batch just written and cache its entries.
+    fn batch_written(&self, state: &mut WalState, encoded: EncodedBatch) {
         state.committed = state.committed.max(encoded.committed);
         self.inner
             .write_transactions
@@ -854,37 +1049,42 @@ impl LogStore {
             .entries_appended
             .fetch_add(encoded.cached.len() as u64, Ordering::Relaxed);
         self.tail().appended(encoded.cached, &self.inner.options);
-        Ok(())
     }
 
     /// One durable redb transaction for all of `entries` (the write-ahead file is not in
     /// use, or is empty).
     fn append_to_database(&self, entries: impl IntoIterator<Item = Ent>) -> Result<(), StoreError> {
-        let mut entries = entries.into_iter().peekable();
-        if entries.peek().is_none() {
+        let mut cached = Vec::new();
+        let mut records = Vec::new();
+        for entry in entries {
+            let record =
+                record::encode_entry(&entry, Vec::new()).map_err(|source| StoreError::Encode {
+                    what: "log entry",
+                    source,
+                })?;
+            cached.push(CachedEntry {
+                encoded_bytes: record.len(),
+                entry,
+            });
+            records.push(record);
+        }
+        if cached.is_empty() {
             return Ok(());
         }
-        let txn = self.begin_write(Durability::Immediate)?;
-        let mut cached = Vec::with_capacity(entries.size_hint().0);
-        {
-            let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
-            let mut buffer = Vec::new();
-            for entry in entries {
-                buffer =
-                    record::encode_entry(&entry, buffer).map_err(|source| StoreError::Encode {
-                        what: "log entry",
-                        source,
-                    })?;
-                table
-                    .insert(entry.log_id.index, buffer.as_slice())
-                    .map_err(|e| self.db_error(e))?;
-                cached.push(CachedEntry {
-                    encoded_bytes: buffer.len(),
-                    entry,
-                });
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        self.retry_write("appending to the log database", |store, _| {
+            store.ensure_room((bytes as u64).saturating_mul(2))?;
+            let txn = store.begin_write(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(|e| store.db_error(e))?;
+                for (cached, record) in cached.iter().zip(&records) {
+                    table
+                        .insert(cached.entry.log_id.index, record.as_slice())
+                        .map_err(|e| store.db_error(e))?;
+                }
             }
-        }
-        self.commit(txn, true)?;
+            store.commit(txn, true)
+        })?;
         self.inner
             .entries_appended
             .fetch_add(cached.len() as u64, Ordering::Relaxed);
@@ -898,20 +1098,24 @@ impl LogStore {
         if let Some(state) = wal.as_mut() {
             self.checkpoint_locked(state)?;
         }
-        let txn = self.begin_write(Durability::Immediate)?;
-        let last_remaining = {
-            let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
-            table
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(|e| self.db_error(e))?;
-            match table.last().map_err(|e| self.db_error(e))? {
-                Some((index, bytes)) => {
-                    Some(self.decode_entry(index.value(), bytes.value())?.log_id)
+        let last_remaining = self.retry_write("truncating the log", |store, _| {
+            store.ensure_room(0)?;
+            let txn = store.begin_write(Durability::Immediate)?;
+            let last_remaining = {
+                let mut table = txn.open_table(LOG).map_err(|e| store.db_error(e))?;
+                table
+                    .retain_in(log_id.index.., |_, _| false)
+                    .map_err(|e| store.db_error(e))?;
+                match table.last().map_err(|e| store.db_error(e))? {
+                    Some((index, bytes)) => {
+                        Some(store.decode_entry(index.value(), bytes.value())?.log_id)
+                    }
+                    None => None,
                 }
-                None => None,
-            }
-        };
-        self.commit(txn, true)?;
+            };
+            store.commit(txn, true)?;
+            Ok(last_remaining)
+        })?;
         let mut tail = self.tail();
         let last_log_id = last_remaining.or(tail.last_purged);
         tail.truncated(log_id.index, last_log_id);
@@ -920,28 +1124,40 @@ impl LogStore {
 
     /// Delete the entries up to and including `log_id.index` and record `log_id` as the
     /// last purged, in one durable transaction.
+    ///
+    /// While the disk is too full for it, the purge is put off (openraft's core waits
+    /// for it, and must not wait for space): the entries stay, nothing records them
+    /// purged, and the next purge deletes them too.
     fn purge_upto(&self, log_id: LogId) -> Result<(), StoreError> {
         let mut wal = self.wal();
+        let pending = wal.as_ref().map_or(0, |state| state.wal.used_bytes());
+        if let Err(e) = self.ensure_room(pending.saturating_mul(2)) {
+            tracing::warn!(file = %self.inner.path.display(), up_to = %log_id, "purge of the log put off until space returns: {e}");
+            return Ok(());
+        }
         if let Some(state) = wal.as_mut() {
             self.checkpoint_locked(state)?;
         }
-        let txn = self.begin_write(Durability::Immediate)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
-            table
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(|e| self.db_error(e))?;
-            let bytes = record::encode(KEY_LAST_PURGED.as_bytes(), &log_id, Vec::new()).map_err(
-                |source| StoreError::Encode {
+        let bytes =
+            record::encode(KEY_LAST_PURGED.as_bytes(), &log_id, Vec::new()).map_err(|source| {
+                StoreError::Encode {
                     what: KEY_LAST_PURGED,
                     source,
-                },
-            )?;
-            let mut meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
-            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-                .map_err(|e| self.db_error(e))?;
-        }
-        self.commit(txn, true)?;
+                }
+            })?;
+        self.retry_write("purging the log", |store, _| {
+            let txn = store.begin_write(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(|e| store.db_error(e))?;
+                table
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(|e| store.db_error(e))?;
+                let mut meta = txn.open_table(META).map_err(|e| store.db_error(e))?;
+                meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                    .map_err(|e| store.db_error(e))?;
+            }
+            store.commit(txn, true)
+        })?;
         self.tail().purged(log_id);
         Ok(())
     }
@@ -978,7 +1194,11 @@ impl LogStore {
         let db_end = wal_first.map_or(end, |first| first.min(end));
         let mut entries = Vec::new();
         if start < db_end {
-            let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
+            let txn = self
+                .inner
+                .db()?
+                .begin_read()
+                .map_err(|e| self.db_error(e))?;
             let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
             for item in table.range(start..db_end).map_err(|e| self.db_error(e))? {
                 let (index, bytes) = item.map_err(|e| self.db_error(e))?;
@@ -998,7 +1218,11 @@ impl LogStore {
     #[doc(hidden)]
     pub fn raw_entry_for_test(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.checkpoint()?;
-        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self
+            .inner
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_error(e))?;
         let table = txn.open_table(LOG).map_err(|e| self.db_error(e))?;
         Ok(table
             .get(index)
@@ -1060,7 +1284,11 @@ impl LogStore {
     /// redb failed.
     #[doc(hidden)]
     pub fn raw_record_for_test(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.inner.db().begin_read().map_err(|e| self.db_error(e))?;
+        let txn = self
+            .inner
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_error(e))?;
         let table = txn.open_table(META).map_err(|e| self.db_error(e))?;
         Ok(table
             .get(key)
@@ -1907,8 +2135,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(KEY_VOTE, Some(vote), Durability::Immediate)
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+        // On the blocking pool: on a full disk it waits there for space.
+        let vote = *vote;
+        self.off_the_runtime(move |store| {
+            store.write_meta(KEY_VOTE, Some(&vote), Durability::Immediate)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -1932,15 +2165,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => {
                 // Move the write-ahead file's ids into redb, then forget any newer id, or
-                // the transaction would write it back.
-                self.checkpoint().map_err(write_logs_error)?;
-                *self
-                    .inner
-                    .unsaved_committed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
-                self.write_meta(KEY_COMMITTED, None::<&LogId>, Durability::None)
-                    .map_err(write_logs_error)
+                // the transaction would write it back. On the blocking pool: on a full
+                // disk it waits there for space.
+                self.off_the_runtime(|store| {
+                    store.checkpoint()?;
+                    *store
+                        .inner
+                        .unsaved_committed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = None;
+                    store.write_meta(KEY_COMMITTED, None::<&LogId>, Durability::None)
+                })
+                .await
+                .map_err(write_logs_error)
             }
         }
     }
@@ -2024,5 +2261,119 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.off_the_runtime(move |store| store.purge_upto(log_id))
             .await
             .map_err(write_logs_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::CommandBatch;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+
+    /// Lets a write reach redb on a full disk (the check before it would refuse it
+    /// first), so that redb itself meets the full disk.
+    pub(super) static SKIP_ROOM_CHECK: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    fn entry(index: u64) -> Ent {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(CommandBatch(vec![fencelock_core::Command::SetLimits(
+                fencelock_core::Limits::default(),
+            )])),
+        }
+    }
+
+    /// redb fails every call after the full disk refused one of its writes: the store
+    /// waits with the alarm up, reopens the database, and writes it again once space is
+    /// back, instead of handing openraft an error that would stop it.
+    #[test]
+    fn a_database_write_the_full_disk_refused_goes_through_after_a_reopen() {
+        if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            eprintln!("SKIPPED: this test mounts a tmpfs, which needs root (CI runs as root)");
+            return;
+        }
+        let mount = tempfile::tempdir().expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "fencelock-log-test"])
+            .arg(mount.path())
+            .status()
+            .expect("run mount");
+        assert!(mounted.success());
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(self.0)
+                    .status();
+            }
+        }
+        let _unmount = Unmount(mount.path());
+        let dir = mount.path().join("data");
+        let options = LogStoreOptions {
+            wal_bytes: 0,
+            ..LogStoreOptions::default()
+        };
+        let store = LogStore::open(&dir, options.clone()).expect("open");
+        store
+            .write_meta(KEY_VOTE, Some(&Vote::new(1, 1)), Durability::Immediate)
+            .expect("vote");
+        store
+            .append_to_database((1..=10).map(entry))
+            .expect("append");
+
+        SKIP_ROOM_CHECK.store(true, Ordering::Relaxed);
+        let filler = mount.path().join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![1u8; 4096];
+        while file.write(&chunk).is_ok_and(|n| n > 0) {}
+        drop(file);
+
+        let writer = store.clone();
+        let append = std::thread::spawn(move || writer.append_to_database((11..=3000).map(entry)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !store.disk_space().alarm() {
+            assert!(
+                !append.is_finished(),
+                "the append did not meet the full disk: {:?}",
+                append.join()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the append never waited for space"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!append.is_finished(), "it waits while the disk is full");
+        std::fs::remove_file(&filler).expect("free the disk");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !append.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the append never went through after space returned"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        append
+            .join()
+            .expect("no panic")
+            .expect("the append goes through");
+        SKIP_ROOM_CHECK.store(false, Ordering::Relaxed);
+        assert!(!store.disk_space().alarm());
+        assert_eq!(
+            store.disk_space().status().writes_refused_for_space_total,
+            1
+        );
+        assert_eq!(store.read_entries(1, 3001).expect("read").len(), 3000);
+        drop(store);
+
+        let store = LogStore::open(&dir, options).expect("reopen");
+        assert_eq!(store.tail().last_log_id.map(|id| id.index), Some(3000));
+        assert_eq!(store.read_entries(1, 3001).expect("read").len(), 3000);
     }
 }

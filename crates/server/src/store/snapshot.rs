@@ -243,10 +243,14 @@ impl SnapshotDir {
         let mut tmp_name = path.clone().into_os_string();
         tmp_name.push(TMP_SUFFIX);
         let tmp = PathBuf::from(tmp_name);
-        {
-            let file = self.disk.create(&tmp)?;
+        let written = self.disk.create(&tmp).and_then(|file| {
             file.write_all_at(bytes, 0).map_err(StoreError::io(&tmp))?;
-            file.sync_data().map_err(StoreError::sync(&tmp))?;
+            file.sync_data().map_err(StoreError::sync(&tmp))
+        });
+        if let Err(e) = written {
+            // A partial file would hold on to space a full disk needs back.
+            let _ = self.disk.remove_file(&tmp);
+            return Err(e);
         }
         self.disk.rename(&tmp, &path)?;
         self.disk.sync_dir(&self.dir)?;

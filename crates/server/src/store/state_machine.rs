@@ -11,6 +11,7 @@ use super::snapshot::{self, SnapshotDir, SnapshotMeta};
 use super::{Disk, SharedState, StoreError};
 use crate::commit_trace::{self, Point};
 use crate::raft::{BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig};
+use crate::space::DiskSpace;
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError};
 use std::io::Cursor;
@@ -42,6 +43,8 @@ struct Snapshots {
     /// Makes snapshot ids unique: seeded from the clock at open, so ids stay unique
     /// across restarts too.
     next_id: AtomicU64,
+    /// Free space on the data disk: a snapshot the full disk refused waits here.
+    space: Arc<DiskSpace>,
 }
 
 /// Whether a snapshot replaces a newer one on disk.
@@ -80,7 +83,24 @@ impl Snapshots {
         {
             return Ok(false);
         }
-        self.dir.write(meta, bytes)?;
+        // A full disk refused the snapshot: wait for space and write it again (a fresh
+        // temporary file each time). Meanwhile openraft builds no other snapshot and
+        // purges no log for this one, so nothing depends on it yet. Any other I/O error
+        // stops the node (see `crate::space`).
+        let path = self.dir.file_path(meta);
+        let written = self.space.until_space(
+            "writing a snapshot",
+            &path,
+            StoreError::is_retryable_write,
+            || self.dir.write(meta, bytes),
+        );
+        match written {
+            Ok(()) => {}
+            Err(e) if e.is_os_failure() => {
+                crate::space::stop_on_unknown_durability(&path, "writing a snapshot", &e)
+            }
+            Err(e) => return Err(e),
+        }
         *current = Some(meta.clone());
         Ok(true)
     }
@@ -107,6 +127,21 @@ impl StateMachineStore {
         snapshot_dir: &Path,
         shared: Arc<SharedState>,
     ) -> Result<Self, StoreError> {
+        Self::open_sharing_space(disk, snapshot_dir, shared, Arc::new(DiskSpace::default()))
+    }
+
+    /// [`StateMachineStore::open_on`], with snapshot writes that a full disk refused
+    /// waiting for space in `space` (the node shares its log store's, so its alarm is up
+    /// while one waits).
+    ///
+    /// # Errors
+    /// As [`StateMachineStore::open`].
+    pub fn open_sharing_space(
+        disk: &Disk,
+        snapshot_dir: &Path,
+        shared: Arc<SharedState>,
+        space: Arc<DiskSpace>,
+    ) -> Result<Self, StoreError> {
         let dir = SnapshotDir::open(disk, snapshot_dir)?;
         let loaded = dir.load_newest()?;
         let current = loaded.as_ref().map(|content| content.meta.clone());
@@ -127,6 +162,7 @@ impl StateMachineStore {
                 dir,
                 current: Mutex::new(current),
                 next_id: AtomicU64::new(clock_micros),
+                space,
             }),
         })
     }

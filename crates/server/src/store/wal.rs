@@ -49,11 +49,14 @@
 //! and was written by a later append than any the bad record can belong to proves the
 //! bad one was synced before (appends are synced one at a time, in order), so it is
 //! damage in the middle of the file, not a torn tail, and start-up refuses
-//! ([`RecordsEnd::damage_in_the_middle`]). After a failed write the
-//! file takes no more writes (what reached the disk is unknown).
+//! ([`RecordsEnd::damage_in_the_middle`]). An append the full disk refused
+//! is written again later, the same bytes at the same place; after any other failed
+//! write or sync, what reached the disk is unknown and the node stops
+//! ([`crate::space`]).
 
 use super::StoreError;
 use super::disk::{Disk, DiskFile, read_all};
+use crate::space;
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the data directory.
@@ -383,6 +386,17 @@ impl WalBatch {
     }
 }
 
+/// Why an append did not reach the disk.
+enum WriteFailure {
+    /// The disk (or the quota) is full: the write was refused.
+    NoSpace(std::io::Error),
+    /// `what` failed: whether the data reached the disk is unknown.
+    Unknown {
+        what: &'static str,
+        error: std::io::Error,
+    },
+}
+
 /// Where an entry's frame is in the file.
 #[derive(Clone, Copy, Debug)]
 struct EntryAt {
@@ -572,6 +586,11 @@ impl Wal {
         self.entries.len()
     }
 
+    /// Bytes the records of this generation take.
+    pub fn used_bytes(&self) -> u64 {
+        self.end - RECORDS_START
+    }
+
     /// Whether nothing was written in this generation.
     pub fn is_empty(&self) -> bool {
         self.end == RECORDS_START
@@ -626,13 +645,37 @@ impl Wal {
                 self.direct = None;
                 self.write_buffered(&batch.buffer)
             }
-            // A direct, synchronous write is its own sync.
-            Some(Err(error)) => Err(StoreError::sync(&self.path)(error)),
+            Some(Err(error)) if space::io_is_no_space(&error) => Err(WriteFailure::NoSpace(error)),
+            Some(Err(error)) => Err(WriteFailure::Unknown {
+                what: "a synchronous (O_DIRECT | O_DSYNC) write",
+                error,
+            }),
             None => self.write_buffered(&batch.buffer),
         };
-        if let Err(error) = written {
-            self.failed = true;
-            return Err(error);
+        #[cfg(test)]
+        let written = match tests::injected_sync_failure() {
+            Some(error) => Err(WriteFailure::Unknown {
+                what: "fdatasync",
+                error,
+            }),
+            None => written,
+        };
+        match written {
+            Ok(()) => {}
+            // The disk refused the write before the data reached the file: the caller
+            // may write the same batch at the same place again, once there is space.
+            Err(WriteFailure::NoSpace(source)) => {
+                return Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+            // Whether the data is on the disk is unknown, and a retried sync cannot
+            // tell: the node stops (see `crate::space`).
+            Err(WriteFailure::Unknown { what, error }) => {
+                self.failed = true;
+                space::stop_on_unknown_durability(&self.path, what, &error);
+            }
         }
         let base = self.end;
         self.entries
@@ -647,14 +690,28 @@ impl Wal {
     }
 
     /// Write `bytes` at the end of the records through the page cache and sync the data.
-    fn write_buffered(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.file
-            .write_all_at(bytes, self.end)
-            .map_err(StoreError::io(&self.path))?;
+    fn write_buffered(&self, bytes: &[u8]) -> Result<(), WriteFailure> {
+        match self.file.write_all_at(bytes, self.end) {
+            Ok(()) => {}
+            Err(error) if space::io_is_no_space(&error) => {
+                return Err(WriteFailure::NoSpace(error));
+            }
+            Err(error) => {
+                return Err(WriteFailure::Unknown {
+                    what: "a write",
+                    error,
+                });
+            }
+        }
         if cfg!(feature = "mutant-skip-wal-sync") {
             return Ok(());
         }
-        self.file.sync_data().map_err(StoreError::sync(&self.path))
+        self.file
+            .sync_data()
+            .map_err(|error| WriteFailure::Unknown {
+                what: "fdatasync",
+                error,
+            })
     }
 
     /// Whether appends are written with direct, synchronous I/O.
@@ -816,6 +873,51 @@ fn create_zero_filled(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in the child process of `a_failed_sync_stops_the_process_naming_the_file`:
+    /// every append's sync fails there.
+    const FAIL_SYNC_ENV: &str = "FENCELOCK_TEST_FAIL_WAL_SYNC";
+
+    /// The sync failure injected into appends, in that child process only.
+    pub(super) fn injected_sync_failure() -> Option<std::io::Error> {
+        std::env::var_os(FAIL_SYNC_ENV).map(|_| std::io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_process_naming_the_file() {
+        const NAME: &str = "store::wal::tests::a_failed_sync_stops_the_process_naming_the_file";
+        if std::env::var_os(FAIL_SYNC_ENV).is_some() {
+            // The child: one append, whose sync fails. Going on (or retrying the sync
+            // until it "succeeds") would treat data of unknown durability as safe.
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let (mut wal, _) =
+                Wal::open(dir.path(), MIN_WAL_BYTES, Generation::NONE).expect("create");
+            wal.start_generation(generation(1));
+            let mut b = wal.batch();
+            b.push_entry(1, b"one");
+            let result = wal.append(&b);
+            println!("the append returned: {result:?}");
+            std::process::exit(0);
+        }
+        let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(FAIL_SYNC_ENV, "1")
+            .output()
+            .expect("run the child");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(crate::space::EXIT_STORAGE_FAILED),
+            "the node must stop on a failed sync; stdout: {stdout}; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("fatal storage error: fdatasync of ")
+                && stderr.contains(WAL_FILE_NAME)
+                && stderr.contains("the node stops"),
+            "the message names what failed and the file: {stderr}"
+        );
+    }
 
     fn generation(number: u64) -> Generation {
         Generation { number, salt: 7 }

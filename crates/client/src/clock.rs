@@ -69,7 +69,7 @@ pub trait LeaseClock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> LeaseInstant;
 
     /// Resolves once [`LeaseClock::now`] has reached `deadline` (and, for the real
-    /// clock, within [`MAX_NAP`] of it even across a suspend).
+    /// clock, within a quarter of a second of it even across a suspend).
     fn sleep_until(&self, deadline: LeaseInstant) -> BoxFuture<'static, ()>;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full comparison of fencelock with etcd, ZooKeeper and Redis on this machine.
 #
-#   scripts/bench.sh                         # everything, as the README's table was made
+#   scripts/bench.sh                         # everything, as docs/benchmarks.md's table was made
 #   scripts/bench.sh --systems fencelock-3,etcd-3 --runs 1    # any fencelock-bench flags
 #
 # Installs what is missing from Debian's packages (etcd-server, etcd-client, redis-server,

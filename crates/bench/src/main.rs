@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Multiplies the operation counts of seq, uncontended and contended, and the session
-    /// count (1.0 = the sizes).
+    /// count (1.0 = the sizes of docs/benchmarks.md).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
     /// Upper bound of one run of a lock/unlock workload, seconds.
@@ -70,7 +70,7 @@ struct Args {
     /// Held-lock counts for every system but fencelock-3 (ascending, comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "100000")]
     held: Vec<u64>,
-    /// Held-lock counts for fencelock-3, the system the target is about.
+    /// Held-lock counts for fencelock-3, the system the performance targets (docs/benchmarks.md) are about.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     held_fencelock: Vec<u64>,
     /// Upper bound of taking the held locks, seconds (per system).

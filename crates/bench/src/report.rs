@@ -1,4 +1,4 @@
-//! The report: Markdown tables (with ratios and the targets) and an SVG bar plot,
+//! The report: Markdown tables (with ratios and the performance targets) and an SVG bar plot,
 //! drawn by hand.
 
 use crate::workloads::{FailoverResult, HeldResult, Sample, SessionsResult};
@@ -345,7 +345,7 @@ impl Report {
         out
     }
 
-    /// The targets for 3-node fencelock, met or missed.
+    /// The performance targets for 3-node fencelock, met or missed.
     fn targets(&self) -> String {
         let mut rows: Vec<(String, String, Option<bool>)> = Vec::new();
         let pair = |name: &str| {
@@ -446,7 +446,7 @@ impl Report {
             return String::new();
         }
         let mut out = String::from(
-            "## The issue's targets (fencelock-3)\n\n| target | measured | met |\n|---|---|---|\n",
+            "## The performance targets (fencelock-3)\n\n| target | measured | met |\n|---|---|---|\n",
         );
         for (t, v, ok) in rows {
             let ok = match ok {

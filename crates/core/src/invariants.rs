@@ -1,5 +1,5 @@
 //! [`State::check_invariants`]: the properties every reachable state has, written down
-//! as code (DESIGN.md, "Invariants"). `apply` runs it after every command in debug
+//! as code (docs/design.md, "Invariants"). `apply` runs it after every command in debug
 //! builds, and every test runs it after every step.
 //!
 //! It recomputes everything from the locks (the source of truth) and compares with the

@@ -1,4 +1,4 @@
-//! The lease protocol with time, a lossy network and leader changes: DESIGN.md
+//! The lease protocol with time, a lossy network and leader changes: docs/design.md
 //! invariant 6, "a client is never told 'you hold it' for a lease the cluster has
 //! already expired".
 //!
@@ -155,7 +155,7 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// The design as DESIGN.md states it, with a client that takes any answer, and
+    /// The design as docs/design.md states it, with a client that takes any answer, and
     /// unknown expiry outcomes that keep refusing keepalives: the property holds.
     pub fn design() -> LeaseConfig {
         LeaseConfig {

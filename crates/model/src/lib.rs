@@ -1,5 +1,5 @@
 //! Model checks of fencelock's core protocol, with [`stateright`]: exhaustive searches of
-//! small scopes that check the invariants of DESIGN.md in every reachable state, run as
+//! small scopes that check the invariants of docs/design.md in every reachable state, run as
 //! ordinary tests (`cargo nextest run -p fencelock-model`, a few seconds in a debug
 //! build).
 //!

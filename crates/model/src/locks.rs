@@ -1,5 +1,5 @@
 //! The lock state machine driven by a few clients and a leader: an exhaustive,
-//! depth-bounded check of DESIGN.md invariants 1, 2, 3, 4, 7 and 8, of
+//! depth-bounded check of docs/design.md invariants 1, 2, 3, 4, 7 and 8, of
 //! [`State::check_invariants`], and of request deduplication.
 //!
 //! The model's state is the real [`fencelock_core::State`] (every step calls the real

@@ -4,7 +4,7 @@
 //!
 //! Rounds are shared and pipelined. A caller joins the next round to *start*, never one
 //! already running, so a round covers only callers that arrived before it started — the
-//! property keepalives need (DESIGN.md invariant 6). The next round starts as soon as the
+//! property keepalives need (docs/design.md invariant 6). The next round starts as soon as the
 //! barrier task sees a caller, while earlier rounds are still in flight (up to
 //! [`MAX_ROUNDS_IN_FLIGHT`] at once): a caller waits for about one round, not for the
 //! rest of the round in flight and then its own.

@@ -1,4 +1,4 @@
-//! The leader's lease clock. Only the leader decides that a session expired (DESIGN.md,
+//! The leader's lease clock. Only the leader decides that a session expired (docs/design.md,
 //! "Time and leases"): it keeps a deadline per session on its monotonic clock, renews it
 //! on keepalives that it answered after confirming its leadership, and when a deadline
 //! passes it proposes `ExpireSessions` through the log. Followers keep the table too (it

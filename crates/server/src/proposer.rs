@@ -1,7 +1,7 @@
 //! The write path: one proposer task per node packs queued commands into one Raft entry
 //! and keeps at most `max_inflight` entries in flight. openraft 0.9 flushes one
 //! `client_write` per log append, so without packing every command would pay its own
-//! fsync (DEPENDENCIES.md).
+//! fsync (docs/dependencies.md).
 //!
 //! How many entries in flight (`max_inflight`, 1 by default): openraft 0.9 replicates an
 //! entry only after the leader's own flush, so a second entry in flight lets the leader

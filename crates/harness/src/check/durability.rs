@@ -9,7 +9,7 @@
 //!   acquire).
 //! - No session was dropped while the client's lease was still valid: the client saw its
 //!   session lost with "session not found" before its own lease deadline (counted from
-//!   the send of the last answered keepalive) had passed. That is DESIGN.md invariant 6
+//!   the send of the last answered keepalive) had passed. That is docs/design.md invariant 6
 //!   seen from outside: the cluster forgot an acknowledged session.
 //!
 //! Evidence: the history, the final `describe` of every lock the run used, and the

@@ -1,4 +1,4 @@
-//! Leases, seen from the holder's side (DESIGN.md invariant 6): a client never acts on a
+//! Leases, seen from the holder's side (docs/design.md invariant 6): a client never acts on a
 //! lease that the cluster has already given away.
 //!
 //! A careful holder checks its lease before each fenced write, and the workload records

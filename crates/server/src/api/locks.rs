@@ -882,7 +882,7 @@ type Confirmed = Result<Round, BarrierError>;
 /// as soon as it is read, not after the round in flight for earlier keepalives of the
 /// stream (which cannot answer it) has ended, so it waits for about one round — the next
 /// to start, pipelined behind those in flight. A keepalive is answered only by a round that
-/// started after it arrived (DESIGN.md invariant 6; a leader deposed meanwhile must not
+/// started after it arrived (docs/design.md invariant 6; a leader deposed meanwhile must not
 /// extend a lease that the new leader may expire), and a stream's keepalives are answered
 /// in the order they came (the client matches answers to keepalives by that order).
 /// Reading pauses while [`KEEPALIVE_QUEUED`] keepalives of this stream wait for rounds.

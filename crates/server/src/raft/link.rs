@@ -5,7 +5,7 @@
 //! passes through a buffer task and an HTTP/2 connection task on the way out and a
 //! per-request task on the way in. Here the caller writes its frame to the socket and
 //! reads the reply itself, and the receiving node serves each connection from one task:
-//! fewer task hand-overs and context switches per commit (measured in the README).
+//! fewer task hand-overs and context switches per commit (measured in docs/performance.md).
 //!
 //! The peer port carries both: a connection that opens with [`LINK_MAGIC`] (in the clear,
 //! before any TLS handshake) is a link; any other first byte (HTTP/2's preface, a TLS

@@ -235,7 +235,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             // Without entries it only carries the commit index (or is a heartbeat), and
             // openraft sends it to every follower the moment an entry commits, in the
             // same turn as the apply: let the apply and the callers' answers, ready on
-            // this worker, go out before these sends (README, "Benchmark").
+            // this worker, go out before these sends (docs/performance.md).
             tokio::task::yield_now().await;
         }
         if !commit_trace::enabled() {

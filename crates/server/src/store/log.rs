@@ -2214,7 +2214,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let max_inline = self.inner.options.inline_append_max_bytes;
         let entries = if max_inline > 0 {
             // One small write-ahead write and its sync, here: a commit's path then has
-            // no hand-over to the blocking pool and back (README, "Benchmark").
+            // no hand-over to the blocking pool and back (docs/performance.md).
             match self.append_with_one_write(entries, max_inline, last) {
                 Ok(Some(entries)) => entries,
                 Ok(None) => {

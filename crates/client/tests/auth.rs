@@ -88,10 +88,12 @@ async fn credentials_and_bearer_tokens_authenticate_every_call() {
         builder(&cluster).bearer(&token),
     ] {
         let client = client.connect().await.expect("connect");
-        // A short TTL: the session lives only if its keepalives are authenticated too.
-        let session = client.session(Duration::from_millis(1_500)).await.unwrap();
+        // A short TTL, outlived: the session lives only if its keepalives are
+        // authenticated too. (Not shorter: a password check is an argon2 hash, and a
+        // loaded machine must not use up the lease before the session is open.)
+        let session = client.session(Duration::from_secs(3)).await.unwrap();
         let guard = session.lock("jobs/a").await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
         assert!(
             client
                 .verify("jobs/a", guard.token())

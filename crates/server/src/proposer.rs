@@ -315,17 +315,24 @@ impl Proposer {
     }
 }
 
-/// Whether `command` only takes state away (so it may pass the NO_SPACE alarm).
+/// Whether `command` only takes state away (so it may pass the NO_SPACE alarm). A
+/// wrapper is judged by what it wraps: the caller it names adds nothing, and a request
+/// id's remembered answer is bounded by `max_remembered_requests`.
 fn frees_state(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::CloseSession { .. }
-            | Command::Release { .. }
-            | Command::CancelWait { .. }
-            | Command::ExpireSessions { .. }
-            | Command::ForceRelease { .. }
-            | Command::RevokeSession { .. }
-    )
+    match command {
+        Command::Authorized { command, .. }
+        | Command::Once { command, .. }
+        | Command::Owned { command, .. } => frees_state(command),
+        other => matches!(
+            other,
+            Command::CloseSession { .. }
+                | Command::Release { .. }
+                | Command::CancelWait { .. }
+                | Command::ExpireSessions { .. }
+                | Command::ForceRelease { .. }
+                | Command::RevokeSession { .. }
+        ),
+    }
 }
 
 fn unzip(pending: Vec<Pending>) -> (Vec<Command>, Vec<oneshot::Sender<ProposeResult>>) {

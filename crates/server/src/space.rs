@@ -276,7 +276,11 @@ pub fn io_is_no_space(error: &std::io::Error) -> bool {
 /// message names the file and what failed, on the log and on standard error; the exit
 /// status is [`EXIT_STORAGE_FAILED`]. Nothing else runs after it (no destructor writes
 /// to the data directory on the way out).
-pub fn stop_on_unknown_durability(path: &Path, what: &str, error: &dyn std::fmt::Display) -> ! {
+///
+/// Returns (the error it was given) only on the simulated disk of the tests, whose power
+/// cut ends one node instance, not the process the test runs in: the error goes to
+/// Raft, which stops that node's core.
+pub fn stop_on_unknown_durability<E: std::fmt::Display>(path: &Path, what: &str, error: E) -> E {
     let message = format!(
         "{what} of {} failed: {error}. Whether the data reached the disk is unknown, and \
          syncing again cannot tell (the kernel may have dropped the unwritten pages), so \
@@ -285,6 +289,10 @@ pub fn stop_on_unknown_durability(path: &Path, what: &str, error: &dyn std::fmt:
         path.display()
     );
     tracing::error!(file = %path.display(), "fatal storage error: {message}");
+    #[cfg(feature = "test-support")]
+    if message.contains(crate::store::sim::POWER_LOST) {
+        return error;
+    }
     eprintln!("fencelock: fatal storage error: {message}");
     std::process::exit(EXIT_STORAGE_FAILED)
 }

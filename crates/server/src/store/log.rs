@@ -725,7 +725,7 @@ impl LogStore {
         );
         match result {
             Err(e) if e.is_os_failure() => {
-                space::stop_on_unknown_durability(&self.inner.path, what, &e)
+                Err(space::stop_on_unknown_durability(&self.inner.path, what, e))
             }
             other => other,
         }

@@ -196,8 +196,12 @@ struct State {
     writes: u64,
 }
 
+/// What a handle from before a power cut answers: that process is gone.
+pub(crate) const POWER_LOST: &str =
+    "the simulated disk lost power: this handle belongs to the process before";
+
 fn gone() -> io::Error {
-    io::Error::other("the simulated disk lost power: this handle belongs to the process before")
+    io::Error::other(POWER_LOST)
 }
 
 fn not_found(path: &Path) -> io::Error {

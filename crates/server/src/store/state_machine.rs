@@ -97,7 +97,11 @@ impl Snapshots {
         match written {
             Ok(()) => {}
             Err(e) if e.is_os_failure() => {
-                crate::space::stop_on_unknown_durability(&path, "writing a snapshot", &e)
+                return Err(crate::space::stop_on_unknown_durability(
+                    &path,
+                    "writing a snapshot",
+                    e,
+                ));
             }
             Err(e) => return Err(e),
         }

@@ -674,7 +674,11 @@ impl Wal {
             // tell: the node stops (see `crate::space`).
             Err(WriteFailure::Unknown { what, error }) => {
                 self.failed = true;
-                space::stop_on_unknown_durability(&self.path, what, &error);
+                let source = space::stop_on_unknown_durability(&self.path, what, error);
+                return Err(StoreError::Sync {
+                    path: self.path.clone(),
+                    source,
+                });
             }
         }
         let base = self.end;

@@ -940,3 +940,42 @@ async fn admin_mutations_retried_with_their_request_id_act_once() {
     );
     cluster.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Snapshots written before the auth revision and the remembered answers existed.
+
+/// A snapshot of format version 1 (the state without its two newest fields) still loads,
+/// with those fields empty; the same payload under version 2 is refused.
+#[test]
+fn snapshots_of_format_version_1_still_load() {
+    use fencelock_server::store::snapshot;
+    let mut state = fencelock_core::State::default();
+    state
+        .apply(
+            fencelock_core::Command::OpenSession {
+                client_id: fencelock_core::ClientId(7),
+                ttl_ms: 10_000,
+            },
+            &mut Vec::new(),
+        )
+        .unwrap();
+    let meta = snapshot::SnapshotMeta::default();
+    let current = snapshot::encode(&meta, &state).unwrap();
+    assert_eq!(current[4], snapshot::FORMAT_VERSION);
+    // Version 2 appends the auth revision (0) and the remembered answers (an empty map
+    // and an empty queue): one byte each.
+    let header = snapshot::PAYLOAD_OFFSET as usize;
+    let payload = &current[header..current.len() - 3];
+    let with_header = |version: u8| {
+        let mut bytes = current[..header].to_vec();
+        bytes[4] = version;
+        bytes[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes[9..17].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    };
+    let old = snapshot::decode(&with_header(1)).expect("version 1 loads");
+    assert_eq!(old.state, state);
+    assert_eq!(old.state.auth_revision(), 0);
+    assert!(snapshot::decode(&with_header(2)).is_err());
+}

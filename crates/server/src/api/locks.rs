@@ -702,6 +702,9 @@ impl Locks for LocksService {
         )?;
         // Subscribe before reading the revision, so nothing between the two is missed.
         let mut events = self.node.hub.subscribe();
+        // Again after subscribing: an auth change applied in between sends no event this
+        // stream will see.
+        self.auth.require(&caller, &request.name, Right::Read)?;
         let revision = self
             .node
             .shared

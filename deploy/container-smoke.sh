@@ -10,6 +10,8 @@
 #   - the binary comes from `cargo build --release` on this machine, in a FROM-scratch
 #     image that replaces the Dockerfile's `builder` stage (--build-context), so the
 #     compile stage is skipped.
+# Without systemd, podman cannot schedule the periodic health checks (it logs "unable to
+# get systemd connection"); the script runs them itself with `podman healthcheck run`.
 # The containers use the host's network on 127.0.0.1 only, with ports from
 # SMOKE_PORT_BASE (default 27000): node N listens on BASE+N (client), BASE+100+N (peer)
 # and BASE+200+N (admin).
@@ -97,10 +99,17 @@ wait_healthy() {
 }
 
 echo "== cluster of 3 on 127.0.0.1"
-for n in 1 2 3; do
-    containers+=("fencelock-smoke-$n")
-    start "$n"
-done
+containers+=(fencelock-smoke-1 fencelock-smoke-2 fencelock-smoke-3)
+# Alone, node 1 has no quorum and so no leader: the health check must fail.
+start 1
+sleep 5
+if healthy 1; then
+    echo "node 1 reports healthy without a quorum" >&2
+    exit 1
+fi
+echo "node 1 alone: unhealthy, as it should be"
+start 2
+start 3
 for n in 1 2 3; do wait_healthy "$n"; done
 
 echo "== checks"
@@ -118,6 +127,8 @@ esac
 
 echo "== restart node 2 on its volume"
 podman stop -t 30 fencelock-smoke-2 >/dev/null
+code=$(podman inspect --format '{{.State.ExitCode}}' fencelock-smoke-2)
+[ "$code" = 0 ] || { echo "node 2 exited $code on SIGTERM, not 0" >&2; exit 1; }
 podman rm fencelock-smoke-2 >/dev/null
 start 2
 wait_healthy 2

@@ -667,6 +667,13 @@ async fn an_acquire_that_will_queue_rides_in_the_entry_of_the_next_write() {
     assert_eq!(cluster.running(0).node().status().waiters, 0);
     let granted = release_to_the_waiter(&cluster, holder, "ride", held, waiting).await;
     assert!(granted.token > held);
+    // Raft's metrics are published by its core after the answers went out: wait for
+    // them to show the entry before counting.
+    let deadline = Instant::now() + SETTLE;
+    while last_log_index(&cluster, 0) == before {
+        assert!(Instant::now() < deadline, "the entry never showed in the metrics");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         last_log_index(&cluster, 0),
         before + 1,

@@ -278,7 +278,9 @@ impl Cluster {
 
     /// The settings file of nodes on tmpfs data directories: a small write-ahead file and
     /// frequent snapshots, so that checkpoints into redb and snapshot files — the writes
-    /// that need new space — happen every few seconds and a full disk meets them.
+    /// that need new space — happen every few seconds and a full disk meets them; a free-
+    /// space reserve that fits a small disk (the default is larger than the whole tmpfs),
+    /// read often, so the NO_SPACE alarm follows the nemesis's filler closely.
     fn small_disk_config(&self) -> anyhow::Result<PathBuf> {
         let path = self.config.dir.join("node-small-disk.toml");
         if !path.exists() {
@@ -287,7 +289,9 @@ impl Cluster {
                 "# Written by the harness for nodes on small tmpfs data directories.\n\
                  log_wal_bytes = 262144\n\
                  snapshot_every_entries = 500\n\
-                 log_entries_kept_after_snapshot = 250\n",
+                 log_entries_kept_after_snapshot = 250\n\
+                 disk_reserve_bytes = 8388608\n\
+                 disk_check_interval = 200\n",
             )?;
         }
         Ok(path)

@@ -44,13 +44,6 @@ fn options(seed: u64, time: Duration, nemesis: Vec<FaultKind>, out: PathBuf) -> 
     }
 }
 
-/// Whether a node whose disk filled up recovers by itself once space returns. Not yet:
-/// here a node that meets a full disk stops its Raft core for good, so the disk-full run
-/// holds it to the safety checkers only, and the every-kind run leaves disk-full out.
-/// Once nodes recover, set this to `true`: the disk-full run then requires liveness
-/// after healing too, and the every-kind run includes disk-full.
-const DISK_FULL_RECOVERS: bool = false;
-
 /// The kinds of `kinds` this process can inject: those that need root are left out
 /// (and said so) without it.
 fn runnable(kinds: &[FaultKind]) -> Vec<FaultKind> {
@@ -82,10 +75,7 @@ fn show(report: &RunReport) {
 async fn ci_run_every_nemesis_kind() {
     let dir = tempfile::tempdir().unwrap();
     let seed = 1;
-    let kinds: Vec<FaultKind> = runnable(&FaultKind::ALL)
-        .into_iter()
-        .filter(|&kind| kind != FaultKind::DiskFull || DISK_FULL_RECOVERS)
-        .collect();
+    let kinds: Vec<FaultKind> = runnable(&FaultKind::ALL).into_iter().collect();
     let report = run(options(
         seed,
         Duration::from_secs(80),
@@ -203,10 +193,10 @@ async fn suspend_control_run_shows_the_clock_that_missed_the_suspend() {
 }
 
 /// Full disks: node data directories on small tmpfs mounts, filled to "no space" and
-/// emptied. Every safety checker must pass; liveness after healing only once
-/// [`DISK_FULL_RECOVERS`].
+/// emptied. Every checker must pass, liveness after healing included: a node recovers by
+/// itself once space returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disk_full_run_keeps_every_safety_property() {
+async fn disk_full_run_keeps_every_property_and_recovers() {
     if runnable(&[FaultKind::DiskFull]).is_empty() {
         return;
     }
@@ -226,20 +216,12 @@ async fn disk_full_run_keeps_every_safety_property() {
         "{:?}",
         report.faults
     );
-    let mut failed = Vec::new();
-    for verdict in &report.verdicts {
-        let required = verdict.checker != "liveness" || DISK_FULL_RECOVERS;
-        if !verdict.valid && required {
-            failed.push(verdict.checker);
-        }
-        if !verdict.valid && !required {
-            println!(
-                "expected until nodes recover from a full disk: {} failed: {:?}",
-                verdict.checker,
-                verdict.first()
-            );
-        }
-    }
+    let failed: Vec<_> = report
+        .verdicts
+        .iter()
+        .filter(|verdict| !verdict.valid)
+        .map(|verdict| verdict.checker)
+        .collect();
     if !failed.is_empty() {
         let kept = dir.keep();
         panic!(

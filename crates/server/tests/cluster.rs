@@ -671,7 +671,10 @@ async fn an_acquire_that_will_queue_rides_in_the_entry_of_the_next_write() {
     // them to show the entry before counting.
     let deadline = Instant::now() + SETTLE;
     while last_log_index(&cluster, 0) == before {
-        assert!(Instant::now() < deadline, "the entry never showed in the metrics");
+        assert!(
+            Instant::now() < deadline,
+            "the entry never showed in the metrics"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(

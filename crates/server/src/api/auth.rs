@@ -55,9 +55,11 @@ impl AuthService {
         if password.is_empty() {
             return Err(invalid_argument("the password must not be empty"));
         }
-        tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| invalid_argument(format!("hashing failed: {e}")))?
+        Ok(
+            tokio::task::spawn_blocking(move || hash_password(&password))
+                .await
+                .map_err(|e| invalid_argument(format!("hashing failed: {e}")))??,
+        )
     }
 }
 

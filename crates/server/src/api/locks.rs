@@ -716,7 +716,8 @@ impl Locks for LocksService {
         // takes effect: a revoked token, a removed user, a right taken away or auth
         // switched on under a stream opened while it was off ends the stream.
         let watched = request.name.clone();
-        let still_allowed = move || auth.require(&caller, &watched, Right::Read);
+        let still_allowed =
+            move || -> Result<(), Status> { Ok(auth.require(&caller, &watched, Right::Read)?) };
         tokio::spawn(async move {
             let _slot = slot;
             let resync = |revision| pb::WatchEvent {
@@ -1105,7 +1106,11 @@ mod tests {
         tokio::spawn(async move {
             let answer = |session: SessionId, arrived: Instant, confirmed: &Confirmed| {
                 if session.0 == 0 {
-                    return Err(Status::permission_denied("session 0"));
+                    return Err(crate::api::status::reason(
+                        tonic::Code::PermissionDenied,
+                        pb::ErrorReason::PermissionDenied,
+                        "session 0",
+                    ));
                 }
                 log.lock().unwrap().push((
                     session,

@@ -1,6 +1,7 @@
 //! The one place where server-side errors become gRPC statuses: a code plus an
 //! `ErrorDetail` (machine-readable reason, leader address for redirects) in the details.
 
+use crate::auth::AuthError;
 use crate::barrier::BarrierError;
 use crate::node::Node;
 use crate::proposer::ProposeError;
@@ -159,6 +160,28 @@ pub fn from_core(error: &CoreError) -> Status {
         CoreError::BadWrapper(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
     };
     reason(code, why, message)
+}
+
+/// Map a refusal of the authenticator.
+pub fn from_auth(error: &AuthError) -> Status {
+    match error {
+        AuthError::Unauthenticated(message) => reason(
+            Code::Unauthenticated,
+            ErrorReason::Unauthenticated,
+            message.clone(),
+        ),
+        AuthError::Refused(error) => from_core(error),
+        AuthError::InvalidRequestId => invalid_argument(error.to_string()),
+        AuthError::Hashing(message) => {
+            reason(Code::Internal, ErrorReason::Internal, message.clone())
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        from_auth(&error)
+    }
 }
 
 /// Decode the `ErrorDetail` of a status, if it carries one.

@@ -1,6 +1,7 @@
 //! The `Locks` gRPC service.
 
-use super::status::{self as st, from_barrier, from_core, from_propose, invalid_argument};
+use super::leader::{barrier_error, propose_error};
+use super::status::{self as st, from_core, invalid_argument};
 use crate::auth::{Authenticator, authorized, once};
 use crate::barrier::{BarrierError, ReadBarrier, Round};
 use crate::commit_trace::{self, Point};
@@ -70,14 +71,14 @@ impl LocksService {
         match proposed {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(from_core(&error)),
-            Err(error) => Err(from_propose(&self.node, error).await),
+            Err(error) => Err(propose_error(&self.node, error).await),
         }
     }
 
     async fn linearizable(&self) -> Result<(), Status> {
         match self.node.barrier.confirm().await {
             Ok(()) => Ok(()),
-            Err(error) => Err(from_barrier(&self.node, error).await),
+            Err(error) => Err(barrier_error(&self.node, error).await),
         }
     }
 
@@ -154,7 +155,7 @@ impl LocksService {
             leader = self.node.leadership_lost() => {
                 guard.disarm();
                 return Err(
-                    from_propose(&self.node, crate::proposer::ProposeError::NotLeader { leader }).await,
+                    propose_error(&self.node, crate::proposer::ProposeError::NotLeader { leader }).await,
                 );
             }
         };
@@ -178,7 +179,7 @@ impl LocksService {
             Ok(Ok(_)) => Ok(WaitEnd::TimedOut),
             Ok(Err(fencelock_core::Error::NotWaiting(_))) => self.settle_ended_wait(session, name),
             Ok(Err(error)) => Err(from_core(&error)),
-            Err(error) => Err(from_propose(&self.node, error).await),
+            Err(error) => Err(propose_error(&self.node, error).await),
         }
     }
 

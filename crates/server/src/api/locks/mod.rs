@@ -13,7 +13,7 @@ use wait::WaitEnd;
 
 use super::leader::{barrier_error, propose_error};
 use super::status::{self as st, from_core, invalid_argument};
-use crate::auth::{Authenticator, authorized, once};
+use crate::auth::{Authenticator, Caller, authorized, once};
 use crate::commit_trace::{self, Point};
 use crate::node::Node;
 use crate::proposer::ProposeResult;
@@ -21,6 +21,7 @@ use fencelock_core::{Command, FencingToken, Response, Right, SessionId, WaitPoli
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::locks_server::Locks;
 use futures::Stream;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,6 +80,26 @@ impl LocksService {
             Ok(()) => Ok(()),
             Err(error) => Err(barrier_error(&self.node, error).await),
         }
+    }
+
+    /// A unary call: authenticate (a refusal there is not timed), then run `handle` on
+    /// the caller, the request and the time it started, record how long it took and its
+    /// code, and wrap the reply.
+    async fn unary<Req, Reply, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        handle: F,
+    ) -> Result<tonic::Response<Reply>, Status>
+    where
+        F: FnOnce(Caller, Req, Instant) -> Fut,
+        Fut: Future<Output = Result<Reply, Status>>,
+    {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let started = Instant::now();
+        let result = handle(caller, request.into_inner(), started).await;
+        timed(method, started, &result);
+        result.map(tonic::Response::new)
     }
 
     fn check_name(&self, name: &str) -> Result<(), Status> {
@@ -179,10 +200,7 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::OpenSessionRequest>,
     ) -> Result<tonic::Response<pb::OpenSessionResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("open_session", request, |caller, request, _| async move {
             let client_id = client_id(&request.client_id)?;
             match self
                 .propose(authorized(
@@ -200,28 +218,22 @@ impl Locks for LocksService {
                 }),
                 other => Err(unexpected(&other)),
             }
-        }
-        .await;
-        timed("open_session", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn close_session(
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<tonic::Response<pb::CloseSessionResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let session = session_id(request.into_inner().session_id)?;
+        self.unary("close_session", request, |caller, request, _| async move {
+            let session = session_id(request.session_id)?;
             self.auth.require_session(&caller, session, None)?;
             self.propose(authorized(&caller, Command::CloseSession { session }))
                 .await?;
             Ok(pb::CloseSessionResponse {})
-        }
-        .await;
-        timed("close_session", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     type KeepAliveStream = BoxStream<pb::KeepAliveResponse>;
@@ -257,10 +269,7 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<tonic::Response<pb::AcquireResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("acquire", request, |caller, request, started| async move {
             let mode = mode_from(request.mode)?;
             let (wait, deadline) = match pb::WaitPolicy::try_from(request.wait) {
                 Ok(pb::WaitPolicy::NoWait) => (WaitPolicy::NoWait, None),
@@ -366,20 +375,15 @@ impl Locks for LocksService {
                     ttl_ms,
                 },
             })
-        }
-        .await;
-        timed("acquire", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<tonic::Response<pb::ReleaseResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("release", request, |caller, request, _| async move {
             self.auth.require(&caller, &request.name, Right::Release)?;
             self.auth.require_session(
                 &caller,
@@ -397,20 +401,15 @@ impl Locks for LocksService {
             );
             self.propose(command).await?;
             Ok(pb::ReleaseResponse {})
-        }
-        .await;
-        timed("release", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn verify(
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<tonic::Response<pb::VerifyResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("verify", request, |caller, request, _| async move {
             self.check_name(&request.name)?;
             self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
@@ -429,20 +428,15 @@ impl Locks for LocksService {
                     current_token,
                 }
             }))
-        }
-        .await;
-        timed("verify", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn describe(
         &self,
         request: Request<pb::DescribeRequest>,
     ) -> Result<tonic::Response<pb::DescribeResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("describe", request, |caller, request, _| async move {
             self.check_name(&request.name)?;
             self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
@@ -451,20 +445,15 @@ impl Locks for LocksService {
                 lock: applied.state.lock(&request.name).map(lock_info),
                 revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
             }))
-        }
-        .await;
-        timed("describe", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn list(
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<tonic::Response<pb::ListResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("list", request, |caller, request, _| async move {
             self.auth.require(&caller, &request.prefix, Right::Read)?;
             let max_page = self.node.config().max_list_page;
             let limit = match request.limit as usize {
@@ -491,10 +480,8 @@ impl Locks for LocksService {
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }
             }))
-        }
-        .await;
-        timed("list", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     type WatchStream = BoxStream<pb::WatchEvent>;
@@ -599,10 +586,7 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::ForceReleaseRequest>,
     ) -> Result<tonic::Response<pb::ForceReleaseResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
-            let request = request.into_inner();
+        self.unary("force_release", request, |caller, request, _| async move {
             let name = request.name;
             self.auth.require(&caller, &name, Right::Admin)?;
             let command = authorized(&caller, Command::ForceRelease { name: name.clone() });
@@ -617,22 +601,17 @@ impl Locks for LocksService {
                 }
                 other => Err(unexpected(&other)),
             }
-        }
-        .await;
-        timed("force_release", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn list_sessions(
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<tonic::Response<pb::ListSessionsResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
+        self.unary("list_sessions", request, |caller, request, _| async move {
             // Sessions hold locks under every prefix: admin on all of them.
             self.auth.require(&caller, "", Right::Admin)?;
-            let request = request.into_inner();
             let max_page = self.node.config().max_list_page;
             let limit = match request.limit as usize {
                 0 => max_page.min(100),
@@ -654,22 +633,17 @@ impl Locks for LocksService {
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }
             }))
-        }
-        .await;
-        timed("list_sessions", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 
     async fn revoke_session(
         &self,
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<tonic::Response<pb::RevokeSessionResponse>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let started = Instant::now();
-        let result = async {
+        self.unary("revoke_session", request, |caller, request, _| async move {
             // A session may hold locks under any prefix: admin on all of them.
             self.auth.require(&caller, "", Right::Admin)?;
-            let request = request.into_inner();
             let session = SessionId(request.session_id);
             let command = authorized(&caller, Command::RevokeSession { session });
             let remember = self.node.config().max_remembered_requests;
@@ -683,9 +657,7 @@ impl Locks for LocksService {
                 }
                 other => Err(unexpected(&other)),
             }
-        }
-        .await;
-        timed("revoke_session", started, &result);
-        result.map(tonic::Response::new)
+        })
+        .await
     }
 }

@@ -1,6 +1,6 @@
 //! Keeps two of ARCHITECTURE.md's invariants true by reading the server's source:
 //! openraft stays behind `raft/` and `store/` (the API names no openraft type), and
-//! errors become gRPC statuses in one place (`api/status.rs`).
+//! errors become gRPC statuses in one place (`api/status.rs`), without I/O.
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +91,23 @@ fn grpc_statuses_are_built_only_in_api_status() {
     assert!(
         found.is_empty(),
         "a gRPC status is built outside api/status.rs:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn mapping_errors_to_statuses_does_no_io() {
+    // A redirect's leader address is resolved by the handler (`api/leader.rs`) before the
+    // status is built: the mapping is plain functions over values.
+    let path = src().join("api").join("status.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let found: Vec<String> = code_lines(&text)
+        .filter(|(_, line)| line.contains("async ") || line.contains(".await"))
+        .map(|(number, line)| format!("{}:{number}: {}", path.display(), line.trim()))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "api/status.rs waits on something while mapping an error:\n{}",
         found.join("\n")
     );
 }

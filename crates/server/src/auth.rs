@@ -106,7 +106,7 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// UNAUTHENTICATED.
+    /// [`AuthError::Unauthenticated`].
     pub async fn authenticate(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -188,8 +188,8 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// UNAUTHENTICATED (credentials no longer valid, or auth switched on under a caller
-    /// checked while it was off) or PERMISSION_DENIED.
+    /// [`AuthError::Refused`]: credentials no longer valid, auth switched on under a
+    /// caller checked while it was off, or a right missing.
     pub fn check(&self, caller: &Caller, access: Access<'_>) -> Result<(), AuthError> {
         self.shared
             .read(|applied| applied.state.authorize(caller, access))
@@ -241,7 +241,7 @@ impl Authenticator {
 ///
 /// # Errors
 ///
-/// INVALID_ARGUMENT for an id that is neither empty nor 16 bytes.
+/// [`AuthError::InvalidRequestId`] for an id that is neither empty nor 16 bytes.
 pub fn once(request_id: &[u8], remember: u64, command: Command) -> Result<Command, AuthError> {
     if request_id.is_empty() {
         return Ok(command);

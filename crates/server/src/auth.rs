@@ -12,17 +12,16 @@
 //! stored hash), so argon2 stays off the hot path and a password change invalidates the
 //! entry at once.
 
-use crate::api::status as st;
 use crate::store::SharedState;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use blake2::{Blake2b512, Digest};
-use fencelock_core::{Access, Command, Credential, Right, SessionId, password_fingerprint};
-use fencelock_proto::v1::ErrorReason;
+use fencelock_core::{
+    Access, Command, Credential, Error as CoreError, Right, SessionId, password_fingerprint,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::{Code, Status};
 
 /// How long a successful password verification is remembered.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -31,18 +30,35 @@ const CACHE_MAX: usize = 4_096;
 
 pub use fencelock_core::Caller;
 
+/// Why a call was refused here; `api/status.rs` turns it into a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, malformed or wrong credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The applied state refused the caller ([`Authenticator::check`]).
+    #[error(transparent)]
+    Refused(#[from] CoreError),
+    /// A session-less mutation's request id is neither empty nor 16 bytes.
+    #[error("request_id must be empty or 16 bytes (a UUID)")]
+    InvalidRequestId,
+    /// Hashing a password failed.
+    #[error("{0}")]
+    Hashing(String),
+}
+
 /// Hash a password with argon2id (default parameters) into a PHC string.
 ///
 /// # Errors
 ///
 /// If hashing fails (it does not with the default parameters).
-pub fn hash_password(password: &str) -> Result<String, Status> {
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
     let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
-        .map_err(|e| internal(format!("salt: {e}")))?;
+        .map_err(|e| AuthError::Hashing(format!("salt: {e}")))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|e| internal(format!("hashing the password: {e}")))
+        .map_err(|e| AuthError::Hashing(format!("hashing the password: {e}")))
 }
 
 /// The stored form of a bearer token: BLAKE2b-512 in hex (tokens are random, so a fast
@@ -60,22 +76,8 @@ pub fn new_token() -> String {
     )
 }
 
-fn internal(message: String) -> Status {
-    st::reason(Code::Internal, ErrorReason::Internal, message)
-}
-
-/// UNAUTHENTICATED with the auth reason.
-pub fn unauthenticated(message: impl Into<String>) -> Status {
-    st::reason(Code::Unauthenticated, ErrorReason::Unauthenticated, message)
-}
-
-/// PERMISSION_DENIED with the auth reason.
-pub fn permission_denied(message: impl Into<String>) -> Status {
-    st::reason(
-        Code::PermissionDenied,
-        ErrorReason::PermissionDenied,
-        message,
-    )
+fn unauthenticated(message: impl Into<String>) -> AuthError {
+    AuthError::Unauthenticated(message.into())
 }
 
 /// Checks credentials against the replicated state; shared by a node's services.
@@ -104,11 +106,11 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// UNAUTHENTICATED.
+    /// [`AuthError::Unauthenticated`].
     pub async fn authenticate(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<Caller, Status> {
+    ) -> Result<Caller, AuthError> {
         if !self.shared.read(|applied| applied.state.auth_enabled()) {
             return Ok(Caller::Anyone);
         }
@@ -186,12 +188,12 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// UNAUTHENTICATED (credentials no longer valid, or auth switched on under a caller
-    /// checked while it was off) or PERMISSION_DENIED.
-    pub fn check(&self, caller: &Caller, access: Access<'_>) -> Result<(), Status> {
+    /// [`AuthError::Refused`]: credentials no longer valid, auth switched on under a
+    /// caller checked while it was off, or a right missing.
+    pub fn check(&self, caller: &Caller, access: Access<'_>) -> Result<(), AuthError> {
         self.shared
             .read(|applied| applied.state.authorize(caller, access))
-            .map_err(|error| st::from_core(&error))
+            .map_err(AuthError::Refused)
     }
 
     /// Refuse unless `caller` has `right` on the lock `name`.
@@ -199,7 +201,7 @@ impl Authenticator {
     /// # Errors
     ///
     /// As [`Authenticator::check`].
-    pub fn require(&self, caller: &Caller, name: &str, right: Right) -> Result<(), Status> {
+    pub fn require(&self, caller: &Caller, name: &str, right: Right) -> Result<(), AuthError> {
         self.check(caller, Access::Lock(name, right))
     }
 
@@ -208,7 +210,7 @@ impl Authenticator {
     /// # Errors
     ///
     /// As [`Authenticator::check`].
-    pub fn require_superuser(&self, caller: &Caller) -> Result<(), Status> {
+    pub fn require_superuser(&self, caller: &Caller) -> Result<(), AuthError> {
         self.check(caller, Access::Superuser)
     }
 
@@ -229,7 +231,7 @@ impl Authenticator {
         caller: &Caller,
         session: SessionId,
         name: Option<&str>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), AuthError> {
         self.check(caller, Access::Session(session, name))
     }
 }
@@ -239,14 +241,14 @@ impl Authenticator {
 ///
 /// # Errors
 ///
-/// INVALID_ARGUMENT for an id that is neither empty nor 16 bytes.
-pub fn once(request_id: &[u8], remember: u64, command: Command) -> Result<Command, Status> {
+/// [`AuthError::InvalidRequestId`] for an id that is neither empty nor 16 bytes.
+pub fn once(request_id: &[u8], remember: u64, command: Command) -> Result<Command, AuthError> {
     if request_id.is_empty() {
         return Ok(command);
     }
     let id: [u8; 16] = request_id
         .try_into()
-        .map_err(|_| st::invalid_argument("request_id must be empty or 16 bytes (a UUID)"))?;
+        .map_err(|_| AuthError::InvalidRequestId)?;
     Ok(Command::Once {
         request: u128::from_be_bytes(id),
         remember,
@@ -274,7 +276,7 @@ fn cache_key(user: &str, password: &str, stored: &str) -> [u8; 32] {
     key
 }
 
-fn parse(value: &str) -> Result<Credentials, Status> {
+fn parse(value: &str) -> Result<Credentials, AuthError> {
     let value = value.trim();
     if let Some(token) = value
         .strip_prefix("Bearer ")

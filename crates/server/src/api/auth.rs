@@ -4,7 +4,8 @@
 //! behalf of its caller (the state machine checks the caller again when it applies it),
 //! and with the client's request id, so a retried call acts once.
 
-use super::status::{from_core, from_propose, invalid_argument};
+use super::leader::propose_error;
+use super::status::{from_core, invalid_argument};
 use crate::auth::{Authenticator, Caller, authorized, hash_password, new_token, once, token_hash};
 use crate::node::Node;
 use fencelock_core::{AuthCommand, Command, Rights};
@@ -47,7 +48,7 @@ impl AuthService {
         match self.node.proposer.propose(command).await {
             Ok(Ok(_)) => Ok(Response::new(pb::AuthOk {})),
             Ok(Err(error)) => Err(from_core(&error)),
-            Err(error) => Err(from_propose(&self.node, error).await),
+            Err(error) => Err(propose_error(&self.node, error).await),
         }
     }
 
@@ -55,9 +56,11 @@ impl AuthService {
         if password.is_empty() {
             return Err(invalid_argument("the password must not be empty"));
         }
-        tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| invalid_argument(format!("hashing failed: {e}")))?
+        Ok(
+            tokio::task::spawn_blocking(move || hash_password(&password))
+                .await
+                .map_err(|e| invalid_argument(format!("hashing failed: {e}")))??,
+        )
     }
 }
 

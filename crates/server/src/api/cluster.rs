@@ -1,15 +1,12 @@
 //! The `Cluster` gRPC service: status and run-time membership changes.
 
-use super::status::{from_propose, invalid_argument, reason};
+use super::leader::membership_error;
+use super::status::invalid_argument;
 use crate::auth::Authenticator;
 use crate::node::Node;
-use crate::proposer::ProposeError;
-use crate::raft::PeerNode;
+use crate::raft::membership::{self, MembershipError};
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::cluster_server::Cluster;
-use openraft::ChangeMembers;
-use openraft::error::{ClientWriteError, RaftError};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use tonic::{Request, Status};
 
@@ -31,40 +28,13 @@ impl ClusterService {
     async fn require_leader(&self) -> Result<(), Status> {
         let leader = self.node.leader();
         if leader != Some(self.node.id()) {
-            return Err(from_propose(&self.node, ProposeError::NotLeader { leader }).await);
+            return Err(self.error(MembershipError::NotLeader { leader }).await);
         }
         Ok(())
     }
 
-    async fn check<T>(
-        &self,
-        result: Result<T, RaftError<u64, ClientWriteError<u64, PeerNode>>>,
-    ) -> Result<T, Status> {
-        let error = match result {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        Err(match error {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                from_propose(
-                    &self.node,
-                    ProposeError::NotLeader {
-                        leader: forward.leader_id,
-                    },
-                )
-                .await
-            }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => reason(
-                tonic::Code::FailedPrecondition,
-                pb::ErrorReason::Membership,
-                e.to_string(),
-            ),
-            RaftError::Fatal(e) => reason(
-                tonic::Code::Unavailable,
-                pb::ErrorReason::Unavailable,
-                e.to_string(),
-            ),
-        })
+    async fn error(&self, error: MembershipError) -> Status {
+        membership_error(&self.node, error).await
     }
 
     fn members(&self) -> Vec<pb::Member> {
@@ -78,17 +48,6 @@ impl ClusterService {
                 client_addr: m.client_addr.unwrap_or_default(),
                 voter: m.voter,
             })
-            .collect()
-    }
-
-    fn voters(&self) -> BTreeSet<u64> {
-        self.node
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
             .collect()
     }
 }
@@ -133,21 +92,15 @@ impl Cluster for ClusterService {
             )));
         }
         self.require_leader().await?;
-        let node = PeerNode {
-            peer_addr: request.peer_addr.clone(),
-        };
-        // Catch the new node up as a learner first, so adding it never stalls commits.
-        let result = self.node.raft.add_learner(request.id, node, true).await;
-        self.check(result).await?;
-        if !request.learner_only {
-            let mut voters = self.voters();
-            voters.insert(request.id);
-            let result = self
-                .node
-                .raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
-                .await;
-            self.check(result).await?;
+        let added = membership::add_member(
+            &self.node.raft,
+            request.id,
+            request.peer_addr.clone(),
+            request.learner_only,
+        )
+        .await;
+        if let Err(error) = added {
+            return Err(self.error(error).await);
         }
         tracing::info!(id = request.id, peer = %request.peer_addr, learner_only = request.learner_only, "member added");
         let _ = self.node.learn_client_addr(request.id).await;
@@ -164,17 +117,9 @@ impl Cluster for ClusterService {
         self.auth.require_superuser(&caller)?;
         let id = request.into_inner().id;
         self.require_leader().await?;
-        let mut voters = self.voters();
-        let change = if voters.remove(&id) {
-            if voters.is_empty() {
-                return Err(invalid_argument("cannot remove the last voter"));
-            }
-            ChangeMembers::ReplaceAllVoters(voters)
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        let result = self.node.raft.change_membership(change, false).await;
-        self.check(result).await?;
+        if let Err(error) = membership::remove_member(&self.node.raft, id).await {
+            return Err(self.error(error).await);
+        }
         tracing::info!(id, "member removed");
         Ok(tonic::Response::new(pb::RemoveMemberResponse {
             members: self.members(),

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cluster;
+mod leader;
 mod locks;
 pub mod status;
 

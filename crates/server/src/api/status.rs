@@ -1,10 +1,12 @@
 //! The one place where server-side errors become gRPC statuses: a code plus an
 //! `ErrorDetail` (machine-readable reason, leader address for redirects) in the details.
 
+use super::leader::Leader;
+use crate::auth::AuthError;
 use crate::barrier::BarrierError;
-use crate::node::Node;
 use crate::proposer::ProposeError;
 use crate::raft::NodeId;
+use crate::raft::membership::MembershipError;
 use fencelock_core::Error as CoreError;
 use fencelock_proto::v1::{ErrorDetail, ErrorReason};
 use prost::Message;
@@ -33,51 +35,43 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
     reason(Code::InvalidArgument, ErrorReason::InvalidArgument, message)
 }
 
-/// "Not the leader", naming the leader when known (a client redirects there). A leader
-/// whose client address this node has not learned yet is asked for it first, so a
-/// client is never left to guess.
-pub async fn not_leader(node: &Node, leader: Option<NodeId>) -> Status {
-    let leader = leader.filter(|leader| *leader != node.id());
+/// "Not the leader", naming the leader when known (a client redirects there); `node` is
+/// this node. The leader was resolved before (`api/leader.rs`): no I/O here.
+pub fn not_leader(node: NodeId, leader: Option<Leader>) -> Status {
     match leader {
-        Some(leader) => {
-            let leader_addr = match node.client_addr_of(leader) {
-                Some(addr) => addr,
-                None => node.learn_client_addr(leader).await.unwrap_or_default(),
-            };
-            status(
-                Code::Unavailable,
-                ErrorDetail {
-                    reason: ErrorReason::NotLeader as i32,
-                    message: format!(
-                        "node {} is not the leader; the leader is node {leader} at {}",
-                        node.id(),
-                        if leader_addr.is_empty() {
-                            "an address not yet known"
-                        } else {
-                            &leader_addr
-                        }
-                    ),
-                    leader_id: leader,
-                    leader_addr,
-                    ..Default::default()
-                },
-            )
-        }
+        Some(Leader {
+            id: leader,
+            client_addr: leader_addr,
+        }) => status(
+            Code::Unavailable,
+            ErrorDetail {
+                reason: ErrorReason::NotLeader as i32,
+                message: format!(
+                    "node {node} is not the leader; the leader is node {leader} at {}",
+                    if leader_addr.is_empty() {
+                        "an address not yet known"
+                    } else {
+                        &leader_addr
+                    }
+                ),
+                leader_id: leader,
+                leader_addr,
+                ..Default::default()
+            },
+        ),
         None => reason(
             Code::Unavailable,
             ErrorReason::NoLeader,
-            format!(
-                "node {} knows no leader with a quorum right now; retry",
-                node.id()
-            ),
+            format!("node {node} knows no leader with a quorum right now; retry"),
         ),
     }
 }
 
-/// Map a proposer error.
-pub async fn from_propose(node: &Node, error: ProposeError) -> Status {
+/// Map a proposer error of this `node`; `leader` is the resolved leader of a
+/// [`ProposeError::NotLeader`].
+pub fn from_propose(node: NodeId, error: ProposeError, leader: Option<Leader>) -> Status {
     match error {
-        ProposeError::NotLeader { leader } => not_leader(node, leader).await,
+        ProposeError::NotLeader { .. } => not_leader(node, leader),
         ProposeError::Unavailable(message) => reason(
             Code::Unavailable,
             ErrorReason::Unavailable,
@@ -101,23 +95,38 @@ pub async fn from_propose(node: &Node, error: ProposeError) -> Status {
             Code::ResourceExhausted,
             ErrorReason::NoSpace,
             format!(
-                "NO_SPACE: node {} refuses writes: {why}; nothing was applied. Reads, \
-                 keepalives and releases still work; retry once space is freed",
-                node.id()
+                "NO_SPACE: node {node} refuses writes: {why}; nothing was applied. Reads, \
+                 keepalives and releases still work; retry once space is freed"
             ),
         ),
     }
 }
 
-/// Map a read-barrier error.
-pub async fn from_barrier(node: &Node, error: BarrierError) -> Status {
+/// Map a read-barrier error of this `node`; `leader` as for [`from_propose`].
+pub fn from_barrier(node: NodeId, error: BarrierError, leader: Option<Leader>) -> Status {
     match error {
-        BarrierError::NotLeader { leader } => not_leader(node, leader).await,
+        BarrierError::NotLeader { .. } => not_leader(node, leader),
         BarrierError::ShuttingDown => reason(
             Code::Unavailable,
             ErrorReason::Unavailable,
             "node is shutting down",
         ),
+    }
+}
+
+/// Map a membership-change error of this `node`; `leader` as for [`from_propose`].
+pub fn from_membership(node: NodeId, error: &MembershipError, leader: Option<Leader>) -> Status {
+    match error {
+        MembershipError::NotLeader { .. } => not_leader(node, leader),
+        MembershipError::Refused(message) => reason(
+            Code::FailedPrecondition,
+            ErrorReason::Membership,
+            message.clone(),
+        ),
+        MembershipError::Fatal(message) => {
+            reason(Code::Unavailable, ErrorReason::Unavailable, message.clone())
+        }
+        MembershipError::LastVoter => invalid_argument(error.to_string()),
     }
 }
 
@@ -159,6 +168,28 @@ pub fn from_core(error: &CoreError) -> Status {
         CoreError::BadWrapper(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
     };
     reason(code, why, message)
+}
+
+/// Map a refusal of the authenticator.
+pub fn from_auth(error: &AuthError) -> Status {
+    match error {
+        AuthError::Unauthenticated(message) => reason(
+            Code::Unauthenticated,
+            ErrorReason::Unauthenticated,
+            message.clone(),
+        ),
+        AuthError::Refused(error) => from_core(error),
+        AuthError::InvalidRequestId => invalid_argument(error.to_string()),
+        AuthError::Hashing(message) => {
+            reason(Code::Internal, ErrorReason::Internal, message.clone())
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        from_auth(&error)
+    }
 }
 
 /// Decode the `ErrorDetail` of a status, if it carries one.

@@ -56,4 +56,5 @@ pub type LogId = openraft::LogId<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
 
 pub mod link;
+pub mod membership;
 pub mod network;

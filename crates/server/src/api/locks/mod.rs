@@ -1,0 +1,663 @@
+//! The `Locks` gRPC service: the handlers. A queued acquire's wait is in `wait`, the
+//! keepalive stream in `keepalive`, the protobuf conversions in `convert`.
+
+mod convert;
+mod keepalive;
+mod wait;
+
+use convert::{
+    client_id, lock_info, mode_from, request_id, session_id, session_info, unexpected, watch_event,
+};
+use keepalive::{Confirmed, KEEPALIVE_BATCH, answer_keepalive, serve_keepalives};
+use wait::WaitEnd;
+
+use super::leader::{barrier_error, propose_error};
+use super::status::{self as st, from_core, invalid_argument};
+use crate::auth::{Authenticator, Caller, authorized, once};
+use crate::commit_trace::{self, Point};
+use crate::node::Node;
+use crate::proposer::ProposeResult;
+use fencelock_core::{Command, FencingToken, Response, Right, SessionId, WaitPolicy};
+use fencelock_proto::v1 as pb;
+use fencelock_proto::v1::locks_server::Locks;
+use futures::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming};
+
+/// The longest finite wait an `Acquire` may ask for (one day).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The `Locks` service of one node.
+pub struct LocksService {
+    node: Arc<Node>,
+    auth: Authenticator,
+    keepalive_streams: Arc<AtomicUsize>,
+    watch_streams: Arc<AtomicUsize>,
+}
+
+impl LocksService {
+    /// Serve `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        LocksService {
+            auth: Authenticator::new(node.shared.clone()),
+            node,
+            keepalive_streams: Arc::new(AtomicUsize::new(0)),
+            watch_streams: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<Response, Status> {
+        commit_trace::mark(Point::Proposed, 0);
+        let proposed = self.node.proposer.propose(command).await;
+        commit_trace::mark(Point::Answered, 0);
+        self.outcome(proposed).await
+    }
+
+    /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
+    async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
+        commit_trace::mark(Point::Proposed, 0);
+        let proposed = self.node.proposer.propose_waiting(command).await;
+        commit_trace::mark(Point::Answered, 0);
+        self.outcome(proposed).await
+    }
+
+    async fn outcome(&self, proposed: ProposeResult) -> Result<Response, Status> {
+        match proposed {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(from_core(&error)),
+            Err(error) => Err(propose_error(&self.node, error).await),
+        }
+    }
+
+    async fn linearizable(&self) -> Result<(), Status> {
+        match self.node.barrier.confirm().await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(barrier_error(&self.node, error).await),
+        }
+    }
+
+    /// A unary call: authenticate (a refusal there is not timed), then run `handle` on
+    /// the caller, the request and the time it started, record how long it took and its
+    /// code, and wrap the reply.
+    async fn unary<Req, Reply, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        handle: F,
+    ) -> Result<tonic::Response<Reply>, Status>
+    where
+        F: FnOnce(Caller, Req, Instant) -> Fut,
+        Fut: Future<Output = Result<Reply, Status>>,
+    {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let started = Instant::now();
+        let result = handle(caller, request.into_inner(), started).await;
+        timed(method, started, &result);
+        result.map(tonic::Response::new)
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), Status> {
+        self.node
+            .shared
+            .read(|applied| applied.state.limits().check_name(name))
+            .map_err(|e| from_core(&e))
+    }
+
+    /// End a convenience-form session that holds and waits for nothing. Best effort: if
+    /// it fails, the session still ends when its TTL runs out.
+    async fn close_idle_lease_session(&self, session: SessionId) {
+        let idle = self
+            .node
+            .shared
+            .read(|applied| applied.state.session_lock_counts(session) == Some((0, 0)));
+        if idle {
+            let _ = self
+                .node
+                .proposer
+                .propose(Command::CloseSession { session })
+                .await;
+        }
+    }
+
+    fn session_ttl_ms(&self, session: SessionId) -> u64 {
+        self.node
+            .shared
+            .read(|applied| applied.state.session_ttl_ms(session))
+            .unwrap_or(0)
+    }
+}
+
+fn timed<T>(method: &'static str, started: Instant, result: &Result<T, Status>) {
+    let code = match result {
+        Ok(_) => "ok",
+        Err(status) => grpc_code_name(status.code()),
+    };
+    crate::metrics::record_request(method, code, started.elapsed());
+}
+
+fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Counts a live stream; the count drops when the guard does.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize, what: &str) -> Result<StreamSlot, Status> {
+        let previous = counter.fetch_add(1, Ordering::SeqCst);
+        if previous >= max {
+            counter.fetch_sub(1, Ordering::SeqCst);
+            return Err(st::status(
+                tonic::Code::ResourceExhausted,
+                pb::ErrorDetail {
+                    reason: pb::ErrorReason::LimitReached as i32,
+                    message: format!("too many {what} streams on this node (limit {max})"),
+                    limit: format!("{what} streams"),
+                    ..Default::default()
+                },
+            ));
+        }
+        Ok(StreamSlot(counter.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Locks for LocksService {
+    async fn open_session(
+        &self,
+        request: Request<pb::OpenSessionRequest>,
+    ) -> Result<tonic::Response<pb::OpenSessionResponse>, Status> {
+        self.unary("open_session", request, |caller, request, _| async move {
+            let client_id = client_id(&request.client_id)?;
+            match self
+                .propose(authorized(
+                    &caller,
+                    Command::OpenSession {
+                        client_id,
+                        ttl_ms: request.ttl_ms,
+                    },
+                ))
+                .await?
+            {
+                Response::SessionOpened { session, ttl_ms } => Ok(pb::OpenSessionResponse {
+                    session_id: session.0,
+                    ttl_ms,
+                }),
+                other => Err(unexpected(&other)),
+            }
+        })
+        .await
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<tonic::Response<pb::CloseSessionResponse>, Status> {
+        self.unary("close_session", request, |caller, request, _| async move {
+            let session = session_id(request.session_id)?;
+            self.auth.require_session(&caller, session, None)?;
+            self.propose(authorized(&caller, Command::CloseSession { session }))
+                .await?;
+            Ok(pb::CloseSessionResponse {})
+        })
+        .await
+    }
+
+    type KeepAliveStream = BoxStream<pb::KeepAliveResponse>;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<pb::KeepAliveRequest>>,
+    ) -> Result<tonic::Response<Self::KeepAliveStream>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let slot = StreamSlot::take(
+            &self.keepalive_streams,
+            self.node.config().max_keepalive_streams,
+            "keepalive",
+        )?;
+        let inbound = request.into_inner();
+        let (replies, outbound) = mpsc::channel(KEEPALIVE_BATCH);
+        let node = self.node.clone();
+        let auth = self.auth.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let answer = |session: SessionId, arrived: Instant, confirmed: &Confirmed| {
+                auth.require_session(&caller, session, None)?;
+                Ok(answer_keepalive(&node, confirmed, session, arrived))
+            };
+            serve_keepalives(inbound, &node.barrier, &replies, node.stopping(), answer).await;
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
+            outbound,
+        ))))
+    }
+
+    async fn acquire(
+        &self,
+        request: Request<pb::AcquireRequest>,
+    ) -> Result<tonic::Response<pb::AcquireResponse>, Status> {
+        self.unary("acquire", request, |caller, request, started| async move {
+            let mode = mode_from(request.mode)?;
+            let (wait, deadline) = match pb::WaitPolicy::try_from(request.wait) {
+                Ok(pb::WaitPolicy::NoWait) => (WaitPolicy::NoWait, None),
+                Ok(pb::WaitPolicy::Forever) => (WaitPolicy::Queue, None),
+                Ok(pb::WaitPolicy::Timeout) => {
+                    let timeout = Duration::from_millis(request.wait_timeout_ms);
+                    if timeout.is_zero() || timeout > MAX_WAIT {
+                        return Err(invalid_argument(format!(
+                            "wait_timeout_ms must be 1..={} with WAIT_POLICY_TIMEOUT",
+                            MAX_WAIT.as_millis()
+                        )));
+                    }
+                    (WaitPolicy::Queue, Some(started + timeout))
+                }
+                Err(_) => {
+                    return Err(invalid_argument(format!(
+                        "unknown wait policy {}",
+                        request.wait
+                    )));
+                }
+            };
+            let convenience = request.session_id == 0;
+            self.auth.require(&caller, &request.name, Right::Acquire)?;
+            let command = if convenience {
+                authorized(
+                    &caller,
+                    Command::AcquireWithLease {
+                        client_id: client_id(&request.client_id)?,
+                        ttl_ms: request.lease_ttl_ms,
+                        name: request.name.clone(),
+                        mode,
+                        wait,
+                        value: request.value,
+                    },
+                )
+            } else {
+                self.auth.require_session(
+                    &caller,
+                    SessionId(request.session_id),
+                    Some(&request.name),
+                )?;
+                authorized(
+                    &caller,
+                    Command::Acquire {
+                        session: SessionId(request.session_id),
+                        request: request_id(request.request)?,
+                        name: request.name.clone(),
+                        mode,
+                        wait,
+                        value: request.value,
+                    },
+                )
+            };
+            // Held back only where the delay is small next to the wait it may add to.
+            let delay = self.node.config().waiting_acquire_delay;
+            let likely_queued = wait == WaitPolicy::Queue
+                && !delay.is_zero()
+                && deadline.is_none_or(|deadline| deadline > started + delay * 10)
+                && self
+                    .node
+                    .shared
+                    .read(|applied| applied.state.would_queue(&request.name, mode));
+            let response = if likely_queued {
+                self.propose_waiting(command).await?
+            } else {
+                self.propose(command).await?
+            };
+            let (session, end) = match response {
+                Response::Granted { session, token } => (session, WaitEnd::Granted(token)),
+                Response::WouldBlock { session } => {
+                    return Ok(pb::AcquireResponse {
+                        outcome: pb::AcquireOutcome::WouldBlock as i32,
+                        token: 0,
+                        session_id: session.0,
+                        ttl_ms: self.session_ttl_ms(session),
+                    });
+                }
+                Response::WaitCancelled => (SessionId(request.session_id), WaitEnd::TimedOut),
+                Response::Queued { session } => (
+                    session,
+                    self.wait_for_grant(session, &request.name, deadline)
+                        .await?,
+                ),
+                other => return Err(unexpected(&other)),
+            };
+            let ttl_ms = self.session_ttl_ms(session);
+            if convenience && matches!(end, WaitEnd::TimedOut) {
+                // The one-lock session of the convenience form has nothing left to hold:
+                // end it now rather than leave it until its TTL runs out.
+                self.close_idle_lease_session(session).await;
+            }
+            Ok(match end {
+                WaitEnd::Granted(token) => pb::AcquireResponse {
+                    outcome: pb::AcquireOutcome::Granted as i32,
+                    token: token.0,
+                    session_id: session.0,
+                    ttl_ms,
+                },
+                WaitEnd::TimedOut => pb::AcquireResponse {
+                    outcome: pb::AcquireOutcome::TimedOut as i32,
+                    token: 0,
+                    session_id: session.0,
+                    ttl_ms,
+                },
+            })
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<tonic::Response<pb::ReleaseResponse>, Status> {
+        self.unary("release", request, |caller, request, _| async move {
+            self.auth.require(&caller, &request.name, Right::Release)?;
+            self.auth.require_session(
+                &caller,
+                SessionId(request.session_id),
+                Some(&request.name),
+            )?;
+            let command = authorized(
+                &caller,
+                Command::Release {
+                    session: session_id(request.session_id)?,
+                    request: request_id(request.request)?,
+                    name: request.name,
+                    token: FencingToken(request.token),
+                },
+            );
+            self.propose(command).await?;
+            Ok(pb::ReleaseResponse {})
+        })
+        .await
+    }
+
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<tonic::Response<pb::VerifyResponse>, Status> {
+        self.unary("verify", request, |caller, request, _| async move {
+            self.check_name(&request.name)?;
+            self.auth.require(&caller, &request.name, Right::Read)?;
+            self.linearizable().await?;
+            // Again on the state the barrier waited for: a revocation committed before
+            // this read counts.
+            self.auth.require(&caller, &request.name, Right::Read)?;
+            let token = FencingToken(request.token);
+            Ok(self.node.shared.read(|applied| {
+                let current_token = applied
+                    .state
+                    .lock(&request.name)
+                    .and_then(|lock| lock.holders.iter().map(|h| h.token.0).max())
+                    .unwrap_or(0);
+                pb::VerifyResponse {
+                    current: applied.state.is_current_grant(&request.name, token),
+                    current_token,
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn describe(
+        &self,
+        request: Request<pb::DescribeRequest>,
+    ) -> Result<tonic::Response<pb::DescribeResponse>, Status> {
+        self.unary("describe", request, |caller, request, _| async move {
+            self.check_name(&request.name)?;
+            self.auth.require(&caller, &request.name, Right::Read)?;
+            self.linearizable().await?;
+            self.auth.require(&caller, &request.name, Right::Read)?;
+            Ok(self.node.shared.read(|applied| pb::DescribeResponse {
+                lock: applied.state.lock(&request.name).map(lock_info),
+                revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+            }))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<tonic::Response<pb::ListResponse>, Status> {
+        self.unary("list", request, |caller, request, _| async move {
+            self.auth.require(&caller, &request.prefix, Right::Read)?;
+            let max_page = self.node.config().max_list_page;
+            let limit = match request.limit as usize {
+                0 => max_page.min(100),
+                n => n.min(max_page),
+            };
+            self.linearizable().await?;
+            self.auth.require(&caller, &request.prefix, Right::Read)?;
+            let start_after =
+                (!request.start_after.is_empty()).then_some(request.start_after.as_str());
+            Ok(self.node.shared.read(|applied| {
+                let (locks, more) =
+                    applied
+                        .state
+                        .locks_with_prefix(&request.prefix, start_after, limit);
+                let next_start_after = if more {
+                    locks.last().map(|l| l.name.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                pb::ListResponse {
+                    locks: locks.into_iter().map(lock_info).collect(),
+                    next_start_after,
+                    revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                }
+            }))
+        })
+        .await
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let request = request.into_inner();
+        if !request.prefix {
+            self.check_name(&request.name)?;
+        }
+        self.auth.require(&caller, &request.name, Right::Read)?;
+        let slot = StreamSlot::take(
+            &self.watch_streams,
+            self.node.config().max_watchers,
+            "watch",
+        )?;
+        // Subscribe before reading the revision, so nothing between the two is missed.
+        let mut events = self.node.hub.subscribe();
+        // Again after subscribing: an auth change applied in between sends no event this
+        // stream will see.
+        self.auth.require(&caller, &request.name, Right::Read)?;
+        let revision = self
+            .node
+            .shared
+            .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
+        let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
+        let node = self.node.clone();
+        let auth = self.auth.clone();
+        // The caller is checked again, on the applied state, whenever an auth command
+        // takes effect: a revoked token, a removed user, a right taken away or auth
+        // switched on under a stream opened while it was off ends the stream.
+        let watched = request.name.clone();
+        let still_allowed =
+            move || -> Result<(), Status> { Ok(auth.require(&caller, &watched, Right::Read)?) };
+        tokio::spawn(async move {
+            let _slot = slot;
+            let resync = |revision| pb::WatchEvent {
+                revision,
+                resync: true,
+                ..Default::default()
+            };
+            if sender.send(Ok(resync(revision))).await.is_err() {
+                return;
+            }
+            let mut last_revision = revision;
+            loop {
+                let applied = tokio::select! {
+                    applied = events.recv() => applied,
+                    _ = sender.closed() => return,
+                    _ = node.stopping() => return,
+                };
+                match applied {
+                    Ok(applied) if applied.resync => {
+                        if let Err(denied) = still_allowed() {
+                            let _ = sender.send(Err(denied)).await;
+                            return;
+                        }
+                        last_revision = applied.index;
+                        if sender.send(Ok(resync(last_revision))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(applied) => {
+                        last_revision = applied.index;
+                        for event in &applied.events {
+                            if matches!(event, fencelock_core::Event::AuthChanged { .. })
+                                && let Err(denied) = still_allowed()
+                            {
+                                let _ = sender.send(Err(denied)).await;
+                                return;
+                            }
+                            if let Some(event) = watch_event(event, applied.index, &request)
+                                && sender.send(Ok(event)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed events may have changed auth.
+                        if let Err(denied) = still_allowed() {
+                            let _ = sender.send(Err(denied)).await;
+                            return;
+                        }
+                        if sender.send(Ok(resync(last_revision))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
+            outbound,
+        ))))
+    }
+
+    async fn force_release(
+        &self,
+        request: Request<pb::ForceReleaseRequest>,
+    ) -> Result<tonic::Response<pb::ForceReleaseResponse>, Status> {
+        self.unary("force_release", request, |caller, request, _| async move {
+            let name = request.name;
+            self.auth.require(&caller, &name, Right::Admin)?;
+            let command = authorized(&caller, Command::ForceRelease { name: name.clone() });
+            let remember = self.node.config().max_remembered_requests;
+            match self
+                .propose(once(&request.request_id, remember, command)?)
+                .await?
+            {
+                Response::ForceReleased { count } => {
+                    tracing::warn!(lock = %name, released = count, "admin force-release");
+                    Ok(pb::ForceReleaseResponse { released: count })
+                }
+                other => Err(unexpected(&other)),
+            }
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<tonic::Response<pb::ListSessionsResponse>, Status> {
+        self.unary("list_sessions", request, |caller, request, _| async move {
+            // Sessions hold locks under every prefix: admin on all of them.
+            self.auth.require(&caller, "", Right::Admin)?;
+            let max_page = self.node.config().max_list_page;
+            let limit = match request.limit as usize {
+                0 => max_page.min(100),
+                n => n.min(max_page),
+            };
+            self.linearizable().await?;
+            self.auth.require(&caller, "", Right::Admin)?;
+            let start_after = (request.start_after != 0).then_some(SessionId(request.start_after));
+            Ok(self.node.shared.read(|applied| {
+                let (sessions, more) = applied.state.sessions_after(start_after, limit);
+                let next_start_after = if more {
+                    sessions.last().map_or(0, |s| s.session.0)
+                } else {
+                    0
+                };
+                pb::ListSessionsResponse {
+                    sessions: sessions.into_iter().map(session_info).collect(),
+                    next_start_after,
+                    revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<tonic::Response<pb::RevokeSessionResponse>, Status> {
+        self.unary("revoke_session", request, |caller, request, _| async move {
+            // A session may hold locks under any prefix: admin on all of them.
+            self.auth.require(&caller, "", Right::Admin)?;
+            let session = SessionId(request.session_id);
+            let command = authorized(&caller, Command::RevokeSession { session });
+            let remember = self.node.config().max_remembered_requests;
+            match self
+                .propose(once(&request.request_id, remember, command)?)
+                .await?
+            {
+                Response::SessionRevoked { released } => {
+                    tracing::warn!(%session, released, "admin revoked session");
+                    Ok(pb::RevokeSessionResponse { released })
+                }
+                other => Err(unexpected(&other)),
+            }
+        })
+        .await
+    }
+}

@@ -143,46 +143,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // (`RaftCore::append_to_log`), so the writes stay in order and no reader is
         // pointed at these entries before they are in the tail cache (which the write
         // fills before calling back).
-        let entries: Vec<Ent> = entries.into_iter().collect();
-        let last = entries.last().map_or(0, |entry| entry.log_id.index);
-        commit_trace::mark(Point::AppendCalled, last);
-        let max_inline = self.inner.options.inline_append_max_bytes;
-        let entries = if max_inline > 0 {
-            // One small write-ahead write and its sync, here: a commit's path then has
-            // no hand-over to the blocking pool and back (docs/performance.md).
-            match self.append_with_one_write(entries, max_inline, last) {
-                Ok(Some(entries)) => entries,
-                Ok(None) => {
-                    commit_trace::mark(Point::AppendFlushed, last);
-                    callback.log_io_completed(Ok(()));
-                    return Ok(());
-                }
-                Err(e) => {
-                    tracing::error!("appending to the Raft log failed: {e}");
-                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                    return Ok(());
-                }
-            }
-        } else {
-            entries
-        };
-        // Anything bigger runs on tokio's blocking pool so the runtime's worker keeps
-        // serving the network while a checkpoint or a large write goes to the disk.
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            commit_trace::mark(Point::AppendStarted, last);
-            let written = store
-                .append_entries(entries)
-                .map_err(|e| std::io::Error::other(e.to_string()));
-            if let Err(e) = &written {
-                tracing::error!("appending to the Raft log failed: {e}");
-            }
-            // Let go of the database before reporting: whoever waits for the flush may
-            // drop the store and reopen the file at once.
-            drop(store);
-            commit_trace::mark(Point::AppendFlushed, last);
-            callback.log_io_completed(written);
-        });
+        self.append_then_call_back(entries.into_iter().collect(), callback);
         Ok(())
     }
 

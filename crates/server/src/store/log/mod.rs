@@ -194,15 +194,36 @@ pub struct LogStore {
 }
 
 /// Tells when every handle of a [`LogStore`] is gone, i.e. its database file is closed
-/// and may be opened again (an in-process restart waits for this).
-#[derive(Clone, Debug)]
-pub struct LogStoreCloseWatch(Arc<std::sync::atomic::AtomicBool>);
+/// and may be opened again (an in-process restart waits for this). It holds a handle of
+/// its own until [`close_store`](Self::close_store), so the store can still be closed
+/// cleanly once Raft has dropped its handles.
+#[derive(Debug)]
+pub struct LogStoreCloseWatch {
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    store: Mutex<Option<LogStore>>,
+}
 
 impl LogStoreCloseWatch {
-    /// True once the store and all its readers are dropped and the database file is
-    /// closed (set at the end of the close, not when the last handle goes away).
+    /// True once the store and all its handles (this watch's too) are dropped and the
+    /// database file is closed (set at the end of the close, not when the last handle
+    /// goes away).
     pub fn is_closed(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// [`LogStore::close`] on the blocking pool, then let go of the watch's handle; a
+    /// failure is logged (nothing acknowledged depends on it). Call it once Raft has
+    /// stopped.
+    pub async fn close_store(&self) {
+        let Some(store) = self.store.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let closed = tokio::task::spawn_blocking(move || store.close()).await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("closing the Raft log cleanly failed: {e}"),
+            Err(e) => tracing::warn!("closing the Raft log cleanly failed: {e}"),
+        }
     }
 }
 
@@ -215,9 +236,46 @@ impl std::fmt::Debug for Inner {
 }
 
 impl LogStore {
-    /// A watch that tells when this store's database is closed.
+    /// A watch that tells when this store's database is closed, and closes it.
     pub fn close_watch(&self) -> LogStoreCloseWatch {
-        LogStoreCloseWatch(self.inner.closed.clone())
+        LogStoreCloseWatch {
+            closed: self.inner.closed.clone(),
+            store: Mutex::new(Some(self.clone())),
+        }
+    }
+
+    /// Close the log cleanly: move what the write-ahead file holds into redb and save the
+    /// committed log id no write carried yet, so copies, backups and the next start-up
+    /// find the log database whole. Call it once Raft has stopped (later writes still go
+    /// to the write-ahead file). The file itself is released when the last handle is
+    /// dropped. A store dropped without `close` loses nothing acknowledged: the
+    /// write-ahead file is the durable record, recovered at the next open; only the
+    /// newest committed log id may be older, which start-up treats as a lower bound.
+    ///
+    /// # Errors
+    /// Writing redb failed (or redb panicked on a damaged file); the write-ahead file
+    /// then still holds its entries.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut wal = self.wal();
+        let mut unsaved = self.take_unsaved_committed();
+        let path = &self.inner.path;
+        let closed = guarded(path, "closing", || {
+            let db = self.inner.db()?;
+            if let Some(state) = wal.as_mut()
+                && !state.wal.is_empty()
+            {
+                // redb's committed id never points past redb's entries: it goes with them.
+                move_wal_into(&db, path, state, unsaved.take())?;
+            }
+            match unsaved.take() {
+                Some(committed) => save_committed(&db, &committed).map_err(|e| self.db_error(e)),
+                None => Ok(()),
+            }
+        });
+        if closed.is_err() {
+            self.restore_unsaved_committed(unsaved);
+        }
+        closed
     }
 }
 
@@ -288,36 +346,13 @@ impl std::ops::Deref for DbRef<'_> {
 }
 
 impl Drop for Inner {
+    /// Releases the database file only: what a clean close writes, [`LogStore::close`]
+    /// writes.
     fn drop(&mut self) {
-        let mut unsaved = self
-            .unsaved_committed
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let wal = self.wal.get_mut().unwrap_or_else(|e| e.into_inner());
-        let db = self.db.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(state) = wal.as_mut()
-            && let Some(db) = db.as_ref()
-            && !state.wal.is_empty()
-        {
-            // A clean close leaves the log database whole (copies, backups and start-up
-            // then find nothing in the write-ahead file).
-            let committed = unsaved.take();
-            let moved = catch_unwind(AssertUnwindSafe(|| {
-                move_wal_into(db, &self.path, state, committed)
-            }));
-            match moved {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("the checkpoint at close failed: {e}"),
-                Err(panic) => {
-                    tracing::warn!("the checkpoint at close failed: {}", panic_message(&*panic))
-                }
-            }
-        }
         // Closing writes redb's allocator state, which panics on some damaged files: a
         // node must still shut down, so report it instead.
-        if let Some(db) = db.take()
-            && let Err(message) = save_committed_and_close(db, &mut unsaved)
+        if let Some(db) = self.db.get_mut().unwrap_or_else(|e| e.into_inner()).take()
+            && let Err(message) = close_quietly(db)
         {
             tracing::error!(
                 file = %self.path.display(),
@@ -726,26 +761,13 @@ impl Debug for LogStore {
     }
 }
 
-/// Write `committed` (the committed log id no transaction carried yet), then close `db`;
-/// a failure is reported, not raised (see `Drop for Inner`).
-fn save_committed_and_close(db: Database, committed: &mut Option<LogId>) -> Result<(), String> {
-    if let Some(committed) = committed.take() {
-        let saved = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
-            put_committed(&txn, &committed)?;
-            txn.commit()?;
-            Ok(())
-        }));
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("saving the committed log id at close failed: {e}"),
-            Err(panic) => tracing::warn!(
-                "saving the committed log id at close failed: {}",
-                panic_message(&*panic)
-            ),
-        }
-    }
-    close_quietly(db)
+/// Write `committed` (the committed log id no transaction carried yet) in a durable
+/// transaction of its own.
+fn save_committed(db: &Database, committed: &LogId) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    put_committed(&txn, committed)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// Put the committed log id's record into `txn`'s meta table.

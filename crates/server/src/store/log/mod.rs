@@ -22,6 +22,11 @@
 //!   committed id never points past redb's entries. Losing the newest committed id in a crash
 //!   only means re-learning it from the leader (openraft persists it as an optimization;
 //!   start-up treats it as a lower bound).
+//! - **Closing**: [`LogStore::close`] (the node's shutdown calls it once Raft has stopped)
+//!   moves the write-ahead file into redb and writes the unsaved committed log id, so a
+//!   copy of a cleanly stopped node's data dir is whole in redb. Dropping the store only
+//!   releases its files: a store dropped without `close` loses nothing acknowledged (the
+//!   write-ahead file is recovered at the next open), only that newest committed id.
 //! - Reads of recent entries (the replication path) are served from a bounded in-memory
 //!   cache of the log's tail (entries this process wrote and verified); older entries
 //!   are read from redb and verified on every read. A record that fails verification is
@@ -83,6 +88,14 @@
 //! the persisted committed id may already have been acknowledged to the leader; if the
 //! damage happens on a majority at once, a committed entry could be lost. `fencelock
 //! check-data` reports everything this scan finds without changing the file.
+//!
+//! # Layout
+//!
+//! `tail` (the cache of the newest entries, and reads), `append` (the append paths),
+//! `recovery` (opening, the start-up scan, and the write-ahead file's recovery),
+//! `raft_impl` (openraft's traits), `test_support` (raw access to the stored records,
+//! `test-support` feature only); this file: the store, its options, checkpoints,
+//! truncate, purge, and the retry of writes the full disk refused.
 
 use super::StoreError;
 use super::disk::Disk;

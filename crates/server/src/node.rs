@@ -365,6 +365,7 @@ impl RunningNode {
         if let Err(error) = self.node.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
         }
+        self.log_closed.close_store().await;
         // Raft's tasks drop their log handles as they finish: wait until the database is
         // closed, so the same data dir can be opened again at once.
         let deadline = Instant::now() + Duration::from_secs(5);

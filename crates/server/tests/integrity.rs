@@ -96,6 +96,7 @@ async fn write_log(dir: &Path, last: u64, committed: Option<u64>) {
         .save_committed(committed.map(|c| log_id(1, c)))
         .await
         .expect("committed");
+    store.close().expect("close");
 }
 
 async fn all_entries(store: &mut LogStore) -> Vec<Entry<TypeConfig>> {

@@ -350,7 +350,9 @@ async fn lock_while_one_is_down(
     let behind = (leader + 1) % 3;
     cluster.stop(behind).await;
     let mut client = cluster.locks(leader).await;
-    let session = open_session(&mut client, 1, 20_000).await;
+    // No keepalives are sent: the lease must outlast hundreds of acquires on a loaded
+    // machine (20 s did not, once).
+    let session = open_session(&mut client, 1, 300_000).await;
     let mut last = 0;
     for seq in 1..=count {
         last = try_lock(&mut client, session, &name(seq), seq)

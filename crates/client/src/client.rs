@@ -91,6 +91,7 @@ impl Client {
     /// Test support: the answers of the next `count` successful mutation attempts are
     /// dropped as if the connection broke after the server acted, so the client retries
     /// them with the same request id.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn lose_answers_for_test(&self, count: u32) {
         self.inner.transport.lose_answers(count);

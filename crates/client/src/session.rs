@@ -292,13 +292,28 @@ impl Session {
         self.inner.close().await
     }
 
+    /// Stop renewing the lease without closing the session: no keepalive is sent for it
+    /// again, so the lease runs out on the client's clock ([`Session::lost`] fires with
+    /// [`LostReason::LeaseExpired`]) and the cluster then ends the session and releases
+    /// its locks, one TTL after the last keepalive it received.
+    ///
+    /// Unlike [`Session::close`], the locks stay held until then. To the cluster the
+    /// session looks like that of a process that stopped (a long pause, a hang, a cut
+    /// network): use it to rehearse that case, e.g. to check that the protected resource
+    /// refuses the writes of a holder that wakes up late.
+    pub fn stop_keepalive(&self) {
+        self.inner.lease.pause_for(Duration::MAX);
+    }
+
     /// Test support: stop sending keepalives for `duration` (the lease then runs out).
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn pause_keepalive_for_test(&self, duration: Duration) {
         self.inner.lease.pause_for(duration);
     }
 
     /// Test support: the seq the next request will use.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn first_unanswered_seq_for_test(&self) -> u64 {
         self.inner.seqs().first_unanswered()

@@ -5,6 +5,7 @@
 use crate::client::Client;
 use crate::error::Result;
 use crate::transport::CallSpec;
+use crate::wire::request_id;
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::auth_client::AuthClient;
 
@@ -32,12 +33,6 @@ pub struct AuthStatus {
     pub users: Vec<(String, Vec<String>)>,
     /// Roles and their (prefix, rights) (for root only).
     pub roles: Vec<(String, Vec<(String, Rights)>)>,
-}
-
-/// A fresh request id (a UUID): built once per call, so every retry of the call carries
-/// the same one and the cluster acts once.
-pub(crate) fn request_id() -> Vec<u8> {
-    uuid::Uuid::new_v4().as_bytes().to_vec()
 }
 
 macro_rules! auth_call {

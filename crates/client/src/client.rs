@@ -3,14 +3,13 @@
 use crate::config::{ClientBuilder, Config};
 use crate::error::Result;
 use crate::keepalive::{self, Command};
-use crate::session::{Session, SessionOptions};
 use crate::transport::{CallSpec, Transport};
 use crate::types::{
     AcquireOptions, ClusterStatus, Description, FencingToken, LeaseLock, ListPage, LockInfo,
     Member, SessionId, Verification, Wait,
 };
 use crate::types::{SessionInfo, SessionPage};
-use crate::watch::{WatchStream, watch_stream};
+use crate::wire::{attempt_timeout, duration_ms, request_id, wait_to_pb};
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
@@ -92,6 +91,7 @@ impl Client {
     /// Test support: the answers of the next `count` successful mutation attempts are
     /// dropped as if the connection broke after the server acted, so the client retries
     /// them with the same request id.
+    #[cfg(feature = "test-support")]
     #[doc(hidden)]
     pub fn lose_answers_for_test(&self, count: u32) {
         self.inner.transport.lose_answers(count);
@@ -103,25 +103,6 @@ impl Client {
 
     pub(crate) fn config(&self) -> &Config {
         &self.inner.transport.config
-    }
-
-    /// Open a session (a lease) with `ttl`, kept alive in the background.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) when the server refuses the TTL, [`Error::LimitReached`](crate::Error::LimitReached),
-    /// or a transient error once retries ran out.
-    pub async fn session(&self, ttl: Duration) -> Result<Session> {
-        Session::open(self.clone(), SessionOptions::new(ttl)).await
-    }
-
-    /// Open a session with explicit options.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::session`].
-    pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
-        Session::open(self.clone(), options).await
     }
 
     /// Take a lock with the session-less form: the server opens a one-lock session with
@@ -334,17 +315,6 @@ impl Client {
         Ok(locks)
     }
 
-    /// Watch one lock: acquired / released / expired events as the cluster applies them.
-    /// See [`WatchStream`].
-    pub fn watch(&self, name: &str) -> WatchStream {
-        watch_stream(self.clone(), name.to_string(), false)
-    }
-
-    /// Watch every lock whose name starts with `prefix` (`""` watches everything).
-    pub fn watch_prefix(&self, prefix: &str) -> WatchStream {
-        watch_stream(self.clone(), prefix.to_string(), true)
-    }
-
     /// One node's view of the cluster (the first that answers; not necessarily the
     /// leader).
     ///
@@ -416,7 +386,7 @@ impl Client {
         // answer instead of releasing the next holder too.
         let request = pb::ForceReleaseRequest {
             name: name.to_string(),
-            request_id: crate::auth::request_id(),
+            request_id: request_id(),
         };
         let answer = self
             .transport()
@@ -497,7 +467,7 @@ impl Client {
     pub async fn revoke_session(&self, session: SessionId) -> Result<u64> {
         let request = pb::RevokeSessionRequest {
             session_id: session.0,
-            request_id: crate::auth::request_id(),
+            request_id: request_id(),
         };
         let answer = self
             .transport()
@@ -518,36 +488,15 @@ fn membership_spec(config: &Config) -> CallSpec {
     }
 }
 
-pub(crate) fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The wire form of a wait.
-pub(crate) fn wait_to_pb(wait: Wait) -> (pb::WaitPolicy, u64) {
-    match wait {
-        Wait::NoWait => (pb::WaitPolicy::NoWait, 0),
-        Wait::Timeout(timeout) => (pb::WaitPolicy::Timeout, duration_ms(timeout).max(1)),
-        Wait::Forever => (pb::WaitPolicy::Forever, 0),
-    }
-}
-
-/// The per-attempt timeout of an acquire with `wait`.
-pub(crate) fn attempt_timeout(config: &Config, wait: Wait) -> Option<Duration> {
-    match wait {
-        Wait::NoWait => Some(config.call_timeout),
-        Wait::Timeout(timeout) => Some(timeout + config.call_timeout),
-        Wait::Forever => None,
-    }
-}
-
-/// Remaining time of a wait that started at `started`, at least 1 ms.
-pub(crate) fn remaining(wait: Wait, started: Instant) -> Wait {
-    match wait {
-        Wait::Timeout(timeout) => Wait::Timeout(
-            timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_millis(1)),
-        ),
-        other => other,
+impl ClientBuilder {
+    /// Connect: reach any node and learn the leader.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] for no or malformed endpoints;
+    /// [`crate::Error::Unavailable`] / [`crate::Error::Timeout`] when no node answered
+    /// within the retry deadline.
+    pub async fn connect(self) -> Result<Client> {
+        Client::from_config(self.config).await
     }
 }

@@ -1,6 +1,5 @@
 //! [`ClientBuilder`]: endpoints, timeouts, retries, backoff and lease accounting.
 
-use crate::Client;
 use crate::clock::LeaseClock;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -307,17 +306,6 @@ impl ClientBuilder {
             client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
             domain,
         ))
-    }
-
-    /// Connect: reach any node and learn the leader.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::Error::Config`] for no or malformed endpoints;
-    /// [`crate::Error::Unavailable`] / [`crate::Error::Timeout`] when no node answered
-    /// within the retry deadline.
-    pub async fn connect(self) -> Result<Client> {
-        Client::from_config(self.config).await
     }
 }
 

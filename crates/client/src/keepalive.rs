@@ -162,7 +162,7 @@ impl LeaseState {
         )
     }
 
-    /// Stop sending keepalives for `duration` from now (tests).
+    /// Stop sending keepalives for `duration` from now (`Duration::MAX`: for good).
     pub fn pause_for(&self, duration: Duration) {
         let until = self.clock.now() + duration;
         *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);

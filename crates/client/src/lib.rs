@@ -96,6 +96,7 @@
 //! keepalives; clone the client rather than connecting again.
 #![deny(missing_docs)]
 
+mod acquire;
 mod auth;
 mod client;
 mod clock;
@@ -108,6 +109,7 @@ mod session;
 mod transport;
 mod types;
 mod watch;
+mod wire;
 
 pub use auth::{AuthStatus, Rights};
 pub use client::Client;

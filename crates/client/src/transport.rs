@@ -5,7 +5,9 @@ use crate::error::{Error, Failure, Result, classify};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+#[cfg(feature = "test-support")]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Status;
@@ -105,6 +107,7 @@ pub(crate) struct Transport {
     next_endpoint: AtomicUsize,
     /// Test support: drop the answers of this many successful mutation attempts, as if
     /// the connection broke after the server acted.
+    #[cfg(feature = "test-support")]
     lose_answers: AtomicU32,
 }
 
@@ -130,6 +133,7 @@ impl Transport {
             channels: Mutex::new(HashMap::new()),
             leader: watch::channel(None).0,
             next_endpoint: AtomicUsize::new(0),
+            #[cfg(feature = "test-support")]
             lose_answers: AtomicU32::new(0),
         })
     }
@@ -217,8 +221,29 @@ impl Transport {
     }
 
     /// Test support: lose the answers of the next `count` successful mutation attempts.
+    #[cfg(feature = "test-support")]
     pub fn lose_answers(&self, count: u32) {
         self.lose_answers.store(count, Ordering::SeqCst);
+    }
+
+    /// Test support: `result`, or a lost answer while [`Transport::lose_answers`] says so.
+    #[cfg(feature = "test-support")]
+    fn maybe_lose_answer<T>(
+        &self,
+        mutation: bool,
+        result: std::result::Result<T, Status>,
+    ) -> std::result::Result<T, Status> {
+        let lose = mutation
+            && result.is_ok()
+            && self
+                .lose_answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if lose {
+            Err(Status::unknown("test: answer lost after the server acted"))
+        } else {
+            result
+        }
     }
 
     /// A randomized exponential backoff step: a duration in `[b/2, b]`, then doubles `b`
@@ -266,17 +291,8 @@ impl Transport {
                 },
                 None => (future.await, false),
             };
-            let lose = spec.mutation
-                && result.is_ok()
-                && self
-                    .lose_answers
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-            let result = if lose {
-                Err(Status::unknown("test: answer lost after the server acted"))
-            } else {
-                result
-            };
+            #[cfg(feature = "test-support")]
+            let result = self.maybe_lose_answer(spec.mutation, result);
             let status = match result {
                 Ok(response) => {
                     if spec.leader_only {

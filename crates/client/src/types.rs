@@ -7,15 +7,8 @@ use uuid::Uuid;
 
 /// A fencing token: strictly increasing per lock and unique across the cluster. Pass it
 /// to the protected resource with every write; the resource refuses tokens older than
-/// the newest it has seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FencingToken(pub u64);
-
-impl fmt::Display for FencingToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+/// the newest it has seen. The same type as `fencelock_fence::FencingToken`.
+pub use fencelock_token::FencingToken;
 
 /// A session (lease) id, assigned by the cluster; never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -11,6 +11,19 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+impl Client {
+    /// Watch one lock: acquired / released / expired events as the cluster applies them.
+    /// See [`WatchStream`].
+    pub fn watch(&self, name: &str) -> WatchStream {
+        watch_stream(self.clone(), name.to_string(), false)
+    }
+
+    /// Watch every lock whose name starts with `prefix` (`""` watches everything).
+    pub fn watch_prefix(&self, prefix: &str) -> WatchStream {
+        watch_stream(self.clone(), prefix.to_string(), true)
+    }
+}
+
 /// Events buffered between the background task and the consumer.
 const WATCH_BUFFER: usize = 256;
 
@@ -217,7 +230,7 @@ impl Drop for WatchStream {
     }
 }
 
-pub(crate) fn watch_stream(client: Client, name: String, prefix: bool) -> WatchStream {
+fn watch_stream(client: Client, name: String, prefix: bool) -> WatchStream {
     let (sender, events) = mpsc::channel(WATCH_BUFFER);
     let runtime = client.inner.runtime.clone();
     let task = runtime.spawn(run(client, pb::WatchRequest { name, prefix }, sender));

@@ -23,6 +23,35 @@ async fn keepalive_keeps_a_one_second_session_alive() {
     cluster.shutdown().await;
 }
 
+/// `stop_keepalive` lets the lease lapse as a stopped process's would: the locks stay
+/// held until the lease runs out, then the client reports it lost and the server frees
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_keepalive_stopped_lapses_and_frees_its_locks() {
+    let cluster = TestCluster::start(1).await;
+    let client = connect(&cluster).await;
+    let session = client.session(Duration::from_secs(1)).await.unwrap();
+    let guard = session.lock("lapse/held").await.unwrap();
+    session.stop_keepalive();
+    assert!(
+        !session.is_lost(),
+        "stopping the keepalive does not end the lease"
+    );
+    let reason = tokio::time::timeout(Duration::from_secs(10), guard.lost())
+        .await
+        .expect("lost fires once the lease runs out");
+    assert_eq!(reason, LostReason::LeaseExpired);
+    eventually(Duration::from_secs(10), "server expiry", || async {
+        lock_info(&client, "lapse/held").await.is_none()
+    })
+    .await;
+    let other = client.session(Duration::from_secs(10)).await.unwrap();
+    assert!(other.try_lock("lapse/held").await.unwrap().is_some());
+    drop(guard);
+    other.close().await.unwrap();
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_fires_before_the_server_expires_the_session() {
     let cluster = TestCluster::start(1).await;

@@ -10,9 +10,9 @@ use std::fmt;
 pub struct SessionId(pub u64);
 
 /// A fencing token: one counter for the whole state, incremented on every grant.
-/// Strictly increasing per lock and unique across the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct FencingToken(pub u64);
+/// Strictly increasing per lock and unique across the cluster. The one type the client
+/// and the fence use too.
+pub use fencelock_token::FencingToken;
 
 /// The id a client picks for a session (a UUID as 128 bits). Opening a session twice with
 /// the same client id returns the same live session, so `OpenSession` can be retried.
@@ -20,12 +20,6 @@ pub struct FencingToken(pub u64);
 pub struct ClientId(pub u128);
 
 impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl fmt::Display for FencingToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }

@@ -1,42 +1,11 @@
 //! The fencing token and the decisions the fence makes about it.
 
-use std::fmt;
-
-/// A fencing token: the `u64` a fencelock grant carries.
+/// A fencing token: the `u64` a fencelock grant carries, the same type the client
+/// library hands out (from the dependency-free `fencelock-token` crate).
 ///
 /// Tokens of successive grants of one lock strictly increase. The fence compares tokens
 /// only within one resource, which is bound to one lock (see the crate docs for why).
-///
-/// This crate has its own newtype, rather than the one of the client library, so that a
-/// resource owner can depend on this crate alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct FencingToken(pub u64);
-
-impl FencingToken {
-    /// The token as a plain integer, e.g. to store it in a database column.
-    #[must_use]
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl From<u64> for FencingToken {
-    fn from(value: u64) -> Self {
-        Self(value)
-    }
-}
-
-impl From<FencingToken> for u64 {
-    fn from(token: FencingToken) -> Self {
-        token.0
-    }
-}
-
-impl fmt::Display for FencingToken {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.0)
-    }
-}
+pub use fencelock_token::FencingToken;
 
 /// What the fence decided about one presented token, for logs, metrics and checkers.
 ///

@@ -490,7 +490,7 @@ async fn paused(
         "PAUSED (stop-the-world GC): no keepalives, no progress for {}+, still holding token {token}",
         humantime::format_duration(PAUSE)
     ));
-    session.pause_keepalive_for_test(Duration::from_secs(3_600));
+    session.stop_keepalive();
     tokio::time::sleep(PAUSE).await;
     // Stage direction: the pause lasts until someone else has written with a newer token
     // (which takes about a TTL), so that the story is the same on a slow machine.

@@ -11,7 +11,7 @@
 //! once, and no connection or accept error ends the server.
 
 use crate::events::RecentEvent;
-use crate::node::NodeStatus;
+use crate::status::NodeStatus;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -539,7 +539,7 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::MemberStatus;
+    use crate::status::MemberStatus;
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -579,7 +579,7 @@ mod tests {
             last_token: 5,
             total_grants: 5,
             total_expired_sessions: 0,
-            disk: crate::space::DiskStatus::default(),
+            disk: crate::status::DiskStatus::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod node;
 pub mod proposer;
 pub mod raft;
 pub mod space;
+pub mod status;
 pub mod store;
 pub mod testing;
 pub mod tls;

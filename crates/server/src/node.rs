@@ -12,7 +12,8 @@ use crate::proposer::{ProposeError, Proposer, ProposerLimits};
 use crate::raft::link::{PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
-use crate::space::{DiskSpace, DiskStatus};
+use crate::space::DiskSpace;
+use crate::status::{MemberStatus, NodeStatus};
 use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
 use crate::store::{Disk, SharedState};
@@ -24,7 +25,6 @@ use fencelock_proto::v1::auth_server::AuthServer;
 use fencelock_proto::v1::cluster_server::ClusterServer;
 use fencelock_proto::v1::locks_server::LocksServer;
 use openraft::ServerState;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,58 +58,6 @@ pub enum StartError {
     /// A TLS file is missing or unusable (the message names it).
     #[error("tls: {0}")]
     Tls(String),
-}
-
-/// One member as the status reports it.
-#[derive(Clone, Debug, Serialize)]
-pub struct MemberStatus {
-    /// Node id.
-    pub id: u64,
-    /// Peer (Raft) address.
-    pub peer_addr: String,
-    /// Client address, when known.
-    pub client_addr: Option<String>,
-    /// Voter (true) or learner.
-    pub voter: bool,
-}
-
-/// A snapshot of what a node knows, for `/status`, `/metrics` and the `Status` RPC.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeStatus {
-    /// This node.
-    pub node_id: u64,
-    /// "Leader", "Follower", "Candidate", "Learner" or "Shutdown".
-    pub state: String,
-    /// The leader, if known.
-    pub leader_id: Option<u64>,
-    /// The leader's client address, if known.
-    pub leader_client_addr: Option<String>,
-    /// Current term.
-    pub term: u64,
-    /// Last log index.
-    pub last_log_index: u64,
-    /// Commit index (refreshed at most every 100 ms).
-    pub commit_index: u64,
-    /// Applied index.
-    pub applied_index: u64,
-    /// Members of the effective configuration.
-    pub members: Vec<MemberStatus>,
-    /// Live sessions.
-    pub sessions: u64,
-    /// Known locks.
-    pub locks: u64,
-    /// Held grants.
-    pub held_grants: u64,
-    /// Queued waiters.
-    pub waiters: u64,
-    /// The last fencing token issued.
-    pub last_token: u64,
-    /// Grants since the beginning of the log.
-    pub total_grants: u64,
-    /// Sessions expired since the beginning of the log.
-    pub total_expired_sessions: u64,
-    /// The data disk: free space, reserve, and the NO_SPACE alarm.
-    pub disk: DiskStatus,
 }
 
 /// Client addresses of the members, learned over the peer service.

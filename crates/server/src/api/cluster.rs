@@ -23,7 +23,7 @@ impl ClusterService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         ClusterService {
-            auth: Authenticator::new(node.shared.clone()),
+            auth: Authenticator::new(node.shared().clone()),
             node,
         }
     }
@@ -83,7 +83,7 @@ impl ClusterService {
 
     fn voters(&self) -> BTreeSet<u64> {
         self.node
-            .raft
+            .raft()
             .metrics()
             .borrow()
             .membership_config
@@ -137,14 +137,14 @@ impl Cluster for ClusterService {
             peer_addr: request.peer_addr.clone(),
         };
         // Catch the new node up as a learner first, so adding it never stalls commits.
-        let result = self.node.raft.add_learner(request.id, node, true).await;
+        let result = self.node.raft().add_learner(request.id, node, true).await;
         self.check(result).await?;
         if !request.learner_only {
             let mut voters = self.voters();
             voters.insert(request.id);
             let result = self
                 .node
-                .raft
+                .raft()
                 .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
                 .await;
             self.check(result).await?;
@@ -173,7 +173,7 @@ impl Cluster for ClusterService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        let result = self.node.raft.change_membership(change, false).await;
+        let result = self.node.raft().change_membership(change, false).await;
         self.check(result).await?;
         tracing::info!(id, "member removed");
         Ok(tonic::Response::new(pb::RemoveMemberResponse {

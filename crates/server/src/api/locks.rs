@@ -44,7 +44,7 @@ impl LocksService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         LocksService {
-            auth: Authenticator::new(node.shared.clone()),
+            auth: Authenticator::new(node.shared().clone()),
             node,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             watch_streams: Arc::new(AtomicUsize::new(0)),
@@ -53,7 +53,7 @@ impl LocksService {
 
     async fn propose(&self, command: Command) -> Result<Response, Status> {
         commit_trace::mark(Point::Proposed, 0);
-        let proposed = self.node.proposer.propose(command).await;
+        let proposed = self.node.proposer().propose(command).await;
         commit_trace::mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
@@ -61,7 +61,7 @@ impl LocksService {
     /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
     async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
         commit_trace::mark(Point::Proposed, 0);
-        let proposed = self.node.proposer.propose_waiting(command).await;
+        let proposed = self.node.proposer().propose_waiting(command).await;
         commit_trace::mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
@@ -75,7 +75,7 @@ impl LocksService {
     }
 
     async fn linearizable(&self) -> Result<(), Status> {
-        match self.node.barrier.confirm().await {
+        match self.node.barrier().confirm().await {
             Ok(()) => Ok(()),
             Err(error) => Err(from_barrier(&self.node, error).await),
         }
@@ -83,7 +83,7 @@ impl LocksService {
 
     fn check_name(&self, name: &str) -> Result<(), Status> {
         self.node
-            .shared
+            .shared()
             .read(|applied| applied.state.limits().check_name(name))
             .map_err(|e| from_core(&e))
     }
@@ -93,12 +93,12 @@ impl LocksService {
     async fn close_idle_lease_session(&self, session: SessionId) {
         let idle = self
             .node
-            .shared
+            .shared()
             .read(|applied| applied.state.session_lock_counts(session) == Some((0, 0)));
         if idle {
             let _ = self
                 .node
-                .proposer
+                .proposer()
                 .propose(Command::CloseSession { session })
                 .await;
         }
@@ -106,7 +106,7 @@ impl LocksService {
 
     fn session_ttl_ms(&self, session: SessionId) -> u64 {
         self.node
-            .shared
+            .shared()
             .read(|applied| applied.state.session_ttl_ms(session))
             .unwrap_or(0)
     }
@@ -118,7 +118,11 @@ impl LocksService {
         name: &str,
         deadline: Option<Instant>,
     ) -> Result<WaitEnd, Status> {
-        let ticket = match self.node.hub.attach_wait(&self.node.shared, session, name) {
+        let ticket = match self
+            .node
+            .hub()
+            .attach_wait(self.node.shared(), session, name)
+        {
             Attach::Granted(token) => return Ok(WaitEnd::Granted(token)),
             Attach::NotWaiting => return self.settle_ended_wait(session, name),
             Attach::Waiting(ticket) => ticket,
@@ -173,7 +177,7 @@ impl LocksService {
             session,
             name: name.to_string(),
         };
-        match self.node.proposer.propose(command).await {
+        match self.node.proposer().propose(command).await {
             Ok(Ok(Response::Granted { token, .. })) => Ok(WaitEnd::Granted(token)),
             Ok(Ok(_)) => Ok(WaitEnd::TimedOut),
             Ok(Err(fencelock_core::Error::NotWaiting(_))) => self.settle_ended_wait(session, name),
@@ -184,7 +188,7 @@ impl LocksService {
 
     /// The wait is over without a grant seen: read what the state says.
     fn settle_ended_wait(&self, session: SessionId, name: &str) -> Result<WaitEnd, Status> {
-        self.node.shared.read(|applied| {
+        self.node.shared().read(|applied| {
             if applied.state.session_ttl_ms(session).is_none() {
                 return Err(from_core(&fencelock_core::Error::SessionNotFound(session)));
             }
@@ -214,20 +218,20 @@ struct WaitGuard {
 impl WaitGuard {
     fn disarm(&mut self) {
         self.armed = false;
-        self.ticket.detach(&self.node.hub);
+        self.ticket.detach(self.node.hub());
     }
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        if self.armed && self.ticket.detach(&self.node.hub) {
+        if self.armed && self.ticket.detach(self.node.hub()) {
             let node = self.node.clone();
             let command = Command::CancelWait {
                 session: self.session,
                 name: std::mem::take(&mut self.name),
             };
             tokio::spawn(async move {
-                let _ = node.proposer.propose(command).await;
+                let _ = node.proposer().propose(command).await;
             });
         }
     }
@@ -432,7 +436,7 @@ impl Locks for LocksService {
                 auth.require_session(&caller, session, None)?;
                 Ok(answer_keepalive(&node, confirmed, session, arrived))
             };
-            serve_keepalives(inbound, &node.barrier, &replies, node.stopping(), answer).await;
+            serve_keepalives(inbound, node.barrier(), &replies, node.stopping(), answer).await;
         });
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
             outbound,
@@ -507,7 +511,7 @@ impl Locks for LocksService {
                 && deadline.is_none_or(|deadline| deadline > started + delay * 10)
                 && self
                     .node
-                    .shared
+                    .shared()
                     .read(|applied| applied.state.would_queue(&request.name, mode));
             let response = if likely_queued {
                 self.propose_waiting(command).await?
@@ -604,7 +608,7 @@ impl Locks for LocksService {
             // this read counts.
             self.auth.require(&caller, &request.name, Right::Read)?;
             let token = FencingToken(request.token);
-            Ok(self.node.shared.read(|applied| {
+            Ok(self.node.shared().read(|applied| {
                 let current_token = applied
                     .state
                     .lock(&request.name)
@@ -633,7 +637,7 @@ impl Locks for LocksService {
             self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
             self.auth.require(&caller, &request.name, Right::Read)?;
-            Ok(self.node.shared.read(|applied| pb::DescribeResponse {
+            Ok(self.node.shared().read(|applied| pb::DescribeResponse {
                 lock: applied.state.lock(&request.name).map(lock_info),
                 revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
             }))
@@ -661,7 +665,7 @@ impl Locks for LocksService {
             self.auth.require(&caller, &request.prefix, Right::Read)?;
             let start_after =
                 (!request.start_after.is_empty()).then_some(request.start_after.as_str());
-            Ok(self.node.shared.read(|applied| {
+            Ok(self.node.shared().read(|applied| {
                 let (locks, more) =
                     applied
                         .state
@@ -701,13 +705,13 @@ impl Locks for LocksService {
             "watch",
         )?;
         // Subscribe before reading the revision, so nothing between the two is missed.
-        let mut events = self.node.hub.subscribe();
+        let mut events = self.node.hub().subscribe();
         // Again after subscribing: an auth change applied in between sends no event this
         // stream will see.
         self.auth.require(&caller, &request.name, Right::Read)?;
         let revision = self
             .node
-            .shared
+            .shared()
             .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
         let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
         let node = self.node.clone();
@@ -826,7 +830,7 @@ impl Locks for LocksService {
             self.linearizable().await?;
             self.auth.require(&caller, "", Right::Admin)?;
             let start_after = (request.start_after != 0).then_some(SessionId(request.start_after));
-            Ok(self.node.shared.read(|applied| {
+            Ok(self.node.shared().read(|applied| {
                 let (sessions, more) = applied.state.sessions_after(start_after, limit);
                 let next_start_after = if more {
                     sessions.last().map_or(0, |s| s.session.0)
@@ -984,7 +988,7 @@ fn answer_keepalive(
     match confirmed {
         Err(BarrierError::NotLeader { leader }) => not_leader(*leader),
         Err(BarrierError::ShuttingDown) => not_leader(None),
-        Ok(_) => match node.leases.renew(session, arrived) {
+        Ok(_) => match node.leases().renew(session, arrived) {
             Renewal::Renewed { ttl } => pb::KeepAliveResponse {
                 session_id: session.0,
                 status: pb::KeepAliveStatus::Ok as i32,

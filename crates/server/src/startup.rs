@@ -15,14 +15,15 @@ use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
-use crate::store::{Disk, SharedState};
-use crate::tls::{NodeTls, error_chain};
+use crate::store::{Disk, SharedState, StoreError};
+use crate::tls::NodeTls;
 use fencelock_proto::peer::peer_server::PeerServer;
 use fencelock_proto::v1::auth_server::AuthServer;
 use fencelock_proto::v1::cluster_server::ClusterServer;
 use fencelock_proto::v1::locks_server::LocksServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -30,29 +31,74 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
-/// Why a node could not start.
+/// Why a node could not start. Each variant's message says what failed; the cause, when
+/// there is one, is its [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// openraft refused the timing derived from the configuration.
+    #[error("invalid Raft configuration")]
+    RaftConfig(#[source] Box<openraft::ConfigError>),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bound listener's address could not be read.
+    #[error("cannot read a bound listener's address")]
+    LocalAddr(#[source] std::io::Error),
+    /// The data directory could not be created.
+    #[error("cannot create {}", path.display())]
+    DataDir {
+        /// The data directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
         source: std::io::Error,
     },
     /// The data directory could not be opened or is damaged.
-    #[error("storage: {0}")]
-    Storage(String),
-    /// openraft refused to start.
-    #[error("raft: {0}")]
-    Raft(String),
+    #[error("storage")]
+    Storage(#[from] StoreError),
+    /// openraft stopped while starting.
+    #[error("raft")]
+    Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
+    /// openraft refused to form the cluster.
+    #[error("cannot form the cluster")]
+    Initialize(#[source] Box<InitializeError>),
     /// A TLS file is missing or unusable (the message names it).
     #[error("tls: {0}")]
     Tls(String),
+    /// A listener refused its TLS settings.
+    #[error("tls: {listener} listener")]
+    ListenerTls {
+        /// "client" or "peer".
+        listener: &'static str,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// openraft's refusal to form the cluster.
+pub type InitializeError =
+    openraft::error::RaftError<NodeId, openraft::error::InitializeError<NodeId, PeerNode>>;
+
+impl From<openraft::error::Fatal<NodeId>> for StartError {
+    fn from(error: openraft::error::Fatal<NodeId>) -> Self {
+        StartError::Raft(Box::new(error))
+    }
+}
+
+impl From<InitializeError> for StartError {
+    fn from(error: InitializeError) -> Self {
+        StartError::Initialize(Box::new(error))
+    }
 }
 
 /// A started node and its servers.
@@ -166,7 +212,7 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, StartError> {
     };
     raft_config
         .validate()
-        .map_err(|e| StartError::Config(e.to_string()))
+        .map_err(|e| StartError::RaftConfig(Box::new(e)))
 }
 
 /// Start a node on pre-bound listeners.
@@ -183,9 +229,9 @@ pub async fn start_with_listeners(
         Some(tls) => NodeTls::load(tls).map_err(StartError::Tls)?,
         None => NodeTls::default(),
     };
-    let storage = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
     })?;
     let log_store = LogStore::open(
         &config.data_dir,
@@ -196,8 +242,7 @@ pub async fn start_with_listeners(
             wal_bytes: config.log_wal_bytes,
             inline_append_max_bytes: config.log_inline_append_max_bytes,
         },
-    )
-    .map_err(|e| storage(&e))?;
+    )?;
     let log_closed = log_store.close_watch();
     // One account of the data disk's space for the log, the snapshots, the monitor and
     // the write path; read once now, so a node that starts on a full disk refuses
@@ -216,8 +261,7 @@ pub async fn start_with_listeners(
         &snapshot_dir,
         shared.clone(),
         space.clone(),
-    )
-    .map_err(|e| storage(&e))?;
+    )?;
     let channels = PeerChannels::new(
         tls.peer_client.clone(),
         tls.peer_link_client.clone(),
@@ -230,8 +274,7 @@ pub async fn start_with_listeners(
         log_store,
         state_machine,
     )
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))?;
+    .await?;
 
     let proposer = Proposer::spawn(
         raft.clone(),
@@ -264,9 +307,7 @@ pub async fn start_with_listeners(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let to_tokio = |listener: std::net::TcpListener| -> Result<TcpListener, StartError> {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
         listener
             .set_nonblocking(true)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -275,13 +316,15 @@ pub async fn start_with_listeners(
     let client_listener = to_tokio(listeners.client)?;
     let peer_listener = to_tokio(listeners.peer)?;
     let admin_listener = listeners.admin.map(to_tokio).transpose()?;
-    let client_addr = client_listener.local_addr().map_err(|e| storage(&e))?;
-    let peer_addr = peer_listener.local_addr().map_err(|e| storage(&e))?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(StartError::LocalAddr)?;
+    let peer_addr = peer_listener.local_addr().map_err(StartError::LocalAddr)?;
     let admin_addr = admin_listener
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()
-        .map_err(|e| storage(&e))?;
+        .map_err(StartError::LocalAddr)?;
 
     let mut tasks = Vec::new();
     let peer_service = PeerServer::new(PeerService::new(
@@ -291,9 +334,13 @@ pub async fn start_with_listeners(
     ));
     let mut peer_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.peer_server {
-        peer_server = peer_server
-            .tls_config(server_tls)
-            .map_err(|e| StartError::Tls(format!("peer listener: {}", error_chain(&e))))?;
+        peer_server =
+            peer_server
+                .tls_config(server_tls)
+                .map_err(|source| StartError::ListenerTls {
+                    listener: "peer",
+                    source,
+                })?;
     }
     // Raft links are served by the peer port's dispatcher; gRPC connections go on to tonic.
     let (peer_grpc_incoming, peer_dispatcher) = dispatch_peer_port(
@@ -328,9 +375,13 @@ pub async fn start_with_listeners(
         AuthServer::new(AuthService::new(node.clone())).max_decoding_message_size(max_message);
     let mut client_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.client_server {
-        client_server = client_server
-            .tls_config(server_tls)
-            .map_err(|e| StartError::Tls(format!("client listener: {}", error_chain(&e))))?;
+        client_server =
+            client_server
+                .tls_config(server_tls)
+                .map_err(|source| StartError::ListenerTls {
+                    listener: "client",
+                    source,
+                })?;
     }
     let signal = shutdown_signal(stopped.clone());
     tasks.push(tokio::spawn(async move {
@@ -399,11 +450,7 @@ async fn bootstrap(node: &Node, bound_peer_addr: SocketAddr) -> Result<(), Start
     let Bootstrap::Members(members) = &node.config().bootstrap else {
         return Ok(());
     };
-    let initialized = node
-        .raft()
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let initialized = node.raft().is_initialized().await?;
     if initialized {
         return Ok(());
     }
@@ -432,7 +479,7 @@ async fn bootstrap(node: &Node, bound_peer_addr: SocketAddr) -> Result<(), Start
         Err(openraft::error::RaftError::APIError(
             openraft::error::InitializeError::NotAllowed(_),
         )) => Ok(()),
-        Err(error) => Err(StartError::Raft(error.to_string())),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -445,8 +492,66 @@ fn accepted_without_nagle(listener: tokio::net::TcpListener) -> TcpIncoming {
 
 #[cfg(test)]
 mod tests {
-    use super::accepted_without_nagle;
+    use super::{Listeners, StartError, accepted_without_nagle, start_with_listeners};
+    use crate::config::ServerConfig;
+    use std::error::Error as _;
     use tokio_stream::StreamExt;
+
+    fn loopback_config() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            peer_listen: "127.0.0.1:0".parse().expect("address"),
+            admin_listen: None,
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_taken_address_is_a_bind_error_with_the_os_error_as_its_source() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let config = ServerConfig {
+            listen: taken.local_addr().expect("address"),
+            ..loopback_config()
+        };
+        let Err(error) = Listeners::bind(&config) else {
+            panic!("bound a taken address");
+        };
+        assert!(
+            matches!(&error, StartError::Bind { addr, .. } if *addr == config.listen),
+            "{error:?}"
+        );
+        let source = error.source().expect("a source");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_that_cannot_be_created_names_it_and_keeps_the_os_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"not a directory").expect("write");
+        let config = ServerConfig {
+            data_dir: file.join("data"),
+            ..loopback_config()
+        };
+        let listeners = Listeners::bind(&config).expect("bind");
+        let Err(error) = start_with_listeners(config.clone(), listeners).await else {
+            panic!("started under a regular file");
+        };
+        match &error {
+            StartError::DataDir { path, source } => {
+                assert_eq!(path, &config.data_dir);
+                assert!(error.to_string().contains("a-file"), "{error}");
+                assert_eq!(
+                    error.source().map(|s| s.to_string()),
+                    Some(source.to_string())
+                );
+            }
+            other => panic!("expected a data dir error, got {other:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {

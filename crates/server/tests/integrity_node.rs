@@ -81,7 +81,7 @@ async fn lock_is_held(cluster: &TestCluster) -> bool {
 
 fn storage_message(result: Result<RunningNode, StartError>) -> String {
     match result {
-        Err(StartError::Storage(message)) => message,
+        Err(StartError::Storage(error)) => error.to_string(),
         Err(other) => panic!("expected a storage error, got {other}"),
         Ok(_) => panic!("the node started on damaged data"),
     }

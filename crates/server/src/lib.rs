@@ -12,6 +12,7 @@ pub mod config;
 mod duties;
 pub mod events;
 pub mod leases;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod proposer;

@@ -7,6 +7,7 @@ use crate::barrier::ReadBarrier;
 use crate::config::ServerConfig;
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
+use crate::limits;
 use crate::proposer::Proposer;
 use crate::raft::network::PeerChannels;
 use crate::raft::{NodeId, Raft};
@@ -291,8 +292,8 @@ impl admin::AdminSource for Node {
         self.shared.read(|applied| admin::LocksOverview {
             top_queues: applied
                 .state
-                .busiest_locks(admin::STATUS_TOP_QUEUES, admin::STATUS_LOCK_SCAN),
-            held: applied.state.held_locks_sample(admin::STATUS_HELD_SAMPLE),
+                .busiest_locks(limits::STATUS_TOP_QUEUES, limits::STATUS_LOCK_SCAN),
+            held: applied.state.held_locks_sample(limits::STATUS_HELD_SAMPLE),
         })
     }
 

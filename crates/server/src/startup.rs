@@ -13,7 +13,7 @@ use crate::proposer::{Proposer, ProposerLimits};
 use crate::raft::link::{PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
-use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
+use crate::store::log::{LogStore, LogStoreCloseWatch};
 use crate::store::state_machine::StateMachineStore;
 use crate::store::{Disk, SharedState, StoreError};
 use crate::tls::NodeTls;
@@ -233,16 +233,7 @@ pub async fn start_with_listeners(
         path: config.data_dir.clone(),
         source,
     })?;
-    let log_store = LogStore::open(
-        &config.data_dir,
-        LogStoreOptions {
-            cache_entries_max: config.log_cache_entries,
-            cache_bytes_max: config.log_cache_bytes,
-            page_cache_bytes: config.log_page_cache_bytes,
-            wal_bytes: config.log_wal_bytes,
-            inline_append_max_bytes: config.log_inline_append_max_bytes,
-        },
-    )?;
+    let log_store = LogStore::open(&config.data_dir, config.log_store_options())?;
     let log_closed = log_store.close_watch();
     // One account of the data disk's space for the log, the snapshots, the monitor and
     // the write path; read once now, so a node that starts on a full disk refuses

@@ -1,6 +1,6 @@
 //! The parts of a running node that the API services share ([`Node`]): Raft, the applied
 //! state, the write and read paths, the lease clock, and what the node knows about its
-//! peers. [`crate::startup`] builds it; [`crate::duties`] runs the leader's background work.
+//! peers. [`crate::startup`] builds it; `duties` runs the leader's background work.
 
 use crate::admin;
 use crate::barrier::ReadBarrier;

@@ -35,7 +35,7 @@ use fencelock_fenced_kv::{
     FencedKv, FencedKvClient, FencedKvOptions, RefusalReason, WriteOutcome, serve_kv,
 };
 use fencelock_server::config::{Bootstrap, ServerConfig};
-use fencelock_server::node::{Listeners, RunningNode, start_with_listeners};
+use fencelock_server::startup::{Listeners, RunningNode, start_with_listeners};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};

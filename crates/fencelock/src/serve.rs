@@ -4,7 +4,7 @@
 use crate::cli::ServeArgs;
 use anyhow::{Context, bail};
 use fencelock_server::config::{Bootstrap, ServerConfig};
-use fencelock_server::{commit_trace, node};
+use fencelock_server::{commit_trace, startup};
 
 /// Runs a server node until SIGTERM or Ctrl-C, then shuts it down gracefully. A second
 /// signal during the shutdown abandons it (and the process exits with an error).
@@ -56,7 +56,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         ),
     }
     let running = tokio::select! {
-        started = node::start(config.clone()) => started.context("the node could not start")?,
+        started = startup::start(config.clone()) => started.context("the node could not start")?,
         signal = signals.next() => {
             tracing::info!(signal, "stop signal during start-up; exiting");
             return Ok(());

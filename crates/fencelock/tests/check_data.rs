@@ -56,7 +56,7 @@ async fn data_dir_of_a_stopped_node(into: &Path) -> PathBuf {
     let mut cluster = TestCluster::start(1).await;
     cluster.leader().await;
     let node = cluster.running(0).node().clone();
-    node.raft
+    node.raft()
         .trigger()
         .snapshot()
         .await

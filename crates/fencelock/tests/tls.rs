@@ -211,7 +211,7 @@ fn a_node_started_with_certs_files_serves_tls_clients_only() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let node = fencelock_server::node::start(config)
+        let node = fencelock_server::startup::start(config)
             .await
             .expect("node starts");
         let endpoint = node.client_addr().to_string();

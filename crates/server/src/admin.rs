@@ -11,7 +11,10 @@
 //! once, and no connection or accept error ends the server.
 
 use crate::events::RecentEvent;
-use crate::node::NodeStatus;
+use crate::limits::{
+    HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES, SHUTDOWN_GRACE,
+};
+use crate::status::NodeStatus;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,24 +31,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-/// A request's headers must be read completely within this time, or the connection is
-/// closed (also bounds how long an idle keep-alive connection is kept).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head (request line and headers) accepted, in bytes.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Largest request body accepted, in bytes. No route reads a body.
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
-/// Connections served at once; further clients wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long a graceful stop waits for open connections to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// Locks with the longest queues shown on the status page.
-pub const STATUS_TOP_QUEUES: usize = 10;
-/// Held locks shown on the status page.
-pub const STATUS_HELD_SAMPLE: usize = 20;
-/// The status page looks for long queues among at most this many locks (in name order),
-/// so one page view costs at most this much work under the state's read lock.
-pub const STATUS_LOCK_SCAN: usize = 100_000;
 /// How often the status page refreshes itself, in milliseconds.
 pub const STATUS_REFRESH_MS: u64 = 2_000;
 
@@ -539,7 +524,7 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::MemberStatus;
+    use crate::status::MemberStatus;
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -579,7 +564,7 @@ mod tests {
             last_token: 5,
             total_grants: 5,
             total_expired_sessions: 0,
-            disk: crate::space::DiskStatus::default(),
+            disk: crate::status::DiskStatus::default(),
         }
     }
 

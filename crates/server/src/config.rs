@@ -3,6 +3,7 @@
 //! so that `ServerConfig::default()` is the single-node quick start.
 
 use crate::raft::NodeId;
+use crate::store::LogStoreOptions;
 use fencelock_core::Limits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -235,8 +236,23 @@ impl TlsConfig {
     }
 }
 
+impl ServerConfig {
+    /// The log store's options, from the flat `log_*` fields.
+    pub fn log_store_options(&self) -> LogStoreOptions {
+        LogStoreOptions {
+            cache_entries_max: self.log_cache_entries,
+            cache_bytes_max: self.log_cache_bytes,
+            page_cache_bytes: self.log_page_cache_bytes,
+            wal_bytes: self.log_wal_bytes,
+            inline_append_max_bytes: self.log_inline_append_max_bytes,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
+        // The log store owns its defaults; the flat fields here mirror them.
+        let log = LogStoreOptions::default();
         ServerConfig {
             node_id: 1,
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
@@ -250,13 +266,13 @@ impl Default for ServerConfig {
             election_timeout: Duration::from_millis(300),
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 5_000,
-            log_page_cache_bytes: crate::store::log::DEFAULT_LOG_PAGE_CACHE_BYTES,
-            log_wal_bytes: crate::store::log::DEFAULT_WAL_BYTES,
-            log_inline_append_max_bytes: crate::store::log::DEFAULT_INLINE_APPEND_MAX_BYTES,
+            log_page_cache_bytes: log.page_cache_bytes,
+            log_wal_bytes: log.wal_bytes,
+            log_inline_append_max_bytes: log.inline_append_max_bytes,
             disk_reserve_bytes: crate::space::DEFAULT_RESERVE_BYTES,
             disk_check_interval: crate::space::DEFAULT_CHECK_INTERVAL,
-            log_cache_entries: crate::store::LogStoreOptions::default().cache_entries_max,
-            log_cache_bytes: crate::store::LogStoreOptions::default().cache_bytes_max,
+            log_cache_entries: log.cache_entries_max,
+            log_cache_bytes: log.cache_bytes_max,
             max_batch_commands: 1_024,
             max_queued_commands: 100_000,
             max_inflight_entries: 1,

@@ -6,6 +6,7 @@
 //! checking the state, so no grant can slip between the check and the registration.
 
 use crate::leases::LeaseClock;
+use crate::limits::RECENT_EVENTS;
 use crate::store::{Applied, ApplyObserver, SharedState};
 use fencelock_core::{Event, FencingToken, SessionId};
 use std::collections::HashMap;
@@ -22,9 +23,6 @@ pub struct AppliedEvents {
     /// The whole state was replaced (a snapshot was installed): watchers must re-read.
     pub resync: bool,
 }
-
-/// How many applied events the hub remembers for the status page.
-pub const RECENT_EVENTS: usize = 50;
 
 /// One applied event as the status page shows it (`/status/events`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -10,7 +10,7 @@
 //! [`NodeStatus`] by [`render`] right before the text is produced, and carry a
 //! `node="<id>"` label, because tests run several nodes in one process.
 
-use crate::node::NodeStatus;
+use crate::status::NodeStatus;
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     describe_counter, describe_gauge, describe_histogram,
@@ -345,7 +345,7 @@ pub fn render(status: &NodeStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::MemberStatus;
+    use crate::status::MemberStatus;
 
     fn status(node_id: u64, state: &str) -> NodeStatus {
         NodeStatus {
@@ -370,7 +370,7 @@ mod tests {
             last_token: 99,
             total_grants: 99,
             total_expired_sessions: 0,
-            disk: crate::space::DiskStatus {
+            disk: crate::status::DiskStatus {
                 no_space_alarm: node_id == 2,
                 free_bytes: 1000,
                 reserve_bytes: 500,

@@ -1,116 +1,26 @@
-//! A running fencelock node: opens storage, starts Raft, binds the client, peer and admin
-//! listeners, forms or joins the cluster, and runs the leader's background duties (lease
-//! expiry, limits). [`start`] returns a [`RunningNode`] that shuts it all down gracefully.
+//! The parts of a running node that the API services share ([`Node`]): Raft, the applied
+//! state, the write and read paths, the lease clock, and what the node knows about its
+//! peers. [`crate::startup`] builds it; `duties` runs the leader's background work.
 
 use crate::admin;
-use crate::api::{AuthService, ClusterService, LocksService};
 use crate::barrier::ReadBarrier;
-use crate::config::{Bootstrap, ServerConfig};
+use crate::config::ServerConfig;
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
-use crate::proposer::{ProposeError, Proposer, ProposerLimits};
-use crate::raft::link::{PeerPort, dispatch_peer_port};
-use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
-use crate::raft::{NodeId, PeerNode, Raft};
-use crate::space::{DiskSpace, DiskStatus};
-use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
-use crate::store::state_machine::StateMachineStore;
-use crate::store::{Disk, SharedState};
-use crate::tls::{NodeTls, error_chain};
-use fencelock_core::Command;
+use crate::limits;
+use crate::proposer::Proposer;
+use crate::raft::network::PeerChannels;
+use crate::raft::{NodeId, Raft};
+use crate::space::DiskSpace;
+use crate::status::{MemberStatus, NodeStatus};
+use crate::store::SharedState;
 use fencelock_proto::peer::NodeInfoRequest;
-use fencelock_proto::peer::peer_server::PeerServer;
-use fencelock_proto::v1::auth_server::AuthServer;
-use fencelock_proto::v1::cluster_server::ClusterServer;
-use fencelock_proto::v1::locks_server::LocksServer;
 use openraft::ServerState;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-
-/// Why a node could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The data directory could not be opened or is damaged.
-    #[error("storage: {0}")]
-    Storage(String),
-    /// openraft refused to start.
-    #[error("raft: {0}")]
-    Raft(String),
-    /// A TLS file is missing or unusable (the message names it).
-    #[error("tls: {0}")]
-    Tls(String),
-}
-
-/// One member as the status reports it.
-#[derive(Clone, Debug, Serialize)]
-pub struct MemberStatus {
-    /// Node id.
-    pub id: u64,
-    /// Peer (Raft) address.
-    pub peer_addr: String,
-    /// Client address, when known.
-    pub client_addr: Option<String>,
-    /// Voter (true) or learner.
-    pub voter: bool,
-}
-
-/// A snapshot of what a node knows, for `/status`, `/metrics` and the `Status` RPC.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeStatus {
-    /// This node.
-    pub node_id: u64,
-    /// "Leader", "Follower", "Candidate", "Learner" or "Shutdown".
-    pub state: String,
-    /// The leader, if known.
-    pub leader_id: Option<u64>,
-    /// The leader's client address, if known.
-    pub leader_client_addr: Option<String>,
-    /// Current term.
-    pub term: u64,
-    /// Last log index.
-    pub last_log_index: u64,
-    /// Commit index (refreshed at most every 100 ms).
-    pub commit_index: u64,
-    /// Applied index.
-    pub applied_index: u64,
-    /// Members of the effective configuration.
-    pub members: Vec<MemberStatus>,
-    /// Live sessions.
-    pub sessions: u64,
-    /// Known locks.
-    pub locks: u64,
-    /// Held grants.
-    pub held_grants: u64,
-    /// Queued waiters.
-    pub waiters: u64,
-    /// The last fencing token issued.
-    pub last_token: u64,
-    /// Grants since the beginning of the log.
-    pub total_grants: u64,
-    /// Sessions expired since the beginning of the log.
-    pub total_expired_sessions: u64,
-    /// The data disk: free space, reserve, and the NO_SPACE alarm.
-    pub disk: DiskStatus,
-}
 
 /// Client addresses of the members, learned over the peer service.
 #[derive(Default)]
@@ -140,28 +50,97 @@ impl PeerDirectory {
 pub struct Node {
     id: NodeId,
     config: ServerConfig,
-    /// The Raft handle.
-    pub raft: Raft,
-    /// The applied state.
-    pub shared: Arc<SharedState>,
-    /// Wait and watch notifications.
-    pub hub: Arc<EventHub>,
-    /// The leader's lease clock.
-    pub leases: Arc<LeaseClock>,
-    /// The write path.
-    pub proposer: Proposer,
-    /// The linearizable read path.
-    pub barrier: ReadBarrier,
-    /// Client addresses of peers.
-    pub peers: PeerDirectory,
-    /// Free space on the data disk and the NO_SPACE alarm.
-    pub disk: Arc<DiskSpace>,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    hub: Arc<EventHub>,
+    leases: Arc<LeaseClock>,
+    proposer: Proposer,
+    barrier: ReadBarrier,
+    peers: PeerDirectory,
+    disk: Arc<DiskSpace>,
     channels: PeerChannels,
     commit_index: AtomicU64,
     stopping: watch::Receiver<bool>,
 }
 
+/// What start-up hands to [`Node::new`].
+pub(crate) struct NodeParts {
+    pub(crate) config: ServerConfig,
+    pub(crate) raft: Raft,
+    pub(crate) shared: Arc<SharedState>,
+    pub(crate) hub: Arc<EventHub>,
+    pub(crate) leases: Arc<LeaseClock>,
+    pub(crate) proposer: Proposer,
+    pub(crate) barrier: ReadBarrier,
+    pub(crate) disk: Arc<DiskSpace>,
+    pub(crate) channels: PeerChannels,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
 impl Node {
+    pub(crate) fn new(parts: NodeParts) -> Node {
+        Node {
+            id: parts.config.node_id,
+            config: parts.config,
+            raft: parts.raft,
+            shared: parts.shared,
+            hub: parts.hub,
+            leases: parts.leases,
+            proposer: parts.proposer,
+            barrier: parts.barrier,
+            peers: PeerDirectory::default(),
+            disk: parts.disk,
+            channels: parts.channels,
+            commit_index: AtomicU64::new(0),
+            stopping: parts.stopping,
+        }
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The applied state.
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
+    }
+
+    /// Wait and watch notifications.
+    pub fn hub(&self) -> &Arc<EventHub> {
+        &self.hub
+    }
+
+    /// The leader's lease clock.
+    pub fn leases(&self) -> &Arc<LeaseClock> {
+        &self.leases
+    }
+
+    /// The write path.
+    pub fn proposer(&self) -> &Proposer {
+        &self.proposer
+    }
+
+    /// The linearizable read path.
+    pub fn barrier(&self) -> &ReadBarrier {
+        &self.barrier
+    }
+
+    /// Client addresses of peers.
+    pub fn peers(&self) -> &PeerDirectory {
+        &self.peers
+    }
+
+    /// Free space on the data disk and the NO_SPACE alarm.
+    pub fn disk(&self) -> &Arc<DiskSpace> {
+        &self.disk
+    }
+
+    /// Remember the latest commit index Raft reported (the leadership watch refreshes it).
+    pub(crate) fn set_commit_index(&self, index: u64) {
+        self.commit_index.store(index, Ordering::Relaxed);
+    }
+
     /// Resolves when the node starts shutting down; long-lived streams end then, so the
     /// servers' graceful shutdown does not wait for clients to hang up.
     pub async fn stopping(&self) {
@@ -313,540 +292,12 @@ impl admin::AdminSource for Node {
         self.shared.read(|applied| admin::LocksOverview {
             top_queues: applied
                 .state
-                .busiest_locks(admin::STATUS_TOP_QUEUES, admin::STATUS_LOCK_SCAN),
-            held: applied.state.held_locks_sample(admin::STATUS_HELD_SAMPLE),
+                .busiest_locks(limits::STATUS_TOP_QUEUES, limits::STATUS_LOCK_SCAN),
+            held: applied.state.held_locks_sample(limits::STATUS_HELD_SAMPLE),
         })
     }
 
     fn recent_events(&self) -> Vec<crate::events::RecentEvent> {
         self.hub.recent_events()
-    }
-}
-
-/// A started node and its servers.
-pub struct RunningNode {
-    node: Arc<Node>,
-    client_addr: SocketAddr,
-    peer_addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    log_closed: LogStoreCloseWatch,
-}
-
-impl RunningNode {
-    /// The node.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
-    }
-
-    /// The bound client (gRPC) address.
-    pub fn client_addr(&self) -> SocketAddr {
-        self.client_addr
-    }
-
-    /// The bound peer (Raft) address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
-    }
-
-    /// The bound admin (HTTP) address.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// Stop serving, stop Raft, and wait for the background tasks.
-    pub async fn shutdown(self) {
-        // Servers and background duties first, while Raft still answers them; then Raft.
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        if let Err(error) = self.node.raft.shutdown().await {
-            tracing::warn!(%error, "raft shutdown");
-        }
-        self.log_closed.close_store().await;
-        // Raft's tasks drop their log handles as they finish: wait until the database is
-        // closed, so the same data dir can be opened again at once.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.log_closed.is_closed() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if !self.log_closed.is_closed() {
-            tracing::warn!("the Raft log was still open 5 s after shutdown");
-        }
-    }
-}
-
-/// Pre-bound listeners, for callers that pick ports themselves (tests use port 0).
-pub struct Listeners {
-    /// Client gRPC.
-    pub client: std::net::TcpListener,
-    /// Peer gRPC.
-    pub peer: std::net::TcpListener,
-    /// Admin HTTP.
-    pub admin: Option<std::net::TcpListener>,
-}
-
-impl Listeners {
-    /// Bind the addresses of `config`.
-    ///
-    /// # Errors
-    /// [`StartError::Bind`] naming the address that failed.
-    pub fn bind(config: &ServerConfig) -> Result<Listeners, StartError> {
-        let bind = |addr: SocketAddr| {
-            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
-        };
-        Ok(Listeners {
-            client: bind(config.listen)?,
-            peer: bind(config.peer_listen)?,
-            admin: config.admin_listen.map(bind).transpose()?,
-        })
-    }
-}
-
-/// Start a node with the listeners its configuration names.
-///
-/// # Errors
-/// See [`StartError`].
-pub async fn start(config: ServerConfig) -> Result<RunningNode, StartError> {
-    config.validate().map_err(StartError::Config)?;
-    let listeners = Listeners::bind(&config)?;
-    start_with_listeners(config, listeners).await
-}
-
-fn raft_config(config: &ServerConfig) -> Result<openraft::Config, StartError> {
-    let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
-    let election_ms = config.election_timeout.as_millis() as u64;
-    let raft_config = openraft::Config {
-        cluster_name: "fencelock".into(),
-        heartbeat_interval: heartbeat_ms,
-        election_timeout_min: election_ms,
-        election_timeout_max: election_ms * 2,
-        install_snapshot_timeout: 2_000.max(election_ms * 4),
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-        // Generous, so a follower installing a snapshot never finds the log purged past it
-        // (openraft#1706).
-        max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
-        // A chunk and its request's other fields fit in one peer message.
-        snapshot_max_chunk_size: (4 * 1024 * 1024).min(config.max_peer_message_bytes as u64 / 2),
-        max_payload_entries: 512,
-        ..Default::default()
-    };
-    raft_config
-        .validate()
-        .map_err(|e| StartError::Config(e.to_string()))
-}
-
-/// Start a node on pre-bound listeners.
-///
-/// # Errors
-/// See [`StartError`].
-pub async fn start_with_listeners(
-    config: ServerConfig,
-    listeners: Listeners,
-) -> Result<RunningNode, StartError> {
-    config.validate().map_err(StartError::Config)?;
-    // TLS files first: a bad one stops start-up before anything is opened.
-    let tls = match &config.tls {
-        Some(tls) => NodeTls::load(tls).map_err(StartError::Tls)?,
-        None => NodeTls::default(),
-    };
-    let storage = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        StartError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
-    })?;
-    let log_store = LogStore::open(
-        &config.data_dir,
-        LogStoreOptions {
-            cache_entries_max: config.log_cache_entries,
-            cache_bytes_max: config.log_cache_bytes,
-            page_cache_bytes: config.log_page_cache_bytes,
-            wal_bytes: config.log_wal_bytes,
-            inline_append_max_bytes: config.log_inline_append_max_bytes,
-        },
-    )
-    .map_err(|e| storage(&e))?;
-    let log_closed = log_store.close_watch();
-    // One account of the data disk's space for the log, the snapshots, the monitor and
-    // the write path; read once now, so a node that starts on a full disk refuses
-    // writes from the start.
-    let space = log_store.disk_space();
-    space.set_reserve_bytes(config.disk_reserve_bytes);
-    if let Err(error) = space.measure(&config.data_dir) {
-        tracing::warn!(data_dir = %config.data_dir.display(), %error, "cannot read the data disk's free space");
-    }
-    let leases = Arc::new(LeaseClock::default());
-    let hub = EventHub::new(config.watch_buffer, leases.clone());
-    let shared = SharedState::new(hub.clone());
-    let snapshot_dir = config.data_dir.join("snapshots");
-    let state_machine = StateMachineStore::open_sharing_space(
-        &Disk::for_dir(&snapshot_dir),
-        &snapshot_dir,
-        shared.clone(),
-        space.clone(),
-    )
-    .map_err(|e| storage(&e))?;
-    let channels = PeerChannels::new(
-        tls.peer_client.clone(),
-        tls.peer_link_client.clone(),
-        config.max_peer_message_bytes,
-    );
-    let raft = Raft::new(
-        config.node_id,
-        Arc::new(raft_config(&config)?),
-        PeerNetworkFactory::new(channels.clone()),
-        log_store,
-        state_machine,
-    )
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))?;
-
-    let proposer = Proposer::spawn(
-        raft.clone(),
-        config.node_id,
-        ProposerLimits {
-            max_batch: config.max_batch_commands,
-            max_queued: config.max_queued_commands,
-            max_inflight: config.max_inflight_entries,
-            write_timeout: config.request_timeout,
-            waiting_acquire_delay: config.waiting_acquire_delay,
-        },
-    )
-    .refuse_writes_without_space(space.clone());
-    let barrier = ReadBarrier::spawn(raft.clone());
-    let (stop, stopped) = watch::channel(false);
-    let node = Arc::new(Node {
-        id: config.node_id,
-        config: config.clone(),
-        raft: raft.clone(),
-        shared,
-        hub,
-        leases,
-        proposer,
-        barrier,
-        peers: PeerDirectory::default(),
-        disk: space.clone(),
-        channels,
-        commit_index: AtomicU64::new(0),
-        stopping: stopped.clone(),
-    });
-
-    let shutdown_signal = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let to_tokio = |listener: std::net::TcpListener| -> Result<TcpListener, StartError> {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::Storage(e.to_string()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| StartError::Bind { addr, source })?;
-        TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr, source })
-    };
-    let client_listener = to_tokio(listeners.client)?;
-    let peer_listener = to_tokio(listeners.peer)?;
-    let admin_listener = listeners.admin.map(to_tokio).transpose()?;
-    let client_addr = client_listener.local_addr().map_err(|e| storage(&e))?;
-    let peer_addr = peer_listener.local_addr().map_err(|e| storage(&e))?;
-    let admin_addr = admin_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()
-        .map_err(|e| storage(&e))?;
-
-    let mut tasks = Vec::new();
-    let peer_service = PeerServer::new(PeerService::new(
-        config.node_id,
-        config.client_advertise_addr(),
-        admin_addr.map(|a| a.to_string()).unwrap_or_default(),
-    ));
-    let mut peer_server = tonic::transport::Server::builder();
-    if let Some(server_tls) = tls.peer_server {
-        peer_server = peer_server
-            .tls_config(server_tls)
-            .map_err(|e| StartError::Tls(format!("peer listener: {}", error_chain(&e))))?;
-    }
-    // Raft links are served by the peer port's dispatcher; gRPC connections go on to tonic.
-    let (peer_grpc_incoming, peer_dispatcher) = dispatch_peer_port(
-        peer_listener,
-        PeerPort {
-            raft: raft.clone(),
-            tls: tls.peer_link_server.clone(),
-            max_frame_bytes: config.max_peer_message_bytes,
-            max_links: config.max_peer_links,
-        },
-        stopped.clone(),
-    );
-    tasks.push(peer_dispatcher);
-    let signal = shutdown_signal(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        let served = peer_server
-            .add_service(peer_service)
-            .serve_with_incoming_shutdown(peer_grpc_incoming, signal)
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "peer server stopped");
-        }
-    }));
-
-    let max_message = config.max_message_bytes;
-    let locks = LocksServer::new(LocksService::new(node.clone()))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message.max(4 * 1024 * 1024));
-    let cluster = ClusterServer::new(ClusterService::new(node.clone()))
-        .max_decoding_message_size(max_message);
-    let auth =
-        AuthServer::new(AuthService::new(node.clone())).max_decoding_message_size(max_message);
-    let mut client_server = tonic::transport::Server::builder();
-    if let Some(server_tls) = tls.client_server {
-        client_server = client_server
-            .tls_config(server_tls)
-            .map_err(|e| StartError::Tls(format!("client listener: {}", error_chain(&e))))?;
-    }
-    let signal = shutdown_signal(stopped.clone());
-    tasks.push(tokio::spawn(async move {
-        let served = client_server
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(locks)
-            .add_service(cluster)
-            .add_service(auth)
-            .serve_with_incoming_shutdown(accepted_without_nagle(client_listener), signal)
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "client server stopped");
-        }
-    }));
-
-    if let Some(listener) = admin_listener {
-        let signal = shutdown_signal(stopped.clone());
-        let admin_node = node.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = admin::serve(listener, admin_node, signal).await {
-                tracing::error!(%error, "admin server stopped");
-            }
-        }));
-    }
-
-    tasks.push(tokio::spawn(watch_leadership(
-        node.clone(),
-        stopped.clone(),
-    )));
-    tasks.push(tokio::spawn(expire_sessions(node.clone(), stopped.clone())));
-    tasks.push(tokio::spawn(crate::space::monitor(
-        space,
-        config.data_dir.clone(),
-        config.disk_check_interval,
-        stopped.clone(),
-    )));
-
-    bootstrap(&node, peer_addr).await?;
-    tracing::info!(
-        node_id = config.node_id,
-        %client_addr,
-        %peer_addr,
-        admin = ?admin_addr,
-        data_dir = %config.data_dir.display(),
-        "fencelock node started"
-    );
-    Ok(RunningNode {
-        node,
-        client_addr,
-        peer_addr,
-        admin_addr,
-        stop,
-        tasks,
-        log_closed,
-    })
-}
-
-/// Form the cluster at first start. Every node started with the same `--peers` calls
-/// `initialize` with the same membership, which openraft allows; a node that already has
-/// a log, or was started with `--join`, does nothing.
-async fn bootstrap(node: &Node, bound_peer_addr: SocketAddr) -> Result<(), StartError> {
-    let Bootstrap::Members(members) = &node.config.bootstrap else {
-        return Ok(());
-    };
-    let initialized = node
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    if initialized {
-        return Ok(());
-    }
-    let members: BTreeMap<NodeId, PeerNode> = if members.is_empty() {
-        let peer_addr = node
-            .config
-            .peer_advertise
-            .clone()
-            .unwrap_or_else(|| bound_peer_addr.to_string());
-        BTreeMap::from([(node.id, PeerNode { peer_addr })])
-    } else {
-        members
-            .iter()
-            .map(|(id, addr)| {
-                (
-                    *id,
-                    PeerNode {
-                        peer_addr: addr.clone(),
-                    },
-                )
-            })
-            .collect()
-    };
-    match node.raft.initialize(members).await {
-        Ok(()) => Ok(()),
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::InitializeError::NotAllowed(_),
-        )) => Ok(()),
-        Err(error) => Err(StartError::Raft(error.to_string())),
-    }
-}
-
-/// Follow Raft's view of leadership: start or stop the lease clock, propose the
-/// configured limits when they differ from the replicated ones, learn the leader's client
-/// address, and refresh the cached commit index.
-async fn watch_leadership(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    let mut metrics = node.raft.metrics();
-    let mut led_term: Option<u64> = None;
-    let mut last_commit_refresh = Instant::now() - Duration::from_secs(1);
-    loop {
-        let (state, term, leader) = {
-            let m = metrics.borrow_and_update();
-            (m.state, m.current_term, m.current_leader)
-        };
-        let leading = state == ServerState::Leader;
-        if leading && led_term != Some(term) {
-            led_term = Some(term);
-            node.shared
-                .read(|applied| node.leases.become_leader(&applied.state));
-            tracing::info!(term, "became leader: every session has a full TTL from now");
-            let limits_node = node.clone();
-            tokio::spawn(async move { propose_limits(&limits_node).await });
-        } else if !leading && led_term.is_some() {
-            led_term = None;
-            node.leases.step_down();
-            tracing::info!(term, ?leader, "no longer leader");
-        }
-        if let Some(leader) = leader
-            && node.client_addr_of(leader).is_none()
-        {
-            let learn_node = node.clone();
-            tokio::spawn(async move { learn_node.learn_client_addr(leader).await });
-        }
-        if last_commit_refresh.elapsed() >= Duration::from_millis(100) {
-            last_commit_refresh = Instant::now();
-            if let Ok(Some(committed)) = node.raft.with_raft_state(|st| st.committed).await {
-                node.commit_index.store(committed.index, Ordering::Relaxed);
-            }
-        }
-        tokio::select! {
-            changed = metrics.changed() => if changed.is_err() { return },
-            _ = stopped.wait_for(|stop| *stop) => return,
-            // Refresh the commit index even when nothing else changes.
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-}
-
-/// When this node leads and its configured limits differ from the replicated ones,
-/// replicate its own, so every replica decides with the same limits.
-async fn propose_limits(node: &Node) {
-    // Wait until the entries of earlier terms are applied, so the comparison is current.
-    if node.barrier.confirm().await.is_err() {
-        return;
-    }
-    let differs = node
-        .shared
-        .read(|applied| applied.state.limits() != &node.config.limits);
-    if differs {
-        match node
-            .proposer
-            .propose(Command::SetLimits(node.config.limits.clone()))
-            .await
-        {
-            Ok(Ok(_)) => tracing::info!("replicated this node's limits"),
-            Ok(Err(error)) => tracing::error!(%error, "configured limits refused"),
-            Err(error) => tracing::warn!(%error, "could not replicate limits"),
-        }
-    }
-}
-
-/// The leader's expiry loop: every tick, propose `ExpireSessions` for sessions whose
-/// deadline passed, in bounded batches.
-async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(node.config.expiry_tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopped.wait_for(|stop| *stop) => return,
-        }
-        let max = node
-            .shared
-            .read(|applied| applied.state.limits().max_expire_batch)
-            .min(usize::MAX as u64) as usize;
-        // A few batches per tick at most, so an expiry storm cannot stall the log.
-        for _ in 0..4 {
-            let due = node.leases.take_expired(Instant::now(), max);
-            if due.is_empty() {
-                break;
-            }
-            let count = due.len();
-            let result = node
-                .proposer
-                .propose(Command::ExpireSessions {
-                    sessions: due.clone(),
-                })
-                .await;
-            match result {
-                Ok(Ok(_)) => {
-                    crate::metrics::record_expired(count);
-                    tracing::debug!(count, "expired sessions");
-                }
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "expiry refused by the state machine");
-                    node.leases.expiry_unresolved(&due);
-                    break;
-                }
-                Err(ProposeError::NotLeader { .. }) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "expiry outcome unknown; will retry");
-                    node.leases.expiry_unresolved(&due);
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Accepted connections with Nagle's algorithm off. tonic's `Server::tcp_nodelay` does not
-/// apply to `serve_with_incoming*`, and with Nagle on, a response written in two small
-/// pieces (HTTP/2 headers, then data) waits for the peer's delayed ACK.
-fn accepted_without_nagle(listener: tokio::net::TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::accepted_without_nagle;
-    use tokio_stream::StreamExt;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let mut incoming = accepted_without_nagle(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let accepted = incoming
-            .next()
-            .await
-            .expect("a connection")
-            .expect("accepted");
-        assert!(accepted.nodelay().expect("read TCP_NODELAY"));
     }
 }

@@ -505,7 +505,7 @@ mod tests {
         })
         .await;
         let leader = cluster.leader().await;
-        let proposer = cluster.running(leader).node().proposer.clone();
+        let proposer = cluster.running(leader).node().proposer().clone();
         // The idle path is free: an ordinary write goes through.
         assert!(matches!(proposer.propose(open(1)).await, Ok(Ok(_))));
 
@@ -527,7 +527,7 @@ mod tests {
         let (locked, unlock) = {
             let (locked_tx, locked) = std::sync::mpsc::channel();
             let (unlock, unlock_rx) = std::sync::mpsc::channel::<()>();
-            let shared = Arc::clone(&cluster.running(leader).node().shared);
+            let shared = Arc::clone(cluster.running(leader).node().shared());
             std::thread::spawn(move || {
                 shared.read(|_| {
                     let _ = locked_tx.send(());

@@ -26,7 +26,7 @@
 //! recovery at the next start reads what the disk really holds (a supervisor restarts
 //! it). A Raft node that stops is safe: the others go on without it.
 
-use serde::Serialize;
+use crate::status::DiskStatus;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,27 +69,6 @@ pub struct DiskSpace {
     writes_refused_total: AtomicU64,
     /// The last write refused for lack of space: what and which file.
     last_refused: Mutex<Option<String>>,
-}
-
-/// The disk part of the node's status (`/status`, `/metrics`, `/health`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DiskStatus {
-    /// Whether the NO_SPACE alarm is up (writes are refused).
-    pub no_space_alarm: bool,
-    /// Free bytes on the data disk for the node's user, at the last check (0 before
-    /// the first).
-    pub free_bytes: u64,
-    /// The data disk's size, at the last check.
-    pub total_bytes: u64,
-    /// Below this many free bytes the alarm goes up.
-    pub reserve_bytes: u64,
-    /// Storage writes waiting for space right now.
-    pub writes_waiting_for_space: u64,
-    /// Writes that had to wait for space since start-up.
-    pub writes_refused_for_space_total: u64,
-    /// Why the alarm is up, in words.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 impl DiskSpace {

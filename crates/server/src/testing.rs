@@ -5,7 +5,7 @@
 
 use crate::certs;
 use crate::config::{Bootstrap, ServerConfig, TlsConfig};
-use crate::node::{Listeners, RunningNode, start_with_listeners};
+use crate::startup::{Listeners, RunningNode, start_with_listeners};
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
 use std::collections::BTreeMap;

@@ -514,7 +514,7 @@ async fn revoking_a_role_removing_a_role_and_revoking_a_token_take_effect_at_onc
 
 /// The caller the API attaches for `user`'s password, read from `index`'s applied state.
 fn password_caller(cluster: &TestCluster, index: usize, user: &str) -> fencelock_core::Caller {
-    let fingerprint = cluster.running(index).node().shared.read(|applied| {
+    let fingerprint = cluster.running(index).node().shared().read(|applied| {
         fencelock_core::password_fingerprint(applied.state.password_hash(user).unwrap())
     });
     fencelock_core::Caller::User {
@@ -534,7 +534,7 @@ async fn propose_as(
     cluster
         .running(index)
         .node()
-        .proposer
+        .proposer()
         .propose(fencelock_server::auth::authorized(caller, command))
         .await
         .expect("committed")

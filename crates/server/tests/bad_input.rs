@@ -28,7 +28,7 @@ async fn setup() -> (TestCluster, LocksClient<Channel>, u64) {
     // The leader replicates its configured limits once it leads; wait until they apply.
     let node = cluster.running(0).node().clone();
     let deadline = std::time::Instant::now() + SETTLE;
-    while node.shared.read(|a| a.state.limits().max_sessions) != 3 {
+    while node.shared().read(|a| a.state.limits().max_sessions) != 3 {
         assert!(
             std::time::Instant::now() < deadline,
             "limits not replicated"

@@ -391,13 +391,13 @@ async fn a_node_far_behind_catches_up_through_a_snapshot() {
         lock_while_one_is_down(&mut cluster, 60, |seq| format!("k{seq}")).await;
     let leader_node = cluster.running(leader).node().clone();
     let deadline = Instant::now() + SETTLE;
-    while leader_node.raft.metrics().borrow().purged.is_none() {
+    while leader_node.raft().metrics().borrow().purged.is_none() {
         assert!(Instant::now() < deadline, "leader never purged its log");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let node = restart_until_caught_up(&mut cluster, behind, last).await;
     assert!(
-        node.raft.metrics().borrow().snapshot.is_some(),
+        node.raft().metrics().borrow().snapshot.is_some(),
         "caught up through a snapshot"
     );
     assert_eq!(node.status().locks, 60);
@@ -423,7 +423,7 @@ async fn a_follower_behind_by_more_than_one_message_catches_up_in_smaller_batche
     let node = restart_until_caught_up(&mut cluster, behind, last).await;
     assert_eq!(node.status().locks, 400);
     assert!(
-        node.raft.metrics().borrow().snapshot.is_none(),
+        node.raft().metrics().borrow().snapshot.is_none(),
         "caught up from the log, not a snapshot"
     );
     cluster.shutdown().await;
@@ -563,7 +563,7 @@ async fn concurrent_commands_are_packed_into_few_raft_entries() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
     let node = cluster.running(leader).node().clone();
-    let before = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let before = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
     let mut tasks = Vec::new();
     for id in 0..200u128 {
         let mut client = cluster.locks(leader).await;
@@ -576,7 +576,7 @@ async fn concurrent_commands_are_packed_into_few_raft_entries() {
         sessions.insert(task.await.unwrap());
     }
     assert_eq!(sessions.len(), 200, "every open acted once");
-    let entries = node.raft.metrics().borrow().last_log_index.unwrap_or(0) - before;
+    let entries = node.raft().metrics().borrow().last_log_index.unwrap_or(0) - before;
     // One entry per command would be 200; the proposer packs what queues up during a
     // write. The bound is loose: it only has to show that packing happens.
     assert!(entries < 150, "200 commands took {entries} entries");
@@ -585,7 +585,7 @@ async fn concurrent_commands_are_packed_into_few_raft_entries() {
 
 /// The leader's last log index.
 fn last_log_index(cluster: &TestCluster, index: usize) -> u64 {
-    let metrics = cluster.running(index).node().raft.metrics();
+    let metrics = cluster.running(index).node().raft().metrics();
     let last = metrics.borrow().last_log_index;
     last.unwrap_or(0)
 }
@@ -839,14 +839,14 @@ async fn a_restarted_leader_commits_an_entry_before_serving_reads() {
         }
     };
     assert!(!verify(&cluster).await.current, "the release is seen");
-    let after = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let after = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
     assert!(
         after > last_before_crash,
         "the restored leader committed an entry of its own before reading"
     );
     assert!(!verify(&cluster).await.current);
     assert_eq!(
-        node.raft.metrics().borrow().last_log_index.unwrap_or(0),
+        node.raft().metrics().borrow().last_log_index.unwrap_or(0),
         after,
         "later reads of the term write nothing"
     );

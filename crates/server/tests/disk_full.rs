@@ -169,10 +169,10 @@ async fn a_full_disk_refuses_writes_with_no_space_serves_reads_and_recovers_by_i
     let held = acquire(&mut client, session, "held", 1_000)
         .await
         .expect("acquire");
-    assert!(!node.disk.alarm());
+    assert!(!node.disk().alarm());
 
     let filler = fill(tmpfs.path());
-    wait_for("the NO_SPACE alarm", || node.disk.alarm()).await;
+    wait_for("the NO_SPACE alarm", || node.disk().alarm()).await;
     assert!(node.status().disk.no_space_alarm);
     assert!(
         fencelock_server::admin::health(&node.status())
@@ -252,7 +252,7 @@ async fn a_full_disk_refuses_writes_with_no_space_serves_reads_and_recovers_by_i
 
     // Space returns: the alarm clears by itself and writes succeed, without a restart.
     std::fs::remove_file(&filler).expect("free the disk");
-    wait_for("the NO_SPACE alarm to clear", || !node.disk.alarm()).await;
+    wait_for("the NO_SPACE alarm to clear", || !node.disk().alarm()).await;
     fencelock_server::admin::health(&node.status()).expect("healthy again");
     let answer = acquire(&mut client, session, "new", 2_001)
         .await
@@ -293,7 +293,7 @@ async fn a_write_the_full_disk_refused_waits_for_space_instead_of_stopping_raft(
     // the alarm is up, or its outcome is unknown (it waits for space).
     let deadline = Instant::now() + PATIENCE;
     let mut waited = false;
-    while !node.disk.alarm() {
+    while !node.disk().alarm() {
         assert_ne!(
             node.status().state,
             "Shutdown",
@@ -332,7 +332,7 @@ async fn a_write_the_full_disk_refused_waits_for_space_instead_of_stopping_raft(
     assert_ne!(node.status().state, "Shutdown", "Raft must not stop");
 
     std::fs::remove_file(&filler).expect("free the disk");
-    wait_for("the waiting write to go through", || !node.disk.alarm()).await;
+    wait_for("the waiting write to go through", || !node.disk().alarm()).await;
     assert_ne!(node.status().state, "Shutdown", "Raft must not stop");
     // Writes work again without a restart (a fresh connection: the old one may still
     // hold the call that waited).

@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use fencelock_proto::v1 as pb;
 use fencelock_server::config::{Bootstrap, ServerConfig};
-use fencelock_server::node::{Listeners, RunningNode, StartError, start_with_listeners};
 use fencelock_server::raft::{CommandBatch, LogId};
+use fencelock_server::startup::{Listeners, RunningNode, StartError, start_with_listeners};
 use fencelock_server::store::check::{Location, check_data_dir};
 use fencelock_server::store::log::LOG_FILE_NAME;
 use fencelock_server::store::{LogStore, LogStoreOptions};
@@ -81,7 +81,7 @@ async fn lock_is_held(cluster: &TestCluster) -> bool {
 
 fn storage_message(result: Result<RunningNode, StartError>) -> String {
     match result {
-        Err(StartError::Storage(message)) => message,
+        Err(StartError::Storage(error)) => error.to_string(),
         Err(other) => panic!("expected a storage error, got {other}"),
         Ok(_) => panic!("the node started on damaged data"),
     }
@@ -184,7 +184,7 @@ async fn a_damaged_snapshot_stops_start_up_naming_the_file() {
     cluster
         .running(0)
         .node()
-        .raft
+        .raft()
         .trigger()
         .snapshot()
         .await

@@ -22,9 +22,9 @@ async fn one_stream_pipelines_keepalives_and_answers_them_in_order() {
     let unknown = sessions.iter().max().unwrap() + 1_000;
     let node = cluster.running(leader).node().clone();
     // The term's own entry and a first round, before counting.
-    node.barrier.confirm().await.unwrap();
+    node.barrier().confirm().await.unwrap();
 
-    let rounds_before = node.barrier.rounds_started();
+    let rounds_before = node.barrier().rounds_started();
     let (requests, outbound) = tokio::sync::mpsc::channel(4_096);
     let mut answers = client
         .keep_alive(tokio_stream::wrappers::ReceiverStream::new(outbound))
@@ -66,7 +66,7 @@ async fn one_stream_pipelines_keepalives_and_answers_them_in_order() {
             assert_eq!(answer.ttl_ms, 10_000);
         }
     }
-    let rounds = node.barrier.rounds_started() - rounds_before;
+    let rounds = node.barrier().rounds_started() - rounds_before;
     assert!(
         rounds < sent.len() as u64 / 4,
         "{rounds} rounds for {} keepalives",

@@ -12,9 +12,9 @@ use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
 use fencelock_server::config::TlsConfig;
-use fencelock_server::node::StartError;
 use fencelock_server::raft::NodeId;
 use fencelock_server::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
+use fencelock_server::startup::StartError;
 use fencelock_server::tls::NodeTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -250,7 +250,7 @@ async fn a_peer_with_a_certificate_of_another_ca_cannot_join_or_send_raft_messag
     let metrics = cluster
         .running(leader)
         .node()
-        .raft
+        .raft()
         .metrics()
         .borrow()
         .clone();
@@ -447,7 +447,7 @@ async fn bad_tls_files_stop_start_up_naming_the_file() {
             tls: Some(tls),
             ..Default::default()
         };
-        match fencelock_server::node::start(config).await {
+        match fencelock_server::startup::start(config).await {
             Err(StartError::Tls(message)) => assert!(message.contains(named), "{message}"),
             Err(other) => panic!("expected a TLS error naming {named}, got {other}"),
             Ok(_) => panic!("started with a bad TLS file ({named})"),

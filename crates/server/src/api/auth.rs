@@ -23,7 +23,7 @@ pub struct AuthService {
 impl AuthService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
-        let auth = Authenticator::new(node.shared.clone());
+        let auth = Authenticator::new(node.shared().clone());
         AuthService { node, auth }
     }
 
@@ -45,7 +45,7 @@ impl AuthService {
             self.node.config().max_remembered_requests,
             authorized(caller, Command::Auth(command)),
         )?;
-        match self.node.proposer.propose(command).await {
+        match self.node.proposer().propose(command).await {
             Ok(Ok(_)) => Ok(Response::new(pb::AuthOk {})),
             Ok(Err(error)) => Err(from_core(&error)),
             Err(error) => Err(propose_error(&self.node, error).await),
@@ -106,7 +106,7 @@ impl Auth for AuthService {
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         let caller = self.auth.authenticate(request.metadata()).await?;
-        let view = self.node.shared.read(|applied| applied.state.auth_view());
+        let view = self.node.shared().read(|applied| applied.state.auth_view());
         let mut response = pb::AuthStatusResponse {
             enabled: view.enabled,
             user: caller.name().to_owned(),

@@ -127,7 +127,7 @@ pub(super) fn answer_keepalive(
     match confirmed {
         Err(BarrierError::NotLeader { leader }) => not_leader(*leader),
         Err(BarrierError::ShuttingDown) => not_leader(None),
-        Ok(_) => match node.leases.renew(session, arrived) {
+        Ok(_) => match node.leases().renew(session, arrived) {
             Renewal::Renewed { ttl } => pb::KeepAliveResponse {
                 session_id: session.0,
                 status: pb::KeepAliveStatus::Ok as i32,

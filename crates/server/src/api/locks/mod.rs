@@ -45,7 +45,7 @@ impl LocksService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         LocksService {
-            auth: Authenticator::new(node.shared.clone()),
+            auth: Authenticator::new(node.shared().clone()),
             node,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             watch_streams: Arc::new(AtomicUsize::new(0)),
@@ -54,7 +54,7 @@ impl LocksService {
 
     async fn propose(&self, command: Command) -> Result<Response, Status> {
         commit_trace::mark(Point::Proposed, 0);
-        let proposed = self.node.proposer.propose(command).await;
+        let proposed = self.node.proposer().propose(command).await;
         commit_trace::mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
@@ -62,7 +62,7 @@ impl LocksService {
     /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
     async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
         commit_trace::mark(Point::Proposed, 0);
-        let proposed = self.node.proposer.propose_waiting(command).await;
+        let proposed = self.node.proposer().propose_waiting(command).await;
         commit_trace::mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
@@ -76,7 +76,7 @@ impl LocksService {
     }
 
     async fn linearizable(&self) -> Result<(), Status> {
-        match self.node.barrier.confirm().await {
+        match self.node.barrier().confirm().await {
             Ok(()) => Ok(()),
             Err(error) => Err(barrier_error(&self.node, error).await),
         }
@@ -104,7 +104,7 @@ impl LocksService {
 
     fn check_name(&self, name: &str) -> Result<(), Status> {
         self.node
-            .shared
+            .shared()
             .read(|applied| applied.state.limits().check_name(name))
             .map_err(|e| from_core(&e))
     }
@@ -114,12 +114,12 @@ impl LocksService {
     async fn close_idle_lease_session(&self, session: SessionId) {
         let idle = self
             .node
-            .shared
+            .shared()
             .read(|applied| applied.state.session_lock_counts(session) == Some((0, 0)));
         if idle {
             let _ = self
                 .node
-                .proposer
+                .proposer()
                 .propose(Command::CloseSession { session })
                 .await;
         }
@@ -127,7 +127,7 @@ impl LocksService {
 
     fn session_ttl_ms(&self, session: SessionId) -> u64 {
         self.node
-            .shared
+            .shared()
             .read(|applied| applied.state.session_ttl_ms(session))
             .unwrap_or(0)
     }
@@ -258,7 +258,7 @@ impl Locks for LocksService {
                 auth.require_session(&caller, session, None)?;
                 Ok(answer_keepalive(&node, confirmed, session, arrived))
             };
-            serve_keepalives(inbound, &node.barrier, &replies, node.stopping(), answer).await;
+            serve_keepalives(inbound, &node.barrier(), &replies, node.stopping(), answer).await;
         });
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
             outbound,
@@ -330,7 +330,7 @@ impl Locks for LocksService {
                 && deadline.is_none_or(|deadline| deadline > started + delay * 10)
                 && self
                     .node
-                    .shared
+                    .shared()
                     .read(|applied| applied.state.would_queue(&request.name, mode));
             let response = if likely_queued {
                 self.propose_waiting(command).await?
@@ -417,7 +417,7 @@ impl Locks for LocksService {
             // this read counts.
             self.auth.require(&caller, &request.name, Right::Read)?;
             let token = FencingToken(request.token);
-            Ok(self.node.shared.read(|applied| {
+            Ok(self.node.shared().read(|applied| {
                 let current_token = applied
                     .state
                     .lock(&request.name)
@@ -441,7 +441,7 @@ impl Locks for LocksService {
             self.auth.require(&caller, &request.name, Right::Read)?;
             self.linearizable().await?;
             self.auth.require(&caller, &request.name, Right::Read)?;
-            Ok(self.node.shared.read(|applied| pb::DescribeResponse {
+            Ok(self.node.shared().read(|applied| pb::DescribeResponse {
                 lock: applied.state.lock(&request.name).map(lock_info),
                 revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
             }))
@@ -464,7 +464,7 @@ impl Locks for LocksService {
             self.auth.require(&caller, &request.prefix, Right::Read)?;
             let start_after =
                 (!request.start_after.is_empty()).then_some(request.start_after.as_str());
-            Ok(self.node.shared.read(|applied| {
+            Ok(self.node.shared().read(|applied| {
                 let (locks, more) =
                     applied
                         .state
@@ -502,13 +502,13 @@ impl Locks for LocksService {
             "watch",
         )?;
         // Subscribe before reading the revision, so nothing between the two is missed.
-        let mut events = self.node.hub.subscribe();
+        let mut events = self.node.hub().subscribe();
         // Again after subscribing: an auth change applied in between sends no event this
         // stream will see.
         self.auth.require(&caller, &request.name, Right::Read)?;
         let revision = self
             .node
-            .shared
+            .shared()
             .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
         let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
         let node = self.node.clone();
@@ -620,7 +620,7 @@ impl Locks for LocksService {
             self.linearizable().await?;
             self.auth.require(&caller, "", Right::Admin)?;
             let start_after = (request.start_after != 0).then_some(SessionId(request.start_after));
-            Ok(self.node.shared.read(|applied| {
+            Ok(self.node.shared().read(|applied| {
                 let (sessions, more) = applied.state.sessions_after(start_after, limit);
                 let next_start_after = if more {
                     sessions.last().map_or(0, |s| s.session.0)

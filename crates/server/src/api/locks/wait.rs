@@ -19,7 +19,11 @@ impl LocksService {
         name: &str,
         deadline: Option<Instant>,
     ) -> Result<WaitEnd, Status> {
-        let ticket = match self.node.hub.attach_wait(&self.node.shared, session, name) {
+        let ticket = match self
+            .node
+            .hub()
+            .attach_wait(&self.node.shared(), session, name)
+        {
             Attach::Granted(token) => return Ok(WaitEnd::Granted(token)),
             Attach::NotWaiting => return self.settle_ended_wait(session, name),
             Attach::Waiting(ticket) => ticket,
@@ -74,7 +78,7 @@ impl LocksService {
             session,
             name: name.to_string(),
         };
-        match self.node.proposer.propose(command).await {
+        match self.node.proposer().propose(command).await {
             Ok(Ok(Response::Granted { token, .. })) => Ok(WaitEnd::Granted(token)),
             Ok(Ok(_)) => Ok(WaitEnd::TimedOut),
             Ok(Err(fencelock_core::Error::NotWaiting(_))) => self.settle_ended_wait(session, name),
@@ -85,7 +89,7 @@ impl LocksService {
 
     /// The wait is over without a grant seen: read what the state says.
     fn settle_ended_wait(&self, session: SessionId, name: &str) -> Result<WaitEnd, Status> {
-        self.node.shared.read(|applied| {
+        self.node.shared().read(|applied| {
             if applied.state.session_ttl_ms(session).is_none() {
                 return Err(from_core(&fencelock_core::Error::SessionNotFound(session)));
             }
@@ -114,20 +118,20 @@ struct WaitGuard {
 impl WaitGuard {
     fn disarm(&mut self) {
         self.armed = false;
-        self.ticket.detach(&self.node.hub);
+        self.ticket.detach(&self.node.hub());
     }
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        if self.armed && self.ticket.detach(&self.node.hub) {
+        if self.armed && self.ticket.detach(&self.node.hub()) {
             let node = self.node.clone();
             let command = Command::CancelWait {
                 session: self.session,
                 name: std::mem::take(&mut self.name),
             };
             tokio::spawn(async move {
-                let _ = node.proposer.propose(command).await;
+                let _ = node.proposer().propose(command).await;
             });
         }
     }

@@ -93,7 +93,7 @@ impl Cluster for ClusterService {
         }
         self.require_leader().await?;
         let added = membership::add_member(
-            &self.node.raft(),
+            self.node.raft(),
             request.id,
             request.peer_addr.clone(),
             request.learner_only,
@@ -117,7 +117,7 @@ impl Cluster for ClusterService {
         self.auth.require_superuser(&caller)?;
         let id = request.into_inner().id;
         self.require_leader().await?;
-        if let Err(error) = membership::remove_member(&self.node.raft(), id).await {
+        if let Err(error) = membership::remove_member(self.node.raft(), id).await {
             return Err(self.error(error).await);
         }
         tracing::info!(id, "member removed");

@@ -258,7 +258,7 @@ impl Locks for LocksService {
                 auth.require_session(&caller, session, None)?;
                 Ok(answer_keepalive(&node, confirmed, session, arrived))
             };
-            serve_keepalives(inbound, &node.barrier(), &replies, node.stopping(), answer).await;
+            serve_keepalives(inbound, node.barrier(), &replies, node.stopping(), answer).await;
         });
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
             outbound,

@@ -22,7 +22,7 @@ impl LocksService {
         let ticket = match self
             .node
             .hub()
-            .attach_wait(&self.node.shared(), session, name)
+            .attach_wait(self.node.shared(), session, name)
         {
             Attach::Granted(token) => return Ok(WaitEnd::Granted(token)),
             Attach::NotWaiting => return self.settle_ended_wait(session, name),
@@ -118,13 +118,13 @@ struct WaitGuard {
 impl WaitGuard {
     fn disarm(&mut self) {
         self.armed = false;
-        self.ticket.detach(&self.node.hub());
+        self.ticket.detach(self.node.hub());
     }
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        if self.armed && self.ticket.detach(&self.node.hub()) {
+        if self.armed && self.ticket.detach(self.node.hub()) {
             let node = self.node.clone();
             let command = Command::CancelWait {
                 session: self.session,

@@ -21,5 +21,6 @@ pub mod space;
 pub mod startup;
 pub mod status;
 pub mod store;
+#[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;

@@ -148,8 +148,9 @@ impl Node {
         let _ = stopping.wait_for(|stop| *stop).await;
     }
 
-    /// Fault injection for in-process tests: cut Raft traffic from this node to
-    /// `targets` (see [`PeerChannels::set_blocked`]).
+    /// Fault injection for in-process tests (`test-support` builds only): cut Raft
+    /// traffic from this node to `targets` (see [`PeerChannels::set_blocked`]).
+    #[cfg(feature = "test-support")]
     pub fn cut_links_to(&self, targets: impl IntoIterator<Item = NodeId>) {
         self.channels.set_blocked(targets.into_iter().collect());
     }

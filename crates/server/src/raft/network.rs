@@ -23,7 +23,9 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeSet, HashMap};
+#[cfg(feature = "test-support")]
+use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -37,6 +39,7 @@ pub const DEFAULT_MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    #[cfg(feature = "test-support")]
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
     tls: Option<ClientTlsConfig>,
     links: LinkPool,
@@ -53,19 +56,22 @@ impl PeerChannels {
     ) -> PeerChannels {
         PeerChannels {
             channels: Arc::default(),
+            #[cfg(feature = "test-support")]
             blocked: Arc::default(),
             tls,
             links: LinkPool::new(link_tls, max_message_bytes),
         }
     }
 
-    /// Fault injection for in-process tests: Raft messages from this node to any of
-    /// `targets` fail as unreachable until the set is changed. Cut both directions (on
-    /// both nodes) to model a partition.
+    /// Fault injection for in-process tests (`test-support` builds only): Raft messages
+    /// from this node to any of `targets` fail as unreachable until the set is changed.
+    /// Cut both directions (on both nodes) to model a partition.
+    #[cfg(feature = "test-support")]
     pub fn set_blocked(&self, targets: BTreeSet<NodeId>) {
         *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = targets;
     }
 
+    #[cfg(feature = "test-support")]
     fn is_blocked(&self, target: NodeId) -> bool {
         self.blocked
             .lock()
@@ -179,6 +185,7 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        #[cfg(feature = "test-support")]
         if self.channels.is_blocked(self.target) {
             return Err(RPCError::Unreachable(Unreachable::new(&PeerError(
                 format!("link to node {} is cut (fault injection)", self.target),

@@ -56,6 +56,7 @@ mod apply;
 pub mod auth;
 mod compact;
 mod invariants;
+mod restore;
 mod state;
 mod types;
 mod validate;
@@ -65,6 +66,7 @@ pub use auth::{
     Access, AuthCommand, AuthError, AuthView, Caller, Credential, Permission, ROOT_USER, Right,
     Rights, password_fingerprint,
 };
+pub use restore::{RestoreError, RestoredSessions};
 pub use state::{State, StateV1};
 pub use types::*;
 pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

@@ -54,6 +54,17 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type SaveSnapshotStream = super::backup::ChunkStream;
+
+    async fn save_snapshot(
+        &self,
+        request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SaveSnapshotStream>, Status> {
+        super::backup::save_snapshot(&self.node, &self.auth, request.metadata())
+            .await
+            .map(tonic::Response::new)
+    }
+
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,

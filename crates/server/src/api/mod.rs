@@ -3,6 +3,7 @@
 //! through the proposer or read behind the read barrier, and map errors in `status`.
 
 mod auth;
+pub mod backup;
 mod cluster;
 mod leader;
 mod locks;

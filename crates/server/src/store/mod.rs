@@ -7,11 +7,13 @@
 //! reader that checks the state and registers interest under the same lock never misses
 //! a change.
 
+pub mod backup;
 pub mod check;
 pub mod disk;
 pub mod error;
 pub mod log;
 pub mod record;
+pub mod restore;
 #[cfg(feature = "test-support")]
 pub mod sim;
 pub mod snapshot;

@@ -98,6 +98,7 @@
 
 mod acquire;
 mod auth;
+mod backup;
 mod client;
 mod clock;
 mod config;

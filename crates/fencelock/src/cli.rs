@@ -111,6 +111,10 @@ pub enum Command {
     /// the vote and committed records, every snapshot file. Exit 0 when clean, 1 when
     /// problems are found, 2 on a usage error.
     CheckData(crate::check_data::CheckDataArgs),
+    /// Backups: `save FILE` from the live cluster (needs `admin`), `inspect FILE`,
+    /// `restore FILE --data-dir DIR --id N --peers ...` into a new cluster's data
+    /// directory (offline; tokens moved forward by --token-margin).
+    Snapshot(crate::snapshot_cmd::SnapshotArgs),
     /// Run CMD while holding lock NAME: `fencelock lock NAME -- CMD ARGS...`. CMD gets
     /// FENCELOCK_TOKEN, FENCELOCK_LOCK, FENCELOCK_SESSION and FENCELOCK_ENDPOINTS; its
     /// exit code is fencelock's. If the lease is lost CMD gets SIGTERM (then SIGKILL)

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod exit;
 pub mod output;
 pub mod serve;
+pub mod snapshot_cmd;
 
 use cli::{Cli, Command};
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::CheckData(args) => check_data::run(&args),
+        Command::Snapshot(args) => snapshot_cmd::run(&cli.client, &args),
         command => client_cmd::run(cli.client, command),
     }
 }

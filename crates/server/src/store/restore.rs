@@ -18,7 +18,8 @@ use super::disk::Disk;
 use super::snapshot::{self, SNAPSHOT_DIR_NAME, SnapshotDir, SnapshotMeta};
 use crate::raft::{LogId, NodeId, PeerNode, StoredMembership};
 use blake2::{Blake2b512, Digest};
-use fencelock_core::{RestoreError as CoreRestoreError, RestoredSessions};
+use fencelock_core::RestoreError as CoreRestoreError;
+pub use fencelock_core::RestoredSessions;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -18,6 +18,9 @@
 //! | `peer_advertise` | peer address given to other nodes | `peer_listen` |
 //! | `client_advertise` | client address given to clients | `listen` |
 //! | `admin_listen` | admin HTTP listener (omit the key for the default; see `--no-admin`) | `"127.0.0.1:7201"` |
+//! | `admin_tls` | the admin listener speaks TLS with `tls.cert`/`tls.key` (client certificates of `tls.client_ca` when set) | `false` |
+//! | `metrics_open` | with auth on, `/metrics` stays open to anyone | `false` |
+//! | `metrics_token_file` | a file holding a bearer token (>= 32 characters) that may read `/metrics` with auth on | none |
 //! | `data_dir` | Raft log and snapshots | `"fencelock-data"` |
 //! | `bootstrap` | `"Join"`, or `{ Members = { 1 = "host:port", ... } }` (empty: single node) | single node |
 //! | `heartbeat_interval` | Raft heartbeat, ms | `50` |
@@ -189,6 +192,18 @@ pub struct ServeArgs {
     /// Do not serve the admin HTTP port.
     #[arg(long, env = "FENCELOCK_NO_ADMIN", value_parser = BoolishValueParser::new())]
     pub no_admin: bool,
+    /// Serve the admin port over TLS with --tls-cert/--tls-key (and require client
+    /// certificates of --tls-client-ca when given). Config: `admin_tls`.
+    #[arg(long, env = "FENCELOCK_ADMIN_TLS", value_parser = BoolishValueParser::new())]
+    pub admin_tls: bool,
+    /// With auth on, leave /metrics open to anyone (otherwise it needs a user with
+    /// `read`, or the --metrics-token-file token). Config: `metrics_open`.
+    #[arg(long, env = "FENCELOCK_METRICS_OPEN", value_parser = BoolishValueParser::new())]
+    pub metrics_open: bool,
+    /// A file whose first line is a bearer token (at least 32 characters) that may read
+    /// /metrics with auth on, for Prometheus. Config: `metrics_token_file`.
+    #[arg(long, value_name = "FILE", env = "FENCELOCK_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Client address given out to clients (e.g. in "not leader" redirects) [default:
     /// --listen].
     #[arg(long, value_name = "HOST:PORT", env = "FENCELOCK_ADVERTISE_CLIENT", value_parser = parse_host_port)]
@@ -437,6 +452,15 @@ impl ServeArgs {
         }
         if self.no_admin {
             config.admin_listen = None;
+        }
+        if self.admin_tls {
+            config.admin_tls = true;
+        }
+        if self.metrics_open {
+            config.metrics_open = true;
+        }
+        if let Some(file) = &self.metrics_token_file {
+            config.metrics_token_file = Some(file.clone());
         }
         if let Some(addr) = &self.advertise_client {
             config.client_advertise = Some(addr.clone());

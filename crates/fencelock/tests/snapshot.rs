@@ -240,13 +240,13 @@ async fn a_restored_cluster_keeps_users_and_continues_tokens_above_the_old_clust
         .await
         .expect("connect as alice");
     let first = grant(&alice, "jobs/x").await;
+    fence
+        .admit_token("resource", "jobs/x", first)
+        .expect("the fence admits the new cluster's first grant");
     assert!(
         first.0 > highest,
         "the first grant {first:?} is above the old cluster's highest token {highest}"
     );
-    fence
-        .admit_token("resource", "jobs/x", first)
-        .expect("the fence admits the new cluster's first grant");
     let status = run(
         &new.endpoints(),
         &as_root(&["--output", "json", "auth", "status"]),

@@ -9,7 +9,17 @@
 //! [`HEADER_READ_TIMEOUT`] and fit in [`MAX_HEADER_BYTES`], request bodies over
 //! [`MAX_BODY_BYTES`] are refused, at most [`MAX_CONNECTIONS`] connections are served at
 //! once, and no connection or accept error ends the server.
+//!
+//! [`AdminSecurity`] secures the port: TLS with the client listener's certificate and
+//! key (and its client CA, when one is set), and, while auth is on in the replicated
+//! state, credentials on every route but `/health`: `/`, `/status` and `/status/*`
+//! (lock names and holder values) need a user with `read` on every lock, sent as HTTP
+//! Basic or a bearer token, the same credentials as the gRPC API; `/metrics` needs the
+//! same, unless it is open (`metrics_open`) or the request carries the bearer token
+//! configured for Prometheus (`metrics_token_file`).
 
+use crate::auth::{AuthError, Authenticator, token_hash};
+use crate::config::ServerConfig;
 use crate::events::RecentEvent;
 use crate::limits::{
     HEADER_READ_TIMEOUT, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES, SHUTDOWN_GRACE,
@@ -21,7 +31,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
-use fencelock_core::LockSummary;
+use fencelock_core::{Access, LockSummary, Right};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
@@ -30,6 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 /// How often the status page refreshes itself, in milliseconds.
 pub const STATUS_REFRESH_MS: u64 = 2_000;
@@ -99,8 +111,136 @@ pub struct Health {
     pub reason: Option<String>,
 }
 
-/// The admin routes over `source`, without connection handling (see [`serve`]).
+/// Who may read the admin port, and whether it speaks TLS. The default is today's open,
+/// plaintext port.
+#[derive(Clone, Default)]
+pub struct AdminSecurity {
+    /// Checks credentials against the replicated users while auth is on; `None`: every
+    /// route is open.
+    pub auth: Option<Authenticator>,
+    /// `/metrics` is open to anyone, even with auth on.
+    pub metrics_open: bool,
+    /// The hash ([`token_hash`]) of a bearer token that may read `/metrics`.
+    pub metrics_token_hash: Option<String>,
+    /// TLS, when on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for AdminSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSecurity")
+            .field("auth", &self.auth.is_some())
+            .field("metrics_open", &self.metrics_open)
+            .field("metrics_token", &self.metrics_token_hash.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl AdminSecurity {
+    /// The admin port's security as `config` sets it, with credentials checked by
+    /// `auth`.
+    ///
+    /// # Errors
+    /// A message naming the setting: `admin_tls` without `tls.cert`/`tls.key`, an
+    /// unreadable or empty metrics token file, or unusable certificate files.
+    pub fn from_config(config: &ServerConfig, auth: Authenticator) -> Result<Self, String> {
+        let metrics_token_hash = match &config.metrics_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read metrics_token_file {}: {e}", path.display())
+                })?;
+                let token = text.lines().next().unwrap_or_default().trim();
+                if token.len() < MIN_METRICS_TOKEN_CHARS {
+                    return Err(format!(
+                        "metrics_token_file {}: the token must be at least \
+                         {MIN_METRICS_TOKEN_CHARS} characters",
+                        path.display()
+                    ));
+                }
+                Some(token_hash(token))
+            }
+        };
+        let tls = if config.admin_tls {
+            let tls = config.tls.as_ref();
+            let (Some(cert), Some(key)) = (
+                tls.and_then(|t| t.cert.as_deref()),
+                tls.and_then(|t| t.key.as_deref()),
+            ) else {
+                return Err("admin_tls needs tls.cert and tls.key (--tls-cert, --tls-key)".into());
+            };
+            let client_ca = tls.and_then(|t| t.client_ca.as_deref());
+            Some(server_tls(cert, key, client_ca)?)
+        } else {
+            None
+        };
+        Ok(AdminSecurity {
+            auth: Some(auth),
+            metrics_open: config.metrics_open,
+            metrics_token_hash,
+            tls,
+        })
+    }
+}
+
+/// The shortest bearer token accepted for `/metrics`.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 32;
+
+/// The admin port's rustls configuration: `cert`/`key`, HTTP/1.1, and client
+/// certificates of `client_ca` required when it is given.
+fn server_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let what = "admin TLS (tls.cert, tls.key, tls.client_ca)";
+    let cert_pem = crate::tls::read_pem(cert, "tls.cert", "CERTIFICATE")?;
+    let key_pem = crate::tls::read_pem(key, "tls.key", "PRIVATE KEY")?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what}: certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{what}: key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_pem = crate::tls::read_pem(path, "tls.client_ca", "CERTIFICATE")?;
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(&ca_pem) {
+                roots
+                    .add(ca.map_err(|e| format!("{what}: CA: {e}"))?)
+                    .map_err(|e| format!("{what}: CA: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("{what}: CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{what}: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The admin routes over `source`, open to anyone, without connection handling (see
+/// [`serve`]).
 pub fn router<S: AdminSource>(source: Arc<S>) -> Router {
+    router_secured(source, &AdminSecurity::default())
+}
+
+/// The admin routes over `source`, with the credential checks of `security`.
+pub fn router_secured<S: AdminSource>(source: Arc<S>, security: &AdminSecurity) -> Router {
     Router::new()
         .route("/", get(page::<S>))
         .route("/health", get(health_route::<S>))
@@ -108,9 +248,81 @@ pub fn router<S: AdminSource>(source: Arc<S>) -> Router {
         .route("/status", get(status::<S>))
         .route("/status/locks", get(status_locks::<S>))
         .route("/status/events", get(status_events::<S>))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(security.clone()),
+            require_credentials,
+        ))
         .layer(middleware::from_fn(refuse_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(source)
+}
+
+/// What a route needs while auth is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Needs {
+    /// Nothing (`/health`).
+    Nothing,
+    /// `/metrics`: open, the metrics token, or `read`.
+    Metrics,
+    /// A user with `read` on every lock (every other route).
+    Read,
+}
+
+fn needs(path: &str) -> Needs {
+    match path {
+        "/health" => Needs::Nothing,
+        "/metrics" => Needs::Metrics,
+        _ => Needs::Read,
+    }
+}
+
+async fn require_credentials(
+    State(security): State<Arc<AdminSecurity>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let needed = needs(request.uri().path());
+    let Some(auth) = &security.auth else {
+        return next.run(request).await;
+    };
+    if needed == Needs::Nothing || (needed == Needs::Metrics && security.metrics_open) {
+        return next.run(request).await;
+    }
+    if needed == Needs::Metrics
+        && let Some(expected) = &security.metrics_token_hash
+        && bearer(request.headers()).is_some_and(|token| token_hash(token) == *expected)
+    {
+        return next.run(request).await;
+    }
+    let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+    let checked = match auth.authenticate(&metadata).await {
+        Ok(caller) => auth.check(&caller, Access::Lock("", Right::Read)),
+        Err(error) => Err(error),
+    };
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(AuthError::Unauthenticated(reason)) => {
+            let mut response = (StatusCode::UNAUTHORIZED, format!("{reason}\n")).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"fencelock admin\", charset=\"UTF-8\""),
+            );
+            response
+        }
+        Err(error) => (
+            StatusCode::FORBIDDEN,
+            format!("{error}: the admin port's status routes need `read` on every lock\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 /// Serves the admin port on `listener` until `shutdown` completes, then finishes the
@@ -127,8 +339,23 @@ pub async fn serve<S: AdminSource>(
     source: Arc<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_secured(listener, source, AdminSecurity::default(), shutdown).await
+}
+
+/// [`serve`], secured by `security`: a TLS handshake that fails or takes longer than
+/// [`crate::tls::HANDSHAKE_TIMEOUT`] ends only its connection.
+///
+/// # Errors
+/// Only if the listener's local address cannot be read.
+pub async fn serve_secured<S: AdminSource>(
+    listener: TcpListener,
+    source: Arc<S>,
+    security: AdminSecurity,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    let service = TowerToHyperService::new(router(source));
+    let tls = security.tls.clone().map(TlsAcceptor::from);
+    let service = TowerToHyperService::new(router_secured(source, &security));
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -156,23 +383,24 @@ pub async fn serve<S: AdminSource>(
                 }
             },
         };
-        let conn = http.serve_connection(TokioIo::new(stream), service.clone());
-        let mut stop = stop_rx.clone();
+        let (http, service, stop, tls) =
+            (http.clone(), service.clone(), stop_rx.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            tokio::pin!(conn);
-            let stopping = async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            };
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => drive(&http, stream, service, stop, peer).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(
+                        crate::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => drive(&http, stream, service, stop, peer).await,
+                        Ok(Err(err)) => tracing::debug!(%peer, %err, "admin TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(err) = result {
-                tracing::debug!(%peer, %err, "admin connection ended with an error");
             }
         });
     }
@@ -188,6 +416,33 @@ pub async fn serve<S: AdminSource>(
     }
     tracing::debug!(%local, "admin HTTP stopped");
     Ok(())
+}
+
+/// Serve one connection until it ends, or gracefully end it when the port stops.
+async fn drive<I>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: TowerToHyperService<Router>,
+    mut stop: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let stopping = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "admin connection ended with an error");
+    }
 }
 
 async fn refuse_large_bodies(request: Request, next: Next) -> Response {

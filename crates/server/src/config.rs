@@ -149,6 +149,14 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS for the client and peer listeners (`None`: plaintext everywhere).
     pub tls: Option<TlsConfig>,
+    /// The admin listener speaks TLS with `tls.cert`/`tls.key` (and requires client
+    /// certificates of `tls.client_ca` when it is set), like the client listener.
+    pub admin_tls: bool,
+    /// With auth on, `/metrics` on the admin port stays open to anyone.
+    pub metrics_open: bool,
+    /// A file whose first line is a bearer token (at least 32 characters) that may read
+    /// `/metrics` with auth on (for Prometheus); `None`: none.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// TLS settings: PEM files for the client listener and for peer (Raft) traffic.
@@ -290,6 +298,9 @@ impl Default for ServerConfig {
             max_peer_message_bytes: crate::raft::network::DEFAULT_MAX_PEER_MESSAGE_BYTES,
             limits: Limits::default(),
             tls: None,
+            admin_tls: false,
+            metrics_open: false,
+            metrics_token_file: None,
         }
     }
 }

@@ -247,6 +247,11 @@ pub async fn start_with_listeners(
     let leases = Arc::new(LeaseClock::default());
     let hub = EventHub::new(config.watch_buffer, leases.clone());
     let shared = SharedState::new(hub.clone());
+    // The admin port's TLS and token files are read now: a bad one stops start-up
+    // before any listener serves.
+    let admin_security =
+        admin::AdminSecurity::from_config(&config, crate::auth::Authenticator::new(shared.clone()))
+            .map_err(StartError::Tls)?;
     let snapshot_dir = config.data_dir.join("snapshots");
     let state_machine = StateMachineStore::open_sharing_space(
         &Disk::for_dir(&snapshot_dir),
@@ -393,8 +398,9 @@ pub async fn start_with_listeners(
     if let Some(listener) = admin_listener {
         let signal = shutdown_signal(stopped.clone());
         let admin_node = node.clone();
+        let security = admin_security.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(error) = admin::serve(listener, admin_node, signal).await {
+            if let Err(error) = admin::serve_secured(listener, admin_node, security, signal).await {
                 tracing::error!(%error, "admin server stopped");
             }
         }));

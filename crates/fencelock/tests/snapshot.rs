@@ -264,6 +264,42 @@ async fn a_restored_cluster_keeps_users_and_continues_tokens_above_the_old_clust
         .read(|applied| applied.state.limits().max_sessions);
     assert_eq!(limits, MAX_SESSIONS);
 
+    // A node that names another cluster (here: node 3 with the old cluster's id, none)
+    // is cut off: it applies nothing the others commit; with its id back, it catches up.
+    let id_file = new.slots[2].data_dir.join("cluster-id");
+    let id_text = std::fs::read_to_string(&id_file).expect("cluster-id");
+    new.stop(2).await;
+    std::fs::remove_file(&id_file).expect("remove cluster-id");
+    new.restart(2).await;
+    let applied =
+        |new: &TestCluster, index: usize| new.running(index).node().status().applied_index;
+    for i in 0..3 {
+        grant(&alice, &format!("jobs/while-apart-{i}")).await;
+    }
+    let committed = (0..2)
+        .map(|index| applied(&new, index))
+        .max()
+        .expect("two nodes");
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(
+            applied(&new, 2) < committed,
+            "a node of another cluster applied the restored cluster's entries"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    new.stop(2).await;
+    std::fs::write(&id_file, &id_text).expect("restore cluster-id");
+    new.restart(2).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while applied(&new, 2) < committed {
+        assert!(
+            Instant::now() < until,
+            "node 3 never caught up with its id back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A backup of the new cluster names the new cluster id.
     let file2 = dir.path().join("backup2.flbk");
     let saved = run(

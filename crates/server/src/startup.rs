@@ -10,7 +10,7 @@ use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::node::{Node, NodeParts};
 use crate::proposer::{Proposer, ProposerLimits};
-use crate::raft::link::{PeerPort, dispatch_peer_port};
+use crate::raft::link::{ClusterId, PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::log::{LogStore, LogStoreCloseWatch};
@@ -259,11 +259,13 @@ pub async fn start_with_listeners(
         shared.clone(),
         space.clone(),
     )?;
+    let cluster_id = cluster_id(&config.data_dir)?;
     let channels = PeerChannels::new(
         tls.peer_client.clone(),
         tls.peer_link_client.clone(),
         config.max_peer_message_bytes,
-    );
+    )
+    .with_cluster_id(cluster_id);
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -347,6 +349,7 @@ pub async fn start_with_listeners(
             tls: tls.peer_link_server.clone(),
             max_frame_bytes: config.max_peer_message_bytes,
             max_links: config.max_peer_links,
+            cluster_id,
         },
         stopped.clone(),
     );
@@ -439,6 +442,25 @@ pub async fn start_with_listeners(
         tasks,
         log_closed,
     })
+}
+
+/// The cluster id a restore recorded in `data_dir`, if any.
+fn cluster_id(data_dir: &std::path::Path) -> Result<Option<ClusterId>, StartError> {
+    let Some(text) = crate::store::restore::read_cluster_id(data_dir)? else {
+        return Ok(None);
+    };
+    hex::decode(&text)
+        .ok()
+        .and_then(|bytes| ClusterId::try_from(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            StartError::Config(format!(
+                "{}: {text:?} is not a cluster id (32 hex digits)",
+                data_dir
+                    .join(crate::store::restore::CLUSTER_ID_FILE)
+                    .display()
+            ))
+        })
 }
 
 /// Form the cluster at first start. Every node started with the same `--peers` calls

@@ -9,7 +9,11 @@
 //!
 //! The peer port carries both: a connection that opens with [`LINK_MAGIC`] (in the clear,
 //! before any TLS handshake) is a link; any other first byte (HTTP/2's preface, a TLS
-//! hello) goes to the peer gRPC service, which keeps `NodeInfo`.
+//! hello) goes to the peer gRPC service, which keeps `NodeInfo`. A node whose data
+//! directory names its cluster (one restored from a backup) opens its links with
+//! [`LINK_MAGIC_WITH_CLUSTER_ID`] and the id instead, and a node serves a link only
+//! from a node of its own cluster: a node of the cluster a backup came from cannot send
+//! Raft messages to the cluster restored from it, nor the other way round.
 //!
 //! On a link, one request is in flight at a time. A frame is a 4-byte big-endian length
 //! (of what follows), a kind byte and a postcard body; a request's reply is one frame with
@@ -37,6 +41,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// The first bytes a link sends, before TLS: tells the peer port's dispatcher that this
 /// connection is a Raft link and not gRPC (HTTP/2 opens with `P`, TLS with `0x16`).
 pub const LINK_MAGIC: [u8; 8] = *b"FLRAFT\x00\x01";
+
+/// The first bytes of a link from a node whose cluster has an id, followed by the id's
+/// 16 bytes.
+pub const LINK_MAGIC_WITH_CLUSTER_ID: [u8; 8] = *b"FLRAFT\x00\x02";
+
+/// A cluster's id, as links carry it.
+pub type ClusterId = [u8; 16];
 
 /// How long dialing a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -188,9 +199,18 @@ pub struct LinkPool {
     idle: Arc<Mutex<HashMap<String, Vec<Link>>>>,
     tls: Option<LinkClientTls>,
     max_frame_bytes: usize,
+    cluster_id: Option<ClusterId>,
 }
 
 impl LinkPool {
+    /// Links that name cluster `id` (see [`LINK_MAGIC_WITH_CLUSTER_ID`]); `None`: a
+    /// cluster without an id.
+    #[must_use]
+    pub fn with_cluster_id(mut self, id: Option<ClusterId>) -> LinkPool {
+        self.cluster_id = id;
+        self
+    }
+
     /// A pool whose links speak TLS when `tls` is given, for frames of at most
     /// `max_frame_bytes` (a longer reply fails the call).
     pub fn new(tls: Option<LinkClientTls>, max_frame_bytes: usize) -> LinkPool {
@@ -198,6 +218,7 @@ impl LinkPool {
             idle: Arc::default(),
             tls,
             max_frame_bytes,
+            cluster_id: None,
         }
     }
 
@@ -227,7 +248,14 @@ impl LinkPool {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         tcp.set_nodelay(true)?;
-        tcp.write_all(&LINK_MAGIC).await?;
+        match &self.cluster_id {
+            None => tcp.write_all(&LINK_MAGIC).await?,
+            Some(id) => {
+                let mut opening = LINK_MAGIC_WITH_CLUSTER_ID.to_vec();
+                opening.extend_from_slice(id);
+                tcp.write_all(&opening).await?;
+            }
+        }
         let io: BoxedIo = match &self.tls {
             None => Box::new(tcp),
             Some(tls) => {
@@ -354,6 +382,9 @@ pub struct PeerPort {
     pub max_frame_bytes: usize,
     /// Connections being sorted or served as links at once; more are closed at once.
     pub max_links: usize,
+    /// This node's cluster id: links from nodes that name another (or none, when this
+    /// is set) are closed.
+    pub cluster_id: Option<ClusterId>,
 }
 
 /// Accept connections on the peer port: links are served here, every other connection
@@ -372,6 +403,7 @@ pub fn dispatch_peer_port(
         tls,
         max_frame_bytes,
         max_links,
+        cluster_id,
     } = port;
     let tls = tls.map(TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_links));
@@ -416,7 +448,7 @@ pub fn dispatch_peer_port(
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
-                        serve_link(stream, raft, tls, max_frame_bytes, stopping).await;
+                        serve_link(stream, raft, tls, max_frame_bytes, cluster_id, stopping).await;
                     }
                     Ok(Ok(1)) => {
                         // gRPC connections are tonic's to bound; this slot was only for
@@ -443,15 +475,35 @@ async fn serve_link(
     raft: Raft,
     tls: Option<TlsAcceptor>,
     max_frame_bytes: usize,
+    cluster_id: Option<ClusterId>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let opened = async {
         let mut magic = [0u8; LINK_MAGIC.len()];
         stream.read_exact(&mut magic).await?;
-        if magic != LINK_MAGIC {
+        let peer_cluster = if magic == LINK_MAGIC {
+            None
+        } else if magic == LINK_MAGIC_WITH_CLUSTER_ID {
+            let mut id = ClusterId::default();
+            stream.read_exact(&mut id).await?;
+            Some(id)
+        } else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "not a Raft link (wrong magic)",
+            ));
+        };
+        if peer_cluster != cluster_id {
+            let name = |id: Option<ClusterId>| id.map_or_else(|| "none".to_owned(), hex::encode);
+            tracing::warn!(
+                peer = ?stream.peer_addr().ok(),
+                peer_cluster = %name(peer_cluster),
+                cluster = %name(cluster_id),
+                "peer port: refused a Raft link from a node of another cluster"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a Raft link from another cluster",
             ));
         }
         Ok::<BoxedIo, io::Error>(match tls {

@@ -63,6 +63,13 @@ impl PeerChannels {
         }
     }
 
+    /// Raft links that name cluster `id` (`raft::link`); `None`: a cluster without one.
+    #[must_use]
+    pub fn with_cluster_id(mut self, id: Option<super::link::ClusterId>) -> PeerChannels {
+        self.links = self.links.with_cluster_id(id);
+        self
+    }
+
     /// Fault injection for in-process tests (`test-support` builds only): Raft messages
     /// from this node to any of `targets` fail as unreachable until the set is changed.
     /// Cut both directions (on both nodes) to model a partition.

@@ -378,3 +378,60 @@ async fn a_damaged_backup_is_refused_by_inspect_and_restore() {
     assert_eq!(inspect.code, 1, "{inspect:?}");
     assert!(inspect.stderr.contains("checksum mismatch"), "{inspect:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_sessions_keeps_a_holder_until_its_lease_runs_out_under_the_new_leader() {
+    let old = TestCluster::start(1).await;
+    let client = connect(&old).await;
+    let lease = client
+        .acquire_with_lease("kept", Duration::from_secs(3), AcquireOptions::default())
+        .await
+        .expect("acquire")
+        .expect("granted");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("backup.flbk");
+    let file_arg = file.display().to_string();
+    let saved = fencelock(&old.endpoints(), &["snapshot", "save", &file_arg]).await;
+    assert_eq!(saved.code, 0, "{saved:?}");
+    old.shutdown().await;
+
+    let mut new = TestCluster::start(1).await;
+    new.stop(0).await;
+    let data_dir = new.slots[0].data_dir.clone();
+    std::fs::remove_dir_all(&data_dir).expect("empty the data dir");
+    let peers = format!("1={}", new.members[&1]);
+    let restored = fencelock(
+        &new.endpoints(),
+        &[
+            "--output",
+            "json",
+            "snapshot",
+            "restore",
+            &file_arg,
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--id",
+            "1",
+            "--peers",
+            &peers,
+            "--keep-sessions",
+            "--token-margin",
+            "1000",
+        ],
+    )
+    .await;
+    assert_eq!(restored.code, 0, "{restored:?}");
+    let restored = restored.json();
+    assert_eq!(restored["sessions"], 1);
+    assert_eq!(restored["token_floor"], lease.token.0 + 1000);
+    new.restart(0).await;
+    let client = connect(&new).await;
+    let held = lock_info(&client, "kept").await.expect("the lock is kept");
+    assert_eq!(held.holders[0].token, lease.token);
+    // Nobody keeps the old session alive: its lease runs out under the new leader, and
+    // the next grant is above the floor.
+    wait_free(&client, "kept").await;
+    let next = grant(&client, "kept").await;
+    assert_eq!(next.0, lease.token.0 + 1001);
+    new.shutdown().await;
+}

@@ -323,7 +323,9 @@ pub fn log_filter(log_level: Option<&str>, command: &Command) -> Option<String> 
     match command {
         _ if rust_log => None,
         Command::Demo(_) => Some(DEMO_LOG_FILTER.to_owned()),
-        command if is_client_command(command) => Some(CLIENT_LOG_FILTER.to_owned()),
+        command if is_client_command(command) || matches!(command, Command::Snapshot(_)) => {
+            Some(CLIENT_LOG_FILTER.to_owned())
+        }
         _ => None,
     }
 }

@@ -1,4 +1,5 @@
-//! The `Cluster` gRPC service: status and run-time membership changes.
+//! The `Cluster` gRPC service: status, run-time membership changes, and backups
+//! (`SaveSnapshot`, in `api/backup.rs`).
 
 use super::leader::membership_error;
 use super::status::invalid_argument;

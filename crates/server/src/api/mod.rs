@@ -1,5 +1,5 @@
 //! The client-facing gRPC services: [`LocksService`] (sessions, locks, watches) and
-//! [`ClusterService`] (status, membership). Both are thin: they validate, propose
+//! [`ClusterService`] (status, membership, backups). Both are thin: they validate, propose
 //! through the proposer or read behind the read barrier, and map errors in `status`.
 
 mod auth;

@@ -34,6 +34,17 @@ def test_async_lock_cancel_and_lost(cluster, name: str) -> None:
                 await waiter
             while await queued():
                 await asyncio.sleep(0.05)
+            # The same for a session that stays open: the Rust client withdraws the wait.
+            async with await client.session(ttl=10) as session:
+                waiting = asyncio.ensure_future(session.lock(name))
+                while not await queued():
+                    await asyncio.sleep(0.05)
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                while await queued():
+                    await asyncio.sleep(0.05)
+                assert not session.lost.is_set()
             with pytest.raises(fencelock.LockTimeout):
                 await client.lock(name, timeout=0.2)
         # Released: the next one gets it, with a larger token.

@@ -762,8 +762,17 @@ impl Session {
         Ok(self.inner.get(py)?.client_id().to_string())
     }
 
+    /// Whether the session is lost, checked against the lease clock now (true at the
+    /// first look after the process was stopped past its lease, before any timer ran).
     fn is_lost(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.inner.get(py)?.is_lost())
+    }
+
+    /// Stop renewing the lease without closing the session, as a hung process would:
+    /// the lost signal fires, then the cluster expires the session.
+    fn stop_keepalive(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.get(py)?.stop_keepalive();
+        Ok(())
     }
 
     fn lease_remaining(&self, py: Python<'_>) -> PyResult<f64> {
@@ -790,6 +799,7 @@ impl Session {
         value: Option<Vec<u8>>,
     ) -> PyResult<Op> {
         let session = self.inner.get(py)?.clone();
+        let holder = session.clone();
         let wait = match (blocking, opt_seconds("timeout", timeout)?) {
             (false, _) => fl::Wait::NoWait,
             (true, Some(timeout)) => fl::Wait::Timeout(timeout),
@@ -805,9 +815,14 @@ impl Session {
             value: value.unwrap_or_default(),
         };
         op_of(
-            async move { session.acquire(&name, options).await },
-            |py, acquisition| match acquisition {
-                fl::Acquisition::Granted(guard) => Ok(Py::new(py, Lock::new(Held::Lock(guard)))?.into_any()),
+            async move {
+                let acquisition = session.acquire(&name, options).await?;
+                Ok((acquisition, holder))
+            },
+            |py, (acquisition, holder)| match acquisition {
+                fl::Acquisition::Granted(guard) => {
+                    Ok(Py::new(py, Lock::new(Held::Lock(guard), holder))?.into_any())
+                }
                 fl::Acquisition::WouldBlock => "would_block".into_py_any(py),
                 fl::Acquisition::TimedOut => "timed_out".into_py_any(py),
             },
@@ -817,10 +832,14 @@ impl Session {
     /// Campaign in election `name` with `value` (waits until leading): an op of a
     /// [`Lock`] whose `release` resigns.
     fn campaign(&self, py: Python<'_>, name: String, value: Vec<u8>) -> PyResult<Op> {
-        let election = Election::new(self.inner.get(py)?, name);
-        op_of(async move { election.campaign(value).await }, |py, leadership| {
-            Ok(Py::new(py, Lock::new(Held::Lead(leadership)))?.into_any())
-        })
+        let session = self.inner.get(py)?.clone();
+        let election = Election::new(&session, name);
+        op_of(
+            async move { Ok((election.campaign(value).await?, session)) },
+            |py, (leadership, session)| {
+                Ok(Py::new(py, Lock::new(Held::Lead(leadership), session))?.into_any())
+            },
+        )
     }
 
     /// End the session (its locks are released, its waits dropped).
@@ -844,6 +863,8 @@ struct LockInner {
     shared: bool,
     session_id: u64,
     lost: fl::Lost,
+    /// The holding session, for a look at its lease without waiting.
+    session: fl::Session,
     /// `None` once released.
     held: Mutex<Option<Held>>,
 }
@@ -856,7 +877,7 @@ struct Lock {
 }
 
 impl Lock {
-    fn new(held: Held) -> Lock {
+    fn new(held: Held, session: fl::Session) -> Lock {
         let (name, token, shared, session_id, lost) = match &held {
             Held::Lock(guard) => (
                 guard.name().to_string(),
@@ -880,6 +901,7 @@ impl Lock {
                 shared,
                 session_id,
                 lost,
+                session,
                 held: Mutex::new(Some(held)),
             }),
         }
@@ -913,6 +935,11 @@ impl Lock {
     fn lost(&self, py: Python<'_>) -> PyResult<Op> {
         let lost = self.inner.get(py)?.lost.clone();
         op_of(async move { Ok(lost.await) }, |py, r| lost_reason(r).into_py_any(py))
+    }
+
+    /// Whether the holding session is lost, checked against the lease clock now.
+    fn is_lost(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.inner.get(py)?.session.is_lost())
     }
 
     /// Whether `release` was called.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import select
 import signal
 import sqlite3
 import subprocess
@@ -37,7 +38,14 @@ def holder(cluster: Cluster, *args: str) -> subprocess.Popen:
     )
 
 
-def line(proc: subprocess.Popen) -> str:
+def line(proc: subprocess.Popen, patience: float = 120.0) -> str:
+    """The holder's next line; a holder silent for `patience` seconds fails the test
+    (and is killed) instead of hanging it."""
+    ready, _, _ = select.select([proc.stdout], [], [], patience)
+    if not ready:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        raise AssertionError(f"the holder said nothing for {patience} s")
     out = proc.stdout.readline().strip()
     assert out, f"holder exited with {proc.wait()}"
     return out

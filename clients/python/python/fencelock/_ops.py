@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Any, Dict, Generator, Optional, Union
+from typing import Any, Callable, Dict, Generator, Optional, Union
 
 from . import _native
 from .errors import ConfigError, LockTimeout, WouldBlock
@@ -124,26 +124,30 @@ class LostSignal:
     in asyncio (``await lock.lost`` returns the reason).
     """
 
-    def __init__(self, op: _native.Op) -> None:
+    def __init__(self, op: _native.Op, check: Callable[[], bool]) -> None:
         self._op = op
+        self._check = check
         self._reason: Optional[str] = None
         self._take = threading.Lock()
 
     def is_set(self) -> bool:
-        """Whether the lease is lost."""
-        return self._op.done()
+        """Whether the lease is lost. Checked against the lease clock at each call, so
+        the first look after the process was stopped past its lease (SIGSTOP, a long
+        GC pause) already says lost, before any background thread ran."""
+        return self._op.done() or self._check()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the lease is lost or `timeout` seconds pass; returns
         :meth:`is_set`."""
-        return self._op.wait(timeout)
+        return self._check() or self._op.wait(timeout)
 
     @property
     def reason(self) -> Optional[str]:
         """``"lease_expired"``, ``"session_not_found"`` or ``"closed"``; None while
         not lost."""
         if not self._op.done():
-            return None
+            # Lost on the lease clock, and the signal's task has not run yet.
+            return "lease_expired" if self._check() else None
         with self._take:
             if self._reason is None:
                 self._reason = self._op.result()
@@ -153,7 +157,8 @@ class LostSignal:
         return self._wait_async().__await__()
 
     async def _wait_async(self) -> Optional[str]:
-        await done_async(self._op, cancel=False)
+        if not self._check():
+            await done_async(self._op, cancel=False)
         return self.reason
 
     def __repr__(self) -> str:

@@ -26,7 +26,7 @@ class Lock:
         self._native = native
         # The session opened for this lock alone, closed with it.
         self._own_session = session
-        self.lost = LostSignal(native.lost())
+        self.lost = LostSignal(native.lost(), native.is_lost)
         """:class:`LostSignal` of the holding session."""
 
     @property
@@ -87,7 +87,7 @@ class Session:
 
     def __init__(self, native: _native.Session) -> None:
         self._native = native
-        self.lost = LostSignal(native.lost())
+        self.lost = LostSignal(native.lost(), native.is_lost)
         """:class:`LostSignal` of the lease."""
 
     @property
@@ -108,6 +108,12 @@ class Session:
     def lease_remaining(self) -> float:
         """Seconds the client-side lease has left unless a newer keepalive is answered."""
         return self._native.lease_remaining()
+
+    def stop_keepalive(self) -> None:
+        """Stop renewing the lease without closing the session, as a hung process
+        would: :attr:`lost` fires, then the cluster expires the session (its locks stay
+        held until then)."""
+        self._native.stop_keepalive()
 
     def lock(
         self,

@@ -27,7 +27,7 @@ class AsyncLock:
     def __init__(self, native: _native.Lock, session: Optional["AsyncSession"] = None) -> None:
         self._native = native
         self._own_session = session
-        self.lost = LostSignal(native.lost())
+        self.lost = LostSignal(native.lost(), native.is_lost)
         """:class:`~fencelock.LostSignal` of the holding session (awaitable)."""
 
     @property
@@ -106,7 +106,7 @@ class AsyncSession:
 
     def __init__(self, native: _native.Session) -> None:
         self._native = native
-        self.lost = LostSignal(native.lost())
+        self.lost = LostSignal(native.lost(), native.is_lost)
         """:class:`~fencelock.LostSignal` of the lease (awaitable)."""
 
     @property
@@ -122,6 +122,11 @@ class AsyncSession:
     def lease_remaining(self) -> float:
         """Seconds the client-side lease has left unless a newer keepalive is answered."""
         return self._native.lease_remaining()
+
+    def stop_keepalive(self) -> None:
+        """Stop renewing the lease without closing the session (see
+        :meth:`fencelock.Session.stop_keepalive`)."""
+        self._native.stop_keepalive()
 
     async def lock(
         self,

@@ -142,13 +142,19 @@ fn client_error(py: Python<'_>, err: fl::Error) -> PyErr {
     };
     let class = match &err {
         E::NotLeader { leader_addr, .. } => {
-            set("leader_addr", leader_addr.clone().into_py_any(py).unwrap_or(py.None()));
+            set(
+                "leader_addr",
+                leader_addr.clone().into_py_any(py).unwrap_or(py.None()),
+            );
             "NotLeader"
         }
         E::NoLeader(_) => "NoLeader",
         E::SessionNotFound(_) => "SessionNotFound",
         E::SessionLost(reason) => {
-            set("lost_reason", lost_reason(*reason).into_py_any(py).unwrap_or(py.None()));
+            set(
+                "lost_reason",
+                lost_reason(*reason).into_py_any(py).unwrap_or(py.None()),
+            );
             "SessionLost"
         }
         E::InvalidName(_) => "InvalidName",
@@ -174,20 +180,32 @@ fn client_error(py: Python<'_>, err: fl::Error) -> PyErr {
         E::Unavailable {
             outcome_unknown, ..
         } => {
-            set("outcome_unknown", outcome_unknown.into_py_any(py).unwrap_or(py.None()));
+            set(
+                "outcome_unknown",
+                outcome_unknown.into_py_any(py).unwrap_or(py.None()),
+            );
             "Unavailable"
         }
         E::Timeout {
             elapsed,
             outcome_unknown,
         } => {
-            set("outcome_unknown", outcome_unknown.into_py_any(py).unwrap_or(py.None()));
-            set("elapsed", elapsed.as_secs_f64().into_py_any(py).unwrap_or(py.None()));
+            set(
+                "outcome_unknown",
+                outcome_unknown.into_py_any(py).unwrap_or(py.None()),
+            );
+            set(
+                "elapsed",
+                elapsed.as_secs_f64().into_py_any(py).unwrap_or(py.None()),
+            );
             "Timeout"
         }
         E::Config(_) => "ConfigError",
         E::Status { code, .. } => {
-            set("code", format!("{code:?}").into_py_any(py).unwrap_or(py.None()));
+            set(
+                "code",
+                format!("{code:?}").into_py_any(py).unwrap_or(py.None()),
+            );
             "StatusError"
         }
         _ => "FencelockError",
@@ -204,8 +222,11 @@ fn lost_reason(reason: fl::LostReason) -> &'static str {
 }
 
 fn seconds(what: &str, value: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| PyValueError::new_err(format!("{what} must be a finite number of seconds >= 0, not {value}")))
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a finite number of seconds >= 0, not {value}"
+        ))
+    })
 }
 
 fn opt_seconds(what: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
@@ -329,7 +350,9 @@ impl Op {
         let deadline = opt_seconds("timeout", timeout)?.map(|t| Instant::now() + t);
         loop {
             let slice = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(WAIT_SLICE),
                 None => WAIT_SLICE,
             };
             let finished = py.detach(|| {
@@ -425,9 +448,14 @@ impl Stream {
             match next {
                 Some(item) => {
                     let convert = item?;
-                    Ok(Box::new(move |py: Python<'_>| (true, convert(py)?).into_py_any(py)) as Convert)
+                    Ok(
+                        Box::new(move |py: Python<'_>| (true, convert(py)?).into_py_any(py))
+                            as Convert,
+                    )
                 }
-                None => Ok(Box::new(|py: Python<'_>| (false, py.None()).into_py_any(py)) as Convert),
+                None => {
+                    Ok(Box::new(|py: Python<'_>| (false, py.None()).into_py_any(py)) as Convert)
+                }
             }
         })
     }
@@ -606,7 +634,12 @@ fn connect(
                 (Some(cert), Some(key)) => Some((cert.as_slice(), key.as_slice())),
                 (None, None) => None,
                 _ => {
-                    return Err(error(py, "ConfigError", "tls_cert and tls_key go together", None));
+                    return Err(error(
+                        py,
+                        "ConfigError",
+                        "tls_cert and tls_key go together",
+                        None,
+                    ));
                 }
             };
             builder = builder.tls(ca, identity, tls_domain.as_deref());
@@ -628,7 +661,13 @@ fn connect(
         }
     }
     op_of(builder.connect(), |py, client| {
-        Ok(Py::new(py, Client { inner: Owned::new(client) })?.into_any())
+        Ok(Py::new(
+            py,
+            Client {
+                inner: Owned::new(client),
+            },
+        )?
+        .into_any())
     })
 }
 
@@ -651,9 +690,18 @@ impl Client {
         if let Some(margin) = opt_seconds("safety_margin", safety_margin)? {
             options = options.safety_margin(margin);
         }
-        op_of(async move { client.session_with(options).await }, |py, session| {
-            Ok(Py::new(py, Session { inner: Owned::new(session) })?.into_any())
-        })
+        op_of(
+            async move { client.session_with(options).await },
+            |py, session| {
+                Ok(Py::new(
+                    py,
+                    Session {
+                        inner: Owned::new(session),
+                    },
+                )?
+                .into_any())
+            },
+        )
     }
 
     /// An op of `(lock info dict or None, revision)`.
@@ -671,13 +719,16 @@ impl Client {
     /// An op of a list of lock info dicts, names starting with `prefix`, at most `limit`.
     fn list(&self, py: Python<'_>, prefix: String, limit: usize) -> PyResult<Op> {
         let client = self.inner.get(py)?.clone();
-        op_of(async move { client.list(&prefix, limit).await }, |py, locks| {
-            let list = PyList::empty(py);
-            for info in locks {
-                list.append(lock_info(py, info)?)?;
-            }
-            list.into_py_any(py)
-        })
+        op_of(
+            async move { client.list(&prefix, limit).await },
+            |py, locks| {
+                let list = PyList::empty(py);
+                for info in locks {
+                    list.append(lock_info(py, info)?)?;
+                }
+                list.into_py_any(py)
+            },
+        )
     }
 
     /// An op of `(current, current_token or None)`.
@@ -698,7 +749,9 @@ impl Client {
     /// An op of the number of grants released by force.
     fn force_release(&self, py: Python<'_>, name: String) -> PyResult<Op> {
         let client = self.inner.get(py)?.clone();
-        op_of(async move { client.force_release(&name).await }, |py, n| n.into_py_any(py))
+        op_of(async move { client.force_release(&name).await }, |py, n| {
+            n.into_py_any(py)
+        })
     }
 
     /// Watch lock `name` (or every lock starting with it, with `prefix`): a stream of
@@ -712,7 +765,9 @@ impl Client {
         };
         Ok(Stream::new(
             stream
-                .map(|event| event.map(|e| Box::new(move |py: Python<'_>| watch_event(py, e)) as Convert))
+                .map(|event| {
+                    event.map(|e| Box::new(move |py: Python<'_>| watch_event(py, e)) as Convert)
+                })
                 .boxed(),
         ))
     }
@@ -720,7 +775,10 @@ impl Client {
     /// An op of the leader dict of election `name`, or None.
     fn leader(&self, py: Python<'_>, name: String) -> PyResult<Op> {
         let client = self.inner.get(py)?.clone();
-        op_of(async move { election::leader(&client, &name).await }, leader)
+        op_of(
+            async move { election::leader(&client, &name).await },
+            leader,
+        )
     }
 
     /// The leaders of election `name`, the current one first: a stream of leader dicts
@@ -782,7 +840,9 @@ impl Session {
     /// An op of the lost reason, finishing when the session is lost.
     fn lost(&self, py: Python<'_>) -> PyResult<Op> {
         let lost = self.inner.get(py)?.lost();
-        op_of(async move { Ok(lost.await) }, |py, r| lost_reason(r).into_py_any(py))
+        op_of(async move { Ok(lost.await) }, |py, r| {
+            lost_reason(r).into_py_any(py)
+        })
     }
 
     /// Take lock `name`: an op of a [`Lock`], or the string "would_block" (not
@@ -934,7 +994,9 @@ impl Lock {
     /// An op of the lost reason, finishing when the holding session is lost.
     fn lost(&self, py: Python<'_>) -> PyResult<Op> {
         let lost = self.inner.get(py)?.lost.clone();
-        op_of(async move { Ok(lost.await) }, |py, r| lost_reason(r).into_py_any(py))
+        op_of(async move { Ok(lost.await) }, |py, r| {
+            lost_reason(r).into_py_any(py)
+        })
     }
 
     /// Whether the holding session is lost, checked against the lease clock now.
@@ -944,12 +1006,24 @@ impl Lock {
 
     /// Whether `release` was called.
     fn released(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(self.inner.get(py)?.held.lock().unwrap_or_else(|e| e.into_inner()).is_none())
+        Ok(self
+            .inner
+            .get(py)?
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none())
     }
 
     /// Release the lock (resign, for a leadership): an op of None.
     fn release(&self, py: Python<'_>) -> PyResult<Op> {
-        let held = self.inner.get(py)?.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let held = self
+            .inner
+            .get(py)?
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let Some(held) = held else {
             return Err(PyRuntimeError::new_err("the lock was released already"));
         };

@@ -148,8 +148,9 @@ impl Client {
 ///
 /// [`Session::close`] ends it on the server (every lock it holds is released). When the
 /// `Session` and every [`LockGuard`](crate::LockGuard) taken from it are dropped, it is closed in the
-/// background; `Drop` never blocks.
-#[derive(Debug)]
+/// background; `Drop` never blocks. Clones are handles of the same session (a binding
+/// that shares it between calls in flight and a later close keeps one each).
+#[derive(Clone, Debug)]
 pub struct Session {
     pub(crate) inner: Arc<SessionInner>,
 }

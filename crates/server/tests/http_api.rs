@@ -607,11 +607,11 @@ async fn a_follower_redirects_to_the_leader_with_307_and_names_it() {
     cluster.shutdown().await;
 }
 
-/// Take `name` with session `holder` and start a waiting acquire of `waiter` on `send`;
-/// returns once the wait is queued.
+/// Two sessions, the first holding `name`: (holder, waiter).
 async fn hold_and_queue(addr: SocketAddr, name: &str) -> (u64, u64) {
-    let holder = open(addr, 10_000).await;
-    let waiter = open(addr, 10_000).await;
+    // Leases far longer than the test waits: an expiry must not end the wait for it.
+    let holder = open(addr, 120_000).await;
+    let waiter = open(addr, 120_000).await;
     let granted = ok(
         addr,
         "/v1/locks/acquire",

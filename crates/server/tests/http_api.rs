@@ -1021,3 +1021,47 @@ async fn the_openapi_document_matches_the_routes() {
     }
     cluster.shutdown().await;
 }
+
+/// The JSON API speaks the client listener's TLS: `curl` with the cluster's CA is
+/// served (HTTP/2 by ALPN), a plaintext request is not.
+#[tokio::test]
+async fn the_json_api_is_served_over_the_listeners_tls() {
+    let pki = std::sync::Arc::new(TestPki::new(&[1], &[]));
+    let node_pki = pki.clone();
+    let cluster = TestCluster::start_with_configs(1, move |config| {
+        fast(config);
+        config.tls = Some(node_pki.node_tls(config.node_id, false));
+    })
+    .await;
+    let addr = client_addr(&cluster, cluster.leader().await);
+    let ca = pki.ca();
+    let curl = move |scheme: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(["-d", r#"{"ttl_ms": 5000}"#])
+            .arg(format!("{scheme}://{addr}/v1/sessions/open"))
+            .output()
+            .expect("run curl (.ci/run installs it)")
+    };
+    let served = tokio::task::spawn_blocking({
+        let curl = curl.clone();
+        move || curl("https")
+    })
+    .await
+    .expect("curl");
+    assert!(served.status.success(), "{served:?}");
+    let opened: Value = serde_json::from_slice(&served.stdout).expect("JSON");
+    assert!(
+        opened["session_id"].as_u64().is_some_and(|s| s > 0),
+        "{opened}"
+    );
+    let plain = tokio::task::spawn_blocking(move || curl("http"))
+        .await
+        .expect("curl");
+    let refused = !plain.status.success()
+        || serde_json::from_slice::<Value>(&plain.stdout)
+            .map_or(true, |answer| answer.get("session_id").is_none());
+    assert!(refused, "plaintext served on a TLS listener: {plain:?}");
+    cluster.shutdown().await;
+}

@@ -1023,7 +1023,7 @@ async fn the_openapi_document_matches_the_routes() {
 }
 
 /// The JSON API speaks the client listener's TLS: `curl` with the cluster's CA is
-/// served (HTTP/2 by ALPN), a plaintext request is not.
+/// served (HTTP/2 by ALPN, or HTTP/1.1 without ALPN), a plaintext request is not.
 #[tokio::test]
 async fn the_json_api_is_served_over_the_listeners_tls() {
     let pki = std::sync::Arc::new(TestPki::new(&[1], &[]));
@@ -1035,33 +1035,31 @@ async fn the_json_api_is_served_over_the_listeners_tls() {
     .await;
     let addr = client_addr(&cluster, cluster.leader().await);
     let ca = pki.ca();
-    let curl = move |scheme: &str| {
-        std::process::Command::new("curl")
+    // (scheme, extra curl flags): whether it is served.
+    let cases: [(&str, &[&str], bool); 4] = [
+        ("https", &[], true),
+        // HTTP/1.1 without ALPN is served; offering only http/1.1 is refused, as the
+        // listener's ALPN is h2 only (docs/http-api.md, "Authentication").
+        ("https", &["--http1.1", "--no-alpn"], true),
+        ("https", &["--http1.1"], false),
+        ("http", &[], false),
+    ];
+    for (scheme, flags, expected) in cases {
+        let mut command = std::process::Command::new("curl");
+        command
             .args(["-s", "--max-time", "10", "--cacert"])
             .arg(&ca)
+            .args(flags)
             .args(["-d", r#"{"ttl_ms": 5000}"#])
-            .arg(format!("{scheme}://{addr}/v1/sessions/open"))
-            .output()
-            .expect("run curl (.ci/run installs it)")
-    };
-    let served = tokio::task::spawn_blocking({
-        let curl = curl.clone();
-        move || curl("https")
-    })
-    .await
-    .expect("curl");
-    assert!(served.status.success(), "{served:?}");
-    let opened: Value = serde_json::from_slice(&served.stdout).expect("JSON");
-    assert!(
-        opened["session_id"].as_u64().is_some_and(|s| s > 0),
-        "{opened}"
-    );
-    let plain = tokio::task::spawn_blocking(move || curl("http"))
-        .await
-        .expect("curl");
-    let refused = !plain.status.success()
-        || serde_json::from_slice::<Value>(&plain.stdout)
-            .map_or(true, |answer| answer.get("session_id").is_none());
-    assert!(refused, "plaintext served on a TLS listener: {plain:?}");
+            .arg(format!("{scheme}://{addr}/v1/sessions/open"));
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("curl task")
+            .expect("run curl (.ci/run installs it)");
+        let served = output.status.success()
+            && serde_json::from_slice::<Value>(&output.stdout)
+                .is_ok_and(|answer| answer["session_id"].as_u64().is_some_and(|s| s > 0));
+        assert_eq!(served, expected, "{scheme} {flags:?}: {output:?}");
+    }
     cluster.shutdown().await;
 }

@@ -826,15 +826,17 @@ async fn watch_streams_json_lines_and_server_sent_events() {
     );
     connection.abort();
 
-    // Refusals before the stream starts are ordinary errors.
-    let refused = post(
-        addr,
-        "/v1/locks/watch",
-        json!({"name": "watched/a", "start_revision": 3}),
-    )
-    .await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    assert_eq!(refused.body["reason"], "INVALID_ARGUMENT");
+    // Refusals before the stream starts are ordinary errors: this server cannot resume.
+    for position in [json!({"start_revision": 3}), json!({"start_event": 1})] {
+        let mut request = json!({"name": "watched/a"});
+        request
+            .as_object_mut()
+            .expect("object")
+            .extend(position.as_object().expect("object").clone());
+        let refused = post(addr, "/v1/locks/watch", request).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{position}");
+        assert_eq!(refused.body["reason"], "INVALID_ARGUMENT");
+    }
     cluster.shutdown().await;
 }
 

@@ -165,6 +165,8 @@ fn status_of(reason: &str, code: Code) -> StatusCode {
         "INTERNAL" => StatusCode::INTERNAL_SERVER_ERROR,
         "NOT_LEADER" | "NO_LEADER" | "UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
         "NO_SPACE" => StatusCode::INSUFFICIENT_STORAGE,
+        // A watch's start position older than the history the node holds.
+        "COMPACTED" => StatusCode::GONE,
         _ => status_of_code(code),
     }
 }

@@ -87,9 +87,9 @@ pub(super) async fn watch(
     headers: HeaderMap,
     JsonBody(body): JsonBody<wire::Watch>,
 ) -> Result<Response, HttpError> {
-    if body.start_revision != 0 {
+    if body.start_revision != 0 || body.start_event != 0 {
         return Err(HttpError::invalid(
-            "start_revision: this server cannot resume a watch from a revision",
+            "start_revision, start_event: this server cannot resume a watch from a position",
         ));
     }
     let framing = Framing::of(&headers);

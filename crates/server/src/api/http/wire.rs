@@ -402,8 +402,10 @@ impl From<pb::ListResponse> for Listed {
 pub struct Watch {
     name: String,
     prefix: bool,
-    /// Resume after this revision (refused while the server cannot resume watches).
+    /// Resume at this revision (refused while the server cannot resume watches).
     pub start_revision: u64,
+    /// The first event of `start_revision` to send (refused like `start_revision`).
+    pub start_event: u32,
 }
 
 impl From<Watch> for pb::WatchRequest {

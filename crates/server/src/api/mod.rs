@@ -5,6 +5,7 @@
 mod auth;
 pub mod backup;
 mod cluster;
+pub mod http;
 mod leader;
 mod locks;
 pub mod status;

@@ -97,10 +97,12 @@ func (l *Lock) Release(ctx context.Context) error {
 	}
 	l.released = true
 	l.mu.Unlock()
-	return l.s.release(ctx, l.name, l.token)
+	return l.s.Release(ctx, l.name, l.token)
 }
 
-func (s *Session) release(ctx context.Context, name string, token uint64) error {
+// Release releases this session's grant of lock name with token (Lock.Release does this
+// for a Lock). ErrNotHeld / ErrStaleToken when the session does not hold that grant.
+func (s *Session) Release(ctx context.Context, name string, token uint64) error {
 	id := s.begin()
 	req := struct {
 		SessionID uint64    `json:"session_id"`
@@ -251,7 +253,7 @@ func (s *Session) settle(req acquireRequest) {
 			case err == nil:
 				s.answered(req.Request.Seq)
 				if resp.Outcome == "GRANTED" {
-					if s.release(ctx, req.Name, resp.Token) != nil {
+					if s.Release(ctx, req.Name, resp.Token) != nil {
 						_ = s.Close(ctx)
 					}
 				}

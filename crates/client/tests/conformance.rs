@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn scenarios() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conformance/scenarios.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../conformance/scenarios.json"
+    );
     let text = std::fs::read_to_string(path).expect("read conformance/scenarios.json");
     let table: Value = serde_json::from_str(&text).expect("scenarios.json is JSON");
     assert_eq!(table["version"], 1, "a version this runner knows");
@@ -272,7 +275,10 @@ impl Run {
                 })
                 .await;
                 let lost = lost_at.lock().unwrap().unwrap();
-                assert!(lost <= found().unwrap(), "{step}: lost after the {kind} event");
+                assert!(
+                    lost <= found().unwrap(),
+                    "{step}: lost after the {kind} event"
+                );
             }
             "expect_events" => {
                 let events = self.watches[field(step, "watch")].0.clone();
@@ -280,7 +286,12 @@ impl Run {
                     .as_array()
                     .expect("events")
                     .iter()
-                    .map(|e| (field(e, "kind").to_string(), self.grant(field(e, "grant")).token))
+                    .map(|e| {
+                        (
+                            field(e, "kind").to_string(),
+                            self.grant(field(e, "grant")).token,
+                        )
+                    })
                     .collect();
                 let matched = || {
                     let seen = events.lock().unwrap();

@@ -3,7 +3,7 @@
 //! [`RunningNode`] that shuts it all down gracefully.
 
 use crate::admin;
-use crate::api::{AuthService, ClusterService, LocksService};
+use crate::api::{AuthService, ClusterService, LocksService, http};
 use crate::barrier::ReadBarrier;
 use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 /// Why a node could not start. Each variant's message says what failed; the cause, when
@@ -358,13 +359,22 @@ pub async fn start_with_listeners(
     }));
 
     let max_message = config.max_message_bytes;
-    let locks = LocksServer::new(LocksService::new(node.clone()))
+    // One service object each for gRPC and the JSON API (`api/http`), so both share the
+    // stream limits.
+    let locks_service = Arc::new(LocksService::new(node.clone()));
+    let cluster_service = Arc::new(ClusterService::new(node.clone()));
+    let locks = LocksServer::from_arc(locks_service.clone())
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message.max(4 * 1024 * 1024));
-    let cluster = ClusterServer::new(ClusterService::new(node.clone()))
-        .max_decoding_message_size(max_message);
+    let cluster =
+        ClusterServer::from_arc(cluster_service.clone()).max_decoding_message_size(max_message);
     let auth =
         AuthServer::new(AuthService::new(node.clone())).max_decoding_message_size(max_message);
+    let client_routes = http::with_json_routes(
+        Routes::new(locks).add_service(cluster).add_service(auth),
+        http::Api::new(&node, locks_service, cluster_service),
+        tls.client_server.is_some(),
+    );
     let mut client_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.client_server {
         client_server =
@@ -380,9 +390,9 @@ pub async fn start_with_listeners(
         let served = client_server
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(locks)
-            .add_service(cluster)
-            .add_service(auth)
+            // HTTP/1.1 too, for the JSON API.
+            .accept_http1(true)
+            .add_routes(client_routes)
             .serve_with_incoming_shutdown(accepted_without_nagle(client_listener), signal)
             .await;
         if let Err(error) = served {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cluster;
+pub mod http;
 mod leader;
 mod locks;
 pub mod status;

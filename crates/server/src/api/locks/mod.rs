@@ -3,6 +3,7 @@
 
 mod convert;
 mod keepalive;
+mod renew;
 mod wait;
 
 use convert::{

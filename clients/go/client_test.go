@@ -170,8 +170,13 @@ func TestCancelledContextWithdrawsTheWait(t *testing.T) {
 	}()
 	expectState(t, c, name, []uint64{held.Token()}, []uint64{b.ID()})
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled wait: %v", err)
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled wait: %v", err)
+		}
+	case <-time.After(patience):
+		t.Fatal("the wait did not return after the cancel")
 	}
 	expectState(t, c, name, []uint64{held.Token()}, nil)
 	if err := held.Release(ctx); err != nil {

@@ -258,7 +258,11 @@ func (r *runner) local(s step) (result, error) {
 	case "cancel":
 		p := r.pending[s.Acquire]
 		p.cancel()
-		<-p.done
+		select {
+		case <-p.done:
+		case <-time.After(patience):
+			return result{}, fmt.Errorf("the acquire did not return within %v of the cancel", patience)
+		}
 		if !errors.Is(p.err, context.Canceled) {
 			return result{}, fmt.Errorf("the acquire ended before the cancel: %v, %v", p.lock, p.err)
 		}

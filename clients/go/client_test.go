@@ -8,8 +8,77 @@ import (
 	"time"
 )
 
-func uniqueName(t *testing.T) string {
-	return fmt.Sprintf("go-test/%s/%d", t.Name(), time.Now().UnixNano())
+// setup is what every test starts with: the cluster, a client of it, a lock name of its
+// own.
+func setup(t *testing.T) (*cluster, *Client, string) {
+	cl := needCluster(t)
+	return cl, testClient(t, cl.endpoints()), fmt.Sprintf("go-test/%s/%d", t.Name(), time.Now().UnixNano())
+}
+
+// mustLock waits for name on s.
+func mustLock(t *testing.T, s *Session, name string) *Lock {
+	t.Helper()
+	lock, err := s.Lock(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lock
+}
+
+// queue starts one waiting Lock per session, one at a time, so the queue order is the
+// sessions' order; the grants arrive on the returned channels.
+func queue(t *testing.T, c *Client, name string, holder uint64, sessions []*Session) []chan *Lock {
+	var ids []uint64
+	var results []chan *Lock
+	for _, s := range sessions {
+		result := make(chan *Lock, 1)
+		go func(s *Session) {
+			lock, err := s.Lock(context.Background(), name)
+			if err != nil {
+				t.Error(err)
+			}
+			result <- lock
+		}(s)
+		results = append(results, result)
+		ids = append(ids, s.ID())
+		expectState(t, c, name, []uint64{holder}, ids)
+	}
+	return results
+}
+
+// grantedInOrder releases first, then checks that the queued waiters get the lock one
+// after the other, in queue order, each with a larger token, and releases each grant.
+func grantedInOrder(t *testing.T, c *Client, name string, first *Lock, sessions []*Session, results []chan *Lock) {
+	t.Helper()
+	ctx := context.Background()
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	prev := first.Token()
+	for i, result := range results {
+		var lock *Lock
+		select {
+		case lock = <-result:
+		case <-time.After(patience):
+			t.Fatalf("waiter %d not granted", i)
+		}
+		if lock == nil {
+			t.FailNow()
+		}
+		if lock.Token() <= prev || lock.Session() != sessions[i] {
+			t.Fatalf("waiter %d: token %d after %d, session %d", i, lock.Token(), prev, lock.Session().ID())
+		}
+		var rest []uint64
+		for _, s := range sessions[i+1:] {
+			rest = append(rest, s.ID())
+		}
+		expectState(t, c, name, []uint64{lock.Token()}, rest)
+		if err := lock.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		prev = lock.Token()
+	}
+	expectState(t, c, name, nil, nil)
 }
 
 func newSession(t *testing.T, c *Client, ttl time.Duration) *Session {
@@ -41,15 +110,10 @@ func expectState(t *testing.T, c *Client, name string, holders, waiters []uint64
 }
 
 func TestLockAndUnlock(t *testing.T) {
-	cl := needCluster(t)
-	c := testClient(t, cl.endpoints())
+	_, c, name := setup(t)
 	ctx := context.Background()
-	name := uniqueName(t)
 	s := newSession(t, c, 10*time.Second)
-	lock, err := s.Lock(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lock := mustLock(t, s, name)
 	if lock.Token() == 0 || !lock.Valid() {
 		t.Fatalf("token %d valid %v", lock.Token(), lock.Valid())
 	}
@@ -97,71 +161,22 @@ func TestLockAndUnlock(t *testing.T) {
 }
 
 func TestContentionGrantsInQueueOrderWithGrowingTokens(t *testing.T) {
-	cl := needCluster(t)
-	c := testClient(t, cl.endpoints())
-	ctx := context.Background()
-	name := uniqueName(t)
-	holder := newSession(t, c, 10*time.Second)
-	first, err := holder.Lock(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const waiters = 4
+	_, c, name := setup(t)
+	first := mustLock(t, newSession(t, c, 10*time.Second), name)
 	var sessions []*Session
-	results := make([]chan *Lock, waiters)
-	var ids []uint64
-	for i := 0; i < waiters; i++ {
-		s := newSession(t, c, 10*time.Second)
-		sessions = append(sessions, s)
-		results[i] = make(chan *Lock, 1)
-		go func(i int) {
-			lock, err := s.Lock(ctx, name)
-			if err != nil {
-				t.Error(err)
-			}
-			results[i] <- lock
-		}(i)
-		// Queue them one at a time, so the queue order is known.
-		ids = append(ids, s.ID())
-		expectState(t, c, name, []uint64{first.Token()}, ids)
+	for i := 0; i < 4; i++ {
+		sessions = append(sessions, newSession(t, c, 10*time.Second))
 	}
-	prev := first
-	if err := first.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < waiters; i++ {
-		var lock *Lock
-		select {
-		case lock = <-results[i]:
-		case <-time.After(patience):
-			t.Fatalf("waiter %d not granted", i)
-		}
-		if lock == nil {
-			t.FailNow()
-		}
-		if lock.Token() <= prev.Token() {
-			t.Fatalf("token %d after %d", lock.Token(), prev.Token())
-		}
-		expectState(t, c, name, []uint64{lock.Token()}, ids[i+1:])
-		if err := lock.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		prev = lock
-	}
-	expectState(t, c, name, nil, nil)
+	results := queue(t, c, name, first.Token(), sessions)
+	grantedInOrder(t, c, name, first, sessions, results)
 }
 
 func TestCancelledContextWithdrawsTheWait(t *testing.T) {
-	cl := needCluster(t)
-	c := testClient(t, cl.endpoints())
+	_, c, name := setup(t)
 	ctx := context.Background()
-	name := uniqueName(t)
 	a := newSession(t, c, 10*time.Second)
 	b := newSession(t, c, 10*time.Second)
-	held, err := a.Lock(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	held := mustLock(t, a, name)
 	waitCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -184,10 +199,7 @@ func TestCancelledContextWithdrawsTheWait(t *testing.T) {
 	}
 	expectState(t, c, name, nil, nil)
 	// A context deadline is a wait timeout on the cluster: no waiter is left either.
-	held, err = a.Lock(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	held = mustLock(t, a, name)
 	shortCtx, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()
 	if _, err := b.Lock(shortCtx, name); !errors.Is(err, ErrTimedOut) && !errors.Is(err, context.DeadlineExceeded) {
@@ -204,10 +216,8 @@ func TestCancelledContextWithdrawsTheWait(t *testing.T) {
 }
 
 func TestSharedLocks(t *testing.T) {
-	cl := needCluster(t)
-	c := testClient(t, cl.endpoints())
+	_, c, name := setup(t)
 	ctx := context.Background()
-	name := uniqueName(t)
 	a := newSession(t, c, 10*time.Second)
 	b := newSession(t, c, 10*time.Second)
 	x := newSession(t, c, 10*time.Second)
@@ -239,10 +249,8 @@ func TestSharedLocks(t *testing.T) {
 }
 
 func TestWatchSeesGrantAndRelease(t *testing.T) {
-	cl := needCluster(t)
-	c := testClient(t, cl.endpoints())
+	_, c, name := setup(t)
 	ctx := context.Background()
-	name := uniqueName(t)
 	w, err := c.Watch(ctx, name, false)
 	if err != nil {
 		t.Fatal(err)
@@ -252,10 +260,7 @@ func TestWatchSeesGrantAndRelease(t *testing.T) {
 		t.Fatalf("first event %+v %v", e, err)
 	}
 	s := newSession(t, c, 10*time.Second)
-	lock, err := s.Lock(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lock := mustLock(t, s, name)
 	if err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -274,68 +279,26 @@ func TestWatchSeesGrantAndRelease(t *testing.T) {
 // on the new leader with its request id (one waiter, not two), the release acts once,
 // and the grant goes to the waiter.
 func TestLeaderKillDuringWaits(t *testing.T) {
-	cl := needCluster(t)
+	cl, c, name := setup(t)
 	defer func() {
 		if err := cl.restartKilled(); err != nil {
 			t.Fatal(err)
 		}
 	}()
-	c := testClient(t, cl.endpoints())
-	ctx := context.Background()
-	name := uniqueName(t)
 	a := newSession(t, c, 15*time.Second)
-	held, err := a.Lock(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const waiters = 2
-	var ids []uint64
-	results := make(chan *Lock, waiters)
-	for i := 0; i < waiters; i++ {
-		s := newSession(t, c, 15*time.Second)
-		go func() {
-			lock, err := s.Lock(ctx, name)
-			if err != nil {
-				t.Error(err)
-			}
-			results <- lock
-		}()
-		ids = append(ids, s.ID())
-		expectState(t, c, name, []uint64{held.Token()}, ids)
-	}
+	held := mustLock(t, a, name)
+	sessions := []*Session{newSession(t, c, 15*time.Second), newSession(t, c, 15*time.Second)}
+	results := queue(t, c, name, held.Token(), sessions)
 	leader, err := cl.leader()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl.kill(leader)
-	expectState(t, c, name, []uint64{held.Token()}, ids)
-	if err := held.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	prev := held.Token()
-	for i := 0; i < waiters; i++ {
-		var lock *Lock
-		select {
-		case lock = <-results:
-		case <-time.After(patience):
-			t.Fatal("waiter not granted after the leader change")
-		}
-		if lock == nil {
-			t.FailNow()
-		}
-		if lock.Token() <= prev {
-			t.Fatalf("token %d after %d", lock.Token(), prev)
-		}
-		expectState(t, c, name, []uint64{lock.Token()}, ids[i+1:])
-		if err := lock.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		prev = lock.Token()
-	}
-	for _, s := range []*Session{a} {
-		if !s.Valid() {
-			t.Fatalf("session %d lost across the leader change: %v", s.ID(), s.Err())
-		}
+	// One waiter each, in the same order, on the new leader.
+	expectState(t, c, name, []uint64{held.Token()}, []uint64{sessions[0].ID(), sessions[1].ID()})
+	grantedInOrder(t, c, name, held, sessions, results)
+	if !a.Valid() {
+		t.Fatalf("the holder's session was lost across the leader change: %v", a.Err())
 	}
 }
 

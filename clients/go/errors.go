@@ -113,3 +113,11 @@ func (e *Error) transient() bool {
 	}
 	return false
 }
+
+// answeredBy reports whether err (nil included) is the cluster's definite answer to a
+// request: a success or an error that is not transient. After any other error the
+// request may or may not have acted.
+func answeredBy(err error) bool {
+	var apiErr *Error
+	return err == nil || (errors.As(err, &apiErr) && !apiErr.transient())
+}

@@ -2,7 +2,6 @@ package fencelock
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 )
@@ -111,8 +110,7 @@ func (s *Session) Release(ctx context.Context, name string, token uint64) error 
 		Request   requestID `json:"request"`
 	}{s.id, name, token, id}
 	err := s.c.call(ctx, bounded, "/v1/locks/release", req, nil)
-	var apiErr *Error
-	if err == nil || (errors.As(err, &apiErr) && !apiErr.transient()) {
+	if answeredBy(err) {
 		s.answered(id.Seq)
 	}
 	return err
@@ -181,14 +179,7 @@ func (s *Session) Acquire(ctx context.Context, name string, options AcquireOptio
 	}()
 	var resp acquireResponse
 	err := s.c.call(callCtx, kind, "/v1/locks/acquire", req, &resp)
-	var apiErr *Error
-	switch {
-	case err == nil:
-		s.answered(req.Request.Seq)
-	case errors.As(err, &apiErr) && !apiErr.transient():
-		s.answered(req.Request.Seq)
-		return nil, err
-	default:
+	if !answeredBy(err) {
 		// Cancelled, or the outcome is unknown: settle it in the background.
 		s.settle(req)
 		if lost := s.Err(); lost != nil && ctx.Err() == nil {
@@ -197,6 +188,10 @@ func (s *Session) Acquire(ctx context.Context, name string, options AcquireOptio
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		return nil, err
+	}
+	s.answered(req.Request.Seq)
+	if err != nil {
 		return nil, err
 	}
 	switch resp.Outcome {
@@ -248,21 +243,15 @@ func (s *Session) settle(req acquireRequest) {
 		for s.Err() == nil {
 			var resp acquireResponse
 			err := s.c.call(ctx, bounded, "/v1/locks/acquire", req, &resp)
-			var apiErr *Error
-			switch {
-			case err == nil:
+			if answeredBy(err) {
+				// An error here (e.g. SESSION_NOT_FOUND) leaves nothing to undo.
 				s.answered(req.Request.Seq)
-				if resp.Outcome == "GRANTED" {
-					if s.Release(ctx, req.Name, resp.Token) != nil {
-						_ = s.Close(ctx)
-					}
+				if err == nil && resp.Outcome == "GRANTED" && s.Release(ctx, req.Name, resp.Token) != nil {
+					_ = s.Close(ctx)
 				}
 				return
-			case errors.As(err, &apiErr) && !apiErr.transient():
-				// e.g. SESSION_NOT_FOUND: nothing is left to undo.
-				s.answered(req.Request.Seq)
-				return
-			case ctx.Err() != nil:
+			}
+			if ctx.Err() != nil {
 				// Could not settle: end the session, so its grants and waits go with it.
 				closeCtx, closeCancel := context.WithTimeout(context.Background(), s.c.cfg.RetryDeadline)
 				_ = s.Close(closeCtx)

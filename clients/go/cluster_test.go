@@ -131,6 +131,7 @@ func (c *cluster) start(nd *node) error {
 	)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}

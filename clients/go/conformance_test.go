@@ -454,6 +454,7 @@ func startActor(endpoints []string) (*actor, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), actorEnv+"="+strings.Join(endpoints, ","))
 	cmd.Stderr = os.Stderr
+	dieWithParent(cmd)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -108,6 +108,13 @@ func (c *Client) setLeader(addr string) {
 	c.leader = c.baseURL(addr)
 }
 
+// leaderURL is the node the client believes leads ("" when unknown).
+func (c *Client) leaderURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
 // demote forgets node as the leader after it failed.
 func (c *Client) demote(node string) {
 	c.mu.Lock()

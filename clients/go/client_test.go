@@ -315,3 +315,32 @@ func TestPausedHolder(t *testing.T) {
 	}
 	t.Fatal("no paused_holder scenario")
 }
+
+// A client given only a follower's address follows its NOT_LEADER answer (307 with the
+// leader's address in the body) to the leader, which is not among its endpoints.
+func TestFollowsNotLeaderToTheLeader(t *testing.T) {
+	cl, _, name := setup(t)
+	leader, err := cl.leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *node
+	for _, nd := range cl.nodes {
+		if nd != leader && nd.cmd != nil {
+			follower = nd
+		}
+	}
+	c := testClient(t, []string{follower.client})
+	st, err := c.Status(context.Background())
+	if err != nil || st.NodeID != uint64(follower.id) || st.LeaderID != uint64(leader.id) {
+		t.Fatalf("a follower's status: %+v %v", st, err)
+	}
+	s := newSession(t, c, 10*time.Second)
+	lock := mustLock(t, s, name)
+	if err := lock.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.leaderURL(); got != "http://"+leader.client {
+		t.Fatalf("the client's leader is %q, want %s", got, leader.client)
+	}
+}

@@ -607,11 +607,11 @@ async fn a_follower_redirects_to_the_leader_with_307_and_names_it() {
     cluster.shutdown().await;
 }
 
-/// Take `name` with session `holder` and start a waiting acquire of `waiter` on `send`;
-/// returns once the wait is queued.
+/// Two sessions, the first holding `name`: (holder, waiter).
 async fn hold_and_queue(addr: SocketAddr, name: &str) -> (u64, u64) {
-    let holder = open(addr, 10_000).await;
-    let waiter = open(addr, 10_000).await;
+    // Leases far longer than the test waits: an expiry must not end the wait for it.
+    let holder = open(addr, 120_000).await;
+    let waiter = open(addr, 120_000).await;
     let granted = ok(
         addr,
         "/v1/locks/acquire",
@@ -1018,6 +1018,48 @@ async fn the_openapi_document_matches_the_routes() {
             StatusCode::METHOD_NOT_ALLOWED,
             "{other} {path}"
         );
+    }
+    cluster.shutdown().await;
+}
+
+/// The JSON API speaks the client listener's TLS: `curl` with the cluster's CA is
+/// served (HTTP/2 by ALPN, or HTTP/1.1 without ALPN), a plaintext request is not.
+#[tokio::test]
+async fn the_json_api_is_served_over_the_listeners_tls() {
+    let pki = std::sync::Arc::new(TestPki::new(&[1], &[]));
+    let node_pki = pki.clone();
+    let cluster = TestCluster::start_with_configs(1, move |config| {
+        fast(config);
+        config.tls = Some(node_pki.node_tls(config.node_id, false));
+    })
+    .await;
+    let addr = client_addr(&cluster, cluster.leader().await);
+    let ca = pki.ca();
+    // (scheme, extra curl flags): whether it is served.
+    let cases: [(&str, &[&str], bool); 4] = [
+        ("https", &[], true),
+        // HTTP/1.1 without ALPN is served; offering only http/1.1 is refused, as the
+        // listener's ALPN is h2 only (docs/http-api.md, "Authentication").
+        ("https", &["--http1.1", "--no-alpn"], true),
+        ("https", &["--http1.1"], false),
+        ("http", &[], false),
+    ];
+    for (scheme, flags, expected) in cases {
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-s", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .args(flags)
+            .args(["-d", r#"{"ttl_ms": 5000}"#])
+            .arg(format!("{scheme}://{addr}/v1/sessions/open"));
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("curl task")
+            .expect("run curl (.ci/run installs it)");
+        let served = output.status.success()
+            && serde_json::from_slice::<Value>(&output.stdout)
+                .is_ok_and(|answer| answer["session_id"].as_u64().is_some_and(|s| s > 0));
+        assert_eq!(served, expected, "{scheme} {flags:?}: {output:?}");
     }
     cluster.shutdown().await;
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,8 +21,14 @@ type Config struct {
 	// Endpoints are the client addresses of the cluster's nodes, "host:port" or
 	// "http(s)://host:port". Any subset will do: the client follows the leader.
 	Endpoints []string
-	// HTTPClient sends the requests (TLS settings, proxies). Default: a client of its own
-	// with no overall timeout (waits are long polls; CallTimeout bounds other calls).
+	// TLS, when set, is the TLS configuration for https:// (the cluster's CA in RootCAs;
+	// a client certificate when the cluster requires one); endpoints without a scheme
+	// then use https. Ignored when HTTPClient is set.
+	TLS *tls.Config
+	// HTTPClient sends the requests (proxies, custom transports). Default: a client of
+	// its own with no overall timeout (waits are long polls; CallTimeout bounds other
+	// calls). Over TLS the cluster offers only HTTP/2 by ALPN: a Transport given its own
+	// TLSClientConfig needs ForceAttemptHTTP2.
 	HTTPClient *http.Client
 	// Authorization is sent as the authorization header of every call:
 	// "Basic base64(user:password)" or "Bearer <token>". Empty: none.
@@ -61,7 +68,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		if cfg.TLS != nil {
+			transport.TLSClientConfig = cfg.TLS.Clone()
+			transport.ForceAttemptHTTP2 = true
+		}
+		hc = &http.Client{Transport: transport}
 	}
 	// A redirect to the leader is followed by the client itself (it switches its leader
 	// and keeps its request ids), never by net/http.
@@ -82,6 +94,9 @@ func (c *Client) baseURL(addr string) string {
 		return addr
 	}
 	scheme := "http"
+	if c.cfg.TLS != nil {
+		scheme = "https"
+	}
 	for _, e := range c.cfg.Endpoints {
 		if strings.HasPrefix(e, "https://") {
 			scheme = "https"

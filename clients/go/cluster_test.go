@@ -2,6 +2,8 @@ package fencelock
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -34,6 +36,8 @@ type cluster struct {
 	dir   string
 	peers string
 	nodes []*node
+	// tls is the clients' TLS configuration when the nodes serve TLS, else nil.
+	tls *tls.Config
 }
 
 // shared is the cluster of this test run.
@@ -52,7 +56,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "the tests need the fencelock binary: build it (cargo build -p fencelock) or set FENCELOCK_BIN:", err)
 		os.Exit(1)
 	}
-	c, err := startCluster(bin, 3)
+	c, err := startCluster(bin, 3, false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the cluster:", err)
 		if c != nil {
@@ -82,12 +86,31 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startCluster(bin string, n int) (*cluster, error) {
+// startCluster starts n nodes; withTLS: their client listeners serve TLS with
+// certificates of a throw-away CA (`fencelock certs`).
+func startCluster(bin string, n int, withTLS bool) (*cluster, error) {
 	dir, err := os.MkdirTemp("", "fencelock-go-test-")
 	if err != nil {
 		return nil, err
 	}
 	c := &cluster{bin: bin, dir: dir}
+	if withTLS {
+		var ids []string
+		for i := 1; i <= n; i++ {
+			ids = append(ids, fmt.Sprint(i))
+		}
+		certs := exec.Command(bin, "certs", "--out", filepath.Join(dir, "certs"), "--nodes", strings.Join(ids, ","))
+		if out, err := certs.CombinedOutput(); err != nil {
+			return c, fmt.Errorf("fencelock certs: %v: %s", err, out)
+		}
+		ca, err := os.ReadFile(filepath.Join(dir, "certs", "ca.pem"))
+		if err != nil {
+			return c, err
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(ca)
+		c.tls = &tls.Config{RootCAs: roots}
+	}
 	var peers []string
 	for i := 1; i <= n; i++ {
 		client, err := freeAddr()
@@ -129,6 +152,12 @@ func (c *cluster) start(nd *node) error {
 		"--election-timeout-ms", "300",
 		"--worker-threads", "1",
 	)
+	if c.tls != nil {
+		certs := filepath.Join(c.dir, "certs")
+		cmd.Args = append(cmd.Args,
+			"--tls-cert", filepath.Join(certs, fmt.Sprintf("node-%d.pem", nd.id)),
+			"--tls-key", filepath.Join(certs, fmt.Sprintf("node-%d.key", nd.id)))
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	dieWithParent(cmd)
@@ -164,9 +193,14 @@ func (c *cluster) endpoints() []string {
 }
 
 // status asks node nd for its view of the cluster.
-func status(nd *node) (*ClusterStatus, error) {
+func (c *cluster) status(nd *node) (*ClusterStatus, error) {
 	hc := http.Client{Timeout: 2 * time.Second}
-	r, err := hc.Get("http://" + nd.client + "/v1/cluster/status")
+	scheme := "http"
+	if c.tls != nil {
+		scheme = "https"
+		hc.Transport = &http.Transport{TLSClientConfig: c.tls, ForceAttemptHTTP2: true}
+	}
+	r, err := hc.Get(scheme + "://" + nd.client + "/v1/cluster/status")
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +222,7 @@ func (c *cluster) leader() (*node, error) {
 			if nd.cmd == nil {
 				continue
 			}
-			s, err := status(nd)
+			s, err := c.status(nd)
 			if err != nil || s.LeaderID == 0 || (agreed != 0 && s.LeaderID != agreed) {
 				ok = false
 				break
@@ -197,7 +231,7 @@ func (c *cluster) leader() (*node, error) {
 		}
 		if ok && agreed != 0 {
 			leader := c.nodes[agreed-1]
-			if s, err := status(leader); leader.cmd != nil && err == nil && s.State == "Leader" {
+			if s, err := c.status(leader); leader.cmd != nil && err == nil && s.State == "Leader" {
 				return leader, nil
 			}
 		}
@@ -230,9 +264,13 @@ func needCluster(t *testing.T) *cluster {
 	return shared
 }
 
-// testClient is a client of the shared cluster.
+// testClient is a client of endpoints (of the shared cluster, which serves no TLS).
 func testClient(t testing.TB, endpoints []string) *Client {
-	c, err := New(Config{Endpoints: endpoints, CallTimeout: 3 * time.Second, RetryDeadline: patience})
+	return testClientTLS(t, endpoints, nil)
+}
+
+func testClientTLS(t testing.TB, endpoints []string, tlsConfig *tls.Config) *Client {
+	c, err := New(Config{Endpoints: endpoints, TLS: tlsConfig, CallTimeout: 3 * time.Second, RetryDeadline: patience})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,8 @@ type Client struct {
 	mu     sync.Mutex
 	leader string // base URL of the node believed to lead, "" when unknown
 	next   int    // round-robin position when no leader is known
+	// changed is closed (and replaced) when a new leader becomes known.
+	changed chan struct{}
 }
 
 // New returns a client of the cluster at cfg.Endpoints. It does not connect yet.
@@ -79,7 +81,7 @@ func New(cfg Config) (*Client, error) {
 	// and keeps its request ids), never by net/http.
 	copied := *hc
 	copied.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	c := &Client{cfg: cfg, http: &copied}
+	c := &Client{cfg: cfg, http: &copied, changed: make(chan struct{})}
 	for _, e := range cfg.Endpoints {
 		c.endpoints = append(c.endpoints, c.baseURL(e))
 	}
@@ -120,7 +122,38 @@ func (c *Client) pick() string {
 func (c *Client) setLeader(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.leader = c.baseURL(addr)
+	if leader := c.baseURL(addr); leader != c.leader {
+		c.leader = leader
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// leaderChange is closed when a new leader becomes known.
+func (c *Client) leaderChange() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// onLeaderChange cancels a long poll on node once another node is known to lead. A node
+// that stopped without closing its connections (paused, cut off) would otherwise hold
+// the wait's answer for ever, while the wait lives on in the new leader's state machine;
+// the retry on the new leader carries the same request id and re-attaches to it.
+func (c *Client) onLeaderChange(ctx context.Context, node string, cancel context.CancelFunc) {
+	changed := c.leaderChange()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			if leader := c.leaderURL(); leader != "" && leader != node {
+				cancel()
+				return
+			}
+			changed = c.leaderChange()
+		}
+	}
 }
 
 // leaderURL is the node the client believes leads ("" when unknown).
@@ -165,6 +198,8 @@ func (c *Client) call(ctx context.Context, kind callKind, path string, req, resp
 		node := c.pick()
 		err := c.attempt(ctx, kind, node, path, body, resp)
 		if err == nil {
+			// Only the leader answers these routes.
+			c.setLeader(node)
 			return nil
 		}
 		last = err
@@ -211,11 +246,14 @@ func jitter(d time.Duration) time.Duration {
 
 // attempt sends one request to one node.
 func (c *Client) attempt(ctx context.Context, kind callKind, node, path string, body []byte, resp interface{}) error {
+	var cancel context.CancelFunc
 	if kind == bounded {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+		go c.onLeaderChange(ctx, node, cancel)
 	}
+	defer cancel()
 	r, err := c.send(ctx, node, path, body)
 	if err != nil {
 		return err

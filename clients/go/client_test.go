@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -342,5 +343,36 @@ func TestFollowsNotLeaderToTheLeader(t *testing.T) {
 	}
 	if got := c.leaderURL(); got != "http://"+leader.client {
 		t.Fatalf("the client's leader is %q, want %s", got, leader.client)
+	}
+}
+
+// The leader is stopped with SIGSTOP, so its connections stay open and silent: the
+// waiter's long poll on it must move to the new leader (same request id, same place in
+// the queue) once the client learns of it, and be granted when the holder releases.
+func TestLeaderPausedDuringWait(t *testing.T) {
+	cl, c, name := setup(t)
+	a := newSession(t, c, 15*time.Second)
+	held := mustLock(t, a, name)
+	sessions := []*Session{newSession(t, c, 15*time.Second)}
+	results := queue(t, c, name, held.Token(), sessions)
+	leader, err := cl.leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = leader.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	grantedInOrder(t, c, name, held, sessions, results)
+	resume()
+	if _, err := cl.leader(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -54,6 +54,10 @@
 // cancel is found and released in the background (the same request id is sent again with
 // a 1 ms wait), so a caller that gave up never holds a lock it does not know of.
 //
+// A wait also survives a change of leader: when the client learns of a new leader, the
+// open long poll is sent there again with the same request id and keeps its place in the
+// queue, even if the old leader stopped without closing its connections.
+//
 // # Exactly once
 //
 // Every mutation of a session carries a request id (a sequence number and the lowest one

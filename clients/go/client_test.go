@@ -294,6 +294,45 @@ func TestLeaderKillDuringWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A watch served by the leader (the node the client calls).
+	if c.leaderURL() != "http://"+leader.client {
+		t.Fatalf("the client calls %s, the leader is %s", c.leaderURL(), leader.client)
+	}
+	w, err := c.Watch(context.Background(), name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if e, err := w.Next(); err != nil || e.Kind != Resync {
+		t.Fatalf("first event %+v %v", e, err)
+	}
+	events := make(chan Event, 100)
+	go func() {
+		defer close(events)
+		for {
+			e, err := w.Next()
+			if err != nil {
+				return
+			}
+			events <- e
+		}
+	}()
+	next := func(want func(Event) bool) {
+		t.Helper()
+		for {
+			select {
+			case e, ok := <-events:
+				if !ok {
+					t.Fatal("the watch ended")
+				}
+				if want(e) {
+					return
+				}
+			case <-time.After(patience):
+				t.Fatal("no such watch event")
+			}
+		}
+	}
 	cl.kill(leader)
 	// One waiter each, in the same order, on the new leader.
 	expectState(t, c, name, []uint64{held.Token()}, []uint64{sessions[0].ID(), sessions[1].ID()})
@@ -301,6 +340,13 @@ func TestLeaderKillDuringWaits(t *testing.T) {
 	if !a.Valid() {
 		t.Fatalf("the holder's session was lost across the leader change: %v", a.Err())
 	}
+	// The watch moved to a live node: a resync, then the events from there on.
+	next(func(e Event) bool { return e.Kind == Resync })
+	last := mustLock(t, a, name)
+	if err := last.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	next(func(e Event) bool { return e.Kind == Released && e.Token == last.Token() })
 }
 
 // The holder runs in a child process that is stopped (SIGSTOP) past its TTL and then

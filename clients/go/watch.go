@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
+	"time"
 )
 
 // EventKind is what happened to a lock.
@@ -43,71 +45,104 @@ type Event struct {
 
 // Watch is a stream of events; read it with Next, end it with Close.
 type Watch struct {
-	cancel  context.CancelFunc
-	body    io.ReadCloser
+	c      *Client
+	ctx    context.Context
+	cancel context.CancelFunc
+	body   []byte
+
+	mu      sync.Mutex
+	stream  io.ReadCloser
 	scanner *bufio.Scanner
 }
 
 // Watch streams the events of lock name (or, with prefix, of every lock whose name starts
-// with name; "" with prefix watches everything). Any node serves a watch. The stream
-// ends when ctx is done or Close is called.
+// with name; "" with prefix watches everything). Any node serves a watch; if its node
+// fails, the stream is opened again on another one, and its first event, a Resync, says
+// that events may have been missed. The stream ends when ctx is done or Close is called.
 func (c *Client) Watch(ctx context.Context, name string, prefix bool) (*Watch, error) {
 	body, _ := json.Marshal(map[string]interface{}{"name": name, "prefix": prefix})
-	var last error
-	for range c.endpoints {
-		node := c.pick()
-		streamCtx, cancel := context.WithCancel(ctx)
-		r, err := c.send(streamCtx, node, "/v1/locks/watch", body)
-		if err != nil {
-			cancel()
-			c.demote(node)
-			last = err
-			continue
-		}
-		if r.StatusCode != http.StatusOK {
-			err := decodeError(r)
-			r.Body.Close()
-			cancel()
-			var apiErr *Error
-			if errors.As(err, &apiErr) && !apiErr.transient() {
-				return nil, err
-			}
-			c.demote(node)
-			last = err
-			continue
-		}
-		scanner := bufio.NewScanner(r.Body)
-		scanner.Buffer(make([]byte, 64<<10), 1<<20)
-		return &Watch{cancel: cancel, body: r.Body, scanner: scanner}, nil
+	ctx, cancel := context.WithCancel(ctx)
+	w := &Watch{c: c, ctx: ctx, cancel: cancel, body: body}
+	if err := w.open(); err != nil {
+		cancel()
+		return nil, err
 	}
-	return nil, last
+	return w, nil
 }
 
-// Next blocks until the next event. It returns io.EOF when the stream ended, the
-// cluster's *Error when it ended with one, or the read error after Close.
-func (w *Watch) Next() (Event, error) {
-	for w.scanner.Scan() {
-		line := w.scanner.Bytes()
-		if len(line) == 0 {
-			continue
+// open starts the stream on a node, trying each node in turn until the retry deadline.
+func (w *Watch) open() error {
+	deadline := time.Now().Add(w.c.cfg.RetryDeadline)
+	for {
+		node := w.c.pick()
+		r, err := w.c.send(w.ctx, node, "/v1/locks/watch", w.body)
+		if err == nil && r.StatusCode != http.StatusOK {
+			err = decodeError(r)
+			r.Body.Close()
 		}
-		var event Event
-		if err := json.Unmarshal(line, &event); err != nil {
+		if err == nil {
+			scanner := bufio.NewScanner(r.Body)
+			scanner.Buffer(make([]byte, 64<<10), 1<<20)
+			w.mu.Lock()
+			w.stream, w.scanner = r.Body, scanner
+			w.mu.Unlock()
+			return nil
+		}
+		var apiErr *Error
+		if w.ctx.Err() != nil || (errors.As(err, &apiErr) && !apiErr.transient()) || time.Now().After(deadline) {
+			return err
+		}
+		w.c.demote(node)
+		select {
+		case <-w.ctx.Done():
+			return w.ctx.Err()
+		case <-time.After(jitter(100 * time.Millisecond)):
+		}
+	}
+}
+
+// Next blocks until the next event. It returns the cluster's *Error when the stream ended
+// with one that a new stream would meet too (e.g. PERMISSION_DENIED), or the context's
+// error after Close or the end of ctx.
+func (w *Watch) Next() (Event, error) {
+	for {
+		w.mu.Lock()
+		scanner := w.scanner
+		w.mu.Unlock()
+		for scanner.Scan() {
+			line := scanner.Bytes()
+			if len(line) == 0 {
+				continue
+			}
+			var event Event
+			if err := json.Unmarshal(line, &event); err != nil {
+				return Event{}, err
+			}
+			if event.Error != nil {
+				if !event.Error.transient() {
+					return Event{}, event.Error
+				}
+				break
+			}
+			return event, nil
+		}
+		// The stream broke or its node is going away: open it again elsewhere.
+		if w.ctx.Err() != nil {
+			return Event{}, w.ctx.Err()
+		}
+		w.mu.Lock()
+		w.stream.Close()
+		w.mu.Unlock()
+		if err := w.open(); err != nil {
 			return Event{}, err
 		}
-		if event.Error != nil {
-			return Event{}, event.Error
-		}
-		return event, nil
 	}
-	if err := w.scanner.Err(); err != nil {
-		return Event{}, err
-	}
-	return Event{}, io.EOF
 }
 
 // Close ends the stream.
 func (w *Watch) Close() error {
 	w.cancel()
-	return w.body.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stream.Close()
 }

@@ -1063,3 +1063,33 @@ async fn the_json_api_is_served_over_the_listeners_tls() {
     }
     cluster.shutdown().await;
 }
+
+/// The JSON renew is the gRPC keepalive: a leader cut off from its quorum answers it
+/// `NOT_LEADER` (after its quorum round fails), never with a renewed lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_does_not_renew_a_lease_over_json() {
+    let cluster = TestCluster::start(3).await;
+    let old = cluster.leader().await;
+    let addr = client_addr(&cluster, old);
+    let session = open(addr, 10_000).await;
+    let renewed = post(
+        addr,
+        "/v1/sessions/keepalive",
+        json!({"session_id": session}),
+    )
+    .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{:?}", renewed.body);
+
+    cluster.isolate(old);
+    let refused = post(
+        addr,
+        "/v1/sessions/keepalive",
+        json!({"session_id": session}),
+    )
+    .await;
+    assert_ne!(refused.status, StatusCode::OK, "{:?}", refused.body);
+    assert_eq!(refused.body["reason"], "NOT_LEADER", "{:?}", refused.body);
+    assert!(refused.body.get("ttl_ms").is_none(), "{:?}", refused.body);
+    cluster.heal();
+    cluster.shutdown().await;
+}

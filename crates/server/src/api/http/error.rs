@@ -104,10 +104,11 @@ impl HttpError {
 
     /// A gRPC status of the service code as the HTTP answer.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let detail = detail_of(status).unwrap_or_else(|| pb::ErrorDetail {
-            message: status.message().to_string(),
-            ..Default::default()
-        });
+        // An empty `details` decodes as a default detail: no reason, no message.
+        let mut detail = detail_of(status).unwrap_or_default();
+        if detail.message.is_empty() {
+            detail.message = status.message().to_string();
+        }
         HttpError::from_detail(status.code(), detail)
     }
 }
@@ -238,8 +239,14 @@ mod tests {
     }
 
     #[test]
-    fn a_status_without_detail_takes_a_reason_from_its_code() {
-        let error = HttpError::from_status(&tonic::Status::unauthenticated("who?"));
+    fn a_detail_without_reason_takes_one_from_its_code() {
+        let error = HttpError::from_detail(
+            Code::Unauthenticated,
+            pb::ErrorDetail {
+                message: "who?".into(),
+                ..Default::default()
+            },
+        );
         assert_eq!(error.status, StatusCode::UNAUTHORIZED);
         assert_eq!(error.body.reason, "UNAUTHENTICATED");
         assert_eq!(error.body.message, "who?");

@@ -71,7 +71,7 @@ impl Mode {
 /// How long an acquire waits.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Wait {
+pub enum WaitPolicy {
     /// Answer WOULD_BLOCK at once.
     #[default]
     NoWait,
@@ -165,7 +165,7 @@ pub struct Acquire {
     session_id: u64,
     name: String,
     mode: Mode,
-    wait: Wait,
+    wait: WaitPolicy,
     wait_timeout_ms: u64,
     request: Option<RequestId>,
     #[serde(with = "base64_bytes")]
@@ -188,9 +188,9 @@ impl Acquire {
             name: self.name,
             mode: self.mode.to_pb(),
             wait: match self.wait {
-                Wait::NoWait => pb::WaitPolicy::NoWait,
-                Wait::Timeout => pb::WaitPolicy::Timeout,
-                Wait::Forever => pb::WaitPolicy::Forever,
+                WaitPolicy::NoWait => pb::WaitPolicy::NoWait,
+                WaitPolicy::Timeout => pb::WaitPolicy::Timeout,
+                WaitPolicy::Forever => pb::WaitPolicy::Forever,
             } as i32,
             wait_timeout_ms: self.wait_timeout_ms,
             request: self.request.map(RequestId::to_pb),

@@ -207,6 +207,19 @@ func TestCancelledContextWithdrawsTheWait(t *testing.T) {
 		t.Fatalf("wait past the deadline: %v", err)
 	}
 	expectState(t, c, name, []uint64{held.Token()}, nil)
+	if _, err := b.Lock(shortCtx, name); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a wait whose deadline passed already: %v", err)
+	}
+	longCtx, cancelLong := context.WithTimeout(ctx, 48*time.Hour)
+	defer cancelLong()
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		cancelLong()
+	}()
+	if _, err := b.Lock(longCtx, name); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a wait with a deadline beyond the longest timed wait: %v", err)
+	}
+	expectState(t, c, name, []uint64{held.Token()}, nil)
 	if _, err := b.Acquire(ctx, name, AcquireOptions{Wait: WaitFor(200 * time.Millisecond)}); !errors.Is(err, ErrTimedOut) {
 		t.Fatalf("WaitFor past the timeout: %v", err)
 	}

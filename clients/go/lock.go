@@ -21,6 +21,9 @@ var (
 	Forever = Wait{}
 )
 
+// maxTimedWait is the longest wait_timeout_ms the cluster takes (docs/http-api.md).
+const maxTimedWait = 24 * time.Hour
+
 // WaitFor waits at most d; then the cluster withdraws the wait (ErrTimedOut).
 func WaitFor(d time.Duration) Wait {
 	if d < time.Millisecond {
@@ -156,8 +159,15 @@ func (s *Session) Acquire(ctx context.Context, name string, options AcquireOptio
 	case "":
 		req.Wait = "FOREVER"
 		if deadline, ok := ctx.Deadline(); ok {
-			req.Wait = "TIMEOUT"
-			req.WaitTimeoutMs = uint64(time.Until(deadline)/time.Millisecond) + 1
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, context.DeadlineExceeded
+			}
+			// Beyond the cluster's longest timed wait the context alone ends the wait.
+			if left <= maxTimedWait {
+				req.Wait = "TIMEOUT"
+				req.WaitTimeoutMs = uint64(left/time.Millisecond) + 1
+			}
 		}
 	case "TIMEOUT":
 		req.WaitTimeoutMs = uint64(options.Wait.timeout / time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,12 @@ type Client struct {
 	next   int    // round-robin position when no leader is known
 	// changed is closed (and replaced) when a new leader becomes known.
 	changed chan struct{}
+}
+
+// BasicAuth is the Authorization value for a user and password (Config.Authorization).
+// Send it over TLS only.
+func BasicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
 // New returns a client of the cluster at cfg.Endpoints. It does not connect yet.

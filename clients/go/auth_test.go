@@ -3,7 +3,6 @@ package fencelock
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -12,26 +11,13 @@ import (
 // With auth on, a call without credentials is refused with UNAUTHENTICATED (401), and the
 // Authorization header of Config is sent with every call, renewals included.
 func TestAuthorizationHeader(t *testing.T) {
-	cl := needCluster(t)
-	c1, err := startCluster(cl.bin, 1, false)
-	if c1 != nil {
-		// Registered before the sessions' cleanups, so it runs after them.
-		t.Cleanup(func() {
-			c1.stop()
-			if !t.Failed() {
-				os.RemoveAll(c1.dir)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	c1 := singleNode(t, false)
 	endpoint := c1.nodes[0].client
 	for _, args := range [][]string{
 		{"user", "add", "root", "--new-password", "secret-pw", "--endpoints", endpoint},
 		{"auth", "enable", "--endpoints", endpoint, "--user", "root", "--password", "secret-pw"},
 	} {
-		if out, err := exec.Command(cl.bin, args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(c1.bin, args...).CombinedOutput(); err != nil {
 			t.Fatalf("fencelock %v: %v: %s", args, err, out)
 		}
 	}

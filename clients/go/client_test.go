@@ -9,6 +9,39 @@ import (
 	"time"
 )
 
+// cancelWithdraws checks that a wait whose context is cancelled leaves the queue: one
+// session holds name, another waits and cancels; the lock is left free. It returns the
+// two sessions.
+func cancelWithdraws(t *testing.T, c *Client, name string) (*Session, *Session) {
+	t.Helper()
+	ctx := context.Background()
+	a := newSession(t, c, 10*time.Second)
+	b := newSession(t, c, 10*time.Second)
+	held := mustLock(t, a, name)
+	waitCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Lock(waitCtx, name)
+		done <- err
+	}()
+	expectState(t, c, name, []uint64{held.Token()}, []uint64{b.ID()})
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled wait: %v", err)
+		}
+	case <-time.After(patience):
+		t.Fatal("the wait did not return after the cancel")
+	}
+	expectState(t, c, name, []uint64{held.Token()}, nil)
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectState(t, c, name, nil, nil)
+	return a, b
+}
+
 // setup is what every test starts with: the cluster, a client of it, a lock name of its
 // own.
 func setup(t *testing.T) (*cluster, *Client, string) {
@@ -175,32 +208,9 @@ func TestContentionGrantsInQueueOrderWithGrowingTokens(t *testing.T) {
 func TestCancelledContextWithdrawsTheWait(t *testing.T) {
 	_, c, name := setup(t)
 	ctx := context.Background()
-	a := newSession(t, c, 10*time.Second)
-	b := newSession(t, c, 10*time.Second)
-	held := mustLock(t, a, name)
-	waitCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.Lock(waitCtx, name)
-		done <- err
-	}()
-	expectState(t, c, name, []uint64{held.Token()}, []uint64{b.ID()})
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("cancelled wait: %v", err)
-		}
-	case <-time.After(patience):
-		t.Fatal("the wait did not return after the cancel")
-	}
-	expectState(t, c, name, []uint64{held.Token()}, nil)
-	if err := held.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	expectState(t, c, name, nil, nil)
+	a, b := cancelWithdraws(t, c, name)
 	// A context deadline is a wait timeout on the cluster: no waiter is left either.
-	held = mustLock(t, a, name)
+	held := mustLock(t, a, name)
 	shortCtx, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()
 	if _, err := b.Lock(shortCtx, name); !errors.Is(err, ErrTimedOut) && !errors.Is(err, context.DeadlineExceeded) {

@@ -315,3 +315,22 @@ func lockState(ctx context.Context, c *Client, name string) ([]uint64, []uint64,
 	}
 	return holders, waiters, nil
 }
+
+// singleNode starts a cluster of one node of its own for test t (withTLS: serving TLS),
+// stopped when t ends, after the cleanups t registers later (its sessions' closes).
+func singleNode(t *testing.T, withTLS bool) *cluster {
+	t.Helper()
+	c, err := startCluster(needCluster(t).bin, 1, withTLS)
+	if c != nil {
+		t.Cleanup(func() {
+			c.stop()
+			if !t.Failed() {
+				os.RemoveAll(c.dir)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

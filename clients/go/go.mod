@@ -1,0 +1,3 @@
+module example.invalid/fencelock/clients/go
+
+go 1.19

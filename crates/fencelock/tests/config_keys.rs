@@ -199,3 +199,30 @@ fn every_flag_sets_what_it_set_before() {
     let read = serialized(&config);
     assert_eq!(table(&read), table(EVERY_FLAG_READ), "read back:\n{read}");
 }
+
+/// Grouped keys are read through serde's flattening, which loses the position of a
+/// mistake; the error must still point at the key's own line, like any other key's.
+#[test]
+fn a_mistake_in_a_grouped_key_points_at_its_line() {
+    let err = format!(
+        "{:#}",
+        parse_config("node_id = 1\n\n max_list_page = \"many\"\n").expect_err("bad value")
+    );
+    assert!(err.contains("line 3, column 2"), "{err}");
+    assert!(err.contains("3 |  max_list_page = \"many\""), "{err}");
+    assert!(err.contains("invalid type: string \"many\""), "{err}");
+
+    let err = format!(
+        "{:#}",
+        parse_config("node_id = 1\nlisten_adress = \"127.0.0.1:1\"\n").expect_err("unknown")
+    );
+    assert!(err.contains("line 2, column 1"), "{err}");
+    assert!(err.contains("unknown field `listen_adress`"), "{err}");
+
+    // A top-level key keeps the parser's own message.
+    let err = format!(
+        "{:#}",
+        parse_config("\nnode_id = \"one\"\n").expect_err("bad node id")
+    );
+    assert!(err.contains("line 2"), "{err}");
+}

@@ -501,7 +501,7 @@ mod tests {
         let cluster = TestCluster::start_with(1, |config| {
             fast(config);
             // Long enough that the proposer task does not propose the rider itself.
-            config.waiting_acquire_delay = Duration::from_secs(1);
+            config.write_path.waiting_acquire_delay = Duration::from_secs(1);
         })
         .await;
         let leader = cluster.leader().await;

@@ -2,7 +2,10 @@
 //! Built by the binary from flags and an optional TOML file; every field has a default
 //! so that `ServerConfig::default()` is the single-node quick start.
 
+use crate::proposer::ProposerLimits;
 use crate::raft::NodeId;
+use crate::raft::link::LinkLimits;
+use crate::space::SpaceOptions;
 use crate::store::LogStoreOptions;
 use fencelock_core::Limits;
 use serde::{Deserialize, Serialize};
@@ -285,7 +288,38 @@ impl TlsConfig {
     }
 }
 
+impl NetworkConfig {
+    /// The peer port's link bounds.
+    pub fn link_limits(&self) -> LinkLimits {
+        LinkLimits {
+            max_frame_bytes: self.max_peer_message_bytes,
+            max_links: self.max_peer_links,
+        }
+    }
+}
+
+impl WritePathConfig {
+    /// The proposer's bounds.
+    pub fn proposer_limits(&self) -> ProposerLimits {
+        ProposerLimits {
+            max_batch: self.max_batch_commands,
+            max_queued: self.max_queued_commands,
+            max_inflight: self.max_inflight_entries,
+            write_timeout: self.request_timeout,
+            waiting_acquire_delay: self.waiting_acquire_delay,
+        }
+    }
+}
+
 impl StorageConfig {
+    /// How the data disk's free space is watched.
+    pub fn space_options(&self) -> SpaceOptions {
+        SpaceOptions {
+            reserve_bytes: self.disk_reserve_bytes,
+            check_interval: self.disk_check_interval,
+        }
+    }
+
     /// The log store's options, from the `log_*` fields.
     pub fn log_store_options(&self) -> LogStoreOptions {
         LogStoreOptions {
@@ -318,14 +352,15 @@ impl Default for ServerConfig {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
+        let links = LinkLimits::default();
         NetworkConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             peer_listen: DEFAULT_PEER_LISTEN.parse().expect("valid default address"),
             peer_advertise: None,
             client_advertise: None,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("valid default address")),
-            max_peer_links: 256,
-            max_peer_message_bytes: crate::raft::network::DEFAULT_MAX_PEER_MESSAGE_BYTES,
+            max_peer_links: links.max_links,
+            max_peer_message_bytes: links.max_frame_bytes,
         }
     }
 }
@@ -343,28 +378,31 @@ impl Default for RaftConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        // The log store owns its defaults; the fields here mirror them.
+        // The log store and the space watch own their defaults; the fields mirror them.
         let log = LogStoreOptions::default();
+        let space = SpaceOptions::default();
         StorageConfig {
             log_page_cache_bytes: log.page_cache_bytes,
             log_wal_bytes: log.wal_bytes,
             log_inline_append_max_bytes: log.inline_append_max_bytes,
             log_cache_entries: log.cache_entries_max,
             log_cache_bytes: log.cache_bytes_max,
-            disk_reserve_bytes: crate::space::DEFAULT_RESERVE_BYTES,
-            disk_check_interval: crate::space::DEFAULT_CHECK_INTERVAL,
+            disk_reserve_bytes: space.reserve_bytes,
+            disk_check_interval: space.check_interval,
         }
     }
 }
 
 impl Default for WritePathConfig {
     fn default() -> Self {
+        // The proposer owns its defaults; the fields here mirror them.
+        let proposer = ProposerLimits::default();
         WritePathConfig {
-            max_batch_commands: 1_024,
-            max_queued_commands: 100_000,
-            max_inflight_entries: 1,
-            waiting_acquire_delay: Duration::from_millis(2),
-            request_timeout: Duration::from_secs(5),
+            max_batch_commands: proposer.max_batch,
+            max_queued_commands: proposer.max_queued,
+            max_inflight_entries: proposer.max_inflight,
+            waiting_acquire_delay: proposer.waiting_acquire_delay,
+            request_timeout: proposer.write_timeout,
             expiry_tick: Duration::from_millis(50),
         }
     }
@@ -510,6 +548,22 @@ mod tests {
         let mut tight = config.clone();
         tight.raft.election_timeout = config.raft.heartbeat_interval * 2;
         assert!(tight.validate().is_err());
+    }
+
+    /// Each component owns its defaults; the configuration's defaults are theirs.
+    #[test]
+    fn the_default_configuration_assembles_the_components_defaults() {
+        let config = ServerConfig::default();
+        assert_eq!(
+            config.storage.log_store_options(),
+            LogStoreOptions::default()
+        );
+        assert_eq!(config.storage.space_options(), SpaceOptions::default());
+        assert_eq!(
+            config.write_path.proposer_limits(),
+            ProposerLimits::default()
+        );
+        assert_eq!(config.network.link_limits(), LinkLimits::default());
     }
 
     #[test]

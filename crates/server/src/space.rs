@@ -32,12 +32,26 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The default of `disk_reserve_bytes`: room for a checkpoint of the default write-ahead
-/// file into the log database and a few snapshots of a modest state.
-pub const DEFAULT_RESERVE_BYTES: u64 = 256 << 20;
+/// How the data disk's free space is watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceOptions {
+    /// Below this many free bytes the NO_SPACE alarm is up (0: only a write the full disk
+    /// refused raises it); `disk_reserve_bytes` in the configuration.
+    pub reserve_bytes: u64,
+    /// How often the free space is read; `disk_check_interval` in the configuration.
+    pub check_interval: Duration,
+}
 
-/// The default of `disk_check_interval`.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+impl Default for SpaceOptions {
+    fn default() -> Self {
+        SpaceOptions {
+            // Room for a checkpoint of the default write-ahead file into the log
+            // database and a few snapshots of a modest state.
+            reserve_bytes: 256 << 20,
+            check_interval: Duration::from_secs(1),
+        }
+    }
+}
 
 /// The exit status of a node stopped by a storage error it cannot recover from in
 /// process (`EX_IOERR` of `sysexits.h`).

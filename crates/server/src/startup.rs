@@ -9,7 +9,7 @@ use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::node::{Node, NodeParts};
-use crate::proposer::{Proposer, ProposerLimits};
+use crate::proposer::Proposer;
 use crate::raft::link::{PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
@@ -243,7 +243,7 @@ pub async fn start_with_listeners(
     // the write path; read once now, so a node that starts on a full disk refuses
     // writes from the start.
     let space = log_store.disk_space();
-    space.set_reserve_bytes(config.storage.disk_reserve_bytes);
+    space.set_reserve_bytes(config.storage.space_options().reserve_bytes);
     if let Err(error) = space.measure(&config.data_dir) {
         tracing::warn!(data_dir = %config.data_dir.display(), %error, "cannot read the data disk's free space");
     }
@@ -274,13 +274,7 @@ pub async fn start_with_listeners(
     let proposer = Proposer::spawn(
         raft.clone(),
         config.node_id,
-        ProposerLimits {
-            max_batch: config.write_path.max_batch_commands,
-            max_queued: config.write_path.max_queued_commands,
-            max_inflight: config.write_path.max_inflight_entries,
-            write_timeout: config.write_path.request_timeout,
-            waiting_acquire_delay: config.write_path.waiting_acquire_delay,
-        },
+        config.write_path.proposer_limits(),
     )
     .refuse_writes_without_space(space.clone());
     let barrier = ReadBarrier::spawn(raft.clone());
@@ -343,8 +337,7 @@ pub async fn start_with_listeners(
         PeerPort {
             raft: raft.clone(),
             tls: tls.peer_link_server.clone(),
-            max_frame_bytes: config.network.max_peer_message_bytes,
-            max_links: config.network.max_peer_links,
+            limits: config.network.link_limits(),
         },
         stopped.clone(),
     );
@@ -414,7 +407,7 @@ pub async fn start_with_listeners(
     tasks.push(tokio::spawn(crate::space::monitor(
         space,
         config.data_dir.clone(),
-        config.storage.disk_check_interval,
+        config.storage.space_options().check_interval,
         stopped.clone(),
     )));
 

@@ -350,10 +350,27 @@ pub struct PeerPort {
     pub raft: Raft,
     /// Mutual TLS inside links, when peer traffic is encrypted.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    /// Largest frame accepted.
+    /// How large a frame and how many links it accepts.
+    pub limits: LinkLimits,
+}
+
+/// The bounds of the peer port's links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkLimits {
+    /// Largest frame accepted (a snapshot chunk plus framing, or a batch of entries);
+    /// `max_peer_message_bytes` in the configuration.
     pub max_frame_bytes: usize,
     /// Connections being sorted or served as links at once; more are closed at once.
     pub max_links: usize,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_links: 256,
+        }
+    }
 }
 
 /// Accept connections on the peer port: links are served here, every other connection
@@ -370,8 +387,10 @@ pub fn dispatch_peer_port(
     let PeerPort {
         raft,
         tls,
-        max_frame_bytes,
-        max_links,
+        limits: LinkLimits {
+            max_frame_bytes,
+            max_links,
+        },
     } = port;
     let tls = tls.map(TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_links));

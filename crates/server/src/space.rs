@@ -26,6 +26,10 @@
 //! recovery at the next start reads what the disk really holds (a supervisor restarts
 //! it). A Raft node that stops is safe: the others go on without it.
 
+use crate::limits::{
+    DEFAULT_DISK_CHECK_INTERVAL, DEFAULT_DISK_RESERVE_BYTES, SPACE_RETRY_WAIT_FIRST,
+    SPACE_RETRY_WAIT_MAX, SPACE_STILL_WAITING_LOG_EVERY,
+};
 use crate::status::DiskStatus;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -45,10 +49,8 @@ pub struct SpaceOptions {
 impl Default for SpaceOptions {
     fn default() -> Self {
         SpaceOptions {
-            // Room for a checkpoint of the default write-ahead file into the log
-            // database and a few snapshots of a modest state.
-            reserve_bytes: 256 << 20,
-            check_interval: Duration::from_secs(1),
+            reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
+            check_interval: DEFAULT_DISK_CHECK_INTERVAL,
         }
     }
 }
@@ -56,14 +58,6 @@ impl Default for SpaceOptions {
 /// The exit status of a node stopped by a storage error it cannot recover from in
 /// process (`EX_IOERR` of `sysexits.h`).
 pub const EXIT_STORAGE_FAILED: i32 = 74;
-
-/// The first wait before a write refused for lack of space is tried again; it doubles
-/// up to [`RETRY_WAIT_MAX`].
-const RETRY_WAIT_FIRST: Duration = Duration::from_millis(20);
-/// The longest wait between two tries of a write refused for lack of space.
-const RETRY_WAIT_MAX: Duration = Duration::from_secs(1);
-/// How often a write still waiting for space is logged again.
-const STILL_WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// What the node knows about its data disk's space, shared by the monitor, the storage
 /// (which reports writes waiting for space) and the write path (which refuses writes
@@ -204,7 +198,7 @@ impl DiskSpace {
         mut attempt: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
         let mut waiting: Option<(Instant, Instant)> = None;
-        let mut wait = RETRY_WAIT_FIRST;
+        let mut wait = SPACE_RETRY_WAIT_FIRST;
         let result = loop {
             match attempt() {
                 Err(error) if no_space(&error) => {
@@ -225,7 +219,7 @@ impl DiskSpace {
                             );
                         }
                         Some((since, logged)) => {
-                            if now.duration_since(*logged) >= STILL_WAITING_LOG_EVERY {
+                            if now.duration_since(*logged) >= SPACE_STILL_WAITING_LOG_EVERY {
                                 *logged = now;
                                 tracing::error!(
                                     file = %path.display(),
@@ -237,7 +231,7 @@ impl DiskSpace {
                         }
                     }
                     std::thread::sleep(wait);
-                    wait = (wait * 2).min(RETRY_WAIT_MAX);
+                    wait = (wait * 2).min(SPACE_RETRY_WAIT_MAX);
                 }
                 other => break other,
             }

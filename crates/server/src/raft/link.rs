@@ -18,6 +18,10 @@
 //! request/reply, so a cancelled or failed call never leaves half a frame on a pooled link.
 
 use crate::commit_trace::{self, Point};
+use crate::limits::{
+    DEFAULT_MAX_PEER_LINKS, DEFAULT_MAX_PEER_MESSAGE_BYTES, LINK_CONNECT_TIMEOUT,
+    MAX_IDLE_LINKS_PER_PEER,
+};
 use crate::raft::{Raft, TypeConfig};
 // How long a new connection may take to say what it is and finish a TLS handshake.
 use crate::tls::HANDSHAKE_TIMEOUT;
@@ -37,12 +41,6 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 /// The first bytes a link sends, before TLS: tells the peer port's dispatcher that this
 /// connection is a Raft link and not gRPC (HTTP/2 opens with `P`, TLS with `0x16`).
 pub const LINK_MAGIC: [u8; 8] = *b"FLRAFT\x00\x01";
-
-/// How long dialing a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Idle links kept per peer address (more are closed after use).
-const MAX_IDLE_LINKS_PER_PEER: usize = 4;
 
 /// Frame header: length (u32, big-endian, counts the kind byte and the body) and kind.
 const HEADER_BYTES: usize = 5;
@@ -223,7 +221,7 @@ impl LinkPool {
     }
 
     async fn dial(&self, addr: &str) -> io::Result<Link> {
-        let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let mut tcp = tokio::time::timeout(LINK_CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         tcp.set_nodelay(true)?;
@@ -367,8 +365,8 @@ pub struct LinkLimits {
 impl Default for LinkLimits {
     fn default() -> Self {
         LinkLimits {
-            max_frame_bytes: 64 * 1024 * 1024,
-            max_links: 256,
+            max_frame_bytes: DEFAULT_MAX_PEER_MESSAGE_BYTES,
+            max_links: DEFAULT_MAX_PEER_LINKS,
         }
     }
 }

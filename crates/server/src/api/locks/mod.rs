@@ -5,10 +5,11 @@ mod convert;
 mod keepalive;
 mod wait;
 
+use crate::limits::{KEEPALIVE_BATCH, MAX_WAIT};
 use convert::{
     client_id, lock_info, mode_from, request_id, session_id, session_info, unexpected, watch_event,
 };
-use keepalive::{Confirmed, KEEPALIVE_BATCH, answer_keepalive, serve_keepalives};
+use keepalive::{Confirmed, answer_keepalive, serve_keepalives};
 use wait::WaitEnd;
 
 use super::leader::{barrier_error, propose_error};
@@ -29,9 +30,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
-
-/// The longest finite wait an `Acquire` may ask for (one day).
-const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The `Locks` service of one node.
 pub struct LocksService {

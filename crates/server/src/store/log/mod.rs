@@ -102,6 +102,10 @@ use super::disk::Disk;
 use super::record;
 use super::wal::{self, Generation, RecordsEnd, Wal, WalBatch, WalRecord};
 use crate::commit_trace::{self, Point};
+use crate::limits::{
+    DEFAULT_INLINE_APPEND_MAX_BYTES, DEFAULT_LOG_CACHE_BYTES, DEFAULT_LOG_CACHE_ENTRIES,
+    DEFAULT_LOG_PAGE_CACHE_BYTES, DEFAULT_WAL_BYTES, LISTED_PROBLEMS_MAX, LOG_ROOM_MARGIN_BYTES,
+};
 use crate::raft::{LogId, NodeId, TypeConfig};
 use crate::space::{self, DiskSpace};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -178,20 +182,11 @@ pub struct LogStoreOptions {
     pub inline_append_max_bytes: u64,
 }
 
-/// The default of [`LogStoreOptions::inline_append_max_bytes`].
-pub const DEFAULT_INLINE_APPEND_MAX_BYTES: u64 = 64 << 10;
-
-/// The default of [`LogStoreOptions::wal_bytes`].
-pub const DEFAULT_WAL_BYTES: u64 = 4 << 20;
-
-/// The default of [`LogStoreOptions::page_cache_bytes`].
-pub const DEFAULT_LOG_PAGE_CACHE_BYTES: usize = 16 << 20;
-
 impl Default for LogStoreOptions {
     fn default() -> Self {
         LogStoreOptions {
-            cache_entries_max: 256,
-            cache_bytes_max: 4 << 20,
+            cache_entries_max: DEFAULT_LOG_CACHE_ENTRIES,
+            cache_bytes_max: DEFAULT_LOG_CACHE_BYTES,
             page_cache_bytes: DEFAULT_LOG_PAGE_CACHE_BYTES,
             wal_bytes: DEFAULT_WAL_BYTES,
             inline_append_max_bytes: DEFAULT_INLINE_APPEND_MAX_BYTES,
@@ -537,7 +532,6 @@ impl LogStore {
     /// Fail with a lack of space, without touching the database, when fewer than
     /// `bytes` (plus a margin for the database's own pages) are free on the data disk.
     fn ensure_room(&self, bytes: u64) -> Result<(), StoreError> {
-        const MARGIN_BYTES: u64 = 1 << 20;
         #[cfg(test)]
         if tests::SKIP_ROOM_CHECK.load(Ordering::Relaxed) {
             return Ok(());
@@ -548,7 +542,7 @@ impl LogStore {
             // Unknown: let the write itself tell.
             Err(_) => return Ok(()),
         };
-        if free < bytes.saturating_add(MARGIN_BYTES) {
+        if free < bytes.saturating_add(LOG_ROOM_MARGIN_BYTES) {
             return Err(StoreError::Io {
                 path: self.inner.path.clone(),
                 source: std::io::Error::new(

@@ -93,7 +93,8 @@
 //!
 //! `tail` (the cache of the newest entries, and reads), `append` (the append paths),
 //! `recovery` (opening, the start-up scan, and the write-ahead file's recovery),
-//! `raft_impl` (openraft's traits), `test_support` (raw access to the stored records,
+//! `raft_impl` (openraft's traits), `test_support` (raw access to the stored records and
+//! the counters tests read,
 //! `test-support` feature only); this file: the store, its options, checkpoints,
 //! truncate, purge, and the retry of writes the full disk refused.
 
@@ -377,28 +378,6 @@ impl LogStore {
         &self.inner.path
     }
 
-    /// Write transactions committed since open (appends, votes, committed, truncates,
-    /// purges). An `append()` of any number of entries counts one.
-    pub fn commit_count(&self) -> u64 {
-        self.inner.write_transactions.load(Ordering::Relaxed)
-    }
-
-    /// Entries appended since open.
-    pub fn entries_appended(&self) -> u64 {
-        self.inner.entries_appended.load(Ordering::Relaxed)
-    }
-
-    /// Appends since open written by the asking task itself, as one write-ahead write
-    /// (see [`LogStoreOptions::inline_append_max_bytes`]).
-    pub fn inline_appends(&self) -> u64 {
-        self.inner.inline_appends.load(Ordering::Relaxed)
-    }
-
-    /// Checkpoints since open: moves of the write-ahead file's entries into redb.
-    pub fn checkpoint_count(&self) -> u64 {
-        self.inner.checkpoints.load(Ordering::Relaxed)
-    }
-
     /// Move what the write-ahead file holds into redb now (tests and tools; the store
     /// does it by itself when needed).
     ///
@@ -575,11 +554,6 @@ impl LogStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *unsaved = (*unsaved).max(committed);
-    }
-
-    /// Reads of entries that the tail cache could not serve and went to disk.
-    pub fn disk_read_count(&self) -> u64 {
-        self.inner.disk_reads.load(Ordering::Relaxed)
     }
 
     fn tail(&self) -> MutexGuard<'_, Tail> {

@@ -97,18 +97,6 @@ pub fn append_tag(target: Option<u64>, last_entry: Option<u64>, commit: Option<u
     (target.unwrap_or(0) & 0xffff) << 48 | index
 }
 
-/// [`append_tag`] of an AppendEntries request.
-pub fn append_tag_of(
-    target: Option<u64>,
-    request: &openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>,
-) -> u64 {
-    append_tag(
-        target,
-        request.entries.last().map(|entry| entry.log_id.index),
-        request.leader_commit.map(|committed| committed.index),
-    )
-}
-
 struct Recorder {
     pending: Mutex<Pending>,
     file: Mutex<std::fs::File>,

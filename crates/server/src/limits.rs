@@ -80,6 +80,12 @@ pub const LINK_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// requests one peer has in flight, without a socket per past burst.
 pub const MAX_IDLE_LINKS_PER_PEER: usize = 4;
 
+// TLS (`crate::tls`, `crate::raft::link`).
+
+/// How long a TLS handshake on a listener (or a link's first bytes) may take before the
+/// connection is dropped, so a silent client cannot hold a connection slot.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 // The data disk (`crate::space`).
 
 /// Free bytes below which the NO_SPACE alarm is up, by default (`disk_reserve_bytes`):

@@ -20,11 +20,10 @@
 use crate::commit_trace::{self, Point};
 use crate::limits::{
     DEFAULT_MAX_PEER_LINKS, DEFAULT_MAX_PEER_MESSAGE_BYTES, LINK_CONNECT_TIMEOUT,
-    MAX_IDLE_LINKS_PER_PEER,
+    MAX_IDLE_LINKS_PER_PEER, TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::raft::{Raft, TypeConfig};
 // How long a new connection may take to say what it is and finish a TLS handshake.
-use crate::tls::HANDSHAKE_TIMEOUT;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -431,7 +430,7 @@ pub fn dispatch_peer_port(
                 (to_grpc.clone(), raft.clone(), tls.clone(), stopping.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
                         serve_link(stream, raft, tls, max_frame_bytes, stopping).await;
                     }
@@ -476,7 +475,7 @@ async fn serve_link(
             Some(acceptor) => Box::new(acceptor.accept(stream).await?),
         })
     };
-    let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, opened).await {
+    let io = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, opened).await {
         Ok(Ok(io)) => io,
         Ok(Err(error)) => {
             tracing::debug!(%error, "peer port: link handshake failed");
@@ -503,7 +502,7 @@ async fn serve_link(
             FrameKind::AppendEntries => {
                 answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
                     if commit_trace::enabled() {
-                        let tag = commit_trace::append_tag_of(None, &rpc);
+                        let tag = super::append_tag_of(None, &rpc);
                         commit_trace::mark(Point::AppendReceived, tag);
                         traced = Some(tag);
                     }

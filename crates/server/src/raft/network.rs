@@ -244,7 +244,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         if !commit_trace::enabled() {
             return self.send(frame, &option).await;
         }
-        let tag = commit_trace::append_tag_of(Some(self.target), &rpc);
+        let tag = super::append_tag_of(Some(self.target), &rpc);
         commit_trace::mark(Point::AppendSent, tag);
         let reply = self.send(frame, &option).await;
         commit_trace::mark(Point::AppendReplied, tag);

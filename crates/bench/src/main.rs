@@ -10,6 +10,7 @@
 //! fencelock-bench --systems fencelock-1 --workloads seq,uncontended --runs 1 --scale 0.1
 //! ```
 
+mod commit_breakdown;
 mod drivers;
 mod etcd_pb;
 mod procs;
@@ -613,7 +614,7 @@ fn commit_paths(report: &mut Report, system: &str, dir: &std::path::Path, nodes:
         .iter_mut()
         .filter(|path| path.system == system)
     {
-        match fencelock_server::commit_trace::breakdown(&files, &path.windows) {
+        match commit_breakdown::breakdown(&files, &path.windows) {
             Ok(breakdown) => path.breakdown = Some(breakdown),
             Err(error) => path.error = Some(error.to_string()),
         }

@@ -113,7 +113,7 @@ pub struct CommitPath {
     /// The runs' wall-clock windows, ns.
     pub windows: Vec<(u64, u64)>,
     /// The stages, once the trace files were read.
-    pub breakdown: Option<fencelock_server::commit_trace::Breakdown>,
+    pub breakdown: Option<crate::commit_breakdown::Breakdown>,
     /// Why there is no breakdown.
     pub error: Option<String>,
 }

@@ -6,8 +6,9 @@
 //!
 //! # The config file
 //!
-//! TOML whose keys are [`ServerConfig`]'s field names; every key is optional and an
-//! unknown key is an error. Durations are written in milliseconds. The complete list,
+//! TOML whose keys are [`ServerConfig`]'s field names, those of its groups (network,
+//! raft, storage, write path, API limits) at the top level too; every key is optional and
+//! an unknown key is an error. Durations are written in milliseconds. The complete list,
 //! with the defaults, is `crates/fencelock/fencelock.example.toml`:
 //!
 //! | key | meaning | default |
@@ -60,6 +61,7 @@ use anyhow::{Context, bail};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use fencelock_server::config::{Bootstrap, ServerConfig, TlsConfig};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -412,12 +414,54 @@ pub fn parse_config(text: &str) -> anyhow::Result<ServerConfig> {
 }
 
 fn parse_config_text(text: &str) -> anyhow::Result<FileConfig> {
-    let config: ServerConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config: ServerConfig = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}", locate_key_error(text, &table, e)))?;
     Ok(FileConfig {
         config,
         has_peer_listen: table.contains_key("peer_listen"),
     })
+}
+
+/// `ServerConfig`'s groups are flattened into the file's top level, and serde reports a
+/// bad value of a grouped key, or an unknown key, against the whole file (line 1). Read
+/// each top-level key alone to find the one at fault, and point at its line, as the TOML
+/// parser does for every other key.
+fn locate_key_error(text: &str, table: &toml::Table, error: toml::de::Error) -> String {
+    if error.span().is_some_and(|span| span.start > 0) {
+        return error.to_string();
+    }
+    let Ok(spanned) = toml::de::DeTable::parse(text) else {
+        return error.to_string();
+    };
+    for (key, value) in table {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        let Err(alone_error) = ServerConfig::deserialize(alone) else {
+            continue;
+        };
+        let Some(span) = spanned
+            .get_ref()
+            .keys()
+            .find(|k| k.get_ref().as_ref() == key.as_str())
+            .map(|k| k.span())
+        else {
+            break;
+        };
+        let before = &text[..span.start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = span.start - line_start + 1;
+        let source = text[line_start..].lines().next().unwrap_or_default();
+        let gutter = " ".repeat(line.to_string().len());
+        let marks = "^".repeat((span.end - span.start).max(1));
+        return format!(
+            "TOML parse error at line {line}, column {column}\n{gutter} |\n{line} | {source}\n\
+             {gutter} | {pad}{marks}\n{}\n",
+            alone_error.message(),
+            pad = " ".repeat(column - 1),
+        );
+    }
+    error.to_string()
 }
 
 impl ServeArgs {
@@ -441,32 +485,32 @@ impl ServeArgs {
             config.node_id = id;
         }
         if let Some(listen) = self.listen {
-            config.listen = listen;
+            config.network.listen = listen;
         }
         if let Some(peer_listen) = self.peer_listen {
-            config.peer_listen = peer_listen;
+            config.network.peer_listen = peer_listen;
             peer_listen_set = true;
         }
         if let Some(admin) = self.admin {
-            config.admin_listen = Some(admin);
+            config.network.admin_listen = Some(admin);
         }
         if self.no_admin {
-            config.admin_listen = None;
+            config.network.admin_listen = None;
         }
         if self.admin_tls {
-            config.admin_tls = true;
+            config.network.admin_tls = true;
         }
         if self.metrics_open {
-            config.metrics_open = true;
+            config.network.metrics_open = true;
         }
         if let Some(file) = &self.metrics_token_file {
-            config.metrics_token_file = Some(file.clone());
+            config.network.metrics_token_file = Some(file.clone());
         }
         if let Some(addr) = &self.advertise_client {
-            config.client_advertise = Some(addr.clone());
+            config.network.client_advertise = Some(addr.clone());
         }
         if let Some(addr) = &self.advertise_peer {
-            config.peer_advertise = Some(addr.clone());
+            config.network.peer_advertise = Some(addr.clone());
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
@@ -478,13 +522,13 @@ impl ServeArgs {
             config.bootstrap = Bootstrap::Join;
         }
         if let Some(ms) = self.heartbeat_ms {
-            config.heartbeat_interval = Duration::from_millis(ms);
+            config.raft.heartbeat_interval = Duration::from_millis(ms);
         }
         if let Some(ms) = self.election_timeout_ms {
-            config.election_timeout = Duration::from_millis(ms);
+            config.raft.election_timeout = Duration::from_millis(ms);
         }
         if let Some(entries) = self.snapshot_every {
-            config.snapshot_every_entries = entries;
+            config.raft.snapshot_every_entries = entries;
         }
         if let Some(threads) = self.worker_threads {
             config.worker_threads = threads;
@@ -497,7 +541,7 @@ impl ServeArgs {
             _ => None,
         };
         if let Some(own) = own_peer_addr {
-            config.peer_listen = own;
+            config.network.peer_listen = own;
         }
         if let Err(problem) = config.validate() {
             bail!("invalid configuration: {problem}");

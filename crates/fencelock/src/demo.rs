@@ -34,7 +34,9 @@ use fencelock_client::{Client, WatchEvent};
 use fencelock_fenced_kv::{
     FencedKv, FencedKvClient, FencedKvOptions, RefusalReason, WriteOutcome, serve_kv,
 };
-use fencelock_server::config::{Bootstrap, ServerConfig};
+use fencelock_server::config::{
+    Bootstrap, NetworkConfig, RaftConfig, ServerConfig, WritePathConfig,
+};
 use fencelock_server::startup::{Listeners, RunningNode, start_with_listeners};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -224,15 +226,24 @@ async fn start_cluster(dir: &Path) -> anyhow::Result<Vec<RunningNode>> {
     for ((client, peer), id) in bound.into_iter().zip(1..) {
         let config = ServerConfig {
             node_id: id,
-            listen: client.local_addr()?,
-            peer_listen: peer.local_addr()?,
-            admin_listen: None,
+            network: NetworkConfig {
+                listen: client.local_addr()?,
+                peer_listen: peer.local_addr()?,
+                admin_listen: None,
+                ..NetworkConfig::default()
+            },
             data_dir: dir.join(format!("node-{id}")),
             bootstrap: Bootstrap::Members(members.clone()),
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(300),
-            expiry_tick: Duration::from_millis(20),
-            request_timeout: Duration::from_secs(3),
+            raft: RaftConfig {
+                heartbeat_interval: Duration::from_millis(50),
+                election_timeout: Duration::from_millis(300),
+                ..RaftConfig::default()
+            },
+            write_path: WritePathConfig {
+                expiry_tick: Duration::from_millis(20),
+                request_timeout: Duration::from_secs(3),
+                ..WritePathConfig::default()
+            },
             ..ServerConfig::default()
         };
         let node = start_with_listeners(

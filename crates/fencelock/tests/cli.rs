@@ -54,10 +54,10 @@ fn members(pairs: &[(u64, &str)]) -> BTreeMap<u64, String> {
 fn no_flags_is_the_single_node_quick_start() {
     let c = config(&[]);
     assert_eq!(c.node_id, 1);
-    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-    assert_eq!(c.peer_listen.to_string(), DEFAULT_PEER_LISTEN);
+    assert_eq!(c.network.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.network.peer_listen.to_string(), DEFAULT_PEER_LISTEN);
     assert_eq!(
-        c.admin_listen.map(|a| a.to_string()).as_deref(),
+        c.network.admin_listen.map(|a| a.to_string()).as_deref(),
         Some(DEFAULT_ADMIN_LISTEN)
     );
     assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
@@ -95,10 +95,10 @@ fn every_flag_lands_in_the_config() {
         "777",
     ]);
     assert_eq!(c.node_id, 2);
-    assert_eq!(c.listen.to_string(), "127.0.0.1:8002");
-    assert_eq!(c.peer_listen.to_string(), "0.0.0.0:8102");
+    assert_eq!(c.network.listen.to_string(), "127.0.0.1:8002");
+    assert_eq!(c.network.peer_listen.to_string(), "0.0.0.0:8102");
     assert_eq!(
-        c.admin_listen.map(|a| a.to_string()).as_deref(),
+        c.network.admin_listen.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:8202")
     );
     assert_eq!(c.client_advertise_addr(), "node2.example:8002");
@@ -112,9 +112,9 @@ fn every_flag_lands_in_the_config() {
             (3, "127.0.0.1:8103")
         ]))
     );
-    assert_eq!(c.heartbeat_interval, Duration::from_millis(50));
-    assert_eq!(c.election_timeout, Duration::from_millis(300));
-    assert_eq!(c.snapshot_every_entries, 777);
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(c.raft.election_timeout, Duration::from_millis(300));
+    assert_eq!(c.raft.snapshot_every_entries, 777);
 }
 
 #[test]
@@ -125,17 +125,17 @@ fn peer_listener_defaults_to_this_nodes_address_in_peers() {
         "--peers",
         "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103",
     ]);
-    assert_eq!(c.peer_listen.to_string(), "127.0.0.1:7103");
+    assert_eq!(c.network.peer_listen.to_string(), "127.0.0.1:7103");
     // A host name cannot be bound: the default stays.
     let c = config(&["--id", "2", "--peers", "1=a.example:7101,2=b.example:7102"]);
-    assert_eq!(c.peer_listen.to_string(), DEFAULT_PEER_LISTEN);
+    assert_eq!(c.network.peer_listen.to_string(), DEFAULT_PEER_LISTEN);
 }
 
 #[test]
 fn join_and_no_admin() {
     let c = config(&["--id", "4", "--join", "--no-admin"]);
     assert_eq!(c.bootstrap, Bootstrap::Join);
-    assert_eq!(c.admin_listen, None);
+    assert_eq!(c.network.admin_listen, None);
     assert!(parse_err(&["--join", "--peers", "1=127.0.0.1:7101"]).contains("cannot be used with"));
     assert!(parse_err(&["--no-admin", "--admin", "127.0.0.1:1"]).contains("cannot be used with"));
 }
@@ -230,15 +230,15 @@ snapshot_every_entries = 500
 
     let c = config(&["--config", path]);
     assert_eq!(c.node_id, 2);
-    assert_eq!(c.listen.to_string(), "127.0.0.1:9002");
+    assert_eq!(c.network.listen.to_string(), "127.0.0.1:9002");
     assert_eq!(
-        c.admin_listen.map(|a| a.to_string()).as_deref(),
+        c.network.admin_listen.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:9202")
     );
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/fencelock"));
-    assert_eq!(c.heartbeat_interval, Duration::from_millis(40));
-    assert_eq!(c.election_timeout, Duration::from_millis(200));
-    assert_eq!(c.snapshot_every_entries, 500);
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(40));
+    assert_eq!(c.raft.election_timeout, Duration::from_millis(200));
+    assert_eq!(c.raft.snapshot_every_entries, 500);
     assert_eq!(
         c.bootstrap,
         Bootstrap::Members(members(&[(1, "127.0.0.1:9101"), (2, "127.0.0.1:9102")]))
@@ -257,11 +257,11 @@ snapshot_every_entries = 500
         "20",
     ]);
     assert_eq!(c.node_id, 1);
-    assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
-    assert_eq!(c.peer_listen.to_string(), "127.0.0.1:9102");
-    assert_eq!(c.admin_listen, None);
-    assert_eq!(c.heartbeat_interval, Duration::from_millis(20));
-    assert_eq!(c.election_timeout, Duration::from_millis(200));
+    assert_eq!(c.network.listen.to_string(), "127.0.0.1:9001");
+    assert_eq!(c.network.peer_listen.to_string(), "127.0.0.1:9102");
+    assert_eq!(c.network.admin_listen, None);
+    assert_eq!(c.raft.heartbeat_interval, Duration::from_millis(20));
+    assert_eq!(c.raft.election_timeout, Duration::from_millis(200));
 
     let c = config(&["--config", path, "--join"]);
     assert_eq!(c.bootstrap, Bootstrap::Join);
@@ -351,14 +351,14 @@ fn help_shows_the_real_defaults() {
         assert!(help.contains(default), "help lacks {default}:\n{help}");
     }
     let d = ServerConfig::default();
-    for ms in [d.heartbeat_interval, d.election_timeout] {
+    for ms in [d.raft.heartbeat_interval, d.raft.election_timeout] {
         assert!(
             help.contains(&format!("[default: {}]", ms.as_millis())),
             "{help}"
         );
     }
     assert!(
-        help.contains(&format!("[default: {}]", d.snapshot_every_entries)),
+        help.contains(&format!("[default: {}]", d.raft.snapshot_every_entries)),
         "{help}"
     );
     Cli::command().debug_assert();

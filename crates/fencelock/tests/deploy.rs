@@ -212,10 +212,10 @@ fn dockerfile_runs_serve_with_flags_and_paths_that_exist() {
         .split_whitespace()
         .map(|p| p.parse().expect("port"))
         .collect();
-    let admin = config.admin_listen.expect("admin on");
+    let admin = config.network.admin_listen.expect("admin on");
     let wanted: BTreeSet<u16> = [
-        port(&config.listen),
-        port(&config.peer_listen),
+        port(&config.network.listen),
+        port(&config.network.peer_listen),
         port(&admin),
     ]
     .into();
@@ -307,7 +307,7 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
         let peer = config.peer_advertise_addr();
         assert_eq!(
             peer,
-            format!("{name}:{}", config.peer_listen.port()),
+            format!("{name}:{}", config.network.peer_listen.port()),
             "{origin}"
         );
         advertised.insert(config.node_id, peer);
@@ -330,12 +330,12 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
             .collect();
         let client_host = ports
             .iter()
-            .find(|(_, c)| *c == config.listen.port())
+            .find(|(_, c)| *c == config.network.listen.port())
             .map(|(h, _)| h.clone())
             .unwrap_or_else(|| panic!("{origin}: client port not published"));
         assert_eq!(config.client_advertise_addr(), client_host, "{origin}");
         assert!(published_client.insert(client_host));
-        let admin = config.admin_listen.expect("admin on").port();
+        let admin = config.network.admin_listen.expect("admin on").port();
         assert!(
             ports.iter().any(|(_, c)| *c == admin),
             "{origin}: admin not published"
@@ -489,9 +489,12 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
             config.client_advertise_addr(),
             format!("{own}:{}", ports["client"])
         );
-        assert_eq!(config.listen.port(), ports["client"], "{origin}");
-        assert_eq!(config.peer_listen.port(), ports["peer"], "{origin}");
-        assert_eq!(config.admin_listen.map(|a| a.port()), Some(ports["admin"]));
+        assert_eq!(config.network.listen.port(), ports["client"], "{origin}");
+        assert_eq!(config.network.peer_listen.port(), ports["peer"], "{origin}");
+        assert_eq!(
+            config.network.admin_listen.map(|a| a.port()),
+            Some(ports["admin"])
+        );
         assert!(
             config.data_dir.starts_with(&mounts[claim]),
             "{origin}: data off the claim"

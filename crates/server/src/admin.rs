@@ -145,7 +145,7 @@ impl AdminSecurity {
     /// A message naming the setting: `admin_tls` without `tls.cert`/`tls.key`, an
     /// unreadable or empty metrics token file, or unusable certificate files.
     pub fn from_config(config: &ServerConfig, auth: Authenticator) -> Result<Self, String> {
-        let metrics_token_hash = match &config.metrics_token_file {
+        let metrics_token_hash = match &config.network.metrics_token_file {
             None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -162,7 +162,7 @@ impl AdminSecurity {
                 Some(token_hash(token))
             }
         };
-        let tls = if config.admin_tls {
+        let tls = if config.network.admin_tls {
             let tls = config.tls.as_ref();
             let (Some(cert), Some(key)) = (
                 tls.and_then(|t| t.cert.as_deref()),
@@ -177,7 +177,7 @@ impl AdminSecurity {
         };
         Ok(AdminSecurity {
             auth: Some(auth),
-            metrics_open: config.metrics_open,
+            metrics_open: config.network.metrics_open,
             metrics_token_hash,
             tls,
         })
@@ -343,7 +343,7 @@ pub async fn serve<S: AdminSource>(
 }
 
 /// [`serve`], secured by `security`: a TLS handshake that fails or takes longer than
-/// [`crate::tls::HANDSHAKE_TIMEOUT`] ends only its connection.
+/// [`crate::limits::TLS_HANDSHAKE_TIMEOUT`] ends only its connection.
 ///
 /// # Errors
 /// Only if the listener's local address cannot be read.
@@ -391,7 +391,7 @@ pub async fn serve_secured<S: AdminSource>(
                 None => drive(&http, stream, service, stop, peer).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(
-                        crate::tls::HANDSHAKE_TIMEOUT,
+                        crate::limits::TLS_HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),
                     )
                     .await

@@ -2,7 +2,10 @@
 //! Built by the binary from flags and an optional TOML file; every field has a default
 //! so that `ServerConfig::default()` is the single-node quick start.
 
+use crate::proposer::ProposerLimits;
 use crate::raft::NodeId;
+use crate::raft::link::LinkLimits;
+use crate::space::SpaceOptions;
 use crate::store::LogStoreOptions;
 use fencelock_core::Limits;
 use serde::{Deserialize, Serialize};
@@ -32,12 +35,49 @@ pub enum Bootstrap {
     Join,
 }
 
-/// Everything a node needs to run.
+/// Everything a node needs to run. The groups are flattened: the config file's keys are
+/// the groups' field names, with no table of their own (`listen = …`, not
+/// `[network] listen = …`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// This node's Raft id (>= 1).
     pub node_id: NodeId,
+    /// Where the Raft log and the snapshots live.
+    pub data_dir: PathBuf,
+    /// How the node joins or forms its cluster at first start.
+    pub bootstrap: Bootstrap,
+    /// Threads of the node's async runtime (0: one per core). Nodes that share a
+    /// machine's cores with each other or with their clients run faster with fewer:
+    /// every hop between tasks on different threads is a wake-up across cores (measured
+    /// on 2 cores with 3 nodes and the benchmark client: one each, seq +15 %,
+    /// contended +10 %).
+    pub worker_threads: usize,
+    /// Listeners, advertised addresses, peer traffic.
+    #[serde(flatten)]
+    pub network: NetworkConfig,
+    /// Raft timing and snapshots.
+    #[serde(flatten)]
+    pub raft: RaftConfig,
+    /// The log's caches and write-ahead file, the data disk's reserve.
+    #[serde(flatten)]
+    pub storage: StorageConfig,
+    /// Batching, pipelining and waiting of writes.
+    #[serde(flatten)]
+    pub write_path: WritePathConfig,
+    /// What this node grants each client.
+    #[serde(flatten)]
+    pub api_limits: ApiLimits,
+    /// The replicated limits this node proposes when it leads.
+    pub limits: Limits,
+    /// TLS for the client and peer listeners (`None`: plaintext everywhere).
+    pub tls: Option<TlsConfig>,
+}
+
+/// Where the node listens, the addresses it gives out, and the bounds of peer traffic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
     /// Client gRPC listener.
     pub listen: SocketAddr,
     /// Peer (Raft) gRPC listener.
@@ -48,10 +88,26 @@ pub struct ServerConfig {
     pub client_advertise: Option<String>,
     /// Admin HTTP listener (`/health`, `/metrics`, `/status`); `None` disables it.
     pub admin_listen: Option<SocketAddr>,
-    /// Where the Raft log and the snapshots live.
-    pub data_dir: PathBuf,
-    /// How the node joins or forms its cluster at first start.
-    pub bootstrap: Bootstrap,
+    /// Raft links (connections from peers, see `raft::link`) served at once; more are
+    /// closed as they arrive.
+    pub max_peer_links: usize,
+    /// Largest Raft message between nodes, in bytes (the same on every node): a batch of
+    /// entries over it is sent in smaller batches, snapshots in chunks of at most half.
+    pub max_peer_message_bytes: usize,
+    /// The admin listener speaks TLS with `tls.cert`/`tls.key` (and requires client
+    /// certificates of `tls.client_ca` when it is set), like the client listener.
+    pub admin_tls: bool,
+    /// With auth on, `/metrics` on the admin port stays open to anyone.
+    pub metrics_open: bool,
+    /// A file whose first line is a bearer token (at least 32 characters) that may read
+    /// `/metrics` with auth on (for Prometheus); `None`: none.
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// Raft's timing and its snapshots (handed to openraft's own configuration).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RaftConfig {
     /// Raft heartbeat interval (openraft ticks every 1.5 heartbeats, so a leader sends
     /// one about every 75 ms with the default 50 ms).
     #[serde(with = "duration_ms")]
@@ -69,6 +125,12 @@ pub struct ServerConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept behind a snapshot (for followers that are a little behind).
     pub log_entries_kept_after_snapshot: u64,
+}
+
+/// The Raft log's caches and write-ahead file, and the watch on the data disk's space.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
     /// redb's page cache for the Raft log file, in bytes.
     pub log_page_cache_bytes: usize,
     /// Size of the Raft log's write-ahead file (`raft-log.wal`), in bytes: appends are
@@ -80,6 +142,10 @@ pub struct ServerConfig {
     /// pool: two thread wake-ups fewer per commit, the core's worker thread busy for that
     /// one sync. 0: every append on the blocking pool. At most 16 MiB.
     pub log_inline_append_max_bytes: u64,
+    /// Newest log entries kept decoded in memory for replication, at most (0: none).
+    pub log_cache_entries: usize,
+    /// The cached entries' encoded sizes add up to at most this many bytes.
+    pub log_cache_bytes: usize,
     /// Below this many free bytes on the data disk the node raises its NO_SPACE alarm and,
     /// while it leads, refuses writes that add state (reads, keepalives and releases still
     /// work; see `space.rs`). 0: only a write the full disk refused raises it. Keep it
@@ -89,20 +155,17 @@ pub struct ServerConfig {
     /// How often the node reads its data disk's free space (10 ms to 60 s).
     #[serde(with = "duration_ms")]
     pub disk_check_interval: Duration,
-    /// Newest log entries kept decoded in memory for replication, at most (0: none).
-    pub log_cache_entries: usize,
-    /// The cached entries' encoded sizes add up to at most this many bytes.
-    pub log_cache_bytes: usize,
+}
+
+/// How writes are batched into Raft entries, how long they may wait, and how often the
+/// leader proposes expiries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WritePathConfig {
     /// Commands packed into one Raft entry at most.
     pub max_batch_commands: usize,
     /// Commands queued for the proposer at most (callers beyond it get "unavailable").
     pub max_queued_commands: usize,
-    /// Threads of the node's async runtime (0: one per core). Nodes that share a
-    /// machine's cores with each other or with their clients run faster with fewer:
-    /// every hop between tasks on different threads is a wake-up across cores (measured
-    /// on 2 cores with 3 nodes and the benchmark client: one each, seq +15 %,
-    /// contended +10 %).
-    pub worker_threads: usize,
     /// Raft entries proposed and not yet committed at most (the write pipeline's depth).
     /// With 2 the leader flushes the next entry while followers work on the previous one;
     /// with 1 (the default) what arrives meanwhile waits and goes out as one larger entry,
@@ -117,13 +180,20 @@ pub struct ServerConfig {
     /// instead of two in a row.
     #[serde(with = "duration_ms")]
     pub waiting_acquire_delay: Duration,
-    /// How often the leader looks for expired sessions.
-    #[serde(with = "duration_ms")]
-    pub expiry_tick: Duration,
     /// How long a request may wait for Raft before the caller gets "unavailable"
     /// (outcome unknown; retry with the same request id).
     #[serde(with = "duration_ms")]
     pub request_timeout: Duration,
+    /// How often the leader looks for expired sessions.
+    #[serde(with = "duration_ms")]
+    pub expiry_tick: Duration,
+}
+
+/// What one node grants its clients: message size, pages, streams, remembered answers.
+/// Enforced by this node alone (the replicated limits are `ServerConfig::limits`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiLimits {
     /// Largest gRPC message accepted from clients, in bytes.
     pub max_message_bytes: usize,
     /// Largest page of `List`.
@@ -139,24 +209,6 @@ pub struct ServerConfig {
     pub watch_buffer: usize,
     /// Live keepalive streams at most.
     pub max_keepalive_streams: usize,
-    /// Raft links (connections from peers, see `raft::link`) served at once; more are
-    /// closed as they arrive.
-    pub max_peer_links: usize,
-    /// Largest Raft message between nodes, in bytes (the same on every node): a batch of
-    /// entries over it is sent in smaller batches, snapshots in chunks of at most half.
-    pub max_peer_message_bytes: usize,
-    /// The replicated limits this node proposes when it leads.
-    pub limits: Limits,
-    /// TLS for the client and peer listeners (`None`: plaintext everywhere).
-    pub tls: Option<TlsConfig>,
-    /// The admin listener speaks TLS with `tls.cert`/`tls.key` (and requires client
-    /// certificates of `tls.client_ca` when it is set), like the client listener.
-    pub admin_tls: bool,
-    /// With auth on, `/metrics` on the admin port stays open to anyone.
-    pub metrics_open: bool,
-    /// A file whose first line is a bearer token (at least 32 characters) that may read
-    /// `/metrics` with auth on (for Prometheus); `None`: none.
-    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// TLS settings: PEM files for the client listener and for peer (Raft) traffic.
@@ -244,8 +296,40 @@ impl TlsConfig {
     }
 }
 
-impl ServerConfig {
-    /// The log store's options, from the flat `log_*` fields.
+impl NetworkConfig {
+    /// The peer port's link bounds.
+    pub fn link_limits(&self) -> LinkLimits {
+        LinkLimits {
+            max_frame_bytes: self.max_peer_message_bytes,
+            max_links: self.max_peer_links,
+            cluster_id: None,
+        }
+    }
+}
+
+impl WritePathConfig {
+    /// The proposer's bounds.
+    pub fn proposer_limits(&self) -> ProposerLimits {
+        ProposerLimits {
+            max_batch: self.max_batch_commands,
+            max_queued: self.max_queued_commands,
+            max_inflight: self.max_inflight_entries,
+            write_timeout: self.request_timeout,
+            waiting_acquire_delay: self.waiting_acquire_delay,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// How the data disk's free space is watched.
+    pub fn space_options(&self) -> SpaceOptions {
+        SpaceOptions {
+            reserve_bytes: self.disk_reserve_bytes,
+            check_interval: self.disk_check_interval,
+        }
+    }
+
+    /// The log store's options, from the `log_*` fields.
     pub fn log_store_options(&self) -> LogStoreOptions {
         LogStoreOptions {
             cache_entries_max: self.log_cache_entries,
@@ -259,45 +343,33 @@ impl ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        // The log store owns its defaults; the flat fields here mirror them.
-        let log = LogStoreOptions::default();
         ServerConfig {
             node_id: 1,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            bootstrap: Bootstrap::Members(BTreeMap::new()),
+            worker_threads: 0,
+            network: NetworkConfig::default(),
+            raft: RaftConfig::default(),
+            storage: StorageConfig::default(),
+            write_path: WritePathConfig::default(),
+            api_limits: ApiLimits::default(),
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        let links = LinkLimits::default();
+        NetworkConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             peer_listen: DEFAULT_PEER_LISTEN.parse().expect("valid default address"),
             peer_advertise: None,
             client_advertise: None,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN.parse().expect("valid default address")),
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            bootstrap: Bootstrap::Members(BTreeMap::new()),
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(300),
-            snapshot_every_entries: 10_000,
-            log_entries_kept_after_snapshot: 5_000,
-            log_page_cache_bytes: log.page_cache_bytes,
-            log_wal_bytes: log.wal_bytes,
-            log_inline_append_max_bytes: log.inline_append_max_bytes,
-            disk_reserve_bytes: crate::space::DEFAULT_RESERVE_BYTES,
-            disk_check_interval: crate::space::DEFAULT_CHECK_INTERVAL,
-            log_cache_entries: log.cache_entries_max,
-            log_cache_bytes: log.cache_bytes_max,
-            max_batch_commands: 1_024,
-            max_queued_commands: 100_000,
-            max_inflight_entries: 1,
-            waiting_acquire_delay: Duration::from_millis(2),
-            worker_threads: 0,
-            expiry_tick: Duration::from_millis(50),
-            request_timeout: Duration::from_secs(5),
-            max_message_bytes: 64 * 1024,
-            max_list_page: 1_000,
-            max_watchers: 10_000,
-            max_remembered_requests: 10_000,
-            watch_buffer: 1_024,
-            max_keepalive_streams: 10_000,
-            max_peer_links: 256,
-            max_peer_message_bytes: crate::raft::network::DEFAULT_MAX_PEER_MESSAGE_BYTES,
-            limits: Limits::default(),
-            tls: None,
+            max_peer_links: links.max_links,
+            max_peer_message_bytes: links.max_frame_bytes,
             admin_tls: false,
             metrics_open: false,
             metrics_token_file: None,
@@ -305,19 +377,77 @@ impl Default for ServerConfig {
     }
 }
 
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            snapshot_every_entries: 10_000,
+            log_entries_kept_after_snapshot: 5_000,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        // The log store and the space watch own their defaults; the fields mirror them.
+        let log = LogStoreOptions::default();
+        let space = SpaceOptions::default();
+        StorageConfig {
+            log_page_cache_bytes: log.page_cache_bytes,
+            log_wal_bytes: log.wal_bytes,
+            log_inline_append_max_bytes: log.inline_append_max_bytes,
+            log_cache_entries: log.cache_entries_max,
+            log_cache_bytes: log.cache_bytes_max,
+            disk_reserve_bytes: space.reserve_bytes,
+            disk_check_interval: space.check_interval,
+        }
+    }
+}
+
+impl Default for WritePathConfig {
+    fn default() -> Self {
+        // The proposer owns its defaults; the fields here mirror them.
+        let proposer = ProposerLimits::default();
+        WritePathConfig {
+            max_batch_commands: proposer.max_batch,
+            max_queued_commands: proposer.max_queued,
+            max_inflight_entries: proposer.max_inflight,
+            waiting_acquire_delay: proposer.waiting_acquire_delay,
+            request_timeout: proposer.write_timeout,
+            expiry_tick: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_message_bytes: 64 * 1024,
+            max_list_page: 1_000,
+            max_watchers: 10_000,
+            max_remembered_requests: 10_000,
+            watch_buffer: 1_024,
+            max_keepalive_streams: 10_000,
+        }
+    }
+}
+
 impl ServerConfig {
     /// The peer address other nodes use for this one.
     pub fn peer_advertise_addr(&self) -> String {
-        self.peer_advertise
+        self.network
+            .peer_advertise
             .clone()
-            .unwrap_or_else(|| self.peer_listen.to_string())
+            .unwrap_or_else(|| self.network.peer_listen.to_string())
     }
 
     /// The client address this node gives out.
     pub fn client_advertise_addr(&self) -> String {
-        self.client_advertise
+        self.network
+            .client_advertise
             .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+            .unwrap_or_else(|| self.network.listen.to_string())
     }
 
     /// Check the configuration for mistakes that would only show later.
@@ -339,55 +469,58 @@ impl ServerConfig {
                 return Err("node ids in --peers must be >= 1".into());
             }
         }
-        if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval * 2
+        if self.raft.heartbeat_interval.is_zero()
+            || self.raft.election_timeout <= self.raft.heartbeat_interval * 2
         {
             return Err("election timeout must exceed twice the heartbeat interval".into());
         }
-        if self.max_batch_commands == 0
-            || self.max_queued_commands == 0
-            || self.max_inflight_entries == 0
+        if self.write_path.max_batch_commands == 0
+            || self.write_path.max_queued_commands == 0
+            || self.write_path.max_inflight_entries == 0
         {
             return Err("batch, queue and in-flight sizes must be >= 1".into());
         }
-        if self.log_wal_bytes > 1 << 30 {
+        if self.storage.log_wal_bytes > 1 << 30 {
             return Err("the log's write-ahead file must be at most 1 GiB (0: none)".into());
         }
-        if self.log_inline_append_max_bytes > 16 << 20 {
+        if self.storage.log_inline_append_max_bytes > 16 << 20 {
             return Err("inline log appends must be at most 16 MiB (0: none)".into());
         }
-        if self.disk_reserve_bytes > 1 << 40 {
+        if self.storage.disk_reserve_bytes > 1 << 40 {
             return Err("the disk reserve must be at most 1 TiB (0: none)".into());
         }
         if !(Duration::from_millis(10)..=Duration::from_secs(60))
-            .contains(&self.disk_check_interval)
+            .contains(&self.storage.disk_check_interval)
         {
             return Err("the disk check interval must be between 10 ms and 60000 ms".into());
         }
-        if self.waiting_acquire_delay > Duration::from_secs(1) {
+        if self.write_path.waiting_acquire_delay > Duration::from_secs(1) {
             return Err("the waiting-acquire delay must be at most 1000 ms".into());
         }
         if self.worker_threads > 1024 {
             return Err("worker threads must be at most 1024 (0: one per core)".into());
         }
-        if self.snapshot_every_entries == 0 {
+        if self.raft.snapshot_every_entries == 0 {
             return Err("snapshot interval must be >= 1 entry".into());
         }
-        if self.max_message_bytes < 1024 {
+        if self.api_limits.max_message_bytes < 1024 {
             return Err("max message size must be >= 1024 bytes".into());
         }
-        if self.max_peer_links == 0 {
+        if self.network.max_peer_links == 0 {
             return Err("max peer links must be >= 1".into());
         }
-        if !(64 * 1024..=1 << 30).contains(&self.max_peer_message_bytes) {
+        if !(64 * 1024..=1 << 30).contains(&self.network.max_peer_message_bytes) {
             return Err("max peer message size must be between 64 KiB and 1 GiB".into());
         }
-        if !(1..=fencelock_core::Once::MAX_REMEMBER).contains(&self.max_remembered_requests) {
+        if !(1..=fencelock_core::Once::MAX_REMEMBER)
+            .contains(&self.api_limits.max_remembered_requests)
+        {
             return Err(format!(
                 "max remembered requests must be 1..={}",
                 fencelock_core::Once::MAX_REMEMBER
             ));
         }
-        if self.max_list_page == 0 || self.watch_buffer == 0 {
+        if self.api_limits.max_list_page == 0 || self.api_limits.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());
         }
         if let Some(tls) = &self.tls {
@@ -422,49 +555,53 @@ mod tests {
         // openraft ticks, and so sends heartbeats, every 1.5 heartbeat intervals; a
         // follower of a live leader campaigns no sooner than twice the election timeout
         // (timeout + leader lease) after the last one it got.
-        let tick = config.heartbeat_interval * 3 / 2;
-        assert!(config.election_timeout * 2 >= tick * 8, "{config:?}");
-        let tight = ServerConfig {
-            election_timeout: config.heartbeat_interval * 2,
-            ..config
-        };
+        let tick = config.raft.heartbeat_interval * 3 / 2;
+        assert!(config.raft.election_timeout * 2 >= tick * 8, "{config:?}");
+        let mut tight = config.clone();
+        tight.raft.election_timeout = config.raft.heartbeat_interval * 2;
         assert!(tight.validate().is_err());
+    }
+
+    /// Each component owns its defaults; the configuration's defaults are theirs.
+    #[test]
+    fn the_default_configuration_assembles_the_components_defaults() {
+        let config = ServerConfig::default();
+        assert_eq!(
+            config.storage.log_store_options(),
+            LogStoreOptions::default()
+        );
+        assert_eq!(config.storage.space_options(), SpaceOptions::default());
+        assert_eq!(
+            config.write_path.proposer_limits(),
+            ProposerLimits::default()
+        );
+        assert_eq!(config.network.link_limits(), LinkLimits::default());
     }
 
     #[test]
     fn the_runtime_and_the_write_ahead_file_are_bounded() {
-        let ok = ServerConfig {
+        let mut ok = ServerConfig {
             worker_threads: 1,
-            log_wal_bytes: 0,
-            log_inline_append_max_bytes: 16 << 20,
             ..ServerConfig::default()
         };
+        ok.storage.log_wal_bytes = 0;
+        ok.storage.log_inline_append_max_bytes = 16 << 20;
         ok.validate().unwrap();
+        let storage = |change: fn(&mut StorageConfig)| {
+            let mut config = ServerConfig::default();
+            change(&mut config.storage);
+            config
+        };
         for bad in [
             ServerConfig {
                 worker_threads: 1025,
                 ..ServerConfig::default()
             },
-            ServerConfig {
-                log_wal_bytes: (1 << 30) + 1,
-                ..ServerConfig::default()
-            },
-            ServerConfig {
-                log_inline_append_max_bytes: (16 << 20) + 1,
-                ..ServerConfig::default()
-            },
-            ServerConfig {
-                disk_reserve_bytes: (1 << 40) + 1,
-                ..ServerConfig::default()
-            },
-            ServerConfig {
-                disk_check_interval: Duration::from_millis(9),
-                ..ServerConfig::default()
-            },
-            ServerConfig {
-                disk_check_interval: Duration::from_secs(61),
-                ..ServerConfig::default()
-            },
+            storage(|s| s.log_wal_bytes = (1 << 30) + 1),
+            storage(|s| s.log_inline_append_max_bytes = (16 << 20) + 1),
+            storage(|s| s.disk_reserve_bytes = (1 << 40) + 1),
+            storage(|s| s.disk_check_interval = Duration::from_millis(9)),
+            storage(|s| s.disk_check_interval = Duration::from_secs(61)),
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

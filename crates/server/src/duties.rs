@@ -82,7 +82,7 @@ async fn propose_limits(node: &Node) {
 /// The leader's expiry loop: every tick, propose `ExpireSessions` for sessions whose
 /// deadline passed, in bounded batches.
 pub(crate) async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(node.config().expiry_tick);
+    let mut tick = tokio::time::interval(node.config().write_path.expiry_tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -212,11 +212,6 @@ impl EventHub {
         self.watchers.subscribe()
     }
 
-    /// How many watch streams are subscribed.
-    pub fn watcher_count(&self) -> usize {
-        self.watchers.receiver_count()
-    }
-
     /// Attach to `session`'s queued wait for `name`, checking the state under the same
     /// lock as the apply path so no grant is missed.
     pub fn attach_wait(&self, shared: &SharedState, session: SessionId, name: &str) -> Attach {

@@ -174,7 +174,7 @@ impl Node {
         let mut metrics = self.raft.metrics();
         let id = self.id;
         // One timer for the whole wait: metrics change often and must not restart it.
-        let mut check = tokio::time::interval(self.config.election_timeout);
+        let mut check = tokio::time::interval(self.config.raft.election_timeout);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await;
         loop {

@@ -91,7 +91,7 @@ impl Pending {
 }
 
 /// The proposer's bounds.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProposerLimits {
     /// Commands packed into one entry at most.
     pub max_batch: usize,
@@ -104,6 +104,18 @@ pub struct ProposerLimits {
     /// How long an acquire that will queue may wait for another write to share its
     /// entry (zero: never held back).
     pub waiting_acquire_delay: Duration,
+}
+
+impl Default for ProposerLimits {
+    fn default() -> Self {
+        ProposerLimits {
+            max_batch: 1_024,
+            max_queued: 100_000,
+            max_inflight: 1,
+            write_timeout: Duration::from_secs(5),
+            waiting_acquire_delay: Duration::from_millis(2),
+        }
+    }
 }
 
 /// Handle to the proposer task.
@@ -501,7 +513,7 @@ mod tests {
         let cluster = TestCluster::start_with(1, |config| {
             fast(config);
             // Long enough that the proposer task does not propose the rider itself.
-            config.waiting_acquire_delay = Duration::from_secs(1);
+            config.write_path.waiting_acquire_delay = Duration::from_secs(1);
         })
         .await;
         let leader = cluster.leader().await;

@@ -26,30 +26,45 @@
 //! recovery at the next start reads what the disk really holds (a supervisor restarts
 //! it). A Raft node that stops is safe: the others go on without it.
 
+use crate::limits::{
+    DEFAULT_DISK_CHECK_INTERVAL, DEFAULT_DISK_RESERVE_BYTES, SPACE_RETRY_WAIT_FIRST,
+    SPACE_RETRY_WAIT_MAX, SPACE_STILL_WAITING_LOG_EVERY,
+};
 use crate::status::DiskStatus;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The default of `disk_reserve_bytes`: room for a checkpoint of the default write-ahead
-/// file into the log database and a few snapshots of a modest state.
-pub const DEFAULT_RESERVE_BYTES: u64 = 256 << 20;
+/// How the data disk's free space is watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceOptions {
+    /// Below this many free bytes the NO_SPACE alarm is up (0: only a write the full disk
+    /// refused raises it); `disk_reserve_bytes` in the configuration.
+    pub reserve_bytes: u64,
+    /// How often the free space is read; `disk_check_interval` in the configuration.
+    pub check_interval: Duration,
+}
 
-/// The default of `disk_check_interval`.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+impl Default for SpaceOptions {
+    fn default() -> Self {
+        SpaceOptions {
+            reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
+            check_interval: DEFAULT_DISK_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// What a handle of the simulated disk (`store/sim.rs`) from before a power cut answers:
+/// that process is gone. Defined here, below the store, because a "stop on unknown
+/// durability" after a simulated power cut does not stop the test process.
+#[cfg(feature = "test-support")]
+pub(crate) const POWER_LOST: &str =
+    "the simulated disk lost power: this handle belongs to the process before";
 
 /// The exit status of a node stopped by a storage error it cannot recover from in
 /// process (`EX_IOERR` of `sysexits.h`).
 pub const EXIT_STORAGE_FAILED: i32 = 74;
-
-/// The first wait before a write refused for lack of space is tried again; it doubles
-/// up to [`RETRY_WAIT_MAX`].
-const RETRY_WAIT_FIRST: Duration = Duration::from_millis(20);
-/// The longest wait between two tries of a write refused for lack of space.
-const RETRY_WAIT_MAX: Duration = Duration::from_secs(1);
-/// How often a write still waiting for space is logged again.
-const STILL_WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// What the node knows about its data disk's space, shared by the monitor, the storage
 /// (which reports writes waiting for space) and the write path (which refuses writes
@@ -190,7 +205,7 @@ impl DiskSpace {
         mut attempt: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
         let mut waiting: Option<(Instant, Instant)> = None;
-        let mut wait = RETRY_WAIT_FIRST;
+        let mut wait = SPACE_RETRY_WAIT_FIRST;
         let result = loop {
             match attempt() {
                 Err(error) if no_space(&error) => {
@@ -211,7 +226,7 @@ impl DiskSpace {
                             );
                         }
                         Some((since, logged)) => {
-                            if now.duration_since(*logged) >= STILL_WAITING_LOG_EVERY {
+                            if now.duration_since(*logged) >= SPACE_STILL_WAITING_LOG_EVERY {
                                 *logged = now;
                                 tracing::error!(
                                     file = %path.display(),
@@ -223,7 +238,7 @@ impl DiskSpace {
                         }
                     }
                     std::thread::sleep(wait);
-                    wait = (wait * 2).min(RETRY_WAIT_MAX);
+                    wait = (wait * 2).min(SPACE_RETRY_WAIT_MAX);
                 }
                 other => break other,
             }
@@ -269,7 +284,7 @@ pub fn stop_on_unknown_durability<E: std::fmt::Display>(path: &Path, what: &str,
     );
     tracing::error!(file = %path.display(), "fatal storage error: {message}");
     #[cfg(feature = "test-support")]
-    if message.contains(crate::store::sim::POWER_LOST) {
+    if message.contains(POWER_LOST) {
         return error;
     }
     eprintln!("fencelock: fatal storage error: {message}");

@@ -9,8 +9,8 @@ use crate::config::{Bootstrap, ServerConfig};
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::node::{Node, NodeParts};
-use crate::proposer::{Proposer, ProposerLimits};
-use crate::raft::link::{ClusterId, PeerPort, dispatch_peer_port};
+use crate::proposer::Proposer;
+use crate::raft::link::{ClusterId, LinkLimits, PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
 use crate::store::log::{LogStore, LogStoreCloseWatch};
@@ -177,9 +177,9 @@ impl Listeners {
             std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
         };
         Ok(Listeners {
-            client: bind(config.listen)?,
-            peer: bind(config.peer_listen)?,
-            admin: config.admin_listen.map(bind).transpose()?,
+            client: bind(config.network.listen)?,
+            peer: bind(config.network.peer_listen)?,
+            admin: config.network.admin_listen.map(bind).transpose()?,
         })
     }
 }
@@ -195,20 +195,23 @@ pub async fn start(config: ServerConfig) -> Result<RunningNode, StartError> {
 }
 
 fn raft_config(config: &ServerConfig) -> Result<openraft::Config, StartError> {
-    let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
-    let election_ms = config.election_timeout.as_millis() as u64;
+    let heartbeat_ms = config.raft.heartbeat_interval.as_millis() as u64;
+    let election_ms = config.raft.election_timeout.as_millis() as u64;
     let raft_config = openraft::Config {
         cluster_name: "fencelock".into(),
         heartbeat_interval: heartbeat_ms,
         election_timeout_min: election_ms,
         election_timeout_max: election_ms * 2,
         install_snapshot_timeout: 2_000.max(election_ms * 4),
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            config.raft.snapshot_every_entries,
+        ),
         // Generous, so a follower installing a snapshot never finds the log purged past it
         // (openraft#1706).
-        max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
+        max_in_snapshot_log_to_keep: config.raft.log_entries_kept_after_snapshot,
         // A chunk and its request's other fields fit in one peer message.
-        snapshot_max_chunk_size: (4 * 1024 * 1024).min(config.max_peer_message_bytes as u64 / 2),
+        snapshot_max_chunk_size: (4 * 1024 * 1024)
+            .min(config.network.max_peer_message_bytes as u64 / 2),
         max_payload_entries: 512,
         ..Default::default()
     };
@@ -235,18 +238,18 @@ pub async fn start_with_listeners(
         path: config.data_dir.clone(),
         source,
     })?;
-    let log_store = LogStore::open(&config.data_dir, config.log_store_options())?;
+    let log_store = LogStore::open(&config.data_dir, config.storage.log_store_options())?;
     let log_closed = log_store.close_watch();
     // One account of the data disk's space for the log, the snapshots, the monitor and
     // the write path; read once now, so a node that starts on a full disk refuses
     // writes from the start.
     let space = log_store.disk_space();
-    space.set_reserve_bytes(config.disk_reserve_bytes);
+    space.set_reserve_bytes(config.storage.space_options().reserve_bytes);
     if let Err(error) = space.measure(&config.data_dir) {
         tracing::warn!(data_dir = %config.data_dir.display(), %error, "cannot read the data disk's free space");
     }
     let leases = Arc::new(LeaseClock::default());
-    let hub = EventHub::new(config.watch_buffer, leases.clone());
+    let hub = EventHub::new(config.api_limits.watch_buffer, leases.clone());
     let shared = SharedState::new(hub.clone());
     // The admin port's TLS and token files are read now: a bad one stops start-up
     // before any listener serves.
@@ -264,7 +267,7 @@ pub async fn start_with_listeners(
     let channels = PeerChannels::new(
         tls.peer_client.clone(),
         tls.peer_link_client.clone(),
-        config.max_peer_message_bytes,
+        config.network.max_peer_message_bytes,
     )
     .with_cluster_id(cluster_id);
     let raft = Raft::new(
@@ -279,13 +282,7 @@ pub async fn start_with_listeners(
     let proposer = Proposer::spawn(
         raft.clone(),
         config.node_id,
-        ProposerLimits {
-            max_batch: config.max_batch_commands,
-            max_queued: config.max_queued_commands,
-            max_inflight: config.max_inflight_entries,
-            write_timeout: config.request_timeout,
-            waiting_acquire_delay: config.waiting_acquire_delay,
-        },
+        config.write_path.proposer_limits(),
     )
     .refuse_writes_without_space(space.clone());
     let barrier = ReadBarrier::spawn(raft.clone());
@@ -348,9 +345,10 @@ pub async fn start_with_listeners(
         PeerPort {
             raft: raft.clone(),
             tls: tls.peer_link_server.clone(),
-            max_frame_bytes: config.max_peer_message_bytes,
-            max_links: config.max_peer_links,
-            cluster_id,
+            limits: LinkLimits {
+                cluster_id,
+                ..config.network.link_limits()
+            },
         },
         stopped.clone(),
     );
@@ -366,7 +364,7 @@ pub async fn start_with_listeners(
         }
     }));
 
-    let max_message = config.max_message_bytes;
+    let max_message = config.api_limits.max_message_bytes;
     // One service object each for gRPC and the JSON API (`api/http`), so both share the
     // stream limits.
     let locks_service = Arc::new(LocksService::new(node.clone()));
@@ -430,7 +428,7 @@ pub async fn start_with_listeners(
     tasks.push(tokio::spawn(crate::space::monitor(
         space,
         config.data_dir.clone(),
-        config.disk_check_interval,
+        config.storage.space_options().check_interval,
         stopped.clone(),
     )));
 
@@ -487,6 +485,7 @@ async fn bootstrap(node: &Node, bound_peer_addr: SocketAddr) -> Result<(), Start
     let members: BTreeMap<NodeId, PeerNode> = if members.is_empty() {
         let peer_addr = node
             .config()
+            .network
             .peer_advertise
             .clone()
             .unwrap_or_else(|| bound_peer_addr.to_string());
@@ -523,15 +522,18 @@ fn accepted_without_nagle(listener: tokio::net::TcpListener) -> TcpIncoming {
 #[cfg(test)]
 mod tests {
     use super::{Listeners, StartError, accepted_without_nagle, start_with_listeners};
-    use crate::config::ServerConfig;
+    use crate::config::{NetworkConfig, ServerConfig};
     use std::error::Error as _;
     use tokio_stream::StreamExt;
 
     fn loopback_config() -> ServerConfig {
         ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            peer_listen: "127.0.0.1:0".parse().expect("address"),
-            admin_listen: None,
+            network: NetworkConfig {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                peer_listen: "127.0.0.1:0".parse().expect("address"),
+                admin_listen: None,
+                ..NetworkConfig::default()
+            },
             ..ServerConfig::default()
         }
     }
@@ -539,15 +541,13 @@ mod tests {
     #[test]
     fn a_taken_address_is_a_bind_error_with_the_os_error_as_its_source() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let config = ServerConfig {
-            listen: taken.local_addr().expect("address"),
-            ..loopback_config()
-        };
+        let mut config = loopback_config();
+        config.network.listen = taken.local_addr().expect("address");
         let Err(error) = Listeners::bind(&config) else {
             panic!("bound a taken address");
         };
         assert!(
-            matches!(&error, StartError::Bind { addr, .. } if *addr == config.listen),
+            matches!(&error, StartError::Bind { addr, .. } if *addr == config.network.listen),
             "{error:?}"
         );
         let source = error.source().expect("a source");

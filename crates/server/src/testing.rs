@@ -4,7 +4,7 @@
 //! [`TestPki`] writes a throw-away CA and certificates for clusters that speak TLS.
 
 use crate::certs;
-use crate::config::{Bootstrap, ServerConfig, TlsConfig};
+use crate::config::{Bootstrap, NetworkConfig, ServerConfig, TlsConfig};
 use crate::startup::{Listeners, RunningNode, start_with_listeners};
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
@@ -84,10 +84,10 @@ fn free_listener() -> std::net::TcpListener {
 
 /// Fast timings so tests finish in seconds.
 pub fn fast(config: &mut ServerConfig) {
-    config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = Duration::from_millis(300);
-    config.expiry_tick = Duration::from_millis(20);
-    config.request_timeout = Duration::from_secs(3);
+    config.raft.heartbeat_interval = Duration::from_millis(50);
+    config.raft.election_timeout = Duration::from_millis(300);
+    config.write_path.expiry_tick = Duration::from_millis(20);
+    config.write_path.request_timeout = Duration::from_secs(3);
 }
 
 impl TestCluster {
@@ -199,9 +199,12 @@ impl TestCluster {
         let slot = &self.slots[index];
         let mut config = ServerConfig {
             node_id: slot.id,
-            listen: slot.client,
-            peer_listen: slot.peer,
-            admin_listen: None,
+            network: NetworkConfig {
+                listen: slot.client,
+                peer_listen: slot.peer,
+                admin_listen: None,
+                ..NetworkConfig::default()
+            },
             data_dir: slot.data_dir.clone(),
             bootstrap,
             ..ServerConfig::default()

@@ -6,17 +6,14 @@
 //! file, a file without a certificate or key, or PEM that rustls will not take.
 
 use crate::config::TlsConfig;
+use crate::limits::TLS_HANDSHAKE_TIMEOUT;
 use crate::raft::link::LinkClientTls;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
-
-/// How long a TLS handshake on a listener may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tonic TLS settings of one node, built from its [`TlsConfig`].
 #[derive(Clone, Debug, Default)]
@@ -79,7 +76,7 @@ impl NodeTls {
         if let Some((cert, key)) = config.client_identity() {
             let mut server = ServerTlsConfig::new()
                 .identity(identity(cert, key, "tls.cert/tls.key")?)
-                .timeout(HANDSHAKE_TIMEOUT);
+                .timeout(TLS_HANDSHAKE_TIMEOUT);
             if let Some(client_ca) = &config.client_ca {
                 server = server.client_ca_root(ca(client_ca, "tls.client_ca")?);
             }
@@ -99,12 +96,12 @@ impl NodeTls {
             let server = ServerTlsConfig::new()
                 .identity(identity.clone())
                 .client_ca_root(peer_ca.clone())
-                .timeout(HANDSHAKE_TIMEOUT);
+                .timeout(TLS_HANDSHAKE_TIMEOUT);
             check_server(&server, "peer listener (peer certificate, tls.peer_ca)")?;
             let mut client = ClientTlsConfig::new()
                 .ca_certificate(peer_ca)
                 .identity(identity)
-                .timeout(HANDSHAKE_TIMEOUT);
+                .timeout(TLS_HANDSHAKE_TIMEOUT);
             if let Some(name) = &config.server_name {
                 client = client.domain_name(name.clone());
             }

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::auth_client::AuthClient;
-use fencelock_server::config::ServerConfig;
+use fencelock_server::config::{NetworkConfig, ServerConfig};
 use fencelock_server::startup::{Listeners, RunningNode, start_with_listeners};
 use fencelock_server::testing::{TestPki, channel, fast, tls_channel};
 use std::net::SocketAddr;
@@ -40,18 +40,21 @@ async fn start(tls: bool, metrics_open: bool) -> (Node, Channel) {
     std::fs::write(&token_file, format!("{METRICS_TOKEN}\n")).expect("write token");
     let pki = tls.then(|| TestPki::new(&[1], &[]));
     let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        peer_listen: "127.0.0.1:0".parse().expect("address"),
-        admin_listen: Some("127.0.0.1:0".parse().expect("address")),
+        network: NetworkConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            peer_listen: "127.0.0.1:0".parse().expect("address"),
+            admin_listen: Some("127.0.0.1:0".parse().expect("address")),
+            metrics_open,
+            metrics_token_file: Some(token_file),
+            ..NetworkConfig::default()
+        },
         data_dir: dir.path().join("data"),
-        metrics_open,
-        metrics_token_file: Some(token_file),
         ..ServerConfig::default()
     };
     fast(&mut config);
     if let Some(pki) = &pki {
         config.tls = Some(pki.node_tls(1, false));
-        config.admin_tls = true;
+        config.network.admin_tls = true;
     }
     let listeners = Listeners::bind(&config).expect("bind");
     let running = start_with_listeners(config, listeners)
@@ -298,11 +301,14 @@ async fn over_tls_the_same_rules_hold_and_plaintext_gets_no_answer() {
 async fn admin_tls_without_a_certificate_stops_start_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        peer_listen: "127.0.0.1:0".parse().expect("address"),
-        admin_listen: Some("127.0.0.1:0".parse().expect("address")),
+        network: NetworkConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            peer_listen: "127.0.0.1:0".parse().expect("address"),
+            admin_listen: Some("127.0.0.1:0".parse().expect("address")),
+            admin_tls: true,
+            ..NetworkConfig::default()
+        },
         data_dir: dir.path().join("data"),
-        admin_tls: true,
         ..ServerConfig::default()
     };
     let listeners = Listeners::bind(&config).expect("bind");

@@ -414,7 +414,7 @@ async fn peer_links_over_the_limit_are_closed() {
     use fencelock_server::raft::link::LINK_MAGIC;
     let cluster = TestCluster::start_with(1, |config| {
         fast(config);
-        config.max_peer_links = 2;
+        config.network.max_peer_links = 2;
     })
     .await;
     cluster.leader().await;

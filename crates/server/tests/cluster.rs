@@ -383,8 +383,8 @@ async fn restart_until_caught_up(
 async fn a_node_far_behind_catches_up_through_a_snapshot() {
     let mut cluster = TestCluster::start_with(3, |config| {
         fast(config);
-        config.snapshot_every_entries = 20;
-        config.log_entries_kept_after_snapshot = 5;
+        config.raft.snapshot_every_entries = 20;
+        config.raft.log_entries_kept_after_snapshot = 5;
     })
     .await;
     let (leader, behind, last) =
@@ -412,7 +412,7 @@ async fn a_node_far_behind_catches_up_through_a_snapshot() {
 async fn a_follower_behind_by_more_than_one_message_catches_up_in_smaller_batches() {
     let mut cluster = TestCluster::start_with(3, |config| {
         fast(config);
-        config.max_peer_message_bytes = 64 * 1024;
+        config.network.max_peer_message_bytes = 64 * 1024;
     })
     .await;
     // 400 entries of one ~200-byte name each: ~100 KiB, over the 64 KiB limit.
@@ -652,7 +652,7 @@ async fn an_acquire_that_will_queue_rides_in_the_entry_of_the_next_write() {
     let (cluster, holder, waiter, held) = held_lock_and_a_waiter(
         |config| {
             fast(config);
-            config.waiting_acquire_delay = Duration::from_secs(1);
+            config.write_path.waiting_acquire_delay = Duration::from_secs(1);
         },
         "ride",
     )
@@ -692,7 +692,7 @@ async fn a_held_back_acquire_goes_to_raft_alone_when_its_delay_is_up() {
     let (cluster, holder, waiter, held) = held_lock_and_a_waiter(
         |config| {
             fast(config);
-            config.waiting_acquire_delay = Duration::from_millis(100);
+            config.write_path.waiting_acquire_delay = Duration::from_millis(100);
         },
         "alone",
     )

@@ -94,12 +94,12 @@ fn on_tmpfs(mount: PathBuf, reserve_bytes: u64, wal_bytes: u64) -> impl Fn(&mut 
     move |config: &mut ServerConfig| {
         fast(config);
         config.data_dir = mount.join(format!("node-{}", config.node_id));
-        config.disk_reserve_bytes = reserve_bytes;
-        config.disk_check_interval = Duration::from_millis(50);
-        config.log_wal_bytes = wal_bytes;
+        config.storage.disk_reserve_bytes = reserve_bytes;
+        config.storage.disk_check_interval = Duration::from_millis(50);
+        config.storage.log_wal_bytes = wal_bytes;
         // Snapshots and checkpoints happen during the test too.
-        config.snapshot_every_entries = 20;
-        config.log_entries_kept_after_snapshot = 5;
+        config.raft.snapshot_every_entries = 20;
+        config.raft.log_entries_kept_after_snapshot = 5;
     }
 }
 

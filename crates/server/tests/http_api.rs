@@ -411,7 +411,7 @@ async fn the_convenience_form_and_a_timed_wait() {
 async fn bad_input_is_refused_with_a_reason_and_the_node_stays_up() {
     let cluster = TestCluster::start_with(1, |config| {
         fast(config);
-        config.max_message_bytes = 4 * 1024;
+        config.api_limits.max_message_bytes = 4 * 1024;
     })
     .await;
     let addr = client_addr(&cluster, cluster.leader().await);

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use fencelock_proto::v1 as pb;
-use fencelock_server::config::{Bootstrap, ServerConfig};
+use fencelock_server::config::{Bootstrap, NetworkConfig, ServerConfig};
 use fencelock_server::raft::{CommandBatch, LogId};
 use fencelock_server::startup::{Listeners, RunningNode, StartError, start_with_listeners};
 use fencelock_server::store::check::{Location, check_data_dir};
@@ -24,9 +24,12 @@ async fn try_restart(cluster: &TestCluster, index: usize) -> Result<RunningNode,
     let slot = &cluster.slots[index];
     let mut config = ServerConfig {
         node_id: slot.id,
-        listen: slot.client,
-        peer_listen: slot.peer,
-        admin_listen: None,
+        network: NetworkConfig {
+            listen: slot.client,
+            peer_listen: slot.peer,
+            admin_listen: None,
+            ..NetworkConfig::default()
+        },
         data_dir: slot.data_dir.clone(),
         bootstrap: Bootstrap::Members(cluster.members.clone()),
         ..ServerConfig::default()

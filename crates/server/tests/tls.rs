@@ -11,7 +11,7 @@ use fencelock_proto::peer::peer_client::PeerClient;
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::cluster_client::ClusterClient;
 use fencelock_proto::v1::locks_client::LocksClient;
-use fencelock_server::config::TlsConfig;
+use fencelock_server::config::{NetworkConfig, TlsConfig};
 use fencelock_server::raft::NodeId;
 use fencelock_server::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
 use fencelock_server::startup::StartError;
@@ -440,9 +440,12 @@ async fn bad_tls_files_stop_start_up_naming_the_file() {
     ];
     for (tls, named) in cases {
         let config = fencelock_server::config::ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            peer_listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: None,
+            network: NetworkConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                peer_listen: "127.0.0.1:0".parse().unwrap(),
+                admin_listen: None,
+                ..NetworkConfig::default()
+            },
             data_dir: dir.path().join("data"),
             tls: Some(tls),
             ..Default::default()

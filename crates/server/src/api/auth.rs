@@ -42,7 +42,7 @@ impl AuthService {
     ) -> Result<Response<pb::AuthOk>, Status> {
         let command = once(
             request_id,
-            self.node.config().max_remembered_requests,
+            self.node.config().api_limits.max_remembered_requests,
             authorized(caller, Command::Auth(command)),
         )?;
         match self.node.proposer().propose(command).await {

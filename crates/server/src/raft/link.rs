@@ -22,9 +22,12 @@
 //! request/reply, so a cancelled or failed call never leaves half a frame on a pooled link.
 
 use crate::commit_trace::{self, Point};
+use crate::limits::{
+    DEFAULT_MAX_PEER_LINKS, DEFAULT_MAX_PEER_MESSAGE_BYTES, LINK_CONNECT_TIMEOUT,
+    MAX_IDLE_LINKS_PER_PEER, TLS_HANDSHAKE_TIMEOUT,
+};
 use crate::raft::{Raft, TypeConfig};
 // How long a new connection may take to say what it is and finish a TLS handshake.
-use crate::tls::HANDSHAKE_TIMEOUT;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,12 +51,6 @@ pub const LINK_MAGIC_WITH_CLUSTER_ID: [u8; 8] = *b"FLRAFT\x00\x02";
 
 /// A cluster's id, as links carry it.
 pub type ClusterId = [u8; 16];
-
-/// How long dialing a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Idle links kept per peer address (more are closed after use).
-const MAX_IDLE_LINKS_PER_PEER: usize = 4;
 
 /// Frame header: length (u32, big-endian, counts the kind byte and the body) and kind.
 const HEADER_BYTES: usize = 5;
@@ -244,7 +241,7 @@ impl LinkPool {
     }
 
     async fn dial(&self, addr: &str) -> io::Result<Link> {
-        let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let mut tcp = tokio::time::timeout(LINK_CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         tcp.set_nodelay(true)?;
@@ -378,13 +375,31 @@ pub struct PeerPort {
     pub raft: Raft,
     /// Mutual TLS inside links, when peer traffic is encrypted.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    /// Largest frame accepted.
+    /// How large a frame and how many links it accepts.
+    pub limits: LinkLimits,
+}
+
+/// The bounds of the peer port's links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkLimits {
+    /// Largest frame accepted (a snapshot chunk plus framing, or a batch of entries);
+    /// `max_peer_message_bytes` in the configuration.
     pub max_frame_bytes: usize,
     /// Connections being sorted or served as links at once; more are closed at once.
     pub max_links: usize,
     /// This node's cluster id: links from nodes that name another (or none, when this
     /// is set) are closed.
     pub cluster_id: Option<ClusterId>,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            max_frame_bytes: DEFAULT_MAX_PEER_MESSAGE_BYTES,
+            max_links: DEFAULT_MAX_PEER_LINKS,
+            cluster_id: None,
+        }
+    }
 }
 
 /// Accept connections on the peer port: links are served here, every other connection
@@ -401,9 +416,12 @@ pub fn dispatch_peer_port(
     let PeerPort {
         raft,
         tls,
-        max_frame_bytes,
-        max_links,
-        cluster_id,
+        limits:
+            LinkLimits {
+                max_frame_bytes,
+                max_links,
+                cluster_id,
+            },
     } = port;
     let tls = tls.map(TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_links));
@@ -446,7 +464,7 @@ pub fn dispatch_peer_port(
                 (to_grpc.clone(), raft.clone(), tls.clone(), stopping.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
                         serve_link(stream, raft, tls, max_frame_bytes, cluster_id, stopping).await;
                     }
@@ -511,7 +529,7 @@ async fn serve_link(
             Some(acceptor) => Box::new(acceptor.accept(stream).await?),
         })
     };
-    let io = match tokio::time::timeout(HANDSHAKE_TIMEOUT, opened).await {
+    let io = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, opened).await {
         Ok(Ok(io)) => io,
         Ok(Err(error)) => {
             tracing::debug!(%error, "peer port: link handshake failed");
@@ -538,7 +556,7 @@ async fn serve_link(
             FrameKind::AppendEntries => {
                 answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
                     if commit_trace::enabled() {
-                        let tag = commit_trace::append_tag_of(None, &rpc);
+                        let tag = super::append_tag_of(None, &rpc);
                         commit_trace::mark(Point::AppendReceived, tag);
                         traced = Some(tag);
                     }

@@ -58,3 +58,16 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
 pub mod link;
 pub mod membership;
 pub mod network;
+
+/// The commit trace's tag ([`crate::commit_trace::append_tag`]) of an AppendEntries
+/// request: here, so that the trace knows no Raft type.
+pub(crate) fn append_tag_of(
+    target: Option<u64>,
+    request: &openraft::raft::AppendEntriesRequest<TypeConfig>,
+) -> u64 {
+    crate::commit_trace::append_tag(
+        target,
+        request.entries.last().map(|entry| entry.log_id.index),
+        request.leader_commit.map(|committed| committed.index),
+    )
+}

@@ -30,10 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-/// Largest peer message by default (a snapshot chunk plus framing, or a batch of
-/// entries); `max_peer_message_bytes` in the configuration.
-pub const DEFAULT_MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// Shared, lazily connected channels to peers, keyed by peer address; plaintext, or
 /// mutual TLS when made with TLS settings.
 #[derive(Clone)]
@@ -255,7 +251,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         if !commit_trace::enabled() {
             return self.send(frame, &option).await;
         }
-        let tag = commit_trace::append_tag_of(Some(self.target), &rpc);
+        let tag = super::append_tag_of(Some(self.target), &rpc);
         commit_trace::mark(Point::AppendSent, tag);
         let reply = self.send(frame, &option).await;
         commit_trace::mark(Point::AppendReplied, tag);

@@ -29,11 +29,11 @@
 use super::StoreError;
 use super::disk::Disk;
 use super::log::{
-    DEFAULT_LOG_PAGE_CACHE_BYTES, EntryTrouble, LOG_FILE_NAME, Scan, close_quietly, guarded,
-    missing_wal, open_and_scan, plan_wal,
+    EntryTrouble, LOG_FILE_NAME, Scan, close_quietly, guarded, missing_wal, open_and_scan, plan_wal,
 };
 use super::snapshot::{self, TMP_SUFFIX};
 use super::wal::{self, WAL_FILE_NAME};
+use crate::limits::DEFAULT_LOG_PAGE_CACHE_BYTES;
 use crate::raft::{LogId, NodeId};
 use openraft::Vote;
 use redb::{DatabaseError, ReadOnlyDatabase};

@@ -196,9 +196,7 @@ struct State {
     writes: u64,
 }
 
-/// What a handle from before a power cut answers: that process is gone.
-pub(crate) const POWER_LOST: &str =
-    "the simulated disk lost power: this handle belongs to the process before";
+pub(crate) use crate::space::POWER_LOST;
 
 fn gone() -> io::Error {
     io::Error::other(POWER_LOST)

@@ -42,7 +42,7 @@ impl Api {
         Api {
             locks,
             cluster,
-            max_body_bytes: node.config().max_message_bytes,
+            max_body_bytes: node.config().api_limits.max_message_bytes,
         }
     }
 }

@@ -13,10 +13,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// Keepalives of one stream queued together on the read barrier at most.
-pub(super) const KEEPALIVE_BATCH: usize = 4_096;
-/// Keepalives of one stream waiting for their rounds at most; reading pauses beyond.
-const KEEPALIVE_QUEUED: usize = 4 * KEEPALIVE_BATCH;
+use crate::limits::{KEEPALIVE_BATCH, KEEPALIVE_QUEUED};
 
 /// What the read barrier answered for a batch of keepalives.
 pub(super) type Confirmed = Result<Round, BarrierError>;

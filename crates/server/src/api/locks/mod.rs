@@ -6,10 +6,11 @@ mod keepalive;
 mod renew;
 mod wait;
 
+use crate::limits::{KEEPALIVE_BATCH, MAX_WAIT};
 use convert::{
     client_id, lock_info, mode_from, request_id, session_id, session_info, unexpected, watch_event,
 };
-use keepalive::{Confirmed, KEEPALIVE_BATCH, answer_keepalive, serve_keepalives};
+use keepalive::{Confirmed, answer_keepalive, serve_keepalives};
 use wait::WaitEnd;
 
 use super::leader::{barrier_error, propose_error};
@@ -30,9 +31,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
-
-/// The longest finite wait an `Acquire` may ask for (one day).
-const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The `Locks` service of one node.
 pub struct LocksService {
@@ -246,7 +244,7 @@ impl Locks for LocksService {
         let caller = self.auth.authenticate(request.metadata()).await?;
         let slot = StreamSlot::take(
             &self.keepalive_streams,
-            self.node.config().max_keepalive_streams,
+            self.node.config().api_limits.max_keepalive_streams,
             "keepalive",
         )?;
         let inbound = request.into_inner();
@@ -325,7 +323,7 @@ impl Locks for LocksService {
                 )
             };
             // Held back only where the delay is small next to the wait it may add to.
-            let delay = self.node.config().waiting_acquire_delay;
+            let delay = self.node.config().write_path.waiting_acquire_delay;
             let likely_queued = wait == WaitPolicy::Queue
                 && !delay.is_zero()
                 && deadline.is_none_or(|deadline| deadline > started + delay * 10)
@@ -456,7 +454,7 @@ impl Locks for LocksService {
     ) -> Result<tonic::Response<pb::ListResponse>, Status> {
         self.unary("list", request, |caller, request, _| async move {
             self.auth.require(&caller, &request.prefix, Right::Read)?;
-            let max_page = self.node.config().max_list_page;
+            let max_page = self.node.config().api_limits.max_list_page;
             let limit = match request.limit as usize {
                 0 => max_page.min(100),
                 n => n.min(max_page),
@@ -499,7 +497,7 @@ impl Locks for LocksService {
         self.auth.require(&caller, &request.name, Right::Read)?;
         let slot = StreamSlot::take(
             &self.watch_streams,
-            self.node.config().max_watchers,
+            self.node.config().api_limits.max_watchers,
             "watch",
         )?;
         // Subscribe before reading the revision, so nothing between the two is missed.
@@ -511,7 +509,7 @@ impl Locks for LocksService {
             .node
             .shared()
             .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
-        let (sender, outbound) = mpsc::channel(self.node.config().watch_buffer.max(1));
+        let (sender, outbound) = mpsc::channel(self.node.config().api_limits.watch_buffer.max(1));
         let node = self.node.clone();
         let auth = self.auth.clone();
         // The caller is checked again, on the applied state, whenever an auth command
@@ -591,7 +589,7 @@ impl Locks for LocksService {
             let name = request.name;
             self.auth.require(&caller, &name, Right::Admin)?;
             let command = authorized(&caller, Command::ForceRelease { name: name.clone() });
-            let remember = self.node.config().max_remembered_requests;
+            let remember = self.node.config().api_limits.max_remembered_requests;
             match self
                 .propose(once(&request.request_id, remember, command)?)
                 .await?
@@ -613,7 +611,7 @@ impl Locks for LocksService {
         self.unary("list_sessions", request, |caller, request, _| async move {
             // Sessions hold locks under every prefix: admin on all of them.
             self.auth.require(&caller, "", Right::Admin)?;
-            let max_page = self.node.config().max_list_page;
+            let max_page = self.node.config().api_limits.max_list_page;
             let limit = match request.limit as usize {
                 0 => max_page.min(100),
                 n => n.min(max_page),
@@ -647,7 +645,7 @@ impl Locks for LocksService {
             self.auth.require(&caller, "", Right::Admin)?;
             let session = SessionId(request.session_id);
             let command = authorized(&caller, Command::RevokeSession { session });
-            let remember = self.node.config().max_remembered_requests;
+            let remember = self.node.config().api_limits.max_remembered_requests;
             match self
                 .propose(once(&request.request_id, remember, command)?)
                 .await?

@@ -93,7 +93,8 @@
 //!
 //! `tail` (the cache of the newest entries, and reads), `append` (the append paths),
 //! `recovery` (opening, the start-up scan, and the write-ahead file's recovery),
-//! `raft_impl` (openraft's traits), `test_support` (raw access to the stored records,
+//! `raft_impl` (openraft's traits), `test_support` (raw access to the stored records and
+//! the counters tests read,
 //! `test-support` feature only); this file: the store, its options, checkpoints,
 //! truncate, purge, and the retry of writes the full disk refused.
 
@@ -102,6 +103,10 @@ use super::disk::Disk;
 use super::record;
 use super::wal::{self, Generation, RecordsEnd, Wal, WalBatch, WalRecord};
 use crate::commit_trace::{self, Point};
+use crate::limits::{
+    DEFAULT_INLINE_APPEND_MAX_BYTES, DEFAULT_LOG_CACHE_BYTES, DEFAULT_LOG_CACHE_ENTRIES,
+    DEFAULT_LOG_PAGE_CACHE_BYTES, DEFAULT_WAL_BYTES, LISTED_PROBLEMS_MAX, LOG_ROOM_MARGIN_BYTES,
+};
 use crate::raft::{LogId, NodeId, TypeConfig};
 use crate::space::{self, DiskSpace};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -178,20 +183,11 @@ pub struct LogStoreOptions {
     pub inline_append_max_bytes: u64,
 }
 
-/// The default of [`LogStoreOptions::inline_append_max_bytes`].
-pub const DEFAULT_INLINE_APPEND_MAX_BYTES: u64 = 64 << 10;
-
-/// The default of [`LogStoreOptions::wal_bytes`].
-pub const DEFAULT_WAL_BYTES: u64 = 4 << 20;
-
-/// The default of [`LogStoreOptions::page_cache_bytes`].
-pub const DEFAULT_LOG_PAGE_CACHE_BYTES: usize = 16 << 20;
-
 impl Default for LogStoreOptions {
     fn default() -> Self {
         LogStoreOptions {
-            cache_entries_max: 256,
-            cache_bytes_max: 4 << 20,
+            cache_entries_max: DEFAULT_LOG_CACHE_ENTRIES,
+            cache_bytes_max: DEFAULT_LOG_CACHE_BYTES,
             page_cache_bytes: DEFAULT_LOG_PAGE_CACHE_BYTES,
             wal_bytes: DEFAULT_WAL_BYTES,
             inline_append_max_bytes: DEFAULT_INLINE_APPEND_MAX_BYTES,
@@ -382,28 +378,6 @@ impl LogStore {
         &self.inner.path
     }
 
-    /// Write transactions committed since open (appends, votes, committed, truncates,
-    /// purges). An `append()` of any number of entries counts one.
-    pub fn commit_count(&self) -> u64 {
-        self.inner.write_transactions.load(Ordering::Relaxed)
-    }
-
-    /// Entries appended since open.
-    pub fn entries_appended(&self) -> u64 {
-        self.inner.entries_appended.load(Ordering::Relaxed)
-    }
-
-    /// Appends since open written by the asking task itself, as one write-ahead write
-    /// (see [`LogStoreOptions::inline_append_max_bytes`]).
-    pub fn inline_appends(&self) -> u64 {
-        self.inner.inline_appends.load(Ordering::Relaxed)
-    }
-
-    /// Checkpoints since open: moves of the write-ahead file's entries into redb.
-    pub fn checkpoint_count(&self) -> u64 {
-        self.inner.checkpoints.load(Ordering::Relaxed)
-    }
-
     /// Move what the write-ahead file holds into redb now (tests and tools; the store
     /// does it by itself when needed).
     ///
@@ -537,7 +511,6 @@ impl LogStore {
     /// Fail with a lack of space, without touching the database, when fewer than
     /// `bytes` (plus a margin for the database's own pages) are free on the data disk.
     fn ensure_room(&self, bytes: u64) -> Result<(), StoreError> {
-        const MARGIN_BYTES: u64 = 1 << 20;
         #[cfg(test)]
         if tests::SKIP_ROOM_CHECK.load(Ordering::Relaxed) {
             return Ok(());
@@ -548,7 +521,7 @@ impl LogStore {
             // Unknown: let the write itself tell.
             Err(_) => return Ok(()),
         };
-        if free < bytes.saturating_add(MARGIN_BYTES) {
+        if free < bytes.saturating_add(LOG_ROOM_MARGIN_BYTES) {
             return Err(StoreError::Io {
                 path: self.inner.path.clone(),
                 source: std::io::Error::new(
@@ -581,11 +554,6 @@ impl LogStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *unsaved = (*unsaved).max(committed);
-    }
-
-    /// Reads of entries that the tail cache could not serve and went to disk.
-    pub fn disk_read_count(&self) -> u64 {
-        self.inner.disk_reads.load(Ordering::Relaxed)
     }
 
     fn tail(&self) -> MutexGuard<'_, Tail> {

@@ -504,9 +504,6 @@ fn prepare(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
-/// How many problems a [`Scan`] lists (it counts them all).
-pub(crate) const LISTED_PROBLEMS_MAX: usize = 100;
-
 /// What kind of trouble an entry is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EntryTrouble {

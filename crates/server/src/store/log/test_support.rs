@@ -1,9 +1,36 @@
-//! Raw access to the stored records, for tests of damaged files (the `test-support`
-//! feature only).
+//! Raw access to the stored records, for tests of damaged files, and the store's
+//! counters, for tests of what a write cost (the `test-support` feature only).
 
 use super::*;
 
 impl LogStore {
+    /// Write transactions committed since open (appends, votes, committed, truncates,
+    /// purges). An `append()` of any number of entries counts one.
+    pub fn commit_count(&self) -> u64 {
+        self.inner.write_transactions.load(Ordering::Relaxed)
+    }
+
+    /// Entries appended since open.
+    pub fn entries_appended(&self) -> u64 {
+        self.inner.entries_appended.load(Ordering::Relaxed)
+    }
+
+    /// Appends since open written by the asking task itself, as one write-ahead write
+    /// (see [`LogStoreOptions::inline_append_max_bytes`]).
+    pub fn inline_appends(&self) -> u64 {
+        self.inner.inline_appends.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints since open: moves of the write-ahead file's entries into redb.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.inner.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Reads of entries that the tail cache could not serve and went to disk.
+    pub fn disk_read_count(&self) -> u64 {
+        self.inner.disk_reads.load(Ordering::Relaxed)
+    }
+
     /// The stored bytes of entry `index`, unverified (tests and tools).
     ///
     /// # Errors

@@ -410,6 +410,22 @@ fn multi_locks_crossing_in_opposite_orders_do_not_deadlock() {
 }
 
 #[test]
+fn a_multi_lock_never_overtakes_the_head_of_another_of_its_queues() {
+    let mut h = Harness::new();
+    let [a, b, c] = [1, 2, 3].map(|client| h.open(client));
+    let tc = h.granted(a, vec![ex("c")]);
+    // b waits for c and reserves the free b-lock; c's request then finds its first name
+    // free but b at the head of the other.
+    h.queued(b, vec![ex("b"), ex("c")]);
+    h.queued(c, vec![ex("a"), ex("b")]);
+    assert!(h.holders("a").is_empty() && h.holders("b").is_empty());
+    h.release(a, "c", tc[0]);
+    assert_eq!(h.acquired(), vec![("b".to_owned(), b), ("c".to_owned(), b)]);
+    h.run(Command::CloseSession { session: b }).unwrap();
+    assert_eq!(h.acquired(), vec![("a".to_owned(), c), ("b".to_owned(), c)]);
+}
+
+#[test]
 fn cancelling_one_name_of_a_multi_lock_withdraws_all_of_it() {
     let mut h = Harness::new();
     let [a, b, c] = [1, 2, 3].map(|client| h.open(client));

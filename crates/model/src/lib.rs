@@ -65,6 +65,7 @@
 pub mod hashed;
 pub mod lease;
 pub mod locks;
+pub mod primitives;
 
 use std::time::{Duration, Instant};
 

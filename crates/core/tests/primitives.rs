@@ -644,3 +644,40 @@ fn a_holder_replaces_its_value_without_releasing_once_per_request() {
         Err(Error::StaleToken { .. })
     ));
 }
+
+// ----- authorization --------------------------------------------------------------------------
+
+#[test]
+fn the_leaders_own_new_commands_carry_no_caller_and_clients_new_ones_do() {
+    let mut h = Harness::new();
+    for command in [
+        Command::WallClock { unix_ms: 1 },
+        Command::EndLockDelay {
+            name: "d".to_owned(),
+            token: FencingToken(1),
+        },
+        Command::SetPrimitiveLimits(PrimitiveLimits::default()),
+    ] {
+        assert!(matches!(
+            h.run(Command::Authorized {
+                caller: fencelock_core::Caller::Anyone,
+                command: Box::new(command),
+            }),
+            Err(Error::BadWrapper(_))
+        ));
+    }
+    let granted = h.run(Command::Authorized {
+        caller: fencelock_core::Caller::Anyone,
+        command: Box::new(Command::AcquireLocksWithLease {
+            client_id: ClientId(9),
+            ttl_ms: 10_000,
+            locks: vec![ex("a"), ex("b")],
+            wait: WaitPolicy::Queue,
+            value: Vec::new(),
+        }),
+    });
+    assert!(
+        matches!(&granted, Ok(Response::GrantedLocks { grants, .. }) if grants.len() == 2),
+        "{granted:?}"
+    );
+}

@@ -59,3 +59,12 @@ fn three_clients_crossing_multi_locks() {
     };
     check(model, 6, 1_000, &["a full semaphore with a waiter"]);
 }
+
+/// Deeper scopes, for a run on demand:
+/// `cargo nextest run -p fencelock-model --run-ignored only` (minutes in debug).
+#[test]
+#[ignore = "slow: run on demand"]
+fn deeper_primitive_scopes() {
+    check(PrimitivesModel::new(2), 9, 10_000, &[]);
+    check(PrimitivesModel::new(3), 7, 10_000, &[]);
+}

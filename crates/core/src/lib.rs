@@ -56,6 +56,8 @@ mod apply;
 pub mod auth;
 mod compact;
 mod invariants;
+#[cfg(feature = "model-mutants")]
+pub mod mutants;
 mod restore;
 mod state;
 mod types;
@@ -67,6 +69,6 @@ pub use auth::{
     Rights, password_fingerprint,
 };
 pub use restore::{RestoreError, RestoredSessions};
-pub use state::{State, StateV1};
+pub use state::{State, StateV1, StateV2};
 pub use types::*;
 pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

@@ -55,6 +55,9 @@ impl State {
             self.sessions.clear();
             self.sessions_by_client.clear();
             self.locks.clear();
+            // A delay protects a resource from the old cluster's lost holder; with the
+            // old cluster's locks gone, no grant of the new one follows that holder.
+            self.lock_delays.clear();
             self.held_grants = 0;
             self.waiters = 0;
             self.auth.session_owners.clear();
@@ -105,6 +108,50 @@ mod tests {
             );
         }
         state
+    }
+
+    #[test]
+    fn dropping_sessions_drops_the_lock_delays_of_their_locks() {
+        let mut state = busy_state();
+        let mut events = Vec::new();
+        let spec = crate::LockSpec {
+            lock_delay_ms: 5_000,
+            ..crate::LockSpec::new("delayed", LockMode::Exclusive)
+        };
+        state
+            .apply(
+                Command::AcquireLocks {
+                    session: SessionId(1),
+                    request: RequestId {
+                        seq: 2,
+                        first_unanswered_seq: 2,
+                    },
+                    locks: vec![spec],
+                    wait: WaitPolicy::NoWait,
+                    value: Vec::new(),
+                },
+                &mut events,
+            )
+            .expect("granted");
+        state
+            .apply(
+                Command::ExpireSessions {
+                    sessions: vec![SessionId(1)],
+                },
+                &mut events,
+            )
+            .expect("expired");
+        assert!(state.lock_delay("delayed").is_some(), "the expiry started a delay");
+        let kept = state
+            .clone()
+            .restored(10, RestoredSessions::Keep)
+            .expect("restored");
+        assert!(kept.lock_delay("delayed").is_some());
+        let dropped = state
+            .restored(10, RestoredSessions::Drop)
+            .expect("restored");
+        assert_eq!(dropped.lock_delays().count(), 0);
+        dropped.check_invariants().expect("invariants");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::admin;
 use crate::api::{AuthService, ClusterService, LocksService};
 use crate::barrier::ReadBarrier;
 use crate::config::{Bootstrap, ServerConfig};
-use crate::events::EventHub;
+use crate::events::{EventHub, HistoryBounds};
 use crate::leases::LeaseClock;
 use crate::node::{Node, NodeParts};
 use crate::proposer::{Proposer, ProposerLimits};
@@ -245,7 +245,11 @@ pub async fn start_with_listeners(
         tracing::warn!(data_dir = %config.data_dir.display(), %error, "cannot read the data disk's free space");
     }
     let leases = Arc::new(LeaseClock::default());
-    let hub = EventHub::new(config.watch_buffer, leases.clone());
+    let history = HistoryBounds {
+        events: config.watch_history_events,
+        bytes: config.watch_history_bytes,
+    };
+    let hub = EventHub::new(config.watch_buffer, history, leases.clone());
     let shared = SharedState::new(hub.clone());
     let snapshot_dir = config.data_dir.join("snapshots");
     let state_machine = StateMachineStore::open_sharing_space(

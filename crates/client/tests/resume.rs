@@ -233,6 +233,13 @@ async fn a_start_older_than_the_history_is_compacted_and_names_the_oldest_revisi
     let detail = pb::ErrorDetail::decode(status.details()).expect("an error detail");
     assert_eq!(detail.reason, pb::ErrorReason::Compacted as i32);
     assert_eq!(detail.oldest_revision, oldest);
+    // The boundary: one revision before the oldest is compacted too (its events were
+    // dropped), the oldest itself is served.
+    let before_oldest = WatchPosition::at_revision(oldest - 1);
+    assert!(matches!(
+        item(&mut client.watch_prefix_from("", before_oldest)).await,
+        Err(Error::Compacted { oldest_revision, .. }) if oldest_revision == oldest
+    ));
 
     // The bound: from the oldest revision, at most 4 events are held (every watchable
     // event counts, whichever watch asks).

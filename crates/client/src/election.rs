@@ -161,6 +161,9 @@ async fn leader_at(client: &Client, name: &str) -> Result<(Option<Leader>, u64)>
 /// for longer than the nodes' watch history) does it read again. Each item is the leader
 /// as of some applied revision; changes applied in one step (a resignation that hands
 /// over to the next campaigner) are reported as one.
+///
+/// A read that fails with a transient error is reported as an `Err` item and tried
+/// again; any other error is the stream's last item.
 pub fn observe(client: &Client, name: &str) -> Observe {
     let (sender, leaders) = mpsc::channel(64);
     let task = client
@@ -207,7 +210,8 @@ async fn run_observe(client: Client, name: String, sender: mpsc::Sender<Result<O
         let (mut state, revision) = match leader_at(&client, &name).await {
             Ok(read) => read,
             Err(error) => {
-                if sender.send(Err(error)).await.is_err() {
+                let transient = error.is_transient();
+                if sender.send(Err(error)).await.is_err() || !transient {
                     return;
                 }
                 tokio::time::sleep(pause).await;

@@ -30,7 +30,7 @@ use crate::keepalive::Lost;
 use crate::lock::{Acquisition, LockGuard};
 use crate::session::{Session, SessionInner};
 use crate::types::{AcquireOptions, FencingToken, LockMode, SessionId, Wait};
-use crate::watch::{WatchEvent, WatchStream};
+use crate::watch::{WatchEvent, WatchPosition};
 use futures::{FutureExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -154,18 +154,22 @@ async fn leader_at(client: &Client, name: &str) -> Result<(Option<Leader>, u64)>
 }
 
 /// A stream of the leaders of election `name`: the current one first, then every change
-/// (`None` while no one leads), without repeats. Built on a watch that is subscribed
-/// *before* the first read, so no change between the two is missed; on a watch resync
-/// it re-reads. Each item is the leader as of some applied revision; changes applied in
-/// one step (a resignation that hands over to the next campaigner) are reported as one.
+/// (`None` while no one leads), without repeats. It reads the leader, then follows a
+/// watch that starts right after the revision of that read ([`Client::watch_from`]), so
+/// no change between the two is missed, and the watch resumes after a reconnect without
+/// losing one. Only where the watch's position was compacted (the observer was cut off
+/// for longer than the nodes' watch history) does it read again. Each item is the leader
+/// as of some applied revision; changes applied in one step (a resignation that hands
+/// over to the next campaigner) are reported as one.
+///
+/// A read that fails with a transient error is reported as an `Err` item and tried
+/// again; any other error is the stream's last item.
 pub fn observe(client: &Client, name: &str) -> Observe {
     let (sender, leaders) = mpsc::channel(64);
-    let watch = client.watch(name);
-    let task =
-        client
-            .inner
-            .runtime
-            .spawn(run_observe(client.clone(), name.to_string(), watch, sender));
+    let task = client
+        .inner
+        .runtime
+        .spawn(run_observe(client.clone(), name.to_string(), sender));
     Observe { leaders, task }
 }
 
@@ -191,54 +195,61 @@ impl Drop for Observe {
     }
 }
 
-async fn run_observe(
-    client: Client,
-    name: String,
-    mut watch: WatchStream,
-    sender: mpsc::Sender<Result<Option<Leader>>>,
-) {
+async fn run_observe(client: Client, name: String, sender: mpsc::Sender<Result<Option<Leader>>>) {
     // What was last sent; `None` before the first item.
     let mut reported: Option<Option<Leader>> = None;
-    let mut state: Option<Leader> = None;
-    // Events at or below the last read's revision are already reflected in it.
-    let mut read_revision = 0;
-    let mut buffered: Option<Option<Result<WatchEvent>>> = None;
+    let mut report = async |state: &Option<Leader>| -> bool {
+        if reported.as_ref() == Some(state) {
+            return true;
+        }
+        reported = Some(state.clone());
+        sender.send(Ok(state.clone())).await.is_ok()
+    };
+    let pause = client.config().backoff_max;
     loop {
-        let next = match buffered.take() {
-            Some(next) => next,
-            None => watch.next().await,
-        };
-        let event = match next {
-            None => return,
-            Some(Err(error)) => {
-                let _ = sender.send(Err(error)).await;
-                return;
-            }
-            Some(Ok(event)) => event,
-        };
-        if let WatchEvent::Resync { .. } = event {
-            match leader_at(&client, &name).await {
-                Ok((leader, revision)) => {
-                    state = leader;
-                    read_revision = revision;
+        let (mut state, revision) = match leader_at(&client, &name).await {
+            Ok(read) => read,
+            Err(error) => {
+                let transient = error.is_transient();
+                if sender.send(Err(error)).await.is_err() || !transient {
+                    return;
                 }
-                Err(error) => {
-                    if sender.send(Err(error)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
+                tokio::time::sleep(pause).await;
+                continue;
             }
-        } else {
+        };
+        if !report(&state).await {
+            return;
+        }
+        let mut watch = client.watch_from(&name, WatchPosition::at_revision(revision + 1));
+        let mut buffered: Option<Option<Result<WatchEvent>>> = None;
+        loop {
+            let next = match buffered.take() {
+                Some(next) => next,
+                None => watch.next().await,
+            };
+            let event = match next {
+                None => return,
+                // Cut off for longer than the history: read again.
+                Some(Err(Error::Compacted { .. })) => break,
+                Some(Err(error)) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+                // Not sent on a watch with a start position; a node too old to resume
+                // would: read again.
+                Some(Ok(WatchEvent::Resync { .. })) => break,
+                Some(Ok(event)) => event,
+            };
             // Apply every event of this revision before reporting.
             let revision = event.revision();
-            apply(&mut state, event, read_revision);
+            apply(&mut state, event);
             loop {
                 match watch.next().now_or_never() {
                     Some(Some(Ok(next)))
                         if next.revision() == revision && next.name().is_some() =>
                     {
-                        apply(&mut state, next, read_revision);
+                        apply(&mut state, next);
                     }
                     Some(other) => {
                         buffered = Some(other);
@@ -247,20 +258,14 @@ async fn run_observe(
                     None => break,
                 }
             }
-        }
-        if reported.as_ref() != Some(&state) {
-            reported = Some(state.clone());
-            if sender.send(Ok(state.clone())).await.is_err() {
+            if !report(&state).await {
                 return;
             }
         }
     }
 }
 
-fn apply(state: &mut Option<Leader>, event: WatchEvent, read_revision: u64) {
-    if event.revision() <= read_revision {
-        return;
-    }
+fn apply(state: &mut Option<Leader>, event: WatchEvent) {
     match event {
         WatchEvent::Acquired {
             session_id,

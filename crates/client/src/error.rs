@@ -128,6 +128,15 @@ pub enum Error {
         /// The message.
         message: String,
     },
+    /// A watch asked to start (or resume) at a revision whose events no node it tried
+    /// still holds: re-read the state (`describe` / `list`) and watch from its revision.
+    #[error("watch position compacted (oldest revision held: {oldest_revision}): {message}")]
+    Compacted {
+        /// The oldest revision a watch may start at on the node that answered.
+        oldest_revision: u64,
+        /// The server's message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -261,6 +270,10 @@ pub(crate) fn classify(status: &Status) -> Failure {
         ErrorReason::PermissionDenied => fatal(Error::PermissionDenied(message)),
         ErrorReason::Auth => fatal(Error::Auth(message)),
         ErrorReason::NoSpace => fatal(Error::NoSpace(message)),
+        ErrorReason::Compacted => fatal(Error::Compacted {
+            oldest_revision: detail.oldest_revision,
+            message,
+        }),
         ErrorReason::Unspecified => fatal(Error::Status {
             code: status.code(),
             message,

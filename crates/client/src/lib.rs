@@ -126,4 +126,4 @@ pub use types::{
     LockInfo, LockMode, LostReason, Member, SessionId, Verification, Wait, Waiter,
 };
 pub use types::{SessionInfo, SessionPage};
-pub use watch::{WatchEvent, WatchStream};
+pub use watch::{WatchEvent, WatchPosition, WatchStream};

@@ -1,4 +1,13 @@
 //! Watching locks: typed events over a stream that survives node failures.
+//!
+//! Every lock event has a place in the log, a [`WatchPosition`]: the revision (the log
+//! index of the entry that made the change) and the event's place among that entry's
+//! events. A stream remembers the position after the last event it received and, when
+//! its node fails, resumes there on another node (or the same one after its restart):
+//! the node replays what the stream missed from its watch history, so nothing is lost or
+//! repeated. A position older than every node's history is *compacted*: a stream started
+//! with [`Client::watch`] then yields a [`WatchEvent::Resync`] (re-read), one started at
+//! a position with [`Client::watch_from`] ends with [`Error::Compacted`].
 
 use crate::client::Client;
 use crate::error::{Error, Failure, Result, classify};
@@ -15,12 +24,64 @@ impl Client {
     /// Watch one lock: acquired / released / expired events as the cluster applies them.
     /// See [`WatchStream`].
     pub fn watch(&self, name: &str) -> WatchStream {
-        watch_stream(self.clone(), name.to_string(), false)
+        watch_stream(self.clone(), name.to_string(), false, None)
     }
 
     /// Watch every lock whose name starts with `prefix` (`""` watches everything).
     pub fn watch_prefix(&self, prefix: &str) -> WatchStream {
-        watch_stream(self.clone(), prefix.to_string(), true)
+        watch_stream(self.clone(), prefix.to_string(), true, None)
+    }
+
+    /// Watch one lock from `start`: first the events at or after it that the cluster
+    /// still holds, then live ones, with no `Resync`. To see every change after a
+    /// `describe` or `list` answered at revision `R`, start at
+    /// [`WatchPosition::at_revision`]`(R + 1)`; to resume a stream, start at its
+    /// [`WatchStream::position`]. A start beyond what a node has applied is not an error:
+    /// its events come as the node applies them.
+    ///
+    /// The stream ends with [`Error::Compacted`] (naming the oldest revision still held)
+    /// when no node holds the events from `start` any more, at the start or after a
+    /// reconnect; it never skips an event silently.
+    pub fn watch_from(&self, name: &str, start: WatchPosition) -> WatchStream {
+        watch_stream(self.clone(), name.to_string(), false, Some(start))
+    }
+
+    /// [`Client::watch_from`] for every lock whose name starts with `prefix`.
+    pub fn watch_prefix_from(&self, prefix: &str, start: WatchPosition) -> WatchStream {
+        watch_stream(self.clone(), prefix.to_string(), true, Some(start))
+    }
+}
+
+/// A place in the cluster's sequence of lock events, ordered as the log: before the
+/// event `event` of revision `revision`. The same on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WatchPosition {
+    revision: u64,
+    event: u32,
+}
+
+impl WatchPosition {
+    /// Before every event of `revision`: a watch started here sees the events of
+    /// `revision` and later.
+    pub fn at_revision(revision: u64) -> WatchPosition {
+        WatchPosition { revision, event: 0 }
+    }
+
+    /// The revision (log index) the position is in.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// What a stream that received `event` resumes from: the next event after it.
+    fn after(event: &pb::WatchEvent) -> WatchPosition {
+        if event.resync {
+            WatchPosition::at_revision(event.revision.saturating_add(1))
+        } else {
+            WatchPosition {
+                revision: event.revision,
+                event: event.event_index.saturating_add(1),
+            }
+        }
     }
 }
 
@@ -202,25 +263,48 @@ impl WatchEvent {
     }
 }
 
-/// A stream of [`WatchEvent`]s from [`Client::watch`] / [`Client::watch_prefix`].
+/// A stream of [`WatchEvent`]s from [`Client::watch`] / [`Client::watch_prefix`] (and
+/// their `_from` forms).
 ///
-/// It starts with a [`WatchEvent::Resync`]. When the node it watches fails, it reconnects
-/// to another node (any node serves watches) with backoff, as long as it takes, and
-/// yields another `Resync`: events between the two may be missing, so re-read. It ends
-/// with an error only for a request the server refuses (an invalid name). Dropping it
-/// stops the background task.
+/// Started without a position, it starts with a [`WatchEvent::Resync`]. When the node it
+/// watches fails, it reconnects to another node (any node serves watches) with backoff,
+/// as long as it takes, and resumes after the last event it received: no event is lost
+/// or repeated. Only when no node still holds the events from there (see the module
+/// docs) does it yield another `Resync` (events may be missing: re-read); a stream
+/// started at a position ends with [`Error::Compacted`] instead. It ends with an error
+/// too for a request the server refuses (an invalid name). Dropping it stops the
+/// background task.
 #[derive(Debug)]
 #[must_use = "streams do nothing unless polled"]
 pub struct WatchStream {
-    events: mpsc::Receiver<Result<WatchEvent>>,
+    events: mpsc::Receiver<Result<(WatchEvent, WatchPosition)>>,
+    position: Option<WatchPosition>,
     task: JoinHandle<()>,
+}
+
+impl WatchStream {
+    /// Where the items yielded so far end: a watch started here with
+    /// [`Client::watch_from`] goes on with the next event, none lost or repeated (e.g.
+    /// after the program restarts, if it kept the position). `None` before the first
+    /// item of a stream started without a position.
+    pub fn position(&self) -> Option<WatchPosition> {
+        self.position
+    }
 }
 
 impl Stream for WatchStream {
     type Item = Result<WatchEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events.poll_recv(cx)
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(Ok((event, position)))) => {
+                self.position = Some(position);
+                Poll::Ready(Some(Ok(event)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -230,17 +314,49 @@ impl Drop for WatchStream {
     }
 }
 
-fn watch_stream(client: Client, name: String, prefix: bool) -> WatchStream {
+fn watch_stream(
+    client: Client,
+    name: String,
+    prefix: bool,
+    start: Option<WatchPosition>,
+) -> WatchStream {
     let (sender, events) = mpsc::channel(WATCH_BUFFER);
     let runtime = client.inner.runtime.clone();
-    let task = runtime.spawn(run(client, pb::WatchRequest { name, prefix }, sender));
-    WatchStream { events, task }
+    let task = runtime.spawn(run(client, name, prefix, start, sender));
+    WatchStream {
+        events,
+        position: start,
+        task,
+    }
 }
 
-async fn run(client: Client, request: pb::WatchRequest, sender: mpsc::Sender<Result<WatchEvent>>) {
+type Sender = mpsc::Sender<Result<(WatchEvent, WatchPosition)>>;
+
+/// Why a connection's stream ended.
+enum Ended {
+    /// The node failed or the stream broke: resume on another node.
+    Failed(Option<tonic::Status>),
+    /// The node no longer holds the events from the position.
+    Compacted(Error),
+    /// The consumer went away.
+    Dropped,
+}
+
+async fn run(
+    client: Client,
+    name: String,
+    prefix: bool,
+    start: Option<WatchPosition>,
+    sender: Sender,
+) {
     let transport = client.transport();
     let config = client.config().clone();
     let mut backoff = config.backoff_initial;
+    // The position after the last event sent on: where a new connection resumes.
+    let mut position = start;
+    // Nodes in a row that answered COMPACTED: each holds a history of its own, so every
+    // node is asked before the position counts as compacted.
+    let mut compacted_answers = 0;
     loop {
         let addr = transport.pick(false);
         let channel = match transport.channel(&addr) {
@@ -250,31 +366,44 @@ async fn run(client: Client, request: pb::WatchRequest, sender: mpsc::Sender<Res
                 return;
             }
         };
+        let request = pb::WatchRequest {
+            name: name.clone(),
+            prefix,
+            start_revision: position.map_or(0, |p| p.revision),
+            start_event: position.map_or(0, |p| p.event),
+        };
         let limit = config.connect_timeout + config.call_timeout;
-        let opened =
-            tokio::time::timeout(limit, LocksClient::new(channel).watch(request.clone())).await;
-        let failure = match opened {
-            Ok(Ok(response)) => {
-                let mut stream = response.into_inner();
-                loop {
-                    let message = tokio::select! {
-                        message = stream.message() => message,
-                        () = sender.closed() => return,
-                    };
-                    match message {
-                        Ok(Some(event)) => {
-                            backoff = config.backoff_initial;
-                            if sender.send(Ok(WatchEvent::from_pb(event))).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break None,
-                        Err(status) => break Some(status),
-                    }
+        let opened = tokio::time::timeout(limit, LocksClient::new(channel).watch(request)).await;
+        let before = position;
+        let ended = match opened {
+            Ok(Ok(response)) => follow(response.into_inner(), &sender, &mut position).await,
+            Ok(Err(status)) => ended_by(status),
+            Err(_) => Ended::Failed(None),
+        };
+        if position != before {
+            // The stream delivered: the node was fine for a while.
+            backoff = config.backoff_initial;
+            compacted_answers = 0;
+        }
+        let failure = match ended {
+            Ended::Dropped => return,
+            Ended::Compacted(error) => {
+                compacted_answers += 1;
+                transport.demote(&addr);
+                if compacted_answers < config.endpoints.len() {
+                    continue;
                 }
+                compacted_answers = 0;
+                if start.is_some() {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+                // Started without a position: its contract allows a resync.
+                tracing::debug!(%error, "watch position compacted; starting afresh");
+                position = None;
+                continue;
             }
-            Ok(Err(status)) => Some(status),
-            Err(_) => None,
+            Ended::Failed(status) => status,
         };
         if let Some(status) = failure
             && let Failure::Fatal(error) = classify(&status)
@@ -290,5 +419,41 @@ async fn run(client: Client, request: pb::WatchRequest, sender: mpsc::Sender<Res
             () = tokio::time::sleep(pause) => {}
             () = sender.closed() => return,
         }
+    }
+}
+
+/// Follow one connection's stream, sending each event on with the position after it.
+async fn follow(
+    mut stream: tonic::Streaming<pb::WatchEvent>,
+    sender: &Sender,
+    position: &mut Option<WatchPosition>,
+) -> Ended {
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            () = sender.closed() => return Ended::Dropped,
+        };
+        match message {
+            Ok(Some(event)) => {
+                let after = WatchPosition::after(&event);
+                *position = Some(after);
+                if sender
+                    .send(Ok((WatchEvent::from_pb(event), after)))
+                    .await
+                    .is_err()
+                {
+                    return Ended::Dropped;
+                }
+            }
+            Ok(None) => return Ended::Failed(None),
+            Err(status) => return ended_by(status),
+        }
+    }
+}
+
+fn ended_by(status: tonic::Status) -> Ended {
+    match classify(&status) {
+        Failure::Fatal(error @ Error::Compacted { .. }) => Ended::Compacted(error),
+        _ => Ended::Failed(Some(status)),
     }
 }

@@ -91,7 +91,7 @@ async fn watch_sees_acquire_release_and_expiry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_reconnects_and_resyncs_when_its_node_stops() {
+async fn watch_reconnects_and_resumes_when_its_node_stops() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
@@ -101,7 +101,7 @@ async fn watch_reconnects_and_resyncs_when_its_node_stops() {
     let mut watch = client.watch("reconnect/a");
     assert!(matches!(next(&mut watch).await, WatchEvent::Resync { .. }));
     cluster.stop(follower).await;
-    assert!(matches!(next(&mut watch).await, WatchEvent::Resync { .. }));
+    // Resumed on another node after the last event received: no resync.
     let session = client.session(Duration::from_secs(3)).await.unwrap();
     let guard = session.lock("reconnect/a").await.unwrap();
     assert!(matches!(

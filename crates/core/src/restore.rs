@@ -141,7 +141,10 @@ mod tests {
                 &mut events,
             )
             .expect("expired");
-        assert!(state.lock_delay("delayed").is_some(), "the expiry started a delay");
+        assert!(
+            state.lock_delay("delayed").is_some(),
+            "the expiry started a delay"
+        );
         let kept = state
             .clone()
             .restored(10, RestoredSessions::Keep)

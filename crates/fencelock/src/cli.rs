@@ -46,6 +46,7 @@
 //! | `max_watchers` | open watch streams | `10000` |
 //! | `max_remembered_requests` | answers of admin mutations remembered by request id, so a retry acts once | `10000` |
 //! | `watch_buffer` | events buffered per watcher | `1024` |
+//! | `watch_history_events`, `watch_history_bytes` | lock events kept for watches that start or resume at a revision (older start: `COMPACTED`) | `10000`, `16777216` |
 //! | `max_keepalive_streams` | live keepalive streams | `10000` |
 //! | `max_peer_links` | Raft links from peers served at once | `256` |
 //! | `max_peer_message_bytes` | largest Raft message between nodes (same on every node) | `67108864` |

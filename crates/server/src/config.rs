@@ -207,6 +207,11 @@ pub struct ApiLimits {
     pub max_remembered_requests: u64,
     /// Events buffered per watcher before it is told to resync.
     pub watch_buffer: usize,
+    /// Lock events this node keeps for watches that start (or resume) at a revision
+    /// (0..=10_000_000; 0 keeps none). See `events.rs`.
+    pub watch_history_events: usize,
+    /// The most memory those events may take, estimated, in bytes (0..=1 GiB).
+    pub watch_history_bytes: usize,
     /// Live keepalive streams at most.
     pub max_keepalive_streams: usize,
 }
@@ -428,6 +433,8 @@ impl Default for ApiLimits {
             max_watchers: 10_000,
             max_remembered_requests: 10_000,
             watch_buffer: 1_024,
+            watch_history_events: 10_000,
+            watch_history_bytes: 16 << 20,
             max_keepalive_streams: 10_000,
         }
     }
@@ -522,6 +529,11 @@ impl ServerConfig {
         }
         if self.api_limits.max_list_page == 0 || self.api_limits.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());
+        }
+        if self.api_limits.watch_history_events > 10_000_000
+            || self.api_limits.watch_history_bytes > 1 << 30
+        {
+            return Err("watch history must be at most 10000000 events and 1 GiB".into());
         }
         if let Some(tls) = &self.tls {
             tls.validate()?;

@@ -6,7 +6,7 @@ use crate::admin;
 use crate::api::{AuthService, ClusterService, LocksService, http};
 use crate::barrier::ReadBarrier;
 use crate::config::{Bootstrap, ServerConfig};
-use crate::events::EventHub;
+use crate::events::{EventHub, HistoryBounds};
 use crate::leases::LeaseClock;
 use crate::node::{Node, NodeParts};
 use crate::proposer::Proposer;
@@ -249,7 +249,11 @@ pub async fn start_with_listeners(
         tracing::warn!(data_dir = %config.data_dir.display(), %error, "cannot read the data disk's free space");
     }
     let leases = Arc::new(LeaseClock::default());
-    let hub = EventHub::new(config.api_limits.watch_buffer, leases.clone());
+    let history = HistoryBounds {
+        events: config.api_limits.watch_history_events,
+        bytes: config.api_limits.watch_history_bytes,
+    };
+    let hub = EventHub::new(config.api_limits.watch_buffer, history, leases.clone());
     let shared = SharedState::new(hub.clone());
     // The admin port's TLS and token files are read now: a bad one stops start-up
     // before any listener serves.

@@ -701,6 +701,7 @@ async fn streams_end_when_their_caller_loses_its_credential_or_right() {
         .watch(pb::WatchRequest {
             name: String::new(),
             prefix: true,
+            ..Default::default()
         })
         .await
         .expect("watch")
@@ -754,6 +755,7 @@ async fn streams_end_when_their_caller_loses_its_credential_or_right() {
             pb::WatchRequest {
                 name: "jobs/".into(),
                 prefix: true,
+                ..Default::default()
             },
         ))
         .await
@@ -766,6 +768,7 @@ async fn streams_end_when_their_caller_loses_its_credential_or_right() {
             pb::WatchRequest {
                 name: String::new(),
                 prefix: true,
+                ..Default::default()
             },
         ))
         .await

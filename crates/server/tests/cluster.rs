@@ -150,6 +150,7 @@ async fn expired_holder_passes_the_lock_to_waiters_in_fifo_order() {
         .watch(pb::WatchRequest {
             name: "queue".into(),
             prefix: false,
+            ..Default::default()
         })
         .await
         .unwrap()

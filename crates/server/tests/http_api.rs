@@ -826,17 +826,55 @@ async fn watch_streams_json_lines_and_server_sent_events() {
     );
     connection.abort();
 
-    // Refusals before the stream starts are ordinary errors: this server cannot resume.
-    for position in [json!({"start_revision": 3}), json!({"start_event": 1})] {
-        let mut request = json!({"name": "watched/a"});
-        request
-            .as_object_mut()
-            .expect("object")
-            .extend(position.as_object().expect("object").clone());
-        let refused = post(addr, "/v1/locks/watch", request).await;
-        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{position}");
-        assert_eq!(refused.body["reason"], "INVALID_ARGUMENT");
+    // A watch that starts at a position replays the node's history from there, with no
+    // RESYNC line, then goes on live.
+    let (mut sender, connection) = http1(addr).await;
+    let from = json!({"name": "watched/a", "start_revision": acquired["revision"],
+                      "start_event": acquired["event_index"]});
+    let response = sender
+        .send_request(request(
+            Method::POST,
+            "/v1/locks/watch",
+            &from.to_string(),
+            None,
+        ))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut buffer = Vec::new();
+    for expected in [&acquired, &released] {
+        let replayed: Value =
+            serde_json::from_str(&next_line(&mut body, &mut buffer).await).expect("JSON");
+        assert_eq!(&replayed, expected, "replayed as first sent");
     }
+    connection.abort();
+    // After the last event received: nothing before it comes again.
+    let (mut sender, connection) = http1(addr).await;
+    let after = json!({"name": "watched/a", "start_revision": released["revision"],
+                       "start_event": released["event_index"].as_u64().expect("index") + 1});
+    let response = sender
+        .send_request(request(
+            Method::POST,
+            "/v1/locks/watch",
+            &after.to_string(),
+            None,
+        ))
+        .await
+        .expect("response");
+    let mut body = response.into_body();
+    let mut buffer = Vec::new();
+    let again = ok(
+        addr,
+        "/v1/locks/acquire",
+        json!({"session_id": session, "name": "watched/a",
+               "request": {"seq": 4, "first_unanswered_seq": 4}}),
+    )
+    .await;
+    let live: Value = serde_json::from_str(&next_line(&mut body, &mut buffer).await).expect("JSON");
+    assert_eq!(live["kind"], "ACQUIRED", "{live}");
+    assert_eq!(live["token"], again["token"]);
+    connection.abort();
     cluster.shutdown().await;
 }
 

@@ -9,6 +9,7 @@
 //! `500ms`, `10s`, `1m`. Exit codes are in [`crate::exit`].
 
 pub mod auth_cmd;
+mod observe;
 pub mod run_cmd;
 
 use crate::cli::Command;
@@ -16,7 +17,9 @@ use crate::exit::{self, Exit};
 use crate::output::{self, Output, print_json};
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
-use fencelock_client::{AcquireOptions, Client, FencingToken, LockMode, SessionId, Wait};
+use fencelock_client::{
+    AcquireOptions, Client, FencingToken, LockMode, SessionId, Wait, WatchPosition,
+};
 use futures::StreamExt;
 use serde_json::json;
 use std::time::Duration;
@@ -229,6 +232,11 @@ pub struct WatchArgs {
     /// Stop after N lock events (`resync` markers do not count). Default: until Ctrl-C.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Start at revision R (e.g. one more than a `describe`'s revision): first the events
+    /// of R and later that the cluster still holds, then live ones, with no `resync`.
+    /// Fails (COMPACTED, naming the oldest revision held) when R is older than that.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..))]
+    pub start_revision: Option<u64>,
 }
 
 /// `fencelock force-release`.
@@ -654,10 +662,13 @@ async fn list(client: &Client, opts: &ClientOpts, args: &ListArgs) -> anyhow::Re
 }
 
 async fn watch(client: &Client, opts: &ClientOpts, args: &WatchArgs) -> anyhow::Result<()> {
-    let mut stream = match (&args.name, &args.prefix) {
-        (_, Some(prefix)) => client.watch_prefix(prefix),
-        (Some(name), None) => client.watch(name),
-        (None, None) => unreachable!("clap requires a name or --prefix"),
+    let start = args.start_revision.map(WatchPosition::at_revision);
+    let mut stream = match (&args.name, &args.prefix, start) {
+        (_, Some(prefix), None) => client.watch_prefix(prefix),
+        (_, Some(prefix), Some(start)) => client.watch_prefix_from(prefix, start),
+        (Some(name), None, None) => client.watch(name),
+        (Some(name), None, Some(start)) => client.watch_from(name, start),
+        (None, None, _) => unreachable!("clap requires a name or --prefix"),
     };
     let mut signals = run_cmd::Signals::new()?;
     let mut seen = 0u64;

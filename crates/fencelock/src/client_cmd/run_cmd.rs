@@ -76,10 +76,17 @@ pub struct LockArgs {
 pub struct ElectArgs {
     /// The election's name (an exclusive lock).
     pub name: String,
+    /// Do not campaign: print who leads now and every change ("no leader" included)
+    /// until Ctrl-C; with `--output json`, one JSON object per line.
+    #[arg(long, conflicts_with_all = ["value", "command"])]
+    pub observe: bool,
+    /// With --observe: stop after N lines.
+    #[arg(long, value_name = "N", requires = "observe")]
+    pub count: Option<u64>,
     /// The value announced to observers while leading (e.g. this node's address); shown
     /// by `describe` and `watch`.
-    #[arg(long, value_name = "V")]
-    pub value: String,
+    #[arg(long, value_name = "V", required_unless_present = "observe")]
+    pub value: Option<String>,
     /// The session's lease (see `lock --ttl`): leadership is lost when it cannot be
     /// renewed for this long, and CMD is terminated.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
@@ -88,7 +95,7 @@ pub struct ElectArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub kill_after: Duration,
     /// The command to run while leading, after `--`; fencelock resigns when it exits.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "observe", value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -240,6 +247,9 @@ pub async fn lock(client: &Client, opts: &ClientOpts, args: &LockArgs) -> anyhow
 /// # Errors
 /// An [`Exit`] with the code to exit with, or what failed.
 pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyhow::Result<()> {
+    if args.observe {
+        return super::observe::observe(client, opts, &args.name, args.count).await;
+    }
     let mut signals = Signals::new()?;
     let session = client
         .session(args.ttl)
@@ -249,7 +259,7 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
     let campaign = waiting(
         format!("campaigning for {}", args.name),
         &mut signals,
-        election.campaign(args.value.clone().into_bytes()),
+        election.campaign(args.value.clone().unwrap_or_default().into_bytes()),
     )
     .await;
     let leadership = match campaign {

@@ -35,6 +35,20 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
     reason(Code::InvalidArgument, ErrorReason::InvalidArgument, message)
 }
 
+/// A watch's start position is older than the node's watch history (etcd answers a
+/// compacted revision with OUT_OF_RANGE too).
+pub fn compacted(oldest_revision: u64, message: impl Into<String>) -> Status {
+    status(
+        Code::OutOfRange,
+        ErrorDetail {
+            reason: ErrorReason::Compacted as i32,
+            message: message.into(),
+            oldest_revision,
+            ..Default::default()
+        },
+    )
+}
+
 /// "Not the leader", naming the leader when known (a client redirects there); `node` is
 /// this node. The leader was resolved before (`api/leader.rs`): no I/O here.
 pub fn not_leader(node: NodeId, leader: Option<Leader>) -> Status {

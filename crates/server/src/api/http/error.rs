@@ -26,6 +26,9 @@ pub struct ErrorBody {
     /// On `LIMIT_REACHED`: which limit.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub limit: String,
+    /// On `COMPACTED`: the oldest start revision the node still holds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub oldest_revision: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -57,6 +60,7 @@ impl HttpError {
                 leader: String::new(),
                 leader_id: 0,
                 limit: String::new(),
+                oldest_revision: 0,
             },
         }
     }
@@ -98,6 +102,7 @@ impl HttpError {
                 leader: detail.leader_addr,
                 leader_id: detail.leader_id,
                 limit: detail.limit,
+                oldest_revision: detail.oldest_revision,
             },
         }
     }

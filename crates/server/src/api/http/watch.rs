@@ -87,11 +87,6 @@ pub(super) async fn watch(
     headers: HeaderMap,
     JsonBody(body): JsonBody<wire::Watch>,
 ) -> Result<Response, HttpError> {
-    if body.start_revision != 0 || body.start_event != 0 {
-        return Err(HttpError::invalid(
-            "start_revision, start_event: this server cannot resume a watch from a position",
-        ));
-    }
     let framing = Framing::of(&headers);
     let events = api
         .locks

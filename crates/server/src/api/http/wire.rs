@@ -402,10 +402,12 @@ impl From<pb::ListResponse> for Listed {
 pub struct Watch {
     name: String,
     prefix: bool,
-    /// Resume at this revision (refused while the server cannot resume watches).
-    pub start_revision: u64,
-    /// The first event of `start_revision` to send (refused like `start_revision`).
-    pub start_event: u32,
+    /// Start (or resume) at this revision, replayed from the node's history (0: start
+    /// with a resync at the node's applied revision).
+    start_revision: u64,
+    /// The first event of `start_revision` to send: after a received event, its
+    /// `event_index + 1`.
+    start_event: u32,
 }
 
 impl From<Watch> for pb::WatchRequest {
@@ -413,6 +415,8 @@ impl From<Watch> for pb::WatchRequest {
         pb::WatchRequest {
             name: request.name,
             prefix: request.prefix,
+            start_revision: request.start_revision,
+            start_event: request.start_event,
         }
     }
 }
@@ -433,6 +437,9 @@ pub struct WatchEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<String>,
     revision: u64,
+    /// The event's place among the events of its revision (a resume position is
+    /// `revision` and `event_index + 1`).
+    event_index: u32,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -450,6 +457,7 @@ impl From<pb::WatchEvent> for WatchEvent {
                 mode: None,
                 value: None,
                 revision: event.revision,
+                event_index: 0,
             };
         }
         WatchEvent {
@@ -461,6 +469,7 @@ impl From<pb::WatchEvent> for WatchEvent {
             mode: Some(Mode::from_pb(event.mode)),
             value: Some(base64_bytes::encode(&event.value)),
             revision: event.revision,
+            event_index: event.event_index,
         }
     }
 }

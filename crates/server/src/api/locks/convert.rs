@@ -99,7 +99,7 @@ pub(super) fn watch_event(
             mode: mode_to(*mode),
             value: value.clone(),
             revision,
-            resync: false,
+            ..Default::default()
         }),
         Event::Released {
             name,

@@ -1,15 +1,15 @@
 //! The `Locks` gRPC service: the handlers. A queued acquire's wait is in `wait`, the
-//! keepalive stream in `keepalive`, the protobuf conversions in `convert`.
+//! keepalive stream in `keepalive`, the watch stream in `watch`, the protobuf
+//! conversions in `convert`.
 
 mod convert;
 mod keepalive;
 mod renew;
 mod wait;
+mod watch;
 
 use crate::limits::{KEEPALIVE_BATCH, MAX_WAIT};
-use convert::{
-    client_id, lock_info, mode_from, request_id, session_id, session_info, unexpected, watch_event,
-};
+use convert::{client_id, lock_info, mode_from, request_id, session_id, session_info, unexpected};
 use keepalive::{Confirmed, answer_keepalive, serve_keepalives};
 use wait::WaitEnd;
 
@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 
@@ -489,96 +489,7 @@ impl Locks for LocksService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        let request = request.into_inner();
-        if !request.prefix {
-            self.check_name(&request.name)?;
-        }
-        self.auth.require(&caller, &request.name, Right::Read)?;
-        let slot = StreamSlot::take(
-            &self.watch_streams,
-            self.node.config().api_limits.max_watchers,
-            "watch",
-        )?;
-        // Subscribe before reading the revision, so nothing between the two is missed.
-        let mut events = self.node.hub().subscribe();
-        // Again after subscribing: an auth change applied in between sends no event this
-        // stream will see.
-        self.auth.require(&caller, &request.name, Right::Read)?;
-        let revision = self
-            .node
-            .shared()
-            .read(|applied| applied.last_applied.map(|l| l.index).unwrap_or(0));
-        let (sender, outbound) = mpsc::channel(self.node.config().api_limits.watch_buffer.max(1));
-        let node = self.node.clone();
-        let auth = self.auth.clone();
-        // The caller is checked again, on the applied state, whenever an auth command
-        // takes effect: a revoked token, a removed user, a right taken away or auth
-        // switched on under a stream opened while it was off ends the stream.
-        let watched = request.name.clone();
-        let still_allowed =
-            move || -> Result<(), Status> { Ok(auth.require(&caller, &watched, Right::Read)?) };
-        tokio::spawn(async move {
-            let _slot = slot;
-            let resync = |revision| pb::WatchEvent {
-                revision,
-                resync: true,
-                ..Default::default()
-            };
-            if sender.send(Ok(resync(revision))).await.is_err() {
-                return;
-            }
-            let mut last_revision = revision;
-            loop {
-                let applied = tokio::select! {
-                    applied = events.recv() => applied,
-                    _ = sender.closed() => return,
-                    _ = node.stopping() => return,
-                };
-                match applied {
-                    Ok(applied) if applied.resync => {
-                        if let Err(denied) = still_allowed() {
-                            let _ = sender.send(Err(denied)).await;
-                            return;
-                        }
-                        last_revision = applied.index;
-                        if sender.send(Ok(resync(last_revision))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(applied) => {
-                        last_revision = applied.index;
-                        for event in &applied.events {
-                            if matches!(event, fencelock_core::Event::AuthChanged { .. })
-                                && let Err(denied) = still_allowed()
-                            {
-                                let _ = sender.send(Err(denied)).await;
-                                return;
-                            }
-                            if let Some(event) = watch_event(event, applied.index, &request)
-                                && sender.send(Ok(event)).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Missed events may have changed auth.
-                        if let Err(denied) = still_allowed() {
-                            let _ = sender.send(Err(denied)).await;
-                            return;
-                        }
-                        if sender.send(Ok(resync(last_revision))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(
-            outbound,
-        ))))
+        self.serve_watch(request).await
     }
 
     async fn force_release(

@@ -4,7 +4,7 @@
 
 use crate::raft::NodeId;
 use crate::store::LogStoreOptions;
-use fencelock_core::Limits;
+use fencelock_core::{Limits, PrimitiveLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -145,8 +145,18 @@ pub struct ServerConfig {
     /// Largest Raft message between nodes, in bytes (the same on every node): a batch of
     /// entries over it is sent in smaller batches, snapshots in chunks of at most half.
     pub max_peer_message_bytes: usize,
+    /// Hold- and wait-time histograms on `/metrics` are labelled by the first this many
+    /// `/`-separated segments of the lock name (1: the part before the first `/`; 0:
+    /// one series for all locks).
+    pub metrics_name_depth: usize,
+    /// Distinct name-prefix labels of those histograms at most; names past it share the
+    /// label `(other)` (1..=100000).
+    pub metrics_max_name_prefixes: usize,
     /// The replicated limits this node proposes when it leads.
     pub limits: Limits,
+    /// The replicated limits of semaphores, lock-delays, multi-locks and reentrancy this
+    /// node proposes when it leads.
+    pub primitive_limits: PrimitiveLimits,
     /// TLS for the client and peer listeners (`None`: plaintext everywhere).
     pub tls: Option<TlsConfig>,
 }
@@ -288,7 +298,10 @@ impl Default for ServerConfig {
             max_keepalive_streams: 10_000,
             max_peer_links: 256,
             max_peer_message_bytes: crate::raft::network::DEFAULT_MAX_PEER_MESSAGE_BYTES,
+            metrics_name_depth: 1,
+            metrics_max_name_prefixes: 1_000,
             limits: Limits::default(),
+            primitive_limits: PrimitiveLimits::default(),
             tls: None,
         }
     }
@@ -378,6 +391,9 @@ impl ServerConfig {
         }
         if self.max_list_page == 0 || self.watch_buffer == 0 {
             return Err("list page and watch buffer must be >= 1".into());
+        }
+        if !(1..=100_000).contains(&self.metrics_max_name_prefixes) {
+            return Err("metrics_max_name_prefixes must be 1..=100000".into());
         }
         if let Some(tls) = &self.tls {
             tls.validate()?;

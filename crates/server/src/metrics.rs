@@ -33,6 +33,12 @@ pub const SESSIONS_EXPIRED_TOTAL: &str = "fencelock_sessions_expired_total";
 pub const RAFT_ENTRIES_PROPOSED_TOTAL: &str = "fencelock_raft_entries_proposed_total";
 /// Histogram: commands packed into one proposed Raft entry.
 pub const PROPOSAL_BATCH_SIZE: &str = "fencelock_proposal_batch_size";
+/// Histogram: how long grants were held when they ended, in seconds, by lock-name
+/// `prefix` (see [`NamePrefixes`]). Recorded on every node from the applied log.
+pub const LOCK_HOLD_SECONDS: &str = "fencelock_lock_hold_seconds";
+/// Histogram: how long granted waits had waited, in seconds, by lock-name `prefix`.
+/// Recorded on every node from the applied log.
+pub const LOCK_WAIT_SECONDS: &str = "fencelock_lock_wait_seconds";
 
 /// Gauge: the node's current Raft term.
 pub const RAFT_TERM: &str = "fencelock_raft_term";
@@ -79,6 +85,57 @@ pub const PROPOSAL_BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
+/// Bucket bounds of [`LOCK_HOLD_SECONDS`] and [`LOCK_WAIT_SECONDS`]: 1 ms to a day.
+pub const LOCK_TIME_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+/// The `prefix` label that hold and wait times carry, cut from lock names: the first
+/// `depth` segments of the name split at `/` (depth 1, the default: the part before the
+/// first `/`; depth 0: one series for every lock). At most `max` distinct labels are
+/// handed out, so a service with many unrelated names cannot grow the metrics without
+/// bound; names past it share the label `(other)`.
+#[derive(Debug)]
+pub struct NamePrefixes {
+    depth: usize,
+    max: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The label of names past [`NamePrefixes`]'s bound.
+pub const OTHER_PREFIX: &str = "(other)";
+
+impl NamePrefixes {
+    /// Labels of `depth` segments, at most `max` distinct.
+    pub fn new(depth: usize, max: usize) -> NamePrefixes {
+        NamePrefixes {
+            depth,
+            max,
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The label of lock `name`.
+    pub fn label(&self, name: &str) -> String {
+        let prefix = match self.depth {
+            0 => "",
+            depth => match name.match_indices('/').nth(depth - 1) {
+                Some((end, _)) => &name[..end],
+                None => name,
+            },
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(prefix) {
+            return prefix.to_owned();
+        }
+        if seen.len() >= self.max {
+            return OTHER_PREFIX.to_owned();
+        }
+        seen.insert(prefix.to_owned());
+        prefix.to_owned()
+    }
+}
+
 /// How often buffered histogram samples are folded in when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -101,6 +158,12 @@ fn build() -> Exporter {
                 Matcher::Full(PROPOSAL_BATCH_SIZE.to_owned()),
                 PROPOSAL_BATCH_BUCKETS,
             )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(LOCK_HOLD_SECONDS.to_owned()), LOCK_TIME_BUCKETS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(LOCK_WAIT_SECONDS.to_owned()), LOCK_TIME_BUCKETS)
         })
         .expect("bucket lists are constant and non-empty")
         .build_recorder();
@@ -195,6 +258,16 @@ fn describe_all() {
         PROPOSAL_BATCH_SIZE,
         Unit::Count,
         "Commands packed into one proposed Raft entry."
+    );
+    describe_histogram!(
+        LOCK_HOLD_SECONDS,
+        Unit::Seconds,
+        "How long grants were held when they ended, by lock-name prefix (leader's wall clock as recorded in the log)."
+    );
+    describe_histogram!(
+        LOCK_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long granted waits had waited, by lock-name prefix (leader's wall clock as recorded in the log)."
     );
     describe_gauge!(RAFT_TERM, Unit::Count, "The node's current Raft term.");
     describe_gauge!(
@@ -302,6 +375,20 @@ pub fn record_expired(count: usize) {
     with_ours(|| metrics::counter!(SESSIONS_EXPIRED_TOTAL).increment(count as u64));
 }
 
+/// Records how long a grant of a lock whose name has label `prefix` was held.
+pub fn record_hold(prefix: String, held: Duration) {
+    with_ours(|| {
+        metrics::histogram!(LOCK_HOLD_SECONDS, "prefix" => prefix).record(held.as_secs_f64());
+    });
+}
+
+/// Records how long a granted wait for a lock whose name has label `prefix` waited.
+pub fn record_wait(prefix: String, waited: Duration) {
+    with_ours(|| {
+        metrics::histogram!(LOCK_WAIT_SECONDS, "prefix" => prefix).record(waited.as_secs_f64());
+    });
+}
+
 /// Records one proposed Raft entry that packs `batch_size` commands.
 pub fn record_batch(batch_size: usize) {
     with_ours(|| {
@@ -377,6 +464,39 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    #[test]
+    fn name_prefixes_cut_at_the_depth_and_stay_bounded() {
+        let one = NamePrefixes::new(1, 3);
+        assert_eq!(one.label("db/users/42"), "db");
+        assert_eq!(one.label("jobs"), "jobs");
+        assert_eq!(one.label("db/orders"), "db");
+        let two = NamePrefixes::new(2, 100);
+        assert_eq!(two.label("db/users/42"), "db/users");
+        assert_eq!(two.label("db/users"), "db/users");
+        assert_eq!(two.label("db"), "db");
+        assert_eq!(NamePrefixes::new(0, 1).label("db/users"), "");
+        // The bound: a third and fourth new prefix; the fourth is folded into "(other)",
+        // while a prefix seen before keeps its label.
+        assert_eq!(one.label("cron/x"), "cron");
+        assert_eq!(one.label("mail/x"), OTHER_PREFIX);
+        assert_eq!(one.label("db/x"), "db");
+    }
+
+    #[test]
+    fn hold_and_wait_times_reach_the_exporter() {
+        record_hold("holdtest".into(), Duration::from_secs(3));
+        record_wait("holdtest".into(), Duration::from_millis(250));
+        let text = handle().render();
+        assert!(
+            text.contains("fencelock_lock_hold_seconds_bucket{prefix=\"holdtest\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_lock_wait_seconds_count{prefix=\"holdtest\"}"),
+            "{text}"
+        );
     }
 
     #[test]

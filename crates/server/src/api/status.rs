@@ -166,6 +166,12 @@ pub fn from_core(error: &CoreError) -> Status {
         }
         CoreError::Auth(_) => (Code::FailedPrecondition, ErrorReason::Auth),
         CoreError::BadWrapper(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
+        CoreError::PermitsMismatch { .. } => {
+            (Code::FailedPrecondition, ErrorReason::PermitsMismatch)
+        }
+        CoreError::InvalidLockSpec(_) | CoreError::LockDelayTooLong { .. } => {
+            (Code::InvalidArgument, ErrorReason::InvalidArgument)
+        }
     };
     reason(code, why, message)
 }

@@ -129,8 +129,8 @@ pub(super) fn lock_info(view: fencelock_core::LockView, now_ms: u64) -> pb::Lock
                     .delay_ms
                     .saturating_sub(elapsed_ms(delay.started_at_ms, now_ms))
             },
-            session_id: delay.session.0,
             token: delay.token.0,
+            ..Default::default()
         }),
     }
 }

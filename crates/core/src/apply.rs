@@ -13,36 +13,14 @@
 //! runs in place; near the end it runs on a copy that is kept only if it succeeds.
 
 use std::collections::BTreeSet;
-use std::collections::btree_map::Entry;
-use std::ops::Bound;
 
-use crate::state::{
-    Dedup, Holder, LockRecord, Name, SessionRecord, State, Waiter, count, next_token,
-};
+use crate::state::{Dedup, Name, SessionRecord, State, Waiter, count};
 use crate::types::{
-    ClientId, Command, EndReason, Error, Event, FencingToken, LimitKind, LockMode, ReleaseReason,
-    RequestId, Response, SessionId, WaitPolicy,
+    ClientId, Command, EndReason, Error, Event, FencingToken, LimitKind, ReleaseReason, RequestId,
+    Response, SessionId,
 };
-use crate::validate::{validate_name, validate_ttl, validate_value, widen};
-
-/// The lock-specific part of an `Acquire` or `AcquireWithLease`.
-struct LockRequest {
-    name: String,
-    mode: LockMode,
-    wait: WaitPolicy,
-    value: Vec<u8>,
-}
-
-/// What an admissible acquire will do, decided before anything changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
-    /// Grant at once.
-    Grant,
-    /// Answer `WouldBlock`, leave no trace.
-    WouldBlock,
-    /// Join the wait queue.
-    Queue,
-}
+use crate::validate::{validate_name, validate_ttl, widen};
+use acquire::LockRequest;
 
 impl State {
     /// Applies one command: the state machine's only way to change.
@@ -78,12 +56,7 @@ impl State {
                 wait,
                 value,
             } => {
-                let lock_request = LockRequest {
-                    name,
-                    mode,
-                    wait,
-                    value,
-                };
+                let lock_request = LockRequest::single(name, mode, wait, value);
                 self.acquire(session, request, lock_request, events)
             }
             Command::AcquireWithLease {
@@ -94,12 +67,7 @@ impl State {
                 wait,
                 value,
             } => {
-                let lock_request = LockRequest {
-                    name,
-                    mode,
-                    wait,
-                    value,
-                };
+                let lock_request = LockRequest::single(name, mode, wait, value);
                 self.acquire_with_lease(client_id, ttl_ms, lock_request, events)
             }
             Command::Release {
@@ -128,6 +96,45 @@ impl State {
                 remember,
                 command,
             } => self.apply_once(request, remember, *command, events),
+            Command::AcquireLocks {
+                session,
+                request,
+                locks,
+                wait,
+                value,
+            } => {
+                let lock_request = LockRequest::locks(locks, wait, value);
+                self.acquire(session, request, lock_request, events)
+            }
+            Command::AcquireLocksWithLease {
+                client_id,
+                ttl_ms,
+                locks,
+                wait,
+                value,
+            } => {
+                let lock_request = LockRequest::locks(locks, wait, value);
+                self.acquire_with_lease(client_id, ttl_ms, lock_request, events)
+            }
+            Command::WallClock { unix_ms } => {
+                self.clock_ms = self.clock_ms.max(unix_ms);
+                Ok(Response::ClockSet {
+                    unix_ms: self.clock_ms,
+                })
+            }
+            Command::EndLockDelay { name, token } => self.end_lock_delay(name, token, events),
+            Command::SetValue {
+                session,
+                request,
+                name,
+                token,
+                value,
+            } => self.set_value(session, request, name, token, value, events),
+            Command::SetPrimitiveLimits(limits) => {
+                limits.validate()?;
+                self.primitive_limits = limits;
+                Ok(Response::PrimitiveLimitsSet)
+            }
         };
         assert!(
             result.is_ok() || events.len() == events_before,
@@ -278,6 +285,9 @@ impl State {
                 token,
                 reason: release_reason,
             });
+            if reason != EndReason::Closed && holder.lock_delay_ms > 0 {
+                self.start_lock_delay(name, token, holder.lock_delay_ms, events);
+            }
         }
         for name in &record.waiting {
             let lock = self
@@ -299,196 +309,6 @@ impl State {
         }
         events.push(Event::SessionEnded { session, reason });
         Ok(())
-    }
-
-    // ----- acquiring ------------------------------------------------------------------
-
-    fn acquire(
-        &mut self,
-        session: SessionId,
-        request: RequestId,
-        lock_request: LockRequest,
-        events: &mut Vec<Event>,
-    ) -> Result<Response, Error> {
-        let max_pending = self.limits.max_pending_requests_per_session;
-        let record = self
-            .sessions
-            .get_mut(&session)
-            .ok_or(Error::SessionNotFound(session))?;
-        if let Dedup::Replay(answer) = record.begin_request(request, max_pending)? {
-            return answer;
-        }
-        let result = self.acquire_fresh(session, request.seq, lock_request, events);
-        self.remember(session, request.seq, &result);
-        result
-    }
-
-    /// An `Acquire` by a live session, past the request-id check.
-    fn acquire_fresh(
-        &mut self,
-        session: SessionId,
-        seq: u64,
-        lock_request: LockRequest,
-        events: &mut Vec<Event>,
-    ) -> Result<Response, Error> {
-        validate_name(self.limits.max_name_bytes, &lock_request.name)?;
-        validate_value(self.limits.max_value_bytes, &lock_request.value)?;
-        let record = &self.sessions[&session];
-        if record.held.contains_key(lock_request.name.as_str())
-            || record.waiting.contains(lock_request.name.as_str())
-        {
-            return Err(Error::AlreadyHeldOrQueued(lock_request.name));
-        }
-        let plan = self.plan_acquire(record.lock_count(), &lock_request)?;
-        Ok(self.execute_acquire(session, seq, lock_request, plan, events))
-    }
-
-    /// Decides what an acquire would do, checking every limit first. Grantable at once
-    /// iff the queue is empty (a shared request does not jump a queued writer) and the
-    /// holders admit the mode.
-    ///
-    /// Checked in this order: locks per session, then (grant) the lock table and the
-    /// token counter, or (queue) the waiters on the lock. `WouldBlock` leaves no trace,
-    /// so no limit applies to it.
-    fn plan_acquire(&self, session_locks: u64, request: &LockRequest) -> Result<Plan, Error> {
-        let lock = self.locks.get(request.name.as_str());
-        let grantable =
-            lock.is_none_or(|lock| lock.waiters.is_empty() && lock.admits(request.mode));
-        if grantable {
-            if session_locks >= self.limits.max_locks_per_session {
-                return Err(Error::LimitReached(LimitKind::LocksPerSession));
-            }
-            if lock.is_none() && count(self.locks.len()) >= self.limits.max_locks {
-                return Err(Error::LimitReached(LimitKind::Locks));
-            }
-            next_token(self.last_token)?;
-            Ok(Plan::Grant)
-        } else if request.wait == WaitPolicy::NoWait {
-            Ok(Plan::WouldBlock)
-        } else {
-            if session_locks >= self.limits.max_locks_per_session {
-                return Err(Error::LimitReached(LimitKind::LocksPerSession));
-            }
-            let lock = lock.expect("a lock that is not grantable exists");
-            if count(lock.waiters.len()) >= self.limits.max_waiters_per_lock {
-                return Err(Error::LimitReached(LimitKind::WaitersPerLock));
-            }
-            Ok(Plan::Queue)
-        }
-    }
-
-    /// Carries out a plan from [`State::plan_acquire`]; cannot fail.
-    fn execute_acquire(
-        &mut self,
-        session: SessionId,
-        seq: u64,
-        request: LockRequest,
-        plan: Plan,
-        events: &mut Vec<Event>,
-    ) -> Response {
-        let LockRequest {
-            name, mode, value, ..
-        } = request;
-        match plan {
-            Plan::Grant => {
-                let token = next_token(self.last_token).expect("checked by plan_acquire");
-                self.last_token = token.0;
-                self.total_grants += 1;
-                self.held_grants += 1;
-                // One search of the locks: a new name is allocated before the lock is
-                // known to be new (in vain only for a second shared holder).
-                let (key, lock) = match self.locks.entry(Name::from(name.as_str())) {
-                    Entry::Vacant(vacant) => {
-                        let key = Name::clone(vacant.key());
-                        (key, vacant.insert(LockRecord::default()))
-                    }
-                    Entry::Occupied(occupied) => (Name::clone(occupied.key()), occupied.into_mut()),
-                };
-                let record = self.sessions.get_mut(&session).expect("live session");
-                record.held.insert(key, token);
-                lock.holders.insert(
-                    token,
-                    Holder {
-                        session,
-                        mode,
-                        value: value.as_slice().into(),
-                    },
-                );
-                events.push(Event::Acquired {
-                    name,
-                    session,
-                    token,
-                    mode,
-                    value,
-                });
-                Response::Granted { session, token }
-            }
-            Plan::WouldBlock => Response::WouldBlock { session },
-            Plan::Queue => {
-                // One search of the locks for both the lock and its shared name.
-                let (key, lock) = self
-                    .locks
-                    .range_mut::<str, _>((
-                        Bound::Included(name.as_str()),
-                        Bound::Included(name.as_str()),
-                    ))
-                    .next()
-                    .expect("planned to queue");
-                let record = self.sessions.get_mut(&session).expect("live session");
-                record.waiting.insert(Name::clone(key));
-                self.waiters += 1;
-                lock.waiters.push_back(Waiter {
-                    session,
-                    mode,
-                    value: value.into_boxed_slice(),
-                    seq,
-                });
-                Response::Queued { session }
-            }
-        }
-    }
-
-    /// `OpenSession` then `Acquire` with request `{seq: 1, first_unanswered_seq: 1}`.
-    ///
-    /// With a live session for `client_id`, this is that session's `Acquire` seq 1, so a
-    /// retry returns the first (kept current) answer. Without one, the acquire is
-    /// checked before the session is created, so a refused command, or one answered
-    /// `WouldBlock`, leaves no session behind; `WouldBlock` then names `SessionId(0)`.
-    fn acquire_with_lease(
-        &mut self,
-        client_id: ClientId,
-        ttl_ms: u64,
-        lock_request: LockRequest,
-        events: &mut Vec<Event>,
-    ) -> Result<Response, Error> {
-        validate_ttl(&self.limits, ttl_ms)?;
-        let first = RequestId {
-            seq: 1,
-            first_unanswered_seq: 1,
-        };
-        if let Some(&session) = self.sessions_by_client.get(&client_id) {
-            return self.acquire(session, first, lock_request, events);
-        }
-        validate_name(self.limits.max_name_bytes, &lock_request.name)?;
-        validate_value(self.limits.max_value_bytes, &lock_request.value)?;
-        self.check_session_admission()?;
-        let plan = self.plan_acquire(0, &lock_request)?;
-        if plan == Plan::WouldBlock {
-            return Ok(Response::WouldBlock {
-                session: SessionId(0),
-            });
-        }
-        let session = self.create_session(client_id, ttl_ms, events);
-        let response = self.execute_acquire(session, first.seq, lock_request, plan, events);
-        self.remember(session, first.seq, &Ok(response.clone()));
-        Ok(response)
-    }
-
-    /// Stores the answer to request `seq` of a live session.
-    fn remember(&mut self, session: SessionId, seq: u64, answer: &Result<Response, Error>) {
-        let record = self.sessions.get_mut(&session).expect("live session");
-        let previous = record.answers.insert(seq, answer.clone());
-        assert!(previous.is_none(), "request {seq} answered twice");
     }
 
     // ----- releasing ------------------------------------------------------------------
@@ -525,24 +345,26 @@ impl State {
         token: FencingToken,
         events: &mut Vec<Event>,
     ) -> Result<Response, Error> {
+        let current = self.check_held_token(session, &name, token)?;
         let record = self.sessions.get_mut(&session).expect("live session");
-        let Some(&current) = record.held.get(name.as_str()) else {
-            validate_name(self.limits.max_name_bytes, &name)?;
-            return Err(Error::NotHeld(name));
-        };
-        if current != token {
-            return Err(Error::StaleToken {
-                name,
-                given: token,
-                current,
-            });
-        }
-        record.held.remove(name.as_str());
         let lock = self
             .locks
             .get_mut(name.as_str())
             .expect("a held lock is known");
+        let held = lock.holders.get_mut(current).expect("the session's grant");
+        if held.hold_count > 1 {
+            held.hold_count -= 1;
+            let hold_count = held.hold_count;
+            events.push(Event::HoldCountChanged {
+                name,
+                session,
+                token,
+                hold_count,
+            });
+            return Ok(Response::StillHeld { hold_count });
+        }
         let holder = lock.holders.remove(current).expect("the session's grant");
+        record.held.remove(name.as_str());
         assert_eq!(holder.session, session);
         self.held_grants -= 1;
         events.push(Event::Released {
@@ -573,27 +395,44 @@ impl State {
             return Err(Error::NotWaiting(name));
         }
         self.transact(events, |state, events| {
-            let lock = state
-                .locks
-                .get_mut(name.as_str())
-                .expect("a waited-for lock is known");
-            let waiter = lock
-                .waiters
-                .remove_session(session)
-                .expect("the session's wait");
-            state.waiters -= 1;
+            let waiter = state.withdraw_wait(session, &name, events);
+            // A multi-lock waits in the queue of each of its names: it leaves them all.
+            let group: Vec<Name> = waiter.group.iter().flatten().cloned().collect();
+            for other in &group {
+                if **other != *name {
+                    state.withdraw_wait(session, other, events);
+                }
+            }
             let record = state.sessions.get_mut(&session).expect("live session");
-            record.waiting.remove(name.as_str());
             if let Some(answer) = record.answers.get_mut(&waiter.seq) {
                 *answer = Ok(Response::WaitCancelled);
             }
-            events.push(Event::WaitCancelled {
-                name: name.clone(),
-                session,
-            });
             state.settle_lock(&name, events)?;
+            for other in &group {
+                state.settle_lock(other, events)?;
+            }
             Ok(Response::WaitCancelled)
         })
+    }
+
+    /// Takes `session`'s wait out of lock `name`'s queue and the session's waits.
+    fn withdraw_wait(&mut self, session: SessionId, name: &str, events: &mut Vec<Event>) -> Waiter {
+        let lock = self
+            .locks
+            .get_mut(name)
+            .expect("a waited-for lock is known");
+        let waiter = lock
+            .waiters
+            .remove_session(session)
+            .expect("the session's wait");
+        self.waiters -= 1;
+        let record = self.sessions.get_mut(&session).expect("live session");
+        record.waiting.remove(name);
+        events.push(Event::WaitCancelled {
+            name: name.to_owned(),
+            session,
+        });
+        waiter
     }
 
     /// Releases every grant of a lock (events in grant order), then hands it on. An
@@ -628,74 +467,6 @@ impl State {
 
     // ----- shared machinery -----------------------------------------------------------
 
-    /// Grants the queue head of lock `name` while the holders admit it (consecutive
-    /// shared waiters together; stop at the first head that must wait), then forgets the
-    /// lock if it is idle. A waiter's remembered `Queued` answer becomes `Granted`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TokenOverflow`], possibly after changing things: call inside
-    /// [`State::transact`] only.
-    fn settle_lock(&mut self, name: &str, events: &mut Vec<Event>) -> Result<(), Error> {
-        let State {
-            locks,
-            sessions,
-            last_token,
-            total_grants,
-            held_grants,
-            waiters,
-            ..
-        } = self;
-        let Some(lock) = locks.get_mut(name) else {
-            return Ok(());
-        };
-        while let Some(head) = lock.waiters.front() {
-            if !lock.admits(head.mode) {
-                break;
-            }
-            let token = next_token(*last_token)?;
-            *last_token = token.0;
-            *total_grants += 1;
-            *held_grants += 1;
-            *waiters -= 1;
-            let waiter = lock.waiters.pop_front().expect("head exists");
-            let record = sessions
-                .get_mut(&waiter.session)
-                .expect("invariant 7: only live sessions wait");
-            // The session's entry for its wait holds the lock's shared name.
-            let key = record
-                .waiting
-                .take(name)
-                .expect("invariant: waits match the locks");
-            record.held.insert(key, token);
-            if let Some(answer) = record.answers.get_mut(&waiter.seq) {
-                *answer = Ok(Response::Granted {
-                    session: waiter.session,
-                    token,
-                });
-            }
-            events.push(Event::Acquired {
-                name: name.to_owned(),
-                session: waiter.session,
-                token,
-                mode: waiter.mode,
-                value: waiter.value.to_vec(),
-            });
-            lock.holders.insert(
-                token,
-                Holder {
-                    session: waiter.session,
-                    mode: waiter.mode,
-                    value: waiter.value,
-                },
-            );
-        }
-        if lock.is_idle() {
-            locks.remove(name);
-        }
-        Ok(())
-    }
-
     /// Runs `act`, which may mint tokens for queued waiters, so that running out of
     /// tokens refuses the whole command.
     ///
@@ -725,6 +496,9 @@ impl State {
         Ok(response)
     }
 }
+
+mod acquire;
+mod settle;
 
 #[cfg(test)]
 mod tests;

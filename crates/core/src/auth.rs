@@ -468,6 +468,9 @@ impl State {
     /// |---|---|
     /// | `OpenSession` | an authenticated user (a client id naming a live session that is not the user's is refused when applied, superusers excepted) |
     /// | `AcquireWithLease` | `acquire` on the lock (and the same for its client id) |
+    /// | `AcquireLocksWithLease` | `acquire` on every lock (and the same for its client id) |
+    /// | `AcquireLocks` | `acquire` on every lock, and the session |
+    /// | `SetValue` | `acquire` on the lock, and the session |
     /// | `Acquire` | `acquire` on the lock, and the session (see [`Access::Session`]) |
     /// | `Release` | `release` on the lock, and the session |
     /// | `CancelWait` | the session (about that lock) |
@@ -479,7 +482,8 @@ impl State {
     /// # Errors
     ///
     /// As [`State::authorize`], and [`Error::BadWrapper`] for a command that cannot be
-    /// sent on behalf of a caller (`ExpireSessions`, `SetLimits`, `Owned`, `Authorized`).
+    /// sent on behalf of a caller (`ExpireSessions`, `SetLimits`, `WallClock`,
+    /// `EndLockDelay`, `SetPrimitiveLimits`, `Owned`, `Authorized`).
     pub fn authorize_command(&self, caller: &Caller, command: &Command) -> Result<(), Error> {
         let accesses: Vec<Access<'_>> = match command {
             Command::OpenSession { .. } => vec![Access::Authenticated],
@@ -490,6 +494,23 @@ impl State {
             ],
             Command::Release { session, name, .. } => vec![
                 Access::Lock(name, Right::Release),
+                Access::Session(*session, Some(name)),
+            ],
+            Command::AcquireLocksWithLease { locks, .. } => locks
+                .iter()
+                .map(|spec| Access::Lock(&spec.name, Right::Acquire))
+                .collect(),
+            Command::AcquireLocks { session, locks, .. } => locks
+                .iter()
+                .flat_map(|spec| {
+                    [
+                        Access::Lock(&spec.name, Right::Acquire),
+                        Access::Session(*session, Some(&spec.name)),
+                    ]
+                })
+                .collect(),
+            Command::SetValue { session, name, .. } => vec![
+                Access::Lock(name, Right::Acquire),
                 Access::Session(*session, Some(name)),
             ],
             Command::CancelWait { session, name } => vec![Access::Session(*session, Some(name))],
@@ -505,6 +526,9 @@ impl State {
             }
             Command::ExpireSessions { .. }
             | Command::SetLimits(_)
+            | Command::WallClock { .. }
+            | Command::EndLockDelay { .. }
+            | Command::SetPrimitiveLimits(_)
             | Command::Owned { .. }
             | Command::Authorized { .. } => {
                 return Err(Error::BadWrapper(
@@ -529,7 +553,9 @@ impl State {
         match (caller, command) {
             (
                 Caller::User { name, .. },
-                command @ (Command::OpenSession { .. } | Command::AcquireWithLease { .. }),
+                command @ (Command::OpenSession { .. }
+                | Command::AcquireWithLease { .. }
+                | Command::AcquireLocksWithLease { .. }),
             ) => self.open_as_user(name, command, events),
             (_, command) => self.apply(command, events),
         }
@@ -546,7 +572,8 @@ impl State {
     ) -> Result<Response, Error> {
         let client_id = match &command {
             Command::OpenSession { client_id, .. }
-            | Command::AcquireWithLease { client_id, .. } => *client_id,
+            | Command::AcquireWithLease { client_id, .. }
+            | Command::AcquireLocksWithLease { client_id, .. } => *client_id,
             _ => return Err(Error::Auth(AuthError::NotOwnable)),
         };
         let existing = self.sessions_by_client.get(&client_id).copied();
@@ -576,7 +603,8 @@ impl State {
     ) -> Result<Response, Error> {
         let client_id = match &command {
             Command::OpenSession { client_id, .. }
-            | Command::AcquireWithLease { client_id, .. } => *client_id,
+            | Command::AcquireWithLease { client_id, .. }
+            | Command::AcquireLocksWithLease { client_id, .. } => *client_id,
             _ => return Err(Error::Auth(AuthError::NotOwnable)),
         };
         if let Some(&session) = self.sessions_by_client.get(&client_id)
@@ -592,6 +620,7 @@ impl State {
         let session = match &response {
             Response::SessionOpened { session, .. }
             | Response::Granted { session, .. }
+            | Response::GrantedLocks { session, .. }
             | Response::Queued { session } => Some(*session),
             _ => None,
         };

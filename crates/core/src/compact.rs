@@ -55,6 +55,24 @@ impl Holders {
         self.iter().next().map(|(_, holder)| holder)
     }
 
+    /// The grant with `token`, if in force here.
+    pub(crate) fn get(&self, token: FencingToken) -> Option<&Holder> {
+        match self {
+            Holders::None => None,
+            Holders::One(held, holder) => (*held == token).then_some(holder),
+            Holders::Many(map) => map.get(&token),
+        }
+    }
+
+    /// The grant with `token`, if in force here, to change its value or hold count.
+    pub(crate) fn get_mut(&mut self, token: FencingToken) -> Option<&mut Holder> {
+        match self {
+            Holders::None => None,
+            Holders::One(held, holder) => (*held == token).then_some(holder),
+            Holders::Many(map) => map.get_mut(&token),
+        }
+    }
+
     /// Whether `token` is a grant in force here.
     pub(crate) fn contains(&self, token: FencingToken) -> bool {
         match self {
@@ -284,6 +302,10 @@ mod tests {
             session: SessionId(session),
             mode: LockMode::Shared,
             value: vec![u8::try_from(session).unwrap(); 2].into(),
+            granted_at_ms: session,
+            weight: 1,
+            hold_count: 1,
+            lock_delay_ms: 0,
         }
     }
 
@@ -293,6 +315,10 @@ mod tests {
             mode: LockMode::Exclusive,
             value: Box::default(),
             seq: session,
+            queued_at_ms: 0,
+            weight: 1,
+            lock_delay_ms: 0,
+            group: None,
         }
     }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::state::{Name, State, count};
+use crate::state::{LockRecord, Name, State, count};
 use crate::types::{FencingToken, LockMode, Response, SessionId};
 use crate::validate::{validate_name, validate_value};
 
@@ -115,7 +115,11 @@ impl State {
                 validate_name(envelope.max_name_bytes, name).is_ok(),
                 "lock {name:?} has an invalid name"
             );
-            ensure!(!lock.is_idle(), "idle lock {name:?} is not forgotten");
+            ensure!(
+                !lock.is_idle() || self.lock_delays.contains_key(name),
+                "idle lock {name:?} is not forgotten"
+            );
+            self.check_primitives(name, lock)?;
             ensure!(
                 lock.holders.is_canonical() && lock.waiters.is_canonical(),
                 "lock {name:?} keeps a holder map for one holder or a buffer for no waiters"
@@ -163,12 +167,10 @@ impl State {
                 count(lock.waiters.len()) <= envelope.max_waiters_per_lock,
                 "lock {name:?} has too many waiters"
             );
-            if let Some(head) = lock.waiters.front() {
-                ensure!(
-                    !lock.admits(head.mode),
-                    "the head of lock {name:?}'s queue could be granted (invariant 4)"
-                );
-            }
+            ensure!(
+                self.grantable_head(name).is_none(),
+                "the head of lock {name:?}'s queue could be granted (invariant 4)"
+            );
             for waiter in lock.waiters.iter() {
                 let session = waiter.session;
                 let Some(record) = self.sessions.get(&session) else {
@@ -227,6 +229,13 @@ impl State {
             "a lock refers to an unknown session"
         );
 
+        for name in self.lock_delays.keys() {
+            ensure!(
+                self.locks.contains_key(name),
+                "lock {name:?} is in a lock-delay but not known"
+            );
+        }
+
         // Counters.
         ensure!(
             self.held_grants == held_grants,
@@ -245,6 +254,100 @@ impl State {
             self.total_grants,
             self.last_token
         );
+        Ok(())
+    }
+
+    /// The invariants of the newer primitives on one lock: never more permits out than
+    /// the semaphore's limit, weights within it (1 on a plain lock); hold counts at
+    /// least 1, above 1 only on an exclusive plain lock; no grant during a lock-delay;
+    /// times no later than the replicated clock; a multi-lock waits in the queue of each
+    /// of its names and holds none of them (granted together or not at all).
+    fn check_primitives(&self, name: &Name, lock: &LockRecord) -> Result<(), String> {
+        let max_weight = lock.permits.unwrap_or(1);
+        ensure!(max_weight >= 1, "lock {name:?} is a semaphore of 0 permits");
+        if let Some(permits) = lock.permits {
+            ensure!(
+                lock.permits_used() <= u64::from(permits),
+                "lock {name:?} has {} permits out of {permits}",
+                lock.permits_used()
+            );
+        }
+        let delay = self.lock_delays.get(name);
+        if let Some(delay) = delay {
+            ensure!(
+                delay.token.0 <= delay.last_token_at_start
+                    && delay.last_token_at_start <= self.last_token
+                    && delay.started_at_ms <= self.clock_ms,
+                "lock {name:?}'s lock-delay is from the future"
+            );
+        }
+        for (token, holder) in lock.holders.iter() {
+            ensure!(
+                (1..=max_weight).contains(&holder.weight)
+                    && (lock.permits.is_none() || holder.mode == LockMode::Shared),
+                "lock {name:?} has a grant of weight {} in mode {:?}",
+                holder.weight,
+                holder.mode
+            );
+            ensure!(
+                holder.hold_count == 1
+                    || (holder.hold_count > 1
+                        && holder.mode == LockMode::Exclusive
+                        && lock.permits.is_none()),
+                "lock {name:?} is held {} times by a grant that is not reentrant",
+                holder.hold_count
+            );
+            ensure!(
+                holder.granted_at_ms <= self.clock_ms,
+                "lock {name:?} was granted after the clock"
+            );
+            ensure!(
+                delay.is_none_or(|delay| token.0 <= delay.last_token_at_start),
+                "lock {name:?} was granted during its lock-delay"
+            );
+        }
+        for waiter in lock.waiters.iter() {
+            ensure!(
+                (1..=max_weight).contains(&waiter.weight)
+                    && (lock.permits.is_none() || waiter.mode == LockMode::Shared)
+                    && waiter.queued_at_ms <= self.clock_ms,
+                "lock {name:?} has a wait of weight {} in mode {:?}, or from the future",
+                waiter.weight,
+                waiter.mode
+            );
+            let Some(group) = &waiter.group else {
+                continue;
+            };
+            ensure!(
+                !group.is_empty()
+                    && group.windows(2).all(|pair| pair[0] < pair[1])
+                    && group.contains(name),
+                "lock {name:?} has a multi-lock wait with names {group:?}"
+            );
+            let holds_any = self
+                .sessions
+                .get(&waiter.session)
+                .is_some_and(|record| group.iter().any(|other| record.held.contains_key(other)));
+            ensure!(
+                !holds_any,
+                "session {} holds part of the multi-lock it waits for",
+                waiter.session
+            );
+            for other in group.iter() {
+                let in_queue = self.locks.get(other).is_some_and(|lock| {
+                    lock.waiters.iter().any(|mate| {
+                        mate.session == waiter.session
+                            && mate.seq == waiter.seq
+                            && mate.group == waiter.group
+                    })
+                });
+                ensure!(
+                    in_queue,
+                    "session {}'s multi-lock waits for {name:?} but not for {other:?}",
+                    waiter.session
+                );
+            }
+        }
         Ok(())
     }
 }

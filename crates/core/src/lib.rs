@@ -65,6 +65,6 @@ pub use auth::{
     Access, AuthCommand, AuthError, AuthView, Caller, Credential, Permission, ROOT_USER, Right,
     Rights, password_fingerprint,
 };
-pub use state::{State, StateV1};
+pub use state::{State, StateV1, StateV2};
 pub use types::*;
 pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

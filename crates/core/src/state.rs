@@ -23,7 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::compact::{Holders, WaitQueue};
 use crate::types::{
-    ClientId, Error, FencingToken, Limits, LockMode, RequestId, Response, SessionId,
+    ClientId, Error, FencingToken, Limits, LockMode, PrimitiveLimits, RequestId, Response,
+    SessionId,
 };
 use crate::validate::widen;
 
@@ -71,6 +72,28 @@ pub struct State {
     /// Answers of the last session-less requests ([`crate::Command::Once`]). Since
     /// snapshot format 2.
     pub(crate) recent_requests: crate::auth::RecentRequests,
+    /// The largest wall clock seen in a [`crate::Command::WallClock`] (ms since the
+    /// epoch; 0: none yet). Since snapshot format 3.
+    pub(crate) clock_ms: u64,
+    /// The limits of the newer primitives. Since snapshot format 3.
+    pub(crate) primitive_limits: PrimitiveLimits,
+    /// Lock-delays in force, by lock name; each such lock is kept in [`State::locks`]
+    /// (even with no holder or waiter) until its delay ends. Since snapshot format 3.
+    pub(crate) lock_delays: BTreeMap<Name, LockDelay>,
+}
+
+/// A lock-delay in force on one lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockDelay {
+    /// Its id: the token of the lost grant that started it.
+    pub(crate) token: FencingToken,
+    /// How long it lasts.
+    pub(crate) delay_ms: u32,
+    /// [`State::clock_ms`] when it started.
+    pub(crate) started_at_ms: u64,
+    /// The last token minted when it started: every holder of the lock has a token at
+    /// most this (no grant during a delay).
+    pub(crate) last_token_at_start: u64,
 }
 
 /// One live session (lease).
@@ -98,6 +121,9 @@ pub(crate) struct LockRecord {
     pub(crate) holders: Holders,
     /// Waits, oldest first.
     pub(crate) waiters: WaitQueue,
+    /// `Some(n)`: a counting semaphore of `n` permits, fixed by the acquire that made
+    /// the lock known. Since snapshot format 3.
+    pub(crate) permits: Option<u32>,
 }
 
 /// A grant in force.
@@ -109,6 +135,15 @@ pub(crate) struct Holder {
     pub(crate) mode: LockMode,
     /// The opaque holder value.
     pub(crate) value: Box<[u8]>,
+    /// [`State::clock_ms`] when granted. Since snapshot format 3.
+    pub(crate) granted_at_ms: u64,
+    /// Permits taken (1 but for semaphores). Since snapshot format 3.
+    pub(crate) weight: u32,
+    /// Reentrant holds (at least 1). Since snapshot format 3.
+    pub(crate) hold_count: u32,
+    /// The lock-delay that losing this grant by expiry or revocation starts (0: none).
+    /// Since snapshot format 3.
+    pub(crate) lock_delay_ms: u32,
 }
 
 /// A queued wait.
@@ -123,6 +158,16 @@ pub(crate) struct Waiter {
     /// The sequence number of the `Acquire` that queued it, whose remembered answer is
     /// kept current (granted or cancelled).
     pub(crate) seq: u64,
+    /// [`State::clock_ms`] when queued. Since snapshot format 3.
+    pub(crate) queued_at_ms: u64,
+    /// Permits it asks for (1 but for semaphores). Since snapshot format 3.
+    pub(crate) weight: u32,
+    /// The lock-delay its grant will carry. Since snapshot format 3.
+    pub(crate) lock_delay_ms: u32,
+    /// `Some`: queued by an `AcquireLocks`, whose names these are (sorted, distinct, at
+    /// least one): the request waits in each of their queues with the same `seq`, and
+    /// is granted all of them at once. Since snapshot format 3.
+    pub(crate) group: Option<Box<[Name]>>,
 }
 
 /// What the request-id check decided for an `Acquire` or `Release`.
@@ -198,12 +243,24 @@ impl LockRecord {
             .is_some_and(|holder| holder.mode == LockMode::Exclusive)
     }
 
-    /// Whether the current holders leave room for a grant in `mode` (ignoring the queue).
-    pub(crate) fn admits(&self, mode: LockMode) -> bool {
+    /// Whether the current holders leave room for a grant in `mode` (ignoring the queue
+    /// and any lock-delay), of `weight` permits on a semaphore.
+    pub(crate) fn admits(&self, mode: LockMode, weight: u32) -> bool {
+        if let Some(permits) = self.permits {
+            return u64::from(weight) <= u64::from(permits).saturating_sub(self.permits_used());
+        }
         match mode {
             LockMode::Exclusive => self.holders.is_empty(),
             LockMode::Shared => !self.has_exclusive_holder(),
         }
+    }
+
+    /// Permits out: the sum of the holders' weights.
+    pub(crate) fn permits_used(&self) -> u64 {
+        self.holders
+            .iter()
+            .map(|(_, holder)| u64::from(holder.weight))
+            .sum()
     }
 
     /// No holders and no waiters: the lock is forgotten.
@@ -247,6 +304,102 @@ struct StateFields {
     auth: crate::auth::AuthState,
     auth_revision: u64,
     recent_requests: crate::auth::RecentRequests,
+    clock_ms: u64,
+    primitive_limits: PrimitiveLimits,
+    lock_delays: BTreeMap<Name, LockDelay>,
+}
+
+/// [`State`]'s fields as snapshot format 2 had them: the locks' records in their older
+/// shape, and the fields added since not in the encoding (they start empty).
+#[derive(Deserialize)]
+#[serde(remote = "State")]
+struct StateFieldsV2 {
+    limits: Limits,
+    limits_envelope: Limits,
+    next_session_id: u64,
+    last_token: u64,
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    sessions_by_client: BTreeMap<ClientId, SessionId>,
+    #[serde(deserialize_with = "locks_v2")]
+    locks: BTreeMap<Name, LockRecord>,
+    held_grants: u64,
+    waiters: u64,
+    total_grants: u64,
+    total_expired_sessions: u64,
+    auth: crate::auth::AuthState,
+    auth_revision: u64,
+    recent_requests: crate::auth::RecentRequests,
+    #[serde(skip)]
+    clock_ms: u64,
+    #[serde(skip)]
+    primitive_limits: PrimitiveLimits,
+    #[serde(skip)]
+    lock_delays: BTreeMap<Name, LockDelay>,
+}
+
+/// A grant as snapshot formats 1 and 2 encode it.
+#[derive(Deserialize)]
+struct HolderV2 {
+    session: SessionId,
+    mode: LockMode,
+    value: Box<[u8]>,
+}
+
+/// A wait as snapshot formats 1 and 2 encode it.
+#[derive(Deserialize)]
+struct WaiterV2 {
+    session: SessionId,
+    mode: LockMode,
+    value: Box<[u8]>,
+    seq: u64,
+}
+
+/// A lock as snapshot formats 1 and 2 encode it.
+#[derive(Deserialize)]
+struct LockRecordV2 {
+    holders: BTreeMap<FencingToken, HolderV2>,
+    waiters: std::collections::VecDeque<WaiterV2>,
+}
+
+/// Decodes the locks of snapshot formats 1 and 2: plain locks, granted and queued before
+/// any wall clock was known.
+fn locks_v2<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<Name, LockRecord>, D::Error> {
+    let old = BTreeMap::<Name, LockRecordV2>::deserialize(deserializer)?;
+    Ok(old
+        .into_iter()
+        .map(|(name, lock)| {
+            let mut record = LockRecord::default();
+            for (token, holder) in lock.holders {
+                record.holders.insert(
+                    token,
+                    Holder {
+                        session: holder.session,
+                        mode: holder.mode,
+                        value: holder.value,
+                        granted_at_ms: 0,
+                        weight: 1,
+                        hold_count: 1,
+                        lock_delay_ms: 0,
+                    },
+                );
+            }
+            for waiter in lock.waiters {
+                record.waiters.push_back(Waiter {
+                    session: waiter.session,
+                    mode: waiter.mode,
+                    value: waiter.value,
+                    seq: waiter.seq,
+                    queued_at_ms: 0,
+                    weight: 1,
+                    lock_delay_ms: 0,
+                    group: None,
+                });
+            }
+            (name, record)
+        })
+        .collect())
 }
 
 /// [`State`]'s fields as snapshot format 1 had them: the fields added since are not in
@@ -260,6 +413,7 @@ struct StateFieldsV1 {
     last_token: u64,
     sessions: BTreeMap<SessionId, SessionRecord>,
     sessions_by_client: BTreeMap<ClientId, SessionId>,
+    #[serde(deserialize_with = "locks_v2")]
     locks: BTreeMap<Name, LockRecord>,
     held_grants: u64,
     waiters: u64,
@@ -270,6 +424,12 @@ struct StateFieldsV1 {
     auth_revision: u64,
     #[serde(skip)]
     recent_requests: crate::auth::RecentRequests,
+    #[serde(skip)]
+    clock_ms: u64,
+    #[serde(skip)]
+    primitive_limits: PrimitiveLimits,
+    #[serde(skip)]
+    lock_delays: BTreeMap<Name, LockDelay>,
 }
 
 /// A [`State`] decoded from the encoding of snapshot format 1 (before the auth revision
@@ -290,6 +450,20 @@ impl<'de> Deserialize<'de> for StateV1 {
         } = &mut state.auth;
         session_owners.retain(|_, owner| users.contains_key(owner));
         Ok(StateV1(state))
+    }
+}
+
+/// A [`State`] decoded from the encoding of snapshot format 2 (before semaphores,
+/// reentrancy, lock-delays, multi-locks and the wall clock): `postcard::from_bytes::<StateV2>(old)`,
+/// then `.0`. Its locks become plain locks, granted and queued at time 0.
+#[derive(Debug)]
+pub struct StateV2(pub State);
+
+impl<'de> Deserialize<'de> for StateV2 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StateV2, D::Error> {
+        let mut state = StateFieldsV2::deserialize(deserializer)?;
+        state.share_names();
+        Ok(StateV2(state))
     }
 }
 
@@ -376,6 +550,9 @@ impl State {
             auth: crate::auth::AuthState::default(),
             auth_revision: 0,
             recent_requests: crate::auth::RecentRequests::default(),
+            clock_ms: 0,
+            primitive_limits: PrimitiveLimits::default(),
+            lock_delays: BTreeMap::new(),
         }
     }
 }

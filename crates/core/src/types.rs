@@ -182,6 +182,187 @@ pub enum Command {
         /// The wrapped command.
         command: Box<Command>,
     },
+    /// Take one or more locks at once, all or nothing: the general acquire behind
+    /// counting semaphores, reentrancy, lock-delay and atomic multi-locks (`Acquire`
+    /// stays as it was).
+    ///
+    /// With several specs, every name is granted in the same entry, each with its own
+    /// token, or none is: a multi-lock that cannot have all its names at once holds
+    /// nothing and, with [`WaitPolicy::Queue`], takes a place in the FIFO queue of every
+    /// one of its names; it is granted when it is at the head of all of them and every
+    /// name admits it (docs/design.md, "Atomic multi-lock"). Answers
+    /// [`Response::GrantedLocks`], [`Response::Queued`] (the remembered answer becomes
+    /// `GrantedLocks` when granted) or [`Response::WouldBlock`].
+    AcquireLocks {
+        /// The session that will hold the locks.
+        session: SessionId,
+        /// For exactly-once application.
+        request: RequestId,
+        /// The locks: 1..=[`PrimitiveLimits::max_locks_per_request`] specs, names
+        /// distinct.
+        locks: Vec<LockSpec>,
+        /// Queue, or answer `WouldBlock`.
+        wait: WaitPolicy,
+        /// The holder value every grant of this request carries.
+        value: Vec<u8>,
+    },
+    /// The convenience form of [`Command::AcquireLocks`]: open a one-request session and
+    /// acquire in one entry, as [`Command::AcquireWithLease`] does for `Acquire`.
+    AcquireLocksWithLease {
+        /// The client's chosen id for the new session.
+        client_id: ClientId,
+        /// The new session's TTL.
+        ttl_ms: u64,
+        /// The locks, as in `AcquireLocks`.
+        locks: Vec<LockSpec>,
+        /// Queue, or answer `WouldBlock`.
+        wait: WaitPolicy,
+        /// The holder value.
+        value: Vec<u8>,
+    },
+    /// The leader's wall clock, as data: the leader's proposer puts one first in each
+    /// entry. The state keeps the largest value seen ([`State::clock_ms`]) and stamps
+    /// grants (`granted_at_ms`) and waits (`queued_at_ms`) with it; it never reads a
+    /// clock itself.
+    ///
+    /// [`State::clock_ms`]: crate::State::clock_ms
+    WallClock {
+        /// Milliseconds since the Unix epoch, on the proposing leader's clock.
+        unix_ms: u64,
+    },
+    /// The leader decided a lock-delay has run its course: the name may be granted
+    /// again (its waiters are granted in this entry). Ends the delay only if the delay
+    /// in force on `name` is the one started by the loss of grant `token` (so a late
+    /// proposal cannot cut a newer delay short); otherwise does nothing.
+    EndLockDelay {
+        /// The lock.
+        name: String,
+        /// The delay's id: the token of the grant whose loss started it
+        /// ([`Event::LockDelayStarted`]).
+        token: FencingToken,
+    },
+    /// The holder replaces its grant's value without releasing (an election leader's
+    /// "proclaim"). Answers [`Response::ValueSet`] and emits [`Event::ValueChanged`].
+    SetValue {
+        /// The holding session.
+        session: SessionId,
+        /// For exactly-once application.
+        request: RequestId,
+        /// The lock's name.
+        name: String,
+        /// The token of the grant whose value changes.
+        token: FencingToken,
+        /// The new value (checked against `max_value_bytes`).
+        value: Vec<u8>,
+    },
+    /// Replace the limits of the primitives added after [`Limits`] (proposed by the
+    /// leader when its configured ones differ, as `SetLimits` is).
+    SetPrimitiveLimits(PrimitiveLimits),
+}
+
+/// One lock of a [`Command::AcquireLocks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockSpec {
+    /// The lock's name.
+    pub name: String,
+    /// Exclusive or shared. A semaphore (`permits` given) is taken in `Shared` mode:
+    /// its holders coexist up to the limit.
+    pub mode: LockMode,
+    /// `Some(n)`: the name is a counting semaphore of `n` permits
+    /// (1..=[`PrimitiveLimits::max_permits`]). The first acquire fixes `n` while the name
+    /// is in use (held, waited for or in a lock-delay); an acquire with another limit,
+    /// or a plain acquire of a semaphore (and the reverse), is refused with
+    /// [`Error::PermitsMismatch`].
+    pub permits: Option<u32>,
+    /// Permits this grant takes: 1..=`n` for a semaphore, exactly 1 otherwise.
+    pub weight: u32,
+    /// Exclusive only: if this session already holds the lock exclusively, take it again
+    /// (same token, hold count + 1) instead of refusing with
+    /// [`Error::AlreadyHeldOrQueued`]. Only in a request of one spec.
+    pub reentrant: bool,
+    /// If this grant is lost by session expiry or revocation (not by release, close or
+    /// force-release), nobody is granted the name for this long
+    /// (0..=[`PrimitiveLimits::max_lock_delay_ms`]; 0: no delay).
+    pub lock_delay_ms: u64,
+}
+
+impl LockSpec {
+    /// A plain lock of `name` in `mode`: weight 1, not a semaphore, not reentrant, no
+    /// delay (what `Acquire` takes).
+    pub fn new(name: impl Into<String>, mode: LockMode) -> LockSpec {
+        LockSpec {
+            name: name.into(),
+            mode,
+            permits: None,
+            weight: 1,
+            reentrant: false,
+            lock_delay_ms: 0,
+        }
+    }
+
+    /// A permit of the semaphore `name` of `permits` permits, of weight 1.
+    pub fn semaphore(name: impl Into<String>, permits: u32) -> LockSpec {
+        LockSpec {
+            permits: Some(permits),
+            ..LockSpec::new(name, LockMode::Shared)
+        }
+    }
+}
+
+/// One grant of a [`Response::GrantedLocks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The lock's name.
+    pub name: String,
+    /// The grant's fencing token (the same token again for a reentrant acquire).
+    pub token: FencingToken,
+    /// How many times the session holds it (1 but for reentrant acquires).
+    pub hold_count: u32,
+}
+
+/// The limits of the primitives added after [`Limits`], replicated with
+/// [`Command::SetPrimitiveLimits`] (a separate command, so that logs holding the older
+/// `SetLimits` still decode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimitiveLimits {
+    /// The longest lock-delay an acquire may ask for (at most
+    /// [`PrimitiveLimits::LOCK_DELAY_CEILING_MS`]).
+    pub max_lock_delay_ms: u64,
+    /// The largest semaphore limit.
+    pub max_permits: u32,
+    /// Specs in one `AcquireLocks`.
+    pub max_locks_per_request: u64,
+    /// How many times one session may hold a lock reentrantly.
+    pub max_hold_count: u32,
+}
+
+impl PrimitiveLimits {
+    /// The hard ceiling for `max_lock_delay_ms`: one hour.
+    pub const LOCK_DELAY_CEILING_MS: u64 = 3_600_000;
+}
+
+impl Default for PrimitiveLimits {
+    fn default() -> Self {
+        PrimitiveLimits {
+            max_lock_delay_ms: 60_000,
+            max_permits: 1_000_000,
+            max_locks_per_request: 64,
+            max_hold_count: 1_000_000,
+        }
+    }
+}
+
+/// A lock-delay in force, as [`State::lock_delay`](crate::State::lock_delay) shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockDelayView {
+    /// The delay's id: the token of the grant whose loss started it (what
+    /// [`Command::EndLockDelay`] names).
+    pub token: FencingToken,
+    /// How long the delay lasts, from when the (current) leader learns of it.
+    pub delay_ms: u64,
+    /// [`State::clock_ms`](crate::State::clock_ms) when it started (0: no wall clock
+    /// seen yet).
+    pub started_at_ms: u64,
 }
 
 /// Bounds of [`Command::Once`].
@@ -248,6 +429,34 @@ pub enum Response {
         /// How many grants the session held and gave up.
         released: u64,
     },
+    /// Every lock of an `AcquireLocks` is held, in name order.
+    GrantedLocks {
+        /// The holding session (useful for `AcquireLocksWithLease`).
+        session: SessionId,
+        /// One grant per lock, in name order.
+        grants: Vec<Grant>,
+    },
+    /// A `Release` of a lock held reentrantly: the hold count went down and the session
+    /// still holds the lock (same token).
+    StillHeld {
+        /// The holds left (at least 1).
+        hold_count: u32,
+    },
+    /// `WallClock` was applied; the state's clock is now `unix_ms` (never earlier than
+    /// before).
+    ClockSet {
+        /// The clock in force.
+        unix_ms: u64,
+    },
+    /// `EndLockDelay` was applied.
+    LockDelayEnded {
+        /// Whether it ended the delay in force (false: no delay with that id).
+        ended: bool,
+    },
+    /// `SetValue` replaced the holder value.
+    ValueSet,
+    /// New primitive limits are in force.
+    PrimitiveLimitsSet,
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses alike.
@@ -320,6 +529,38 @@ pub enum Error {
     /// `Once` with an invalid bound.
     #[error("malformed command: {0}")]
     BadWrapper(String),
+    /// The name is a semaphore of another limit, or a semaphore asked for as a plain
+    /// lock, or a plain lock asked for as a semaphore (`None`: a plain lock).
+    #[error("lock {name:?} is in use as {}, asked for as {}", permits_text(*.limit), permits_text(*.asked))]
+    PermitsMismatch {
+        /// The lock.
+        name: String,
+        /// The limit fixed by the acquire that put the name in use.
+        limit: Option<u32>,
+        /// The limit this acquire asked for.
+        asked: Option<u32>,
+    },
+    /// A [`LockSpec`] or a set of them that cannot be honoured (weight 0 or over the
+    /// limit, a reentrant shared lock, a name twice, no locks, ...).
+    #[error("invalid lock request: {0}")]
+    InvalidLockSpec(String),
+    /// A lock-delay longer than [`PrimitiveLimits::max_lock_delay_ms`].
+    #[error("lock-delay of {asked_ms} ms exceeds the limit of {max_ms} ms")]
+    LockDelayTooLong {
+        /// Asked for.
+        asked_ms: u64,
+        /// The limit.
+        max_ms: u64,
+    },
+}
+
+/// How [`Error::PermitsMismatch`] names a limit.
+fn permits_text(permits: Option<u32>) -> String {
+    match permits {
+        Some(1) => "a semaphore of 1 permit".to_owned(),
+        Some(n) => format!("a semaphore of {n} permits"),
+        None => "a plain lock".to_owned(),
+    }
 }
 
 /// Which limit was reached.
@@ -337,6 +578,10 @@ pub enum LimitKind {
     PendingRequestsPerSession,
     /// Sessions named in one `ExpireSessions`.
     ExpireBatch,
+    /// Locks in one `AcquireLocks`.
+    LocksPerRequest,
+    /// Reentrant holds of one lock by one session.
+    HoldCount,
 }
 
 impl fmt::Display for LimitKind {
@@ -348,6 +593,8 @@ impl fmt::Display for LimitKind {
             LimitKind::LocksPerSession => "locks per session",
             LimitKind::PendingRequestsPerSession => "pending requests per session",
             LimitKind::ExpireBatch => "sessions per expiry batch",
+            LimitKind::LocksPerRequest => "locks per request",
+            LimitKind::HoldCount => "reentrant holds of one lock",
         };
         f.write_str(name)
     }
@@ -457,6 +704,47 @@ pub enum Event {
     AuthChanged {
         /// The new [`State::auth_revision`](crate::State::auth_revision).
         revision: u64,
+    },
+    /// A holder that asked for a lock-delay lost its grant by expiry or revocation:
+    /// nobody is granted `name` until [`Command::EndLockDelay`] ends this delay.
+    LockDelayStarted {
+        /// The lock.
+        name: String,
+        /// The delay's id: the token of the lost grant.
+        token: FencingToken,
+        /// How long the delay lasts.
+        delay_ms: u64,
+    },
+    /// A lock-delay ended; the name may be granted again (grants to waiters follow as
+    /// `Acquired` events).
+    LockDelayEnded {
+        /// The lock.
+        name: String,
+        /// The delay's id.
+        token: FencingToken,
+    },
+    /// A reentrant acquire or a release changed how many times a session holds a lock;
+    /// the grant (and token) stays.
+    HoldCountChanged {
+        /// The lock.
+        name: String,
+        /// The holder.
+        session: SessionId,
+        /// The grant's token.
+        token: FencingToken,
+        /// The holds now (at least 1).
+        hold_count: u32,
+    },
+    /// A holder replaced its value (`SetValue`).
+    ValueChanged {
+        /// The lock.
+        name: String,
+        /// The holder.
+        session: SessionId,
+        /// The grant's token.
+        token: FencingToken,
+        /// The new value.
+        value: Vec<u8>,
     },
 }
 

@@ -50,6 +50,34 @@ impl Limits {
     }
 }
 
+impl crate::types::PrimitiveLimits {
+    /// Checks that these limits can be put in force: every maximum at least 1, and
+    /// `max_lock_delay_ms` at most [`PrimitiveLimits::LOCK_DELAY_CEILING_MS`] (0 is
+    /// allowed: no acquire may ask for a delay).
+    ///
+    /// [`PrimitiveLimits::LOCK_DELAY_CEILING_MS`]: crate::PrimitiveLimits::LOCK_DELAY_CEILING_MS
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimits`] naming the first rule broken.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_permits < 1 || self.max_locks_per_request < 1 || self.max_hold_count < 1 {
+            return Err(Error::InvalidLimits(
+                "max_permits, max_locks_per_request and max_hold_count must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        if self.max_lock_delay_ms > Self::LOCK_DELAY_CEILING_MS {
+            return Err(Error::InvalidLimits(format!(
+                "max_lock_delay_ms {} is above the ceiling of {}",
+                self.max_lock_delay_ms,
+                Self::LOCK_DELAY_CEILING_MS
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Limits {
     /// Checks a lock name against these limits: 1..=`max_name_bytes` bytes of UTF-8
     /// without control characters. The server may call it to refuse a bad name before

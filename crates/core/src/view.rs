@@ -7,7 +7,10 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{LockRecord, Name, State, count};
-use crate::types::{ClientId, FencingToken, Limits, LockMode, SessionId};
+use crate::types::{
+    ClientId, Error, FencingToken, Limits, LockDelayView, LockMode, LockSpec, PrimitiveLimits,
+    Response, SessionId,
+};
 
 /// A live session, as [`State::session`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +40,15 @@ pub struct HolderView {
     pub value: Vec<u8>,
     /// The holding session's client id.
     pub client_id: ClientId,
+    /// [`State::clock_ms`] when granted: the leader's wall clock in ms since the epoch
+    /// (0: granted before any wall clock was replicated).
+    pub granted_at_ms: u64,
+    /// Permits this grant takes (1 but for semaphores).
+    pub weight: u32,
+    /// How many times the session holds it (1 but for reentrant acquires).
+    pub hold_count: u32,
+    /// The lock-delay that losing this grant by expiry or revocation starts (0: none).
+    pub lock_delay_ms: u64,
 }
 
 /// One queued wait, as [`LockView`] shows it.
@@ -46,6 +58,13 @@ pub struct WaiterView {
     pub session: SessionId,
     /// The mode it asked for.
     pub mode: LockMode,
+    /// [`State::clock_ms`] when it queued (0: before any wall clock was replicated).
+    pub queued_at_ms: u64,
+    /// Permits it asks for (1 but for semaphores).
+    pub weight: u32,
+    /// For a wait of an `AcquireLocks`, every name it asked for (in name order; this
+    /// lock among them), granted all at once; empty for an `Acquire`.
+    pub names: Vec<String>,
 }
 
 /// A known lock (held or waited for), as [`State::lock`] shows it.
@@ -58,6 +77,20 @@ pub struct LockView {
     pub holders: Vec<HolderView>,
     /// Waits, in queue order (the next to be granted first).
     pub waiters: Vec<WaiterView>,
+    /// `Some(n)`: a counting semaphore of `n` permits.
+    pub permits: Option<u32>,
+    /// Permits out (the holders' weights summed; for a plain lock, its holders).
+    pub permits_used: u64,
+    /// The lock-delay in force, if any: nobody is granted the lock until it ends.
+    pub delay: Option<LockDelayView>,
+}
+
+impl LockView {
+    /// Permits free on a semaphore (`None` for a plain lock).
+    pub fn permits_free(&self) -> Option<u64> {
+        self.permits
+            .map(|permits| u64::from(permits).saturating_sub(self.permits_used))
+    }
 }
 
 /// A lock with its queue length, for the status page's busiest locks
@@ -70,6 +103,8 @@ pub struct LockSummary {
     pub holders: Vec<(SessionId, FencingToken)>,
     /// How many sessions wait for it.
     pub waiters: u64,
+    /// The earliest `granted_at_ms` of its grants in force (`None`: no holder).
+    pub held_since_ms: Option<u64>,
 }
 
 /// Counts of the state, each read in O(1), for metrics and the status page.
@@ -155,7 +190,66 @@ impl State {
     pub fn would_queue(&self, name: &str, mode: LockMode) -> bool {
         self.locks
             .get(name)
-            .is_some_and(|lock| !(lock.waiters.is_empty() && lock.admits(mode)))
+            .is_some_and(|lock| !(lock.waiters.is_empty() && lock.admits(mode, 1)))
+    }
+
+    /// Whether an `AcquireLocks` of `locks` would queue if it were applied now: a name
+    /// has waiters, a lock-delay, or holders that do not admit its spec. A hint for
+    /// scheduling the write, never a decision.
+    pub fn would_queue_locks(&self, locks: &[LockSpec]) -> bool {
+        locks.iter().any(|spec| {
+            self.lock_delays.contains_key(spec.name.as_str())
+                || self.locks.get(spec.name.as_str()).is_some_and(|lock| {
+                    !(lock.waiters.is_empty() && lock.admits(spec.mode, spec.weight))
+                })
+        })
+    }
+
+    /// The largest wall clock replicated so far ([`crate::Command::WallClock`]), in ms
+    /// since the epoch; 0 before the first.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// The limits of the newer primitives in force.
+    pub fn primitive_limits(&self) -> &PrimitiveLimits {
+        &self.primitive_limits
+    }
+
+    /// The lock-delay in force on `name`, if any.
+    pub fn lock_delay(&self, name: &str) -> Option<LockDelayView> {
+        self.lock_delays.get(name).map(delay_view)
+    }
+
+    /// Every lock-delay in force, in name order: what a new leader restarts (in full)
+    /// and ends with [`crate::Command::EndLockDelay`].
+    pub fn lock_delays(&self) -> impl Iterator<Item = (&str, LockDelayView)> + '_ {
+        self.lock_delays
+            .iter()
+            .map(|(name, delay)| (&**name, delay_view(delay)))
+    }
+
+    /// The remembered answer of a live session's request `seq` (kept current for a
+    /// queued acquire: `Queued`, then the grant or the cancellation), if not forgotten.
+    pub fn request_answer(&self, session: SessionId, seq: u64) -> Option<Result<Response, Error>> {
+        self.sessions.get(&session)?.answers.get(&seq).cloned()
+    }
+
+    /// For the status page: the `limit` held locks held longest (earliest
+    /// `granted_at_ms` of a grant in force first, then by name), looking at no more than
+    /// the first `scan` locks in name order, so the work is bounded by `scan`.
+    pub fn longest_held_locks(&self, limit: usize, scan: usize) -> Vec<LockSummary> {
+        let mut held: Vec<(u64, &Name, &LockRecord)> = self
+            .locks
+            .iter()
+            .take(scan)
+            .filter_map(|(name, lock)| Some((held_since(lock)?, name, lock)))
+            .collect();
+        held.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        held.into_iter()
+            .take(limit)
+            .map(|(_, name, lock)| summary(name, lock))
+            .collect()
     }
 
     /// A known lock, or `None` if no one holds or waits for it.
@@ -281,6 +375,10 @@ impl State {
                     mode: holder.mode,
                     value: holder.value.to_vec(),
                     client_id: self.sessions[&holder.session].client_id,
+                    granted_at_ms: holder.granted_at_ms,
+                    weight: holder.weight,
+                    hold_count: holder.hold_count,
+                    lock_delay_ms: u64::from(holder.lock_delay_ms),
                 })
                 .collect(),
             waiters: lock
@@ -289,8 +387,18 @@ impl State {
                 .map(|waiter| WaiterView {
                     session: waiter.session,
                     mode: waiter.mode,
+                    queued_at_ms: waiter.queued_at_ms,
+                    weight: waiter.weight,
+                    names: waiter
+                        .group
+                        .iter()
+                        .flat_map(|names| names.iter().map(|name| name.to_string()))
+                        .collect(),
                 })
                 .collect(),
+            permits: lock.permits,
+            permits_used: lock.permits_used(),
+            delay: self.lock_delay(name),
         }
     }
 }
@@ -304,5 +412,22 @@ fn summary(name: &str, lock: &LockRecord) -> LockSummary {
             .map(|(token, holder)| (holder.session, token))
             .collect(),
         waiters: count(lock.waiters.len()),
+        held_since_ms: held_since(lock),
+    }
+}
+
+/// The earliest grant time of a lock's holders.
+fn held_since(lock: &LockRecord) -> Option<u64> {
+    lock.holders
+        .iter()
+        .map(|(_, holder)| holder.granted_at_ms)
+        .min()
+}
+
+fn delay_view(delay: &crate::state::LockDelay) -> LockDelayView {
+    LockDelayView {
+        token: delay.token,
+        delay_ms: u64::from(delay.delay_ms),
+        started_at_ms: delay.started_at_ms,
     }
 }

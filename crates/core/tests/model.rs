@@ -563,6 +563,14 @@ impl Model {
             | Command::Once { .. } => {
                 unreachable!("the model does not generate auth commands")
             }
+            Command::AcquireLocks { .. }
+            | Command::AcquireLocksWithLease { .. }
+            | Command::WallClock { .. }
+            | Command::EndLockDelay { .. }
+            | Command::SetValue { .. }
+            | Command::SetPrimitiveLimits(_) => {
+                unreachable!("not generated yet")
+            }
             Command::OpenSession { client_id, ttl_ms } => {
                 if ttl_ms < self.limits.min_ttl_ms || ttl_ms > self.limits.max_ttl_ms {
                     return Err(self.ttl_error(ttl_ms));
@@ -757,6 +765,10 @@ impl Model {
                     .find(|s| s.id == h.session)
                     .unwrap()
                     .client_id,
+                granted_at_ms: 0,
+                weight: 1,
+                hold_count: 1,
+                lock_delay_ms: 0,
             })
             .collect();
         holders.sort_by_key(|h| h.token);
@@ -767,12 +779,19 @@ impl Model {
             .map(|w| WaiterView {
                 session: w.session,
                 mode: w.mode,
+                queued_at_ms: 0,
+                weight: 1,
+                names: Vec::new(),
             })
             .collect();
+        let permits_used = holders.len() as u64;
         Some(LockView {
             name: name.to_owned(),
             holders,
             waiters,
+            permits: None,
+            permits_used,
+            delay: None,
         })
     }
 

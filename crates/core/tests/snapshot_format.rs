@@ -7,8 +7,8 @@
 //! the old ones with a test that they still decode (as [`StateV1`] does for version 1).
 
 use fencelock_core::{
-    AuthCommand, Caller, ClientId, Command, LockMode, RequestId, Response, SessionId, State,
-    StateV1, WaitPolicy,
+    AuthCommand, Caller, ClientId, Command, FencingToken, LockMode, LockSpec, RequestId, Response,
+    SessionId, State, StateV1, StateV2, WaitPolicy,
 };
 
 fn acquire(session: u64, seq: u64, name: &str, mode: LockMode, value: &[u8]) -> Command {
@@ -93,6 +93,26 @@ const GOLDEN_V2: &str = concat!(
     "05020000000501060000000101720000000101b424000a01b424",
 );
 
+/// `sample_v3()`, postcard-encoded, as of snapshot format version 3 (the locks' records
+/// with the newer primitives' fields, then the wall clock, the primitives' limits and
+/// the lock-delays in force).
+const GOLDEN_V3: &str = concat!(
+    "c0843d80897a904e904e800880048008e80780dddb018020c0843d80897a904e904e800880048008",
+    "e80780dddb018020050a0301018827040c6a6f62732f62696c6c696e6701027265090373656d0706",
+    "73686172656402020466726565017806010002010102000201020a000c01010373656d07010b000c",
+    "010102726509010c000c010102726509020d0003010102028827030373656d080673686172656403",
+    "01780500050100020203020002020403000202050400060a000c02010373656d0801010303882701",
+    "0668616e64656406020373656d06736861726564030100030302000203060a000303010301010202",
+    "0303080764656c6179656400000004667265650001010001760de8d795ffbc310100010204667265",
+    "650178000668616e64656401060300046e6578740001010000000c6a6f62732f62696c6c696e6701",
+    "0101000831302e302e302e37000101000000027265010901000176e8d795ffbc3101020000000373",
+    "656d02070101017680d095ffbc31010100080201017680d095ffbc3102010001030101760ae8d795",
+    "ffbc31010001010373656d0103067368617265640202010100000101000302010272320001010001",
+    "0300027733010001000000017801050200000001010001010001760de8d795ffbc31010001020466",
+    "72656501780008040a0100000101720000000101b424000a01b424e8d795ffbc31e0d403c0843d40",
+    "c0843d010764656c617965640a9875e8d795ffbc310a",
+);
+
 /// `sample()` with one auth command applied through `Once`: the fields of version 2 are
 /// not empty.
 fn sample_v2() -> State {
@@ -113,6 +133,71 @@ fn sample_v2() -> State {
     state
 }
 
+/// `sample_v2()` with a record of each newer primitive: a replicated wall clock, a
+/// semaphore with two holders of different weights and a waiter, a reentrant hold, a
+/// multi-lock queued on a held and a free name, and a lock-delay in force.
+fn sample_v3() -> State {
+    let mut state = sample_v2();
+    let mut events = Vec::new();
+    let mut run = |command| state.apply(command, &mut events).unwrap();
+    let locks = |session: u64, seq: u64, locks: Vec<LockSpec>| Command::AcquireLocks {
+        session: SessionId(session),
+        request: RequestId {
+            seq,
+            first_unanswered_seq: 1,
+        },
+        locks,
+        wait: WaitPolicy::Queue,
+        value: b"v".to_vec(),
+    };
+    run(Command::WallClock {
+        unix_ms: 1_700_000_000_000,
+    });
+    run(locks(1, 10, vec![LockSpec::semaphore("sem", 3)]));
+    run(locks(
+        2,
+        10,
+        vec![LockSpec {
+            weight: 2,
+            ..LockSpec::semaphore("sem", 3)
+        }],
+    ));
+    run(Command::WallClock {
+        unix_ms: 1_700_000_001_000,
+    });
+    run(locks(3, 10, vec![LockSpec::semaphore("sem", 3)]));
+    let reentrant = LockSpec {
+        reentrant: true,
+        ..LockSpec::new("re", LockMode::Exclusive)
+    };
+    run(locks(1, 11, vec![reentrant.clone()]));
+    run(locks(1, 12, vec![reentrant]));
+    run(locks(
+        1,
+        13,
+        vec![
+            LockSpec::new("x", LockMode::Exclusive),
+            LockSpec::new("free", LockMode::Exclusive),
+        ],
+    ));
+    run(Command::OpenSession {
+        client_id: ClientId(4),
+        ttl_ms: 5_000,
+    });
+    run(locks(
+        4,
+        1,
+        vec![LockSpec {
+            lock_delay_ms: 15_000,
+            ..LockSpec::new("delayed", LockMode::Exclusive)
+        }],
+    ));
+    run(Command::ExpireSessions {
+        sessions: vec![SessionId(4)],
+    });
+    state
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -126,12 +211,16 @@ fn unhex(hex: &str) -> Vec<u8> {
 
 #[test]
 fn snapshot_encoding_is_unchanged() {
-    let state = sample_v2();
+    let state = sample_v3();
+    assert_eq!(
+        state.lock_delay("delayed").map(|delay| delay.token),
+        Some(FencingToken(state.last_token().0))
+    );
     state.check_invariants().unwrap();
     let bytes = postcard::to_stdvec(&state).unwrap();
     assert_eq!(
         hex(&bytes),
-        GOLDEN_V2,
+        GOLDEN_V3,
         "the snapshot encoding changed (see this file's docs)"
     );
     let decoded: State = postcard::from_bytes(&bytes).unwrap();
@@ -150,6 +239,20 @@ fn version_1_bytes_still_decode() {
     assert_eq!(decoded.remembered_requests(), 0);
     assert!(
         postcard::from_bytes::<State>(&unhex(GOLDEN_V1)).is_err(),
-        "version 1 bytes are not a version 2 state"
+        "version 1 bytes are not a version 3 state"
+    );
+}
+
+/// Bytes written by format version 2 still decode, as [`StateV2`], to the same state:
+/// plain locks granted and queued at time 0, no wall clock, no lock-delay.
+#[test]
+fn version_2_bytes_still_decode() {
+    let StateV2(decoded) = postcard::from_bytes(&unhex(GOLDEN_V2)).unwrap();
+    decoded.check_invariants().unwrap();
+    assert_eq!(decoded, sample_v2());
+    assert_eq!(decoded.clock_ms(), 0);
+    assert!(
+        postcard::from_bytes::<State>(&unhex(GOLDEN_V2)).is_err(),
+        "version 2 bytes are not a version 3 state"
     );
 }

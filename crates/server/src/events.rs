@@ -60,6 +60,36 @@ impl RecentEvent {
                 recent.session = Some(session.0);
             }
             Event::AuthChanged { .. } => recent.kind = "auth_changed",
+            Event::LockDelayStarted { name, token, .. } | Event::LockDelayEnded { name, token } => {
+                recent.kind = if matches!(event, Event::LockDelayStarted { .. }) {
+                    "lock_delay_started"
+                } else {
+                    "lock_delay_ended"
+                };
+                recent.name = Some(name.clone());
+                recent.token = Some(token.0);
+            }
+            Event::HoldCountChanged {
+                name,
+                session,
+                token,
+                ..
+            }
+            | Event::ValueChanged {
+                name,
+                session,
+                token,
+                ..
+            } => {
+                recent.kind = if matches!(event, Event::HoldCountChanged { .. }) {
+                    "hold_count_changed"
+                } else {
+                    "value_changed"
+                };
+                recent.name = Some(name.clone());
+                recent.session = Some(session.0);
+                recent.token = Some(token.0);
+            }
             Event::SessionEnded { session, reason } => {
                 recent.kind = "session_ended";
                 recent.session = Some(session.0);
@@ -284,7 +314,12 @@ impl ApplyObserver for EventHub {
                     session, ttl_ms, ..
                 } => self.leases.session_opened(*session, *ttl_ms),
                 Event::SessionEnded { session, .. } => self.leases.session_ended(*session),
-                Event::Released { .. } | Event::AuthChanged { .. } => {}
+                Event::Released { .. }
+                | Event::AuthChanged { .. }
+                | Event::LockDelayStarted { .. }
+                | Event::LockDelayEnded { .. }
+                | Event::HoldCountChanged { .. }
+                | Event::ValueChanged { .. } => {}
             }
         }
         if self.leases.is_leading() {

@@ -945,7 +945,7 @@ async fn admin_mutations_retried_with_their_request_id_act_once() {
 // Snapshots written before the auth revision and the remembered answers existed.
 
 /// A snapshot of format version 1 (the state without its two newest fields) still loads,
-/// with those fields empty; the same payload under version 2 is refused.
+/// with those fields empty; the same payload under versions 2 and 3 is refused.
 #[test]
 fn snapshots_of_format_version_1_still_load() {
     use fencelock_server::store::snapshot;
@@ -962,10 +962,19 @@ fn snapshots_of_format_version_1_still_load() {
     let meta = snapshot::SnapshotMeta::default();
     let current = snapshot::encode(&meta, &state).unwrap();
     assert_eq!(current[4], snapshot::FORMAT_VERSION);
+    // Version 3 appends the wall clock (0), the primitives' limits and the lock-delays in
+    // force (an empty map); with no lock, nothing else differs from version 2.
+    let v3_tail = postcard::to_stdvec(&(
+        0u64,
+        fencelock_core::PrimitiveLimits::default(),
+        std::collections::BTreeMap::<String, u8>::new(),
+    ))
+    .unwrap()
+    .len();
     // Version 2 appends the auth revision (0) and the remembered answers (an empty map
     // and an empty queue): one byte each.
     let header = snapshot::PAYLOAD_OFFSET as usize;
-    let payload = &current[header..current.len() - 3];
+    let payload = &current[header..current.len() - v3_tail - 3];
     let with_header = |version: u8| {
         let mut bytes = current[..header].to_vec();
         bytes[4] = version;
@@ -978,4 +987,5 @@ fn snapshots_of_format_version_1_still_load() {
     assert_eq!(old.state, state);
     assert_eq!(old.state.auth_revision(), 0);
     assert!(snapshot::decode(&with_header(2)).is_err());
+    assert!(snapshot::decode(&with_header(3)).is_err());
 }

@@ -516,7 +516,11 @@ fn acquire_free_lock_grants_the_first_token() {
             token: FencingToken(1),
             mode: Exclusive,
             value: b"addr".to_vec(),
-            client_id: ClientId(1)
+            client_id: ClientId(1),
+            granted_at_ms: 0,
+            weight: 1,
+            hold_count: 1,
+            lock_delay_ms: 0,
         }]
     );
 }
@@ -1594,7 +1598,10 @@ fn views_show_sessions_holders_and_waiters() {
         lock.waiters,
         vec![WaiterView {
             session: b,
-            mode: Shared
+            mode: Shared,
+            queued_at_ms: 0,
+            weight: 1,
+            names: Vec::new(),
         }]
     );
     assert_eq!(

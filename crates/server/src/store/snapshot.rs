@@ -33,8 +33,11 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 /// The version byte written in every snapshot header. Bump it when the payload changes
 /// shape; older versions are refused rather than misread, except those listed in
 /// [`decode`]. Version 2 added the auth revision and the remembered answers of
-/// session-less requests at the end of the state; version 1 is still read.
-pub const FORMAT_VERSION: u8 = 2;
+/// session-less requests at the end of the state; version 3 the newer primitives
+/// (semaphore limits, per-grant times, weights, hold counts and lock-delays, multi-lock
+/// waits, lock-delays in force, the replicated wall clock); versions 1 and 2 are still
+/// read.
+pub const FORMAT_VERSION: u8 = 3;
 
 const MAGIC: [u8; 4] = *b"FLSN";
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4 + 8;
@@ -62,6 +65,13 @@ pub struct SnapshotContent {
 struct SnapshotContentV1 {
     meta: SnapshotMeta,
     state: fencelock_core::StateV1,
+}
+
+/// A snapshot of format version 2 (see [`FORMAT_VERSION`]).
+#[derive(Deserialize)]
+struct SnapshotContentV2 {
+    meta: SnapshotMeta,
+    state: fencelock_core::StateV2,
 }
 
 /// Encode a snapshot of `state` described by `meta`, header and checksum included.
@@ -120,7 +130,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
     if header[..4] != MAGIC {
         return fail(0, "not a fencelock snapshot (bad magic)".to_owned());
     }
-    if header[4] != FORMAT_VERSION && header[4] != 1 {
+    if !(1..=FORMAT_VERSION).contains(&header[4]) {
         return fail(
             4,
             format!(
@@ -147,16 +157,22 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
             format!("checksum mismatch (header {checksum:08x}, payload {actual:08x})"),
         );
     }
-    let decoded = if header[4] == 1 {
-        postcard::take_from_bytes::<SnapshotContentV1>(payload).map(|(old, rest)| {
+    let decoded = match header[4] {
+        1 => postcard::take_from_bytes::<SnapshotContentV1>(payload).map(|(old, rest)| {
             let content = SnapshotContent {
                 meta: old.meta,
                 state: old.state.0,
             };
             (content, rest)
-        })
-    } else {
-        postcard::take_from_bytes::<SnapshotContent>(payload)
+        }),
+        2 => postcard::take_from_bytes::<SnapshotContentV2>(payload).map(|(old, rest)| {
+            let content = SnapshotContent {
+                meta: old.meta,
+                state: old.state.0,
+            };
+            (content, rest)
+        }),
+        _ => postcard::take_from_bytes::<SnapshotContent>(payload),
     };
     let (content, rest) = match decoded {
         Ok(decoded) => decoded,

@@ -74,6 +74,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_semaphore_grants_at_most_its_permits_each_with_a_token_and_refuses_another_limit() {
     let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
     let mut client = cluster.locks(0).await;
     let sessions = [
         open_session(&mut client, 1, 30_000).await,
@@ -140,6 +141,7 @@ async fn a_semaphore_grants_at_most_its_permits_each_with_a_token_and_refuses_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_lock_holds_nothing_until_it_holds_everything() {
     let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
     let mut client = cluster.locks(0).await;
     let holder = open_session(&mut client, 1, 30_000).await;
     let asker = open_session(&mut client, 2, 30_000).await;
@@ -208,6 +210,7 @@ async fn a_multi_lock_holds_nothing_until_it_holds_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reentrant_acquire_counts_holds_and_keeps_the_token() {
     let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
     let mut client = cluster.locks(0).await;
     let session = open_session(&mut client, 1, 30_000).await;
     let reentrant = |seq| pb::AcquireRequest {
@@ -268,6 +271,7 @@ async fn watch_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_holder_s_lock_delay_grants_nobody_until_the_leader_ends_it() {
     let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
     let mut client = cluster.locks(0).await;
     // A clean release starts no delay.
     let clean = open_session(&mut client, 9, 30_000).await;
@@ -396,6 +400,7 @@ async fn a_new_leader_restarts_a_lock_delay_in_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_shows_how_long_each_holder_held_and_each_waiter_waited() {
     let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
     let mut client = cluster.locks(0).await;
     let holder = open_session(&mut client, 1, 30_000).await;
     let waiter = open_session(&mut client, 2, 30_000).await;
@@ -437,6 +442,7 @@ async fn describe_shows_how_long_each_holder_held_and_each_waiter_waited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_proclaims_a_new_value_without_releasing() {
     let cluster = TestCluster::start(1).await;
+    cluster.leader().await;
     let mut client = cluster.locks(0).await;
     let session = open_session(&mut client, 1, 30_000).await;
     let token = client

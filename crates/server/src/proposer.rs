@@ -514,6 +514,27 @@ mod tests {
         }
     }
 
+    /// Each entry starts with the leader's wall clock, which the state keeps, and each
+    /// caller still gets its own command's answer (not the clock's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_entry_carries_the_leader_s_wall_clock() {
+        let cluster = TestCluster::start_with(1, fast).await;
+        let leader = cluster.leader().await;
+        let node = cluster.running(leader).node();
+        let before = wall_clock_ms();
+        let answer = node.proposer().propose(open(1)).await;
+        assert!(
+            matches!(answer, Ok(Ok(Response::SessionOpened { .. }))),
+            "{answer:?}"
+        );
+        let clock = node.shared().read(|applied| applied.state.clock_ms());
+        assert!(
+            (before..=wall_clock_ms()).contains(&clock),
+            "clock {clock}, proposed after {before}"
+        );
+        cluster.shutdown().await;
+    }
+
     /// A held-back command rides in the entry of a caller whose future is dropped right
     /// after submitting (its RPC was cancelled): the rider still gets its answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

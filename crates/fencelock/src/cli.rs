@@ -134,8 +134,9 @@ pub enum Command {
     List(crate::client_cmd::ListArgs),
     /// Print a lock's (or a prefix's) events as they happen, until Ctrl-C or --count.
     Watch(crate::client_cmd::WatchArgs),
-    /// Run CMD while leading election NAME (campaign with --value; resign when CMD
-    /// exits; CMD is terminated if leadership is lost, as with `lock`).
+    /// Run CMD while leading election NAME (campaign with --value, or --value-file whose
+    /// changes are proclaimed without resigning; resign when CMD exits; CMD is
+    /// terminated if leadership is lost, as with `lock`).
     Elect(crate::client_cmd::run_cmd::ElectArgs),
     /// Cluster membership: `status`, `add ID PEER_ADDR`, `remove ID`.
     Cluster(crate::client_cmd::ClusterArgs),

@@ -131,3 +131,42 @@ async fn acquire_with_a_lock_delay_and_a_reentrant_flag_parses_and_reports() {
     assert_eq!(bad.code, 2, "{bad:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_proclaims_the_value_file_s_new_content_without_resigning() {
+    let cluster = TestCluster::start(1).await;
+    let endpoints = cluster.endpoints();
+    let client = connect(&cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("address");
+    std::fs::write(&file, "10.0.0.1:5432\n").unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    // CMD writes the file (a new address), then waits to be stopped.
+    let script = format!("echo $FENCELOCK_TOKEN; echo 10.0.0.2:5432 > {path}; sleep 30");
+    let child = command(
+        &endpoints,
+        &["elect", "svc/db", "--value-file", &path, "--", "sh", "-c", &script],
+    )
+    .spawn()
+    .unwrap();
+    let pid = child.id().expect("pid");
+    eventually(Duration::from_secs(20), "the new value proclaimed", || async {
+        fencelock_client::election::leader(&client, "svc/db")
+            .await
+            .unwrap()
+            .is_some_and(|leader| leader.value == b"10.0.0.2:5432")
+    })
+    .await;
+    let first = fencelock_client::election::leader(&client, "svc/db")
+        .await
+        .unwrap()
+        .expect("a leader")
+        .token;
+    signal(pid, nix::sys::signal::Signal::SIGTERM);
+    let run = finish(child).await;
+    assert_eq!(run.code, 128 + 15, "{run:?}");
+    // The same term: the token CMD got when it started leading, no resign in between.
+    assert_eq!(run.stdout.trim().parse::<u64>().ok(), Some(first.0), "{run:?}");
+    wait_free(&client, "svc/db").await;
+    cluster.shutdown().await;
+}

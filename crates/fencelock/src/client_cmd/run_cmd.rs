@@ -81,13 +81,20 @@ pub struct LockArgs {
 
 /// `fencelock elect`.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("announced").required(true).args(["value", "value_file"])))]
 pub struct ElectArgs {
     /// The election's name (an exclusive lock).
     pub name: String,
     /// The value announced to observers while leading (e.g. this node's address); shown
     /// by `describe` and `watch`.
     #[arg(long, value_name = "V")]
-    pub value: String,
+    pub value: Option<String>,
+    /// Announce the content of FILE instead (its first line), and while leading proclaim
+    /// its new content whenever it changes (checked every second): the leader updates
+    /// its value without resigning, and observers see a `value_changed` event. CMD may
+    /// write the file itself.
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<std::path::PathBuf>,
     /// The session's lease (see `lock --ttl`): leadership is lost when it cannot be
     /// renewed for this long, and CMD is terminated.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
@@ -280,10 +287,16 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
         .await
         .context("cannot open a session")?;
     let election = Election::new(&session, args.name.clone());
+    let value = match (&args.value, &args.value_file) {
+        (Some(value), _) => value.clone(),
+        (None, Some(path)) => read_value_file(path)
+            .with_context(|| format!("cannot read --value-file {}", path.display()))?,
+        (None, None) => String::new(),
+    };
     let campaign = waiting(
         format!("campaigning for {}", args.name),
         &mut signals,
-        election.campaign(args.value.clone().into_bytes()),
+        election.campaign(value.clone().into_bytes()),
     )
     .await;
     let leadership = match campaign {
@@ -312,14 +325,22 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
         session: session.id().0,
         endpoints: opts.endpoints.join(","),
     };
-    let ended = supervise(
+    let supervised = supervise(
         &args.command,
         &env,
         leadership.lost(),
         args.kill_after,
         &mut signals,
-    )
-    .await;
+    );
+    let ended = match &args.value_file {
+        Some(path) => {
+            tokio::select! {
+                ended = supervised => ended,
+                never = proclaim_changes(&leadership, path, value) => match never {},
+            }
+        }
+        None => supervised.await,
+    };
     match &ended {
         Ended::Lost { .. } | Ended::CannotStart(..) => drop(leadership),
         Ended::Exited(_) => match tokio::time::timeout(opts.timeout, leadership.resign()).await {
@@ -335,6 +356,42 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
         &format!("leadership of {}", args.name),
     )
     .await
+}
+
+/// How often `elect --value-file` looks at its file.
+const VALUE_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// The value in `path`: its first line, without the line end.
+fn read_value_file(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Proclaim the value of `path` whenever it differs from the one announced (`announced`
+/// at first). Runs until dropped; a file that cannot be read, or a proclaim the cluster
+/// refuses, is reported on stderr and tried again at the next look.
+async fn proclaim_changes(
+    leadership: &fencelock_client::election::Leadership,
+    path: &std::path::Path,
+    mut announced: String,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(VALUE_FILE_POLL).await;
+        let value = match read_value_file(path) {
+            Ok(value) => value,
+            Err(error) => {
+                eprintln!("fencelock: reading {}: {error}", path.display());
+                continue;
+            }
+        };
+        if value == announced {
+            continue;
+        }
+        match leadership.proclaim(value.clone().into_bytes()).await {
+            Ok(()) => announced = value,
+            Err(error) => eprintln!("fencelock: proclaiming {value:?}: {error}"),
+        }
+    }
 }
 
 /// Closes the session (bounded by the timeout) and turns how CMD ended into the exit.

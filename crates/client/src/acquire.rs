@@ -505,8 +505,7 @@ impl SessionInner {
             };
             let answer = transport
                 .call(spec, |channel, _| {
-                    let request =
-                        ask.request(self, seq, Wait::Timeout(Duration::from_millis(1)));
+                    let request = ask.request(self, seq, Wait::Timeout(Duration::from_millis(1)));
                     async move { LocksClient::new(channel).acquire(request).await }
                 })
                 .await;

@@ -28,7 +28,10 @@ async fn semaphore_permits_are_counted_and_another_limit_is_a_typed_error() {
         .acquire("workers", AcquireOptions::semaphore(5).wait(Wait::NoWait))
         .await
         .expect_err("another limit");
-    assert!(matches!(mismatch, Error::PermitsMismatch(_)), "{mismatch:?}");
+    assert!(
+        matches!(mismatch, Error::PermitsMismatch(_)),
+        "{mismatch:?}"
+    );
     first.release().await.unwrap();
     let third = c.acquire_semaphore("workers", 2).await.expect("a permit");
     assert!(third.token() > second.token());
@@ -55,7 +58,10 @@ async fn lock_all_returns_one_guard_per_name_and_a_dropped_wait_takes_nothing() 
             .is_some_and(|l| l.waiters.is_empty())
     })
     .await;
-    assert!(lock_info(&client, "accounts/a").await.is_none(), "a is not held");
+    assert!(
+        lock_info(&client, "accounts/a").await.is_none(),
+        "a is not held"
+    );
     b.release().await.unwrap();
     let guards = asker
         .lock_all(&["accounts/b", "accounts/a"])
@@ -98,11 +104,20 @@ async fn reentrant_guards_share_a_token_and_release_one_hold_each() {
         .expect("inner");
     assert_eq!(outer.token(), inner.token());
     assert_eq!((outer.hold_count(), inner.hold_count()), (1, 2));
-    assert_eq!(lock_info(&client, "tree").await.unwrap().holders[0].hold_count, 2);
+    assert_eq!(
+        lock_info(&client, "tree").await.unwrap().holders[0].hold_count,
+        2
+    );
     inner.release().await.unwrap();
-    assert_eq!(lock_info(&client, "tree").await.unwrap().holders[0].hold_count, 1);
+    assert_eq!(
+        lock_info(&client, "tree").await.unwrap().holders[0].hold_count,
+        1
+    );
     let refused = session.try_lock("tree").await.expect_err("not reentrant");
-    assert!(matches!(refused, Error::AlreadyHeldOrQueued(_)), "{refused:?}");
+    assert!(
+        matches!(refused, Error::AlreadyHeldOrQueued(_)),
+        "{refused:?}"
+    );
     outer.release().await.unwrap();
     assert!(lock_info(&client, "tree").await.is_none());
     cluster.shutdown().await;
@@ -127,7 +142,10 @@ async fn lock_delay_and_hold_times_show_in_describe() {
     let holder = &info.holders[0];
     assert_eq!(holder.lock_delay, Duration::from_secs(5));
     assert!(holder.granted_at.is_some());
-    assert!(holder.held_for.expect("held for") >= Duration::from_secs(1), "{holder:?}");
+    assert!(
+        holder.held_for.expect("held for") >= Duration::from_secs(1),
+        "{holder:?}"
+    );
     // A delay beyond the cluster's limit (60 s by default) is refused.
     let other = client.session(Duration::from_secs(30)).await.unwrap();
     let refused = other
@@ -149,8 +167,14 @@ async fn a_leader_proclaims_a_new_value_without_resigning() {
     let session = client.session(Duration::from_secs(30)).await.unwrap();
     let election = Election::new(&session, "elections/db");
     let leadership = election.campaign("10.0.0.1:5432").await.unwrap();
-    leadership.proclaim("10.0.0.2:5432").await.expect("proclaim");
-    let now = leader(&client, "elections/db").await.unwrap().expect("a leader");
+    leadership
+        .proclaim("10.0.0.2:5432")
+        .await
+        .expect("proclaim");
+    let now = leader(&client, "elections/db")
+        .await
+        .unwrap()
+        .expect("a leader");
     assert_eq!(now.token, leadership.token(), "same term");
     assert_eq!(now.value, b"10.0.0.2:5432");
     leadership.resign().await.unwrap();

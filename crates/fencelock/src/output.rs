@@ -4,8 +4,7 @@
 //! command names fields the same way (`session`, `token`, `mode`, `value`, `revision`).
 
 use fencelock_client::{
-    ClusterStatus, Description, Holder, LockDelay, LockInfo, LockMode, Member, Waiter,
-    WatchEvent,
+    ClusterStatus, Description, Holder, LockDelay, LockInfo, LockMode, Member, Waiter, WatchEvent,
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -208,13 +207,18 @@ pub fn description_text(name: &str, description: &Description) -> String {
                         h.session_id.to_string(),
                         h.token.to_string(),
                         mode,
-                        h.held_for
-                            .map_or_else(|| "-".to_owned(), |d| format!("held for {}", span_text(d))),
+                        h.held_for.map_or_else(
+                            || "-".to_owned(),
+                            |d| format!("held for {}", span_text(d)),
+                        ),
                         value_text(&h.value),
                     ]
                 })
                 .collect::<Vec<_>>();
-            out.push_str(&table(&["SESSION", "TOKEN", "MODE", "HELD", "VALUE"], &rows));
+            out.push_str(&table(
+                &["SESSION", "TOKEN", "MODE", "HELD", "VALUE"],
+                &rows,
+            ));
         }
         if !lock.waiters.is_empty() {
             out.push('\n');
@@ -234,8 +238,10 @@ pub fn description_text(name: &str, description: &Description) -> String {
                         (i + 1).to_string(),
                         w.session_id.to_string(),
                         mode,
-                        w.waited_for
-                            .map_or_else(|| "-".to_owned(), |d| format!("waiting {}", span_text(d))),
+                        w.waited_for.map_or_else(
+                            || "-".to_owned(),
+                            |d| format!("waiting {}", span_text(d)),
+                        ),
                     ]
                 })
                 .collect::<Vec<_>>();
@@ -606,8 +612,14 @@ mod tests {
         assert_eq!(span_text(Duration::from_millis(850)), "850ms");
         assert_eq!(span_text(Duration::from_secs(42)), "42s");
         assert_eq!(span_text(Duration::from_secs(192)), "3m12s");
-        assert_eq!(span_text(Duration::from_secs(2 * 3600 + 5 * 60 + 9)), "2h05m");
-        assert_eq!(span_text(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d04h");
+        assert_eq!(
+            span_text(Duration::from_secs(2 * 3600 + 5 * 60 + 9)),
+            "2h05m"
+        );
+        assert_eq!(
+            span_text(Duration::from_secs(3 * 86400 + 4 * 3600)),
+            "3d04h"
+        );
     }
 
     #[test]

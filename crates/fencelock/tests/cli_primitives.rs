@@ -27,7 +27,10 @@ async fn lock_takes_several_names_at_once_and_gives_cmd_a_token_each() {
     assert_eq!(run.code, 0, "{run:?}");
     let (locks, tokens) = run.stdout.trim().split_once('|').expect("two fields");
     assert_eq!(locks, "acct/b,acct/a,acct/c");
-    let tokens: Vec<u64> = tokens.split(',').map(|t| t.parse().expect("a token")).collect();
+    let tokens: Vec<u64> = tokens
+        .split(',')
+        .map(|t| t.parse().expect("a token"))
+        .collect();
     assert_eq!(tokens.len(), 3, "{run:?}");
     assert!(tokens.iter().all(|&t| t > 0));
     for name in ["acct/a", "acct/b", "acct/c"] {
@@ -42,7 +45,10 @@ async fn lock_takes_several_names_at_once_and_gives_cmd_a_token_each() {
     )
     .await;
     assert_eq!(blocked.code, 3, "{blocked:?}");
-    assert!(lock_info(&client, "acct/a").await.is_none(), "a was not taken");
+    assert!(
+        lock_info(&client, "acct/a").await.is_none(),
+        "a was not taken"
+    );
     held.release().await.unwrap();
     cluster.shutdown().await;
 }
@@ -65,14 +71,30 @@ async fn a_semaphore_from_the_cli_and_describe_shows_permits_and_hold_times() {
     // One permit is left: weight 1 fits, weight 2 does not.
     let fits = fencelock(
         &endpoints,
-        &["lock", "pool/db", "--permits", "3", "--no-wait", "--", "true"],
+        &[
+            "lock",
+            "pool/db",
+            "--permits",
+            "3",
+            "--no-wait",
+            "--",
+            "true",
+        ],
     )
     .await;
     assert_eq!(fits.code, 0, "{fits:?}");
     let too_heavy = fencelock(
         &endpoints,
         &[
-            "lock", "pool/db", "--permits", "3", "--weight", "2", "--no-wait", "--", "true",
+            "lock",
+            "pool/db",
+            "--permits",
+            "3",
+            "--weight",
+            "2",
+            "--no-wait",
+            "--",
+            "true",
         ],
     )
     .await;
@@ -80,7 +102,15 @@ async fn a_semaphore_from_the_cli_and_describe_shows_permits_and_hold_times() {
     // Another limit: one line naming both, exit 1.
     let mismatch = fencelock(
         &endpoints,
-        &["lock", "pool/db", "--permits", "4", "--no-wait", "--", "true"],
+        &[
+            "lock",
+            "pool/db",
+            "--permits",
+            "4",
+            "--no-wait",
+            "--",
+            "true",
+        ],
     )
     .await;
     assert_eq!(mismatch.code, 1, "{mismatch:?}");
@@ -95,10 +125,16 @@ async fn a_semaphore_from_the_cli_and_describe_shows_permits_and_hold_times() {
     assert_eq!(json["permits_free"], 1);
     assert_eq!(json["holders"][0]["weight"], 2);
     assert_eq!(json["holders"][0]["hold_count"], 1);
-    assert!(json["holders"][0]["held_for_ms"].as_u64().unwrap() >= 1_000, "{json}");
+    assert!(
+        json["holders"][0]["held_for_ms"].as_u64().unwrap() >= 1_000,
+        "{json}"
+    );
     assert!(json["lock_delay"].is_null());
     let human = fencelock(&endpoints, &["describe", "pool/db"]).await;
-    assert!(human.stdout.contains("permits:  2 used, 1 free (of 3)"), "{human:?}");
+    assert!(
+        human.stdout.contains("permits:  2 used, 1 free (of 3)"),
+        "{human:?}"
+    );
     assert!(human.stdout.contains("held for 1s"), "{human:?}");
     cluster.shutdown().await;
 }
@@ -127,7 +163,11 @@ async fn acquire_with_a_lock_delay_and_a_reentrant_flag_parses_and_reports() {
     let json = described.json();
     assert_eq!(json["holders"][0]["lock_delay_ms"], 10_000, "{json}");
     // A bad flag value is a usage error, exit 2.
-    let bad = fencelock(&endpoints, &["lock", "delay/y", "--permits", "0", "--", "true"]).await;
+    let bad = fencelock(
+        &endpoints,
+        &["lock", "delay/y", "--permits", "0", "--", "true"],
+    )
+    .await;
     assert_eq!(bad.code, 2, "{bad:?}");
     cluster.shutdown().await;
 }
@@ -145,17 +185,30 @@ async fn elect_proclaims_the_value_file_s_new_content_without_resigning() {
     let script = format!("echo $FENCELOCK_TOKEN; echo 10.0.0.2:5432 > {path}; sleep 30");
     let child = command(
         &endpoints,
-        &["elect", "svc/db", "--value-file", &path, "--", "sh", "-c", &script],
+        &[
+            "elect",
+            "svc/db",
+            "--value-file",
+            &path,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
     )
     .spawn()
     .unwrap();
     let pid = child.id().expect("pid");
-    eventually(Duration::from_secs(20), "the new value proclaimed", || async {
-        fencelock_client::election::leader(&client, "svc/db")
-            .await
-            .unwrap()
-            .is_some_and(|leader| leader.value == b"10.0.0.2:5432")
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the new value proclaimed",
+        || async {
+            fencelock_client::election::leader(&client, "svc/db")
+                .await
+                .unwrap()
+                .is_some_and(|leader| leader.value == b"10.0.0.2:5432")
+        },
+    )
     .await;
     let first = fencelock_client::election::leader(&client, "svc/db")
         .await
@@ -166,7 +219,11 @@ async fn elect_proclaims_the_value_file_s_new_content_without_resigning() {
     let run = finish(child).await;
     assert_eq!(run.code, 128 + 15, "{run:?}");
     // The same term: the token CMD got when it started leading, no resign in between.
-    assert_eq!(run.stdout.trim().parse::<u64>().ok(), Some(first.0), "{run:?}");
+    assert_eq!(
+        run.stdout.trim().parse::<u64>().ok(),
+        Some(first.0),
+        "{run:?}"
+    );
     wait_free(&client, "svc/db").await;
     cluster.shutdown().await;
 }

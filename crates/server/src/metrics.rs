@@ -11,6 +11,8 @@
 //! `node="<id>"` label, because tests run several nodes in one process.
 
 use crate::status::NodeStatus;
+use crate::store::{Applied, ApplyObserver};
+use fencelock_core::{Event, FencingToken};
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     describe_counter, describe_gauge, describe_histogram,
@@ -18,6 +20,8 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
@@ -136,6 +140,81 @@ impl NamePrefixes {
     }
 }
 
+/// An apply observer that records hold times into [`LOCK_HOLD_SECONDS`] on every node,
+/// from the applied log alone, then hands every change on to `inner` (the node's event
+/// hub). A grant's time is the wall clock its entry carries (the state's clock after
+/// the entry: the leader puts its clock first in each entry); when the grant ends, the
+/// clock of the entry that ended it minus that is how long it was held. It keeps one
+/// number per grant in force, dropped when the grant ends (and rebuilt from the state
+/// when a snapshot replaces it), so it is bounded by the state's own limits.
+pub struct HoldTimes<O> {
+    inner: Arc<O>,
+    /// Token of each grant in force → the wall clock (ms) when it was granted.
+    granted_at_ms: Mutex<HashMap<FencingToken, u64>>,
+}
+
+impl<O> HoldTimes<O> {
+    /// Record hold times, then tell `inner`.
+    pub fn new(inner: Arc<O>) -> Arc<Self> {
+        Arc::new(HoldTimes {
+            inner,
+            granted_at_ms: Mutex::default(),
+        })
+    }
+}
+
+impl<O: ApplyObserver> ApplyObserver for HoldTimes<O> {
+    fn applied(&self, index: u64, events: &[Event], applied: &Applied) {
+        let now_ms = applied.state.clock_ms();
+        let mut granted = self.granted_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            match event {
+                Event::Acquired { token, .. } => {
+                    granted.insert(*token, now_ms);
+                }
+                Event::Released { name, token, .. } => {
+                    if let Some(at_ms) = granted.remove(token)
+                        && at_ms != 0
+                        && now_ms != 0
+                    {
+                        let held = Duration::from_millis(now_ms.saturating_sub(at_ms));
+                        record_hold(name, held);
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(granted);
+        self.inner.applied(index, events, applied);
+    }
+
+    fn reset(&self, applied: &Applied) {
+        let mut granted = self.granted_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        granted.clear();
+        // Page through the locks, so a large state is not copied at once.
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = applied
+                .state
+                .locks_with_prefix("", after.as_deref(), RESET_PAGE);
+            for lock in &page {
+                for holder in &lock.holders {
+                    granted.insert(holder.token, holder.granted_at_ms);
+                }
+            }
+            match page.last() {
+                Some(last) if more => after = Some(last.name.clone()),
+                _ => break,
+            }
+        }
+        drop(granted);
+        self.inner.reset(applied);
+    }
+}
+
+/// Locks read per page when [`HoldTimes`] rebuilds from a replaced state.
+const RESET_PAGE: usize = 1_000;
+
 /// How often buffered histogram samples are folded in when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -160,10 +239,16 @@ fn build() -> Exporter {
             )
         })
         .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(LOCK_HOLD_SECONDS.to_owned()), LOCK_TIME_BUCKETS)
+            b.set_buckets_for_metric(
+                Matcher::Full(LOCK_HOLD_SECONDS.to_owned()),
+                LOCK_TIME_BUCKETS,
+            )
         })
         .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(LOCK_WAIT_SECONDS.to_owned()), LOCK_TIME_BUCKETS)
+            b.set_buckets_for_metric(
+                Matcher::Full(LOCK_WAIT_SECONDS.to_owned()),
+                LOCK_TIME_BUCKETS,
+            )
         })
         .expect("bucket lists are constant and non-empty")
         .build_recorder();
@@ -375,15 +460,34 @@ pub fn record_expired(count: usize) {
     with_ours(|| metrics::counter!(SESSIONS_EXPIRED_TOTAL).increment(count as u64));
 }
 
-/// Records how long a grant of a lock whose name has label `prefix` was held.
-pub fn record_hold(prefix: String, held: Duration) {
+/// The process's name-prefix labels (the metrics are process-wide too): set by the
+/// first node started, from its `metrics_name_depth` and `metrics_max_name_prefixes`.
+static NAME_PREFIXES: OnceLock<NamePrefixes> = OnceLock::new();
+
+/// Label hold and wait times by the first `depth` segments of lock names, at most `max`
+/// labels. The first call in a process decides (later ones are ignored: the labels
+/// already handed out stay).
+pub fn set_name_prefixes(depth: usize, max: usize) {
+    let _ = NAME_PREFIXES.set(NamePrefixes::new(depth, max));
+}
+
+fn name_label(name: &str) -> String {
+    NAME_PREFIXES
+        .get_or_init(|| NamePrefixes::new(1, 1_000))
+        .label(name)
+}
+
+/// Records how long a grant of lock `name` was held.
+pub fn record_hold(name: &str, held: Duration) {
+    let prefix = name_label(name);
     with_ours(|| {
         metrics::histogram!(LOCK_HOLD_SECONDS, "prefix" => prefix).record(held.as_secs_f64());
     });
 }
 
-/// Records how long a granted wait for a lock whose name has label `prefix` waited.
-pub fn record_wait(prefix: String, waited: Duration) {
+/// Records how long a granted wait for lock `name` waited.
+pub fn record_wait(name: &str, waited: Duration) {
+    let prefix = name_label(name);
     with_ours(|| {
         metrics::histogram!(LOCK_WAIT_SECONDS, "prefix" => prefix).record(waited.as_secs_f64());
     });
@@ -486,8 +590,8 @@ mod tests {
 
     #[test]
     fn hold_and_wait_times_reach_the_exporter() {
-        record_hold("holdtest".into(), Duration::from_secs(3));
-        record_wait("holdtest".into(), Duration::from_millis(250));
+        record_hold("holdtest/a", Duration::from_secs(3));
+        record_wait("holdtest/b", Duration::from_millis(250));
         let text = handle().render();
         assert!(
             text.contains("fencelock_lock_hold_seconds_bucket{prefix=\"holdtest\""),

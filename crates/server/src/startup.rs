@@ -246,7 +246,8 @@ pub async fn start_with_listeners(
     }
     let leases = Arc::new(LeaseClock::default());
     let hub = EventHub::new(config.watch_buffer, leases.clone());
-    let shared = SharedState::new(hub.clone());
+    crate::metrics::set_name_prefixes(config.metrics_name_depth, config.metrics_max_name_prefixes);
+    let shared = SharedState::new(crate::metrics::HoldTimes::new(hub.clone()));
     let snapshot_dir = config.data_dir.join("snapshots");
     let state_machine = StateMachineStore::open_sharing_space(
         &Disk::for_dir(&snapshot_dir),

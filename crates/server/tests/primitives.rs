@@ -20,7 +20,13 @@ async fn describe(client: &mut LocksClient<Channel>, name: &str) -> Option<pb::L
 }
 
 /// An acquire of a semaphore permit.
-fn permit(session: u64, name: &str, permits: u32, seq: u64, wait: pb::WaitPolicy) -> pb::AcquireRequest {
+fn permit(
+    session: u64,
+    name: &str,
+    permits: u32,
+    seq: u64,
+    wait: pb::WaitPolicy,
+) -> pb::AcquireRequest {
     pb::AcquireRequest {
         permits,
         ..acquire_request(session, name, seq, wait)
@@ -46,7 +52,13 @@ fn granted(response: &pb::AcquireResponse) -> bool {
     response.outcome == pb::AcquireOutcome::Granted as i32
 }
 
-async fn release(client: &mut LocksClient<Channel>, session: u64, name: &str, token: u64, seq: u64) {
+async fn release(
+    client: &mut LocksClient<Channel>,
+    session: u64,
+    name: &str,
+    token: u64,
+    seq: u64,
+) {
     client
         .release(pb::ReleaseRequest {
             session_id: session,
@@ -93,7 +105,10 @@ async fn a_semaphore_grants_at_most_its_permits_each_with_a_token_and_refuses_an
         assert_eq!(answer.grants[0].token, answer.token);
         tokens.push(answer.token);
     }
-    assert!(tokens[1] > tokens[0], "every grant its own token: {tokens:?}");
+    assert!(
+        tokens[1] > tokens[0],
+        "every grant its own token: {tokens:?}"
+    );
     // Full: the third does not get a permit.
     let third = client
         .acquire(permit(sessions[2], "pool", 2, 1, pb::WaitPolicy::NoWait))
@@ -111,7 +126,10 @@ async fn a_semaphore_grants_at_most_its_permits_each_with_a_token_and_refuses_an
         .expect_err("another limit");
     assert_eq!(reason_of(&error), pb::ErrorReason::PermitsMismatch);
     assert_eq!(error.code(), tonic::Code::FailedPrecondition);
-    assert!(error.message().contains('2') && error.message().contains('3'), "{error:?}");
+    assert!(
+        error.message().contains('2') && error.message().contains('3'),
+        "{error:?}"
+    );
     // A queued permit is granted when one is given back.
     let mut waiter = cluster.locks(0).await;
     let queued = tokio::spawn(async move {
@@ -148,18 +166,34 @@ async fn a_multi_lock_holds_nothing_until_it_holds_everything() {
     let b = try_lock(&mut client, holder, "m/b", 1).await.expect("b");
     // b is taken: no-wait answers WOULD_BLOCK and takes none of the others.
     let answer = client
-        .acquire(multi(asker, &["m/c", "m/a", "m/b"], 1, pb::WaitPolicy::NoWait))
+        .acquire(multi(
+            asker,
+            &["m/c", "m/a", "m/b"],
+            1,
+            pb::WaitPolicy::NoWait,
+        ))
         .await
         .expect("acquire")
         .into_inner();
     assert_eq!(answer.outcome, pb::AcquireOutcome::WouldBlock as i32);
-    assert!(describe(&mut client, "m/a").await.is_none(), "a is not held");
-    assert!(describe(&mut client, "m/c").await.is_none(), "c is not held");
+    assert!(
+        describe(&mut client, "m/a").await.is_none(),
+        "a is not held"
+    );
+    assert!(
+        describe(&mut client, "m/c").await.is_none(),
+        "c is not held"
+    );
     // Waiting: queued on every name, holding none.
     let mut waiter = cluster.locks(0).await;
     let queued = tokio::spawn(async move {
         waiter
-            .acquire(multi(asker, &["m/c", "m/a", "m/b"], 2, pb::WaitPolicy::Timeout))
+            .acquire(multi(
+                asker,
+                &["m/c", "m/a", "m/b"],
+                2,
+                pb::WaitPolicy::Timeout,
+            ))
             .await
             .map(tonic::Response::into_inner)
     });
@@ -217,12 +251,23 @@ async fn a_reentrant_acquire_counts_holds_and_keeps_the_token() {
         reentrant: true,
         ..acquire_request(session, "re", seq, pb::WaitPolicy::NoWait)
     };
-    let first = client.acquire(reentrant(1)).await.expect("first").into_inner();
-    let second = client.acquire(reentrant(2)).await.expect("second").into_inner();
+    let first = client
+        .acquire(reentrant(1))
+        .await
+        .expect("first")
+        .into_inner();
+    let second = client
+        .acquire(reentrant(2))
+        .await
+        .expect("second")
+        .into_inner();
     assert!(granted(&first) && granted(&second));
     assert_eq!(first.token, second.token, "the same grant");
     assert_eq!(second.grants[0].hold_count, 2);
-    assert_eq!(describe(&mut client, "re").await.unwrap().holders[0].hold_count, 2);
+    assert_eq!(
+        describe(&mut client, "re").await.unwrap().holders[0].hold_count,
+        2
+    );
     // Not reentrant: today's refusal stays.
     let error = client
         .acquire(acquire_request(session, "re", 3, pb::WaitPolicy::NoWait))
@@ -279,17 +324,33 @@ async fn an_expired_holder_s_lock_delay_grants_nobody_until_the_leader_ends_it()
         lock_delay_ms: 2_000,
         ..acquire_request(session, "delayed", seq, pb::WaitPolicy::NoWait)
     };
-    let answer = client.acquire(delayed(clean, 1)).await.expect("acquire").into_inner();
+    let answer = client
+        .acquire(delayed(clean, 1))
+        .await
+        .expect("acquire")
+        .into_inner();
     assert!(granted(&answer));
     release(&mut client, clean, "delayed", answer.token, 2).await;
-    assert!(describe(&mut client, "delayed").await.is_none(), "no delay after a release");
+    assert!(
+        describe(&mut client, "delayed").await.is_none(),
+        "no delay after a release"
+    );
 
-    let watch = watch_until(cluster.locks(0).await, "delayed", pb::EventKind::LockDelayEnded).await;
+    let watch = watch_until(
+        cluster.locks(0).await,
+        "delayed",
+        pb::EventKind::LockDelayEnded,
+    )
+    .await;
     // A holder with a lock-delay whose session expires (no keepalives): not before its
     // TTL has run from the open, which is after `opened_at`.
     let opened_at = Instant::now();
     let holder = open_session(&mut client, 1, 1_000).await;
-    let lost = client.acquire(delayed(holder, 1)).await.expect("acquire").into_inner();
+    let lost = client
+        .acquire(delayed(holder, 1))
+        .await
+        .expect("acquire")
+        .into_inner();
     assert!(granted(&lost));
     let other = open_session(&mut client, 2, 30_000).await;
     let _alive = keep_alive(&mut client, vec![other, clean], Duration::from_millis(200)).await;
@@ -393,7 +454,10 @@ async fn a_new_leader_restarts_a_lock_delay_in_full() {
     // The new leader timed the whole delay from when it took over, which is after the
     // old leader stopped: a lower bound, whatever the machine's load.
     let after = stopped_at.elapsed();
-    assert!(after >= Duration::from_millis(3_000), "granted {after:?} after the old leader stopped");
+    assert!(
+        after >= Duration::from_millis(3_000),
+        "granted {after:?} after the old leader stopped"
+    );
     cluster.shutdown().await;
 }
 
@@ -404,7 +468,9 @@ async fn describe_shows_how_long_each_holder_held_and_each_waiter_waited() {
     let mut client = cluster.locks(0).await;
     let holder = open_session(&mut client, 1, 30_000).await;
     let waiter = open_session(&mut client, 2, 30_000).await;
-    let token = try_lock(&mut client, holder, "timed", 1).await.expect("granted");
+    let token = try_lock(&mut client, holder, "timed", 1)
+        .await
+        .expect("granted");
     let mut queued_client = cluster.locks(0).await;
     let queued = tokio::spawn(async move {
         queued_client
@@ -419,10 +485,16 @@ async fn describe_shows_how_long_each_holder_held_and_each_waiter_waited() {
         .unwrap()
         .as_millis() as u64;
     let held = &lock.holders[0];
-    assert!(held.granted_at_ms > 0 && held.granted_at_ms <= now_ms, "{held:?}");
+    assert!(
+        held.granted_at_ms > 0 && held.granted_at_ms <= now_ms,
+        "{held:?}"
+    );
     assert!(held.held_for_ms >= 1_000, "{held:?}");
     assert_eq!(lock.waiters.len(), 1, "{lock:?}");
-    assert!(lock.waiters[0].queued_at_ms >= held.granted_at_ms, "{lock:?}");
+    assert!(
+        lock.waiters[0].queued_at_ms >= held.granted_at_ms,
+        "{lock:?}"
+    );
     release(&mut client, holder, "timed", token, 2).await;
     let answer = queued.await.expect("task").expect("acquire");
     assert!(granted(&answer));
@@ -454,7 +526,12 @@ async fn a_holder_proclaims_a_new_value_without_releasing() {
         .expect("acquire")
         .into_inner()
         .token;
-    let watch = watch_until(cluster.locks(0).await, "leader", pb::EventKind::ValueChanged).await;
+    let watch = watch_until(
+        cluster.locks(0).await,
+        "leader",
+        pb::EventKind::ValueChanged,
+    )
+    .await;
     client
         .set_value(pb::SetValueRequest {
             session_id: session,

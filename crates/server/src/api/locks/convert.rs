@@ -2,9 +2,7 @@
 
 use super::invalid_argument;
 use super::st;
-use fencelock_core::{
-    ClientId, LockMode, LockSpec, ReleaseReason, RequestId, Response, SessionId,
-};
+use fencelock_core::{ClientId, LockMode, LockSpec, ReleaseReason, RequestId, Response, SessionId};
 use fencelock_proto::v1 as pb;
 use tonic::Status;
 

@@ -581,9 +581,10 @@ impl Locks for LocksService {
                 Response::WaitCancelled => (SessionId(request.session_id), None),
                 Response::Queued { session } => {
                     match self.wait_for_grant(session, first, deadline).await? {
-                        WaitEnd::Granted(_) => {
-                            (session, Some(self.granted(session, seq, convenience, &specs)?))
-                        }
+                        WaitEnd::Granted(_) => (
+                            session,
+                            Some(self.granted(session, seq, convenience, &specs)?),
+                        ),
                         WaitEnd::TimedOut => (session, None),
                     }
                 }

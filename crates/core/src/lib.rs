@@ -56,6 +56,8 @@ mod apply;
 pub mod auth;
 mod compact;
 mod invariants;
+#[cfg(feature = "model-mutants")]
+pub mod mutants;
 mod state;
 mod types;
 mod validate;

@@ -247,6 +247,10 @@ impl LockRecord {
     /// and any lock-delay), of `weight` permits on a semaphore.
     pub(crate) fn admits(&self, mode: LockMode, weight: u32) -> bool {
         if let Some(permits) = self.permits {
+            #[cfg(feature = "model-mutants")]
+            if crate::mutants::active(crate::mutants::Mutant::SemaphoreCountsHolders) {
+                return 1 <= u64::from(permits).saturating_sub(count(self.holders.len()));
+            }
             return u64::from(weight) <= u64::from(permits).saturating_sub(self.permits_used());
         }
         match mode {

@@ -185,12 +185,14 @@ impl State {
     }
 
     /// Whether an acquire of `name` in `mode` would queue if it were applied now: the
-    /// lock has waiters, or holders that do not admit `mode`. A hint for scheduling the
+    /// lock is in a lock-delay, has waiters, or holders that do not admit `mode`. A hint for scheduling the
     /// write, never a decision (entries applied before it may change the answer).
     pub fn would_queue(&self, name: &str, mode: LockMode) -> bool {
-        self.locks
-            .get(name)
-            .is_some_and(|lock| !(lock.waiters.is_empty() && lock.admits(mode, 1)))
+        self.lock_delays.contains_key(name)
+            || self
+                .locks
+                .get(name)
+                .is_some_and(|lock| !(lock.waiters.is_empty() && lock.admits(mode, 1)))
     }
 
     /// Whether an `AcquireLocks` of `locks` would queue if it were applied now: a name

@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 
 use fencelock_core::{
-    ClientId, Command, EndReason, Error, Event, FencingToken, HolderView, LimitKind, Limits,
-    LockMode, LockView, ReleaseReason, RequestId, Response, SessionId, SessionView, State, Stats,
-    WaitPolicy, WaiterView,
+    ClientId, Command, EndReason, Error, Event, FencingToken, Grant, HolderView, LimitKind, Limits,
+    LockDelayView, LockMode, LockSpec, LockView, PrimitiveLimits, ReleaseReason, RequestId,
+    Response, SessionId, SessionView, State, Stats, WaitPolicy, WaiterView,
 };
 use proptest::prelude::*;
 
@@ -40,6 +40,33 @@ fn small_limits() -> Limits {
         min_ttl_ms: 10,
         max_ttl_ms: 100,
         max_expire_batch: 3,
+    }
+}
+
+/// Small enough that every primitive limit is reached.
+fn small_primitive_limits() -> PrimitiveLimits {
+    PrimitiveLimits {
+        max_lock_delay_ms: 3_000,
+        max_permits: 3,
+        max_locks_per_request: 3,
+        max_hold_count: 3,
+    }
+}
+
+fn primitive_limits_preset(preset: u8) -> PrimitiveLimits {
+    match preset % 4 {
+        0 => small_primitive_limits(),
+        1 => PrimitiveLimits {
+            max_lock_delay_ms: 0,
+            max_permits: 1,
+            max_locks_per_request: 1,
+            max_hold_count: 1,
+        },
+        2 => PrimitiveLimits::default(),
+        _ => PrimitiveLimits {
+            max_hold_count: 0,
+            ..small_primitive_limits()
+        },
     }
 }
 
@@ -100,6 +127,10 @@ struct ModelHolder {
     token: u64,
     mode: LockMode,
     value: Vec<u8>,
+    weight: u32,
+    hold_count: u32,
+    lock_delay_ms: u64,
+    granted_at_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +140,20 @@ struct ModelWaiter {
     mode: LockMode,
     value: Vec<u8>,
     seq: u64,
+    weight: u32,
+    lock_delay_ms: u64,
+    queued_at_ms: u64,
+    /// The names of its `AcquireLocks` (sorted); `None` for an `Acquire`.
+    group: Option<Vec<String>>,
+}
+
+/// A lock-delay in force.
+#[derive(Clone, Debug)]
+struct ModelDelay {
+    name: String,
+    token: u64,
+    delay_ms: u64,
+    started_at_ms: u64,
 }
 
 /// Everything in flat lists; a lock exists exactly when some holder or waiter names it.
@@ -124,6 +169,12 @@ struct Model {
     holders: Vec<ModelHolder>,
     /// In arrival order; a lock's queue is its waiters in this order.
     waiters: Vec<ModelWaiter>,
+    clock_ms: u64,
+    primitive_limits: PrimitiveLimits,
+    /// The semaphore limit each name got when it became known (stale for forgotten
+    /// names: read only for known ones).
+    permits: BTreeMap<String, Option<u32>>,
+    delays: Vec<ModelDelay>,
 }
 
 fn model_name_check(limits: &Limits, name: &str) -> Result<(), Error> {
@@ -148,6 +199,10 @@ impl Model {
             sessions: Vec::new(),
             holders: Vec::new(),
             waiters: Vec::new(),
+            clock_ms: 0,
+            primitive_limits: small_primitive_limits(),
+            permits: BTreeMap::new(),
+            delays: Vec::new(),
         }
     }
 
@@ -161,6 +216,7 @@ impl Model {
             .iter()
             .map(|h| h.name.clone())
             .chain(self.waiters.iter().map(|w| w.name.clone()))
+            .chain(self.delays.iter().map(|d| d.name.clone()))
             .collect();
         names.sort();
         names.dedup();
@@ -168,15 +224,48 @@ impl Model {
     }
 
     fn lock_exists(&self, name: &str) -> bool {
-        self.holders.iter().any(|h| h.name == name) || self.waiters.iter().any(|w| w.name == name)
+        self.holders.iter().any(|h| h.name == name)
+            || self.waiters.iter().any(|w| w.name == name)
+            || self.delayed(name)
     }
 
-    fn holders_admit(&self, name: &str, mode: LockMode) -> bool {
+    fn delayed(&self, name: &str) -> bool {
+        self.delays.iter().any(|d| d.name == name)
+    }
+
+    /// The semaphore limit of a known lock.
+    fn permits_of(&self, name: &str) -> Option<Option<u32>> {
+        self.lock_exists(name)
+            .then(|| self.permits.get(name).copied().flatten())
+    }
+
+    fn holders_admit(&self, name: &str, mode: LockMode, weight: u32) -> bool {
         let mut holders = self.holders.iter().filter(|h| h.name == name);
+        if let Some(Some(permits)) = self.permits_of(name) {
+            let used: u64 = holders.map(|h| u64::from(h.weight)).sum();
+            return used + u64::from(weight) <= u64::from(permits);
+        }
         match mode {
             LockMode::Exclusive => holders.next().is_none(),
             LockMode::Shared => holders.all(|h| h.mode == LockMode::Shared),
         }
+    }
+
+    /// The names to grant together if the head of `name`'s queue can be granted.
+    fn grantable_head(&self, name: &str) -> Option<Vec<String>> {
+        let head = self.waiters.iter().find(|w| w.name == name)?;
+        let names = head.group.clone().unwrap_or_else(|| vec![name.to_owned()]);
+        for other in &names {
+            let front = self.waiters.iter().find(|w| w.name == *other)?;
+            if self.delayed(other)
+                || front.session != head.session
+                || front.seq != head.seq
+                || !self.holders_admit(other, front.mode, front.weight)
+            {
+                return None;
+            }
+        }
+        Some(names)
     }
 
     fn mint(&mut self) -> Result<u64, Error> {
@@ -185,38 +274,61 @@ impl Model {
         Ok(self.last_token)
     }
 
-    /// Grants the head of `name`'s queue while it fits.
+    /// Grants the head of `name`'s queue while it can be granted, and the queues of the
+    /// names a multi-lock granted on the way shares.
     fn settle(&mut self, name: &str, events: &mut Vec<Event>) -> Result<(), Error> {
-        while let Some(index) = self.waiters.iter().position(|w| w.name == name) {
-            if !self.holders_admit(name, self.waiters[index].mode) {
-                break;
-            }
-            let waiter = self.waiters.remove(index);
-            let token = self.mint()?;
-            if let Some(session) = self.session_mut(waiter.session) {
-                for (seq, answer) in &mut session.answers {
-                    if *seq == waiter.seq {
-                        *answer = Ok(Response::Granted {
-                            session: waiter.session,
-                            token: FencingToken(token),
-                        });
+        let mut pending = std::collections::BTreeSet::from([name.to_owned()]);
+        while let Some(name) = pending.pop_first() {
+            while let Some(names) = self.grantable_head(&name) {
+                let mut grants = Vec::new();
+                let mut request = None;
+                for other in &names {
+                    let index = self.waiters.iter().position(|w| w.name == *other).unwrap();
+                    let waiter = self.waiters.remove(index);
+                    let token = self.mint()?;
+                    events.push(Event::Acquired {
+                        name: other.clone(),
+                        session: waiter.session,
+                        token: FencingToken(token),
+                        mode: waiter.mode,
+                        value: waiter.value.clone(),
+                    });
+                    grants.push(Grant {
+                        name: other.clone(),
+                        token: FencingToken(token),
+                        hold_count: 1,
+                    });
+                    request = Some((waiter.session, waiter.seq, waiter.group.is_some()));
+                    self.holders.push(ModelHolder {
+                        name: other.clone(),
+                        session: waiter.session,
+                        token,
+                        mode: waiter.mode,
+                        value: waiter.value,
+                        weight: waiter.weight,
+                        hold_count: 1,
+                        lock_delay_ms: waiter.lock_delay_ms,
+                        granted_at_ms: self.clock_ms,
+                    });
+                }
+                let (session, seq, locks_form) = request.unwrap();
+                let answer = if locks_form {
+                    Response::GrantedLocks { session, grants }
+                } else {
+                    Response::Granted {
+                        session,
+                        token: grants[0].token,
+                    }
+                };
+                if let Some(record) = self.session_mut(session) {
+                    for (s, a) in &mut record.answers {
+                        if *s == seq {
+                            *a = Ok(answer.clone());
+                        }
                     }
                 }
+                pending.extend(names.into_iter().filter(|other| *other != name));
             }
-            events.push(Event::Acquired {
-                name: name.to_owned(),
-                session: waiter.session,
-                token: FencingToken(token),
-                mode: waiter.mode,
-                value: waiter.value.clone(),
-            });
-            self.holders.push(ModelHolder {
-                name: name.to_owned(),
-                session: waiter.session,
-                token,
-                mode: waiter.mode,
-                value: waiter.value,
-            });
         }
         Ok(())
     }
@@ -246,8 +358,20 @@ impl Model {
                 mode,
                 wait,
                 value,
+            } => {
+                let specs = vec![LockSpec::new(name, mode)];
+                self.with_request(session, request, |m, events| {
+                    m.acquire_act(session, request.seq, specs, wait, value, false, events)
+                })
+            }
+            Command::AcquireLocks {
+                session,
+                request,
+                locks,
+                wait,
+                value,
             } => self.with_request(session, request, |m, events| {
-                m.acquire_act(session, request.seq, name, mode, wait, value, events)
+                m.acquire_act(session, request.seq, locks, wait, value, true, events)
             }),
             Command::Release {
                 session,
@@ -257,6 +381,15 @@ impl Model {
             } => self.with_request(session, request, |m, events| {
                 m.release_act(session, name, token, events)
             }),
+            Command::SetValue {
+                session,
+                request,
+                name,
+                token,
+                value,
+            } => self.with_request(session, request, |m, events| {
+                m.set_value_act(session, name, token, value, events)
+            }),
             Command::AcquireWithLease {
                 client_id,
                 ttl_ms,
@@ -264,51 +397,69 @@ impl Model {
                 mode,
                 wait,
                 value,
-            } => {
-                if ttl_ms < self.limits.min_ttl_ms || ttl_ms > self.limits.max_ttl_ms {
-                    return (Err(self.ttl_error(ttl_ms)), Vec::new());
-                }
-                if let Some(session) = self.sessions.iter().find(|s| s.client_id == client_id) {
-                    let id = session.id;
-                    let first = RequestId {
-                        seq: 1,
-                        first_unanswered_seq: 1,
-                    };
-                    return self.with_request(id, first, |m, events| {
-                        m.acquire_act(id, 1, name, mode, wait, value, events)
-                    });
-                }
-                let (result, events) = self.atomically(|m, events| {
-                    model_name_check(&m.limits, &name)?;
-                    if value.len() as u64 > m.limits.max_value_bytes {
-                        return Err(Error::ValueTooLarge {
-                            len: value.len(),
-                            max: m.limits.max_value_bytes as usize,
-                        });
-                    }
-                    let id = m.open_new(client_id, ttl_ms, events)?;
-                    let result = m.acquire_act(id, 1, name, mode, wait, value, events)?;
-                    if let Response::WouldBlock { .. } = result {
-                        // Reported as a refusal to drop the copy; turned back below.
-                        return Err(Error::NotWaiting("would block".to_owned()));
-                    }
-                    m.session_mut(id)
-                        .unwrap()
-                        .answers
-                        .push((1, Ok(result.clone())));
-                    Ok(result)
-                });
-                match result {
-                    Err(Error::NotWaiting(reason)) if reason == "would block" => (
-                        Ok(Response::WouldBlock {
-                            session: SessionId(0),
-                        }),
-                        Vec::new(),
-                    ),
-                    other => (other, events),
-                }
-            }
+            } => self.lease(
+                client_id,
+                ttl_ms,
+                vec![LockSpec::new(name, mode)],
+                wait,
+                value,
+                false,
+            ),
+            Command::AcquireLocksWithLease {
+                client_id,
+                ttl_ms,
+                locks,
+                wait,
+                value,
+            } => self.lease(client_id, ttl_ms, locks, wait, value, true),
             other => self.atomically(|m, events| m.step(other, events)),
+        }
+    }
+
+    fn lease(
+        &mut self,
+        client_id: ClientId,
+        ttl_ms: u64,
+        specs: Vec<LockSpec>,
+        wait: WaitPolicy,
+        value: Vec<u8>,
+        locks_form: bool,
+    ) -> (Result<Response, Error>, Vec<Event>) {
+        if ttl_ms < self.limits.min_ttl_ms || ttl_ms > self.limits.max_ttl_ms {
+            return (Err(self.ttl_error(ttl_ms)), Vec::new());
+        }
+        if let Some(session) = self.sessions.iter().find(|s| s.client_id == client_id) {
+            let id = session.id;
+            let first = RequestId {
+                seq: 1,
+                first_unanswered_seq: 1,
+            };
+            return self.with_request(id, first, |m, events| {
+                m.acquire_act(id, 1, specs, wait, value, locks_form, events)
+            });
+        }
+        let (result, events) = self.atomically(|m, events| {
+            let specs = m.check_request(specs, &value)?;
+            let id = m.open_new(client_id, ttl_ms, events)?;
+            let result = m.acquire_checked(id, 1, specs, wait, value, locks_form, events)?;
+            if let Response::WouldBlock { .. } = result {
+                // Reported as a refusal to drop the copy; turned back below.
+                return Err(Error::NotWaiting("would block".to_owned()));
+            }
+            m.session_mut(id)
+                .unwrap()
+                .answers
+                .push((1, Ok(result.clone())));
+            Ok(result)
+        });
+        match result {
+            Err(Error::NotWaiting(reason)) if reason == "would block" => (
+                Ok(Response::WouldBlock {
+                    session: SessionId(0),
+                }),
+                Vec::new(),
+            ),
+            other => (other, events),
         }
     }
 
@@ -390,78 +541,265 @@ impl Model {
         &mut self,
         session: SessionId,
         seq: u64,
-        name: String,
-        mode: LockMode,
+        specs: Vec<LockSpec>,
         wait: WaitPolicy,
         value: Vec<u8>,
+        locks_form: bool,
         events: &mut Vec<Event>,
     ) -> Result<Response, Error> {
-        model_name_check(&self.limits, &name)?;
+        let specs = self.check_request(specs, &value)?;
+        self.acquire_checked(session, seq, specs, wait, value, locks_form, events)
+    }
+
+    /// The checks of a request on its own; its specs in name order.
+    fn check_request(
+        &self,
+        mut specs: Vec<LockSpec>,
+        value: &[u8],
+    ) -> Result<Vec<LockSpec>, Error> {
+        let limits = &self.primitive_limits;
+        let invalid = || Err(Error::InvalidLockSpec(String::new()));
+        if specs.is_empty() {
+            return invalid();
+        }
+        if specs.len() as u64 > limits.max_locks_per_request {
+            return Err(Error::LimitReached(LimitKind::LocksPerRequest));
+        }
+        for spec in &specs {
+            model_name_check(&self.limits, &spec.name)?;
+        }
         if value.len() as u64 > self.limits.max_value_bytes {
             return Err(Error::ValueTooLarge {
                 len: value.len(),
                 max: self.limits.max_value_bytes as usize,
             });
         }
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        for i in 1..specs.len() {
+            if specs[i].name == specs[i - 1].name {
+                return invalid();
+            }
+        }
+        for spec in &specs {
+            let ok_weight = match spec.permits {
+                Some(n) => {
+                    n >= 1
+                        && n <= limits.max_permits
+                        && spec.mode == LockMode::Shared
+                        && spec.weight >= 1
+                        && spec.weight <= n
+                }
+                None => spec.weight == 1,
+            };
+            let ok_reentrant = !spec.reentrant
+                || (spec.mode == LockMode::Exclusive && spec.permits.is_none() && specs.len() == 1);
+            if !ok_weight || !ok_reentrant {
+                return invalid();
+            }
+            if spec.lock_delay_ms > limits.max_lock_delay_ms {
+                return Err(Error::LockDelayTooLong {
+                    asked_ms: spec.lock_delay_ms,
+                    max_ms: limits.max_lock_delay_ms,
+                });
+            }
+        }
+        Ok(specs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn acquire_checked(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        specs: Vec<LockSpec>,
+        wait: WaitPolicy,
+        value: Vec<u8>,
+        locks_form: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
         let mine = |s: SessionId| s == session;
-        if self
-            .holders
-            .iter()
-            .any(|h| h.name == name && mine(h.session))
-            || self
+        for spec in &specs {
+            if let Some(index) = self
+                .holders
+                .iter()
+                .position(|h| h.name == spec.name && mine(h.session))
+            {
+                if !spec.reentrant {
+                    return Err(Error::AlreadyHeldOrQueued(spec.name.clone()));
+                }
+                if self.holders[index].mode != LockMode::Exclusive {
+                    return Err(Error::InvalidLockSpec(String::new()));
+                }
+                if self.holders[index].hold_count >= self.primitive_limits.max_hold_count {
+                    return Err(Error::LimitReached(LimitKind::HoldCount));
+                }
+                let holder = &mut self.holders[index];
+                holder.hold_count += 1;
+                events.push(Event::HoldCountChanged {
+                    name: spec.name.clone(),
+                    session,
+                    token: FencingToken(holder.token),
+                    hold_count: holder.hold_count,
+                });
+                return Ok(Response::GrantedLocks {
+                    session,
+                    grants: vec![Grant {
+                        name: spec.name.clone(),
+                        token: FencingToken(holder.token),
+                        hold_count: holder.hold_count,
+                    }],
+                });
+            }
+            if self
                 .waiters
                 .iter()
-                .any(|w| w.name == name && mine(w.session))
-        {
-            return Err(Error::AlreadyHeldOrQueued(name));
+                .any(|w| w.name == spec.name && mine(w.session))
+            {
+                return Err(Error::AlreadyHeldOrQueued(spec.name.clone()));
+            }
+        }
+        for spec in &specs {
+            if let Some(limit) = self.permits_of(&spec.name)
+                && limit != spec.permits
+            {
+                return Err(Error::PermitsMismatch {
+                    name: spec.name.clone(),
+                    limit,
+                    asked: spec.permits,
+                });
+            }
+        }
+        let grantable = specs.iter().all(|spec| {
+            !self.delayed(&spec.name)
+                && !self.waiters.iter().any(|w| w.name == spec.name)
+                && self.holders_admit(&spec.name, spec.mode, spec.weight)
+        });
+        if !grantable && wait == WaitPolicy::NoWait {
+            return Ok(Response::WouldBlock { session });
         }
         let session_locks = self.holders.iter().filter(|h| mine(h.session)).count()
             + self.waiters.iter().filter(|w| mine(w.session)).count();
-        let queue_len = self.waiters.iter().filter(|w| w.name == name).count();
-        if queue_len == 0 && self.holders_admit(&name, mode) {
-            if session_locks as u64 >= self.limits.max_locks_per_session {
-                return Err(Error::LimitReached(LimitKind::LocksPerSession));
-            }
-            if !self.lock_exists(&name) && self.lock_names().len() as u64 >= self.limits.max_locks {
-                return Err(Error::LimitReached(LimitKind::Locks));
-            }
-            let token = self.mint()?;
-            events.push(Event::Acquired {
-                name: name.clone(),
-                session,
-                token: FencingToken(token),
-                mode,
-                value: value.clone(),
-            });
-            self.holders.push(ModelHolder {
-                name,
-                session,
-                token,
-                mode,
-                value,
-            });
-            return Ok(Response::Granted {
-                session,
-                token: FencingToken(token),
-            });
-        }
-        if wait == WaitPolicy::NoWait {
-            return Ok(Response::WouldBlock { session });
-        }
-        if session_locks as u64 >= self.limits.max_locks_per_session {
+        if (session_locks + specs.len()) as u64 > self.limits.max_locks_per_session {
             return Err(Error::LimitReached(LimitKind::LocksPerSession));
         }
-        if queue_len as u64 >= self.limits.max_waiters_per_lock {
-            return Err(Error::LimitReached(LimitKind::WaitersPerLock));
+        let new_locks = specs.iter().filter(|s| !self.lock_exists(&s.name)).count();
+        if new_locks > 0 && (self.lock_names().len() + new_locks) as u64 > self.limits.max_locks {
+            return Err(Error::LimitReached(LimitKind::Locks));
         }
-        self.waiters.push(ModelWaiter {
+        for spec in &specs {
+            if !self.lock_exists(&spec.name) {
+                self.permits.insert(spec.name.clone(), spec.permits);
+            }
+        }
+        if grantable {
+            let mut grants = Vec::new();
+            for spec in specs {
+                let token = self.mint()?;
+                events.push(Event::Acquired {
+                    name: spec.name.clone(),
+                    session,
+                    token: FencingToken(token),
+                    mode: spec.mode,
+                    value: value.clone(),
+                });
+                grants.push(Grant {
+                    name: spec.name.clone(),
+                    token: FencingToken(token),
+                    hold_count: 1,
+                });
+                self.holders.push(ModelHolder {
+                    name: spec.name,
+                    session,
+                    token,
+                    mode: spec.mode,
+                    value: value.clone(),
+                    weight: spec.weight,
+                    hold_count: 1,
+                    lock_delay_ms: spec.lock_delay_ms,
+                    granted_at_ms: self.clock_ms,
+                });
+            }
+            return Ok(if locks_form {
+                Response::GrantedLocks { session, grants }
+            } else {
+                Response::Granted {
+                    session,
+                    token: grants[0].token,
+                }
+            });
+        }
+        for spec in &specs {
+            let queue_len = self.waiters.iter().filter(|w| w.name == spec.name).count();
+            if queue_len as u64 >= self.limits.max_waiters_per_lock {
+                return Err(Error::LimitReached(LimitKind::WaitersPerLock));
+            }
+        }
+        let group: Option<Vec<String>> =
+            locks_form.then(|| specs.iter().map(|s| s.name.clone()).collect());
+        for spec in specs {
+            self.waiters.push(ModelWaiter {
+                name: spec.name,
+                session,
+                mode: spec.mode,
+                value: value.clone(),
+                seq,
+                weight: spec.weight,
+                lock_delay_ms: spec.lock_delay_ms,
+                queued_at_ms: self.clock_ms,
+                group: group.clone(),
+            });
+        }
+        Ok(Response::Queued { session })
+    }
+
+    fn set_value_act(
+        &mut self,
+        session: SessionId,
+        name: String,
+        token: FencingToken,
+        value: Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, Error> {
+        let index = self.held_index(session, &name, token)?;
+        if value.len() as u64 > self.limits.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: self.limits.max_value_bytes as usize,
+            });
+        }
+        self.holders[index].value = value.clone();
+        events.push(Event::ValueChanged {
             name,
             session,
-            mode,
+            token,
             value,
-            seq,
         });
-        Ok(Response::Queued { session })
+        Ok(Response::ValueSet)
+    }
+
+    fn held_index(
+        &self,
+        session: SessionId,
+        name: &str,
+        token: FencingToken,
+    ) -> Result<usize, Error> {
+        let Some(index) = self
+            .holders
+            .iter()
+            .position(|h| h.name == name && h.session == session)
+        else {
+            model_name_check(&self.limits, name)?;
+            return Err(Error::NotHeld(name.to_owned()));
+        };
+        let current = FencingToken(self.holders[index].token);
+        if current != token {
+            return Err(Error::StaleToken {
+                name: name.to_owned(),
+                given: token,
+                current,
+            });
+        }
+        Ok(index)
     }
 
     fn release_act(
@@ -471,21 +809,17 @@ impl Model {
         token: FencingToken,
         events: &mut Vec<Event>,
     ) -> Result<Response, Error> {
-        let Some(index) = self
-            .holders
-            .iter()
-            .position(|h| h.name == name && h.session == session)
-        else {
-            model_name_check(&self.limits, &name)?;
-            return Err(Error::NotHeld(name));
-        };
-        let current = FencingToken(self.holders[index].token);
-        if current != token {
-            return Err(Error::StaleToken {
+        let index = self.held_index(session, &name, token)?;
+        if self.holders[index].hold_count > 1 {
+            self.holders[index].hold_count -= 1;
+            let hold_count = self.holders[index].hold_count;
+            events.push(Event::HoldCountChanged {
                 name,
-                given: token,
-                current,
+                session,
+                token,
+                hold_count,
             });
+            return Ok(Response::StillHeld { hold_count });
         }
         self.holders.remove(index);
         events.push(Event::Released {
@@ -533,6 +867,20 @@ impl Model {
                 token: FencingToken(holder.token),
                 reason: release_reason,
             });
+            if reason != EndReason::Closed && holder.lock_delay_ms > 0 {
+                self.delays.retain(|d| d.name != holder.name);
+                self.delays.push(ModelDelay {
+                    name: holder.name.clone(),
+                    token: holder.token,
+                    delay_ms: holder.lock_delay_ms,
+                    started_at_ms: self.clock_ms,
+                });
+                events.push(Event::LockDelayStarted {
+                    name: holder.name.clone(),
+                    token: FencingToken(holder.token),
+                    delay_ms: holder.lock_delay_ms,
+                });
+            }
         }
         for name in &waits {
             events.push(Event::WaitCancelled {
@@ -563,13 +911,39 @@ impl Model {
             | Command::Once { .. } => {
                 unreachable!("the model does not generate auth commands")
             }
-            Command::AcquireLocks { .. }
-            | Command::AcquireLocksWithLease { .. }
-            | Command::WallClock { .. }
-            | Command::EndLockDelay { .. }
-            | Command::SetValue { .. }
-            | Command::SetPrimitiveLimits(_) => {
-                unreachable!("not generated yet")
+            Command::WallClock { unix_ms } => {
+                self.clock_ms = self.clock_ms.max(unix_ms);
+                Ok(Response::ClockSet {
+                    unix_ms: self.clock_ms,
+                })
+            }
+            Command::EndLockDelay { name, token } => {
+                if !self
+                    .delays
+                    .iter()
+                    .any(|d| d.name == name && FencingToken(d.token) == token)
+                {
+                    model_name_check(&self.limits, &name)?;
+                    return Ok(Response::LockDelayEnded { ended: false });
+                }
+                self.delays.retain(|d| d.name != name);
+                events.push(Event::LockDelayEnded {
+                    name: name.clone(),
+                    token,
+                });
+                self.settle(&name, events)?;
+                Ok(Response::LockDelayEnded { ended: true })
+            }
+            Command::SetPrimitiveLimits(limits) => {
+                if limits.max_permits == 0
+                    || limits.max_locks_per_request == 0
+                    || limits.max_hold_count == 0
+                    || limits.max_lock_delay_ms > PrimitiveLimits::LOCK_DELAY_CEILING_MS
+                {
+                    return Err(Error::InvalidLimits(String::new()));
+                }
+                self.primitive_limits = limits;
+                Ok(Response::PrimitiveLimitsSet)
             }
             Command::OpenSession { client_id, ttl_ms } => {
                 if ttl_ms < self.limits.min_ttl_ms || ttl_ms > self.limits.max_ttl_ms {
@@ -628,17 +1002,31 @@ impl Model {
                     return Err(Error::NotWaiting(name));
                 };
                 let waiter = self.waiters.remove(index);
+                events.push(Event::WaitCancelled {
+                    name: name.clone(),
+                    session,
+                });
+                let group = waiter.group.clone().unwrap_or_default();
+                for other in &group {
+                    if *other != name {
+                        self.waiters
+                            .retain(|w| !(w.name == *other && w.session == session));
+                        events.push(Event::WaitCancelled {
+                            name: other.clone(),
+                            session,
+                        });
+                    }
+                }
                 let record = self.session_mut(session).unwrap();
                 for (seq, answer) in &mut record.answers {
                     if *seq == waiter.seq {
                         *answer = Ok(Response::WaitCancelled);
                     }
                 }
-                events.push(Event::WaitCancelled {
-                    name: name.clone(),
-                    session,
-                });
                 self.settle(&name, events)?;
+                for other in &group {
+                    self.settle(other, events)?;
+                }
                 Ok(Response::WaitCancelled)
             }
             Command::RevokeSession { session } => {
@@ -701,7 +1089,10 @@ impl Model {
             }
             Command::Acquire { .. }
             | Command::Release { .. }
-            | Command::AcquireWithLease { .. } => {
+            | Command::AcquireWithLease { .. }
+            | Command::AcquireLocks { .. }
+            | Command::AcquireLocksWithLease { .. }
+            | Command::SetValue { .. } => {
                 unreachable!("handled in apply")
             }
         }
@@ -765,10 +1156,10 @@ impl Model {
                     .find(|s| s.id == h.session)
                     .unwrap()
                     .client_id,
-                granted_at_ms: 0,
-                weight: 1,
-                hold_count: 1,
-                lock_delay_ms: 0,
+                granted_at_ms: h.granted_at_ms,
+                weight: h.weight,
+                hold_count: h.hold_count,
+                lock_delay_ms: h.lock_delay_ms,
             })
             .collect();
         holders.sort_by_key(|h| h.token);
@@ -779,19 +1170,27 @@ impl Model {
             .map(|w| WaiterView {
                 session: w.session,
                 mode: w.mode,
-                queued_at_ms: 0,
-                weight: 1,
-                names: Vec::new(),
+                queued_at_ms: w.queued_at_ms,
+                weight: w.weight,
+                names: w.group.clone().unwrap_or_default(),
             })
             .collect();
-        let permits_used = holders.len() as u64;
+        let permits_used = holders.iter().map(|h| u64::from(h.weight)).sum();
         Some(LockView {
             name: name.to_owned(),
             holders,
             waiters,
-            permits: None,
+            permits: self.permits_of(name).flatten(),
             permits_used,
-            delay: None,
+            delay: self
+                .delays
+                .iter()
+                .find(|d| d.name == name)
+                .map(|d| LockDelayView {
+                    token: FencingToken(d.token),
+                    delay_ms: d.delay_ms,
+                    started_at_ms: d.started_at_ms,
+                }),
         })
     }
 
@@ -880,6 +1279,84 @@ enum Op {
     SetLimits {
         preset: u8,
     },
+    Locks {
+        who: Who,
+        req: Req,
+        specs: Vec<(u8, u8)>,
+        queue: bool,
+        value_len: u8,
+    },
+    LocksLease {
+        client: u8,
+        ttl: u8,
+        specs: Vec<(u8, u8)>,
+        queue: bool,
+    },
+    Clock {
+        seconds: u8,
+    },
+    EndDelay {
+        name: u8,
+        exact: bool,
+    },
+    SetValue {
+        who: Who,
+        req: Req,
+        name: u8,
+        token: TokenPick,
+        value_len: u8,
+    },
+    SetPrimitiveLimits {
+        preset: u8,
+    },
+}
+
+/// The spec of kind `kind` on `name`: mostly valid ones (plain, semaphores of 2 and 3
+/// permits and weights, reentrant, with a lock-delay), some invalid.
+fn spec_of(name: String, kind: u8) -> LockSpec {
+    let plain = |mode| LockSpec::new(name.clone(), mode);
+    let sem = |permits, weight| LockSpec {
+        weight,
+        ..LockSpec::semaphore(name.clone(), permits)
+    };
+    match kind % 12 {
+        0 => plain(LockMode::Exclusive),
+        1 => plain(LockMode::Shared),
+        2 => sem(2, 1),
+        3 => sem(2, 2),
+        4 => sem(3, 1),
+        5 => LockSpec {
+            reentrant: true,
+            ..plain(LockMode::Exclusive)
+        },
+        6 => LockSpec {
+            lock_delay_ms: 1_000,
+            ..plain(LockMode::Exclusive)
+        },
+        7 => LockSpec {
+            lock_delay_ms: 2_000,
+            ..sem(2, 1)
+        },
+        8 => sem(2, 0),
+        9 => LockSpec {
+            lock_delay_ms: 5_000,
+            ..plain(LockMode::Exclusive)
+        },
+        10 => sem(4, 1),
+        _ => LockSpec {
+            reentrant: true,
+            ..plain(LockMode::Shared)
+        },
+    }
+}
+
+fn specs() -> impl Strategy<Value = Vec<(u8, u8)>> {
+    let kind = prop_oneof![20 => 0u8..8, 8 => Just(5u8), 1 => 8u8..12];
+    prop_oneof![
+        6 => prop::collection::vec((name(), kind.clone()), 1..=1),
+        4 => prop::collection::vec((name(), kind.clone()), 2..=3),
+        1 => prop::collection::vec((name(), kind), 0..=4),
+    ]
 }
 
 fn who() -> impl Strategy<Value = Who> {
@@ -928,6 +1405,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => name().prop_map(|name| Op::Force { name }),
         1 => who().prop_map(|who| Op::Revoke { who }),
         1 => any::<u8>().prop_map(|preset| Op::SetLimits { preset }),
+        8 => (who(), req(), specs(), prop::bool::weighted(0.7), 0u8..6).prop_map(
+            |(who, req, specs, queue, value_len)| Op::Locks { who, req, specs, queue, value_len }
+        ),
+        2 => (0..CLIENTS, 0u8..5, specs(), any::<bool>()).prop_map(
+            |(client, ttl, specs, queue)| Op::LocksLease { client, ttl, specs, queue }
+        ),
+        2 => any::<u8>().prop_map(|seconds| Op::Clock { seconds }),
+        2 => (name(), prop::bool::weighted(0.8)).prop_map(|(name, exact)| Op::EndDelay { name, exact }),
+        2 => (who(), req(), name(), token_pick(), 0u8..6).prop_map(
+            |(who, req, name, token, value_len)| Op::SetValue { who, req, name, token, value_len }
+        ),
+        1 => any::<u8>().prop_map(|preset| Op::SetPrimitiveLimits { preset }),
     ]
 }
 
@@ -1070,6 +1559,81 @@ fn to_command(op: &Op, model: &Model, clients: &mut Clients) -> Command {
             session: resolve_who(model, who),
         },
         Op::SetLimits { preset } => Command::SetLimits(limits_preset(*preset)),
+        Op::Locks {
+            who,
+            req,
+            specs,
+            queue,
+            value_len,
+        } => {
+            let session = resolve_who(model, who);
+            Command::AcquireLocks {
+                session,
+                request: clients.request(session, req),
+                locks: specs
+                    .iter()
+                    .map(|&(name, kind)| spec_of(name_of(name), kind))
+                    .collect(),
+                wait: wait_of(*queue),
+                value: vec![*value_len; usize::from(*value_len)],
+            }
+        }
+        Op::LocksLease {
+            client,
+            ttl,
+            specs,
+            queue,
+        } => Command::AcquireLocksWithLease {
+            client_id: ClientId(u128::from(*client)),
+            ttl_ms: TTLS[usize::from(*ttl)],
+            locks: specs
+                .iter()
+                .map(|&(name, kind)| spec_of(name_of(name), kind))
+                .collect(),
+            wait: wait_of(*queue),
+            value: Vec::new(),
+        },
+        Op::Clock { seconds } => Command::WallClock {
+            unix_ms: 1_000 * u64::from(*seconds),
+        },
+        Op::EndDelay { name, exact } => {
+            let name = name_of(*name);
+            let delay = model.delays.iter().find(|d| d.name == name);
+            let token = match delay {
+                Some(delay) if *exact => delay.token,
+                _ => model.last_token,
+            };
+            Command::EndLockDelay {
+                name,
+                token: FencingToken(token),
+            }
+        }
+        Op::SetValue {
+            who,
+            req,
+            name,
+            token,
+            value_len,
+        } => {
+            let session = resolve_who(model, who);
+            let name = name_of(*name);
+            let current = model.token_of(session, &name).unwrap_or(model.last_token);
+            let token = match *token {
+                TokenPick::Current => current,
+                TokenPick::Off(delta) => current.wrapping_add_signed(i64::from(delta)),
+                TokenPick::Raw(raw) => u64::from(raw),
+            };
+            Command::SetValue {
+                session,
+                request: clients.request(session, req),
+                name,
+                token: FencingToken(token),
+                value: vec![*value_len; usize::from(*value_len)],
+            }
+        }
+        Op::SetPrimitiveLimits { preset } => {
+            Command::SetPrimitiveLimits(primitive_limits_preset(*preset))
+        }
     }
 }
 
@@ -1081,6 +1645,7 @@ fn normalize(result: &Result<Response, Error>) -> Result<Response, Error> {
     match result {
         Err(Error::InvalidName(_)) => Err(Error::InvalidName(String::new())),
         Err(Error::InvalidLimits(_)) => Err(Error::InvalidLimits(String::new())),
+        Err(Error::InvalidLockSpec(_)) => Err(Error::InvalidLockSpec(String::new())),
         other => other.clone(),
     }
 }
@@ -1090,6 +1655,8 @@ fn normalize(result: &Result<Response, Error>) -> Result<Response, Error> {
 struct Observed {
     stats: Stats,
     limits: Limits,
+    primitive_limits: PrimitiveLimits,
+    clock_ms: u64,
     sessions: Vec<(SessionId, u64)>,
     session_views: Vec<Option<SessionView>>,
     lock_views: Vec<Option<LockView>>,
@@ -1099,6 +1666,8 @@ fn observe(state: &State) -> Observed {
     Observed {
         stats: state.stats(),
         limits: state.limits().clone(),
+        primitive_limits: state.primitive_limits().clone(),
+        clock_ms: state.clock_ms(),
         sessions: state.sessions().collect(),
         session_views: (0..16).map(|id| state.session(SessionId(id))).collect(),
         lock_views: NAMES.iter().map(|name| state.lock(name)).collect(),
@@ -1109,6 +1678,8 @@ fn observe_model(model: &Model) -> Observed {
     Observed {
         stats: model.stats(),
         limits: model.limits.clone(),
+        primitive_limits: model.primitive_limits.clone(),
+        clock_ms: model.clock_ms,
         sessions: model.sessions.iter().map(|s| (s.id, s.ttl_ms)).collect(),
         session_views: (0..16)
             .map(|id| model.session_view(SessionId(id)))
@@ -1168,10 +1739,14 @@ fn check_listing(state: &State, model: &Model, step: usize) -> Result<(), TestCa
 
 fn initial(near_exhaustion: Option<u8>) -> (State, Model) {
     let last_token = near_exhaustion.map_or(0, |left| u64::MAX - u64::from(left));
-    (
-        State::starting_after(small_limits(), FencingToken(last_token)),
-        Model::new(small_limits(), last_token),
-    )
+    let mut state = State::starting_after(small_limits(), FencingToken(last_token));
+    state
+        .apply(
+            Command::SetPrimitiveLimits(small_primitive_limits()),
+            &mut Vec::new(),
+        )
+        .unwrap();
+    (state, Model::new(small_limits(), last_token))
 }
 
 /// A short name for what a step did, to check that the generator reaches everything.
@@ -1207,6 +1782,29 @@ fn run_against_model(
         let result = state.apply(command.clone(), &mut events);
         let (expected, expected_events) = model.apply(command.clone());
         outcomes.insert(outcome(&result));
+        for event in &events {
+            outcomes.insert(
+                format!("{event:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        let handed_on: Vec<SessionId> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Acquired { session, .. } => Some(*session),
+                _ => None,
+            })
+            .collect();
+        let is_acquire = matches!(
+            command,
+            Command::AcquireLocks { .. } | Command::AcquireLocksWithLease { .. }
+        );
+        if !is_acquire && handed_on.windows(2).any(|pair| pair[0] == pair[1]) {
+            outcomes.insert("multi-lock granted from its queues".to_owned());
+        }
         check_queue_hint(queue_hint, &state, &command, &result, &events)?;
 
         prop_assert_eq!(
@@ -1268,6 +1866,17 @@ fn queue_hint(state: &State, command: &Command) -> Option<(bool, bool)> {
                 .is_some_and(|view| view.waiting.contains(name));
             Some((state.would_queue(name, *mode), waiting))
         }
+        Command::AcquireLocks {
+            session,
+            locks,
+            wait: WaitPolicy::Queue,
+            ..
+        } if !locks.is_empty() => {
+            let waiting = state
+                .session(*session)
+                .is_some_and(|view| locks.iter().any(|spec| view.waiting.contains(&spec.name)));
+            Some((state.would_queue_locks(locks), waiting))
+        }
         _ => None,
     }
 }
@@ -1281,10 +1890,13 @@ fn check_queue_hint(
     result: &Result<Response, Error>,
     events: &[Event],
 ) -> Result<(), TestCaseError> {
-    let (Some((would_queue, was_waiting)), Command::Acquire { session, name, .. }) =
-        (hint, command)
-    else {
+    let Some((would_queue, was_waiting)) = hint else {
         return Ok(());
+    };
+    let (session, name) = match command {
+        Command::Acquire { session, name, .. } => (session, name),
+        Command::AcquireLocks { session, locks, .. } => (session, &locks[0].name),
+        _ => return Ok(()),
     };
     let granted = events.iter().any(|event| {
         matches!(event, Event::Acquired { session: s, name: n, .. } if s == session && n == name)
@@ -1417,6 +2029,22 @@ fn the_generator_reaches_every_outcome() {
         "Err::RequestTooOld",
         "Err::TokenOverflow",
         "Err::InvalidLimits",
+        "Ok::GrantedLocks",
+        "Ok::StillHeld",
+        "Ok::ClockSet",
+        "Ok::LockDelayEnded",
+        "Ok::ValueSet",
+        "Ok::PrimitiveLimitsSet",
+        "Err::PermitsMismatch",
+        "Err::InvalidLockSpec",
+        "Err::LockDelayTooLong",
+        "Err::LimitReached::LocksPerRequest",
+        "Err::LimitReached::HoldCount",
+        "LockDelayStarted",
+        "LockDelayEnded",
+        "HoldCountChanged",
+        "ValueChanged",
+        "multi-lock granted from its queues",
     ];
     let missing: Vec<&str> = expected
         .into_iter()

@@ -3,8 +3,14 @@
 //! ordinary tests (`cargo nextest run -p fencelock-model`, a few seconds in a debug
 //! build).
 //!
-//! # Two models
+//! # Three models
 //!
+//! * [`primitives::PrimitivesModel`]: **the newer primitives** of the real state machine
+//!   (a weighted counting semaphore, crossing atomic multi-locks, a reentrant lock, a
+//!   lock-delay) with 2–3 clients and a leader: no deadlock, FIFO without barging, never
+//!   more permits than the limit, multi-locks all or nothing, no grant during a delay,
+//!   hold counts; each rule has a mutant (core's test-only `model-mutants` feature) that
+//!   `tests/primitives_mutants.rs` requires the checker to refute.
 //! * [`locks::LockModel`]: **the real state machine** ([`fencelock_core::State::apply`],
 //!   `crates/core/src/apply.rs`) driven by 2–3 clients and a leader over 1–3 lock names,
 //!   every interleaving up to a depth bound. Actions: open (and re-open) a session,
@@ -65,6 +71,7 @@
 pub mod hashed;
 pub mod lease;
 pub mod locks;
+pub mod primitives;
 
 use std::time::{Duration, Instant};
 

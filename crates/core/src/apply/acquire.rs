@@ -16,6 +16,8 @@ use crate::types::{
 };
 use crate::validate::{validate_name, validate_ttl, validate_value};
 
+use super::settle::{Mutant, mutant};
+
 /// Which command asked, which decides the form of the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Form {
@@ -170,12 +172,7 @@ impl State {
                 });
             }
         }
-        let grantable = request.specs.iter().all(|spec| {
-            !self.lock_delays.contains_key(spec.name.as_str())
-                && self.locks.get(spec.name.as_str()).is_none_or(|lock| {
-                    lock.waiters.is_empty() && lock.admits(spec.mode, spec.weight)
-                })
-        });
+        let grantable = request.specs.iter().all(|spec| self.grantable_now(spec));
         if !grantable && request.wait == WaitPolicy::NoWait {
             return Ok(Plan::WouldBlock);
         }
@@ -208,6 +205,16 @@ impl State {
             }
         }
         Ok(Plan::Queue)
+    }
+
+    /// Whether `spec` alone could be granted now: its name is in no lock-delay, has an
+    /// empty queue, and holders that admit it.
+    fn grantable_now(&self, spec: &LockSpec) -> bool {
+        (!self.lock_delays.contains_key(spec.name.as_str()) || mutant(Mutant::GrantDuringDelay))
+            && self.locks.get(spec.name.as_str()).is_none_or(|lock| {
+                (lock.waiters.is_empty() || mutant(Mutant::BargePastQueue))
+                    && lock.admits(spec.mode, spec.weight)
+            })
     }
 
     /// A spec of a lock the session holds (with `token`): one hold more if it is
@@ -245,6 +252,20 @@ impl State {
             Plan::Grant => self.grant_request(session, request, events),
             Plan::Reenter => self.reenter(session, &request.specs[0], events),
             Plan::WouldBlock => Response::WouldBlock { session },
+            Plan::Queue if request.specs.len() > 1 && mutant(Mutant::MultiLockTakesWhatIsFree) => {
+                let (free, rest): (Vec<LockSpec>, Vec<LockSpec>) = request
+                    .specs
+                    .into_iter()
+                    .partition(|spec| self.grantable_now(spec));
+                let part = |specs| LockRequest {
+                    specs,
+                    wait: request.wait,
+                    value: request.value.clone(),
+                    form: request.form,
+                };
+                self.grant_request(session, part(free), events);
+                self.queue_request(session, seq, part(rest))
+            }
             Plan::Queue => self.queue_request(session, seq, request),
         }
     }

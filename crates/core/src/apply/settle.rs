@@ -15,10 +15,27 @@
 
 use std::collections::BTreeSet;
 
+#[cfg(feature = "model-mutants")]
+pub(super) use crate::mutants::{Mutant, active as mutant};
 use crate::state::Dedup;
 use crate::state::{Holder, LockDelay, Name, State};
 use crate::types::{Error, Event, FencingToken, Grant, RequestId, Response, SessionId};
 use crate::validate::{validate_name, validate_value};
+
+/// The faults of `crate::mutants`, none without the feature.
+#[cfg(not(feature = "model-mutants"))]
+#[derive(Clone, Copy)]
+pub(super) enum Mutant {
+    GrantDuringDelay,
+    MultiLockTakesWhatIsFree,
+    BargePastQueue,
+}
+
+/// Whether a fault is on: never, without the feature.
+#[cfg(not(feature = "model-mutants"))]
+pub(super) fn mutant(_: Mutant) -> bool {
+    false
+}
 
 impl State {
     /// Grants the queue heads of lock `name` while they can be granted (consecutive
@@ -61,7 +78,7 @@ impl State {
             None => vec![Name::clone(key)],
         };
         for other in &names {
-            if self.lock_delays.contains_key(other) {
+            if self.lock_delays.contains_key(other) && !mutant(Mutant::GrantDuringDelay) {
                 return None;
             }
             let lock = self.locks.get(other)?;

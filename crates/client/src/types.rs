@@ -229,9 +229,7 @@ pub struct LockDelay {
     /// About how much is left, by the answering node's clock (the leader times it, and
     /// a new leader restarts it in full, so it may last longer).
     pub remaining: Duration,
-    /// The session whose grant's loss started it.
-    pub session_id: SessionId,
-    /// That grant's token.
+    /// The token of the grant whose loss started it.
     pub token: FencingToken,
 }
 
@@ -308,7 +306,6 @@ impl LockInfo {
                 delay: Duration::from_millis(d.delay_ms),
                 started_at: wall_time(d.started_at_ms),
                 remaining: Duration::from_millis(d.remaining_ms),
-                session_id: SessionId(d.session_id),
                 token: FencingToken(d.token),
             }),
         }

@@ -100,14 +100,12 @@ pub enum WatchEvent {
         /// The log index of the change.
         revision: u64,
     },
-    /// A lock-delay started: the grant of `session_id` with `token` ended by expiry or
-    /// revocation and had asked for `delay`; nobody is granted the lock until
+    /// A lock-delay started: the grant with `token` ended by expiry or revocation and
+    /// had asked for `delay`; nobody is granted the lock until
     /// [`WatchEvent::LockDelayEnded`].
     LockDelayStarted {
         /// The lock.
         name: String,
-        /// The former holder.
-        session_id: SessionId,
         /// The ended grant's token.
         token: FencingToken,
         /// The delay's length.
@@ -241,7 +239,6 @@ impl WatchEvent {
             },
             Ok(pb::EventKind::LockDelayStarted) => WatchEvent::LockDelayStarted {
                 name,
-                session_id,
                 token,
                 delay: std::time::Duration::from_millis(event.lock_delay_ms),
                 revision,

@@ -110,7 +110,6 @@ pub fn lock_delay_json(delay: &LockDelay) -> Value {
         "delay_ms": millis(delay.delay),
         "started_at_ms": unix_ms(delay.started_at),
         "remaining_ms": millis(delay.remaining),
-        "session": delay.session_id.0,
         "token": delay.token.0,
     })
 }
@@ -180,9 +179,8 @@ pub fn description_text(name: &str, description: &Description) -> String {
         if let Some(delay) = &lock.lock_delay {
             let _ = writeln!(
                 out,
-                "delay:    lock-delay of {} after session {} (token {}) lost it: granted to nobody for about {} more",
+                "delay:    lock-delay of {} after the grant with token {} was lost: granted to nobody for about {} more",
                 span_text(delay.delay),
-                delay.session_id,
                 delay.token,
                 span_text(delay.remaining)
             );
@@ -357,14 +355,12 @@ pub fn event_json(event: &WatchEvent) -> Value {
         WatchEvent::Resync { revision } => json!({ "event": "resync", "revision": revision }),
         WatchEvent::LockDelayStarted {
             name,
-            session_id,
             token,
             delay,
             revision,
         } => json!({
             "event": "lock_delay_started",
             "name": name,
-            "session": session_id.0,
             "token": token.0,
             "delay_ms": millis(*delay),
             "revision": revision,
@@ -417,9 +413,10 @@ fn event_session(event: &WatchEvent) -> Option<u64> {
         | WatchEvent::Forced { session_id, .. }
         | WatchEvent::SessionClosed { session_id, .. }
         | WatchEvent::Revoked { session_id, .. }
-        | WatchEvent::LockDelayStarted { session_id, .. }
         | WatchEvent::ValueChanged { session_id, .. } => Some(session_id.0),
-        WatchEvent::LockDelayEnded { .. } | WatchEvent::Resync { .. } => None,
+        WatchEvent::LockDelayStarted { .. }
+        | WatchEvent::LockDelayEnded { .. }
+        | WatchEvent::Resync { .. } => None,
     }
 }
 
@@ -450,12 +447,11 @@ pub fn event_text(event: &WatchEvent) -> String {
         }
         WatchEvent::LockDelayStarted {
             name,
-            session_id,
             token,
             delay,
             revision,
         } => format!(
-            "rev {revision:<8} {:<14} {name}  session={session_id} token={token} delay={}",
+            "rev {revision:<8} {:<14} {name}  token={token} delay={}",
             "delay_started",
             span_text(*delay)
         ),

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use fencelock_client::election::{Election, leader};
+use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphore_permits_are_counted_and_another_limit_is_a_typed_error() {
@@ -167,10 +168,29 @@ async fn a_leader_proclaims_a_new_value_without_resigning() {
     let session = client.session(Duration::from_secs(30)).await.unwrap();
     let election = Election::new(&session, "elections/db");
     let leadership = election.campaign("10.0.0.1:5432").await.unwrap();
+    let mut watch = client.watch("elections/db");
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+    assert!(
+        matches!(first, Ok(Some(Ok(WatchEvent::Resync { .. })))),
+        "{first:?}"
+    );
     leadership
         .proclaim("10.0.0.2:5432")
         .await
         .expect("proclaim");
+    let changed = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream is open")
+        .expect("an event");
+    assert!(
+        matches!(
+            &changed,
+            WatchEvent::ValueChanged { token, value, .. }
+                if *token == leadership.token() && value == b"10.0.0.2:5432"
+        ),
+        "{changed:?}"
+    );
     let now = leader(&client, "elections/db")
         .await
         .unwrap()

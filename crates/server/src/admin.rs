@@ -766,6 +766,42 @@ mod tests {
         assert_eq!(get(server.addr, "/health").await.0, 200);
     }
 
+    #[test]
+    fn the_page_lists_the_longest_held_locks_and_the_delays_in_force() {
+        let now_ms = 1_800_000_000_000;
+        let locks = LocksOverview {
+            longest_held: vec![LockSummary {
+                name: "jobs/<stuck>".into(),
+                holders: vec![(
+                    fencelock_core::SessionId(7),
+                    fencelock_core::FencingToken(42),
+                )],
+                waiters: 3,
+                held_since_ms: Some(now_ms - 192_000),
+            }],
+            lock_delays: vec![DelayInForce {
+                name: "printers/3".into(),
+                delay_ms: 10_000,
+                started_at_ms: now_ms - 4_000,
+                token: 41,
+            }],
+            now_ms,
+            ..LocksOverview::default()
+        };
+        let page = render_page(&leader_status(), &locks, &[]);
+        assert!(page.contains("<h2>longest-held locks</h2>"), "{page}");
+        assert!(
+            page.contains(
+                "<td>jobs/&lt;stuck&gt;</td><td>3m12s</td><td>session 7 token 42</td><td>3</td>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>printers/3</td><td>about 6s of 10s</td><td>41</td>"),
+            "{page}"
+        );
+    }
+
     #[tokio::test]
     async fn status_metrics_and_page() {
         let mut status = leader_status();

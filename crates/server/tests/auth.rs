@@ -945,7 +945,8 @@ async fn admin_mutations_retried_with_their_request_id_act_once() {
 // Snapshots written before the auth revision and the remembered answers existed.
 
 /// A snapshot of format version 1 (the state without its two newest fields) still loads,
-/// with those fields empty; the same payload under versions 2 and 3 is refused.
+/// with those fields empty; the same payload under versions 2 and 3 is refused. The same
+/// for a snapshot of format version 2 (before the newer primitives' fields).
 #[test]
 fn snapshots_of_format_version_1_still_load() {
     use fencelock_server::store::snapshot;
@@ -974,8 +975,9 @@ fn snapshots_of_format_version_1_still_load() {
     // Version 2 appends the auth revision (0) and the remembered answers (an empty map
     // and an empty queue): one byte each.
     let header = snapshot::PAYLOAD_OFFSET as usize;
-    let payload = &current[header..current.len() - v3_tail - 3];
-    let with_header = |version: u8| {
+    let v2_payload = &current[header..current.len() - v3_tail];
+    let payload = &v2_payload[..v2_payload.len() - 3];
+    let with_header_of = |payload: &[u8], version: u8| {
         let mut bytes = current[..header].to_vec();
         bytes[4] = version;
         bytes[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -983,9 +985,13 @@ fn snapshots_of_format_version_1_still_load() {
         bytes.extend_from_slice(payload);
         bytes
     };
+    let with_header = |version: u8| with_header_of(payload, version);
     let old = snapshot::decode(&with_header(1)).expect("version 1 loads");
     assert_eq!(old.state, state);
     assert_eq!(old.state.auth_revision(), 0);
     assert!(snapshot::decode(&with_header(2)).is_err());
     assert!(snapshot::decode(&with_header(3)).is_err());
+    let v2 = snapshot::decode(&with_header_of(v2_payload, 2)).expect("version 2 loads");
+    assert_eq!(v2.state, state);
+    assert!(snapshot::decode(&with_header_of(v2_payload, 3)).is_err());
 }

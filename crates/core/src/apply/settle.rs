@@ -49,9 +49,16 @@ impl State {
     /// [`Error::TokenOverflow`], possibly after changing things: call inside
     /// [`State::transact`] only.
     pub(super) fn settle_lock(&mut self, name: &str, events: &mut Vec<Event>) -> Result<(), Error> {
-        let Some((key, _)) = self.locks.get_key_value(name) else {
+        let Some((key, lock)) = self.locks.get_key_value(name) else {
             return Ok(());
         };
+        // The common case, a release with nobody waiting: no work list.
+        if lock.waiters.is_empty() {
+            if lock.is_idle() && !self.lock_delays.contains_key(name) {
+                self.locks.remove(name);
+            }
+            return Ok(());
+        }
         let mut pending = BTreeSet::from([Name::clone(key)]);
         while let Some(name) = pending.pop_first() {
             while let Some(names) = self.grantable_head(&name) {

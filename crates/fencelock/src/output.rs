@@ -619,6 +619,40 @@ mod tests {
     }
 
     #[test]
+    fn delay_and_value_events_print_as_json_and_text() {
+        use fencelock_client::{FencingToken, SessionId};
+        let started = WatchEvent::LockDelayStarted {
+            name: "printers/3".into(),
+            token: FencingToken(41),
+            delay: Duration::from_secs(10),
+            revision: 9,
+        };
+        assert_eq!(
+            event_json(&started),
+            json!({
+                "event": "lock_delay_started", "name": "printers/3", "token": 41,
+                "delay_ms": 10_000, "revision": 9,
+            })
+        );
+        assert!(event_text(&started).contains("delay_started  printers/3  token=41 delay=10s"));
+        let ended = WatchEvent::LockDelayEnded {
+            name: "printers/3".into(),
+            revision: 12,
+        };
+        assert_eq!(event_json(&ended)["event"], "lock_delay_ended");
+        assert_eq!(event_json(&ended)["token"], serde_json::Value::Null);
+        let changed = WatchEvent::ValueChanged {
+            name: "elections/db".into(),
+            session_id: SessionId(7),
+            token: FencingToken(42),
+            value: b"10.0.0.2".to_vec(),
+            revision: 13,
+        };
+        assert_eq!(event_json(&changed)["value"], "10.0.0.2");
+        assert!(event_text(&changed).contains("value=10.0.0.2"));
+    }
+
+    #[test]
     fn values_are_text_or_hex() {
         assert_eq!(value_text(b"host:1"), "host:1");
         assert_eq!(value_text(&[0xff, 0x01]), "0xff01");

@@ -2,7 +2,7 @@
 //! acquire whose future was dropped (see [`Session::acquire`], "Cancel safety").
 
 use crate::error::{Error, Result};
-use crate::lock::{Acquisition, LockGuard};
+use crate::lock::{Acquisition, LockGuard, MultiAcquisition};
 use crate::session::{Session, SessionInner};
 use crate::transport::CallSpec;
 use crate::types::{AcquireOptions, FencingToken, LockMode, LostReason, Wait};
@@ -107,16 +107,177 @@ impl Session {
     /// [`LostReason::Closed`]), so no wait is left queued for a session that would not
     /// know of its grant.
     pub async fn acquire(&self, name: &str, options: AcquireOptions) -> Result<Acquisition> {
-        self.inner.acquire(name, options).await
+        self.inner.acquire_one(name, options).await
     }
+
+    /// Take one permit of the counting semaphore `name` of `permits` permits, waiting as
+    /// long as it takes (see [`AcquireOptions::permits`]; for a weight, a deadline or a
+    /// value use [`Session::acquire`] with [`AcquireOptions::semaphore`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::acquire`]; [`Error::PermitsMismatch`] when the name is in use with
+    /// another limit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Session::acquire`].
+    pub async fn acquire_semaphore(&self, name: &str, permits: u32) -> Result<LockGuard> {
+        match self
+            .acquire(name, AcquireOptions::semaphore(permits))
+            .await?
+        {
+            Acquisition::Granted(guard) => Ok(guard),
+            other => Err(Error::Internal(format!(
+                "a wait without deadline ended with {other:?}"
+            ))),
+        }
+    }
+
+    /// Take every lock of `names` at once, all or nothing, waiting as long as it takes:
+    /// one guard per name, in the order given, each with its own token.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::acquire_all`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Session::acquire`].
+    pub async fn lock_all(&self, names: &[&str]) -> Result<Vec<LockGuard>> {
+        match self.acquire_all(names, AcquireOptions::default()).await? {
+            MultiAcquisition::Granted(guards) => Ok(guards),
+            other => Err(Error::Internal(format!(
+                "a wait without deadline ended with {other:?}"
+            ))),
+        }
+    }
+
+    /// An atomic multi-lock: take every lock of `names`, each with `options` (mode,
+    /// permits, reentrancy, lock-delay), all or nothing. The cluster grants them in one
+    /// log entry, each with its own token, and while the request waits it holds none of
+    /// them, so multi-locks never deadlock whatever order their names are in. One guard
+    /// per name, in the order given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::acquire`]; [`Error::InvalidArgument`] for an empty list or a name
+    /// given twice.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Session::acquire`]: dropping the future withdraws the whole
+    /// request and releases every lock of a grant that raced the drop.
+    pub async fn acquire_all(
+        &self,
+        names: &[&str],
+        options: AcquireOptions,
+    ) -> Result<MultiAcquisition> {
+        if names.is_empty() {
+            return Err(Error::InvalidArgument("a multi-lock needs a name".into()));
+        }
+        let ask = Ask::many(names, &options);
+        Ok(match self.inner.acquire(ask, options.wait).await? {
+            Outcome::Granted(guards) => MultiAcquisition::Granted(guards),
+            Outcome::WouldBlock => MultiAcquisition::WouldBlock,
+            Outcome::TimedOut => MultiAcquisition::TimedOut,
+        })
+    }
+}
+
+/// What one acquire asks for: one lock, or several at once (an atomic multi-lock).
+#[derive(Clone, Debug)]
+pub(crate) struct Ask {
+    /// The locks, in the order asked.
+    specs: Vec<pb::LockSpec>,
+    /// Sent as `AcquireRequest.locks` (several names) rather than the single-name fields.
+    multi: bool,
+    value: Vec<u8>,
+}
+
+impl Ask {
+    pub(crate) fn one(name: &str, options: &AcquireOptions) -> Ask {
+        Ask {
+            specs: vec![options.spec(name)],
+            multi: false,
+            value: options.value.clone(),
+        }
+    }
+
+    fn many(names: &[&str], options: &AcquireOptions) -> Ask {
+        Ask {
+            specs: names.iter().map(|name| options.spec(name)).collect(),
+            multi: true,
+            value: options.value.clone(),
+        }
+    }
+
+    /// A text naming the locks, for logs and messages.
+    fn label(&self) -> String {
+        let names: Vec<&str> = self.specs.iter().map(|spec| spec.name.as_str()).collect();
+        names.join(",")
+    }
+
+    fn request(&self, session: &SessionInner, seq: u64, wait: Wait) -> pb::AcquireRequest {
+        let (wait, wait_timeout_ms) = wait_to_pb(wait);
+        let mut request = pb::AcquireRequest {
+            session_id: session.id.0,
+            wait: wait as i32,
+            wait_timeout_ms,
+            request: session.request_id(seq),
+            value: self.value.clone(),
+            ..Default::default()
+        };
+        match (&self.specs[..], self.multi) {
+            ([spec], false) => {
+                request.name = spec.name.clone();
+                request.mode = spec.mode;
+                request.permits = spec.permits;
+                request.weight = spec.weight;
+                request.reentrant = spec.reentrant;
+                request.lock_delay_ms = spec.lock_delay_ms;
+            }
+            _ => request.locks = self.specs.clone(),
+        }
+        request
+    }
+
+    /// The grants of a GRANTED answer: (name, token, hold count), in the order asked.
+    fn grants(&self, answer: &pb::AcquireResponse) -> Vec<(String, FencingToken, u32)> {
+        if answer.grants.is_empty() {
+            // A server that predates multi-locks answers a single name with `token`.
+            return self
+                .specs
+                .iter()
+                .map(|spec| (spec.name.clone(), FencingToken(answer.token), 1))
+                .collect();
+        }
+        answer
+            .grants
+            .iter()
+            .map(|grant| {
+                (
+                    grant.name.clone(),
+                    FencingToken(grant.token),
+                    grant.hold_count.max(1),
+                )
+            })
+            .collect()
+    }
+}
+
+/// How an [`Ask`] ended.
+enum Outcome {
+    Granted(Vec<LockGuard>),
+    WouldBlock,
+    TimedOut,
 }
 
 /// An acquire whose outcome is not settled yet; dropping it armed withdraws it.
 struct PendingAcquire {
     session: Arc<SessionInner>,
-    name: String,
+    ask: Ask,
     seq: u64,
-    mode: LockMode,
     /// An attempt may have been sent.
     sent: Arc<AtomicBool>,
     armed: bool,
@@ -139,39 +300,63 @@ impl Drop for PendingAcquire {
             self.session.answered(self.seq);
             return;
         }
-        let ticket = self.session.background_ticket(&self.name);
+        let tickets: Vec<_> = self
+            .ask
+            .specs
+            .iter()
+            .map(|spec| self.session.background_ticket(&spec.name))
+            .collect();
         let session = self.session.clone();
-        let name = std::mem::take(&mut self.name);
-        let (seq, mode) = (self.seq, self.mode);
+        let ask = self.ask.clone();
+        let seq = self.seq;
         self.session.client.inner.runtime.spawn(async move {
-            session.withdraw(&name, seq, mode).await;
-            drop(ticket);
+            session.withdraw(&ask, seq).await;
+            drop(tickets);
         });
     }
 }
 
 impl SessionInner {
-    pub(crate) async fn acquire(
+    /// [`Session::acquire`].
+    pub(crate) async fn acquire_one(
         self: &Arc<Self>,
         name: &str,
         options: AcquireOptions,
     ) -> Result<Acquisition> {
+        let ask = Ask::one(name, &options);
+        Ok(match self.acquire(ask, options.wait).await? {
+            Outcome::Granted(mut guards) => match guards.pop() {
+                Some(guard) if guards.is_empty() => Acquisition::Granted(guard),
+                _ => {
+                    return Err(Error::Internal(
+                        "a single-name acquire was granted other than one lock".into(),
+                    ));
+                }
+            },
+            Outcome::WouldBlock => Acquisition::WouldBlock,
+            Outcome::TimedOut => Acquisition::TimedOut,
+        })
+    }
+
+    async fn acquire(self: &Arc<Self>, ask: Ask, wait: Wait) -> Result<Outcome> {
         let started = Instant::now();
+        let label = ask.label();
         for _ in 0..EARLY_CANCEL_RESTARTS {
-            self.wait_background(name).await;
+            for spec in &ask.specs {
+                self.wait_background(&spec.name).await;
+            }
             self.check_alive()?;
             let seq = self.begin();
             let pending = PendingAcquire {
                 session: self.clone(),
-                name: name.to_string(),
+                ask: ask.clone(),
                 seq,
-                mode: options.mode,
                 sent: Arc::new(AtomicBool::new(false)),
                 armed: true,
             };
             let lost = self.lease.lost();
             let answer = tokio::select! {
-                answer = self.acquire_once(name, &options, seq, started, pending.sent.clone()) => answer,
+                answer = self.acquire_once(&ask, wait, seq, started, pending.sent.clone()) => answer,
                 reason = lost => return Err(Error::SessionLost(reason)),
             };
             let answer = match answer {
@@ -186,24 +371,32 @@ impl SessionInner {
             pending.settle();
             match pb::AcquireOutcome::try_from(answer.outcome) {
                 Ok(pb::AcquireOutcome::Granted) => {
-                    let guard = LockGuard::new(
-                        self.clone(),
-                        name.to_string(),
-                        FencingToken(answer.token),
-                        options.mode,
-                    );
+                    let guards: Vec<LockGuard> = ask
+                        .grants(&answer)
+                        .into_iter()
+                        .zip(&ask.specs)
+                        .map(|((name, token, hold_count), spec)| {
+                            LockGuard::new(
+                                self.clone(),
+                                name,
+                                token,
+                                LockMode::from_pb(spec.mode),
+                                hold_count,
+                            )
+                        })
+                        .collect();
                     // A grant that arrives after this lease ran out on the client's clock
                     // is never handed out: the holder could not know when it ends. The
-                    // guard's drop gives the lock back.
+                    // guards' drop gives the locks back.
                     if let Some(reason) = self.lease.lost_reason() {
-                        drop(guard);
+                        drop(guards);
                         return Err(Error::SessionLost(reason));
                     }
-                    return Ok(Acquisition::Granted(guard));
+                    return Ok(Outcome::Granted(guards));
                 }
-                Ok(pb::AcquireOutcome::WouldBlock) => return Ok(Acquisition::WouldBlock),
+                Ok(pb::AcquireOutcome::WouldBlock) => return Ok(Outcome::WouldBlock),
                 Ok(pb::AcquireOutcome::TimedOut) | Err(_) => {
-                    let early = match options.wait {
+                    let early = match wait {
                         Wait::Forever => true,
                         Wait::Timeout(timeout) => {
                             started.elapsed() + Duration::from_millis(50) < timeout
@@ -211,52 +404,42 @@ impl SessionInner {
                         Wait::NoWait => false,
                     };
                     if !early {
-                        return Ok(Acquisition::TimedOut);
+                        return Ok(Outcome::TimedOut);
                     }
                     // The server withdrew the wait before its time: a retry after a
                     // leader change raced the old call's cancel-on-drop. Queue again.
-                    tracing::debug!(lock = name, "wait withdrawn early; queueing again");
+                    tracing::debug!(lock = label, "wait withdrawn early; queueing again");
                 }
             }
         }
-        match options.wait {
-            Wait::Timeout(_) | Wait::NoWait => Ok(Acquisition::TimedOut),
+        match wait {
+            Wait::Timeout(_) | Wait::NoWait => Ok(Outcome::TimedOut),
             Wait::Forever => Err(Error::Unavailable {
                 outcome_unknown: false,
-                message: format!("the cluster withdrew the wait for {name:?} repeatedly"),
+                message: format!("the cluster withdrew the wait for {label:?} repeatedly"),
             }),
         }
     }
 
     async fn acquire_once(
         self: &Arc<Self>,
-        name: &str,
-        options: &AcquireOptions,
+        ask: &Ask,
+        wait: Wait,
         seq: u64,
         started: Instant,
         sent: Arc<AtomicBool>,
     ) -> Result<pb::AcquireResponse> {
         let config = self.client.config();
-        let waits = options.wait != Wait::NoWait;
+        let waits = wait != Wait::NoWait;
         let spec = CallSpec {
-            timeout: attempt_timeout(config, options.wait),
+            timeout: attempt_timeout(config, wait),
             waits,
             ..CallSpec::mutation(config)
         };
         let transport = &self.client.inner.transport;
         transport
             .call(spec, |channel, addr| {
-                let (wait, wait_timeout_ms) = wait_to_pb(remaining(options.wait, started));
-                let request = pb::AcquireRequest {
-                    session_id: self.id.0,
-                    name: name.to_string(),
-                    mode: options.mode.to_pb(),
-                    wait: wait as i32,
-                    wait_timeout_ms,
-                    request: self.request_id(seq),
-                    value: options.value.clone(),
-                    ..Default::default()
-                };
+                let request = ask.request(self, seq, remaining(wait, started));
                 let leader = transport.leader_watch();
                 let sent = sent.clone();
                 async move {
@@ -285,11 +468,11 @@ impl SessionInner {
     /// settles or the session ends; when it cannot settle (the request is refused, or
     /// the withdraw deadline passes) the session is closed instead: its waits and grants
     /// end with it, and `lost()` tells the application.
-    async fn withdraw(self: &Arc<Self>, name: &str, seq: u64, mode: LockMode) {
+    async fn withdraw(self: &Arc<Self>, ask: &Ask, seq: u64) {
         let deadline = self.client.config().withdraw_deadline;
         let lost = self.lease.lost();
         let settled = tokio::select! {
-            settled = tokio::time::timeout(deadline, self.settle_withdrawal(name, seq, mode)) => {
+            settled = tokio::time::timeout(deadline, self.settle_withdrawal(ask, seq)) => {
                 settled.unwrap_or(false)
             }
             // The session is gone, and with it every wait and grant it had.
@@ -298,7 +481,7 @@ impl SessionInner {
         self.answered(seq);
         if !settled {
             tracing::warn!(
-                lock = name,
+                lock = ask.label(),
                 session = %self.id,
                 "cannot withdraw a cancelled acquire; closing the session"
             );
@@ -310,32 +493,25 @@ impl SessionInner {
 
     /// Retries the withdrawal of `seq` until its outcome is known and nothing of it is
     /// held; false when the cluster refused it.
-    async fn settle_withdrawal(self: &Arc<Self>, name: &str, seq: u64, mode: LockMode) -> bool {
+    async fn settle_withdrawal(self: &Arc<Self>, ask: &Ask, seq: u64) -> bool {
         let config = self.client.config().clone();
         let transport = &self.client.inner.transport;
         let mut backoff = config.backoff_initial;
-        let token = loop {
+        let label = ask.label();
+        let grants = loop {
             let spec = CallSpec {
                 timeout: attempt_timeout(&config, Wait::Timeout(Duration::from_millis(1))),
                 ..CallSpec::mutation(&config)
             };
             let answer = transport
                 .call(spec, |channel, _| {
-                    let request = pb::AcquireRequest {
-                        session_id: self.id.0,
-                        name: name.to_string(),
-                        mode: mode.to_pb(),
-                        wait: pb::WaitPolicy::Timeout as i32,
-                        wait_timeout_ms: 1,
-                        request: self.request_id(seq),
-                        ..Default::default()
-                    };
+                    let request = ask.request(self, seq, Wait::Timeout(Duration::from_millis(1)));
                     async move { LocksClient::new(channel).acquire(request).await }
                 })
                 .await;
             match answer {
                 Ok(answer) if answer.outcome == pb::AcquireOutcome::Granted as i32 => {
-                    break FencingToken(answer.token);
+                    break ask.grants(&answer);
                 }
                 Ok(_) => return true,
                 Err(error) if error.is_transient() => {
@@ -347,18 +523,35 @@ impl SessionInner {
                     return true;
                 }
                 Err(error) => {
-                    tracing::debug!(lock = name, %error, "withdrawal refused");
+                    tracing::debug!(lock = label, %error, "withdrawal refused");
                     return false;
                 }
             }
         };
-        tracing::debug!(lock = name, %token, "releasing a grant that raced a cancel");
         self.answered(seq);
+        for (name, token, _) in grants {
+            tracing::debug!(lock = name, %token, "releasing a grant that raced a cancel");
+            if !self.release_raced(&name, token, &mut backoff).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Release a grant that raced a withdrawal, retrying transient failures; false when
+    /// the cluster refused it.
+    async fn release_raced(
+        self: &Arc<Self>,
+        name: &str,
+        token: FencingToken,
+        backoff: &mut Duration,
+    ) -> bool {
+        let transport = &self.client.inner.transport;
         loop {
             match self.release(name, token).await {
                 Ok(()) | Err(Error::NotHeld(_)) => return true,
                 Err(error) if error.is_transient() => {
-                    tokio::time::sleep(transport.backoff(&mut backoff)).await;
+                    tokio::time::sleep(transport.backoff(backoff)).await;
                 }
                 Err(Error::SessionNotFound(_)) => return true,
                 Err(error) => {

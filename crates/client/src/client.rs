@@ -137,16 +137,22 @@ impl Client {
     ) -> Result<Option<LeaseLock>> {
         let client_id = Uuid::new_v4();
         let (wait, wait_timeout) = wait_to_pb(options.wait);
+        let spec = options.spec(name);
         let request = pb::AcquireRequest {
             session_id: 0,
-            name: name.to_string(),
-            mode: options.mode.to_pb(),
+            name: spec.name,
+            mode: spec.mode,
             wait: wait as i32,
             wait_timeout_ms: wait_timeout,
             request: None,
             value: options.value,
             lease_ttl_ms: duration_ms(ttl),
             client_id: client_id.as_bytes().to_vec(),
+            permits: spec.permits,
+            weight: spec.weight,
+            reentrant: spec.reentrant,
+            lock_delay_ms: spec.lock_delay_ms,
+            locks: Vec::new(),
         };
         let spec = CallSpec {
             timeout: attempt_timeout(self.config(), options.wait),

@@ -86,8 +86,9 @@ impl Election {
             mode: LockMode::Exclusive,
             wait: Wait::Forever,
             value: value.into(),
+            ..AcquireOptions::default()
         };
-        match self.session.acquire(&self.name, options).await? {
+        match self.session.acquire_one(&self.name, options).await? {
             Acquisition::Granted(guard) => Ok(Leadership { guard }),
             other => Err(Error::Internal(format!(
                 "a campaign without deadline ended with {other:?}"
@@ -117,6 +118,16 @@ impl Leadership {
     /// Resolves when the session is lost: stop acting as leader.
     pub fn lost(&self) -> Lost {
         self.guard.lost()
+    }
+
+    /// Announce a new value (e.g. a new address) without resigning: the term and its
+    /// token stay, and observers see the new value (etcd's Proclaim).
+    ///
+    /// # Errors
+    ///
+    /// As [`LockGuard::set_value`].
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        self.guard.set_value(value).await
     }
 
     /// Step down; the next campaigner leads.
@@ -289,6 +300,15 @@ fn apply(state: &mut Option<Leader>, event: WatchEvent) {
                 *state = None;
             }
         }
-        WatchEvent::Acquired { .. } | WatchEvent::Resync { .. } => {}
+        // The leader proclaimed a new value: same term, same token.
+        WatchEvent::ValueChanged { token, value, .. } => {
+            if let Some(leader) = state.as_mut().filter(|leader| leader.token == token) {
+                leader.value = value;
+            }
+        }
+        WatchEvent::Acquired { .. }
+        | WatchEvent::LockDelayStarted { .. }
+        | WatchEvent::LockDelayEnded { .. }
+        | WatchEvent::Resync { .. } => {}
     }
 }

@@ -95,6 +95,11 @@ pub enum Error {
     /// the same call succeeds once the operator frees space.
     #[error("no space on the leader's disk: {0}")]
     NoSpace(String),
+    /// A semaphore acquire asked for a permit limit other than the one the name is in use
+    /// with (the first acquire of a name fixes its limit until nobody holds or waits for
+    /// it); the message names both limits.
+    #[error("permit limit mismatch: {0}")]
+    PermitsMismatch(String),
     /// The cluster could not be reached, or answered "unavailable", until the retries ran
     /// out.
     ///
@@ -274,6 +279,7 @@ pub(crate) fn classify(status: &Status) -> Failure {
             oldest_revision: detail.oldest_revision,
             message,
         }),
+        ErrorReason::PermitsMismatch => fatal(Error::PermitsMismatch(message)),
         ErrorReason::Unspecified => fatal(Error::Status {
             code: status.code(),
             message,

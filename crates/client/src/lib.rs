@@ -119,11 +119,11 @@ pub use clock::{LeaseClock, LeaseInstant, ManualClock};
 pub use config::ClientBuilder;
 pub use error::{Error, Result};
 pub use keepalive::Lost;
-pub use lock::{Acquisition, LockGuard};
+pub use lock::{Acquisition, LockGuard, MultiAcquisition};
 pub use session::{Session, SessionOptions};
 pub use types::{
     AcquireOptions, ClusterStatus, Description, FencingToken, Holder, LeaseLock, ListPage,
-    LockInfo, LockMode, LostReason, Member, SessionId, Verification, Wait, Waiter,
+    LockDelay, LockInfo, LockMode, LostReason, Member, SessionId, Verification, Wait, Waiter,
 };
 pub use types::{SessionInfo, SessionPage};
 pub use watch::{WatchEvent, WatchPosition, WatchStream};

@@ -29,6 +29,28 @@ impl Acquisition {
     }
 }
 
+/// What [`crate::Session::acquire_all`] got.
+#[derive(Debug)]
+#[must_use]
+pub enum MultiAcquisition {
+    /// Every lock is held: one guard per name, in the order asked.
+    Granted(Vec<LockGuard>),
+    /// [`crate::Wait::NoWait`] and some lock is taken (none was granted).
+    WouldBlock,
+    /// The wait's deadline passed and the cluster withdrew the wait (none was granted).
+    TimedOut,
+}
+
+impl MultiAcquisition {
+    /// The guards, if granted.
+    pub fn granted(self) -> Option<Vec<LockGuard>> {
+        match self {
+            MultiAcquisition::Granted(guards) => Some(guards),
+            _ => None,
+        }
+    }
+}
+
 /// A held lock. Pass [`LockGuard::token`] to the protected resource with every write,
 /// and stop when [`LockGuard::lost`] fires.
 ///
@@ -43,6 +65,7 @@ pub struct LockGuard {
     name: String,
     token: FencingToken,
     mode: LockMode,
+    hold_count: u32,
     released: bool,
 }
 
@@ -52,14 +75,42 @@ impl LockGuard {
         name: String,
         token: FencingToken,
         mode: LockMode,
+        hold_count: u32,
     ) -> LockGuard {
         LockGuard {
             session,
             name,
             token,
             mode,
+            hold_count,
             released: false,
         }
+    }
+
+    /// How many holds the session had on this grant when this guard got it: 1, or more
+    /// for a reentrant acquire of a lock the session already held (the guards of one
+    /// grant share its token; each guard's release gives one hold back).
+    pub fn hold_count(&self) -> u32 {
+        self.hold_count
+    }
+
+    /// Replace the holder value that `describe` and `watch` show, without releasing the
+    /// lock (watchers see a `ValueChanged` event). An election leader's proclaim.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::NotHeld`] / [`crate::Error::StaleToken`] /
+    /// [`crate::Error::SessionNotFound`] when the grant is gone,
+    /// [`crate::Error::ValueTooLarge`], or a transient error once retries ran out.
+    ///
+    /// # Cancel safety
+    ///
+    /// The request carries a request id, so a retry acts once; a dropped future may
+    /// still have acted.
+    pub async fn set_value(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        self.session
+            .set_value(&self.name, self.token, value.into())
+            .await
     }
 
     /// The grant's fencing token.

@@ -428,6 +428,34 @@ impl SessionInner {
         result.map(|_| ()).map_err(|e| self.note(e))
     }
 
+    /// Replace the holder value of the grant `token` of `name`.
+    pub(crate) async fn set_value(
+        self: &Arc<Self>,
+        name: &str,
+        token: FencingToken,
+        value: Vec<u8>,
+    ) -> Result<()> {
+        self.check_alive()?;
+        let seq = self.begin();
+        let result = self
+            .client
+            .inner
+            .transport
+            .call(CallSpec::mutation(self.client.config()), |channel, _| {
+                let request = pb::SetValueRequest {
+                    session_id: self.id.0,
+                    name: name.to_string(),
+                    token: token.0,
+                    value: value.clone(),
+                    request: self.request_id(seq),
+                };
+                async move { LocksClient::new(channel).set_value(request).await }
+            })
+            .await;
+        self.answered(seq);
+        result.map(|_| ()).map_err(|e| self.note(e))
+    }
+
     pub(crate) async fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());

@@ -2,7 +2,7 @@
 
 use fencelock_proto::v1 as pb;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 /// A fencing token: strictly increasing per lock and unique across the cluster. Pass it
@@ -69,6 +69,88 @@ pub struct AcquireOptions {
     /// An opaque holder value shown by `describe` and `watch` (e.g. the holder's
     /// address); bounded by the server's `max_value_bytes`.
     pub value: Vec<u8>,
+    /// A counting semaphore of this many permits (`None`: an ordinary lock). At most
+    /// `permits` permits are out at once; waiters are served in FIFO order and each
+    /// grant has its own token. The first acquire of a name not in use fixes the limit;
+    /// a different one while it is in use is [`crate::Error::PermitsMismatch`].
+    pub permits: Option<u32>,
+    /// Permits this acquire takes (semaphores only; 0 counts as 1).
+    pub weight: u32,
+    /// Exclusive locks only: when this session already holds the lock, the acquire
+    /// counts one more hold and returns a guard with the same token (each guard's
+    /// release gives one hold back; the lock passes on when the last one is released or
+    /// the session ends). Without it, a second acquire is
+    /// [`crate::Error::AlreadyHeldOrQueued`].
+    pub reentrant: bool,
+    /// Lock-delay: when this grant ends because the session expired or was revoked
+    /// (not on a release or close), the cluster grants the lock to nobody for this long,
+    /// so a resource that cannot check tokens is not written by two holders. Bounded by
+    /// the cluster's `max_lock_delay_ms`; zero for none. Whole milliseconds.
+    pub lock_delay: Duration,
+}
+
+impl AcquireOptions {
+    /// An exclusive lock that waits as long as it takes (the default).
+    pub fn exclusive() -> AcquireOptions {
+        AcquireOptions::default()
+    }
+
+    /// A counting semaphore of `permits` permits, taking one (see
+    /// [`AcquireOptions::permits`]).
+    pub fn semaphore(permits: u32) -> AcquireOptions {
+        AcquireOptions {
+            permits: Some(permits),
+            ..AcquireOptions::default()
+        }
+    }
+
+    /// Take `weight` permits (semaphores).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// How to wait.
+    pub fn wait(mut self, wait: Wait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Shared or exclusive.
+    pub fn mode(mut self, mode: LockMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The holder value.
+    pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = value.into();
+        self
+    }
+
+    /// Reentrant (see [`AcquireOptions::reentrant`]).
+    pub fn reentrant(mut self, reentrant: bool) -> Self {
+        self.reentrant = reentrant;
+        self
+    }
+
+    /// A lock-delay (see [`AcquireOptions::lock_delay`]).
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
+    /// The wire form of the lock part (everything but the wait) for `name`.
+    pub(crate) fn spec(&self, name: &str) -> pb::LockSpec {
+        pb::LockSpec {
+            name: name.to_string(),
+            mode: self.mode.to_pb(),
+            permits: self.permits.unwrap_or(0),
+            weight: self.weight,
+            reentrant: self.reentrant,
+            lock_delay_ms: u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// Why a session is lost.
@@ -106,6 +188,17 @@ pub struct Holder {
     pub value: Vec<u8>,
     /// The session's client id, when it is a valid UUID.
     pub client_id: Option<Uuid>,
+    /// How many times the session holds this grant (above 1 after reentrant acquires).
+    pub hold_count: u32,
+    /// Permits the grant takes (semaphores; 1 otherwise).
+    pub weight: u32,
+    /// When it was granted, by the leader's wall clock as recorded in the log (`None`
+    /// when the cluster did not record it).
+    pub granted_at: Option<SystemTime>,
+    /// How long it has been held, by the answering node's clock.
+    pub held_for: Option<Duration>,
+    /// The lock-delay this grant asked for (zero: none).
+    pub lock_delay: Duration,
 }
 
 /// One queued waiter of a lock.
@@ -115,6 +208,39 @@ pub struct Waiter {
     pub session_id: SessionId,
     /// The mode it asked for.
     pub mode: LockMode,
+    /// Permits asked for (semaphores; 1 otherwise).
+    pub weight: u32,
+    /// When it queued, by the leader's wall clock (`None` when not recorded).
+    pub queued_at: Option<SystemTime>,
+    /// How long it has waited, by the answering node's clock.
+    pub waited_for: Option<Duration>,
+    /// For a multi-lock wait: every name it waits for together (this one included);
+    /// empty for a single-name wait.
+    pub names: Vec<String>,
+}
+
+/// A lock-delay in force: the lock is granted to nobody until the leader ends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockDelay {
+    /// Its length.
+    pub delay: Duration,
+    /// When it started, by the leader's wall clock (`None` when not recorded).
+    pub started_at: Option<SystemTime>,
+    /// About how much is left, by the answering node's clock (the leader times it, and
+    /// a new leader restarts it in full, so it may last longer).
+    pub remaining: Duration,
+    /// The token of the grant whose loss started it.
+    pub token: FencingToken,
+}
+
+/// A wall-clock time in ms since the Unix epoch; 0 is "not recorded".
+fn wall_time(unix_ms: u64) -> Option<SystemTime> {
+    (unix_ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(unix_ms))
+}
+
+/// A duration the server computed; 0 with an unrecorded start is "unknown".
+fn elapsed(ms: u64, start_ms: u64) -> Option<Duration> {
+    (start_ms != 0).then(|| Duration::from_millis(ms))
 }
 
 /// A lock's holders and waiters (a lock exists while someone holds or waits for it).
@@ -126,6 +252,20 @@ pub struct LockInfo {
     pub holders: Vec<Holder>,
     /// The FIFO queue.
     pub waiters: Vec<Waiter>,
+    /// A semaphore's permit limit (`None`: not a semaphore).
+    pub permits: Option<u32>,
+    /// Permits out (the sum of the holders' weights) for a semaphore.
+    pub permits_used: u32,
+    /// The lock-delay in force, if any.
+    pub lock_delay: Option<LockDelay>,
+}
+
+impl LockInfo {
+    /// Free permits of a semaphore (`None`: not a semaphore).
+    pub fn permits_free(&self) -> Option<u32> {
+        self.permits
+            .map(|permits| permits.saturating_sub(self.permits_used))
+    }
 }
 
 impl LockInfo {
@@ -141,6 +281,11 @@ impl LockInfo {
                     mode: LockMode::from_pb(h.mode),
                     value: h.value,
                     client_id: Uuid::from_slice(&h.client_id).ok(),
+                    hold_count: h.hold_count.max(1),
+                    weight: h.weight.max(1),
+                    granted_at: wall_time(h.granted_at_ms),
+                    held_for: elapsed(h.held_for_ms, h.granted_at_ms),
+                    lock_delay: Duration::from_millis(h.lock_delay_ms),
                 })
                 .collect(),
             waiters: info
@@ -149,8 +294,20 @@ impl LockInfo {
                 .map(|w| Waiter {
                     session_id: SessionId(w.session_id),
                     mode: LockMode::from_pb(w.mode),
+                    weight: w.weight.max(1),
+                    queued_at: wall_time(w.queued_at_ms),
+                    waited_for: elapsed(w.waited_for_ms, w.queued_at_ms),
+                    names: w.names,
                 })
                 .collect(),
+            permits: (info.permits != 0).then_some(info.permits),
+            permits_used: info.permits_used,
+            lock_delay: info.lock_delay.map(|d| LockDelay {
+                delay: Duration::from_millis(d.delay_ms),
+                started_at: wall_time(d.started_at_ms),
+                remaining: Duration::from_millis(d.remaining_ms),
+                token: FencingToken(d.token),
+            }),
         }
     }
 }

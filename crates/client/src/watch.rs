@@ -161,6 +161,39 @@ pub enum WatchEvent {
         /// The log index of the change.
         revision: u64,
     },
+    /// A lock-delay started: the grant with `token` ended by expiry or revocation and
+    /// had asked for `delay`; nobody is granted the lock until
+    /// [`WatchEvent::LockDelayEnded`].
+    LockDelayStarted {
+        /// The lock.
+        name: String,
+        /// The ended grant's token.
+        token: FencingToken,
+        /// The delay's length.
+        delay: std::time::Duration,
+        /// The log index of the change.
+        revision: u64,
+    },
+    /// The lock-delay ended: the lock may be granted again.
+    LockDelayEnded {
+        /// The lock.
+        name: String,
+        /// The log index of the change.
+        revision: u64,
+    },
+    /// A holder replaced its value without releasing (an election leader's proclaim).
+    ValueChanged {
+        /// The lock.
+        name: String,
+        /// The holder.
+        session_id: SessionId,
+        /// Its grant's token.
+        token: FencingToken,
+        /// The new value.
+        value: Vec<u8>,
+        /// The log index of the change.
+        revision: u64,
+    },
     /// Events may have been missed (the stream started, reconnected to another node, or
     /// fell behind): re-read the state with `describe` / `list`. Events after this one
     /// follow `revision`.
@@ -180,6 +213,9 @@ impl WatchEvent {
             | WatchEvent::Forced { revision, .. }
             | WatchEvent::SessionClosed { revision, .. }
             | WatchEvent::Revoked { revision, .. }
+            | WatchEvent::LockDelayStarted { revision, .. }
+            | WatchEvent::LockDelayEnded { revision, .. }
+            | WatchEvent::ValueChanged { revision, .. }
             | WatchEvent::Resync { revision } => *revision,
         }
     }
@@ -192,7 +228,10 @@ impl WatchEvent {
             | WatchEvent::Expired { name, .. }
             | WatchEvent::Forced { name, .. }
             | WatchEvent::SessionClosed { name, .. }
-            | WatchEvent::Revoked { name, .. } => Some(name),
+            | WatchEvent::Revoked { name, .. }
+            | WatchEvent::LockDelayStarted { name, .. }
+            | WatchEvent::LockDelayEnded { name, .. }
+            | WatchEvent::ValueChanged { name, .. } => Some(name),
             WatchEvent::Resync { .. } => None,
         }
     }
@@ -205,8 +244,10 @@ impl WatchEvent {
             | WatchEvent::Expired { token, .. }
             | WatchEvent::Forced { token, .. }
             | WatchEvent::SessionClosed { token, .. }
-            | WatchEvent::Revoked { token, .. } => Some(*token),
-            WatchEvent::Resync { .. } => None,
+            | WatchEvent::Revoked { token, .. }
+            | WatchEvent::LockDelayStarted { token, .. }
+            | WatchEvent::ValueChanged { token, .. } => Some(*token),
+            WatchEvent::LockDelayEnded { .. } | WatchEvent::Resync { .. } => None,
         }
     }
 
@@ -255,6 +296,20 @@ impl WatchEvent {
                 name,
                 session_id,
                 token,
+                revision,
+            },
+            Ok(pb::EventKind::LockDelayStarted) => WatchEvent::LockDelayStarted {
+                name,
+                token,
+                delay: std::time::Duration::from_millis(event.lock_delay_ms),
+                revision,
+            },
+            Ok(pb::EventKind::LockDelayEnded) => WatchEvent::LockDelayEnded { name, revision },
+            Ok(pb::EventKind::ValueChanged) => WatchEvent::ValueChanged {
+                name,
+                session_id,
+                token,
+                value: event.value,
                 revision,
             },
             // A kind this client does not know: the safe reading is "re-read".

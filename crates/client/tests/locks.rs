@@ -175,6 +175,7 @@ async fn shared_holders_coexist_and_an_exclusive_waits() {
         mode: LockMode::Shared,
         wait: Wait::NoWait,
         value: b"reader".to_vec(),
+        ..Default::default()
     };
     let mut guards = Vec::new();
     for reader in &readers {

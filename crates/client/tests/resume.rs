@@ -198,7 +198,7 @@ async fn a_stream_resumed_at_its_position_continues_inside_a_revision() {
 
 fn small_history(config: &mut ServerConfig) {
     fencelock_server::testing::fast(config);
-    config.watch_history_events = 4;
+    config.api_limits.watch_history_events = 4;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

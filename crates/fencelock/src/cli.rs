@@ -50,7 +50,10 @@
 //! | `max_keepalive_streams` | live keepalive streams | `10000` |
 //! | `max_peer_links` | Raft links from peers served at once | `256` |
 //! | `max_peer_message_bytes` | largest Raft message between nodes (same on every node) | `67108864` |
+//! | `metrics_name_depth` | name segments (split at `/`) labelling the hold/wait-time histograms | `1` |
+//! | `metrics_max_name_prefixes` | distinct labels of those histograms (more share `(other)`) | `1000` |
 //! | `[limits]` | the replicated limits (all ten keys must be given when the table is) | see the example |
+//! | `[primitive_limits]` | the replicated limits of semaphores, lock-delays, multi-locks and reentrancy (all four keys) | see the example |
 //! | `[tls]` | TLS, PEM file paths (see [`TlsConfig`]; omit the table for plaintext): | none |
 //! | `tls.cert`, `tls.key` | the client listener's certificate and key: TLS only, plaintext refused | none |
 //! | `tls.client_ca` | clients must present a certificate of this CA (mutual TLS) | none |
@@ -121,7 +124,8 @@ pub enum Command {
     /// `restore FILE --data-dir DIR --id N --peers ...` into a new cluster's data
     /// directory (offline; tokens moved forward by --token-margin).
     Snapshot(crate::snapshot_cmd::SnapshotArgs),
-    /// Run CMD while holding lock NAME: `fencelock lock NAME -- CMD ARGS...`. CMD gets
+    /// Run CMD while holding lock NAME: `fencelock lock NAME -- CMD ARGS...` (several
+    /// names: all at once; --permits N: a semaphore). CMD gets
     /// FENCELOCK_TOKEN, FENCELOCK_LOCK, FENCELOCK_SESSION and FENCELOCK_ENDPOINTS; its
     /// exit code is fencelock's. If the lease is lost CMD gets SIGTERM (then SIGKILL)
     /// and fencelock exits 5. The lock is released on every exit path.
@@ -140,8 +144,9 @@ pub enum Command {
     List(crate::client_cmd::ListArgs),
     /// Print a lock's (or a prefix's) events as they happen, until Ctrl-C or --count.
     Watch(crate::client_cmd::WatchArgs),
-    /// Run CMD while leading election NAME (campaign with --value; resign when CMD
-    /// exits; CMD is terminated if leadership is lost, as with `lock`).
+    /// Run CMD while leading election NAME (campaign with --value, or --value-file whose
+    /// changes are proclaimed without resigning; resign when CMD exits; CMD is
+    /// terminated if leadership is lost, as with `lock`).
     Elect(crate::client_cmd::run_cmd::ElectArgs),
     /// Cluster membership: `status`, `add ID PEER_ADDR`, `remove ID`.
     Cluster(crate::client_cmd::ClusterArgs),

@@ -4,10 +4,11 @@
 //! command names fields the same way (`session`, `token`, `mode`, `value`, `revision`).
 
 use fencelock_client::{
-    ClusterStatus, Description, Holder, LockInfo, LockMode, Member, Waiter, WatchEvent,
+    ClusterStatus, Description, Holder, LockDelay, LockInfo, LockMode, Member, Waiter, WatchEvent,
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The output format (`--output`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -51,7 +52,31 @@ pub fn value_text(value: &[u8]) -> String {
     }
 }
 
-/// A holder as JSON.
+/// A span of time for people, to the second: `850ms`, `42s`, `3m12s`, `2h05m`, `3d04h`.
+pub fn span_text(span: Duration) -> String {
+    let secs = span.as_secs();
+    match secs {
+        0 => format!("{}ms", span.as_millis()),
+        1..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// Whole milliseconds (saturating), for JSON.
+pub fn millis(span: Duration) -> u64 {
+    u64::try_from(span.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A wall-clock time as ms since the Unix epoch, for JSON.
+fn unix_ms(time: Option<SystemTime>) -> Option<u64> {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(millis)
+}
+
+/// A holder as JSON: `held_for_ms` and `granted_at_ms` are null when the cluster did not
+/// record the grant's time.
 pub fn holder_json(holder: &Holder) -> Value {
     json!({
         "session": holder.session_id.0,
@@ -59,40 +84,73 @@ pub fn holder_json(holder: &Holder) -> Value {
         "mode": mode_name(holder.mode),
         "value": value_text(&holder.value),
         "client_id": holder.client_id.map(|id| id.to_string()),
+        "hold_count": holder.hold_count,
+        "weight": holder.weight,
+        "granted_at_ms": unix_ms(holder.granted_at),
+        "held_for_ms": holder.held_for.map(millis),
+        "lock_delay_ms": millis(holder.lock_delay),
     })
 }
 
-/// A waiter as JSON.
+/// A waiter as JSON (`names`: every name of a multi-lock wait, else empty).
 pub fn waiter_json(waiter: &Waiter) -> Value {
-    json!({ "session": waiter.session_id.0, "mode": mode_name(waiter.mode) })
+    json!({
+        "session": waiter.session_id.0,
+        "mode": mode_name(waiter.mode),
+        "weight": waiter.weight,
+        "queued_at_ms": unix_ms(waiter.queued_at),
+        "waited_for_ms": waiter.waited_for.map(millis),
+        "names": waiter.names,
+    })
 }
 
-/// A lock as JSON.
+/// A lock-delay in force as JSON.
+pub fn lock_delay_json(delay: &LockDelay) -> Value {
+    json!({
+        "delay_ms": millis(delay.delay),
+        "started_at_ms": unix_ms(delay.started_at),
+        "remaining_ms": millis(delay.remaining),
+        "token": delay.token.0,
+    })
+}
+
+/// A lock as JSON: `permits` (null when not a semaphore), `permits_used`,
+/// `permits_free`, and `lock_delay` (null when none is in force).
 pub fn lock_json(lock: &LockInfo) -> Value {
     json!({
         "name": lock.name,
         "holders": lock.holders.iter().map(holder_json).collect::<Vec<_>>(),
         "waiters": lock.waiters.iter().map(waiter_json).collect::<Vec<_>>(),
+        "permits": lock.permits,
+        "permits_used": lock.permits_used,
+        "permits_free": lock.permits_free(),
+        "lock_delay": lock.lock_delay.as_ref().map(lock_delay_json),
     })
 }
 
 /// `describe` as JSON: `held` is false for a free lock (then `holders` and `waiters` are
 /// empty).
 pub fn description_json(name: &str, description: &Description) -> Value {
-    let (holders, waiters) = match &description.lock {
-        Some(lock) => (
-            lock.holders.iter().map(holder_json).collect::<Vec<_>>(),
-            lock.waiters.iter().map(waiter_json).collect::<Vec<_>>(),
-        ),
-        None => (Vec::new(), Vec::new()),
+    let mut value = match &description.lock {
+        Some(lock) => lock_json(lock),
+        None => json!({
+            "name": name,
+            "holders": [],
+            "waiters": [],
+            "permits": null,
+            "permits_used": 0,
+            "permits_free": null,
+            "lock_delay": null,
+        }),
     };
-    json!({
-        "name": name,
-        "held": !holders.is_empty(),
-        "holders": holders,
-        "waiters": waiters,
-        "revision": description.revision,
-    })
+    let held = description
+        .lock
+        .as_ref()
+        .is_some_and(|lock| !lock.holders.is_empty());
+    value["name"] = json!(name);
+    value["held"] = json!(held);
+    value["revision"] = json!(description.revision);
+    value
 }
 
 /// `describe` for people.
@@ -110,6 +168,24 @@ pub fn description_text(name: &str, description: &Description) -> String {
     };
     let _ = writeln!(out, "lock:     {name}");
     let _ = writeln!(out, "state:    {state}");
+    if let Some(lock) = &description.lock {
+        if let (Some(permits), Some(free)) = (lock.permits, lock.permits_free()) {
+            let _ = writeln!(
+                out,
+                "permits:  {} used, {free} free (of {permits})",
+                lock.permits_used
+            );
+        }
+        if let Some(delay) = &lock.lock_delay {
+            let _ = writeln!(
+                out,
+                "delay:    lock-delay of {} after the grant with token {} was lost: granted to nobody for about {} more",
+                span_text(delay.delay),
+                delay.token,
+                span_text(delay.remaining)
+            );
+        }
+    }
     let _ = writeln!(out, "revision: {}", description.revision);
     if let Some(lock) = &description.lock {
         if !lock.holders.is_empty() {
@@ -118,15 +194,29 @@ pub fn description_text(name: &str, description: &Description) -> String {
                 .holders
                 .iter()
                 .map(|h| {
+                    let mut mode = mode_name(h.mode).to_owned();
+                    if h.hold_count > 1 {
+                        let _ = write!(mode, " x{}", h.hold_count);
+                    }
+                    if lock.permits.is_some() {
+                        let _ = write!(mode, " ({} permit{})", h.weight, plural(h.weight));
+                    }
                     vec![
                         h.session_id.to_string(),
                         h.token.to_string(),
-                        mode_name(h.mode).to_owned(),
+                        mode,
+                        h.held_for.map_or_else(
+                            || "-".to_owned(),
+                            |d| format!("held for {}", span_text(d)),
+                        ),
                         value_text(&h.value),
                     ]
                 })
                 .collect::<Vec<_>>();
-            out.push_str(&table(&["SESSION", "TOKEN", "MODE", "VALUE"], &rows));
+            out.push_str(&table(
+                &["SESSION", "TOKEN", "MODE", "HELD", "VALUE"],
+                &rows,
+            ));
         }
         if !lock.waiters.is_empty() {
             out.push('\n');
@@ -135,17 +225,32 @@ pub fn description_text(name: &str, description: &Description) -> String {
                 .iter()
                 .enumerate()
                 .map(|(i, w)| {
+                    let mut mode = mode_name(w.mode).to_owned();
+                    if lock.permits.is_some() {
+                        let _ = write!(mode, " ({} permit{})", w.weight, plural(w.weight));
+                    }
+                    if !w.names.is_empty() {
+                        let _ = write!(mode, " with {}", w.names.join(","));
+                    }
                     vec![
                         (i + 1).to_string(),
                         w.session_id.to_string(),
-                        mode_name(w.mode).to_owned(),
+                        mode,
+                        w.waited_for.map_or_else(
+                            || "-".to_owned(),
+                            |d| format!("waiting {}", span_text(d)),
+                        ),
                     ]
                 })
                 .collect::<Vec<_>>();
-            out.push_str(&table(&["QUEUED", "SESSION", "MODE"], &rows));
+            out.push_str(&table(&["QUEUED", "SESSION", "MODE", "WAITED"], &rows));
         }
     }
     out
+}
+
+fn plural(count: u32) -> &'static str {
+    if count == 1 { "" } else { "s" }
 }
 
 /// `list` for people: one row per lock.
@@ -248,6 +353,32 @@ pub fn event_json(event: &WatchEvent) -> Value {
             "revision": revision,
         }),
         WatchEvent::Resync { revision } => json!({ "event": "resync", "revision": revision }),
+        WatchEvent::LockDelayStarted {
+            name,
+            token,
+            delay,
+            revision,
+        } => json!({
+            "event": "lock_delay_started",
+            "name": name,
+            "token": token.0,
+            "delay_ms": millis(*delay),
+            "revision": revision,
+        }),
+        WatchEvent::ValueChanged {
+            name,
+            session_id,
+            token,
+            value,
+            revision,
+        } => json!({
+            "event": "value_changed",
+            "name": name,
+            "session": session_id.0,
+            "token": token.0,
+            "value": value_text(value),
+            "revision": revision,
+        }),
         other => json!({
             "event": event_kind(other),
             "name": other.name(),
@@ -267,6 +398,9 @@ pub fn event_kind(event: &WatchEvent) -> &'static str {
         WatchEvent::Forced { .. } => "forced",
         WatchEvent::SessionClosed { .. } => "session_closed",
         WatchEvent::Revoked { .. } => "revoked",
+        WatchEvent::LockDelayStarted { .. } => "lock_delay_started",
+        WatchEvent::LockDelayEnded { .. } => "lock_delay_ended",
+        WatchEvent::ValueChanged { .. } => "value_changed",
         WatchEvent::Resync { .. } => "resync",
     }
 }
@@ -278,8 +412,11 @@ fn event_session(event: &WatchEvent) -> Option<u64> {
         | WatchEvent::Expired { session_id, .. }
         | WatchEvent::Forced { session_id, .. }
         | WatchEvent::SessionClosed { session_id, .. }
-        | WatchEvent::Revoked { session_id, .. } => Some(session_id.0),
-        WatchEvent::Resync { .. } => None,
+        | WatchEvent::Revoked { session_id, .. }
+        | WatchEvent::ValueChanged { session_id, .. } => Some(session_id.0),
+        WatchEvent::LockDelayStarted { .. }
+        | WatchEvent::LockDelayEnded { .. }
+        | WatchEvent::Resync { .. } => None,
     }
 }
 
@@ -308,6 +445,30 @@ pub fn event_text(event: &WatchEvent) -> String {
                 mode_name(*mode)
             )
         }
+        WatchEvent::LockDelayStarted {
+            name,
+            token,
+            delay,
+            revision,
+        } => format!(
+            "rev {revision:<8} {:<14} {name}  token={token} delay={}",
+            "delay_started",
+            span_text(*delay)
+        ),
+        WatchEvent::LockDelayEnded { name, revision } => {
+            format!("rev {revision:<8} {:<14} {name}", "delay_ended")
+        }
+        WatchEvent::ValueChanged {
+            name,
+            session_id,
+            token,
+            value,
+            revision,
+        } => format!(
+            "rev {revision:<8} {:<14} {name}  session={session_id} token={token} value={}",
+            "value_changed",
+            value_text(value)
+        ),
         other => format!(
             "rev {:<8} {:<14} {}  session={} token={}",
             other.revision(),
@@ -440,6 +601,55 @@ mod tests {
             ],
         );
         assert_eq!(text, "A    BB\nxxx  1\ny    22\n");
+    }
+
+    #[test]
+    fn spans_read_like_held_for_3m12s() {
+        assert_eq!(span_text(Duration::from_millis(850)), "850ms");
+        assert_eq!(span_text(Duration::from_secs(42)), "42s");
+        assert_eq!(span_text(Duration::from_secs(192)), "3m12s");
+        assert_eq!(
+            span_text(Duration::from_secs(2 * 3600 + 5 * 60 + 9)),
+            "2h05m"
+        );
+        assert_eq!(
+            span_text(Duration::from_secs(3 * 86400 + 4 * 3600)),
+            "3d04h"
+        );
+    }
+
+    #[test]
+    fn delay_and_value_events_print_as_json_and_text() {
+        use fencelock_client::{FencingToken, SessionId};
+        let started = WatchEvent::LockDelayStarted {
+            name: "printers/3".into(),
+            token: FencingToken(41),
+            delay: Duration::from_secs(10),
+            revision: 9,
+        };
+        assert_eq!(
+            event_json(&started),
+            json!({
+                "event": "lock_delay_started", "name": "printers/3", "token": 41,
+                "delay_ms": 10_000, "revision": 9,
+            })
+        );
+        assert!(event_text(&started).contains("delay_started  printers/3  token=41 delay=10s"));
+        let ended = WatchEvent::LockDelayEnded {
+            name: "printers/3".into(),
+            revision: 12,
+        };
+        assert_eq!(event_json(&ended)["event"], "lock_delay_ended");
+        assert_eq!(event_json(&ended)["token"], serde_json::Value::Null);
+        let changed = WatchEvent::ValueChanged {
+            name: "elections/db".into(),
+            session_id: SessionId(7),
+            token: FencingToken(42),
+            value: b"10.0.0.2".to_vec(),
+            revision: 13,
+        };
+        assert_eq!(event_json(&changed)["value"], "10.0.0.2");
+        assert!(event_text(&changed).contains("value=10.0.0.2"));
     }
 
     #[test]

@@ -722,6 +722,9 @@ pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watc
             WatchEvent::Forced { session_id, .. } => ("forced", Some(session_id.0)),
             WatchEvent::SessionClosed { session_id, .. } => ("closed", Some(session_id.0)),
             WatchEvent::Revoked { session_id, .. } => ("revoked", Some(session_id.0)),
+            WatchEvent::LockDelayStarted { .. } => ("lock_delay_started", None),
+            WatchEvent::LockDelayEnded { .. } => ("lock_delay_ended", None),
+            WatchEvent::ValueChanged { session_id, .. } => ("value_changed", Some(session_id.0)),
             WatchEvent::Resync { .. } => ("resync", None),
         };
         let mut recorded = Event::new(Kind::Ok, "observer", op_id, Op::Watch).outcome(what);

@@ -95,6 +95,59 @@ pub struct LocksOverview {
     pub top_queues: Vec<LockSummary>,
     /// Up to [`STATUS_HELD_SAMPLE`] held locks, in name order.
     pub held: Vec<LockSummary>,
+    /// Up to [`STATUS_TOP_QUEUES`] held locks, held longest first (by the earliest
+    /// grant in force, as the log recorded it), so a stuck holder is found at a glance.
+    #[serde(default)]
+    pub longest_held: Vec<LockSummary>,
+    /// Up to [`STATUS_TOP_QUEUES`] lock-delays in force, in name order.
+    #[serde(default)]
+    pub lock_delays: Vec<DelayInForce>,
+    /// This node's wall clock when the overview was read (ms since the Unix epoch), to
+    /// which "held for" and "delay left" are counted.
+    #[serde(default)]
+    pub now_ms: u64,
+}
+
+/// A lock-delay in force, as the status page shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayInForce {
+    /// The lock: granted to nobody until the delay ends.
+    pub name: String,
+    /// The delay's length.
+    pub delay_ms: u64,
+    /// When it started (the leader's wall clock as the log recorded it; 0: unknown).
+    pub started_at_ms: u64,
+    /// The token of the grant whose loss started it.
+    pub token: u64,
+}
+
+/// How long from `since_ms` to `now_ms`, for people ("-" when `since_ms` is unknown).
+fn since_text(since_ms: Option<u64>, now_ms: u64) -> String {
+    match since_ms {
+        Some(since) if since != 0 => {
+            let secs = now_ms.saturating_sub(since) / 1000;
+            match secs {
+                0..60 => format!("{secs}s"),
+                60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+                _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+            }
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+/// About how much of `delay` is left at `now_ms`, in seconds, for people.
+fn delay_left_text(delay: &DelayInForce, now_ms: u64) -> String {
+    let elapsed = if delay.started_at_ms == 0 {
+        0
+    } else {
+        now_ms.saturating_sub(delay.started_at_ms)
+    };
+    format!(
+        "about {}s of {}s",
+        delay.delay_ms.saturating_sub(elapsed).div_ceil(1000),
+        delay.delay_ms.div_ceil(1000)
+    )
 }
 
 /// The `/health` answer.
@@ -569,6 +622,18 @@ function eventText(e) {
   if (e.reason !== null) parts.push(esc(e.reason));
   return parts.join(", ");
 }
+function since(ms, now) {
+  if (ms === null || ms === undefined || ms === 0) return "-";
+  const secs = Math.floor(Math.max(0, now - ms) / 1000);
+  if (secs < 60) return secs + "s";
+  if (secs < 3600) return Math.floor(secs / 60) + "m" + String(secs % 60).padStart(2, "0") + "s";
+  return Math.floor(secs / 3600) + "h" + String(Math.floor(secs % 3600 / 60)).padStart(2, "0") + "m";
+}
+function delayLeft(d, now) {
+  const elapsed = d.started_at_ms === 0 ? 0 : Math.max(0, now - d.started_at_ms);
+  return "about " + Math.ceil(Math.max(0, d.delay_ms - elapsed) / 1000) + "s of "
+    + Math.ceil(d.delay_ms / 1000) + "s";
+}
 function render(s, l, ev) {
   document.title = "fencelock node " + s.node_id;
   $("title").textContent = "fencelock node " + s.node_id;
@@ -597,6 +662,12 @@ function render(s, l, ev) {
   $("held-locks").innerHTML = rows(l.held, (lock) =>
     "<tr><td>" + esc(lock.name) + "</td><td>" + holders(lock) + "</td><td>"
     + esc(lock.waiters) + "</td></tr>", 3);
+  $("longest-held").innerHTML = rows(l.longest_held || [], (lock) =>
+    "<tr><td>" + esc(lock.name) + "</td><td>" + esc(since(lock.held_since_ms, l.now_ms))
+    + "</td><td>" + holders(lock) + "</td><td>" + esc(lock.waiters) + "</td></tr>", 4);
+  $("lock-delays").innerHTML = rows(l.lock_delays || [], (d) =>
+    "<tr><td>" + esc(d.name) + "</td><td>" + esc(delayLeft(d, l.now_ms)) + "</td><td>"
+    + esc(d.token) + "</td></tr>", 3);
   $("events").innerHTML = rows(ev.slice().reverse(), (e) =>
     "<tr><td>" + esc(e.index) + "</td><td>" + esc(e.kind) + "</td><td>" + eventText(e)
     + "</td></tr>", 3);
@@ -729,6 +800,41 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
             escape(&lock.name),
             lock.waiters,
             holders_text(lock),
+        );
+    }
+    html.push_str(
+        "</tbody></table>\n<h2>longest-held locks</h2>\n<table>\n\
+         <thead><tr><th>lock</th><th>held for</th><th>holders</th><th>waiters</th></tr></thead>\n\
+         <tbody id=\"longest-held\">\n",
+    );
+    if locks.longest_held.is_empty() {
+        html.push_str("<tr><td colspan=\"4\" class=\"none\">none</td></tr>\n");
+    }
+    for lock in &locks.longest_held {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&lock.name),
+            since_text(lock.held_since_ms, locks.now_ms),
+            holders_text(lock),
+            lock.waiters,
+        );
+    }
+    html.push_str(
+        "</tbody></table>\n<h2>lock-delays in force (granted to nobody)</h2>\n<table>\n\
+         <thead><tr><th>lock</th><th>delay left</th><th>lost token</th></tr></thead>\n\
+         <tbody id=\"lock-delays\">\n",
+    );
+    if locks.lock_delays.is_empty() {
+        html.push_str("<tr><td colspan=\"3\" class=\"none\">none</td></tr>\n");
+    }
+    for delay in &locks.lock_delays {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&delay.name),
+            delay_left_text(delay, locks.now_ms),
+            delay.token,
         );
     }
     html.push_str(
@@ -913,6 +1019,42 @@ mod tests {
         assert!(text.contains("NO_SPACE"), "{text}");
         server.source.0.lock().expect("lock").disk.no_space_alarm = false;
         assert_eq!(get(server.addr, "/health").await.0, 200);
+    }
+
+    #[test]
+    fn the_page_lists_the_longest_held_locks_and_the_delays_in_force() {
+        let now_ms = 1_800_000_000_000;
+        let locks = LocksOverview {
+            longest_held: vec![LockSummary {
+                name: "jobs/<stuck>".into(),
+                holders: vec![(
+                    fencelock_core::SessionId(7),
+                    fencelock_core::FencingToken(42),
+                )],
+                waiters: 3,
+                held_since_ms: Some(now_ms - 192_000),
+            }],
+            lock_delays: vec![DelayInForce {
+                name: "printers/3".into(),
+                delay_ms: 10_000,
+                started_at_ms: now_ms - 4_000,
+                token: 41,
+            }],
+            now_ms,
+            ..LocksOverview::default()
+        };
+        let page = render_page(&leader_status(), &locks, &[]);
+        assert!(page.contains("<h2>longest-held locks</h2>"), "{page}");
+        assert!(
+            page.contains(
+                "<td>jobs/&lt;stuck&gt;</td><td>3m12s</td><td>session 7 token 42</td><td>3</td>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>printers/3</td><td>about 6s of 10s</td><td>41</td>"),
+            "{page}"
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use crate::raft::NodeId;
 use crate::raft::link::LinkLimits;
 use crate::space::SpaceOptions;
 use crate::store::LogStoreOptions;
-use fencelock_core::Limits;
+use fencelock_core::{Limits, PrimitiveLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub api_limits: ApiLimits,
     /// The replicated limits this node proposes when it leads.
     pub limits: Limits,
+    /// The replicated limits of semaphores, lock-delays, multi-locks and reentrancy this
+    /// node proposes when it leads.
+    pub primitive_limits: PrimitiveLimits,
     /// TLS for the client and peer listeners (`None`: plaintext everywhere).
     pub tls: Option<TlsConfig>,
 }
@@ -214,6 +217,13 @@ pub struct ApiLimits {
     pub watch_history_bytes: usize,
     /// Live keepalive streams at most.
     pub max_keepalive_streams: usize,
+    /// Hold- and wait-time histograms on `/metrics` are labelled by the first this many
+    /// `/`-separated segments of the lock name (1: the part before the first `/`; 0:
+    /// one series for all locks).
+    pub metrics_name_depth: usize,
+    /// Distinct name-prefix labels of those histograms at most; names past it share the
+    /// label `(other)` (1..=100000).
+    pub metrics_max_name_prefixes: usize,
 }
 
 /// TLS settings: PEM files for the client listener and for peer (Raft) traffic.
@@ -359,6 +369,7 @@ impl Default for ServerConfig {
             write_path: WritePathConfig::default(),
             api_limits: ApiLimits::default(),
             limits: Limits::default(),
+            primitive_limits: PrimitiveLimits::default(),
             tls: None,
         }
     }
@@ -436,6 +447,8 @@ impl Default for ApiLimits {
             watch_history_events: 10_000,
             watch_history_bytes: 16 << 20,
             max_keepalive_streams: 10_000,
+            metrics_name_depth: 1,
+            metrics_max_name_prefixes: 1_000,
         }
     }
 }
@@ -534,6 +547,9 @@ impl ServerConfig {
             || self.api_limits.watch_history_bytes > 1 << 30
         {
             return Err("watch history must be at most 10000000 events and 1 GiB".into());
+        }
+        if !(1..=100_000).contains(&self.api_limits.metrics_max_name_prefixes) {
+            return Err("metrics_max_name_prefixes must be 1..=100000".into());
         }
         if let Some(tls) = &self.tls {
             tls.validate()?;

@@ -1,11 +1,13 @@
 //! The leader's background duties: follow leadership (lease clock, limits proposal, the
-//! leader's client address, the cached commit index) and expire sessions.
+//! leader's client address, the cached commit index), expire sessions and end
+//! lock-delays.
 
 use crate::metrics;
 use crate::node::Node;
 use crate::proposer::ProposeError;
-use fencelock_core::Command;
+use fencelock_core::{Command, FencingToken};
 use openraft::ServerState;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -63,9 +65,20 @@ async fn propose_limits(node: &Node) {
     if node.barrier().confirm().await.is_err() {
         return;
     }
-    let differs = node
-        .shared()
-        .read(|applied| applied.state.limits() != &node.config().limits);
+    let (differs, primitives_differ) = node.shared().read(|applied| {
+        (
+            applied.state.limits() != &node.config().limits,
+            applied.state.primitive_limits() != &node.config().primitive_limits,
+        )
+    });
+    if primitives_differ {
+        let command = Command::SetPrimitiveLimits(node.config().primitive_limits.clone());
+        match node.proposer().propose(command).await {
+            Ok(Ok(_)) => tracing::info!("replicated this node's primitive limits"),
+            Ok(Err(error)) => tracing::error!(%error, "configured primitive limits refused"),
+            Err(error) => tracing::warn!(%error, "could not replicate primitive limits"),
+        }
+    }
     if differs {
         match node
             .proposer()
@@ -80,15 +93,18 @@ async fn propose_limits(node: &Node) {
 }
 
 /// The leader's expiry loop: every tick, propose `ExpireSessions` for sessions whose
-/// deadline passed, in bounded batches.
+/// deadline passed, in bounded batches, and end the lock-delays that ran their course
+/// (see [`LockDelayTimers`]).
 pub(crate) async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(node.config().write_path.expiry_tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut delays = LockDelayTimers::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopped.wait_for(|stop| *stop) => return,
         }
+        delays.tick(&node).await;
         let max = node
             .shared()
             .read(|applied| applied.state.limits().max_expire_batch)
@@ -124,5 +140,92 @@ pub(crate) async fn expire_sessions(node: Arc<Node>, mut stopped: watch::Receive
                 }
             }
         }
+    }
+}
+
+/// Lock-delays proposed ended at most per tick, so a burst of them cannot stall the log.
+const MAX_DELAY_ENDS_PER_TICK: usize = 256;
+
+/// The leader's clock for lock-delays, kept as session expiry is: only the leader times
+/// a delay, on its monotonic clock, from when it first sees the delay in its applied
+/// state (which is after the entry that started it committed), and proposes
+/// `EndLockDelay` when the delay has passed. A node that starts leading (a new term)
+/// forgets every timer and restarts each delay in force in full, so a change of leader
+/// can only lengthen a delay, never shorten it. `EndLockDelay` names the delay by the
+/// token of the grant whose loss started it, so a late proposal cannot end a newer one.
+#[derive(Debug, Default)]
+pub(crate) struct LockDelayTimers {
+    /// The term the timers were started in; `None` while not leading.
+    term: Option<u64>,
+    /// Lock name → (the delay's id, when it may end).
+    due: HashMap<String, (FencingToken, Instant)>,
+}
+
+impl LockDelayTimers {
+    /// Start timers for new delays, forget ended ones, and propose the end of those due.
+    async fn tick(&mut self, node: &Node) {
+        let (leading, term) = {
+            let metrics = node.raft().metrics();
+            let metrics = metrics.borrow();
+            (metrics.state == ServerState::Leader, metrics.current_term)
+        };
+        if !leading || !node.leases().is_leading() {
+            self.term = None;
+            self.due.clear();
+            return;
+        }
+        if self.term != Some(term) {
+            self.term = Some(term);
+            self.due.clear();
+        }
+        let ends = self.refresh(node, Instant::now());
+        if ends.is_empty() {
+            return;
+        }
+        let proposals = ends.into_iter().map(|(name, token)| async move {
+            let command = Command::EndLockDelay {
+                name: name.clone(),
+                token,
+            };
+            match node.proposer().propose(command).await {
+                Ok(Ok(_)) => tracing::debug!(lock = %name, %token, "lock-delay ended"),
+                Ok(Err(error)) => {
+                    tracing::error!(lock = %name, %error, "end of lock-delay refused")
+                }
+                // Still in force: proposed again at the next tick.
+                Err(error) => tracing::debug!(lock = %name, %error, "end of lock-delay unknown"),
+            }
+        });
+        futures::future::join_all(proposals).await;
+    }
+
+    /// Sync the timers with the delays in force at `now`; the delays due, at most
+    /// [`MAX_DELAY_ENDS_PER_TICK`].
+    fn refresh(&mut self, node: &Node, now: Instant) -> Vec<(String, FencingToken)> {
+        let due = &mut self.due;
+        node.shared().read(|applied| {
+            let mut in_force = 0;
+            for (name, delay) in applied.state.lock_delays() {
+                in_force += 1;
+                let fresh = due.get(name).is_none_or(|(token, _)| *token != delay.token);
+                if fresh {
+                    let until = now + Duration::from_millis(delay.delay_ms);
+                    due.insert(name.to_owned(), (delay.token, until));
+                }
+            }
+            if due.len() > in_force {
+                due.retain(|name, (token, _)| {
+                    applied
+                        .state
+                        .lock_delay(name)
+                        .is_some_and(|delay| delay.token == *token)
+                });
+            }
+        });
+        due.iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .take(MAX_DELAY_ENDS_PER_TICK)
+            .map(|(name, (token, _))| (name.clone(), *token))
+            .collect()
     }
 }

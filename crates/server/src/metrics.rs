@@ -11,6 +11,8 @@
 //! `node="<id>"` label, because tests run several nodes in one process.
 
 use crate::status::NodeStatus;
+use crate::store::{Applied, ApplyObserver};
+use fencelock_core::{Event, FencingToken};
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     describe_counter, describe_gauge, describe_histogram,
@@ -18,6 +20,8 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
@@ -33,6 +37,12 @@ pub const SESSIONS_EXPIRED_TOTAL: &str = "fencelock_sessions_expired_total";
 pub const RAFT_ENTRIES_PROPOSED_TOTAL: &str = "fencelock_raft_entries_proposed_total";
 /// Histogram: commands packed into one proposed Raft entry.
 pub const PROPOSAL_BATCH_SIZE: &str = "fencelock_proposal_batch_size";
+/// Histogram: how long grants were held when they ended, in seconds, by lock-name
+/// `prefix` (see [`NamePrefixes`]). Recorded on every node from the applied log.
+pub const LOCK_HOLD_SECONDS: &str = "fencelock_lock_hold_seconds";
+/// Histogram: how long granted waits had waited, in seconds, by lock-name `prefix`.
+/// Recorded on every node from the applied log.
+pub const LOCK_WAIT_SECONDS: &str = "fencelock_lock_wait_seconds";
 
 /// Gauge: the node's current Raft term.
 pub const RAFT_TERM: &str = "fencelock_raft_term";
@@ -79,6 +89,132 @@ pub const PROPOSAL_BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
+/// Bucket bounds of [`LOCK_HOLD_SECONDS`] and [`LOCK_WAIT_SECONDS`]: 1 ms to a day.
+pub const LOCK_TIME_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+/// The `prefix` label that hold and wait times carry, cut from lock names: the first
+/// `depth` segments of the name split at `/` (depth 1, the default: the part before the
+/// first `/`; depth 0: one series for every lock). At most `max` distinct labels are
+/// handed out, so a service with many unrelated names cannot grow the metrics without
+/// bound; names past it share the label `(other)`.
+#[derive(Debug)]
+pub struct NamePrefixes {
+    depth: usize,
+    max: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The label of names past [`NamePrefixes`]'s bound.
+pub const OTHER_PREFIX: &str = "(other)";
+
+impl NamePrefixes {
+    /// Labels of `depth` segments, at most `max` distinct.
+    pub fn new(depth: usize, max: usize) -> NamePrefixes {
+        NamePrefixes {
+            depth,
+            max,
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The label of lock `name`.
+    pub fn label(&self, name: &str) -> String {
+        let prefix = match self.depth {
+            0 => "",
+            depth => match name.match_indices('/').nth(depth - 1) {
+                Some((end, _)) => &name[..end],
+                None => name,
+            },
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(prefix) {
+            return prefix.to_owned();
+        }
+        if seen.len() >= self.max {
+            return OTHER_PREFIX.to_owned();
+        }
+        seen.insert(prefix.to_owned());
+        prefix.to_owned()
+    }
+}
+
+/// An apply observer that records hold times into [`LOCK_HOLD_SECONDS`] on every node,
+/// from the applied log alone, then hands every change on to `inner` (the node's event
+/// hub). A grant's time is the wall clock its entry carries (the state's clock after
+/// the entry: the leader puts its clock first in each entry); when the grant ends, the
+/// clock of the entry that ended it minus that is how long it was held. It keeps one
+/// number per grant in force, dropped when the grant ends (and rebuilt from the state
+/// when a snapshot replaces it), so it is bounded by the state's own limits.
+pub struct HoldTimes<O> {
+    inner: Arc<O>,
+    /// Token of each grant in force → the wall clock (ms) when it was granted.
+    granted_at_ms: Mutex<HashMap<FencingToken, u64>>,
+}
+
+impl<O> HoldTimes<O> {
+    /// Record hold times, then tell `inner`.
+    pub fn new(inner: Arc<O>) -> Arc<Self> {
+        Arc::new(HoldTimes {
+            inner,
+            granted_at_ms: Mutex::default(),
+        })
+    }
+}
+
+impl<O: ApplyObserver> ApplyObserver for HoldTimes<O> {
+    fn applied(&self, index: u64, events: &[Event], applied: &Applied) {
+        let now_ms = applied.state.clock_ms();
+        let mut granted = self.granted_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            match event {
+                Event::Acquired { token, .. } => {
+                    granted.insert(*token, now_ms);
+                }
+                Event::Released { name, token, .. } => {
+                    if let Some(at_ms) = granted.remove(token)
+                        && at_ms != 0
+                        && now_ms != 0
+                    {
+                        let held = Duration::from_millis(now_ms.saturating_sub(at_ms));
+                        record_hold(name, held);
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(granted);
+        self.inner.applied(index, events, applied);
+    }
+
+    fn reset(&self, applied: &Applied) {
+        let mut granted = self.granted_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        granted.clear();
+        // Page through the locks, so a large state is not copied at once.
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = applied
+                .state
+                .locks_with_prefix("", after.as_deref(), RESET_PAGE);
+            for lock in &page {
+                for holder in &lock.holders {
+                    granted.insert(holder.token, holder.granted_at_ms);
+                }
+            }
+            match page.last() {
+                Some(last) if more => after = Some(last.name.clone()),
+                _ => break,
+            }
+        }
+        drop(granted);
+        self.inner.reset(applied);
+    }
+}
+
+/// Locks read per page when [`HoldTimes`] rebuilds from a replaced state.
+const RESET_PAGE: usize = 1_000;
+
 /// How often buffered histogram samples are folded in when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -100,6 +236,18 @@ fn build() -> Exporter {
             b.set_buckets_for_metric(
                 Matcher::Full(PROPOSAL_BATCH_SIZE.to_owned()),
                 PROPOSAL_BATCH_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(LOCK_HOLD_SECONDS.to_owned()),
+                LOCK_TIME_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(LOCK_WAIT_SECONDS.to_owned()),
+                LOCK_TIME_BUCKETS,
             )
         })
         .expect("bucket lists are constant and non-empty")
@@ -195,6 +343,16 @@ fn describe_all() {
         PROPOSAL_BATCH_SIZE,
         Unit::Count,
         "Commands packed into one proposed Raft entry."
+    );
+    describe_histogram!(
+        LOCK_HOLD_SECONDS,
+        Unit::Seconds,
+        "How long grants were held when they ended, by lock-name prefix (leader's wall clock as recorded in the log)."
+    );
+    describe_histogram!(
+        LOCK_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long granted waits had waited, by lock-name prefix (leader's wall clock as recorded in the log)."
     );
     describe_gauge!(RAFT_TERM, Unit::Count, "The node's current Raft term.");
     describe_gauge!(
@@ -302,6 +460,39 @@ pub fn record_expired(count: usize) {
     with_ours(|| metrics::counter!(SESSIONS_EXPIRED_TOTAL).increment(count as u64));
 }
 
+/// The process's name-prefix labels (the metrics are process-wide too): set by the
+/// first node started, from its `metrics_name_depth` and `metrics_max_name_prefixes`.
+static NAME_PREFIXES: OnceLock<NamePrefixes> = OnceLock::new();
+
+/// Label hold and wait times by the first `depth` segments of lock names, at most `max`
+/// labels. The first call in a process decides (later ones are ignored: the labels
+/// already handed out stay).
+pub fn set_name_prefixes(depth: usize, max: usize) {
+    let _ = NAME_PREFIXES.set(NamePrefixes::new(depth, max));
+}
+
+fn name_label(name: &str) -> String {
+    NAME_PREFIXES
+        .get_or_init(|| NamePrefixes::new(1, 1_000))
+        .label(name)
+}
+
+/// Records how long a grant of lock `name` was held.
+pub fn record_hold(name: &str, held: Duration) {
+    let prefix = name_label(name);
+    with_ours(|| {
+        metrics::histogram!(LOCK_HOLD_SECONDS, "prefix" => prefix).record(held.as_secs_f64());
+    });
+}
+
+/// Records how long a granted wait for lock `name` waited.
+pub fn record_wait(name: &str, waited: Duration) {
+    let prefix = name_label(name);
+    with_ours(|| {
+        metrics::histogram!(LOCK_WAIT_SECONDS, "prefix" => prefix).record(waited.as_secs_f64());
+    });
+}
+
 /// Records one proposed Raft entry that packs `batch_size` commands.
 pub fn record_batch(batch_size: usize) {
     with_ours(|| {
@@ -377,6 +568,39 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    #[test]
+    fn name_prefixes_cut_at_the_depth_and_stay_bounded() {
+        let one = NamePrefixes::new(1, 3);
+        assert_eq!(one.label("db/users/42"), "db");
+        assert_eq!(one.label("jobs"), "jobs");
+        assert_eq!(one.label("db/orders"), "db");
+        let two = NamePrefixes::new(2, 100);
+        assert_eq!(two.label("db/users/42"), "db/users");
+        assert_eq!(two.label("db/users"), "db/users");
+        assert_eq!(two.label("db"), "db");
+        assert_eq!(NamePrefixes::new(0, 1).label("db/users"), "");
+        // The bound: a third and fourth new prefix; the fourth is folded into "(other)",
+        // while a prefix seen before keeps its label.
+        assert_eq!(one.label("cron/x"), "cron");
+        assert_eq!(one.label("mail/x"), OTHER_PREFIX);
+        assert_eq!(one.label("db/x"), "db");
+    }
+
+    #[test]
+    fn hold_and_wait_times_reach_the_exporter() {
+        record_hold("holdtest/a", Duration::from_secs(3));
+        record_wait("holdtest/b", Duration::from_millis(250));
+        let text = handle().render();
+        assert!(
+            text.contains("fencelock_lock_hold_seconds_bucket{prefix=\"holdtest\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_lock_wait_seconds_count{prefix=\"holdtest\"}"),
+            "{text}"
+        );
     }
 
     #[test]

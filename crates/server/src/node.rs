@@ -295,6 +295,21 @@ impl admin::AdminSource for Node {
                 .state
                 .busiest_locks(limits::STATUS_TOP_QUEUES, limits::STATUS_LOCK_SCAN),
             held: applied.state.held_locks_sample(limits::STATUS_HELD_SAMPLE),
+            longest_held: applied
+                .state
+                .longest_held_locks(limits::STATUS_TOP_QUEUES, limits::STATUS_LOCK_SCAN),
+            lock_delays: applied
+                .state
+                .lock_delays()
+                .take(limits::STATUS_TOP_QUEUES)
+                .map(|(name, delay)| admin::DelayInForce {
+                    name: name.to_owned(),
+                    delay_ms: delay.delay_ms,
+                    started_at_ms: delay.started_at_ms,
+                    token: delay.token.0,
+                })
+                .collect(),
+            now_ms: crate::proposer::wall_clock_ms(),
         })
     }
 

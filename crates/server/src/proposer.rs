@@ -338,6 +338,7 @@ fn frees_state(command: &Command) -> bool {
         other => matches!(
             other,
             Command::CloseSession { .. }
+                | Command::EndLockDelay { .. }
                 | Command::Release { .. }
                 | Command::CancelWait { .. }
                 | Command::ExpireSessions { .. }
@@ -411,9 +412,22 @@ async fn run(
     }
 }
 
+/// This node's wall clock in ms since the Unix epoch (0 if it is set before 1970).
+pub(crate) fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 impl Writer {
     /// Hand `commands` to Raft as one entry; the returned future waits for the commit
     /// (at most `write_timeout`) and gives each command's result, in order.
+    ///
+    /// The entry starts with a `WallClock` of this leader's clock: time enters the state
+    /// machine only as data, and the grants and waits of the entry are stamped with it
+    /// (the state keeps the largest value seen, so a clock stepped back changes nothing).
     async fn submit(
         &self,
         commands: Vec<Command>,
@@ -422,8 +436,13 @@ impl Writer {
         let leader = self.raft.metrics().borrow().current_leader;
         let submitted = if leader == Some(self.node_id) {
             crate::metrics::record_batch(count);
+            let mut entry = Vec::with_capacity(count + 1);
+            entry.push(Command::WallClock {
+                unix_ms: wall_clock_ms(),
+            });
+            entry.extend(commands);
             self.raft
-                .client_write_ff(CommandBatch(commands))
+                .client_write_ff(CommandBatch(entry))
                 .await
                 .map_err(|fatal| ProposeError::Unavailable(fatal.to_string()))
         } else {
@@ -434,7 +453,10 @@ impl Writer {
             match submitted {
                 Ok(committed) => {
                     let outcome = tokio::time::timeout(write_timeout, committed).await;
-                    results(count, outcome, write_timeout)
+                    let mut results = results(count + 1, outcome, write_timeout);
+                    // The leading `WallClock`'s own result is nobody's.
+                    let _clock = results.remove(0);
+                    results
                 }
                 Err(error) => vec![Err(error); count],
             }
@@ -504,6 +526,27 @@ mod tests {
             client_id: ClientId(client),
             ttl_ms: 60_000,
         }
+    }
+
+    /// Each entry starts with the leader's wall clock, which the state keeps, and each
+    /// caller still gets its own command's answer (not the clock's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_entry_carries_the_leader_s_wall_clock() {
+        let cluster = TestCluster::start_with(1, fast).await;
+        let leader = cluster.leader().await;
+        let node = cluster.running(leader).node();
+        let before = wall_clock_ms();
+        let answer = node.proposer().propose(open(1)).await;
+        assert!(
+            matches!(answer, Ok(Ok(Response::SessionOpened { .. }))),
+            "{answer:?}"
+        );
+        let clock = node.shared().read(|applied| applied.state.clock_ms());
+        assert!(
+            (before..=wall_clock_ms()).contains(&clock),
+            "clock {clock}, proposed after {before}"
+        );
+        cluster.shutdown().await;
     }
 
     /// A held-back command rides in the entry of a caller whose future is dropped right

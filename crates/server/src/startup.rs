@@ -254,7 +254,11 @@ pub async fn start_with_listeners(
         bytes: config.api_limits.watch_history_bytes,
     };
     let hub = EventHub::new(config.api_limits.watch_buffer, history, leases.clone());
-    let shared = SharedState::new(hub.clone());
+    crate::metrics::set_name_prefixes(
+        config.api_limits.metrics_name_depth,
+        config.api_limits.metrics_max_name_prefixes,
+    );
+    let shared = SharedState::new(crate::metrics::HoldTimes::new(hub.clone()));
     // The admin port's TLS and token files are read now: a bad one stops start-up
     // before any listener serves.
     let admin_security =

@@ -1133,3 +1133,67 @@ async fn an_isolated_leader_does_not_renew_a_lease_over_json() {
     cluster.heal();
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn semaphores_and_multi_locks_over_json() {
+    let cluster = TestCluster::start(1).await;
+    let addr = client_addr(&cluster, cluster.leader().await);
+    let mut tokens = Vec::new();
+    for seq in 1..=2u64 {
+        let session = open(addr, 60_000).await;
+        let granted = ok(
+            addr,
+            "/v1/locks/acquire",
+            json!({"session_id": session, "name": "pool", "mode": "SHARED", "permits": 2,
+                   "request": {"seq": seq, "first_unanswered_seq": seq}}),
+        )
+        .await;
+        assert_eq!(granted["outcome"], "GRANTED", "{granted}");
+        assert_eq!(granted["grants"][0]["name"], "pool", "{granted}");
+        tokens.push(granted["grants"][0]["token"].as_u64().expect("token"));
+    }
+    assert!(
+        tokens[0] < tokens[1],
+        "each permit has its own token: {tokens:?}"
+    );
+    let third = open(addr, 60_000).await;
+    let blocked = ok(
+        addr,
+        "/v1/locks/acquire",
+        json!({"session_id": third, "name": "pool", "mode": "SHARED", "permits": 2,
+               "request": {"seq": 1, "first_unanswered_seq": 1}}),
+    )
+    .await;
+    assert_eq!(blocked["outcome"], "WOULD_BLOCK", "{blocked}");
+    let mismatch = post(
+        addr,
+        "/v1/locks/acquire",
+        json!({"session_id": third, "name": "pool", "mode": "SHARED", "permits": 3,
+               "request": {"seq": 2, "first_unanswered_seq": 2}}),
+    )
+    .await;
+    assert_eq!(
+        mismatch.body["reason"], "PERMITS_MISMATCH",
+        "{:?}",
+        mismatch.body
+    );
+    assert!(mismatch.status.is_client_error(), "{}", mismatch.status);
+
+    // Several names in one request: all granted, each with its own token, in the order asked.
+    let multi = ok(
+        addr,
+        "/v1/locks/acquire",
+        json!({"session_id": third, "locks": [{"name": "b"}, {"name": "a"}],
+               "request": {"seq": 3, "first_unanswered_seq": 3}}),
+    )
+    .await;
+    assert_eq!(multi["outcome"], "GRANTED", "{multi}");
+    let names: Vec<&str> = multi["grants"]
+        .as_array()
+        .expect("grants")
+        .iter()
+        .map(|grant| grant["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["b", "a"]);
+    cluster.shutdown().await;
+}

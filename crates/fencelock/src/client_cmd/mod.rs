@@ -153,6 +153,39 @@ impl WaitArgs {
     }
 }
 
+/// The options of `lock` and `acquire` for the primitives beyond a plain lock.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PrimitiveArgs {
+    /// A counting semaphore of N permits: at most N holders (by weight) at once, each
+    /// with its own token. Every user of the name must give the same N while it is in
+    /// use.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub permits: Option<u32>,
+    /// Permits this holder takes (with --permits) [default: 1].
+    #[arg(long, value_name = "W", requires = "permits", value_parser = clap::value_parser!(u32).range(1..))]
+    pub weight: Option<u32>,
+    /// Lock-delay: if this holder's session expires or is revoked (not on a normal
+    /// release), nobody gets the lock for this long (e.g. `10s`; at most the cluster's
+    /// max_lock_delay_ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_delay: Option<Duration>,
+    /// Reentrant: if this session already holds the (exclusive) lock, count one more
+    /// hold and get the same token instead of a refusal.
+    #[arg(long, conflicts_with = "permits")]
+    pub reentrant: bool,
+}
+
+impl PrimitiveArgs {
+    /// `options` with these flags applied.
+    pub fn apply(&self, mut options: AcquireOptions) -> AcquireOptions {
+        options.permits = self.permits;
+        options.weight = self.weight.unwrap_or(0);
+        options.lock_delay = self.lock_delay.unwrap_or_default();
+        options.reentrant = self.reentrant;
+        options
+    }
+}
+
 /// `fencelock acquire`.
 #[derive(Debug, Clone, Args)]
 pub struct AcquireArgs {
@@ -173,6 +206,9 @@ pub struct AcquireArgs {
     /// How long to wait (a wait ends anyway when the one-lock session's TTL runs out).
     #[command(flatten)]
     pub wait: WaitArgs,
+    /// Semaphore, lock-delay and reentrancy.
+    #[command(flatten)]
+    pub primitive: PrimitiveArgs,
 }
 
 /// `fencelock release`.
@@ -452,11 +488,12 @@ fn whole_millis(duration: Duration) -> Duration {
 
 async fn acquire(client: &Client, opts: &ClientOpts, args: &AcquireArgs) -> anyhow::Result<()> {
     let wait = args.wait.to_wait();
-    let options = AcquireOptions {
+    let options = args.primitive.apply(AcquireOptions {
         mode: mode_of(args.shared),
         wait,
         value: args.value.clone().unwrap_or_default().into_bytes(),
-    };
+        ..AcquireOptions::default()
+    });
     let mut signals = run_cmd::Signals::new()?;
     let acquired = run_cmd::waiting(
         format!("waiting for lock {}", args.name),

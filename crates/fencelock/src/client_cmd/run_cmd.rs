@@ -27,12 +27,14 @@
 //! Exit status: CMD's exit code, or 128+N when CMD was killed by signal N; see
 //! [`crate::exit`] for the codes of fencelock's own outcomes.
 
-use super::{ClientOpts, WaitArgs, mode_of, parse_duration, wait_text};
+use super::{ClientOpts, PrimitiveArgs, WaitArgs, mode_of, parse_duration, wait_text};
 use crate::exit::{self, Exit};
 use anyhow::Context;
 use clap::Args;
 use fencelock_client::election::Election;
-use fencelock_client::{AcquireOptions, Acquisition, Client, Lost, LostReason, Session};
+use fencelock_client::{
+    AcquireOptions, Acquisition, Client, Lost, LostReason, MultiAcquisition, Session,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -48,8 +50,11 @@ use tokio::signal::unix::{SignalKind, signal};
 /// `fencelock lock`.
 #[derive(Debug, Clone, Args)]
 pub struct LockArgs {
-    /// The lock's name.
-    pub name: String,
+    /// The lock's name; several names take them all at once, all or nothing (an atomic
+    /// multi-lock: nothing is held while waiting, so it cannot deadlock). CMD then gets
+    /// FENCELOCK_LOCK and FENCELOCK_TOKEN as comma-separated lists in the same order.
+    #[arg(required = true, num_args = 1.., value_name = "NAME")]
+    pub names: Vec<String>,
     /// The session's lease: if fencelock cannot renew it for this long (the cluster is
     /// unreachable, the machine was paused), the lock is lost and CMD is terminated.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
@@ -63,6 +68,9 @@ pub struct LockArgs {
     /// A holder value shown by `describe` and `watch` (e.g. the host name).
     #[arg(long, value_name = "V")]
     pub value: Option<String>,
+    /// Semaphore, lock-delay and reentrancy.
+    #[command(flatten)]
+    pub primitive: PrimitiveArgs,
     /// After the lease is lost, how long CMD has to exit after SIGTERM before SIGKILL.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub kill_after: Duration,
@@ -73,20 +81,27 @@ pub struct LockArgs {
 
 /// `fencelock elect`.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("announced").args(["value", "value_file"])))]
 pub struct ElectArgs {
     /// The election's name (an exclusive lock).
     pub name: String,
     /// Do not campaign: print who leads now and every change ("no leader" included)
     /// until Ctrl-C; with `--output json`, one JSON object per line.
-    #[arg(long, conflicts_with_all = ["value", "command"])]
+    #[arg(long, conflicts_with_all = ["value", "value_file", "command"])]
     pub observe: bool,
     /// With --observe: stop after N lines.
     #[arg(long, value_name = "N", requires = "observe")]
     pub count: Option<u64>,
     /// The value announced to observers while leading (e.g. this node's address); shown
     /// by `describe` and `watch`.
-    #[arg(long, value_name = "V", required_unless_present = "observe")]
+    #[arg(long, value_name = "V", required_unless_present_any = ["observe", "value_file"])]
     pub value: Option<String>,
+    /// Announce the content of FILE instead (its first line), and while leading proclaim
+    /// its new content whenever it changes (checked every second): the leader updates
+    /// its value without resigning, and observers see a `value_changed` event. CMD may
+    /// write the file itself.
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<std::path::PathBuf>,
     /// The session's lease (see `lock --ttl`): leadership is lost when it cannot be
     /// renewed for this long, and CMD is terminated.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
@@ -168,78 +183,104 @@ pub async fn lock(client: &Client, opts: &ClientOpts, args: &LockArgs) -> anyhow
         .await
         .context("cannot open a session")?;
     let wait = args.wait.to_wait();
-    let options = AcquireOptions {
+    let options = args.primitive.apply(AcquireOptions {
         mode: mode_of(args.shared),
         wait,
         value: args.value.clone().unwrap_or_default().into_bytes(),
+        ..AcquireOptions::default()
+    });
+    let label = args.names.join(",");
+    let what = if args.names.len() == 1 {
+        format!("lock {label}")
+    } else {
+        format!("locks {label}")
     };
     let acquired = waiting(
-        format!("waiting for lock {}", args.name),
+        format!("waiting for {what}"),
         &mut signals,
-        session.acquire(&args.name, options),
+        take(&session, &args.names, options),
     )
     .await;
-    let guard = match acquired {
-        Ok(Ok(Acquisition::Granted(guard))) => guard,
+    let guards = match acquired {
+        Ok(Ok(MultiAcquisition::Granted(guards))) => guards,
         other => {
             let error: anyhow::Error = match other {
                 Err(signal) => Exit::with(
                     exit::SIGNAL_BASE + signal as u8,
-                    format!(
-                        "interrupted by {signal} while waiting for lock {}",
-                        args.name
-                    ),
+                    format!("interrupted by {signal} while waiting for {what}"),
                 )
                 .into(),
-                Ok(Ok(Acquisition::WouldBlock)) => Exit::with(
-                    exit::WOULD_BLOCK,
-                    format!("lock {} is held (--no-wait)", args.name),
-                )
-                .into(),
+                Ok(Ok(MultiAcquisition::WouldBlock)) => {
+                    Exit::with(exit::WOULD_BLOCK, format!("{what} is held (--no-wait)")).into()
+                }
                 Ok(Ok(_)) => Exit::with(
                     exit::TIMED_OUT,
-                    format!(
-                        "lock {} was still held after waiting {}",
-                        args.name,
-                        wait_text(wait)
-                    ),
+                    format!("{what} was still held after waiting {}", wait_text(wait)),
                 )
                 .into(),
                 Ok(Err(error)) => {
-                    anyhow::Error::new(error).context(format!("cannot acquire lock {}", args.name))
+                    anyhow::Error::new(error).context(format!("cannot acquire {what}"))
                 }
             };
             close_quietly(session, opts.timeout).await;
             return Err(error);
         }
     };
+    let tokens: Vec<String> = guards.iter().map(|g| g.token().0.to_string()).collect();
     let env = Env {
-        token: guard.token().0,
-        lock: args.name.clone(),
+        token: tokens.join(","),
+        lock: label,
         session: session.id().0,
         endpoints: opts.endpoints.join(","),
     };
     let ended = supervise(
         &args.command,
         &env,
-        guard.lost(),
+        session.lost(),
         args.kill_after,
         &mut signals,
     )
     .await;
     match &ended {
-        Ended::Lost { .. } | Ended::CannotStart(..) => drop(guard),
-        Ended::Exited(_) => match tokio::time::timeout(opts.timeout, guard.release()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("fencelock: releasing lock {}: {error}", args.name),
-            Err(_) => eprintln!(
-                "fencelock: releasing lock {} took over {}; closing the session",
-                args.name,
-                humantime::format_duration(opts.timeout)
-            ),
-        },
+        Ended::Lost { .. } | Ended::CannotStart(..) => drop(guards),
+        Ended::Exited(_) => {
+            let release = futures::future::join_all(guards.into_iter().map(|guard| async move {
+                let name = guard.name().to_owned();
+                (name, guard.release().await)
+            }));
+            match tokio::time::timeout(opts.timeout, release).await {
+                Ok(results) => {
+                    for (name, result) in results {
+                        if let Err(error) = result {
+                            eprintln!("fencelock: releasing lock {name}: {error}");
+                        }
+                    }
+                }
+                Err(_) => eprintln!(
+                    "fencelock: releasing {what} took over {}; closing the session",
+                    humantime::format_duration(opts.timeout)
+                ),
+            }
+        }
     }
-    finish(ended, session, opts, &format!("lock {}", args.name)).await
+    finish(ended, session, opts, &what).await
+}
+
+/// Take one lock (`acquire`) or several at once (`acquire_all`), as the same outcome.
+async fn take(
+    session: &Session,
+    names: &[String],
+    options: AcquireOptions,
+) -> fencelock_client::Result<MultiAcquisition> {
+    if let [name] = names {
+        return Ok(match session.acquire(name, options).await? {
+            Acquisition::Granted(guard) => MultiAcquisition::Granted(vec![guard]),
+            Acquisition::WouldBlock => MultiAcquisition::WouldBlock,
+            Acquisition::TimedOut => MultiAcquisition::TimedOut,
+        });
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    session.acquire_all(&names, options).await
 }
 
 /// `fencelock elect`: campaign, run CMD while leading, resign when it exits.
@@ -256,10 +297,16 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
         .await
         .context("cannot open a session")?;
     let election = Election::new(&session, args.name.clone());
+    let value = match (&args.value, &args.value_file) {
+        (Some(value), _) => value.clone(),
+        (None, Some(path)) => read_value_file(path)
+            .with_context(|| format!("cannot read --value-file {}", path.display()))?,
+        (None, None) => String::new(),
+    };
     let campaign = waiting(
         format!("campaigning for {}", args.name),
         &mut signals,
-        election.campaign(args.value.clone().unwrap_or_default().into_bytes()),
+        election.campaign(value.clone().into_bytes()),
     )
     .await;
     let leadership = match campaign {
@@ -283,19 +330,27 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
         }
     };
     let env = Env {
-        token: leadership.token().0,
+        token: leadership.token().0.to_string(),
         lock: args.name.clone(),
         session: session.id().0,
         endpoints: opts.endpoints.join(","),
     };
-    let ended = supervise(
+    let supervised = supervise(
         &args.command,
         &env,
         leadership.lost(),
         args.kill_after,
         &mut signals,
-    )
-    .await;
+    );
+    let ended = match &args.value_file {
+        Some(path) => {
+            tokio::select! {
+                ended = supervised => ended,
+                never = proclaim_changes(&leadership, path, value) => match never {},
+            }
+        }
+        None => supervised.await,
+    };
     match &ended {
         Ended::Lost { .. } | Ended::CannotStart(..) => drop(leadership),
         Ended::Exited(_) => match tokio::time::timeout(opts.timeout, leadership.resign()).await {
@@ -311,6 +366,42 @@ pub async fn elect(client: &Client, opts: &ClientOpts, args: &ElectArgs) -> anyh
         &format!("leadership of {}", args.name),
     )
     .await
+}
+
+/// How often `elect --value-file` looks at its file.
+const VALUE_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// The value in `path`: its first line, without the line end.
+fn read_value_file(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Proclaim the value of `path` whenever it differs from the one announced (`announced`
+/// at first). Runs until dropped; a file that cannot be read, or a proclaim the cluster
+/// refuses, is reported on stderr and tried again at the next look.
+async fn proclaim_changes(
+    leadership: &fencelock_client::election::Leadership,
+    path: &std::path::Path,
+    mut announced: String,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(VALUE_FILE_POLL).await;
+        let value = match read_value_file(path) {
+            Ok(value) => value,
+            Err(error) => {
+                eprintln!("fencelock: reading {}: {error}", path.display());
+                continue;
+            }
+        };
+        if value == announced {
+            continue;
+        }
+        match leadership.proclaim(value.clone().into_bytes()).await {
+            Ok(()) => announced = value,
+            Err(error) => eprintln!("fencelock: proclaiming {value:?}: {error}"),
+        }
+    }
 }
 
 /// Closes the session (bounded by the timeout) and turns how CMD ended into the exit.
@@ -365,7 +456,8 @@ async fn close_quietly(session: Session, limit: Duration) {
 
 /// What CMD is told about its grant.
 struct Env {
-    token: u64,
+    /// The token, or the tokens of a multi-lock, comma-separated in `lock`'s order.
+    token: String,
     lock: String,
     session: u64,
     endpoints: String,
@@ -419,7 +511,7 @@ async fn supervise(
     let group = !std::io::stdin().is_terminal();
     let mut cmd = Command::new(program);
     cmd.args(arguments)
-        .env("FENCELOCK_TOKEN", env.token.to_string())
+        .env("FENCELOCK_TOKEN", &env.token)
         .env("FENCELOCK_LOCK", &env.lock)
         .env("FENCELOCK_SESSION", env.session.to_string())
         .env("FENCELOCK_ENDPOINTS", &env.endpoints);

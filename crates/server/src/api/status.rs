@@ -179,13 +179,12 @@ pub fn from_core(error: &CoreError) -> Status {
             (Code::PermissionDenied, ErrorReason::PermissionDenied)
         }
         CoreError::Auth(_) => (Code::FailedPrecondition, ErrorReason::Auth),
-        CoreError::BadWrapper(_)
-        | CoreError::InvalidLockSpec(_)
-        | CoreError::LockDelayTooLong { .. } => {
-            (Code::InvalidArgument, ErrorReason::InvalidArgument)
-        }
+        CoreError::BadWrapper(_) => (Code::InvalidArgument, ErrorReason::InvalidArgument),
         CoreError::PermitsMismatch { .. } => {
-            (Code::FailedPrecondition, ErrorReason::InvalidArgument)
+            (Code::FailedPrecondition, ErrorReason::PermitsMismatch)
+        }
+        CoreError::InvalidLockSpec(_) | CoreError::LockDelayTooLong { .. } => {
+            (Code::InvalidArgument, ErrorReason::InvalidArgument)
         }
     };
     reason(code, why, message)

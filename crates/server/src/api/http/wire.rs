@@ -172,6 +172,30 @@ pub struct Acquire {
     value: Vec<u8>,
     lease_ttl_ms: u64,
     client_id: Option<Uuid>,
+    /// A counting semaphore of this many permits (0: a plain lock).
+    permits: u32,
+    /// Permits this acquire takes (semaphores; 0 means 1).
+    weight: u32,
+    /// A re-acquire by the holding session adds a hold and returns the same token.
+    reentrant: bool,
+    /// Nobody is granted the lock this long after its holder's session expired or was
+    /// revoked.
+    lock_delay_ms: u64,
+    /// Several locks at once, all or nothing (then `name`, `mode` and the fields above
+    /// are left out).
+    locks: Vec<LockSpec>,
+}
+
+/// One lock of a multi-lock acquire.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockSpec {
+    name: String,
+    mode: Mode,
+    permits: u32,
+    weight: u32,
+    reentrant: bool,
+    lock_delay_ms: u64,
 }
 
 impl Acquire {
@@ -197,6 +221,22 @@ impl Acquire {
             value: self.value,
             lease_ttl_ms: self.lease_ttl_ms,
             client_id,
+            permits: self.permits,
+            weight: self.weight,
+            reentrant: self.reentrant,
+            lock_delay_ms: self.lock_delay_ms,
+            locks: self
+                .locks
+                .into_iter()
+                .map(|spec| pb::LockSpec {
+                    name: spec.name,
+                    mode: spec.mode.to_pb(),
+                    permits: spec.permits,
+                    weight: spec.weight,
+                    reentrant: spec.reentrant,
+                    lock_delay_ms: spec.lock_delay_ms,
+                })
+                .collect(),
         }
     }
 }
@@ -208,6 +248,18 @@ pub struct Acquired {
     token: u64,
     session_id: u64,
     ttl_ms: u64,
+    /// Every grant of a multi-lock, semaphore, reentrant or lock-delay acquire, in the
+    /// order asked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    grants: Vec<Grant>,
+}
+
+/// One lock granted.
+#[derive(Debug, Serialize)]
+pub struct Grant {
+    name: String,
+    token: u64,
+    hold_count: u32,
 }
 
 impl From<pb::AcquireResponse> for Acquired {
@@ -219,6 +271,15 @@ impl From<pb::AcquireResponse> for Acquired {
             token: reply.token,
             session_id: reply.session_id,
             ttl_ms: reply.ttl_ms,
+            grants: reply
+                .grants
+                .into_iter()
+                .map(|grant| Grant {
+                    name: grant.name,
+                    token: grant.token,
+                    hold_count: grant.hold_count,
+                })
+                .collect(),
         }
     }
 }

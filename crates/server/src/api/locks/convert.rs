@@ -2,7 +2,7 @@
 
 use super::invalid_argument;
 use super::st;
-use fencelock_core::{ClientId, LockMode, ReleaseReason, RequestId, Response, SessionId};
+use fencelock_core::{ClientId, LockMode, LockSpec, ReleaseReason, RequestId, Response, SessionId};
 use fencelock_proto::v1 as pb;
 use tonic::Status;
 
@@ -46,7 +46,45 @@ pub(super) fn mode_to(mode: LockMode) -> i32 {
     }
 }
 
-pub(super) fn lock_info(view: fencelock_core::LockView) -> pb::LockInfo {
+/// A lock spec from its wire form: a semaphore is taken in shared mode (its holders
+/// coexist up to the limit), and an unset weight counts as 1.
+pub(super) fn lock_spec(
+    name: String,
+    mode: i32,
+    permits: u32,
+    weight: u32,
+    reentrant: bool,
+    lock_delay_ms: u64,
+) -> Result<LockSpec, Status> {
+    let permits = (permits != 0).then_some(permits);
+    let mode = if permits.is_some() {
+        LockMode::Shared
+    } else {
+        mode_from(mode)?
+    };
+    Ok(LockSpec {
+        name,
+        mode,
+        permits,
+        weight: weight.max(1),
+        reentrant,
+        lock_delay_ms,
+    })
+}
+
+/// The time from `since_ms` to `now_ms` (both the leader's wall clock as the log
+/// recorded it, or this node's own); 0 when `since_ms` is unknown (0).
+pub(super) fn elapsed_ms(since_ms: u64, now_ms: u64) -> u64 {
+    if since_ms == 0 {
+        0
+    } else {
+        now_ms.saturating_sub(since_ms)
+    }
+}
+
+/// A lock's wire form; durations ("held for", "waited for", a delay's remainder) are
+/// counted to `now_ms`, the answering node's wall clock.
+pub(super) fn lock_info(view: fencelock_core::LockView, now_ms: u64) -> pb::LockInfo {
     pb::LockInfo {
         name: view.name,
         holders: view
@@ -58,6 +96,11 @@ pub(super) fn lock_info(view: fencelock_core::LockView) -> pb::LockInfo {
                 mode: mode_to(h.mode),
                 value: h.value,
                 client_id: h.client_id.0.to_be_bytes().to_vec(),
+                hold_count: h.hold_count,
+                weight: h.weight,
+                granted_at_ms: h.granted_at_ms,
+                held_for_ms: elapsed_ms(h.granted_at_ms, now_ms),
+                lock_delay_ms: h.lock_delay_ms,
             })
             .collect(),
         waiters: view
@@ -66,8 +109,27 @@ pub(super) fn lock_info(view: fencelock_core::LockView) -> pb::LockInfo {
             .map(|w| pb::Waiter {
                 session_id: w.session.0,
                 mode: mode_to(w.mode),
+                weight: w.weight,
+                queued_at_ms: w.queued_at_ms,
+                waited_for_ms: elapsed_ms(w.queued_at_ms, now_ms),
+                names: w.names,
             })
             .collect(),
+        permits: view.permits.unwrap_or(0),
+        permits_used: u32::try_from(view.permits_used).unwrap_or(u32::MAX),
+        lock_delay: view.delay.map(|delay| pb::LockDelay {
+            delay_ms: delay.delay_ms,
+            started_at_ms: delay.started_at_ms,
+            remaining_ms: if delay.started_at_ms == 0 {
+                delay.delay_ms
+            } else {
+                delay
+                    .delay_ms
+                    .saturating_sub(elapsed_ms(delay.started_at_ms, now_ms))
+            },
+            token: delay.token.0,
+            ..Default::default()
+        }),
     }
 }
 
@@ -117,6 +179,39 @@ pub(super) fn watch_event(
             name: name.clone(),
             session_id: session.0,
             token: token.0,
+            revision,
+            ..Default::default()
+        }),
+        Event::LockDelayStarted {
+            name,
+            token,
+            delay_ms,
+        } if matches(name) => Some(pb::WatchEvent {
+            kind: pb::EventKind::LockDelayStarted as i32,
+            name: name.clone(),
+            token: token.0,
+            lock_delay_ms: *delay_ms,
+            revision,
+            ..Default::default()
+        }),
+        Event::LockDelayEnded { name, token } if matches(name) => Some(pb::WatchEvent {
+            kind: pb::EventKind::LockDelayEnded as i32,
+            name: name.clone(),
+            token: token.0,
+            revision,
+            ..Default::default()
+        }),
+        Event::ValueChanged {
+            name,
+            session,
+            token,
+            value,
+        } if matches(name) => Some(pb::WatchEvent {
+            kind: pb::EventKind::ValueChanged as i32,
+            name: name.clone(),
+            session_id: session.0,
+            token: token.0,
+            value: value.clone(),
             revision,
             ..Default::default()
         }),

@@ -9,7 +9,9 @@ mod wait;
 mod watch;
 
 use crate::limits::{KEEPALIVE_BATCH, MAX_WAIT};
-use convert::{client_id, lock_info, mode_from, request_id, session_id, session_info, unexpected};
+use convert::{
+    client_id, lock_info, lock_spec, mode_from, request_id, session_id, session_info, unexpected,
+};
 use keepalive::{Confirmed, answer_keepalive, serve_keepalives};
 use wait::WaitEnd;
 
@@ -19,7 +21,10 @@ use crate::auth::{Authenticator, Caller, authorized, once};
 use crate::commit_trace::{self, Point};
 use crate::node::Node;
 use crate::proposer::ProposeResult;
-use fencelock_core::{Command, FencingToken, Response, Right, SessionId, WaitPolicy};
+use crate::proposer::wall_clock_ms;
+use fencelock_core::{
+    Command, FencingToken, Grant, LockSpec, Response, Right, SessionId, WaitPolicy,
+};
 use fencelock_proto::v1 as pb;
 use fencelock_proto::v1::locks_server::Locks;
 use futures::Stream;
@@ -130,6 +135,230 @@ impl LocksService {
             .read(|applied| applied.state.session_ttl_ms(session))
             .unwrap_or(0)
     }
+}
+
+impl LocksService {
+    /// An acquire of one name with none of the newer primitives: `Acquire` (or
+    /// `AcquireWithLease`), as before they existed.
+    async fn acquire_one(
+        &self,
+        caller: Caller,
+        request: pb::AcquireRequest,
+        mode: fencelock_core::LockMode,
+        wait: WaitPolicy,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<pb::AcquireResponse, Status> {
+        let convenience = request.session_id == 0;
+        self.auth.require(&caller, &request.name, Right::Acquire)?;
+        let command = if convenience {
+            authorized(
+                &caller,
+                Command::AcquireWithLease {
+                    client_id: client_id(&request.client_id)?,
+                    ttl_ms: request.lease_ttl_ms,
+                    name: request.name.clone(),
+                    mode,
+                    wait,
+                    value: request.value,
+                },
+            )
+        } else {
+            self.auth.require_session(
+                &caller,
+                SessionId(request.session_id),
+                Some(&request.name),
+            )?;
+            authorized(
+                &caller,
+                Command::Acquire {
+                    session: SessionId(request.session_id),
+                    request: request_id(request.request)?,
+                    name: request.name.clone(),
+                    mode,
+                    wait,
+                    value: request.value,
+                },
+            )
+        };
+        let likely_queued = wait == WaitPolicy::Queue
+            && self.worth_holding_back(deadline, started)
+            && self
+                .node
+                .shared()
+                .read(|applied| applied.state.would_queue(&request.name, mode));
+        let response = if likely_queued {
+            self.propose_waiting(command).await?
+        } else {
+            self.propose(command).await?
+        };
+        let (session, end) = match response {
+            Response::Granted { session, token } => (session, WaitEnd::Granted(token)),
+            Response::WouldBlock { session } => {
+                return Ok(pb::AcquireResponse {
+                    outcome: pb::AcquireOutcome::WouldBlock as i32,
+                    session_id: session.0,
+                    ttl_ms: self.session_ttl_ms(session),
+                    ..Default::default()
+                });
+            }
+            Response::WaitCancelled => (SessionId(request.session_id), WaitEnd::TimedOut),
+            Response::Queued { session } => (
+                session,
+                self.wait_for_grant(session, &request.name, deadline)
+                    .await?,
+            ),
+            other => return Err(unexpected(&other)),
+        };
+        let ttl_ms = self.session_ttl_ms(session);
+        if convenience && matches!(end, WaitEnd::TimedOut) {
+            // The one-lock session of the convenience form has nothing left to hold:
+            // end it now rather than leave it until its TTL runs out.
+            self.close_idle_lease_session(session).await;
+        }
+        Ok(match end {
+            WaitEnd::Granted(token) => pb::AcquireResponse {
+                outcome: pb::AcquireOutcome::Granted as i32,
+                token: token.0,
+                session_id: session.0,
+                ttl_ms,
+                grants: vec![pb::Grant {
+                    name: request.name,
+                    token: token.0,
+                    hold_count: 1,
+                }],
+            },
+            WaitEnd::TimedOut => pb::AcquireResponse {
+                outcome: pb::AcquireOutcome::TimedOut as i32,
+                session_id: session.0,
+                ttl_ms,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Whether an acquire expected to queue may be held back to share the next entry:
+    /// only where the hold-back is small next to the wait it may add to.
+    fn worth_holding_back(&self, deadline: Option<Instant>, started: Instant) -> bool {
+        let delay = self.node.config().write_path.waiting_acquire_delay;
+        !delay.is_zero() && deadline.is_none_or(|deadline| deadline > started + delay * 10)
+    }
+
+    /// The grants of a queued `AcquireLocks` that its wait saw granted: the state
+    /// machine's remembered answer (the session form), else the session's grants of
+    /// those names in the applied state (the convenience form, whose new session
+    /// nothing else uses).
+    fn granted(
+        &self,
+        session: SessionId,
+        seq: u64,
+        convenience: bool,
+        specs: &[LockSpec],
+    ) -> Result<Vec<Grant>, Status> {
+        self.node.shared().read(|applied| {
+            if !convenience
+                && let Some(Ok(Response::GrantedLocks { grants, .. })) =
+                    applied.state.request_answer(session, seq)
+            {
+                return Ok(grants);
+            }
+            specs
+                .iter()
+                .map(|spec| {
+                    let lock = applied.state.lock(&spec.name);
+                    let holder = lock
+                        .as_ref()
+                        .and_then(|lock| lock.holders.iter().find(|h| h.session == session));
+                    match holder {
+                        Some(holder) => Ok(Grant {
+                            name: spec.name.clone(),
+                            token: holder.token,
+                            hold_count: holder.hold_count,
+                        }),
+                        None => Err(from_core(&fencelock_core::Error::NotHeld(
+                            spec.name.clone(),
+                        ))),
+                    }
+                })
+                .collect()
+        })
+    }
+}
+
+/// The lock specs of an acquire that uses a newer primitive (a semaphore, a weight,
+/// reentrancy, a lock-delay, or several names), or `None` for a plain one-name acquire,
+/// which keeps going through `Acquire` as before.
+fn primitive_specs(request: &pb::AcquireRequest) -> Result<Option<Vec<LockSpec>>, Status> {
+    if request.locks.is_empty() {
+        let plain = request.permits == 0
+            && request.weight == 0
+            && !request.reentrant
+            && request.lock_delay_ms == 0;
+        if plain {
+            return Ok(None);
+        }
+        let spec = lock_spec(
+            request.name.clone(),
+            request.mode,
+            request.permits,
+            request.weight,
+            request.reentrant,
+            request.lock_delay_ms,
+        )?;
+        return Ok(Some(vec![spec]));
+    }
+    let single_fields_set = !request.name.is_empty()
+        || request.mode != 0
+        || request.permits != 0
+        || request.weight != 0
+        || request.reentrant
+        || request.lock_delay_ms != 0;
+    if single_fields_set {
+        return Err(invalid_argument(
+            "an acquire with `locks` names its locks there only: leave name, mode, permits, \
+             weight, reentrant and lock_delay_ms unset",
+        ));
+    }
+    let specs = request
+        .locks
+        .iter()
+        .map(|spec| {
+            lock_spec(
+                spec.name.clone(),
+                spec.mode,
+                spec.permits,
+                spec.weight,
+                spec.reentrant,
+                spec.lock_delay_ms,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(specs))
+}
+
+/// `grants` (in name order, as the state machine gives them) in the order `specs` asked.
+fn in_request_order(specs: &[LockSpec], grants: Vec<Grant>) -> Result<Vec<pb::Grant>, Status> {
+    let mut by_name: std::collections::HashMap<String, Grant> = grants
+        .into_iter()
+        .map(|grant| (grant.name.clone(), grant))
+        .collect();
+    specs
+        .iter()
+        .map(|spec| {
+            let grant = by_name.remove(&spec.name).ok_or_else(|| {
+                st::reason(
+                    tonic::Code::Internal,
+                    pb::ErrorReason::Internal,
+                    format!("the grant of {:?} is missing from the answer", spec.name),
+                )
+            })?;
+            Ok(pb::Grant {
+                name: grant.name,
+                token: grant.token.0,
+                hold_count: grant.hold_count,
+            })
+        })
+        .collect()
 }
 
 fn timed<T>(method: &'static str, started: Instant, result: &Result<T, Status>) {
@@ -291,89 +520,123 @@ impl Locks for LocksService {
                 }
             };
             let convenience = request.session_id == 0;
-            self.auth.require(&caller, &request.name, Right::Acquire)?;
-            let command = if convenience {
-                authorized(
-                    &caller,
-                    Command::AcquireWithLease {
-                        client_id: client_id(&request.client_id)?,
-                        ttl_ms: request.lease_ttl_ms,
-                        name: request.name.clone(),
-                        mode,
-                        wait,
-                        value: request.value,
-                    },
-                )
-            } else {
-                self.auth.require_session(
-                    &caller,
-                    SessionId(request.session_id),
-                    Some(&request.name),
-                )?;
-                authorized(
-                    &caller,
-                    Command::Acquire {
-                        session: SessionId(request.session_id),
-                        request: request_id(request.request)?,
-                        name: request.name.clone(),
-                        mode,
-                        wait,
-                        value: request.value,
-                    },
-                )
+            let Some(specs) = primitive_specs(&request)? else {
+                return self
+                    .acquire_one(caller, request, mode, wait, deadline, started)
+                    .await;
             };
-            // Held back only where the delay is small next to the wait it may add to.
-            let delay = self.node.config().write_path.waiting_acquire_delay;
+            for spec in &specs {
+                self.auth.require(&caller, &spec.name, Right::Acquire)?;
+                if !convenience {
+                    self.auth.require_session(
+                        &caller,
+                        SessionId(request.session_id),
+                        Some(&spec.name),
+                    )?;
+                }
+            }
+            let seq = request.request.as_ref().map_or(0, |r| r.seq);
+            let command = if convenience {
+                Command::AcquireLocksWithLease {
+                    client_id: client_id(&request.client_id)?,
+                    ttl_ms: request.lease_ttl_ms,
+                    locks: specs.clone(),
+                    wait,
+                    value: request.value,
+                }
+            } else {
+                Command::AcquireLocks {
+                    session: SessionId(request.session_id),
+                    request: request_id(request.request)?,
+                    locks: specs.clone(),
+                    wait,
+                    value: request.value,
+                }
+            };
             let likely_queued = wait == WaitPolicy::Queue
-                && !delay.is_zero()
-                && deadline.is_none_or(|deadline| deadline > started + delay * 10)
+                && self.worth_holding_back(deadline, started)
                 && self
                     .node
                     .shared()
-                    .read(|applied| applied.state.would_queue(&request.name, mode));
+                    .read(|applied| applied.state.would_queue_locks(&specs));
+            let command = authorized(&caller, command);
             let response = if likely_queued {
                 self.propose_waiting(command).await?
             } else {
                 self.propose(command).await?
             };
-            let (session, end) = match response {
-                Response::Granted { session, token } => (session, WaitEnd::Granted(token)),
+            // A multi-lock is granted in one entry, so the wait of its first name ends
+            // when all of them are granted (and a cancel of it withdraws them all).
+            let first = &specs[0].name;
+            let (session, grants) = match response {
+                Response::GrantedLocks { session, grants } => (session, Some(grants)),
                 Response::WouldBlock { session } => {
                     return Ok(pb::AcquireResponse {
                         outcome: pb::AcquireOutcome::WouldBlock as i32,
-                        token: 0,
                         session_id: session.0,
                         ttl_ms: self.session_ttl_ms(session),
+                        ..Default::default()
                     });
                 }
-                Response::WaitCancelled => (SessionId(request.session_id), WaitEnd::TimedOut),
-                Response::Queued { session } => (
-                    session,
-                    self.wait_for_grant(session, &request.name, deadline)
-                        .await?,
-                ),
+                Response::WaitCancelled => (SessionId(request.session_id), None),
+                Response::Queued { session } => {
+                    match self.wait_for_grant(session, first, deadline).await? {
+                        WaitEnd::Granted(_) => (
+                            session,
+                            Some(self.granted(session, seq, convenience, &specs)?),
+                        ),
+                        WaitEnd::TimedOut => (session, None),
+                    }
+                }
                 other => return Err(unexpected(&other)),
             };
             let ttl_ms = self.session_ttl_ms(session);
-            if convenience && matches!(end, WaitEnd::TimedOut) {
-                // The one-lock session of the convenience form has nothing left to hold:
-                // end it now rather than leave it until its TTL runs out.
-                self.close_idle_lease_session(session).await;
-            }
-            Ok(match end {
-                WaitEnd::Granted(token) => pb::AcquireResponse {
-                    outcome: pb::AcquireOutcome::Granted as i32,
-                    token: token.0,
-                    session_id: session.0,
-                    ttl_ms,
-                },
-                WaitEnd::TimedOut => pb::AcquireResponse {
+            let Some(grants) = grants else {
+                if convenience {
+                    self.close_idle_lease_session(session).await;
+                }
+                return Ok(pb::AcquireResponse {
                     outcome: pb::AcquireOutcome::TimedOut as i32,
-                    token: 0,
                     session_id: session.0,
                     ttl_ms,
-                },
+                    ..Default::default()
+                });
+            };
+            let grants = in_request_order(&specs, grants)?;
+            Ok(pb::AcquireResponse {
+                outcome: pb::AcquireOutcome::Granted as i32,
+                token: grants[0].token,
+                session_id: session.0,
+                ttl_ms,
+                grants,
             })
+        })
+        .await
+    }
+
+    async fn set_value(
+        &self,
+        request: Request<pb::SetValueRequest>,
+    ) -> Result<tonic::Response<pb::SetValueResponse>, Status> {
+        self.unary("set_value", request, |caller, request, _| async move {
+            let session = session_id(request.session_id)?;
+            self.auth.require(&caller, &request.name, Right::Acquire)?;
+            self.auth
+                .require_session(&caller, session, Some(&request.name))?;
+            let command = authorized(
+                &caller,
+                Command::SetValue {
+                    session,
+                    request: request_id(request.request)?,
+                    name: request.name,
+                    token: FencingToken(request.token),
+                    value: request.value,
+                },
+            );
+            match self.propose(command).await? {
+                Response::ValueSet => Ok(pb::SetValueResponse {}),
+                other => Err(unexpected(&other)),
+            }
         })
         .await
     }
@@ -441,7 +704,10 @@ impl Locks for LocksService {
             self.linearizable().await?;
             self.auth.require(&caller, &request.name, Right::Read)?;
             Ok(self.node.shared().read(|applied| pb::DescribeResponse {
-                lock: applied.state.lock(&request.name).map(lock_info),
+                lock: applied
+                    .state
+                    .lock(&request.name)
+                    .map(|lock| lock_info(lock, wall_clock_ms())),
                 revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
             }))
         })
@@ -474,7 +740,10 @@ impl Locks for LocksService {
                     String::new()
                 };
                 pb::ListResponse {
-                    locks: locks.into_iter().map(lock_info).collect(),
+                    locks: locks
+                        .into_iter()
+                        .map(|lock| lock_info(lock, wall_clock_ms()))
+                        .collect(),
                     next_start_after,
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }

@@ -149,6 +149,18 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS for the client and peer listeners (`None`: plaintext everywhere).
     pub tls: Option<TlsConfig>,
+    /// Client addresses of existing members through which a node started with
+    /// `Bootstrap::Join` adds itself to their cluster (learner, then voter), so nobody
+    /// has to call `AddMember`. Empty: wait for an operator's `AddMember`. A node that is
+    /// already a voter ignores it.
+    pub join_via: Vec<String>,
+    /// A file holding a bearer token sent with the join calls; with auth on, its user
+    /// must be allowed to change the membership.
+    pub join_token_file: Option<PathBuf>,
+    /// How long a node keeps trying to join through `join_via` before it gives up and
+    /// stops (zero: it keeps trying, logging every failure).
+    #[serde(with = "duration_ms")]
+    pub join_timeout: Duration,
 }
 
 /// TLS settings: PEM files for the client listener and for peer (Raft) traffic.
@@ -290,6 +302,9 @@ impl Default for ServerConfig {
             max_peer_message_bytes: crate::raft::network::DEFAULT_MAX_PEER_MESSAGE_BYTES,
             limits: Limits::default(),
             tls: None,
+            join_via: Vec::new(),
+            join_token_file: None,
+            join_timeout: Duration::ZERO,
         }
     }
 }
@@ -327,6 +342,12 @@ impl ServerConfig {
             if members.contains_key(&0) {
                 return Err("node ids in --peers must be >= 1".into());
             }
+        }
+        if !self.join_via.is_empty() && self.bootstrap != Bootstrap::Join {
+            return Err("join_via (--join-via) needs bootstrap = \"Join\"; it cannot be combined with --peers".into());
+        }
+        if self.join_via.iter().any(|addr| addr.trim().is_empty()) {
+            return Err("join_via (--join-via) holds an empty address".into());
         }
         if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval * 2
         {

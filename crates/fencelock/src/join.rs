@@ -128,8 +128,13 @@ async fn wait_until_voter(node: &Node, deadline: Option<Instant>) -> anyhow::Res
 /// The client of the join calls: the bearer token of `join_token_file`, and TLS when
 /// the node's own client listener speaks it (the cluster's nodes then do too).
 fn client_builder(config: &ServerConfig) -> anyhow::Result<ClientBuilder> {
+    let attempt_deadline = if config.join_timeout.is_zero() {
+        ATTEMPT_DEADLINE
+    } else {
+        ATTEMPT_DEADLINE.min(config.join_timeout)
+    };
     let mut builder = ClientBuilder::new(config.join_via.iter().map(|a| a.trim().to_owned()))
-        .retry_deadline(ATTEMPT_DEADLINE);
+        .retry_deadline(attempt_deadline);
     if let Some(path) = &config.join_token_file {
         builder = builder.bearer(&read_token(path)?);
     }

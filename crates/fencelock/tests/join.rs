@@ -1,0 +1,174 @@
+//! `serve --join-via`: nodes started empty make themselves voters of a running cluster
+//! with no `cluster add`, while a lock stays held; a node restarted half-way through its
+//! join (a learner) finishes it and is a member once; a voter asks nothing.
+
+use fencelock_client::Client;
+use fencelock_proto::v1 as pb;
+use fencelock_server::config::ServerConfig;
+use fencelock_server::node::Node;
+use fencelock_server::startup::{Listeners, start_with_listeners};
+use fencelock_server::testing::TestCluster;
+use std::time::{Duration, Instant};
+
+/// The config of the node at `index` with `--join-via` naming the first three nodes.
+fn join_config(cluster: &TestCluster, index: usize) -> ServerConfig {
+    let mut config = cluster.running(index).node().config().clone();
+    config.join_via = cluster.endpoints().into_iter().take(3).collect();
+    config.join_timeout = Duration::from_secs(120);
+    config
+}
+
+/// The members (id, voter) that `node` knows, sorted by id.
+fn members(node: &Node) -> Vec<(u64, bool)> {
+    let mut members: Vec<(u64, bool)> = node
+        .status()
+        .members
+        .iter()
+        .map(|m| (m.id, m.voter))
+        .collect();
+    members.sort_unstable();
+    members
+}
+
+/// Wait until every running node of `indexes` knows exactly `expected` as members.
+async fn wait_for_members(cluster: &TestCluster, indexes: &[usize], expected: &[(u64, bool)]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = indexes
+            .iter()
+            .all(|&i| members(cluster.running(i).node()) == expected);
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never became {expected:?}: {:?}",
+            indexes
+                .iter()
+                .map(|&i| members(cluster.running(i).node()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_join_through_the_members_and_become_voters() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(cluster.endpoints()).await.expect("client");
+    let session = client
+        .session(Duration::from_secs(30))
+        .await
+        .expect("session");
+    let guard = session.lock("held-throughout").await.expect("lock");
+    let token = guard.token();
+
+    // Two nodes, started empty, join through the first three: no AddMember by anyone.
+    let fourth = cluster.add_joining_node().await;
+    let fifth = cluster.add_joining_node().await;
+    let (config4, config5) = (join_config(&cluster, fourth), join_config(&cluster, fifth));
+    let (joined4, joined5) = tokio::join!(
+        fencelock::join::join(cluster.running(fourth).node(), &config4),
+        fencelock::join::join(cluster.running(fifth).node(), &config5),
+    );
+    joined4.expect("node 4 joins");
+    joined5.expect("node 5 joins");
+    let five_voters: Vec<(u64, bool)> = (1..=5).map(|id| (id, true)).collect();
+    wait_for_members(&cluster, &[0, 1, 2, 3, 4], &five_voters).await;
+
+    // The lock stayed held, with the same grant, and every node says so.
+    let verification = client
+        .verify("held-throughout", token)
+        .await
+        .expect("verify");
+    assert!(verification.current, "the lock was lost: {verification:?}");
+    assert!(!session.is_lost(), "the session was lost");
+
+    // A voter that starts again with --join-via asks nothing and changes nothing.
+    fencelock::join::join(
+        cluster.running(fourth).node(),
+        &join_config(&cluster, fourth),
+    )
+    .await
+    .expect("a voter's join is a no-op");
+    wait_for_members(&cluster, &[0, 1, 2, 3, 4], &five_voters).await;
+
+    guard.release().await.expect("release");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarted_mid_join_ends_up_a_voter_once() {
+    let mut cluster = TestCluster::start(3).await;
+    let joining = cluster.add_joining_node().await;
+    let id = cluster.running(joining).node().id();
+    let peer_addr = cluster.running(joining).peer_addr().to_string();
+
+    // The first half of a join: the node is added as a learner, then it stops before it
+    // is made a voter.
+    // The node that leads, by the first node's account (the empty node knows none).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        if let Some(leader) = cluster.running(0).node().leader() {
+            break (leader - 1) as usize;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster
+        .cluster(leader)
+        .await
+        .add_member(pb::AddMemberRequest {
+            id,
+            peer_addr,
+            learner_only: true,
+        })
+        .await
+        .expect("add as a learner");
+    let as_learner = [(1, true), (2, true), (3, true), (id, false)];
+    wait_for_members(&cluster, &[0, 1, 2, joining], &as_learner).await;
+    let config = join_config(&cluster, joining);
+    let (client_addr, peer_addr) = {
+        let running = cluster.running(joining);
+        (running.client_addr(), running.peer_addr())
+    };
+    cluster.stop(joining).await;
+
+    // Started again (with data now) and --join-via: it is not a voter yet, so it asks.
+    let listeners = Listeners {
+        client: std::net::TcpListener::bind(client_addr).expect("rebind client port"),
+        peer: std::net::TcpListener::bind(peer_addr).expect("rebind peer port"),
+        admin: None,
+    };
+    let restarted = start_with_listeners(config.clone(), listeners)
+        .await
+        .expect("restarts");
+    fencelock::join::join(restarted.node(), &config)
+        .await
+        .expect("the join finishes");
+    let four_voters = [(1, true), (2, true), (3, true), (id, true)];
+    wait_for_members(&cluster, &[0, 1, 2], &four_voters).await;
+    assert_eq!(members(restarted.node()), four_voters);
+    restarted.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_that_cannot_reach_the_cluster_gives_up_at_its_timeout() {
+    let mut cluster = TestCluster::start(1).await;
+    let joining = cluster.add_joining_node().await;
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = unreachable.local_addr().expect("addr");
+    drop(unreachable);
+    let mut config = join_config(&cluster, joining);
+    config.join_via = vec![addr.to_string()];
+    config.join_timeout = Duration::from_secs(2);
+    let error = fencelock::join::join(cluster.running(joining).node(), &config)
+        .await
+        .expect_err("no cluster there");
+    assert!(
+        format!("{error:#}").contains("could not join the cluster"),
+        "{error:#}"
+    );
+    cluster.shutdown().await;
+}

@@ -512,7 +512,14 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
                     Some(seen) => assert_eq!(seen, members, "{origin}: another --peers"),
                 }
             }
-            Bootstrap::Join if ordinal >= replicas => {}
+            // A pod beyond the initial voters joins by itself through their client
+            // addresses, so scaling out needs no `cluster add`.
+            Bootstrap::Join if ordinal >= replicas => {
+                let initial: Vec<String> = (0..replicas)
+                    .map(|i| format!("fencelock-{i}.{peer_service}:{}", ports["client"]))
+                    .collect();
+                assert_eq!(config.join_via, initial, "{origin}: --join-via");
+            }
             other => panic!("{origin}: bootstrap {other:?}"),
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 fn join_config(cluster: &TestCluster, index: usize) -> ServerConfig {
     let mut config = cluster.running(index).node().config().clone();
     config.join_via = cluster.endpoints().into_iter().take(3).collect();
-    config.join_timeout = Duration::from_secs(120);
+    config.join_timeout = Duration::from_secs(60);
     config
 }
 

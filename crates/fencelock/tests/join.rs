@@ -172,3 +172,112 @@ async fn a_join_that_cannot_reach_the_cluster_gives_up_at_its_timeout() {
     );
     cluster.shutdown().await;
 }
+
+/// A `fencelock serve` process, killed (by its own PID) when dropped.
+struct Process {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn serve(dir: &std::path::Path, id: u64, client: &str, peer: &str, extra: &[&str]) -> Process {
+        let log = dir.join(format!("node-{id}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fencelock"))
+            .args(["serve", "--id", &id.to_string(), "--no-admin"])
+            .args(["--listen", client, "--peer-listen", peer])
+            .arg("--data-dir")
+            .arg(dir.join(format!("data-{id}")))
+            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn fencelock");
+        Process { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until the cluster reports exactly `expected` as (id, voter) members.
+async fn wait_for_status(client: &Client, expected: &[(u64, bool)]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = match client.status().await {
+            Ok(status) => {
+                let mut seen: Vec<(u64, bool)> =
+                    status.members.iter().map(|m| (m.id, m.voter)).collect();
+                seen.sort_unstable();
+                seen
+            }
+            Err(_) => Vec::new(),
+        };
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members {seen:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_joins_with_join_via_and_ignores_it_once_a_voter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let free = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let clients: Vec<String> = (0..4).map(|_| free()).collect();
+    let peers: Vec<String> = (0..4).map(|_| free()).collect();
+    let initial = format!("--peers=1={},2={},3={}", peers[0], peers[1], peers[2]);
+    let _voters: Vec<Process> = (0..3)
+        .map(|i| {
+            Process::serve(
+                dir.path(),
+                i as u64 + 1,
+                &clients[i],
+                &peers[i],
+                &[&initial],
+            )
+        })
+        .collect();
+    let client = Client::connect(clients[..3].to_vec())
+        .await
+        .expect("client");
+    wait_for_status(&client, &[(1, true), (2, true), (3, true)]).await;
+
+    let join_via = format!("--join-via={}", clients[..3].join(","));
+    let join = [join_via.as_str(), "--join-timeout", "120"];
+    let fourth = Process::serve(dir.path(), 4, &clients[3], &peers[3], &join);
+    let four_voters = [(1, true), (2, true), (3, true), (4, true)];
+    wait_for_status(&client, &four_voters).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fourth.log().contains("joined the cluster as a voter") {
+        assert!(Instant::now() < deadline, "log: {}", fourth.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Started again with the same flags: a voter asks nothing.
+    drop(fourth);
+    let again = Process::serve(dir.path(), 4, &clients[3], &peers[3], &join);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !again.log().contains("already a voter") {
+        assert!(Instant::now() < deadline, "log: {}", again.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_status(&client, &four_voters).await;
+}

@@ -110,16 +110,17 @@ pub async fn join(node: &Node, config: &ServerConfig) -> anyhow::Result<()> {
 
 /// Wait until this node has applied the membership that makes it a voter.
 async fn wait_until_voter(node: &Node, deadline: Option<Instant>) -> anyhow::Result<()> {
-    let mut waited = Duration::ZERO;
+    let mut next_log = Instant::now() + Duration::from_secs(10);
     while !is_voter(node) {
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        let now = Instant::now();
+        if deadline.is_some_and(|deadline| now >= deadline) {
             bail!("added to the cluster, but this node has not seen itself made a voter yet");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-        if waited.as_secs() > 0 && waited.as_millis() % 10_000 == 0 {
+        if now >= next_log {
             tracing::info!(node_id = node.id(), "waiting to see this node made a voter");
+            next_log = now + Duration::from_secs(10);
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(node_id = node.id(), "joined the cluster as a voter");
     Ok(())

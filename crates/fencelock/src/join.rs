@@ -84,6 +84,13 @@ pub async fn join(node: &Node, config: &ServerConfig) -> anyhow::Result<()> {
                      of a user allowed to change the membership",
                 );
             }
+            Err(error @ ClientError::InvalidArgument(_)) => {
+                return Err(error).context(format!(
+                    "the cluster refused to add node {} at peer address {peer_addr} \
+                     (check --id and --advertise-peer)",
+                    node.id()
+                ));
+            }
             Err(error) => {
                 tracing::warn!(
                     node_id = node.id(),

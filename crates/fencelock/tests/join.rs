@@ -66,7 +66,10 @@ async fn nodes_join_through_the_members_and_become_voters() {
     // Two nodes, started empty, join through the first three: no AddMember by anyone.
     let fourth = cluster.add_joining_node().await;
     let fifth = cluster.add_joining_node().await;
-    let (config4, config5) = (join_config(&cluster, fourth), join_config(&cluster, fifth));
+    let (config4, mut config5) = (join_config(&cluster, fourth), join_config(&cluster, fifth));
+    // Node 5 gives a DNS name as its peer address, as a Kubernetes pod does.
+    let peer_port = cluster.running(fifth).peer_addr().port();
+    config5.peer_advertise = Some(format!("localhost:{peer_port}"));
     let (joined4, joined5) = tokio::join!(
         fencelock::join::join(cluster.running(fourth).node(), &config4),
         fencelock::join::join(cluster.running(fifth).node(), &config5),

@@ -284,3 +284,58 @@ async fn the_binary_joins_with_join_via_and_ignores_it_once_a_voter() {
     }
     wait_for_status(&client, &four_voters).await;
 }
+
+#[test]
+fn join_via_is_checked_and_implies_join() {
+    use clap::Parser;
+    use fencelock_server::config::Bootstrap;
+    // In the config file it needs `bootstrap = "Join"`: a node that would form a cluster
+    // of its own instead of joining is refused.
+    let config = ServerConfig {
+        join_via: vec!["127.0.0.1:7001".into()],
+        ..ServerConfig::default()
+    };
+    let error = config
+        .validate()
+        .expect_err("join_via with a single-node bootstrap");
+    assert!(error.contains("join_via"), "{error}");
+    let config = ServerConfig {
+        bootstrap: Bootstrap::Join,
+        ..config
+    };
+    config.validate().expect("join_via with Join");
+
+    // The flag implies --join, and cannot go with --peers.
+    let parse = |args: &[&str]| {
+        fencelock::cli::Cli::try_parse_from(args.iter().copied()).map(|cli| match cli.command {
+            fencelock::cli::Command::Serve(serve) => serve.to_config().expect("valid"),
+            _ => panic!("not serve"),
+        })
+    };
+    let config = parse(&[
+        "fencelock",
+        "serve",
+        "--id",
+        "4",
+        "--join-via",
+        "a.example:7001,b.example:7001",
+        "--join-timeout",
+        "30",
+    ])
+    .expect("parses");
+    assert_eq!(config.bootstrap, Bootstrap::Join);
+    assert_eq!(config.join_via, ["a.example:7001", "b.example:7001"]);
+    assert_eq!(config.join_timeout, Duration::from_secs(30));
+    assert!(
+        parse(&[
+            "fencelock",
+            "serve",
+            "--join-via",
+            "a.example:7001",
+            "--peers",
+            "1=a.example:7101"
+        ])
+        .is_err()
+    );
+    assert!(parse(&["fencelock", "serve", "--join-via", "no-port"]).is_err());
+}

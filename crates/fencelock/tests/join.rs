@@ -339,3 +339,28 @@ fn join_via_is_checked_and_implies_join() {
     );
     assert!(parse(&["fencelock", "serve", "--join-via", "no-port"]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_joins_over_tls_with_its_own_certificate() {
+    use fencelock_server::testing::{TestPki, fast};
+    let pki = std::sync::Arc::new(TestPki::new(&[1, 2, 3, 4], &[]));
+    let certs = pki.clone();
+    // Client listeners require a certificate of the cluster CA (mutual TLS): the join
+    // calls present the node's own.
+    let mut cluster = TestCluster::start_with_configs(3, move |config| {
+        fast(config);
+        config.tls = Some(certs.node_tls(config.node_id, true));
+    })
+    .await;
+    let joining = cluster.add_joining_node().await;
+    fencelock::join::join(
+        cluster.running(joining).node(),
+        &join_config(&cluster, joining),
+    )
+    .await
+    .expect("joins over TLS");
+    let four_voters = [(1, true), (2, true), (3, true), (4, true)];
+    wait_for_members(&cluster, &[0, 1, 2, joining], &four_voters).await;
+    cluster.shutdown().await;
+    drop(pki);
+}

@@ -364,3 +364,55 @@ async fn a_node_joins_over_tls_with_its_own_certificate() {
     cluster.shutdown().await;
     drop(pki);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_auth_on_a_join_needs_a_token_of_a_superuser() {
+    let mut cluster = TestCluster::start(3).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let open = Client::connect(cluster.endpoints()).await.expect("client");
+    open.user_add("root", "root-password").await.expect("root");
+    open.user_add("alice", "alice-password")
+        .await
+        .expect("alice");
+    open.auth_enable().await.expect("auth on");
+    let root = fencelock_client::ClientBuilder::new(cluster.endpoints())
+        .credentials("root", "root-password")
+        .connect()
+        .await
+        .expect("root client");
+    let token_file = |name: &str, token: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).expect("write token");
+        path
+    };
+    let joining = cluster.add_joining_node().await;
+    let mut config = join_config(&cluster, joining);
+
+    // Without a token, and with a user that may not change the membership, the node
+    // stops at once rather than retrying what cannot succeed.
+    let error = fencelock::join::join(cluster.running(joining).node(), &config)
+        .await
+        .expect_err("no credentials");
+    assert!(
+        format!("{error:#}").contains("--join-token-file"),
+        "{error:#}"
+    );
+    let alice = root.token_create("alice").await.expect("alice's token");
+    config.join_token_file = Some(token_file("alice", &alice));
+    let error = fencelock::join::join(cluster.running(joining).node(), &config)
+        .await
+        .expect_err("alice may not");
+    assert!(
+        format!("{error:#}").contains("--join-token-file"),
+        "{error:#}"
+    );
+
+    let token = root.token_create("root").await.expect("root's token");
+    config.join_token_file = Some(token_file("root", &token));
+    fencelock::join::join(cluster.running(joining).node(), &config)
+        .await
+        .expect("joins with root's token");
+    let four_voters = [(1, true), (2, true), (3, true), (4, true)];
+    wait_for_members(&cluster, &[0, 1, 2, joining], &four_voters).await;
+    cluster.shutdown().await;
+}

@@ -52,6 +52,9 @@
 //! | `max_peer_message_bytes` | largest Raft message between nodes (same on every node) | `67108864` |
 //! | `metrics_name_depth` | name segments (split at `/`) labelling the hold/wait-time histograms | `1` |
 //! | `metrics_max_name_prefixes` | distinct labels of those histograms (more share `(other)`) | `1000` |
+//! | `join_via` | client addresses of members to join through (needs `bootstrap = "Join"`) | none |
+//! | `join_token_file` | bearer token file for the join calls | none |
+//! | `join_timeout` | how long to try joining, ms (0: forever) | `0` |
 //! | `[limits]` | the replicated limits (all ten keys must be given when the table is) | see the example |
 //! | `[primitive_limits]` | the replicated limits of semaphores, lock-delays, multi-locks and reentrancy (all four keys) | see the example |
 //! | `[tls]` | TLS, PEM file paths (see [`TlsConfig`]; omit the table for plaintext): | none |
@@ -231,6 +234,22 @@ pub struct ServeArgs {
     /// Start empty and wait to be added to an existing cluster (`AddMember`).
     #[arg(long, env = "FENCELOCK_JOIN", value_parser = BoolishValueParser::new())]
     pub join: bool,
+    /// Join an existing cluster by itself: the client addresses (HOST:PORT) of some of
+    /// its members, comma-separated. A node that is not a voter yet asks the leader to
+    /// add it (learner, then voter), retrying until it is; a voter ignores the flag.
+    /// Implies --join. Config: `join_via`.
+    #[arg(long, value_name = "HOST:PORT,...", env = "FENCELOCK_JOIN_VIA", value_delimiter = ',',
+          value_parser = parse_host_port, conflicts_with = "peers")]
+    pub join_via: Vec<String>,
+    /// File holding a bearer token (`fencelock auth token`) for the --join-via calls;
+    /// with auth on, its user must be allowed to change the membership. Config:
+    /// `join_token_file`.
+    #[arg(long, value_name = "FILE", env = "FENCELOCK_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// Give up joining through --join-via after this many seconds and stop; 0 keeps
+    /// trying forever, logging each failure [default: 0]. Config: `join_timeout` (ms).
+    #[arg(long, value_name = "SECONDS", env = "FENCELOCK_JOIN_TIMEOUT")]
+    pub join_timeout: Option<u64>,
     /// Raft heartbeat interval in milliseconds [default: 50].
     #[arg(long, value_name = "MS", env = "FENCELOCK_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
@@ -526,6 +545,16 @@ impl ServeArgs {
         }
         if self.join {
             config.bootstrap = Bootstrap::Join;
+        }
+        if !self.join_via.is_empty() {
+            config.join_via = self.join_via.clone();
+            config.bootstrap = Bootstrap::Join;
+        }
+        if let Some(path) = &self.join_token_file {
+            config.join_token_file = Some(path.clone());
+        }
+        if let Some(seconds) = self.join_timeout {
+            config.join_timeout = Duration::from_secs(seconds);
         }
         if let Some(ms) = self.heartbeat_ms {
             config.raft.heartbeat_interval = Duration::from_millis(ms);

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client_cmd;
 pub mod demo;
 pub mod exit;
+pub mod join;
 pub mod output;
 pub mod serve;
 pub mod snapshot_cmd;

@@ -42,6 +42,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // Listen for signals before anything else, so that an early SIGTERM is not lost.
     let mut signals = Signals::new()?;
     match &config.bootstrap {
+        Bootstrap::Join if !config.join_via.is_empty() => tracing::info!(
+            node_id = config.node_id,
+            via = ?config.join_via,
+            "joining a cluster through its members (unless already a voter)"
+        ),
         Bootstrap::Join => tracing::info!(
             node_id = config.node_id,
             "starting empty; waiting to be added to a cluster"
@@ -75,7 +80,18 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         "fencelock serving"
     );
 
-    let signal = signals.next().await;
+    // Serve while joining: the leader catches this node up through its peer port.
+    let signal = tokio::select! {
+        joined = crate::join::join(running.node(), &config) => match joined {
+            Ok(()) => signals.next().await,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "could not join the cluster; stopping");
+                running.shutdown().await;
+                return Err(error);
+            }
+        },
+        signal = signals.next() => signal,
+    };
     tracing::info!(signal, "shutting down");
     tokio::select! {
         () = running.shutdown() => {}

@@ -1,7 +1,8 @@
 //! The config file's keys and `serve`'s flags are a contract with every deployment:
 //! a file that sets every key, and a command line that gives every flag, must produce
 //! the same settings whatever shape `ServerConfig` has inside. The expected values
-//! below were recorded from the flat `ServerConfig` before its fields were grouped.
+//! below were recorded from the flat `ServerConfig` before its fields were grouped;
+//! keys added since then are part of the contract from the version that added them.
 
 use clap::Parser;
 use fencelock::cli::{Cli, Command, parse_config};
@@ -41,6 +42,15 @@ watch_buffer = 44
 max_keepalive_streams = 33
 max_peer_links = 22
 max_peer_message_bytes = 1048576
+watch_history_events = 77
+watch_history_bytes = 123456
+metrics_name_depth = 2
+metrics_max_name_prefixes = 50
+admin_tls = true
+metrics_open = true
+metrics_token_file = "/etc/fencelock/metrics-token"
+join_via = []
+join_timeout = 9000
 
 [bootstrap.Members]
 1 = "127.0.0.1:9101"
@@ -58,6 +68,12 @@ max_value_bytes = 17
 min_ttl_ms = 1018
 max_ttl_ms = 60019
 max_expire_batch = 20
+
+[primitive_limits]
+max_lock_delay_ms = 30000
+max_permits = 1000
+max_locks_per_request = 8
+max_hold_count = 100
 
 [tls]
 cert = "c.pem"
@@ -109,6 +125,7 @@ const EVERY_FLAG: &[&str] = &[
     "p.key",
     "--peer-server-name",
     "node2.example",
+    "--metrics-open",
 ];
 
 /// `EVERY_FLAG` over the defaults, as the flat `ServerConfig` serialized it.
@@ -146,6 +163,14 @@ watch_buffer = 1024
 max_keepalive_streams = 10000
 max_peer_links = 256
 max_peer_message_bytes = 67108864
+watch_history_events = 10000
+watch_history_bytes = 16777216
+metrics_name_depth = 1
+metrics_max_name_prefixes = 1000
+admin_tls = false
+metrics_open = true
+join_via = []
+join_timeout = 0
 
 [bootstrap.Members]
 1 = "127.0.0.1:8101"
@@ -162,6 +187,12 @@ max_value_bytes = 1024
 min_ttl_ms = 1000
 max_ttl_ms = 3600000
 max_expire_batch = 4096
+
+[primitive_limits]
+max_lock_delay_ms = 60000
+max_permits = 1000000
+max_locks_per_request = 64
+max_hold_count = 1000000
 
 [tls]
 cert = "c.pem"

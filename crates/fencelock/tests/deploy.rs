@@ -287,8 +287,10 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
     let compose = yaml_documents("compose.yaml").remove(0);
     let services = compose["services"].as_mapping().expect("services");
     let volumes = compose["volumes"].as_mapping().expect("volumes");
-    assert_eq!(services.len(), 3);
+    assert_eq!(services.len(), 4);
     let mut advertised = BTreeMap::new();
+    let mut in_network_clients = Vec::new();
+    let mut joining = Vec::new();
     let mut published_client = BTreeSet::new();
     let mut bootstrap = None;
     for (name, service) in services {
@@ -310,10 +312,18 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
             format!("{name}:{}", config.network.peer_listen.port()),
             "{origin}"
         );
-        advertised.insert(config.node_id, peer);
-        match (&bootstrap, &config.bootstrap) {
-            (None, b) => bootstrap = Some(b.clone()),
-            (Some(first), b) => assert_eq!(first, b, "{origin}: another --peers"),
+        // The initial voters share one --peers; a node of the `scale` profile joins
+        // by itself through their client addresses in the compose network.
+        if service["profiles"].is_null() {
+            advertised.insert(config.node_id, peer);
+            in_network_clients.push(format!("{name}:{}", config.network.listen.port()));
+            match (&bootstrap, &config.bootstrap) {
+                (None, b) => bootstrap = Some(b.clone()),
+                (Some(first), b) => assert_eq!(first, b, "{origin}: another --peers"),
+            }
+        } else {
+            assert_eq!(config.bootstrap, Bootstrap::Join, "{origin}");
+            joining.push((origin.clone(), config.join_via.clone()));
         }
         // Ports: host 127.0.0.1:H -> the container's client and admin listeners; the
         // advertised client address is the published one.
@@ -359,6 +369,10 @@ fn compose_nodes_form_one_cluster_with_published_ports() {
         members, advertised,
         "--peers names each node as it advertises itself"
     );
+    assert_eq!(joining.len(), 1, "one node that joins by itself");
+    for (origin, join_via) in joining {
+        assert_eq!(join_via, in_network_clients, "{origin}: --join-via");
+    }
 }
 
 /// The Kubernetes manifests, by kind.
@@ -515,7 +529,14 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
                     Some(seen) => assert_eq!(seen, members, "{origin}: another --peers"),
                 }
             }
-            Bootstrap::Join if ordinal >= replicas => {}
+            // A pod beyond the initial voters joins by itself through their client
+            // addresses, so scaling out needs no `cluster add`.
+            Bootstrap::Join if ordinal >= replicas => {
+                let initial: Vec<String> = (0..replicas)
+                    .map(|i| format!("fencelock-{i}.{peer_service}:{}", ports["client"]))
+                    .collect();
+                assert_eq!(config.join_via, initial, "{origin}: --join-via");
+            }
             other => panic!("{origin}: bootstrap {other:?}"),
         }
     }

@@ -47,6 +47,18 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How the node joins or forms its cluster at first start.
     pub bootstrap: Bootstrap,
+    /// Client addresses of existing members through which a node started with
+    /// `Bootstrap::Join` adds itself to their cluster (learner, then voter), so nobody
+    /// has to call `AddMember`. Empty: wait for an operator's `AddMember`. A node that is
+    /// already a voter ignores it.
+    pub join_via: Vec<String>,
+    /// A file holding a bearer token sent with the join calls; with auth on, its user
+    /// must be allowed to change the membership.
+    pub join_token_file: Option<PathBuf>,
+    /// How long a node keeps trying to join through `join_via` before it gives up and
+    /// stops (zero: it keeps trying, logging every failure).
+    #[serde(with = "duration_ms")]
+    pub join_timeout: Duration,
     /// Threads of the node's async runtime (0: one per core). Nodes that share a
     /// machine's cores with each other or with their clients run faster with fewer:
     /// every hop between tasks on different threads is a wake-up across cores (measured
@@ -362,6 +374,9 @@ impl Default for ServerConfig {
             node_id: 1,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             bootstrap: Bootstrap::Members(BTreeMap::new()),
+            join_via: Vec::new(),
+            join_token_file: None,
+            join_timeout: Duration::ZERO,
             worker_threads: 0,
             network: NetworkConfig::default(),
             raft: RaftConfig::default(),
@@ -488,6 +503,12 @@ impl ServerConfig {
             if members.contains_key(&0) {
                 return Err("node ids in --peers must be >= 1".into());
             }
+        }
+        if !self.join_via.is_empty() && self.bootstrap != Bootstrap::Join {
+            return Err("join_via (--join-via) needs bootstrap = \"Join\"; it cannot be combined with --peers".into());
+        }
+        if self.join_via.iter().any(|addr| addr.trim().is_empty()) {
+            return Err("join_via (--join-via) holds an empty address".into());
         }
         if self.raft.heartbeat_interval.is_zero()
             || self.raft.election_timeout <= self.raft.heartbeat_interval * 2

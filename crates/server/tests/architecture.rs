@@ -137,10 +137,15 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: fixed limits, plain status values, the trace's marks, the leader's clock,
     // certificate generation.
     &["limits", "status", "commit_trace", "leases", "certs"],
-    &["metrics", "space", "raft"],
-    &["store", "barrier", "proposer"],
+    &["space", "raft"],
+    &["store", "barrier"],
+    // Metrics read the applied log through the store's apply observer (hold times).
+    &["metrics"],
+    &["proposer"],
     &["events", "auth", "config"],
-    &["tls", "admin"],
+    &["tls"],
+    // The admin port's TLS and credentials.
+    &["admin"],
     &["node"],
     &["api", "duties"],
     &["startup"],

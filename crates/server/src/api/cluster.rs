@@ -11,6 +11,24 @@ use fencelock_proto::v1::cluster_server::Cluster;
 use std::sync::Arc;
 use tonic::{Request, Status};
 
+/// `host:port` with a port >= 1: an IP address, or a DNS name (as Kubernetes gives the
+/// pods of a StatefulSet), which the peer links resolve when they connect.
+fn is_host_port(addr: &str) -> bool {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    port_ok && host_ok
+}
+
 /// The `Cluster` service of one node.
 pub struct ClusterService {
     node: Arc<Node>,
@@ -97,7 +115,7 @@ impl Cluster for ClusterService {
         if request.id == 0 {
             return Err(invalid_argument("member id must be >= 1"));
         }
-        if request.peer_addr.parse::<std::net::SocketAddr>().is_err() {
+        if !is_host_port(&request.peer_addr) {
             return Err(invalid_argument(format!(
                 "peer address {:?} is not host:port",
                 request.peer_addr

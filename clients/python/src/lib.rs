@@ -527,6 +527,17 @@ fn watch_event(py: Python<'_>, event: fl::WatchEvent) -> PyResult<Py<PyAny>> {
         W::Forced { session_id, .. } => ("forced", Some(session_id.0)),
         W::SessionClosed { session_id, .. } => ("session_closed", Some(session_id.0)),
         W::Revoked { session_id, .. } => ("revoked", Some(session_id.0)),
+        W::LockDelayStarted { delay, .. } => {
+            dict.set_item("delay", delay.as_secs_f64())?;
+            ("lock_delay_started", None)
+        }
+        W::LockDelayEnded { .. } => ("lock_delay_ended", None),
+        W::ValueChanged {
+            session_id, value, ..
+        } => {
+            dict.set_item("value", PyBytes::new(py, value))?;
+            ("value_changed", Some(session_id.0))
+        }
         W::Resync { .. } => ("resync", None),
     };
     dict.set_item("kind", kind)?;
@@ -873,6 +884,7 @@ impl Session {
             },
             wait,
             value: value.unwrap_or_default(),
+            ..fl::AcquireOptions::default()
         };
         op_of(
             async move {

@@ -94,9 +94,11 @@ class WatchEvent:
 
     ``kind`` is one of ``"acquired"``, ``"released"``, ``"expired"`` (its holder's
     session expired), ``"forced"`` (an admin force-released it), ``"session_closed"``,
-    ``"revoked"``, or ``"resync"``: events may have been missed (the stream started,
-    reconnected or fell behind), so re-read the state with ``describe``/``list``; events
-    after it follow ``revision``.
+    ``"revoked"``, ``"lock_delay_started"`` / ``"lock_delay_ended"`` (nobody is granted
+    the lock for ``delay`` seconds after its holder's lease was lost),
+    ``"value_changed"`` (a holder proclaimed a new ``value``), or ``"resync"``: events may
+    have been missed (the stream started, reconnected or fell behind), so re-read the
+    state with ``describe``/``list``; events after it follow ``revision``.
     """
 
     kind: str
@@ -108,8 +110,10 @@ class WatchEvent:
     token: Optional[int] = None
     #: For ``acquired``: ``"exclusive"`` or ``"shared"``.
     mode: Optional[str] = None
-    #: For ``acquired``: the holder value.
+    #: For ``acquired`` and ``value_changed``: the holder value.
     value: Optional[bytes] = None
+    #: For ``lock_delay_started``: the delay, in seconds.
+    delay: Optional[float] = None
 
 
 @dataclass(frozen=True)

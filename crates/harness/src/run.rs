@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub holder_clock: HolderClock,
     /// Size of each node's tmpfs data directory (the disk-full nemesis), bytes.
     pub disk_bytes: u64,
+    /// The semaphore workload: the contended locks are counting semaphores of this many
+    /// permits (`None`: exclusive locks).
+    pub permits: Option<u32>,
 }
 
 /// What a run produced.
@@ -139,7 +142,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
 
     // The workload.
     let locks: Vec<String> = (0..options.locks)
-        .map(|i| format!("{LOCK_PREFIX}l{i}"))
+        .map(|i| workload::contended_lock(i, options.permits))
         .collect();
     let mut workers = Vec::new();
     for i in 0..options.clients {

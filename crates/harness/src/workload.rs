@@ -18,6 +18,28 @@ use std::time::{Duration, Instant};
 /// Every lock of a run starts with this prefix (the observer watches it).
 pub const LOCK_PREFIX: &str = "harness/";
 
+/// The contended locks of the semaphore workload are named `harness/sem{N}-...`: a
+/// counting semaphore of N permits. The name carries the limit, so that client processes
+/// acquire with it and the checkers read it from the history alone.
+const SEMAPHORE_PREFIX: &str = "harness/sem";
+
+/// The name of contended lock `i`: an ordinary exclusive lock, or with `permits` a
+/// semaphore of that many permits (see [`permits_of`]).
+pub fn contended_lock(i: usize, permits: Option<u32>) -> String {
+    match permits {
+        Some(n) => format!("{SEMAPHORE_PREFIX}{n}-l{i}"),
+        None => format!("{LOCK_PREFIX}l{i}"),
+    }
+}
+
+/// The permit limit of `lock` when it is a semaphore of the semaphore workload
+/// (`None`: an ordinary lock).
+pub fn permits_of(lock: &str) -> Option<u32> {
+    let rest = lock.strip_prefix(SEMAPHORE_PREFIX)?;
+    let (n, _) = rest.split_once('-')?;
+    n.parse().ok().filter(|&n| n > 0)
+}
+
 /// One client's settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -231,6 +253,7 @@ pub(crate) async fn acquire(
     });
     let options = AcquireOptions {
         wait,
+        permits: permits_of(lock),
         ..AcquireOptions::default()
     };
     match session.acquire(lock, options).await {

@@ -41,6 +41,7 @@ fn options(seed: u64, time: Duration, nemesis: Vec<FaultKind>, out: PathBuf) -> 
         lease_slack: Duration::ZERO,
         holder_clock: HolderClock::Boottime,
         disk_bytes: 64 << 20,
+        permits: None,
     }
 }
 

@@ -497,6 +497,11 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
             _ => continue,
         };
         let Some(lock) = op.lock() else { continue };
+        // The sequential model is of an exclusive lock; a semaphore's grants are checked
+        // by `exclusion` (at most N in force) and `tokens`.
+        if crate::workload::permits_of(lock).is_some() {
+            continue;
+        }
         let session = op.session().unwrap_or(0);
         if op.op() == Op::Acquire {
             sessions_of

@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// permits, and the exclusion checker allows that many holders at once.
     #[arg(long)]
     pub permits: Option<u32>,
+    /// The multi-lock workload: client tasks also take two contended locks at once in one
+    /// atomic multi-lock, and the `multilock` checker requires their grants together.
+    #[arg(long)]
+    pub multi_lock: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -139,6 +143,7 @@ impl RunArgs {
         anyhow::ensure!(self.permits != Some(0), "--permits must be at least 1");
         Ok(RunOptions {
             permits: self.permits,
+            multi_lock: self.multi_lock,
             time,
             nodes: self.nodes,
             seed,

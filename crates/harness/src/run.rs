@@ -65,6 +65,9 @@ pub struct RunOptions {
     /// The semaphore workload: the contended locks are counting semaphores of this many
     /// permits (`None`: exclusive locks).
     pub permits: Option<u32>,
+    /// The multi-lock workload: client tasks also take two contended locks at once in
+    /// one atomic multi-lock.
+    pub multi_lock: bool,
 }
 
 /// What a run produced.
@@ -158,6 +161,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             hold: Some(format!("{LOCK_PREFIX}hold-c{i}")),
             close_at_end: false,
             lease_slack: options.lease_slack,
+            multi_lock: options.multi_lock,
         };
         workers.push(tokio::spawn(workload::run_worker(config, recorder.clone())));
     }

@@ -43,6 +43,7 @@ fn options(seed: u64, time: Duration, nemesis: Vec<FaultKind>, out: PathBuf) -> 
         holder_clock: HolderClock::Boottime,
         disk_bytes: 64 << 20,
         permits: None,
+        multi_lock: false,
     }
 }
 
@@ -291,4 +292,32 @@ fn most_in_force(history: &[fencelock_harness::history::Event]) -> usize {
         }
     }
     most
+}
+
+/// The multi-lock workload: client tasks also take two contended locks at once in one
+/// atomic multi-lock, under node kills, pauses and partitions. Every checker passes,
+/// `multilock` (each request granted whole, in one log entry) on some requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_lock_run_grants_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 7;
+    let kinds = runnable(&[FaultKind::Kill, FaultKind::Pause, FaultKind::Partition]);
+    let mut options = options(
+        seed,
+        Duration::from_secs(20),
+        kinds,
+        dir.path().join("multi"),
+    );
+    options.multi_lock = true;
+    options.client_processes = 0;
+    let report = run(options).await.expect("the run");
+    show(&report);
+    let multilock = report.verdict("multilock").unwrap();
+    if !report.valid() || multilock.checked == 0 {
+        let kept = dir.keep();
+        panic!(
+            "seed {seed}: a checker failed or no multi-lock was tried; output kept in {}",
+            kept.display()
+        );
+    }
 }

@@ -654,6 +654,11 @@ fn to_model(op: &Operation) -> ModelOp {
     let kind = op.kind();
     let outcome = op.outcome().unwrap_or("");
     match op.op() {
+        // One name of a multi-lock that was not granted: it had no effect on this lock,
+        // but another name may have been the one held.
+        Op::Acquire if op.invoke.multi.is_some() && kind == Kind::Ok && outcome != "granted" => {
+            ModelOp::Nothing
+        }
         Op::Acquire => ModelOp::Acquire {
             session,
             answer: match (kind, outcome) {

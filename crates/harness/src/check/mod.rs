@@ -9,6 +9,7 @@
 //! | [`linearizable`] | the lock history is linearizable against a sequential lock model (exclusive locks) |
 //! | [`durability`] | no acknowledged acquire, release or session is lost after faults and restarts |
 //! | [`lease`] | no holder wrote under a lease it still counted valid after the lock had been granted to someone else (exclusive locks) |
+//! | [`multilock`] | the names of an atomic multi-lock are granted together (one answer, one log entry) or not at all |
 //! | [`liveness`] | after healing, every node agrees on leader and state, and a fresh acquire succeeds in time |
 
 pub mod durability;
@@ -17,6 +18,7 @@ pub mod fencing;
 pub mod lease;
 pub mod linearizable;
 pub mod liveness;
+pub mod multilock;
 pub mod tokens;
 
 use crate::history::Event;
@@ -155,6 +157,7 @@ pub fn check_all(evidence: &Evidence) -> Vec<Verdict> {
         durability::check(evidence),
         lease::check(evidence),
         liveness::check(evidence),
+        multilock::check(evidence),
     ]
 }
 

@@ -10,23 +10,26 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The checker's name.
 pub const NAME: &str = "multilock";
 
+/// One name of a request: its lock, the token granted (if it was), the answer's kind.
+type Name<'a> = (&'a str, Option<u64>, Kind);
+
 /// Check every multi-lock request of the history.
 pub fn check(evidence: &Evidence) -> Verdict {
     let mut verdict = Verdict::new(NAME);
     // The revision at which the observer saw each (lock, token) granted.
     let mut seen: BTreeMap<(&str, u64), u64> = BTreeMap::new();
     for event in &evidence.history {
-        if event.op == Some(Op::Watch) && event.outcome.as_deref() == Some("acquired") {
-            if let (Some(lock), Some(token), Some(revision)) =
+        if event.op == Some(Op::Watch)
+            && event.outcome.as_deref() == Some("acquired")
+            && let (Some(lock), Some(token), Some(revision)) =
                 (event.lock.as_deref(), event.token, event.revision)
-            {
-                seen.insert((lock, token), revision);
-            }
+        {
+            seen.insert((lock, token), revision);
         }
     }
-    // Per group: (lock, granted token) of every answered name, and whether any is unknown.
+    // Per request (process, group): every name's lock, granted token and answer kind.
     let ops = operations(&evidence.history);
-    let mut groups: BTreeMap<(&str, u64), Vec<(&str, Option<u64>, Kind)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, u64), Vec<Name<'_>>> = BTreeMap::new();
     for op in &ops {
         let (Op::Acquire, Some(group)) = (op.op(), op.invoke.multi) else {
             continue;

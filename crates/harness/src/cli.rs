@@ -108,6 +108,14 @@ pub struct RunArgs {
     /// Size of each node's tmpfs data directory with the disk-full nemesis, MiB.
     #[arg(long, default_value_t = 128)]
     pub disk_mb: u64,
+    /// The semaphore workload: the contended locks are counting semaphores of this many
+    /// permits, and the exclusion checker allows that many holders at once.
+    #[arg(long)]
+    pub permits: Option<u32>,
+    /// The multi-lock workload: client tasks also take two contended locks at once in one
+    /// atomic multi-lock, and the `multilock` checker requires their grants together.
+    #[arg(long)]
+    pub multi_lock: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -132,7 +140,10 @@ impl RunArgs {
             self.time
         };
         anyhow::ensure!(self.nodes >= 1, "--nodes must be at least 1");
+        anyhow::ensure!(self.permits != Some(0), "--permits must be at least 1");
         Ok(RunOptions {
+            permits: self.permits,
+            multi_lock: self.multi_lock,
             time,
             nodes: self.nodes,
             seed,

@@ -24,6 +24,7 @@ pub async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         hold: None,
         close_at_end: true,
         lease_slack: Duration::from_millis(args.lease_slack_ms),
+        multi_lock: false,
     };
     let leftovers = run_worker(config, recorder.clone()).await;
     drop(leftovers);

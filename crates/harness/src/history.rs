@@ -132,6 +132,10 @@ pub struct Event {
     /// when the writer did not check, or found the lease already run out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until_ns: Option<u64>,
+    /// For an acquire that was one name of an atomic multi-lock: the request's group (the
+    /// same number on the acquire of every name of the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi: Option<u64>,
 }
 
 impl Event {

@@ -62,6 +62,12 @@ pub struct RunOptions {
     pub holder_clock: HolderClock,
     /// Size of each node's tmpfs data directory (the disk-full nemesis), bytes.
     pub disk_bytes: u64,
+    /// The semaphore workload: the contended locks are counting semaphores of this many
+    /// permits (`None`: exclusive locks).
+    pub permits: Option<u32>,
+    /// The multi-lock workload: client tasks also take two contended locks at once in
+    /// one atomic multi-lock.
+    pub multi_lock: bool,
 }
 
 /// What a run produced.
@@ -139,7 +145,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
 
     // The workload.
     let locks: Vec<String> = (0..options.locks)
-        .map(|i| format!("{LOCK_PREFIX}l{i}"))
+        .map(|i| workload::contended_lock(i, options.permits))
         .collect();
     let mut workers = Vec::new();
     for i in 0..options.clients {
@@ -155,6 +161,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
             hold: Some(format!("{LOCK_PREFIX}hold-c{i}")),
             close_at_end: false,
             lease_slack: options.lease_slack,
+            multi_lock: options.multi_lock,
         };
         workers.push(tokio::spawn(workload::run_worker(config, recorder.clone())));
     }

@@ -7,7 +7,8 @@
 use crate::check::durability::BEFORE_DEADLINE;
 use crate::history::{Event, Kind, Op, Recorder};
 use fencelock_client::{
-    AcquireOptions, Acquisition, Client, Error, LockGuard, LostReason, Session, Wait, WatchEvent,
+    AcquireOptions, Acquisition, Client, Error, LockGuard, LostReason, MultiAcquisition, Session,
+    Wait, WatchEvent,
 };
 use fencelock_fenced_kv::{ClientError, FencedKvClient, WriteOutcome};
 use futures::StreamExt;
@@ -17,6 +18,28 @@ use std::time::{Duration, Instant};
 
 /// Every lock of a run starts with this prefix (the observer watches it).
 pub const LOCK_PREFIX: &str = "harness/";
+
+/// The contended locks of the semaphore workload are named `harness/sem{N}-...`: a
+/// counting semaphore of N permits. The name carries the limit, so that client processes
+/// acquire with it and the checkers read it from the history alone.
+const SEMAPHORE_PREFIX: &str = "harness/sem";
+
+/// The name of contended lock `i`: an ordinary exclusive lock, or with `permits` a
+/// semaphore of that many permits (see [`permits_of`]).
+pub fn contended_lock(i: usize, permits: Option<u32>) -> String {
+    match permits {
+        Some(n) => format!("{SEMAPHORE_PREFIX}{n}-l{i}"),
+        None => format!("{LOCK_PREFIX}l{i}"),
+    }
+}
+
+/// The permit limit of `lock` when it is a semaphore of the semaphore workload
+/// (`None`: an ordinary lock).
+pub fn permits_of(lock: &str) -> Option<u32> {
+    let rest = lock.strip_prefix(SEMAPHORE_PREFIX)?;
+    let (n, _) = rest.split_once('-')?;
+    n.parse().ok().filter(|&n| n > 0)
+}
 
 /// One client's settings.
 #[derive(Clone, Debug)]
@@ -45,6 +68,8 @@ pub struct WorkerConfig {
     /// says the client trusts its lease — a client that counts its lease wrongly, which
     /// the `lease` checker must catch.
     pub lease_slack: Duration,
+    /// Also take two of `locks` at once now and then, in one atomic multi-lock.
+    pub multi_lock: bool,
 }
 
 /// What a client leaves open at the end: sessions and held locks, kept until the final
@@ -231,6 +256,7 @@ pub(crate) async fn acquire(
     });
     let options = AcquireOptions {
         wait,
+        permits: permits_of(lock),
         ..AcquireOptions::default()
     };
     match session.acquire(lock, options).await {
@@ -250,6 +276,62 @@ pub(crate) async fn acquire(
         Err(error) => {
             let (kind, outcome) = classify(&error, true);
             rec.finish(kind, |e| e.outcome(outcome).error(&error));
+            None
+        }
+    }
+}
+
+/// Acquire every lock of `locks` in one atomic multi-lock, waiting up to `wait`,
+/// recorded as one acquire per lock, all invoked before the request and completed with
+/// its answer, marked with one `multi` group. `Some(guards)`, in the order of `locks`,
+/// when granted.
+pub(crate) async fn acquire_all(
+    session: &Session,
+    locks: &[&str],
+    wait: Duration,
+    recorder: &Recorder,
+    process: &str,
+) -> Option<Vec<LockGuard>> {
+    let group = recorder.next_op_id();
+    let wait_text = format!("timeout:{}", wait.as_millis());
+    let recs: Vec<Recording<'_>> = locks
+        .iter()
+        .map(|lock| {
+            Recording::start(recorder, process, Op::Acquire, |mut e| {
+                e.wait = Some(wait_text.clone());
+                e.multi = Some(group);
+                e.lock(lock).session(session.id().0)
+            })
+        })
+        .collect();
+    let options = AcquireOptions {
+        wait: Wait::Timeout(wait),
+        permits: locks.first().and_then(|lock| permits_of(lock)),
+        ..AcquireOptions::default()
+    };
+    let in_group = |mut e: Event| {
+        e.multi = Some(group);
+        e
+    };
+    match session.acquire_all(locks, options).await {
+        Ok(MultiAcquisition::Granted(guards)) => {
+            for (rec, guard) in recs.into_iter().zip(&guards) {
+                let token = guard.token().0;
+                rec.finish(Kind::Ok, |e| in_group(e).token(token).outcome("granted"));
+            }
+            Some(guards)
+        }
+        Ok(MultiAcquisition::WouldBlock | MultiAcquisition::TimedOut) => {
+            for rec in recs {
+                rec.finish(Kind::Ok, |e| in_group(e).outcome("timed_out"));
+            }
+            None
+        }
+        Err(error) => {
+            let (kind, outcome) = classify(&error, true);
+            for rec in recs {
+                rec.finish(kind, |e| in_group(e).outcome(outcome).error(&error));
+            }
             None
         }
     }
@@ -490,7 +572,30 @@ pub async fn run_worker(config: WorkerConfig, recorder: Recorder) -> Leftovers {
         };
         let lock = config.locks[rng.usize(..config.locks.len())].clone();
         let choice = rng.u32(..100);
-        if choice < 55 {
+        if config.multi_lock && config.locks.len() >= 2 && choice < 15 {
+            // Two distinct locks at once, in either order.
+            let other = (rng.usize(1..config.locks.len())
+                + config.locks.iter().position(|l| *l == lock).unwrap_or(0))
+                % config.locks.len();
+            let pair = [lock.as_str(), config.locks[other].as_str()];
+            let wait = Duration::from_millis(rng.u64(300..1500));
+            if let Some(guards) = acquire_all(&current, &pair, wait, &recorder, process).await {
+                for guard in guards {
+                    let token = guard.token().0;
+                    counter += 1;
+                    let name = guard.name().to_string();
+                    last_token.insert(name.clone(), token);
+                    let write = Write {
+                        lock: &name,
+                        token,
+                        body: format!("{process}:{counter}:{token};"),
+                        lease_until_ns: lease_until_ns(&current, &recorder, config.lease_slack),
+                    };
+                    append(&kv, write, &recorder, process).await;
+                    release(guard, &recorder, process).await;
+                }
+            }
+        } else if choice < 55 {
             let wait = Wait::Timeout(Duration::from_millis(rng.u64(300..1500)));
             if let Some(guard) = acquire(&current, &lock, wait, &recorder, process).await {
                 let token = guard.token().0;

@@ -83,6 +83,11 @@ pub fn check(evidence: &Evidence) -> Verdict {
         let (Some(lock), Some(token)) = (op.lock(), op.invoke.token) else {
             continue;
         };
+        // A semaphore's permits are held at once: a newer grant does not end an older
+        // one, so "granted to someone else" says nothing about this writer's lease.
+        if crate::workload::permits_of(lock).is_some() {
+            continue;
+        }
         let sent = op.start_ns();
         if sent >= lease_until {
             continue;

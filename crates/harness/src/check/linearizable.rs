@@ -497,6 +497,11 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
             _ => continue,
         };
         let Some(lock) = op.lock() else { continue };
+        // The sequential model is of an exclusive lock; a semaphore's grants are checked
+        // by `exclusion` (at most N in force) and `tokens`.
+        if crate::workload::permits_of(lock).is_some() {
+            continue;
+        }
         let session = op.session().unwrap_or(0);
         if op.op() == Op::Acquire {
             sessions_of
@@ -649,6 +654,11 @@ fn to_model(op: &Operation) -> ModelOp {
     let kind = op.kind();
     let outcome = op.outcome().unwrap_or("");
     match op.op() {
+        // One name of a multi-lock that was not granted: it had no effect on this lock,
+        // but another name may have been the one held.
+        Op::Acquire if op.invoke.multi.is_some() && kind == Kind::Ok && outcome != "granted" => {
+            ModelOp::Nothing
+        }
         Op::Acquire => ModelOp::Acquire {
             session,
             answer: match (kind, outcome) {

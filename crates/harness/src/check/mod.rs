@@ -5,10 +5,11 @@
 //! |---|---|
 //! | [`fencing`] | the fenced service never admitted a token lower than one it had admitted for the key, and each key's value is the fold of its admitted writes (no lost or phantom write) |
 //! | [`tokens`] | per lock, granted tokens strictly increase in real-time order and never repeat |
-//! | [`exclusion`] | in the cluster's order (watch revisions) no two exclusive grants of a lock overlap |
-//! | [`linearizable`] | the lock history is linearizable against a sequential lock model |
+//! | [`exclusion`] | in the cluster's order (watch revisions) no two exclusive grants of a lock overlap, and no more than N grants of a semaphore of N permits are in force |
+//! | [`linearizable`] | the lock history is linearizable against a sequential lock model (exclusive locks) |
 //! | [`durability`] | no acknowledged acquire, release or session is lost after faults and restarts |
-//! | [`lease`] | no holder wrote under a lease it still counted valid after the lock had been granted to someone else |
+//! | [`lease`] | no holder wrote under a lease it still counted valid after the lock had been granted to someone else (exclusive locks) |
+//! | [`multilock`] | the names of an atomic multi-lock are granted together (one answer, one log entry) or not at all |
 //! | [`liveness`] | after healing, every node agrees on leader and state, and a fresh acquire succeeds in time |
 
 pub mod durability;
@@ -17,6 +18,7 @@ pub mod fencing;
 pub mod lease;
 pub mod linearizable;
 pub mod liveness;
+pub mod multilock;
 pub mod tokens;
 
 use crate::history::Event;
@@ -155,6 +157,7 @@ pub fn check_all(evidence: &Evidence) -> Vec<Verdict> {
         durability::check(evidence),
         lease::check(evidence),
         liveness::check(evidence),
+        multilock::check(evidence),
     ]
 }
 

@@ -483,12 +483,28 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
         }
     }
 
+    // Locks that multi-locks asked for: a queued multi-lock holds a place in the queue of
+    // each of its names, free ones too (no overtaking, docs/design.md), so a plain acquire
+    // of such a free lock may rightly wait or be refused. The exclusive-lock model has no
+    // such reservation: there, only grants are checked, not refusals.
+    let reserved: HashSet<&str> = ops
+        .iter()
+        .filter(|op| op.op() == Op::Acquire && op.invoke.multi.is_some())
+        .filter_map(|op| op.lock())
+        .collect();
     let mut per_lock: BTreeMap<String, LockHistory> = BTreeMap::new();
     let mut sessions_of: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut closes: Vec<&Operation> = Vec::new();
     let mut used_grants: HashSet<(String, u64, u64)> = HashSet::new();
     for op in &ops {
         let model = match op.op() {
+            Op::Acquire
+                if op.kind() == Kind::Ok
+                    && op.outcome() != Some("granted")
+                    && op.lock().is_some_and(|lock| reserved.contains(lock)) =>
+            {
+                ModelOp::Nothing
+            }
             Op::Acquire | Op::Release | Op::Verify | Op::Describe => to_model(op),
             Op::CloseSession => {
                 closes.push(op);

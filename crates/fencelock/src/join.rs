@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long an unknown join token is retried: long enough for a token created just
+/// before the join to be applied by every member.
+const UNKNOWN_TOKEN_GRACE: Duration = Duration::from_secs(5);
 /// How long one attempt (connect, find the leader, add) may retry inside the client.
 const ATTEMPT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -77,6 +80,20 @@ pub async fn join(node: &Node, config: &ServerConfig) -> anyhow::Result<()> {
                     "the cluster added this node as a voter"
                 );
                 return wait_until_voter(node, deadline).await;
+            }
+            // A bearer token created moments ago may not be applied yet on the member
+            // that checked it (credentials are checked on a node's applied state): an
+            // unknown token is retried for a short grace, any other refusal is final.
+            Err(ClientError::Unauthenticated(message))
+                if config.join_token_file.is_some() && started.elapsed() < UNKNOWN_TOKEN_GRACE =>
+            {
+                tracing::warn!(
+                    node_id = node.id(),
+                    attempt,
+                    %message,
+                    retry_in = ?backoff,
+                    "the join token is not known yet; retrying"
+                );
             }
             Err(error @ (ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_))) => {
                 return Err(error).context(

@@ -20,6 +20,8 @@ async fn impatient(cluster: &TestCluster, withdraw_deadline: Duration) -> Client
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_keeps_trying_until_the_raced_grant_is_released() {
     let cluster = TestCluster::start(1).await;
+    // The impatient client gives up after two tries: let the election finish first.
+    cluster.leader().await;
     let client = impatient(&cluster, Duration::from_secs(120)).await;
     let session = client.session(Duration::from_secs(60)).await.unwrap();
     // The server grants, but the answers of the acquire and of the first withdrawal
@@ -48,6 +50,8 @@ async fn a_withdrawal_keeps_trying_until_the_raced_grant_is_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_that_cannot_settle_ends_the_session() {
     let cluster = TestCluster::start(1).await;
+    // The impatient client gives up after two tries: let the election finish first.
+    cluster.leader().await;
     let client = impatient(&cluster, Duration::from_secs(2)).await;
     let session = client.session(Duration::from_secs(60)).await.unwrap();
     // No answer of a mutation comes back for the rest of the test.

@@ -282,6 +282,7 @@ impl State {
             let lock = self.locks.get_mut(name).expect("a held lock is known");
             let holder = lock.holders.remove(token).expect("the session's grant");
             assert_eq!(holder.session, session);
+            self.grant_index.remove(token);
             self.held_grants -= 1;
             events.push(Event::Released {
                 name: name.to_string(),
@@ -375,6 +376,7 @@ impl State {
         let holder = lock.holders.remove(current).expect("the session's grant");
         record.held.remove(name.as_str());
         assert_eq!(holder.session, session);
+        self.grant_index.remove(current);
         self.held_grants -= 1;
         events.push(Event::Released {
             name: name.clone(),
@@ -461,6 +463,7 @@ impl State {
                     .get_mut(&holder.session)
                     .expect("holders are live sessions");
                 record.held.remove(name.as_str());
+                state.grant_index.remove(token);
                 state.held_grants -= 1;
                 events.push(Event::Released {
                     name: name.clone(),

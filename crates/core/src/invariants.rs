@@ -35,7 +35,8 @@ impl State {
     /// client-id index
     /// matches the sessions; counters match what they count; sizes are within the
     /// widest limits ever in force (a lowered limit refuses new admissions only); a
-    /// queued wait's remembered answer is `Queued`.
+    /// queued wait's remembered answer is `Queued`; the grant index by grant time
+    /// holds exactly the grants in force.
     ///
     /// # Errors
     ///
@@ -49,6 +50,7 @@ impl State {
         );
         ensure!(self.next_session_id >= 1, "session ids start at 1");
         self.check_auth_invariants()?;
+        self.check_grant_index()?;
         ensure!(
             count(self.sessions.len()) <= envelope.max_sessions,
             "{} sessions exceed every limit in force",

@@ -55,6 +55,7 @@
 mod apply;
 pub mod auth;
 mod compact;
+mod grant_index;
 mod invariants;
 #[cfg(feature = "model-mutants")]
 pub mod mutants;
@@ -68,6 +69,7 @@ pub use auth::{
     Access, AuthCommand, AuthError, AuthView, Caller, Credential, Permission, ROOT_USER, Right,
     Rights, password_fingerprint,
 };
+pub use grant_index::GrantAge;
 pub use restore::{RestoreError, RestoredSessions};
 pub use state::{State, StateV1, StateV2};
 pub use types::*;

@@ -58,6 +58,7 @@ impl State {
             // A delay protects a resource from the old cluster's lost holder; with the
             // old cluster's locks gone, no grant of the new one follows that holder.
             self.lock_delays.clear();
+            self.grant_index.clear();
             self.held_grants = 0;
             self.waiters = 0;
             self.auth.session_owners.clear();

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::compact::{Holders, WaitQueue};
+use crate::grant_index::GrantIndex;
 use crate::types::{
     ClientId, Error, FencingToken, Limits, LockMode, PrimitiveLimits, RequestId, Response,
     SessionId,
@@ -80,6 +81,10 @@ pub struct State {
     /// Lock-delays in force, by lock name; each such lock is kept in [`State::locks`]
     /// (even with no holder or waiter) until its delay ends. Since snapshot format 3.
     pub(crate) lock_delays: BTreeMap<Name, LockDelay>,
+    /// The grants in force by grant time ([`crate::grant_index`]): derived from
+    /// [`State::locks`], not serialized, rebuilt when a state is decoded.
+    #[serde(skip)]
+    pub(crate) grant_index: GrantIndex,
 }
 
 /// A lock-delay in force on one lock.
@@ -311,6 +316,8 @@ struct StateFields {
     clock_ms: u64,
     primitive_limits: PrimitiveLimits,
     lock_delays: BTreeMap<Name, LockDelay>,
+    #[serde(skip)]
+    grant_index: GrantIndex,
 }
 
 /// [`State`]'s fields as snapshot format 2 had them: the locks' records in their older
@@ -339,6 +346,8 @@ struct StateFieldsV2 {
     primitive_limits: PrimitiveLimits,
     #[serde(skip)]
     lock_delays: BTreeMap<Name, LockDelay>,
+    #[serde(skip)]
+    grant_index: GrantIndex,
 }
 
 /// A grant as snapshot formats 1 and 2 encode it.
@@ -434,6 +443,8 @@ struct StateFieldsV1 {
     primitive_limits: PrimitiveLimits,
     #[serde(skip)]
     lock_delays: BTreeMap<Name, LockDelay>,
+    #[serde(skip)]
+    grant_index: GrantIndex,
 }
 
 /// A [`State`] decoded from the encoding of snapshot format 1 (before the auth revision
@@ -485,8 +496,10 @@ impl<'de> Deserialize<'de> for State {
 impl State {
     /// Replaces every name in the sessions' `held` and `waiting` by the lock's key with
     /// the same text. A name with no such lock (only in a corrupted snapshot, which
-    /// `check_invariants` refuses) is left as it is.
+    /// `check_invariants` refuses) is left as it is. Also rebuilds the grant index, which
+    /// is not in the encoding: every decoded state passes through here.
     fn share_names(&mut self) {
+        self.rebuild_grant_index();
         let State {
             sessions, locks, ..
         } = self;
@@ -557,6 +570,7 @@ impl State {
             clock_ms: 0,
             primitive_limits: PrimitiveLimits::default(),
             lock_delays: BTreeMap::new(),
+            grant_index: GrantIndex::default(),
         }
     }
 }

@@ -1194,6 +1194,29 @@ impl Model {
         })
     }
 
+    /// Every grant in force by grant time, then token: a sort of the flat list.
+    fn grants_by_age(&self) -> Vec<(u64, u64, String)> {
+        let mut grants: Vec<(u64, u64, String)> = self
+            .holders
+            .iter()
+            .map(|h| (h.granted_at_ms, h.token, h.name.clone()))
+            .collect();
+        grants.sort();
+        grants
+    }
+
+    /// The `limit` locks whose oldest grant is oldest.
+    fn longest_held(&self, limit: usize) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (_, _, name) in self.grants_by_age() {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names.truncate(limit);
+        names
+    }
+
     fn token_of(&self, session: SessionId, name: &str) -> Option<u64> {
         self.holders
             .iter()
@@ -1660,6 +1683,10 @@ struct Observed {
     sessions: Vec<(SessionId, u64)>,
     session_views: Vec<Option<SessionView>>,
     lock_views: Vec<Option<LockView>>,
+    /// The grants in force, oldest first: `(granted_at_ms, token, name)`.
+    grants_by_age: Vec<(u64, u64, String)>,
+    oldest_stamped_grant_ms: Option<u64>,
+    longest_held: Vec<String>,
 }
 
 fn observe(state: &State) -> Observed {
@@ -1671,6 +1698,16 @@ fn observe(state: &State) -> Observed {
         sessions: state.sessions().collect(),
         session_views: (0..16).map(|id| state.session(SessionId(id))).collect(),
         lock_views: NAMES.iter().map(|name| state.lock(name)).collect(),
+        grants_by_age: state
+            .grants_by_age()
+            .map(|grant| (grant.granted_at_ms, grant.token.0, grant.name.to_owned()))
+            .collect(),
+        oldest_stamped_grant_ms: state.oldest_stamped_grant_ms(),
+        longest_held: state
+            .longest_held_locks(3)
+            .into_iter()
+            .map(|lock| lock.name)
+            .collect(),
     }
 }
 
@@ -1685,6 +1722,14 @@ fn observe_model(model: &Model) -> Observed {
             .map(|id| model.session_view(SessionId(id)))
             .collect(),
         lock_views: NAMES.iter().map(|name| model.lock_view(name)).collect(),
+        grants_by_age: model.grants_by_age(),
+        oldest_stamped_grant_ms: model
+            .holders
+            .iter()
+            .map(|h| h.granted_at_ms)
+            .filter(|&at| at > 0)
+            .min(),
+        longest_held: model.longest_held(3),
     }
 }
 

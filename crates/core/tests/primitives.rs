@@ -598,7 +598,7 @@ fn grants_and_waits_are_stamped_with_the_replicated_clock_which_never_goes_back(
     assert_eq!(lock.holders[0].granted_at_ms, 5_000);
     assert_eq!(lock.waiters[0].queued_at_ms, 7_000);
     assert_eq!(
-        h.state.longest_held_locks(5, 100)[0].held_since_ms,
+        h.state.longest_held_locks(5)[0].held_since_ms,
         Some(5_000)
     );
     h.run(Command::WallClock { unix_ms: 9_000 }).unwrap();
@@ -680,4 +680,94 @@ fn the_leaders_own_new_commands_carry_no_caller_and_clients_new_ones_do() {
         matches!(&granted, Ok(Response::GrantedLocks { grants, .. }) if grants.len() == 2),
         "{granted:?}"
     );
+}
+
+// ----- the grants in force by age -----------------------------------------------------------
+
+/// `(granted_at_ms, lock)` of every grant in force, oldest first, from the index.
+fn by_age(h: &Harness) -> Vec<(u64, String)> {
+    h.state
+        .grants_by_age()
+        .map(|grant| (grant.granted_at_ms, grant.name.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_oldest_grant_in_force_is_kept_exact_by_every_path_that_grants_or_ends_one() {
+    let mut h = Harness::new();
+    let [a, b, c, d] = [1, 2, 3, 4].map(|client| h.open(client));
+    assert_eq!(h.state.oldest_stamped_grant_ms(), None);
+    // A grant before any wall clock is known has no age.
+    let old = h.granted(d, vec![ex("old")])[0];
+    assert_eq!(h.state.oldest_stamped_grant_ms(), None);
+    assert_eq!(h.state.unstamped_grants(), 1);
+    h.run(Command::WallClock { unix_ms: 1_000 }).unwrap();
+    let x = h.granted(a, vec![reentrant("x")])[0];
+    h.run(Command::WallClock { unix_ms: 2_000 }).unwrap();
+    // A reentrant hold is the same grant, at its first time.
+    h.granted(a, vec![reentrant("x")]);
+    // A semaphore's holders are one grant each, whatever their weight.
+    h.granted(b, vec![sem("s", 3, 2)]);
+    h.granted(c, vec![sem("s", 3, 1)]);
+    h.run(Command::WallClock { unix_ms: 3_000 }).unwrap();
+    // A multi-lock is one grant per name.
+    h.granted(b, vec![ex("m1"), ex("m2")]);
+    h.queued(c, vec![ex("x")]);
+    assert_eq!(
+        by_age(&h),
+        [
+            (0, "old".to_owned()),
+            (1_000, "x".to_owned()),
+            (2_000, "s".to_owned()),
+            (2_000, "s".to_owned()),
+            (3_000, "m1".to_owned()),
+            (3_000, "m2".to_owned()),
+        ]
+    );
+    assert_eq!(h.state.oldest_stamped_grant_ms(), Some(1_000));
+    let longest: Vec<String> = h
+        .state
+        .longest_held_locks(3)
+        .into_iter()
+        .map(|lock| lock.name)
+        .collect();
+    assert_eq!(longest, ["old", "x", "s"]);
+
+    // Releasing one of two reentrant holds keeps the grant; the second ends it and hands
+    // the lock to the waiter, granted now.
+    h.run(Command::WallClock { unix_ms: 4_000 }).unwrap();
+    h.release(a, "x", x);
+    assert_eq!(h.state.oldest_stamped_grant_ms(), Some(1_000));
+    h.release(a, "x", x);
+    assert_eq!(h.state.oldest_stamped_grant_ms(), Some(2_000));
+    assert!(by_age(&h).contains(&(4_000, "x".to_owned())));
+
+    // A forced release ends every grant of the lock.
+    h.run(Command::ForceRelease { name: "s".into() }).unwrap();
+    assert_eq!(h.state.oldest_stamped_grant_ms(), Some(3_000));
+    // An expiry and a revocation end the sessions' grants, a close too.
+    h.run(Command::ExpireSessions { sessions: vec![b] }).unwrap();
+    assert_eq!(h.state.oldest_stamped_grant_ms(), Some(4_000));
+    h.run(Command::RevokeSession { session: c }).unwrap();
+    assert_eq!(h.state.oldest_stamped_grant_ms(), None);
+    assert_eq!(by_age(&h), [(0, "old".to_owned())]);
+    h.release(d, "old", old);
+    assert_eq!(by_age(&h), []);
+    assert_eq!(h.state.unstamped_grants(), 0);
+}
+
+#[test]
+fn the_grant_index_is_rebuilt_when_a_state_is_decoded() {
+    let mut h = Harness::new();
+    let [a, b] = [1, 2].map(|client| h.open(client));
+    h.run(Command::WallClock { unix_ms: 7_000 }).unwrap();
+    h.granted(a, vec![sem("s", 2, 1)]);
+    h.run(Command::WallClock { unix_ms: 8_000 }).unwrap();
+    h.granted(b, vec![sem("s", 2, 1), ex("y")]);
+    let bytes = postcard::to_stdvec(&h.state).unwrap();
+    let decoded: State = postcard::from_bytes(&bytes).unwrap();
+    decoded.check_invariants().unwrap();
+    assert_eq!(decoded, h.state);
+    assert_eq!(decoded.oldest_stamped_grant_ms(), Some(7_000));
+    assert_eq!(decoded.grants_by_age().count(), 3);
 }

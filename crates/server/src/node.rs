@@ -297,7 +297,7 @@ impl admin::AdminSource for Node {
             held: applied.state.held_locks_sample(limits::STATUS_HELD_SAMPLE),
             longest_held: applied
                 .state
-                .longest_held_locks(limits::STATUS_TOP_QUEUES, limits::STATUS_LOCK_SCAN),
+                .longest_held_locks(limits::STATUS_TOP_QUEUES),
             lock_delays: applied
                 .state
                 .lock_delays()

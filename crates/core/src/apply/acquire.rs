@@ -286,6 +286,7 @@ impl State {
             // to be new (in vain only for a second shared holder).
             let (key, lock) = lock_entry(&mut self.locks, &spec);
             let record = self.sessions.get_mut(&session).expect("live session");
+            self.grant_index.insert(token, &key);
             record.held.insert(key, token);
             self.held_grants += 1;
             lock.holders.insert(

@@ -125,6 +125,7 @@ impl State {
                 .waiting
                 .take(&**other)
                 .expect("invariant: waits match the locks");
+            self.grant_index.insert(token, &key);
             record.held.insert(key, token);
             events.push(Event::Acquired {
                 name: other.to_string(),

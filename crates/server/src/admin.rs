@@ -97,6 +97,8 @@ pub struct LocksOverview {
     pub held: Vec<LockSummary>,
     /// Up to [`STATUS_TOP_QUEUES`] held locks, held longest first (by the earliest
     /// grant in force, as the log recorded it), so a stuck holder is found at a glance.
+    /// Exact over every lock: read from the state's index of grants by time, with no
+    /// scan cap.
     #[serde(default)]
     pub longest_held: Vec<LockSummary>,
     /// Up to [`STATUS_TOP_QUEUES`] lock-delays in force, in name order.
@@ -926,6 +928,7 @@ mod tests {
             total_grants: 5,
             total_expired_sessions: 0,
             disk: crate::status::DiskStatus::default(),
+            oldest_grant: crate::status::OldestGrant::default(),
         }
     }
 

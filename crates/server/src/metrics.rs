@@ -62,6 +62,12 @@ pub const SESSIONS: &str = "fencelock_sessions";
 pub const LOCKS: &str = "fencelock_locks";
 /// Gauge: grants currently held in the applied state.
 pub const HELD_GRANTS: &str = "fencelock_held_grants";
+/// Gauge: age in seconds of the oldest grant in force (0: none).
+pub const OLDEST_GRANT_AGE_SECONDS: &str = "fencelock_oldest_grant_age_seconds";
+/// Gauge: when the oldest grant in force was granted, Unix seconds (0: none).
+pub const OLDEST_GRANT_TIMESTAMP_SECONDS: &str = "fencelock_oldest_grant_timestamp_seconds";
+/// Gauge: grants in force of unknown age (granted before the log carried a wall clock).
+pub const UNSTAMPED_GRANTS: &str = "fencelock_unstamped_grants";
 /// Gauge: queued waiters in the applied state.
 pub const WAITERS: &str = "fencelock_waiters";
 /// Gauge: the last fencing token minted.
@@ -392,6 +398,21 @@ fn describe_all() {
         "Grants currently held in the applied state."
     );
     describe_gauge!(
+        OLDEST_GRANT_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest grant in force, 0 when none: this node's wall clock (or the log's, if later) minus the leader's wall clock recorded with the grant."
+    );
+    describe_gauge!(
+        OLDEST_GRANT_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "When the oldest grant in force was granted (leader's wall clock in the log, Unix seconds), 0 when none."
+    );
+    describe_gauge!(
+        UNSTAMPED_GRANTS,
+        Unit::Count,
+        "Grants in force made before the log carried a wall clock; their age is unknown."
+    );
+    describe_gauge!(
         WAITERS,
         Unit::Count,
         "Queued lock waiters in the applied state."
@@ -519,6 +540,17 @@ pub fn render(status: &NodeStatus) -> String {
         set(LOCKS, status.locks);
         set(HELD_GRANTS, status.held_grants);
         set(WAITERS, status.waiters);
+        let seconds = |ms: u64| Duration::from_millis(ms).as_secs_f64();
+        let oldest = &status.oldest_grant;
+        let gauge = |name: &'static str, value: f64| {
+            metrics::gauge!(name, "node" => node.clone()).set(value);
+        };
+        gauge(OLDEST_GRANT_AGE_SECONDS, seconds(oldest.age_ms));
+        gauge(
+            OLDEST_GRANT_TIMESTAMP_SECONDS,
+            seconds(oldest.granted_at_ms.unwrap_or(0)),
+        );
+        set(UNSTAMPED_GRANTS, oldest.unstamped);
         set(LAST_TOKEN, status.last_token);
         set(MEMBERS, status.members.len() as u64);
         set(DISK_FREE_BYTES, status.disk.free_bytes);
@@ -566,6 +598,11 @@ mod tests {
                 free_bytes: 1000,
                 reserve_bytes: 500,
                 ..Default::default()
+            },
+            oldest_grant: crate::status::OldestGrant {
+                granted_at_ms: Some(1_700_000_000_000),
+                age_ms: 90_500,
+                unstamped: 0,
             },
         }
     }
@@ -615,6 +652,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fencelock_members{node=\"2\"} 1"), "{text}");
+        assert!(
+            text.contains("fencelock_oldest_grant_age_seconds{node=\"2\"} 90.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_oldest_grant_timestamp_seconds{node=\"2\"} 1700000000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fencelock_unstamped_grants{node=\"2\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("fencelock_disk_no_space_alarm{node=\"2\"} 1"),
             "{text}"

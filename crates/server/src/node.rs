@@ -221,7 +221,12 @@ impl Node {
                 voter: voters.contains(id),
             })
             .collect();
-        let stats = self.shared.read(|applied| applied.state.stats());
+        let (stats, oldest_grant) = self.shared.read(|applied| {
+            (
+                applied.state.stats(),
+                crate::status::OldestGrant::of(&applied.state, crate::proposer::wall_clock_ms()),
+            )
+        });
         let state = match metrics.running_state {
             Err(_) => "Shutdown".to_string(),
             Ok(()) => match metrics.state {
@@ -255,6 +260,7 @@ impl Node {
             total_grants: stats.total_grants,
             total_expired_sessions: stats.total_expired_sessions,
             disk: self.disk.status(),
+            oldest_grant,
         }
     }
 

@@ -566,3 +566,72 @@ async fn a_holder_proclaims_a_new_value_without_releasing() {
     assert_eq!(error.code(), tonic::Code::FailedPrecondition);
     cluster.shutdown().await;
 }
+
+/// The oldest grant in force reaches every node's status (and so `/metrics`) and the
+/// longest-held list, from the applied log: the same grant time on the leader and on a
+/// follower, and an age that keeps growing on an idle cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reports_the_oldest_grant_in_force_and_its_age() {
+    use fencelock_server::admin::AdminSource;
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let first = open_session(&mut client, 1, 60_000).await;
+    let second = open_session(&mut client, 2, 60_000).await;
+    let _alive = keep_alive(&mut client, vec![first, second], Duration::from_millis(300)).await;
+    for node in 0..3 {
+        let status = cluster.running(node).node().status();
+        assert_eq!(status.oldest_grant.granted_at_ms, None, "node {node}");
+    }
+    let token = try_lock(&mut client, first, "stuck/holder", 1)
+        .await
+        .expect("granted");
+    try_lock(&mut client, second, "later", 1)
+        .await
+        .expect("granted");
+    let granted_at_ms = describe(&mut client, "stuck/holder")
+        .await
+        .expect("held")
+        .holders[0]
+        .granted_at_ms;
+    let follower = (leader + 1) % 3;
+    for node in [leader, follower] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = cluster.running(node).node().status();
+            if status.oldest_grant.granted_at_ms == Some(granted_at_ms) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {node}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let overview = cluster.running(node).node().locks_overview();
+        assert_eq!(overview.longest_held[0].name, "stuck/holder", "node {node}");
+        assert_eq!(overview.longest_held[1].name, "later", "node {node}");
+    }
+    // Nothing is written while the holder sits on its lock; the age still grows.
+    let before = cluster.running(follower).node().status().oldest_grant.age_ms;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let after = cluster.running(follower).node().status();
+    assert!(
+        after.oldest_grant.age_ms >= before + 1_000,
+        "{before} then {:?}",
+        after.oldest_grant
+    );
+    let text = fencelock_server::metrics::render(&after);
+    assert!(
+        text.contains("fencelock_oldest_grant_age_seconds{node="),
+        "{text}"
+    );
+    release(&mut client, first, "stuck/holder", token, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let overview = cluster.running(leader).node().locks_overview();
+        if overview.longest_held.len() == 1 && overview.longest_held[0].name == "later" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{overview:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.shutdown().await;
+}

@@ -1,5 +1,5 @@
 //! The deployment files cannot rot: the Dockerfile, `compose.yaml`, the Kubernetes
-//! manifests and the systemd unit only use flags and `FENCELOCK_*` variables that
+//! manifests (and their TLS overlay) and the systemd unit only use flags and `FENCELOCK_*` variables that
 //! `fencelock serve --help` lists, and each node's command line (with its environment
 //! and config file) parses and validates as `fencelock serve` would; its ports are the
 //! ones the file publishes and probes, its data directory is on the data volume, and
@@ -387,9 +387,70 @@ fn kubernetes() -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// The Kubernetes manifests as the TLS overlay (`deploy/kubernetes/tls`) makes them: its
+/// base, the plain manifests through their kustomization, with its strategic merge
+/// patches applied.
+fn kubernetes_tls() -> BTreeMap<String, Value> {
+    let base = yaml_documents("deploy/kubernetes/kustomization.yaml").remove(0);
+    assert_eq!(strings(&base["resources"]), ["fencelock.yaml"]);
+    let overlay = yaml_documents("deploy/kubernetes/tls/kustomization.yaml").remove(0);
+    assert_eq!(strings(&overlay["resources"]), [".."]);
+    let mut k8s = kubernetes();
+    for patch in overlay["patches"].as_sequence().expect("patches") {
+        let path = patch["path"].as_str().expect("a patch file");
+        for doc in yaml_documents(&format!("deploy/kubernetes/tls/{path}")) {
+            let kind = doc["kind"].as_str().expect("kind");
+            let name = doc["metadata"]["name"].as_str().expect("name");
+            let key = format!("{kind}/{name}");
+            let target = k8s
+                .get_mut(&key)
+                .unwrap_or_else(|| panic!("{path} patches {key}, which the base lacks"));
+            merge_patch(target, &doc);
+        }
+    }
+    k8s
+}
+
+/// Kubernetes' strategic merge for the fields the overlay patches: maps merge key by
+/// key; lists of maps merge item by item on their merge key (`name`, or `mountPath` for
+/// volume mounts), a patch item with no match is added; other values are replaced.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Mapping(target), Value::Mapping(patch)) => {
+            for (key, value) in patch {
+                match target.get_mut(key) {
+                    Some(existing) => merge_patch(existing, value),
+                    None => {
+                        target.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Sequence(target), Value::Sequence(patch))
+            if patch.iter().all(|item| merge_key(item).is_some()) =>
+        {
+            for item in patch {
+                let key = merge_key(item);
+                match target.iter_mut().find(|old| merge_key(old) == key) {
+                    Some(old) => merge_patch(old, item),
+                    None => target.push(item.clone()),
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn merge_key(item: &Value) -> Option<(&'static str, &str)> {
+    ["mountPath", "name"]
+        .into_iter()
+        .find_map(|key| Some((key, item.get(key)?.as_str()?)))
+}
+
 /// The `fencelock serve` words of the StatefulSet's start script for pod `ordinal`: the
-/// script's shell variables replaced as the script sets them.
-fn statefulset_args(script: &str, ordinal: u64, initial_voters: u64) -> Vec<String> {
+/// script's shell variables replaced as the script sets them; `tls`: the TLS Secret is
+/// mounted, so the script's TLS flags are in.
+fn statefulset_args(script: &str, ordinal: u64, initial_voters: u64, tls: bool) -> Vec<String> {
     let id = ordinal + 1;
     let bootstraps: Vec<&str> = script
         .lines()
@@ -406,14 +467,26 @@ fn statefulset_args(script: &str, ordinal: u64, initial_voters: u64) -> Vec<Stri
     } else {
         bootstraps[1]
     };
+    let tls_flags: Vec<&str> = script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tls=\"--"))
+        .collect();
+    assert_eq!(tls_flags.len(), 1, "one set of TLS flags: {script}");
+    let tls_flags = if tls {
+        format!("--{}", tls_flags[0].trim_end_matches('"'))
+    } else {
+        String::new()
+    };
     let exec = script
         .split_once("exec /usr/local/bin/fencelock")
         .expect("exec fencelock")
         .1
-        .replace("\\\n", " ");
+        .replace("\\\n", " ")
+        .replace(" $tls ", &format!(" {tls_flags} "));
     exec.split_whitespace()
         .map(|w| {
             w.replace("\"$bootstrap\"", bootstrap)
+                .replace("$id", &id.to_string())
                 .replace("\"$id\"", &id.to_string())
                 .replace("\"$HOSTNAME", &format!("\"fencelock-{ordinal}"))
                 .trim_matches('"')
@@ -424,8 +497,50 @@ fn statefulset_args(script: &str, ordinal: u64, initial_voters: u64) -> Vec<Stri
 
 #[test]
 fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
-    let help = serve_help();
-    let k8s = kubernetes();
+    check_statefulset(&serve_help(), &kubernetes(), false);
+}
+
+/// The TLS overlay: the same cluster, and every node serves clients, peers and the admin
+/// port with its own certificate from the Secret, mounted read-only where the flags
+/// look; the readiness probe and Prometheus speak HTTPS.
+#[test]
+fn kubernetes_tls_overlay_serves_everything_over_tls_from_a_read_only_secret() {
+    let k8s = kubernetes_tls();
+    check_statefulset(&serve_help(), &k8s, true);
+    let template = &k8s["StatefulSet/fencelock"]["spec"]["template"];
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["scheme"].as_str(),
+        Some("HTTPS")
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/scheme"].as_str(),
+        Some("https")
+    );
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"].as_str() == Some("tls"))
+        .expect("the TLS Secret is mounted");
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let volume = template["spec"]["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some("tls"))
+        .expect("a tls volume");
+    assert_eq!(volume["secret"]["secretName"].as_str(), Some("fencelock-tls"));
+    // Readable by the pod's group (fsGroup), not by others: 0440.
+    assert_eq!(volume["secret"]["defaultMode"].as_u64(), Some(0o440));
+    // The base's other mounts are kept by the merge.
+    assert!(container["volumeMounts"].as_sequence().expect("mounts").len() >= 4);
+}
+
+/// The StatefulSet of `k8s` (the plain manifests, or with `tls` the TLS overlay's): its
+/// pods' command lines parse as `fencelock serve` would, and name each other, the
+/// volumes and the ports consistently.
+fn check_statefulset(help: &Help, k8s: &BTreeMap<String, Value>, tls: bool) {
     let set = &k8s["StatefulSet/fencelock"];
     let spec = &set["spec"];
     let peer_service = spec["serviceName"].as_str().expect("serviceName");
@@ -483,7 +598,7 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
     let mut members_seen = None;
     for ordinal in 0..5 {
         let origin = format!("StatefulSet pod fencelock-{ordinal}");
-        let args = statefulset_args(&command[2], ordinal, replicas);
+        let args = statefulset_args(&command[2], ordinal, replicas, tls);
         assert_eq!(args[0], "serve", "{origin}");
         let args: Vec<String> = args
             .into_iter()
@@ -492,8 +607,9 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
                 None => a,
             })
             .collect();
-        let config = serve_config(&help, &args, &BTreeMap::new(), &BTreeMap::new(), &origin);
+        let config = serve_config(help, &args, &BTreeMap::new(), &BTreeMap::new(), &origin);
         assert_eq!(config.node_id, ordinal + 1);
+        check_statefulset_tls(&config, &mounts, tls, &origin);
         let own = format!("fencelock-{ordinal}.{peer_service}");
         assert_eq!(
             config.peer_advertise_addr(),
@@ -549,7 +665,7 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
         Some("admin")
     );
     // Services point at container ports that exist.
-    for (key, doc) in &k8s {
+    for (key, doc) in k8s {
         if !key.starts_with("Service/") {
             continue;
         }
@@ -578,6 +694,28 @@ fn kubernetes_statefulset_nodes_find_each_other_by_stable_names() {
         ),
         image_user
     );
+}
+
+/// With `tls`, the node's certificate, key and the cluster CA are files of the TLS
+/// mount, its own by id, and the admin port speaks TLS; without, no TLS at all.
+fn check_statefulset_tls(
+    config: &ServerConfig,
+    mounts: &BTreeMap<String, String>,
+    tls: bool,
+    origin: &str,
+) {
+    if !tls {
+        assert!(config.tls.is_none() && !config.network.admin_tls, "{origin}");
+        return;
+    }
+    let tls = config.tls.as_ref().expect("TLS");
+    let dir = Path::new(mounts.get("tls").expect("a tls mount"));
+    let id = config.node_id;
+    assert_eq!(tls.cert.as_deref(), Some(&*dir.join(format!("node-{id}.pem"))));
+    assert_eq!(tls.key.as_deref(), Some(&*dir.join(format!("node-{id}.key"))));
+    assert_eq!(tls.peer_ca.as_deref(), Some(&*dir.join("ca.pem")));
+    assert_eq!(tls.client_ca, None, "{origin}: the kubelet's probe has no certificate");
+    assert!(config.network.admin_tls, "{origin}: --admin-tls");
 }
 
 /// The `[Section]` → key → values of a systemd unit (a key may repeat).

@@ -597,10 +597,7 @@ fn grants_and_waits_are_stamped_with_the_replicated_clock_which_never_goes_back(
     let lock = h.state.lock("x").unwrap();
     assert_eq!(lock.holders[0].granted_at_ms, 5_000);
     assert_eq!(lock.waiters[0].queued_at_ms, 7_000);
-    assert_eq!(
-        h.state.longest_held_locks(5)[0].held_since_ms,
-        Some(5_000)
-    );
+    assert_eq!(h.state.longest_held_locks(5)[0].held_since_ms, Some(5_000));
     h.run(Command::WallClock { unix_ms: 9_000 }).unwrap();
     h.release(a, "x", token);
     assert_eq!(h.state.lock("x").unwrap().holders[0].granted_at_ms, 9_000);
@@ -746,7 +743,8 @@ fn the_oldest_grant_in_force_is_kept_exact_by_every_path_that_grants_or_ends_one
     h.run(Command::ForceRelease { name: "s".into() }).unwrap();
     assert_eq!(h.state.oldest_stamped_grant_ms(), Some(3_000));
     // An expiry and a revocation end the sessions' grants, a close too.
-    h.run(Command::ExpireSessions { sessions: vec![b] }).unwrap();
+    h.run(Command::ExpireSessions { sessions: vec![b] })
+        .unwrap();
     assert_eq!(h.state.oldest_stamped_grant_ms(), Some(4_000));
     h.run(Command::RevokeSession { session: c }).unwrap();
     assert_eq!(h.state.oldest_stamped_grant_ms(), None);

@@ -254,7 +254,11 @@ fn version_2_bytes_still_decode() {
     // Its grants predate the wall clock: indexed, but of unknown age.
     assert_eq!(decoded.oldest_stamped_grant_ms(), None);
     assert_eq!(decoded.unstamped_grants(), decoded.stats().held_grants);
-    assert!(decoded.grants_by_age().all(|grant| grant.granted_at_ms == 0));
+    assert!(
+        decoded
+            .grants_by_age()
+            .all(|grant| grant.granted_at_ms == 0)
+    );
     assert!(
         postcard::from_bytes::<State>(&unhex(GOLDEN_V2)).is_err(),
         "version 2 bytes are not a version 3 state"

@@ -530,11 +530,20 @@ fn kubernetes_tls_overlay_serves_everything_over_tls_from_a_read_only_secret() {
         .iter()
         .find(|v| v["name"].as_str() == Some("tls"))
         .expect("a tls volume");
-    assert_eq!(volume["secret"]["secretName"].as_str(), Some("fencelock-tls"));
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("fencelock-tls")
+    );
     // Readable by the pod's group (fsGroup), not by others: 0440.
     assert_eq!(volume["secret"]["defaultMode"].as_u64(), Some(0o440));
     // The base's other mounts are kept by the merge.
-    assert!(container["volumeMounts"].as_sequence().expect("mounts").len() >= 4);
+    assert!(
+        container["volumeMounts"]
+            .as_sequence()
+            .expect("mounts")
+            .len()
+            >= 4
+    );
 }
 
 /// The StatefulSet of `k8s` (the plain manifests, or with `tls` the TLS overlay's): its
@@ -705,16 +714,28 @@ fn check_statefulset_tls(
     origin: &str,
 ) {
     if !tls {
-        assert!(config.tls.is_none() && !config.network.admin_tls, "{origin}");
+        assert!(
+            config.tls.is_none() && !config.network.admin_tls,
+            "{origin}"
+        );
         return;
     }
     let tls = config.tls.as_ref().expect("TLS");
     let dir = Path::new(mounts.get("tls").expect("a tls mount"));
     let id = config.node_id;
-    assert_eq!(tls.cert.as_deref(), Some(&*dir.join(format!("node-{id}.pem"))));
-    assert_eq!(tls.key.as_deref(), Some(&*dir.join(format!("node-{id}.key"))));
+    assert_eq!(
+        tls.cert.as_deref(),
+        Some(&*dir.join(format!("node-{id}.pem")))
+    );
+    assert_eq!(
+        tls.key.as_deref(),
+        Some(&*dir.join(format!("node-{id}.key")))
+    );
     assert_eq!(tls.peer_ca.as_deref(), Some(&*dir.join("ca.pem")));
-    assert_eq!(tls.client_ca, None, "{origin}: the kubelet's probe has no certificate");
+    assert_eq!(
+        tls.client_ca, None,
+        "{origin}: the kubelet's probe has no certificate"
+    );
     assert!(config.network.admin_tls, "{origin}: --admin-tls");
 }
 

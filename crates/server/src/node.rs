@@ -301,9 +301,7 @@ impl admin::AdminSource for Node {
                 .state
                 .busiest_locks(limits::STATUS_TOP_QUEUES, limits::STATUS_LOCK_SCAN),
             held: applied.state.held_locks_sample(limits::STATUS_HELD_SAMPLE),
-            longest_held: applied
-                .state
-                .longest_held_locks(limits::STATUS_TOP_QUEUES),
+            longest_held: applied.state.longest_held_locks(limits::STATUS_TOP_QUEUES),
             lock_delays: applied
                 .state
                 .lock_delays()

@@ -610,7 +610,12 @@ async fn every_node_reports_the_oldest_grant_in_force_and_its_age() {
         assert_eq!(overview.longest_held[1].name, "later", "node {node}");
     }
     // Nothing is written while the holder sits on its lock; the age still grows.
-    let before = cluster.running(follower).node().status().oldest_grant.age_ms;
+    let before = cluster
+        .running(follower)
+        .node()
+        .status()
+        .oldest_grant
+        .age_ms;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let after = cluster.running(follower).node().status();
     assert!(

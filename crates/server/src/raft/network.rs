@@ -6,7 +6,7 @@
 //! replication stream and per election): links through a [`LinkPool`], gRPC through one
 //! lazily connected tonic channel per peer address.
 
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
 use crate::raft::{NodeId, PeerNode, TypeConfig};
 use fencelock_proto::peer::peer_client::PeerClient;
@@ -39,6 +39,8 @@ pub struct PeerChannels {
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
     tls: Option<ClientTlsConfig>,
     links: LinkPool,
+    /// Where the leader marks the AppendEntries it sends and their replies.
+    trace: CommitTrace,
 }
 
 impl PeerChannels {
@@ -56,7 +58,15 @@ impl PeerChannels {
             blocked: Arc::default(),
             tls,
             links: LinkPool::new(link_tls, max_message_bytes),
+            trace: CommitTrace::off(),
         }
+    }
+
+    /// Mark the AppendEntries sent over these channels' links on `trace`.
+    #[must_use]
+    pub fn with_commit_trace(mut self, trace: CommitTrace) -> PeerChannels {
+        self.trace = trace;
+        self
     }
 
     /// Raft links that name cluster `id` (`raft::link`); `None`: a cluster without one.
@@ -248,13 +258,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             // this worker, go out before these sends (docs/performance.md).
             tokio::task::yield_now().await;
         }
-        if !commit_trace::enabled() {
+        // A clone: `send` borrows `self` mutably (and an off trace clones nothing).
+        let trace = self.channels.trace.clone();
+        if !trace.enabled() {
             return self.send(frame, &option).await;
         }
         let tag = super::append_tag_of(Some(self.target), &rpc);
-        commit_trace::mark(Point::AppendSent, tag);
+        trace.mark(Point::AppendSent, tag);
         let reply = self.send(frame, &option).await;
-        commit_trace::mark(Point::AppendReplied, tag);
+        trace.mark(Point::AppendReplied, tag);
         reply
     }
 

@@ -18,7 +18,7 @@ use wait::WaitEnd;
 use super::leader::{barrier_error, propose_error};
 use super::status::{self as st, from_core, invalid_argument};
 use crate::auth::{Authenticator, Caller, authorized, once};
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::node::Node;
 use crate::proposer::ProposeResult;
 use crate::proposer::wall_clock_ms;
@@ -43,6 +43,8 @@ pub struct LocksService {
     auth: Authenticator,
     keepalive_streams: Arc<AtomicUsize>,
     watch_streams: Arc<AtomicUsize>,
+    /// Where a write is marked when proposed and when its result comes back.
+    trace: CommitTrace,
 }
 
 impl LocksService {
@@ -53,21 +55,29 @@ impl LocksService {
             node,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             watch_streams: Arc::new(AtomicUsize::new(0)),
+            trace: CommitTrace::off(),
         }
     }
 
+    /// Mark each write's proposal and answer on `trace`.
+    #[must_use]
+    pub fn with_commit_trace(mut self, trace: CommitTrace) -> Self {
+        self.trace = trace;
+        self
+    }
+
     async fn propose(&self, command: Command) -> Result<Response, Status> {
-        commit_trace::mark(Point::Proposed, 0);
+        self.trace.mark(Point::Proposed, 0);
         let proposed = self.node.proposer().propose(command).await;
-        commit_trace::mark(Point::Answered, 0);
+        self.trace.mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
 
     /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
     async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
-        commit_trace::mark(Point::Proposed, 0);
+        self.trace.mark(Point::Proposed, 0);
         let proposed = self.node.proposer().propose_waiting(command).await;
-        commit_trace::mark(Point::Answered, 0);
+        self.trace.mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
 

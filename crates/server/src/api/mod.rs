@@ -8,6 +8,7 @@ mod cluster;
 pub mod http;
 mod leader;
 mod locks;
+mod read;
 pub mod status;
 
 pub use auth::AuthService;

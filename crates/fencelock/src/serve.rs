@@ -3,8 +3,8 @@
 
 use crate::cli::ServeArgs;
 use anyhow::{Context, bail};
-use fencelock_server::config::{Bootstrap, ServerConfig};
 use fencelock_server::commit_trace::CommitTrace;
+use fencelock_server::config::{Bootstrap, ServerConfig};
 use fencelock_server::startup;
 
 /// Runs a server node until SIGTERM or Ctrl-C, then shuts it down gracefully. A second

@@ -3,9 +3,9 @@
 //! [`RunningNode`] that shuts it all down gracefully.
 
 use crate::admin;
-use crate::commit_trace::CommitTrace;
 use crate::api::{AuthService, ClusterService, LocksService, http};
 use crate::barrier::ReadBarrier;
+use crate::commit_trace::CommitTrace;
 use crate::config::{Bootstrap, ServerConfig};
 use crate::events::{EventHub, HistoryBounds};
 use crate::leases::LeaseClock;
@@ -362,11 +362,14 @@ async fn start_on(
         .map_err(StartError::LocalAddr)?;
 
     let mut tasks = Vec::new();
-    let peer_service = PeerServer::new(PeerService::new(
-        config.node_id,
-        config.client_advertise_addr(),
-        admin_addr.map(|a| a.to_string()).unwrap_or_default(),
-    ));
+    let peer_service = PeerServer::new(
+        PeerService::new(
+            config.node_id,
+            config.client_advertise_addr(),
+            admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        )
+        .with_read_index(node.clone()),
+    );
     let mut peer_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.peer_server {
         peer_server =

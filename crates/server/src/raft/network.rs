@@ -11,7 +11,9 @@ use crate::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_fr
 use crate::raft::{NodeId, PeerNode, TypeConfig};
 use fencelock_proto::peer::peer_client::PeerClient;
 use fencelock_proto::peer::peer_server::Peer;
-use fencelock_proto::peer::{NodeInfoRequest, NodeInfoResponse};
+use fencelock_proto::peer::{
+    NodeInfoRequest, NodeInfoResponse, ReadIndexRequest, ReadIndexResponse,
+};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -295,9 +297,20 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// The server side of the peer gRPC service: tells peers this node's addresses.
+/// What answers a follower's `ReadIndex` on the leader: the node, with its read barrier
+/// (which sits above this module).
+pub trait ReadIndexSource: Send + Sync + 'static {
+    /// After a quorum round that confirmed this node leads, the index its state machine
+    /// has applied (at least the commit index when the round started); `None` when it
+    /// does not lead.
+    fn read_index(&self) -> futures::future::BoxFuture<'_, Option<u64>>;
+}
+
+/// The server side of the peer gRPC service: tells peers this node's addresses, and a
+/// follower the leader's read index.
 pub struct PeerService {
     info: NodeInfoResponse,
+    read_index: Option<std::sync::Arc<dyn ReadIndexSource>>,
 }
 
 impl PeerService {
@@ -309,7 +322,15 @@ impl PeerService {
                 client_addr,
                 admin_addr,
             },
+            read_index: None,
         }
+    }
+
+    /// Answer `ReadIndex` from `source` (without one, this node never confirms).
+    #[must_use]
+    pub fn with_read_index(mut self, source: std::sync::Arc<dyn ReadIndexSource>) -> Self {
+        self.read_index = Some(source);
+        self
     }
 }
 
@@ -320,5 +341,19 @@ impl Peer for PeerService {
         _request: tonic::Request<NodeInfoRequest>,
     ) -> Result<tonic::Response<NodeInfoResponse>, tonic::Status> {
         Ok(tonic::Response::new(self.info.clone()))
+    }
+
+    async fn read_index(
+        &self,
+        _request: tonic::Request<ReadIndexRequest>,
+    ) -> Result<tonic::Response<ReadIndexResponse>, tonic::Status> {
+        let index = match &self.read_index {
+            Some(source) => source.read_index().await,
+            None => None,
+        };
+        Ok(tonic::Response::new(ReadIndexResponse {
+            confirmed: index.is_some(),
+            index: index.unwrap_or(0),
+        }))
     }
 }

@@ -53,7 +53,7 @@ impl LocksService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         LocksService {
-            auth: Authenticator::new(node.shared().clone()),
+            auth: crate::api::authenticator(&node),
             node,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             watch_streams: Arc::new(AtomicUsize::new(0)),

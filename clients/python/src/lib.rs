@@ -218,6 +218,7 @@ fn lost_reason(reason: fl::LostReason) -> &'static str {
         fl::LostReason::LeaseExpired => "lease_expired",
         fl::LostReason::SessionNotFound => "session_not_found",
         fl::LostReason::Closed => "closed",
+        _ => "lost",
     }
 }
 
@@ -539,6 +540,7 @@ fn watch_event(py: Python<'_>, event: fl::WatchEvent) -> PyResult<Py<PyAny>> {
             ("value_changed", Some(session_id.0))
         }
         W::Resync { .. } => ("resync", None),
+        other => (other.kind(), other.session_id().map(|s| s.0)),
     };
     dict.set_item("kind", kind)?;
     dict.set_item("session_id", session_id)?;
@@ -876,16 +878,14 @@ impl Session {
             (true, Some(timeout)) => fl::Wait::Timeout(timeout),
             (true, None) => fl::Wait::Forever,
         };
-        let options = fl::AcquireOptions {
-            mode: if shared {
+        let options = fl::AcquireOptions::exclusive()
+            .mode(if shared {
                 fl::LockMode::Shared
             } else {
                 fl::LockMode::Exclusive
-            },
-            wait,
-            value: value.unwrap_or_default(),
-            ..fl::AcquireOptions::default()
-        };
+            })
+            .wait(wait)
+            .value(value.unwrap_or_default());
         op_of(
             async move {
                 let acquisition = session.acquire(&name, options).await?;

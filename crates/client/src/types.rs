@@ -59,8 +59,11 @@ pub enum Wait {
     Forever,
 }
 
-/// Options of [`crate::Session::acquire`].
+/// Options of [`crate::Session::acquire`]. Built with [`AcquireOptions::exclusive`] or
+/// [`AcquireOptions::semaphore`] and the setters (it may grow fields: no struct
+/// literals outside this crate).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AcquireOptions {
     /// Exclusive or shared.
     pub mode: LockMode,
@@ -102,6 +105,13 @@ impl AcquireOptions {
             permits: Some(permits),
             ..AcquireOptions::default()
         }
+    }
+
+    /// A counting semaphore of `permits` permits, or an ordinary lock for `None` (see
+    /// [`AcquireOptions::permits`]).
+    pub fn permits(mut self, permits: Option<u32>) -> Self {
+        self.permits = permits;
+        self
     }
 
     /// Take `weight` permits (semaphores).
@@ -153,8 +163,9 @@ impl AcquireOptions {
     }
 }
 
-/// Why a session is lost.
+/// Why a session is lost (more reasons may come: match with a wildcard arm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LostReason {
     /// No keepalive was answered in time: the client's lease ran out (before the
     /// server's, by the safety margin).

@@ -88,8 +88,10 @@ impl WatchPosition {
 /// Events buffered between the background task and the consumer.
 const WATCH_BUFFER: usize = 256;
 
-/// A change to a watched lock, as the cluster applied it.
+/// A change to a watched lock, as the cluster applied it (more kinds may come: match
+/// with a wildcard arm).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WatchEvent {
     /// A session was granted the lock.
     Acquired {
@@ -217,6 +219,40 @@ impl WatchEvent {
             | WatchEvent::LockDelayEnded { revision, .. }
             | WatchEvent::ValueChanged { revision, .. }
             | WatchEvent::Resync { revision } => *revision,
+        }
+    }
+
+    /// The event's kind as a word: `acquired`, `released`, `expired`, `forced`,
+    /// `session_closed`, `revoked`, `lock_delay_started`, `lock_delay_ended`,
+    /// `value_changed` or `resync` (the names the CLI and the JSON API use).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WatchEvent::Acquired { .. } => "acquired",
+            WatchEvent::Released { .. } => "released",
+            WatchEvent::Expired { .. } => "expired",
+            WatchEvent::Forced { .. } => "forced",
+            WatchEvent::SessionClosed { .. } => "session_closed",
+            WatchEvent::Revoked { .. } => "revoked",
+            WatchEvent::LockDelayStarted { .. } => "lock_delay_started",
+            WatchEvent::LockDelayEnded { .. } => "lock_delay_ended",
+            WatchEvent::ValueChanged { .. } => "value_changed",
+            WatchEvent::Resync { .. } => "resync",
+        }
+    }
+
+    /// The session the event is about (`None` for lock-delays and `Resync`).
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self {
+            WatchEvent::Acquired { session_id, .. }
+            | WatchEvent::Released { session_id, .. }
+            | WatchEvent::Expired { session_id, .. }
+            | WatchEvent::Forced { session_id, .. }
+            | WatchEvent::SessionClosed { session_id, .. }
+            | WatchEvent::Revoked { session_id, .. }
+            | WatchEvent::ValueChanged { session_id, .. } => Some(*session_id),
+            WatchEvent::LockDelayStarted { .. }
+            | WatchEvent::LockDelayEnded { .. }
+            | WatchEvent::Resync { .. } => None,
         }
     }
 

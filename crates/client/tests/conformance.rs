@@ -94,11 +94,7 @@ impl Run {
             "timeout" => Wait::Timeout(millis(step, "timeout_ms")),
             other => panic!("unknown wait {other:?}"),
         };
-        AcquireOptions {
-            mode,
-            wait,
-            ..AcquireOptions::default()
-        }
+        AcquireOptions::exclusive().mode(mode).wait(wait)
     }
 
     /// Checks an acquire's outcome against `expect` and names a grant `as`.

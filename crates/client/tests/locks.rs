@@ -63,10 +63,7 @@ async fn lock_timeout_times_out_and_leaves_no_waiter() {
     let typed = two
         .acquire(
             "timeout/a",
-            AcquireOptions {
-                wait: Wait::Timeout(Duration::from_millis(100)),
-                ..Default::default()
-            },
+            AcquireOptions::exclusive().wait(Wait::Timeout(Duration::from_millis(100))),
         )
         .await
         .unwrap();
@@ -171,12 +168,10 @@ async fn shared_holders_coexist_and_an_exclusive_waits() {
             .await
             .unwrap();
     let writer = client.session(Duration::from_secs(5)).await.unwrap();
-    let shared = AcquireOptions {
-        mode: LockMode::Shared,
-        wait: Wait::NoWait,
-        value: b"reader".to_vec(),
-        ..Default::default()
-    };
+    let shared = AcquireOptions::exclusive()
+        .mode(LockMode::Shared)
+        .wait(Wait::NoWait)
+        .value(b"reader".to_vec());
     let mut guards = Vec::new();
     for reader in &readers {
         match reader.acquire("shared/a", shared.clone()).await.unwrap() {
@@ -264,10 +259,7 @@ async fn acquire_with_lease_takes_a_session_less_lock() {
     assert_eq!(lock.holders[0].session_id, lease.session_id);
     assert_eq!(lock.holders[0].token, lease.token);
     assert_eq!(lock.holders[0].client_id, Some(lease.client_id));
-    let busy = AcquireOptions {
-        wait: Wait::NoWait,
-        ..Default::default()
-    };
+    let busy = AcquireOptions::exclusive().wait(Wait::NoWait);
     assert!(
         client
             .acquire_with_lease("lease/a", ttl, busy)

@@ -30,10 +30,7 @@ async fn watch_sees_acquire_release_and_expiry() {
     let guard = session
         .acquire(
             "watched/a",
-            AcquireOptions {
-                value: b"me".to_vec(),
-                ..Default::default()
-            },
+            AcquireOptions::exclusive().value(b"me".to_vec()),
         )
         .await
         .unwrap()

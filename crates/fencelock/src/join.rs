@@ -23,7 +23,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long an unknown join token is retried: long enough for a token created just
-/// before the join to be applied by every member.
+/// before the join to be applied by every member, should the member asked not catch up
+/// with the leader itself.
 const UNKNOWN_TOKEN_GRACE: Duration = Duration::from_secs(5);
 /// How long one attempt (connect, find the leader, add) may retry inside the client.
 const ATTEMPT_DEADLINE: Duration = Duration::from_secs(60);
@@ -82,8 +83,11 @@ pub async fn join(node: &Node, config: &ServerConfig) -> anyhow::Result<()> {
                 return wait_until_voter(node, deadline).await;
             }
             // A bearer token created moments ago may not be applied yet on the member
-            // that checked it (credentials are checked on a node's applied state): an
-            // unknown token is retried for a short grace, any other refusal is final.
+            // that checked it (credentials are checked on a node's applied state). That
+            // member catches up with the leader's read index before it refuses an unknown
+            // token (the server's `auth.rs`), but cannot while no leader is known (an
+            // election) or on a member of an earlier version: an unknown token is still
+            // retried for a short grace, any other refusal is final.
             Err(ClientError::Unauthenticated(message))
                 if config.join_token_file.is_some() && started.elapsed() < UNKNOWN_TOKEN_GRACE =>
             {

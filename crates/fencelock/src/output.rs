@@ -389,35 +389,13 @@ pub fn event_json(event: &WatchEvent) -> Value {
     }
 }
 
-/// The event's kind as a word.
+/// The event's kind as a word ([`WatchEvent::kind`]).
 pub fn event_kind(event: &WatchEvent) -> &'static str {
-    match event {
-        WatchEvent::Acquired { .. } => "acquired",
-        WatchEvent::Released { .. } => "released",
-        WatchEvent::Expired { .. } => "expired",
-        WatchEvent::Forced { .. } => "forced",
-        WatchEvent::SessionClosed { .. } => "session_closed",
-        WatchEvent::Revoked { .. } => "revoked",
-        WatchEvent::LockDelayStarted { .. } => "lock_delay_started",
-        WatchEvent::LockDelayEnded { .. } => "lock_delay_ended",
-        WatchEvent::ValueChanged { .. } => "value_changed",
-        WatchEvent::Resync { .. } => "resync",
-    }
+    event.kind()
 }
 
 fn event_session(event: &WatchEvent) -> Option<u64> {
-    match event {
-        WatchEvent::Acquired { session_id, .. }
-        | WatchEvent::Released { session_id, .. }
-        | WatchEvent::Expired { session_id, .. }
-        | WatchEvent::Forced { session_id, .. }
-        | WatchEvent::SessionClosed { session_id, .. }
-        | WatchEvent::Revoked { session_id, .. }
-        | WatchEvent::ValueChanged { session_id, .. } => Some(session_id.0),
-        WatchEvent::LockDelayStarted { .. }
-        | WatchEvent::LockDelayEnded { .. }
-        | WatchEvent::Resync { .. } => None,
-    }
+    event.session_id().map(|session| session.0)
 }
 
 /// A watch event as one line for people.

@@ -3,8 +3,9 @@
 
 use crate::cli::ServeArgs;
 use anyhow::{Context, bail};
+use fencelock_server::commit_trace::CommitTrace;
 use fencelock_server::config::{Bootstrap, ServerConfig};
-use fencelock_server::{commit_trace, startup};
+use fencelock_server::startup;
 
 /// Runs a server node until SIGTERM or Ctrl-C, then shuts it down gracefully. A second
 /// signal during the shutdown abandons it (and the process exits with an error).
@@ -13,11 +14,18 @@ use fencelock_server::{commit_trace, startup};
 /// A bad configuration, a node that cannot start, or a shutdown cut short.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
-    if let Some(prefix) = &args.commit_trace {
-        let path = commit_trace::enable(prefix, config.node_id)
-            .with_context(|| format!("cannot record a commit trace under {}", prefix.display()))?;
-        tracing::info!(path = %path.display(), "recording a commit trace");
-    }
+    let trace = match &args.commit_trace {
+        Some(prefix) => {
+            let trace = CommitTrace::to_file(prefix, config.node_id).with_context(|| {
+                format!("cannot record a commit trace under {}", prefix.display())
+            })?;
+            if let Some(path) = trace.path() {
+                tracing::info!(path = %path.display(), "recording a commit trace");
+            }
+            trace
+        }
+        None => CommitTrace::off(),
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
@@ -27,18 +35,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .thread_name("fencelock")
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(config));
-    if let Err(error) = commit_trace::flush() {
+    let served = runtime.block_on(serve(config, trace.clone()));
+    if let Err(error) = trace.flush() {
         tracing::warn!(%error, "commit trace: the last records were not written");
     }
     served
 }
 
-/// Starts the node described by `config` and serves until a stop signal.
+/// Starts the node described by `config`, marking its write path on `trace`, and serves
+/// until a stop signal.
 ///
 /// # Errors
 /// The node cannot start, or a second signal cut the shutdown short.
-pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+pub async fn serve(config: ServerConfig, trace: CommitTrace) -> anyhow::Result<()> {
     // Listen for signals before anything else, so that an early SIGTERM is not lost.
     let mut signals = Signals::new()?;
     match &config.bootstrap {
@@ -61,7 +70,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         ),
     }
     let running = tokio::select! {
-        started = startup::start(config.clone()) => started.context("the node could not start")?,
+        started = startup::start_traced(config.clone(), trace) => started.context("the node could not start")?,
         signal = signals.next() => {
             tracing::info!(signal, "stop signal during start-up; exiting");
             return Ok(());

@@ -51,10 +51,7 @@ async fn grant(client: &Client, name: &str) -> FencingToken {
         .acquire_with_lease(
             name,
             Duration::from_secs(10),
-            AcquireOptions {
-                wait: Wait::Timeout(Duration::from_secs(10)),
-                ..AcquireOptions::default()
-            },
+            AcquireOptions::exclusive().wait(Wait::Timeout(Duration::from_secs(10))),
         )
         .await
         .expect("acquire")

@@ -150,10 +150,7 @@ async fn status_page_renders_leader_and_held_lock_in_headless_chromium() {
         let _ = waiter
             .acquire(
                 HELD,
-                fencelock_client::AcquireOptions {
-                    wait: Wait::Forever,
-                    ..Default::default()
-                },
+                fencelock_client::AcquireOptions::exclusive().wait(Wait::Forever),
             )
             .await;
         waiter

@@ -204,6 +204,7 @@ fn watch_loss(session: &Arc<Session>, recorder: Recorder, process: String) {
             LostReason::LeaseExpired => "lease_expired",
             LostReason::SessionNotFound => "session_not_found",
             LostReason::Closed => "closed",
+            _ => "lost",
         };
         let op_id = recorder.next_op_id();
         let mut event = Event::new(Kind::Ok, &process, op_id, Op::SessionLost)
@@ -254,11 +255,9 @@ pub(crate) async fn acquire(
         e.wait = Some(wait_text);
         e.lock(lock).session(session.id().0)
     });
-    let options = AcquireOptions {
-        wait,
-        permits: permits_of(lock),
-        ..AcquireOptions::default()
-    };
+    let options = AcquireOptions::exclusive()
+        .wait(wait)
+        .permits(permits_of(lock));
     match session.acquire(lock, options).await {
         Ok(Acquisition::Granted(guard)) => {
             let token = guard.token().0;
@@ -304,11 +303,9 @@ pub(crate) async fn acquire_all(
             })
         })
         .collect();
-    let options = AcquireOptions {
-        wait: Wait::Timeout(wait),
-        permits: locks.first().and_then(|lock| permits_of(lock)),
-        ..AcquireOptions::default()
-    };
+    let options = AcquireOptions::exclusive()
+        .wait(Wait::Timeout(wait))
+        .permits(locks.first().and_then(|lock| permits_of(lock)));
     let in_group = |mut e: Event| {
         e.multi = Some(group);
         e
@@ -831,6 +828,7 @@ pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watc
             WatchEvent::LockDelayEnded { .. } => ("lock_delay_ended", None),
             WatchEvent::ValueChanged { session_id, .. } => ("value_changed", Some(session_id.0)),
             WatchEvent::Resync { .. } => ("resync", None),
+            other => (other.kind(), other.session_id().map(|s| s.0)),
         };
         let mut recorded = Event::new(Kind::Ok, "observer", op_id, Op::Watch).outcome(what);
         recorded.lock = event.name().map(str::to_string);

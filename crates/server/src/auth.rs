@@ -12,6 +12,7 @@
 //! stored hash), so argon2 stays off the hot path and a password change invalidates the
 //! entry at once.
 
+use crate::limits::AUTH_CATCH_UPS_IN_FLIGHT;
 use crate::store::SharedState;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
@@ -19,6 +20,7 @@ use blake2::{Blake2b512, Digest};
 use fencelock_core::{
     Access, Command, Credential, Error as CoreError, Right, SessionId, password_fingerprint,
 };
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,11 +82,23 @@ fn unauthenticated(message: impl Into<String>) -> AuthError {
     AuthError::Unauthenticated(message.into())
 }
 
+/// Brings a node's applied state up to what the leader had committed when asked (a read
+/// barrier that works on a follower too), so that a bearer token or user created moments
+/// before through another node is known. The node implements it (`node.rs`).
+pub trait CatchUp: Send + Sync + 'static {
+    /// Whether the node caught up (false: no leader, unreachable, or out of time).
+    fn catch_up(&self) -> BoxFuture<'_, bool>;
+}
+
 /// Checks credentials against the replicated state; shared by a node's services.
 #[derive(Clone)]
 pub struct Authenticator {
     shared: Arc<SharedState>,
     cache: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+    /// Asked once before an unknown bearer token or user is refused.
+    catch_up: Option<Arc<dyn CatchUp>>,
+    /// Bounds the calls waiting for `catch_up` at once.
+    catch_ups: Arc<tokio::sync::Semaphore>,
 }
 
 enum Credentials {
@@ -98,7 +112,47 @@ impl Authenticator {
         Authenticator {
             shared,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            catch_up: None,
+            catch_ups: Arc::new(tokio::sync::Semaphore::new(AUTH_CATCH_UPS_IN_FLIGHT)),
         }
+    }
+
+    /// Before refusing a bearer token or a user this node does not know, wait once for
+    /// `catch_up` and look again: credentials are checked on the applied state of the
+    /// node a call reaches, which may not have applied a token created moments before
+    /// through the leader. Known credentials never wait; a wrong password of a known
+    /// user is refused at once.
+    #[must_use]
+    pub fn with_catch_up(mut self, catch_up: Arc<dyn CatchUp>) -> Self {
+        self.catch_up = Some(catch_up);
+        self
+    }
+
+    /// Whether this node caught up with the leader (see [`Self::with_catch_up`]); false
+    /// without a catch-up or when too many calls wait for one already.
+    async fn caught_up(&self) -> bool {
+        let Some(catch_up) = &self.catch_up else {
+            return false;
+        };
+        let Ok(_waiting) = self.catch_ups.try_acquire() else {
+            return false;
+        };
+        catch_up.catch_up().await
+    }
+
+    /// `read` on the applied state; if it finds nothing, once more after this node
+    /// caught up with the leader.
+    async fn read_or_catch_up<T>(
+        &self,
+        read: impl Fn(&crate::store::Applied) -> Option<T>,
+    ) -> Option<T> {
+        if let Some(found) = self.shared.read(&read) {
+            return Some(found);
+        }
+        if self.caught_up().await {
+            return self.shared.read(&read);
+        }
+        None
     }
 
     /// Who sent `metadata`. With auth off every call is [`Caller::Anyone`]; with auth on
@@ -125,8 +179,8 @@ impl Authenticator {
         match parse(value)? {
             Credentials::Bearer(token) => {
                 let hash = token_hash(&token);
-                self.shared
-                    .read(|applied| applied.state.token_user(&hash).map(str::to_owned))
+                self.read_or_catch_up(|applied| applied.state.token_user(&hash).map(str::to_owned))
+                    .await
                     .map(|user| Caller::User {
                         name: user,
                         credential: Credential::Token(hash),
@@ -135,8 +189,10 @@ impl Authenticator {
             }
             Credentials::Basic { user, password } => {
                 let stored = self
-                    .shared
-                    .read(|applied| applied.state.password_hash(&user).map(str::to_owned));
+                    .read_or_catch_up(|applied| {
+                        applied.state.password_hash(&user).map(str::to_owned)
+                    })
+                    .await;
                 let bad = || unauthenticated("unknown user or wrong password");
                 let stored = stored.filter(|s| !s.is_empty()).ok_or_else(bad)?;
                 let caller = Caller::User {

@@ -2,8 +2,9 @@
 //! stages (`fencelock serve --commit-trace PREFIX`; `fencelock-bench --commit-trace`
 //! turns it on for its nodes and reports the breakdown).
 //!
-//! Off unless [`enable`] was called, and then one atomic load per point. When on, [`mark`]
-//! records (wall-clock nanoseconds, point, argument) in memory and a thread appends the
+//! A [`CommitTrace`] is handed to the components that mark points (the log store, the
+//! state machine, the Raft network and links, the API's write path) when the node starts;
+//! off, a mark is one branch. When on, [`CommitTrace::mark`] records (wall-clock nanoseconds, point, argument) in memory and a thread appends the
 //! records to `<PREFIX>.<node id>` every 200 ms as text lines `<ns> <point> <arg>`. The
 //! clock is the wall clock so that the files of nodes on one machine line up. At most
 //! [`MAX_PENDING`] records wait between two writes; more are dropped and counted in a
@@ -13,7 +14,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Records kept in memory between two writes to the file, at most.
@@ -98,9 +99,107 @@ pub fn append_tag(target: Option<u64>, last_entry: Option<u64>, commit: Option<u
     (target.unwrap_or(0) & 0xffff) << 48 | index
 }
 
+/// The commit trace a node's components mark their points on: handed to each of them at
+/// start-up ([`crate::startup::start_traced`]), a no-op when off ([`CommitTrace::off`],
+/// the default). Cheap to clone: clones record to the same file.
+#[derive(Clone, Default)]
+pub struct CommitTrace(Option<Arc<Recorder>>);
+
+impl std::fmt::Debug for CommitTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.enabled() { "on" } else { "off" };
+        write!(f, "CommitTrace({state})")
+    }
+}
+
+/// Two traces are equal when both are off or both record to the same file (so that
+/// options structs that carry one keep their `PartialEq`).
+impl PartialEq for CommitTrace {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CommitTrace {}
+
+impl CommitTrace {
+    /// No recording: every mark is a branch on `None`.
+    pub fn off() -> CommitTrace {
+        CommitTrace(None)
+    }
+
+    /// Record to `<prefix>.<node_id>` (created, or appended to); a thread appends what
+    /// was recorded every 200 ms while any clone of the trace is alive, and the last
+    /// records are written when the last clone goes (or at [`flush`](Self::flush)).
+    ///
+    /// # Errors
+    /// The file cannot be opened, or the writing thread cannot start.
+    pub fn to_file(prefix: &Path, node_id: u64) -> std::io::Result<CommitTrace> {
+        let path = trace_file(prefix, node_id);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let recorder = Arc::new(Recorder {
+            pending: Mutex::default(),
+            file: Mutex::new(file),
+            path,
+        });
+        let writer = Arc::downgrade(&recorder);
+        std::thread::Builder::new()
+            .name("commit-trace".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(WRITE_EVERY);
+                    let Some(recorder) = writer.upgrade() else {
+                        return;
+                    };
+                    if let Err(error) = recorder.write() {
+                        tracing::warn!(%error, "commit trace: cannot write; stopped");
+                        return;
+                    }
+                }
+            })?;
+        Ok(CommitTrace(Some(recorder)))
+    }
+
+    /// The file this trace records to, when on.
+    pub fn path(&self) -> Option<&Path> {
+        self.0.as_deref().map(|recorder| recorder.path.as_path())
+    }
+
+    /// Whether recording is on (to skip computing a mark's argument when it is not).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Record `point` now, if recording is on.
+    #[inline]
+    pub fn mark(&self, point: Point, arg: u64) {
+        if let Some(recorder) = &self.0 {
+            recorder.record(point, arg);
+        }
+    }
+
+    /// Write what is recorded so far (the background thread does every 200 ms; a
+    /// stopping node once more).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.0.as_deref().map_or(Ok(()), Recorder::write)
+    }
+}
+
 struct Recorder {
     pending: Mutex<Pending>,
     file: Mutex<std::fs::File>,
+    path: PathBuf,
 }
 
 #[derive(Default)]
@@ -110,6 +209,18 @@ struct Pending {
 }
 
 impl Recorder {
+    fn record(&self, point: Point, arg: u64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.records.len() < MAX_PENDING {
+            pending.records.push((now, point, arg));
+        } else {
+            pending.dropped += 1;
+        }
+    }
+
     /// Append what is recorded so far to the file.
     fn write(&self) -> std::io::Result<()> {
         // The file's lock first, so that two writers keep the records in order.
@@ -129,37 +240,13 @@ impl Recorder {
     }
 }
 
-static RECORDER: OnceLock<Recorder> = OnceLock::new();
-
-/// Start recording to `<prefix>.<node_id>` (created, or appended to). Once per process:
-/// later calls keep the first file.
-///
-/// # Errors
-/// The file cannot be opened.
-pub fn enable(prefix: &Path, node_id: u64) -> std::io::Result<PathBuf> {
-    let path = trace_file(prefix, node_id);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    let recorder = Recorder {
-        pending: Mutex::default(),
-        file: Mutex::new(file),
-    };
-    if RECORDER.set(recorder).is_ok() {
-        std::thread::Builder::new()
-            .name("commit-trace".into())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(WRITE_EVERY);
-                    if let Err(error) = flush() {
-                        tracing::warn!(%error, "commit trace: cannot write; stopped");
-                        return;
-                    }
-                }
-            })?;
+impl Drop for Recorder {
+    /// The last clone is gone: what is still in memory goes to the file.
+    fn drop(&mut self) {
+        if let Err(error) = self.write() {
+            tracing::warn!(%error, "commit trace: the last records were not written");
+        }
     }
-    Ok(path)
 }
 
 /// The file a node with `node_id` records to under `prefix`.
@@ -167,38 +254,6 @@ pub fn trace_file(prefix: &Path, node_id: u64) -> PathBuf {
     let mut path = prefix.as_os_str().to_owned();
     path.push(format!(".{node_id}"));
     PathBuf::from(path)
-}
-
-/// Whether recording is on (to skip computing a mark's argument when it is not).
-#[inline]
-pub fn enabled() -> bool {
-    RECORDER.get().is_some()
-}
-
-/// Record `point` now, if recording is on.
-#[inline]
-pub fn mark(point: Point, arg: u64) {
-    let Some(recorder) = RECORDER.get() else {
-        return;
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos() as u64);
-    let mut pending = recorder.pending.lock().unwrap_or_else(|e| e.into_inner());
-    if pending.records.len() < MAX_PENDING {
-        pending.records.push((now, point, arg));
-    } else {
-        pending.dropped += 1;
-    }
-}
-
-/// Write what is recorded so far (the background thread does every 200 ms; a stopping
-/// node once more).
-///
-/// # Errors
-/// The file cannot be written.
-pub fn flush() -> std::io::Result<()> {
-    RECORDER.get().map_or(Ok(()), Recorder::write)
 }
 
 #[cfg(test)]
@@ -214,5 +269,33 @@ mod tests {
         for point in Point::ALL {
             assert_eq!(Point::from_name(point.name()), Some(point));
         }
+    }
+
+    #[test]
+    fn marks_reach_the_file_when_the_last_clone_goes_and_nothing_when_off() {
+        let off = CommitTrace::off();
+        off.mark(Point::Applied, 1);
+        assert!(!off.enabled() && off.flush().is_ok() && off.path().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("trace");
+        let trace = CommitTrace::to_file(&prefix, 2).unwrap();
+        assert_eq!(trace.path(), Some(trace_file(&prefix, 2).as_path()));
+        let clone = trace.clone();
+        assert_eq!(clone, trace);
+        assert_ne!(off, trace);
+        trace.mark(Point::Proposed, 0);
+        clone.mark(Point::Applied, 7);
+        drop(trace);
+        drop(clone);
+        let text = std::fs::read_to_string(trace_file(&prefix, 2)).unwrap();
+        let points: Vec<(&str, &str)> = text
+            .lines()
+            .map(|line| {
+                let mut fields = line.split(' ').skip(1);
+                (fields.next().unwrap(), fields.next().unwrap())
+            })
+            .collect();
+        assert_eq!(points, [("proposed", "0"), ("applied", "7")]);
     }
 }

@@ -364,6 +364,7 @@ impl StorageConfig {
             page_cache_bytes: self.log_page_cache_bytes,
             wal_bytes: self.log_wal_bytes,
             inline_append_max_bytes: self.log_inline_append_max_bytes,
+            ..LogStoreOptions::default()
         }
     }
 }

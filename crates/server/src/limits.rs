@@ -41,6 +41,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Keepalives of one stream queued together on the read barrier at most, so one busy
 /// stream's round carries a bounded batch.
 pub const KEEPALIVE_BATCH: usize = 4_096;
+
+/// Calls that wait at once for their node to catch up with the leader before an unknown
+/// bearer token or user is refused (`auth.rs`); more are refused at once. Each wait is a
+/// read-index call to the leader (its quorum rounds are shared), bounded by
+/// `request_timeout`: this bounds what a flood of made-up tokens can cost.
+pub const AUTH_CATCH_UPS_IN_FLIGHT: usize = 64;
 /// Keepalives of one stream waiting for their rounds at most; reading pauses beyond, so
 /// a client that sends faster than quorum rounds end cannot queue without end.
 pub const KEEPALIVE_QUEUED: usize = 4 * KEEPALIVE_BATCH;

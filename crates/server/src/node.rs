@@ -3,18 +3,20 @@
 //! peers. [`crate::startup`] builds it; `duties` runs the leader's background work.
 
 use crate::admin;
-use crate::barrier::ReadBarrier;
+use crate::auth::CatchUp;
+use crate::barrier::{BarrierError, ReadBarrier};
 use crate::config::ServerConfig;
 use crate::events::EventHub;
 use crate::leases::LeaseClock;
 use crate::limits;
 use crate::proposer::Proposer;
-use crate::raft::network::PeerChannels;
+use crate::raft::network::{PeerChannels, ReadIndexSource};
 use crate::raft::{NodeId, Raft};
 use crate::space::DiskSpace;
 use crate::status::{MemberStatus, NodeStatus};
 use crate::store::SharedState;
-use fencelock_proto::peer::NodeInfoRequest;
+use fencelock_proto::peer::{NodeInfoRequest, ReadIndexRequest};
+use futures::future::BoxFuture;
 use openraft::ServerState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -269,14 +271,7 @@ impl Node {
         if node == self.id {
             return Some(self.config.client_advertise_addr());
         }
-        let peer_addr = {
-            let metrics = self.raft.metrics().borrow().clone();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&node)
-                .map(|n| n.peer_addr.clone())
-        }?;
+        let peer_addr = self.peer_addr_of(node)?;
         let mut client = self.channels.client(&peer_addr).ok()?;
         let mut request = tonic::Request::new(NodeInfoRequest {});
         request.set_timeout(Duration::from_secs(1));
@@ -287,6 +282,71 @@ impl Node {
         }
         self.peers.remember(node, info.client_addr.clone());
         Some(info.client_addr)
+    }
+
+    /// The peer address of member `node`, if it is one.
+    fn peer_addr_of(&self, node: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.peer_addr.clone())
+    }
+
+    /// Wait until this node has applied everything committed before the call: a read
+    /// barrier that also works on a follower, which asks the leader for its read index
+    /// (`ReadIndex` on the peer service) and waits to apply up to it. At most the
+    /// configured `request_timeout`. False when it could not: no leader known, the
+    /// leader unreachable or no longer leading, the time up.
+    pub async fn catch_up(&self) -> bool {
+        let timeout = self.config.write_path.request_timeout;
+        tokio::time::timeout(timeout, self.catch_up_unbounded())
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn catch_up_unbounded(&self) -> bool {
+        let leader = match self.barrier.confirm().await {
+            Ok(()) => return true,
+            Err(BarrierError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.id => leader,
+            Err(_) => return false,
+        };
+        let Some(peer_addr) = self.peer_addr_of(leader) else {
+            return false;
+        };
+        let Ok(mut client) = self.channels.client(&peer_addr) else {
+            return false;
+        };
+        let index = match client.read_index(ReadIndexRequest {}).await {
+            Ok(reply) if reply.get_ref().confirmed => reply.into_inner().index,
+            _ => return false,
+        };
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index), "caught up with the leader's read index")
+            .await
+            .is_ok()
+    }
+}
+
+impl CatchUp for Node {
+    fn catch_up(&self) -> BoxFuture<'_, bool> {
+        Box::pin(Node::catch_up(self))
+    }
+}
+
+impl ReadIndexSource for Node {
+    fn read_index(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            self.barrier.confirm().await.ok()?;
+            Some(
+                self.shared
+                    .read(|applied| applied.last_applied.map_or(0, |l| l.index)),
+            )
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::admin;
 use crate::api::{AuthService, ClusterService, LocksService, http};
 use crate::barrier::ReadBarrier;
+use crate::commit_trace::CommitTrace;
 use crate::config::{Bootstrap, ServerConfig};
 use crate::events::{EventHub, HistoryBounds};
 use crate::leases::LeaseClock;
@@ -13,7 +14,7 @@ use crate::proposer::Proposer;
 use crate::raft::link::{ClusterId, LinkLimits, PeerPort, dispatch_peer_port};
 use crate::raft::network::{PeerChannels, PeerNetworkFactory, PeerService};
 use crate::raft::{NodeId, PeerNode, Raft};
-use crate::store::log::{LogStore, LogStoreCloseWatch};
+use crate::store::log::{LogStore, LogStoreCloseWatch, LogStoreOptions};
 use crate::store::state_machine::StateMachineStore;
 use crate::store::{Disk, SharedState, StoreError};
 use crate::tls::NodeTls;
@@ -189,9 +190,21 @@ impl Listeners {
 /// # Errors
 /// See [`StartError`].
 pub async fn start(config: ServerConfig) -> Result<RunningNode, StartError> {
+    start_traced(config, CommitTrace::off()).await
+}
+
+/// [`start`], marking the write path's points on `trace` (`fencelock serve
+/// --commit-trace`).
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start_traced(
+    config: ServerConfig,
+    trace: CommitTrace,
+) -> Result<RunningNode, StartError> {
     config.validate().map_err(StartError::Config)?;
     let listeners = Listeners::bind(&config)?;
-    start_with_listeners(config, listeners).await
+    start_on(config, listeners, trace).await
 }
 
 fn raft_config(config: &ServerConfig) -> Result<openraft::Config, StartError> {
@@ -228,6 +241,17 @@ pub async fn start_with_listeners(
     config: ServerConfig,
     listeners: Listeners,
 ) -> Result<RunningNode, StartError> {
+    start_on(config, listeners, CommitTrace::off()).await
+}
+
+/// Start a node on pre-bound listeners, handing `trace` to the components that mark the
+/// write path: the log store, the state machine, the Raft network and links, and the
+/// locks API.
+async fn start_on(
+    config: ServerConfig,
+    listeners: Listeners,
+    trace: CommitTrace,
+) -> Result<RunningNode, StartError> {
     config.validate().map_err(StartError::Config)?;
     // TLS files first: a bad one stops start-up before anything is opened.
     let tls = match &config.tls {
@@ -238,7 +262,11 @@ pub async fn start_with_listeners(
         path: config.data_dir.clone(),
         source,
     })?;
-    let log_store = LogStore::open(&config.data_dir, config.storage.log_store_options())?;
+    let log_options = LogStoreOptions {
+        commit_trace: trace.clone(),
+        ..config.storage.log_store_options()
+    };
+    let log_store = LogStore::open(&config.data_dir, log_options)?;
     let log_closed = log_store.close_watch();
     // One account of the data disk's space for the log, the snapshots, the monitor and
     // the write path; read once now, so a node that starts on a full disk refuses
@@ -270,14 +298,16 @@ pub async fn start_with_listeners(
         &snapshot_dir,
         shared.clone(),
         space.clone(),
-    )?;
+    )?
+    .with_commit_trace(trace.clone());
     let cluster_id = cluster_id(&config.data_dir)?;
     let channels = PeerChannels::new(
         tls.peer_client.clone(),
         tls.peer_link_client.clone(),
         config.network.max_peer_message_bytes,
     )
-    .with_cluster_id(cluster_id);
+    .with_cluster_id(cluster_id)
+    .with_commit_trace(trace.clone());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -332,11 +362,14 @@ pub async fn start_with_listeners(
         .map_err(StartError::LocalAddr)?;
 
     let mut tasks = Vec::new();
-    let peer_service = PeerServer::new(PeerService::new(
-        config.node_id,
-        config.client_advertise_addr(),
-        admin_addr.map(|a| a.to_string()).unwrap_or_default(),
-    ));
+    let peer_service = PeerServer::new(
+        PeerService::new(
+            config.node_id,
+            config.client_advertise_addr(),
+            admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        )
+        .with_read_index(node.clone()),
+    );
     let mut peer_server = tonic::transport::Server::builder();
     if let Some(server_tls) = tls.peer_server {
         peer_server =
@@ -357,6 +390,7 @@ pub async fn start_with_listeners(
                 cluster_id,
                 ..config.network.link_limits()
             },
+            trace: trace.clone(),
         },
         stopped.clone(),
     );
@@ -375,7 +409,7 @@ pub async fn start_with_listeners(
     let max_message = config.api_limits.max_message_bytes;
     // One service object each for gRPC and the JSON API (`api/http`), so both share the
     // stream limits.
-    let locks_service = Arc::new(LocksService::new(node.clone()));
+    let locks_service = Arc::new(LocksService::new(node.clone()).with_commit_trace(trace));
     let cluster_service = Arc::new(ClusterService::new(node.clone()));
     let locks = LocksServer::from_arc(locks_service.clone())
         .max_decoding_message_size(max_message)

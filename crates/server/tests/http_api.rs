@@ -1197,3 +1197,122 @@ async fn semaphores_and_multi_locks_over_json() {
     assert_eq!(names, ["b", "a"]);
     cluster.shutdown().await;
 }
+
+/// Elections slow enough that a follower cut off from the leader for half a second
+/// stays a follower.
+fn slow_elections(config: &mut fencelock_server::config::ServerConfig) {
+    fast(config);
+    config.raft.heartbeat_interval = Duration::from_millis(100);
+    config.raft.election_timeout = Duration::from_secs(3);
+}
+
+/// Credentials are checked on the applied state of the node a call reaches: a bearer
+/// token created through the leader moments before is not yet applied on a follower the
+/// leader's entries have not reached. The follower catches up with the leader's read
+/// index before it refuses an unknown token, over gRPC and over the JSON API alike (the
+/// call, authenticated, is then redirected to the leader as every write on a follower).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_created_through_the_leader_works_at_once_on_a_lagging_follower() {
+    use base64::Engine as _;
+    use fencelock_proto::v1 as pb;
+    let cluster = TestCluster::start_with(3, slow_elections).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let (leader_addr, follower_addr) = (
+        client_addr(&cluster, leader),
+        client_addr(&cluster, follower),
+    );
+    let mut auth = fencelock_proto::v1::auth_client::AuthClient::new(channel(leader_addr).await);
+    auth.user_add(pb::UserAddRequest {
+        name: "root".into(),
+        password: "rootpw".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("user add");
+    auth.enable(pb::AuthEnableRequest {}).await.expect("enable");
+    let root = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("root:rootpw")
+    );
+    // The follower has applied "auth on" (and knows root) before it is held back.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let anonymous = call_as(
+            follower_addr,
+            Method::POST,
+            "/v1/sessions/open",
+            r#"{"ttl_ms": 5000}"#,
+            None,
+        )
+        .await;
+        if anonymous.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never turned auth on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader_node = cluster.running(leader).node().clone();
+    let follower_id = cluster.slots[follower].id;
+    for json in [false, true] {
+        // Hold the follower back: the leader's entries stop reaching it (the other
+        // follower makes the quorum), until the links heal half a second later.
+        leader_node.cut_links_to([follower_id]);
+        let mut create = tonic::Request::new(pb::TokenCreateRequest {
+            user: "root".into(),
+            ..Default::default()
+        });
+        create
+            .metadata_mut()
+            .insert("authorization", root.parse().unwrap());
+        let token = auth
+            .token_create(create)
+            .await
+            .expect("token")
+            .into_inner()
+            .token;
+        let bearer = format!("Bearer {token}");
+        let healer = leader_node.clone();
+        let heal = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            healer.cut_links_to([]);
+        });
+        if json {
+            let opened = call_as(
+                follower_addr,
+                Method::POST,
+                "/v1/sessions/open",
+                r#"{"ttl_ms": 5000}"#,
+                Some(&bearer),
+            )
+            .await;
+            // Authenticated, then redirected to the leader as any write on a follower.
+            assert_eq!(
+                opened.status,
+                StatusCode::TEMPORARY_REDIRECT,
+                "JSON: {:?}",
+                opened.body
+            );
+        } else {
+            let mut open = tonic::Request::new(pb::OpenSessionRequest {
+                client_id: client_id(1),
+                ttl_ms: 5_000,
+            });
+            open.metadata_mut()
+                .insert("authorization", bearer.parse().unwrap());
+            let mut locks =
+                fencelock_proto::v1::locks_client::LocksClient::new(channel(follower_addr).await);
+            let status = locks.open_session(open).await.expect_err("a follower");
+            assert_eq!(
+                reason_of(&status),
+                pb::ErrorReason::NotLeader,
+                "gRPC: {status:?}"
+            );
+        }
+        heal.await.unwrap();
+    }
+    cluster.shutdown().await;
+}

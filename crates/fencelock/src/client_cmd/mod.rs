@@ -488,12 +488,12 @@ fn whole_millis(duration: Duration) -> Duration {
 
 async fn acquire(client: &Client, opts: &ClientOpts, args: &AcquireArgs) -> anyhow::Result<()> {
     let wait = args.wait.to_wait();
-    let options = args.primitive.apply(AcquireOptions {
-        mode: mode_of(args.shared),
-        wait,
-        value: args.value.clone().unwrap_or_default().into_bytes(),
-        ..AcquireOptions::default()
-    });
+    let options = args.primitive.apply(
+        AcquireOptions::exclusive()
+            .mode(mode_of(args.shared))
+            .wait(wait)
+            .value(args.value.clone().unwrap_or_default()),
+    );
     let mut signals = run_cmd::Signals::new()?;
     let acquired = run_cmd::waiting(
         format!("waiting for lock {}", args.name),

@@ -183,12 +183,12 @@ pub async fn lock(client: &Client, opts: &ClientOpts, args: &LockArgs) -> anyhow
         .await
         .context("cannot open a session")?;
     let wait = args.wait.to_wait();
-    let options = args.primitive.apply(AcquireOptions {
-        mode: mode_of(args.shared),
-        wait,
-        value: args.value.clone().unwrap_or_default().into_bytes(),
-        ..AcquireOptions::default()
-    });
+    let options = args.primitive.apply(
+        AcquireOptions::exclusive()
+            .mode(mode_of(args.shared))
+            .wait(wait)
+            .value(args.value.clone().unwrap_or_default()),
+    );
     let label = args.names.join(",");
     let what = if args.names.len() == 1 {
         format!("lock {label}")

@@ -23,7 +23,7 @@ pub struct AuthService {
 impl AuthService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
-        let auth = Authenticator::new(node.shared().clone());
+        let auth = super::authenticator(&node);
         AuthService { node, auth }
     }
 

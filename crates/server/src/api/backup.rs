@@ -5,7 +5,7 @@
 //! state's read lock, as the snapshot builder does: the backup is the state at a known
 //! applied index, and includes every write acknowledged before the call.
 
-use super::leader::barrier_error;
+use super::read::checked_barrier;
 use super::status;
 use crate::auth::Authenticator;
 use crate::node::Node;
@@ -35,13 +35,7 @@ pub async fn save_snapshot(
     metadata: &tonic::metadata::MetadataMap,
 ) -> Result<ChunkStream, Status> {
     let caller = auth.authenticate(metadata).await?;
-    auth.require_superuser(&caller)?;
-    if let Err(error) = node.barrier().confirm().await {
-        return Err(barrier_error(node, error).await);
-    }
-    // Checked again after the barrier, as every read is: the caller may have lost the
-    // right meanwhile.
-    auth.require_superuser(&caller)?;
+    checked_barrier(node, || auth.require_superuser(&caller)).await?;
     let internal = |message: String| status::reason(Code::Internal, ErrorReason::Internal, message);
     let cluster_id = read_cluster_id(&node.config().data_dir)
         .map_err(|e| internal(format!("cannot read the cluster id: {e}")))?

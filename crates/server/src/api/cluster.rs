@@ -39,7 +39,7 @@ impl ClusterService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         ClusterService {
-            auth: Authenticator::new(node.shared().clone()),
+            auth: super::authenticator(&node),
             node,
         }
     }

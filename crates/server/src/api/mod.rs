@@ -8,8 +8,19 @@ mod cluster;
 pub mod http;
 mod leader;
 mod locks;
+mod read;
 pub mod status;
 
 pub use auth::AuthService;
+
+use crate::auth::Authenticator;
+use crate::node::Node;
+use std::sync::Arc;
+
+/// The authenticator of `node`'s client services: an unknown bearer token or user is
+/// looked up again once the node has caught up with the leader ([`Node::catch_up`]).
+fn authenticator(node: &Arc<Node>) -> Authenticator {
+    Authenticator::new(node.shared().clone()).with_catch_up(node.clone())
+}
 pub use cluster::ClusterService;
 pub use locks::LocksService;

@@ -21,7 +21,7 @@
 //! take an idle link from the pool or dial a new one, and put it back only after a whole
 //! request/reply, so a cancelled or failed call never leaves half a frame on a pooled link.
 
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::limits::{
     DEFAULT_MAX_PEER_LINKS, DEFAULT_MAX_PEER_MESSAGE_BYTES, LINK_CONNECT_TIMEOUT,
     MAX_IDLE_LINKS_PER_PEER, TLS_HANDSHAKE_TIMEOUT,
@@ -377,6 +377,8 @@ pub struct PeerPort {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// How large a frame and how many links it accepts.
     pub limits: LinkLimits,
+    /// Where a follower marks the AppendEntries it reads and answers.
+    pub trace: CommitTrace,
 }
 
 /// The bounds of the peer port's links.
@@ -422,6 +424,7 @@ pub fn dispatch_peer_port(
                 max_links,
                 cluster_id,
             },
+        trace,
     } = port;
     let tls = tls.map(TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_links));
@@ -460,13 +463,27 @@ pub fn dispatch_peer_port(
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (to_grpc, raft, tls, stopping) =
-                (to_grpc.clone(), raft.clone(), tls.clone(), stopping.clone());
+            let (to_grpc, raft, tls, stopping, trace) = (
+                to_grpc.clone(),
+                raft.clone(),
+                tls.clone(),
+                stopping.clone(),
+                trace.clone(),
+            );
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
-                        serve_link(stream, raft, tls, max_frame_bytes, cluster_id, stopping).await;
+                        serve_link(
+                            stream,
+                            raft,
+                            tls,
+                            max_frame_bytes,
+                            cluster_id,
+                            stopping,
+                            trace,
+                        )
+                        .await;
                     }
                     Ok(Ok(1)) => {
                         // gRPC connections are tonic's to bound; this slot was only for
@@ -495,6 +512,7 @@ async fn serve_link(
     max_frame_bytes: usize,
     cluster_id: Option<ClusterId>,
     mut stopping: watch::Receiver<bool>,
+    trace: CommitTrace,
 ) {
     let opened = async {
         let mut magic = [0u8; LINK_MAGIC.len()];
@@ -555,9 +573,9 @@ async fn serve_link(
         let reply = match kind {
             FrameKind::AppendEntries => {
                 answer(&body, |rpc: AppendEntriesRequest<TypeConfig>| {
-                    if commit_trace::enabled() {
+                    if trace.enabled() {
                         let tag = super::append_tag_of(None, &rpc);
-                        commit_trace::mark(Point::AppendReceived, tag);
+                        trace.mark(Point::AppendReceived, tag);
                         traced = Some(tag);
                     }
                     raft.append_entries(rpc)
@@ -586,7 +604,7 @@ async fn serve_link(
             return;
         }
         if let Some(tag) = traced {
-            commit_trace::mark(Point::AppendAnswered, tag);
+            trace.mark(Point::AppendAnswered, tag);
         }
     }
 }

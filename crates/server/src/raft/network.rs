@@ -6,12 +6,14 @@
 //! replication stream and per election): links through a [`LinkPool`], gRPC through one
 //! lazily connected tonic channel per peer address.
 
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::raft::link::{FrameKind, LinkClientTls, LinkError, LinkPool, encode_frame};
 use crate::raft::{NodeId, PeerNode, TypeConfig};
 use fencelock_proto::peer::peer_client::PeerClient;
 use fencelock_proto::peer::peer_server::Peer;
-use fencelock_proto::peer::{NodeInfoRequest, NodeInfoResponse};
+use fencelock_proto::peer::{
+    NodeInfoRequest, NodeInfoResponse, ReadIndexRequest, ReadIndexResponse,
+};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -39,6 +41,8 @@ pub struct PeerChannels {
     blocked: Arc<Mutex<BTreeSet<NodeId>>>,
     tls: Option<ClientTlsConfig>,
     links: LinkPool,
+    /// Where the leader marks the AppendEntries it sends and their replies.
+    trace: CommitTrace,
 }
 
 impl PeerChannels {
@@ -56,7 +60,15 @@ impl PeerChannels {
             blocked: Arc::default(),
             tls,
             links: LinkPool::new(link_tls, max_message_bytes),
+            trace: CommitTrace::off(),
         }
+    }
+
+    /// Mark the AppendEntries sent over these channels' links on `trace`.
+    #[must_use]
+    pub fn with_commit_trace(mut self, trace: CommitTrace) -> PeerChannels {
+        self.trace = trace;
+        self
     }
 
     /// Raft links that name cluster `id` (`raft::link`); `None`: a cluster without one.
@@ -248,13 +260,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             // this worker, go out before these sends (docs/performance.md).
             tokio::task::yield_now().await;
         }
-        if !commit_trace::enabled() {
+        // A clone: `send` borrows `self` mutably (and an off trace clones nothing).
+        let trace = self.channels.trace.clone();
+        if !trace.enabled() {
             return self.send(frame, &option).await;
         }
         let tag = super::append_tag_of(Some(self.target), &rpc);
-        commit_trace::mark(Point::AppendSent, tag);
+        trace.mark(Point::AppendSent, tag);
         let reply = self.send(frame, &option).await;
-        commit_trace::mark(Point::AppendReplied, tag);
+        trace.mark(Point::AppendReplied, tag);
         reply
     }
 
@@ -283,9 +297,20 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// The server side of the peer gRPC service: tells peers this node's addresses.
+/// What answers a follower's `ReadIndex` on the leader: the node, with its read barrier
+/// (which sits above this module).
+pub trait ReadIndexSource: Send + Sync + 'static {
+    /// After a quorum round that confirmed this node leads, the index its state machine
+    /// has applied (at least the commit index when the round started); `None` when it
+    /// does not lead.
+    fn read_index(&self) -> futures::future::BoxFuture<'_, Option<u64>>;
+}
+
+/// The server side of the peer gRPC service: tells peers this node's addresses, and a
+/// follower the leader's read index.
 pub struct PeerService {
     info: NodeInfoResponse,
+    read_index: Option<std::sync::Arc<dyn ReadIndexSource>>,
 }
 
 impl PeerService {
@@ -297,7 +322,15 @@ impl PeerService {
                 client_addr,
                 admin_addr,
             },
+            read_index: None,
         }
+    }
+
+    /// Answer `ReadIndex` from `source` (without one, this node never confirms).
+    #[must_use]
+    pub fn with_read_index(mut self, source: std::sync::Arc<dyn ReadIndexSource>) -> Self {
+        self.read_index = Some(source);
+        self
     }
 }
 
@@ -308,5 +341,19 @@ impl Peer for PeerService {
         _request: tonic::Request<NodeInfoRequest>,
     ) -> Result<tonic::Response<NodeInfoResponse>, tonic::Status> {
         Ok(tonic::Response::new(self.info.clone()))
+    }
+
+    async fn read_index(
+        &self,
+        _request: tonic::Request<ReadIndexRequest>,
+    ) -> Result<tonic::Response<ReadIndexResponse>, tonic::Status> {
+        let index = match &self.read_index {
+            Some(source) => source.read_index().await,
+            None => None,
+        };
+        Ok(tonic::Response::new(ReadIndexResponse {
+            confirmed: index.is_some(),
+            index: index.unwrap_or(0),
+        }))
     }
 }

@@ -9,7 +9,7 @@
 
 use super::snapshot::{self, SnapshotDir, SnapshotMeta};
 use super::{Disk, SharedState, StoreError};
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::raft::{BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig};
 use crate::space::DiskSpace;
 use openraft::storage::RaftStateMachine;
@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 pub struct StateMachineStore {
     shared: Arc<SharedState>,
     snapshots: Arc<Snapshots>,
+    /// Where each applied entry is marked (off unless [`Self::with_commit_trace`]).
+    trace: CommitTrace,
 }
 
 /// Builds snapshots of the state machine (openraft runs it in its own task).
@@ -168,7 +170,15 @@ impl StateMachineStore {
                 next_id: AtomicU64::new(clock_micros),
                 space,
             }),
+            trace: CommitTrace::off(),
         })
+    }
+
+    /// Mark each applied entry on `trace`.
+    #[must_use]
+    pub fn with_commit_trace(mut self, trace: CommitTrace) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// The shared applied state.
@@ -278,7 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut results = Vec::with_capacity(entries.size_hint().0);
         let mut events = Vec::new();
         for entry in entries {
-            commit_trace::mark(Point::Applied, entry.log_id.index);
+            self.trace.mark(Point::Applied, entry.log_id.index);
             results.push(self.apply_entry(entry, &mut events));
         }
         Ok(results)

@@ -15,13 +15,15 @@ use convert::{
 use keepalive::{Confirmed, answer_keepalive, serve_keepalives};
 use wait::WaitEnd;
 
-use super::leader::{barrier_error, propose_error};
+use super::leader::propose_error;
+use super::read::checked_read;
 use super::status::{self as st, from_core, invalid_argument};
 use crate::auth::{Authenticator, Caller, authorized, once};
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::node::Node;
 use crate::proposer::ProposeResult;
 use crate::proposer::wall_clock_ms;
+use crate::store::Applied;
 use fencelock_core::{
     Command, FencingToken, Grant, LockSpec, Response, Right, SessionId, WaitPolicy,
 };
@@ -43,31 +45,41 @@ pub struct LocksService {
     auth: Authenticator,
     keepalive_streams: Arc<AtomicUsize>,
     watch_streams: Arc<AtomicUsize>,
+    /// Where a write is marked when proposed and when its result comes back.
+    trace: CommitTrace,
 }
 
 impl LocksService {
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         LocksService {
-            auth: Authenticator::new(node.shared().clone()),
+            auth: crate::api::authenticator(&node),
             node,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             watch_streams: Arc::new(AtomicUsize::new(0)),
+            trace: CommitTrace::off(),
         }
     }
 
+    /// Mark each write's proposal and answer on `trace`.
+    #[must_use]
+    pub fn with_commit_trace(mut self, trace: CommitTrace) -> Self {
+        self.trace = trace;
+        self
+    }
+
     async fn propose(&self, command: Command) -> Result<Response, Status> {
-        commit_trace::mark(Point::Proposed, 0);
+        self.trace.mark(Point::Proposed, 0);
         let proposed = self.node.proposer().propose(command).await;
-        commit_trace::mark(Point::Answered, 0);
+        self.trace.mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
 
     /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
     async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
-        commit_trace::mark(Point::Proposed, 0);
+        self.trace.mark(Point::Proposed, 0);
         let proposed = self.node.proposer().propose_waiting(command).await;
-        commit_trace::mark(Point::Answered, 0);
+        self.trace.mark(Point::Answered, 0);
         self.outcome(proposed).await
     }
 
@@ -79,11 +91,16 @@ impl LocksService {
         }
     }
 
-    async fn linearizable(&self) -> Result<(), Status> {
-        match self.node.barrier().confirm().await {
-            Ok(()) => Ok(()),
-            Err(error) => Err(barrier_error(&self.node, error).await),
-        }
+    /// Read the applied state for `caller` with `right` on `name` (a prefix for a
+    /// listing): [`checked_read`], the one rule of every read.
+    async fn read<T>(
+        &self,
+        caller: &Caller,
+        name: &str,
+        right: Right,
+        read: impl FnOnce(&Applied) -> T,
+    ) -> Result<T, Status> {
+        checked_read(&self.node, || self.auth.require(caller, name, right), read).await
     }
 
     /// A unary call: authenticate (a refusal there is not timed), then run `handle` on
@@ -104,6 +121,16 @@ impl LocksService {
         let result = handle(caller, request.into_inner(), started).await;
         timed(method, started, &result);
         result.map(tonic::Response::new)
+    }
+
+    /// A listing's page size: what the request asks (100 when it asks nothing), at most
+    /// the configured `max_list_page`.
+    fn page_limit(&self, asked: u32) -> usize {
+        let max_page = self.node.config().api_limits.max_list_page;
+        match asked as usize {
+            0 => max_page.min(100),
+            n => n.min(max_page),
+        }
     }
 
     fn check_name(&self, name: &str) -> Result<(), Status> {
@@ -673,13 +700,8 @@ impl Locks for LocksService {
     ) -> Result<tonic::Response<pb::VerifyResponse>, Status> {
         self.unary("verify", request, |caller, request, _| async move {
             self.check_name(&request.name)?;
-            self.auth.require(&caller, &request.name, Right::Read)?;
-            self.linearizable().await?;
-            // Again on the state the barrier waited for: a revocation committed before
-            // this read counts.
-            self.auth.require(&caller, &request.name, Right::Read)?;
             let token = FencingToken(request.token);
-            Ok(self.node.shared().read(|applied| {
+            self.read(&caller, &request.name, Right::Read, |applied| {
                 let current_token = applied
                     .state
                     .lock(&request.name)
@@ -689,7 +711,8 @@ impl Locks for LocksService {
                     current: applied.state.is_current_grant(&request.name, token),
                     current_token,
                 }
-            }))
+            })
+            .await
         })
         .await
     }
@@ -700,16 +723,16 @@ impl Locks for LocksService {
     ) -> Result<tonic::Response<pb::DescribeResponse>, Status> {
         self.unary("describe", request, |caller, request, _| async move {
             self.check_name(&request.name)?;
-            self.auth.require(&caller, &request.name, Right::Read)?;
-            self.linearizable().await?;
-            self.auth.require(&caller, &request.name, Right::Read)?;
-            Ok(self.node.shared().read(|applied| pb::DescribeResponse {
-                lock: applied
-                    .state
-                    .lock(&request.name)
-                    .map(|lock| lock_info(lock, wall_clock_ms())),
-                revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
-            }))
+            self.read(&caller, &request.name, Right::Read, |applied| {
+                pb::DescribeResponse {
+                    lock: applied
+                        .state
+                        .lock(&request.name)
+                        .map(|lock| lock_info(lock, wall_clock_ms())),
+                    revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                }
+            })
+            .await
         })
         .await
     }
@@ -719,17 +742,10 @@ impl Locks for LocksService {
         request: Request<pb::ListRequest>,
     ) -> Result<tonic::Response<pb::ListResponse>, Status> {
         self.unary("list", request, |caller, request, _| async move {
-            self.auth.require(&caller, &request.prefix, Right::Read)?;
-            let max_page = self.node.config().api_limits.max_list_page;
-            let limit = match request.limit as usize {
-                0 => max_page.min(100),
-                n => n.min(max_page),
-            };
-            self.linearizable().await?;
-            self.auth.require(&caller, &request.prefix, Right::Read)?;
+            let limit = self.page_limit(request.limit);
             let start_after =
                 (!request.start_after.is_empty()).then_some(request.start_after.as_str());
-            Ok(self.node.shared().read(|applied| {
+            self.read(&caller, &request.prefix, Right::Read, |applied| {
                 let (locks, more) =
                     applied
                         .state
@@ -747,7 +763,8 @@ impl Locks for LocksService {
                     next_start_after,
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }
-            }))
+            })
+            .await
         })
         .await
     }
@@ -789,17 +806,10 @@ impl Locks for LocksService {
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<tonic::Response<pb::ListSessionsResponse>, Status> {
         self.unary("list_sessions", request, |caller, request, _| async move {
-            // Sessions hold locks under every prefix: admin on all of them.
-            self.auth.require(&caller, "", Right::Admin)?;
-            let max_page = self.node.config().api_limits.max_list_page;
-            let limit = match request.limit as usize {
-                0 => max_page.min(100),
-                n => n.min(max_page),
-            };
-            self.linearizable().await?;
-            self.auth.require(&caller, "", Right::Admin)?;
+            let limit = self.page_limit(request.limit);
             let start_after = (request.start_after != 0).then_some(SessionId(request.start_after));
-            Ok(self.node.shared().read(|applied| {
+            // Sessions hold locks under every prefix: admin on all of them.
+            self.read(&caller, "", Right::Admin, |applied| {
                 let (sessions, more) = applied.state.sessions_after(start_after, limit);
                 let next_start_after = if more {
                     sessions.last().map_or(0, |s| s.session.0)
@@ -811,7 +821,8 @@ impl Locks for LocksService {
                     next_start_after,
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }
-            }))
+            })
+            .await
         })
         .await
     }

@@ -23,7 +23,8 @@ impl LogStore {
         callback: LogFlushed<TypeConfig>,
     ) {
         let last = entries.last().map_or(0, |entry| entry.log_id.index);
-        commit_trace::mark(Point::AppendCalled, last);
+        let trace = &self.inner.options.commit_trace;
+        trace.mark(Point::AppendCalled, last);
         let max_inline = self.inner.options.inline_append_max_bytes;
         let entries = if max_inline > 0 {
             // One small write-ahead write and its sync, here: a commit's path then has
@@ -31,7 +32,7 @@ impl LogStore {
             match self.append_with_one_write(entries, max_inline, last) {
                 Ok(Some(entries)) => entries,
                 Ok(None) => {
-                    commit_trace::mark(Point::AppendFlushed, last);
+                    trace.mark(Point::AppendFlushed, last);
                     callback.log_io_completed(Ok(()));
                     return;
                 }
@@ -47,8 +48,9 @@ impl LogStore {
         // Anything bigger runs on tokio's blocking pool so the runtime's worker keeps
         // serving the network while a checkpoint or a large write goes to the disk.
         let store = self.clone();
+        let trace = trace.clone();
         tokio::task::spawn_blocking(move || {
-            commit_trace::mark(Point::AppendStarted, last);
+            trace.mark(Point::AppendStarted, last);
             let written = store
                 .append_entries(entries)
                 .map_err(|e| std::io::Error::other(e.to_string()));
@@ -58,7 +60,7 @@ impl LogStore {
             // Let go of the database before reporting: whoever waits for the flush may
             // drop the store and reopen the file at once.
             drop(store);
-            commit_trace::mark(Point::AppendFlushed, last);
+            trace.mark(Point::AppendFlushed, last);
             callback.log_io_completed(written);
         });
     }
@@ -109,7 +111,10 @@ impl LogStore {
             self.restore_unsaved_committed(encoded.committed);
             return Ok(Some(encoded.cached.into_iter().map(|c| c.entry).collect()));
         }
-        commit_trace::mark(Point::AppendStarted, last);
+        self.inner
+            .options
+            .commit_trace
+            .mark(Point::AppendStarted, last);
         if let Err(e) = state.wal.append(&encoded.batch) {
             self.restore_unsaved_committed(encoded.committed);
             if e.is_retryable_write() {

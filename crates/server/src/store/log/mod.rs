@@ -102,7 +102,7 @@ use super::StoreError;
 use super::disk::Disk;
 use super::record;
 use super::wal::{self, Generation, RecordsEnd, Wal, WalBatch, WalRecord};
-use crate::commit_trace::{self, Point};
+use crate::commit_trace::{CommitTrace, Point};
 use crate::limits::{
     DEFAULT_INLINE_APPEND_MAX_BYTES, DEFAULT_LOG_CACHE_BYTES, DEFAULT_LOG_CACHE_ENTRIES,
     DEFAULT_LOG_PAGE_CACHE_BYTES, DEFAULT_WAL_BYTES, LISTED_PROBLEMS_MAX, LOG_ROOM_MARGIN_BYTES,
@@ -181,6 +181,8 @@ pub struct LogStoreOptions {
     /// bigger, a checkpoint, or a redb transaction still goes to the blocking pool.
     /// 0: every append goes to the blocking pool.
     pub inline_append_max_bytes: u64,
+    /// Where the append paths mark their points (off by default).
+    pub commit_trace: CommitTrace,
 }
 
 impl Default for LogStoreOptions {
@@ -191,6 +193,7 @@ impl Default for LogStoreOptions {
             page_cache_bytes: DEFAULT_LOG_PAGE_CACHE_BYTES,
             wal_bytes: DEFAULT_WAL_BYTES,
             inline_append_max_bytes: DEFAULT_INLINE_APPEND_MAX_BYTES,
+            commit_trace: CommitTrace::off(),
         }
     }
 }

@@ -44,6 +44,7 @@ fn options(seed: u64, time: Duration, nemesis: Vec<FaultKind>, out: PathBuf) -> 
         disk_bytes: 64 << 20,
         permits: None,
         multi_lock: false,
+        lock_delay: None,
     }
 }
 

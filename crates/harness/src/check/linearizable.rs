@@ -57,6 +57,10 @@ pub struct LockState {
     pub holder: Option<(u64, Option<u64>)>,
     /// The largest token known to be granted so far.
     pub last_token: u64,
+    /// A lock-delay may be in force (the lock-delay workload): nobody is granted the lock,
+    /// though nobody holds it. It may end at any moment: the leader times it, and a new
+    /// leader restarts it; the `lockdelay` checker holds the order of its start and end.
+    pub delayed: bool,
 }
 
 /// One operation of the model, with the answer it got.
@@ -99,6 +103,12 @@ pub enum ModelOp {
         /// The session.
         session: u64,
     },
+    /// The session ended, by a close or an expiry, on a lock whose grants ask for a
+    /// lock-delay: if it held the lock, a delay may follow.
+    EndMaybeDelayed {
+        /// The session.
+        session: u64,
+    },
     /// An operation without effect on the model (reads that failed, and the like).
     Nothing,
 }
@@ -115,14 +125,27 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
             ..state
         });
     }
+    // A lock-delay may have ended at any time.
+    if state.delayed {
+        let ended: Vec<LockState> = starts
+            .iter()
+            .map(|s| LockState {
+                delayed: false,
+                ..*s
+            })
+            .collect();
+        starts.extend(ended);
+    }
     for s in starts {
         if unknown {
             out.push(s);
             match op {
-                ModelOp::Acquire { session, .. } if s.holder.is_none() => out.push(LockState {
-                    holder: Some((*session, None)),
-                    ..s
-                }),
+                ModelOp::Acquire { session, .. } if s.holder.is_none() && !s.delayed => {
+                    out.push(LockState {
+                        holder: Some((*session, None)),
+                        ..s
+                    })
+                }
                 ModelOp::Release { session, token, .. }
                     if s.holder == Some((*session, Some(*token))) =>
                 {
@@ -131,6 +154,11 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
                 ModelOp::End { session } if s.holder.is_some_and(|h| h.0 == *session) => {
                     out.push(LockState { holder: None, ..s })
                 }
+                ModelOp::EndMaybeDelayed { session }
+                    if s.holder.is_some_and(|h| h.0 == *session) =>
+                {
+                    out.extend(ended_maybe_delayed(s))
+                }
                 _ => {}
             }
             continue;
@@ -138,15 +166,16 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
         match op {
             ModelOp::Acquire { session, answer } => match answer {
                 Some(Some(token)) => {
-                    if s.holder.is_none() && *token > s.last_token {
+                    if s.holder.is_none() && !s.delayed && *token > s.last_token {
                         out.push(LockState {
                             holder: Some((*session, Some(*token))),
                             last_token: *token,
+                            delayed: false,
                         });
                     }
                 }
                 Some(None) => {
-                    if s.holder.is_some_and(|h| h.0 != *session) {
+                    if s.holder.is_some_and(|h| h.0 != *session) || s.delayed {
                         out.push(s);
                     }
                 }
@@ -204,12 +233,32 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
                     out.push(s);
                 }
             }
+            ModelOp::EndMaybeDelayed { session } => {
+                if s.holder.is_some_and(|h| h.0 == *session) {
+                    out.extend(ended_maybe_delayed(s));
+                } else {
+                    out.push(s);
+                }
+            }
             ModelOp::Nothing => out.push(s),
         }
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// The states after the holder of `s` lost its grant on a lock whose grants ask for a
+/// lock-delay: free, and delayed unless the loss was a close.
+fn ended_maybe_delayed(s: LockState) -> [LockState; 2] {
+    let free = LockState { holder: None, ..s };
+    [
+        free,
+        LockState {
+            delayed: true,
+            ..free
+        },
+    ]
 }
 
 /// One operation of a lock's sub-history, ready for the search.
@@ -243,6 +292,17 @@ const NONE: usize = usize::MAX;
 /// Search for a linearization of `entries` from the free state. A session in `mortal`
 /// may lose its grant (expire, unseen) at any point from the given time on.
 pub fn search(entries: &[Entry], mortal: &HashMap<u64, u64>, budget: u64) -> Outcome {
+    search_lock(entries, mortal, false, budget)
+}
+
+/// [`search`] on a lock whose grants ask for a lock-delay when `lock_delay`: an unseen
+/// expiry of its holder may start one.
+pub fn search_lock(
+    entries: &[Entry],
+    mortal: &HashMap<u64, u64>,
+    lock_delay: bool,
+    budget: u64,
+) -> Outcome {
     // The list of call and return events, sorted by time (calls first on ties).
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(entries.len() * 2);
     for (index, entry) in entries.iter().enumerate() {
@@ -274,6 +334,7 @@ pub fn search(entries: &[Entry], mortal: &HashMap<u64, u64>, budget: u64) -> Out
     let mut state: BTreeSet<LockState> = BTreeSet::from([LockState {
         holder: None,
         last_token: 0,
+        delayed: false,
     }]);
     let mut cache: HashSet<(Vec<u64>, Vec<LockState>)> = HashSet::new();
     let mut calls: Vec<(usize, BTreeSet<LockState>)> = Vec::new();
@@ -298,7 +359,11 @@ pub fn search(entries: &[Entry], mortal: &HashMap<u64, u64>, budget: u64) -> Out
                             .is_some_and(|&from| from <= e.end_ns)
                             .then_some(LockState { holder: None, ..*s })
                     });
-                    std::iter::once(*s).chain(expired)
+                    let delayed = expired.filter(|_| lock_delay).map(|free| LockState {
+                        delayed: true,
+                        ..free
+                    });
+                    std::iter::once(*s).chain(expired).chain(delayed)
                 })
                 .flat_map(|s| step(s, &e.op, e.unknown))
                 .collect();
@@ -433,6 +498,8 @@ pub struct LockHistory {
     pub entries: Vec<Entry>,
     /// Session → the time from which it may have expired without the observer seeing it.
     pub mortal: HashMap<u64, u64>,
+    /// Its grants ask for a lock-delay (the lock-delay workload).
+    pub lock_delay: bool,
 }
 
 /// Build each lock's sub-history from the run's history.
@@ -603,6 +670,7 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
     }
     for (lock, sessions) in &sessions_of {
         let history = per_lock.entry(lock.clone()).or_default();
+        history.lock_delay = crate::workload::lock_delay_of(lock).is_some();
         let entries = &mut history.entries;
         for close in &closes {
             let Some(session) = close.session() else {
@@ -637,7 +705,11 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
             }
             match end {
                 Some(end) => entries.push(Entry {
-                    op: ModelOp::End { session },
+                    op: if history.lock_delay {
+                        ModelOp::EndMaybeDelayed { session }
+                    } else {
+                        ModelOp::End { session }
+                    },
                     unknown: false,
                     start_ns: start.min(end),
                     end_ns: end,
@@ -726,7 +798,7 @@ pub fn check(evidence: &Evidence, budget: u64) -> Verdict {
     for (lock, history) in lock_histories(evidence) {
         let entries = history.entries;
         verdict.checked += entries.len();
-        match search(&entries, &history.mortal, budget) {
+        match search_lock(&entries, &history.mortal, history.lock_delay, budget) {
             Outcome::Linearizable => {}
             Outcome::NotLinearizable(why) => {
                 verdict.violation(format!("lock {lock:?}: not linearizable: {why}"))
@@ -836,6 +908,33 @@ mod tests {
         h.release(10, 11, "c0", "l", 1, 3);
         let verdict_bad = verdict(h);
         assert!(!verdict_bad.valid, "{verdict_bad:?}");
+    }
+
+    /// After the observer saw the holder's grant expire, a rival's acquire that timed out
+    /// on a free lock is refuted on a plain lock, but fits a lock whose grants ask for a
+    /// lock-delay (the delay kept the lock from everyone); a grant after it fits both.
+    #[test]
+    fn a_refusal_after_an_expiry_fits_only_a_lock_delay() {
+        let run = |lock: &str| {
+            let mut h = H::default();
+            h.grant(0, 1, "c0", lock, 1, 3);
+            h.watch(10, "expired", lock, 1, 3, 20);
+            h.op(
+                12,
+                14,
+                "c1",
+                Op::Acquire,
+                Kind::Ok,
+                |e| e.lock(lock).session(2),
+                |e| e.lock(lock).session(2).outcome("timed_out"),
+            );
+            h.grant(15, 16, "c1", lock, 2, 4);
+            verdict(h)
+        };
+        let delayed = run("harness/delay500-l0");
+        assert!(delayed.valid, "{delayed:?}");
+        let plain = run("harness/l0");
+        assert!(!plain.valid, "{plain:?}");
     }
 
     #[test]

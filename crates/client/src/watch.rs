@@ -169,6 +169,9 @@ pub enum WatchEvent {
         name: String,
         /// The ended grant's token.
         token: FencingToken,
+        /// The ended grant's session: whose lapse started the delay (`None` from a
+        /// server that does not say).
+        session_id: Option<SessionId>,
         /// The delay's length.
         delay: std::time::Duration,
         /// The log index of the change.
@@ -301,6 +304,7 @@ impl WatchEvent {
             Ok(pb::EventKind::LockDelayStarted) => WatchEvent::LockDelayStarted {
                 name,
                 token,
+                session_id: (session_id.0 != 0).then_some(session_id),
                 delay: std::time::Duration::from_millis(event.lock_delay_ms),
                 revision,
             },

@@ -854,7 +854,9 @@ pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watc
             WatchEvent::Forced { session_id, .. } => ("forced", Some(session_id.0)),
             WatchEvent::SessionClosed { session_id, .. } => ("closed", Some(session_id.0)),
             WatchEvent::Revoked { session_id, .. } => ("revoked", Some(session_id.0)),
-            WatchEvent::LockDelayStarted { .. } => ("lock_delay_started", None),
+            WatchEvent::LockDelayStarted { session_id, .. } => {
+                ("lock_delay_started", session_id.map(|s| s.0))
+            }
             WatchEvent::LockDelayEnded { .. } => ("lock_delay_ended", None),
             WatchEvent::ValueChanged { session_id, .. } => ("value_changed", Some(session_id.0)),
             WatchEvent::Resync { .. } => ("resync", None),

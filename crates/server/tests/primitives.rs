@@ -367,6 +367,8 @@ async fn an_expired_holder_s_lock_delay_grants_nobody_until_the_leader_ends_it()
     let delay = lock.lock_delay.expect("delay");
     assert!(lock.holders.is_empty());
     assert_eq!((delay.delay_ms, delay.token), (2_000, lost.token));
+    // It names whose lapse it is.
+    assert_eq!(delay.session_id, holder, "{delay:?}");
     assert!(delay.remaining_ms <= 2_000);
     // Nobody gets it during the delay.
     let refused = client
@@ -392,17 +394,20 @@ async fn an_expired_holder_s_lock_delay_grants_nobody_until_the_leader_ends_it()
         waited >= Duration::from_millis(1_000 + 2_000),
         "granted {waited:?} after the holder's session opened"
     );
-    let kinds: Vec<i32> = tokio::time::timeout(Duration::from_secs(10), watch)
+    let events = tokio::time::timeout(Duration::from_secs(10), watch)
         .await
         .expect("watch ends")
-        .expect("task")
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+        .expect("task");
+    let kinds: Vec<i32> = events.iter().map(|e| e.kind).collect();
     let started = kinds
         .iter()
         .position(|&k| k == pb::EventKind::LockDelayStarted as i32)
         .expect("delay started event");
+    assert_eq!(
+        events[started].session_id, holder,
+        "the delay's start names the expired session: {:?}",
+        events[started]
+    );
     let expired = kinds
         .iter()
         .position(|&k| k == pb::EventKind::Expired as i32)

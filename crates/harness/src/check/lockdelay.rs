@@ -9,7 +9,7 @@
 //! - an `expired` or `revoked` grant of a lock whose grants ask for a delay must be
 //!   followed, in the same revision, by `lock_delay_started` for that grant's token;
 //! - `lock_delay_started` must follow such a loss (a clean release or a closed session
-//!   starts no delay);
+//!   starts no delay), and name that grant's session when it names one;
 //! - between `lock_delay_started` and the `lock_delay_ended` that ends it, no `acquired`
 //!   of the lock.
 //!
@@ -41,9 +41,9 @@ struct InForce {
 struct LockView {
     /// The delay in force.
     delay: Option<InForce>,
-    /// A grant lost by expiry or revocation, whose delay must start next: its token and
-    /// revision.
-    lost: Option<(u64, u64)>,
+    /// A grant lost by expiry or revocation, whose delay must start next: its token,
+    /// revision and session.
+    lost: Option<(u64, u64, Option<u64>)>,
 }
 
 /// Check the history's lock-delays.
@@ -75,7 +75,7 @@ pub fn check(evidence: &Evidence) -> Verdict {
         let token = event.token.unwrap_or(0);
         let view = locks.entry(lock).or_default();
         if what != "lock_delay_started"
-            && let Some((lost, at)) = view.lost.take()
+            && let Some((lost, at, _)) = view.lost.take()
         {
             verdict.violation(format!(
                 "{lock}: the grant of token {lost} was lost by expiry or revocation at revision \
@@ -84,12 +84,20 @@ pub fn check(evidence: &Evidence) -> Verdict {
             ));
         }
         match what {
-            "expired" | "revoked" => view.lost = Some((token, revision)),
+            "expired" | "revoked" => view.lost = Some((token, revision, event.session)),
             "lock_delay_started" => {
                 delays += 1;
                 verdict.checked += 1;
                 match view.lost.take() {
-                    Some((lost, _)) if lost == token => {}
+                    Some((lost, _, session)) if lost == token => {
+                        if event.session.is_some() && event.session != session {
+                            verdict.violation(format!(
+                                "{lock}: the lock-delay at revision {revision} names session \
+                                 {:?}, but the grant of token {token} was session {:?}'s",
+                                event.session, session
+                            ));
+                        }
+                    }
                     _ => verdict.violation(format!(
                         "{lock}: a lock-delay started at revision {revision} for token {token} \
                          without an expiry or revocation of that grant just before"
@@ -115,7 +123,7 @@ pub fn check(evidence: &Evidence) -> Verdict {
         }
     }
     for (lock, view) in &locks {
-        if let Some((lost, at)) = view.lost {
+        if let Some((lost, at, _)) = view.lost {
             verdict.note(format!(
                 "{lock}: the observer's events end with the loss of token {lost} at revision \
                  {at}; whether its delay started is not known"
@@ -138,8 +146,9 @@ mod tests {
 
     const LOCK: &str = "harness/delay500-pause1";
 
+    /// A delay event naming session 1 (the holder of the tests' first grant).
     fn delay(h: &mut H, t: u64, what: &str, token: u64, revision: u64) {
-        h.watch(t, what, LOCK, 0, token, revision);
+        h.watch(t, what, LOCK, 1, token, revision);
     }
 
     fn evidence(h: H) -> Evidence {
@@ -199,6 +208,17 @@ mod tests {
         let verdict = check(&evidence(h));
         assert!(!verdict.valid);
         assert!(verdict.first().unwrap().contains("without an expiry"));
+
+        // A delay that names another session than the expired grant's: refuted.
+        let mut h = H::default();
+        h.watch(3_000, "expired", LOCK, 2, 5, 140);
+        delay(&mut h, 3_001, "lock_delay_started", 5, 140);
+        let verdict = check(&evidence(h));
+        assert!(!verdict.valid);
+        assert!(
+            verdict.first().unwrap().contains("names session"),
+            "{verdict:?}"
+        );
     }
 
     /// A resync forgets the delay in force (its end may be among the lost events), and

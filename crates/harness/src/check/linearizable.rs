@@ -21,6 +21,13 @@
 //!   have taken effect by the time the observer saw an `expired` / `closed` event of the
 //!   session for this lock (otherwise it may never take effect).
 //!
+//! Two more things keep a free lock from a plain acquire, and the state carries both:
+//! a lock-delay (the lock-delay workload: an expiry on such a lock may start one, which
+//! may end at any moment; `lockdelay` checks its order), and the queued multi-lock
+//! requests that hold a place in its queue (`reserve`, at some point of the request or
+//! never, and `unreserve` at its answer). A refusal of a free lock fits only while one of
+//! them is in force.
+//!
 //! # Unknown outcomes
 //!
 //! An operation whose outcome is unknown (`info`, or never completed) may take effect at

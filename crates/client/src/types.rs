@@ -242,6 +242,9 @@ pub struct LockDelay {
     pub remaining: Duration,
     /// The token of the grant whose loss started it.
     pub token: FencingToken,
+    /// The session whose grant's loss (expiry or revocation) started it: whose lapse
+    /// the delay is (`None` when the answering node did not see the delay start).
+    pub session_id: Option<SessionId>,
 }
 
 /// A wall-clock time in ms since the Unix epoch; 0 is "not recorded".
@@ -318,6 +321,7 @@ impl LockInfo {
                 started_at: wall_time(d.started_at_ms),
                 remaining: Duration::from_millis(d.remaining_ms),
                 token: FencingToken(d.token),
+                session_id: (d.session_id != 0).then_some(SessionId(d.session_id)),
             }),
         }
     }

@@ -171,6 +171,9 @@ pub enum WatchEvent {
         name: String,
         /// The ended grant's token.
         token: FencingToken,
+        /// The ended grant's session: whose lapse started the delay (`None` from a
+        /// server that does not say).
+        session_id: Option<SessionId>,
         /// The delay's length.
         delay: std::time::Duration,
         /// The log index of the change.
@@ -240,7 +243,8 @@ impl WatchEvent {
         }
     }
 
-    /// The session the event is about (`None` for lock-delays and `Resync`).
+    /// The session the event is about: for a lock-delay's start, the session whose
+    /// lapse started it (when the server says); `None` for a delay's end and `Resync`.
     pub fn session_id(&self) -> Option<SessionId> {
         match self {
             WatchEvent::Acquired { session_id, .. }
@@ -250,9 +254,8 @@ impl WatchEvent {
             | WatchEvent::SessionClosed { session_id, .. }
             | WatchEvent::Revoked { session_id, .. }
             | WatchEvent::ValueChanged { session_id, .. } => Some(*session_id),
-            WatchEvent::LockDelayStarted { .. }
-            | WatchEvent::LockDelayEnded { .. }
-            | WatchEvent::Resync { .. } => None,
+            WatchEvent::LockDelayStarted { session_id, .. } => *session_id,
+            WatchEvent::LockDelayEnded { .. } | WatchEvent::Resync { .. } => None,
         }
     }
 
@@ -337,6 +340,7 @@ impl WatchEvent {
             Ok(pb::EventKind::LockDelayStarted) => WatchEvent::LockDelayStarted {
                 name,
                 token,
+                session_id: (session_id.0 != 0).then_some(session_id),
                 delay: std::time::Duration::from_millis(event.lock_delay_ms),
                 revision,
             },

@@ -4,7 +4,8 @@
 //! command names fields the same way (`session`, `token`, `mode`, `value`, `revision`).
 
 use fencelock_client::{
-    ClusterStatus, Description, Holder, LockDelay, LockInfo, LockMode, Member, Waiter, WatchEvent,
+    ClusterStatus, Description, FencingToken, Holder, LockDelay, LockInfo, LockMode, Member,
+    SessionId, Waiter, WatchEvent,
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -111,6 +112,7 @@ pub fn lock_delay_json(delay: &LockDelay) -> Value {
         "started_at_ms": unix_ms(delay.started_at),
         "remaining_ms": millis(delay.remaining),
         "token": delay.token.0,
+        "session": delay.session_id.map(|s| s.0),
     })
 }
 
@@ -179,9 +181,9 @@ pub fn description_text(name: &str, description: &Description) -> String {
         if let Some(delay) = &lock.lock_delay {
             let _ = writeln!(
                 out,
-                "delay:    lock-delay of {} after the grant with token {} was lost: granted to nobody for about {} more",
+                "delay:    lock-delay of {} after {} was lost: granted to nobody for about {} more",
                 span_text(delay.delay),
-                delay.token,
+                lost_grant_text(delay.session_id, delay.token),
                 span_text(delay.remaining)
             );
         }
@@ -356,11 +358,13 @@ pub fn event_json(event: &WatchEvent) -> Value {
         WatchEvent::LockDelayStarted {
             name,
             token,
+            session_id,
             delay,
             revision,
         } => json!({
             "event": "lock_delay_started",
             "name": name,
+            "session": session_id.map(|s| s.0),
             "token": token.0,
             "delay_ms": millis(*delay),
             "revision": revision,
@@ -398,6 +402,15 @@ fn event_session(event: &WatchEvent) -> Option<u64> {
     event.session_id().map(|session| session.0)
 }
 
+/// The grant whose loss started a lock-delay, for people: "the grant of session 7 with
+/// token 41" ("the grant with token 41" when the session is not known).
+fn lost_grant_text(session: Option<SessionId>, token: FencingToken) -> String {
+    match session {
+        Some(session) => format!("the grant of session {session} with token {token}"),
+        None => format!("the grant with token {token}"),
+    }
+}
+
 /// A watch event as one line for people.
 pub fn event_text(event: &WatchEvent) -> String {
     match event {
@@ -426,13 +439,17 @@ pub fn event_text(event: &WatchEvent) -> String {
         WatchEvent::LockDelayStarted {
             name,
             token,
+            session_id,
             delay,
             revision,
-        } => format!(
-            "rev {revision:<8} {:<14} {name}  token={token} delay={}",
-            "delay_started",
-            span_text(*delay)
-        ),
+        } => {
+            let session = session_id.map_or(String::new(), |s| format!("session={s} "));
+            format!(
+                "rev {revision:<8} {:<14} {name}  {session}token={token} delay={}",
+                "delay_started",
+                span_text(*delay)
+            )
+        }
         WatchEvent::LockDelayEnded { name, revision } => {
             format!("rev {revision:<8} {:<14} {name}", "delay_ended")
         }
@@ -602,17 +619,23 @@ mod tests {
         let started = WatchEvent::LockDelayStarted {
             name: "printers/3".into(),
             token: FencingToken(41),
+            session_id: Some(SessionId(7)),
             delay: Duration::from_secs(10),
             revision: 9,
         };
         assert_eq!(
             event_json(&started),
             json!({
-                "event": "lock_delay_started", "name": "printers/3", "token": 41,
-                "delay_ms": 10_000, "revision": 9,
+                "event": "lock_delay_started", "name": "printers/3", "session": 7,
+                "token": 41, "delay_ms": 10_000, "revision": 9,
             })
         );
-        assert!(event_text(&started).contains("delay_started  printers/3  token=41 delay=10s"));
+        assert!(
+            event_text(&started)
+                .contains("delay_started  printers/3  session=7 token=41 delay=10s"),
+            "{}",
+            event_text(&started)
+        );
         let ended = WatchEvent::LockDelayEnded {
             name: "printers/3".into(),
             revision: 12,

@@ -35,7 +35,7 @@ pub enum Command {
     /// The suspended holder as a separate process (spawned by the `suspend` nemesis).
     Holder(HolderArgs),
     /// Re-check a recorded history file with the checkers that need only the history
-    /// (tokens, exclusion, linearizable). Exit code 0 when they pass.
+    /// (tokens, exclusion, linearizable, lockdelay). Exit code 0 when they pass.
     Check {
         /// The `history.jsonl` of a run.
         history: PathBuf,
@@ -116,6 +116,13 @@ pub struct RunArgs {
     /// atomic multi-lock, and the `multilock` checker requires their grants together.
     #[arg(long)]
     pub multi_lock: bool,
+    /// The lock-delay workload: every acquire of a contended lock, and of the holder
+    /// scenarios' locks, asks for this lock-delay (e.g. `1s`), so holders whose sessions
+    /// expire (paused, cut off, partitioned, suspended) start delays, and the `lockdelay`
+    /// checker requires that nobody was granted a lock during its delay. Not with
+    /// `--permits`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lock_delay: Option<Duration>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -141,9 +148,19 @@ impl RunArgs {
         };
         anyhow::ensure!(self.nodes >= 1, "--nodes must be at least 1");
         anyhow::ensure!(self.permits != Some(0), "--permits must be at least 1");
+        anyhow::ensure!(
+            self.permits.is_none() || self.lock_delay.is_none(),
+            "--lock-delay and --permits do not go together"
+        );
+        anyhow::ensure!(
+            self.lock_delay
+                .is_none_or(|d| d >= Duration::from_millis(1)),
+            "--lock-delay must be at least 1ms"
+        );
         Ok(RunOptions {
             permits: self.permits,
             multi_lock: self.multi_lock,
+            lock_delay: self.lock_delay,
             time,
             nodes: self.nodes,
             seed,

@@ -44,11 +44,12 @@ fn main() -> ExitCode {
                 history: events,
                 ..Default::default()
             };
-            use fencelock_harness::check::{exclusion, linearizable, tokens};
+            use fencelock_harness::check::{exclusion, linearizable, lockdelay, tokens};
             let verdicts = [
                 tokens::check(&evidence),
                 exclusion::check(&evidence),
                 linearizable::check(&evidence, linearizable::DEFAULT_STEP_BUDGET),
+                lockdelay::check(&evidence),
             ];
             for verdict in &verdicts {
                 println!(

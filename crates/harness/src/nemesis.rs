@@ -170,6 +170,8 @@ pub struct Nemesis {
     pub max_pause: Duration,
     /// The control runs' lease slack (zero otherwise), for the scenarios' clients.
     pub lease_slack: Duration,
+    /// The lock-delay workload's delay, ms: the scenarios' locks ask for it too.
+    pub lock_delay_ms: Option<u64>,
     /// Where suspended holders' processes come from (`None`: the suspend nemesis has no
     /// process to stop, and does nothing).
     pub holder_process: Option<HolderProcess>,
@@ -255,10 +257,18 @@ impl Nemesis {
         Duration::from_millis(self.rng.u64(min_ms..=max_ms.max(min_ms)).min(cap))
     }
 
+    /// The lock of the holder scenario named `name`, a lock of its own.
+    fn scenario_lock(&self, name: &str) -> String {
+        workload::with_lock_delay(
+            &format!("{}{name}", workload::LOCK_PREFIX),
+            self.lock_delay_ms,
+        )
+    }
+
     /// The scene of a holder scenario named `name`, on a lock of its own.
     fn scene(&self, name: String) -> Scene {
         Scene {
-            lock: format!("{}{name}", workload::LOCK_PREFIX),
+            lock: self.scenario_lock(&name),
             name,
             endpoints: self.cluster.endpoints(),
             kv: self.cluster.kv_addr,
@@ -273,7 +283,7 @@ impl Nemesis {
             HolderFault::Paused => format!("pause{serial}"),
             HolderFault::CutOff => format!("cut{serial}"),
         };
-        let lock = format!("{}{name}", workload::LOCK_PREFIX);
+        let lock = self.scenario_lock(&name);
         let endpoints = self.cluster.endpoints();
         let scenario = workload::holder_scenario(
             fault,

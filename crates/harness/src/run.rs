@@ -68,6 +68,9 @@ pub struct RunOptions {
     /// The multi-lock workload: client tasks also take two contended locks at once in
     /// one atomic multi-lock.
     pub multi_lock: bool,
+    /// The lock-delay workload: every acquire of a contended or scenario lock asks for
+    /// this lock-delay, and the `lockdelay` checker holds the cluster to it.
+    pub lock_delay: Option<Duration>,
 }
 
 /// What a run produced.
@@ -144,8 +147,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
     };
 
     // The workload.
+    let lock_delay_ms = options
+        .lock_delay
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
     let locks: Vec<String> = (0..options.locks)
-        .map(|i| workload::contended_lock(i, options.permits))
+        .map(|i| {
+            workload::with_lock_delay(&workload::contended_lock(i, options.permits), lock_delay_ms)
+        })
         .collect();
     let mut workers = Vec::new();
     for i in 0..options.clients {
@@ -224,6 +232,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         client_pids: client_pids.clone(),
         max_pause: options.max_pause,
         lease_slack: options.lease_slack,
+        lock_delay_ms,
         holder_process: options.harness_bin.clone().map(|bin| HolderProcess {
             bin,
             base_ns,

@@ -41,6 +41,37 @@ pub fn permits_of(lock: &str) -> Option<u32> {
     n.parse().ok().filter(|&n| n > 0)
 }
 
+/// The contended and scenario locks of the lock-delay workload are named
+/// `harness/delay{MS}-...`: each acquire of such a lock asks for a lock-delay of MS
+/// milliseconds. As with semaphores, the name carries the setting, so every process
+/// acquires with it and the checkers read it from the history alone.
+const DELAY_PREFIX: &str = "harness/delay";
+
+/// `lock` (a name under [`LOCK_PREFIX`]) with a lock-delay of `delay_ms` when given (see
+/// [`lock_delay_of`]); unchanged otherwise.
+pub fn with_lock_delay(lock: &str, delay_ms: Option<u64>) -> String {
+    match (delay_ms, lock.strip_prefix(LOCK_PREFIX)) {
+        (Some(ms), Some(rest)) => format!("{DELAY_PREFIX}{ms}-{rest}"),
+        _ => lock.to_string(),
+    }
+}
+
+/// The lock-delay, in ms, that every acquire of `lock` asks for in the lock-delay
+/// workload (`None`: none).
+pub fn lock_delay_of(lock: &str) -> Option<u64> {
+    let rest = lock.strip_prefix(DELAY_PREFIX)?;
+    let (ms, _) = rest.split_once('-')?;
+    ms.parse().ok().filter(|&ms| ms > 0)
+}
+
+/// The options of an acquire of `lock`: its permits and its lock-delay, from its name.
+fn options_for(lock: &str, wait: Wait) -> AcquireOptions {
+    AcquireOptions::exclusive()
+        .wait(wait)
+        .permits(permits_of(lock))
+        .lock_delay(Duration::from_millis(lock_delay_of(lock).unwrap_or(0)))
+}
+
 /// One client's settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -255,10 +286,7 @@ pub(crate) async fn acquire(
         e.wait = Some(wait_text);
         e.lock(lock).session(session.id().0)
     });
-    let options = AcquireOptions::exclusive()
-        .wait(wait)
-        .permits(permits_of(lock));
-    match session.acquire(lock, options).await {
+    match session.acquire(lock, options_for(lock, wait)).await {
         Ok(Acquisition::Granted(guard)) => {
             let token = guard.token().0;
             rec.finish(Kind::Ok, |e| e.token(token).outcome("granted"));
@@ -303,9 +331,10 @@ pub(crate) async fn acquire_all(
             })
         })
         .collect();
-    let options = AcquireOptions::exclusive()
-        .wait(Wait::Timeout(wait))
-        .permits(locks.first().and_then(|lock| permits_of(lock)));
+    let options = options_for(
+        locks.first().copied().unwrap_or_default(),
+        Wait::Timeout(wait),
+    );
     let in_group = |mut e: Event| {
         e.multi = Some(group);
         e
@@ -824,7 +853,9 @@ pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watc
             WatchEvent::Forced { session_id, .. } => ("forced", Some(session_id.0)),
             WatchEvent::SessionClosed { session_id, .. } => ("closed", Some(session_id.0)),
             WatchEvent::Revoked { session_id, .. } => ("revoked", Some(session_id.0)),
-            WatchEvent::LockDelayStarted { .. } => ("lock_delay_started", None),
+            WatchEvent::LockDelayStarted { session_id, .. } => {
+                ("lock_delay_started", session_id.map(|s| s.0))
+            }
             WatchEvent::LockDelayEnded { .. } => ("lock_delay_ended", None),
             WatchEvent::ValueChanged { session_id, .. } => ("value_changed", Some(session_id.0)),
             WatchEvent::Resync { .. } => ("resync", None),
@@ -835,6 +866,9 @@ pub async fn observe(client: Client, recorder: Recorder, stop: tokio::sync::watc
         recorded.session = session;
         recorded.token = event.token().map(|t| t.0);
         recorded.revision = Some(event.revision());
+        if let WatchEvent::LockDelayStarted { delay, .. } = &event {
+            recorded.value = Some(format!("delay_ms={}", delay.as_millis()));
+        }
         recorder.record(recorded);
     }
 }

@@ -44,6 +44,7 @@ fn options(seed: u64, time: Duration, nemesis: Vec<FaultKind>, out: PathBuf) -> 
         disk_bytes: 64 << 20,
         permits: None,
         multi_lock: false,
+        lock_delay: None,
     }
 }
 
@@ -325,6 +326,42 @@ async fn multi_lock_run_grants_all_or_nothing() {
         let kept = dir.keep();
         panic!(
             "seed {seed}: a checker failed or no multi-lock was granted; output kept in {}",
+            kept.display()
+        );
+    }
+}
+
+/// The lock-delay workload: every lock asks for an 800 ms lock-delay, and paused, cut-off
+/// and suspended holders let their sessions expire while rivals wait. Every checker
+/// passes, `lockdelay` (no grant inside a delay) among them, and delays were seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_delay_run_grants_nothing_inside_a_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 17;
+    let kinds = runnable(&[
+        FaultKind::ClientPause,
+        FaultKind::KeepaliveLoss,
+        FaultKind::Suspend,
+        FaultKind::Kill,
+    ]);
+    let mut options = options(
+        seed,
+        Duration::from_secs(30),
+        kinds,
+        dir.path().join("delay"),
+    );
+    options.lock_delay = Some(Duration::from_millis(800));
+    let report = run(options).await.expect("the run");
+    show(&report);
+    let delays = read_history(&report.out.join("history.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|e| e.op == Some(Op::Watch) && e.outcome.as_deref() == Some("lock_delay_started"))
+        .count();
+    if !report.valid() || delays == 0 {
+        let kept = dir.keep();
+        panic!(
+            "seed {seed}: a checker failed or no lock-delay started; output kept in {}",
             kept.display()
         );
     }

@@ -121,6 +121,19 @@ pub struct DelayInForce {
     pub started_at_ms: u64,
     /// The token of the grant whose loss started it.
     pub token: u64,
+    /// The session whose grant's loss (expiry or revocation) started it (0: not known
+    /// to this node, which did not see the delay start).
+    #[serde(default)]
+    pub session: u64,
+}
+
+/// The grant whose loss started `delay`, for people: "session 7 token 41".
+fn lost_grant_text(delay: &DelayInForce) -> String {
+    if delay.session == 0 {
+        format!("token {}", delay.token)
+    } else {
+        format!("session {} token {}", delay.session, delay.token)
+    }
 }
 
 /// How long from `since_ms` to `now_ms`, for people ("-" when `since_ms` is unknown).
@@ -669,7 +682,8 @@ function render(s, l, ev) {
     + "</td><td>" + holders(lock) + "</td><td>" + esc(lock.waiters) + "</td></tr>", 4);
   $("lock-delays").innerHTML = rows(l.lock_delays || [], (d) =>
     "<tr><td>" + esc(d.name) + "</td><td>" + esc(delayLeft(d, l.now_ms)) + "</td><td>"
-    + esc(d.token) + "</td></tr>", 3);
+    + esc((d.session ? "session " + d.session + " " : "") + "token " + d.token)
+    + "</td></tr>", 3);
   $("events").innerHTML = rows(ev.slice().reverse(), (e) =>
     "<tr><td>" + esc(e.index) + "</td><td>" + esc(e.kind) + "</td><td>" + eventText(e)
     + "</td></tr>", 3);
@@ -824,7 +838,7 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
     }
     html.push_str(
         "</tbody></table>\n<h2>lock-delays in force (granted to nobody)</h2>\n<table>\n\
-         <thead><tr><th>lock</th><th>delay left</th><th>lost token</th></tr></thead>\n\
+         <thead><tr><th>lock</th><th>delay left</th><th>lost grant</th></tr></thead>\n\
          <tbody id=\"lock-delays\">\n",
     );
     if locks.lock_delays.is_empty() {
@@ -836,7 +850,7 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&delay.name),
             delay_left_text(delay, locks.now_ms),
-            delay.token,
+            lost_grant_text(delay),
         );
     }
     html.push_str(
@@ -1042,6 +1056,7 @@ mod tests {
                 delay_ms: 10_000,
                 started_at_ms: now_ms - 4_000,
                 token: 41,
+                session: 7,
             }],
             now_ms,
             ..LocksOverview::default()
@@ -1055,7 +1070,7 @@ mod tests {
             "{page}"
         );
         assert!(
-            page.contains("<td>printers/3</td><td>about 6s of 10s</td><td>41</td>"),
+            page.contains("<td>printers/3</td><td>about 6s of 10s</td><td>session 7 token 41</td>"),
             "{page}"
         );
     }

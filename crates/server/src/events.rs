@@ -287,6 +287,27 @@ pub struct EventHub {
     leases: Arc<LeaseClock>,
     /// The last [`RECENT_EVENTS`] applied events, oldest first, for the status page.
     recent: Mutex<std::collections::VecDeque<RecentEvent>>,
+    /// Each lock-delay in force seen start on this node: lock → (the delay's id, the
+    /// session whose lost grant started it). The state keeps no session for a delay;
+    /// a delay that started before this node's snapshot or restart is not here. Bounded
+    /// by the delays in force.
+    delay_sessions: Mutex<HashMap<String, (FencingToken, SessionId)>>,
+}
+
+/// The session whose lost grant `token` started the lock-delay at `events[at]`: the
+/// `Released` event of that grant, which comes just before it in the same entry.
+pub fn delay_session(events: &[Event], at: usize, token: FencingToken) -> Option<SessionId> {
+    events[..at.min(events.len())]
+        .iter()
+        .rev()
+        .find_map(|event| match event {
+            Event::Released {
+                session,
+                token: released,
+                ..
+            } if *released == token => Some(*session),
+            _ => None,
+        })
 }
 
 /// The result of [`EventHub::attach_wait`].
@@ -345,7 +366,20 @@ impl EventHub {
             }),
             leases,
             recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
+            delay_sessions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The session whose lost grant started the lock-delay `token` on `name`, when this
+    /// node saw it start (see [`delay_session`]). Read under the state's read lock, so
+    /// it agrees with the state read.
+    pub fn delay_session_of(&self, name: &str, token: FencingToken) -> Option<SessionId> {
+        self.delay_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .filter(|(id, _)| *id == token)
+            .map(|&(_, session)| session)
     }
 
     /// The most recent applied events (at most [`RECENT_EVENTS`]), oldest first.
@@ -464,7 +498,7 @@ impl ApplyObserver for EventHub {
         if events.is_empty() {
             return;
         }
-        for event in events {
+        for (at, event) in events.iter().enumerate() {
             match event {
                 Event::Acquired {
                     name,
@@ -472,6 +506,25 @@ impl ApplyObserver for EventHub {
                     token,
                     ..
                 } => self.finish_wait(&(*session, name.clone()), WaitOutcome::Granted(*token)),
+                Event::LockDelayStarted { name, token, .. } => {
+                    let mut delays = self
+                        .delay_sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    match delay_session(events, at, *token) {
+                        Some(session) => delays.insert(name.clone(), (*token, session)),
+                        None => delays.remove(name),
+                    };
+                }
+                Event::LockDelayEnded { name, token } => {
+                    let mut delays = self
+                        .delay_sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if delays.get(name).is_some_and(|(id, _)| id == token) {
+                        delays.remove(name);
+                    }
+                }
                 Event::WaitCancelled { name, session } => {
                     self.finish_wait(&(*session, name.clone()), WaitOutcome::Ended)
                 }
@@ -481,8 +534,6 @@ impl ApplyObserver for EventHub {
                 Event::SessionEnded { session, .. } => self.leases.session_ended(*session),
                 Event::Released { .. }
                 | Event::AuthChanged { .. }
-                | Event::LockDelayStarted { .. }
-                | Event::LockDelayEnded { .. }
                 | Event::HoldCountChanged { .. }
                 | Event::ValueChanged { .. } => {}
             }
@@ -534,6 +585,11 @@ impl ApplyObserver for EventHub {
             }
         }
         drop(waits);
+        // Which sessions started the delays now in force is not in the state.
+        self.delay_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.leases.reset(&applied.state);
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());

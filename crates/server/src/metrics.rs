@@ -12,7 +12,7 @@
 
 use crate::status::NodeStatus;
 use crate::store::{Applied, ApplyObserver};
-use fencelock_core::{Event, FencingToken};
+use fencelock_core::{Event, FencingToken, SessionId};
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     describe_counter, describe_gauge, describe_histogram,
@@ -146,17 +146,23 @@ impl NamePrefixes {
     }
 }
 
-/// An apply observer that records hold times into [`LOCK_HOLD_SECONDS`] on every node,
-/// from the applied log alone, then hands every change on to `inner` (the node's event
-/// hub). A grant's time is the wall clock its entry carries (the state's clock after
-/// the entry: the leader puts its clock first in each entry); when the grant ends, the
-/// clock of the entry that ended it minus that is how long it was held. It keeps one
-/// number per grant in force, dropped when the grant ends (and rebuilt from the state
-/// when a snapshot replaces it), so it is bounded by the state's own limits.
+/// An apply observer that records hold times into [`LOCK_HOLD_SECONDS`] and wait times
+/// into [`LOCK_WAIT_SECONDS`] on every node, from the applied log alone, then hands
+/// every change on to `inner` (the node's event hub). A grant's time is the wall clock
+/// its entry carries (the state's clock after the entry: the leader puts its clock
+/// first in each entry); when the grant ends, the clock of the entry that ended it
+/// minus that is how long it was held. Likewise a wait's: the clock when its acquire
+/// queued, and the clock of the entry that granted it (a wait that ends without a
+/// grant is not a sample). It keeps one number per grant in force and per queued wait,
+/// dropped when the grant or the wait ends (and rebuilt from the state when a snapshot
+/// replaces it), so it is bounded by the state's own limits. Every node records each
+/// grant and wait once, whoever served the call and across leader changes.
 pub struct HoldTimes<O> {
     inner: Arc<O>,
     /// Token of each grant in force → the wall clock (ms) when it was granted.
     granted_at_ms: Mutex<HashMap<FencingToken, u64>>,
+    /// Each queued wait, by session and lock → the wall clock (ms) when it queued.
+    queued_at_ms: Mutex<HashMap<SessionId, HashMap<String, u64>>>,
 }
 
 impl<O> HoldTimes<O> {
@@ -165,6 +171,7 @@ impl<O> HoldTimes<O> {
         Arc::new(HoldTimes {
             inner,
             granted_at_ms: Mutex::default(),
+            queued_at_ms: Mutex::default(),
         })
     }
 }
@@ -173,10 +180,37 @@ impl<O: ApplyObserver> ApplyObserver for HoldTimes<O> {
     fn applied(&self, index: u64, events: &[Event], applied: &Applied) {
         let now_ms = applied.state.clock_ms();
         let mut granted = self.granted_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.queued_at_ms.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
             match event {
-                Event::Acquired { token, .. } => {
+                Event::Acquired {
+                    name,
+                    session,
+                    token,
+                    ..
+                } => {
                     granted.insert(*token, now_ms);
+                    if let Some(waits) = queued.get_mut(session)
+                        && let Some(at_ms) = waits.remove(name.as_str())
+                    {
+                        if waits.is_empty() {
+                            queued.remove(session);
+                        }
+                        if at_ms != 0 && now_ms != 0 {
+                            record_wait(name, Duration::from_millis(now_ms.saturating_sub(at_ms)));
+                        }
+                    }
+                }
+                Event::WaitCancelled { name, session } => {
+                    if let Some(waits) = queued.get_mut(session) {
+                        waits.remove(name.as_str());
+                        if waits.is_empty() {
+                            queued.remove(session);
+                        }
+                    }
+                }
+                Event::SessionEnded { session, .. } => {
+                    queued.remove(session);
                 }
                 Event::Released { name, token, .. } => {
                     if let Some(at_ms) = granted.remove(token)
@@ -190,13 +224,31 @@ impl<O: ApplyObserver> ApplyObserver for HoldTimes<O> {
                 _ => {}
             }
         }
+        drop(queued);
         drop(granted);
         self.inner.applied(index, events, applied);
     }
 
+    fn queued(&self, session: SessionId, applied: &Applied) {
+        let Some(view) = applied.state.session(session) else {
+            return;
+        };
+        let now_ms = applied.state.clock_ms();
+        let mut queued = self.queued_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let waits = queued.entry(session).or_default();
+        // A wait already known keeps its time: this command added the others (a retry
+        // answered from memory adds none).
+        for name in view.waiting {
+            waits.entry(name).or_insert(now_ms);
+        }
+        self.inner.queued(session, applied);
+    }
+
     fn reset(&self, applied: &Applied) {
         let mut granted = self.granted_at_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.queued_at_ms.lock().unwrap_or_else(|e| e.into_inner());
         granted.clear();
+        queued.clear();
         // Page through the locks, so a large state is not copied at once.
         let mut after: Option<String> = None;
         loop {
@@ -207,12 +259,19 @@ impl<O: ApplyObserver> ApplyObserver for HoldTimes<O> {
                 for holder in &lock.holders {
                     granted.insert(holder.token, holder.granted_at_ms);
                 }
+                for waiter in &lock.waiters {
+                    queued
+                        .entry(waiter.session)
+                        .or_default()
+                        .insert(lock.name.clone(), waiter.queued_at_ms);
+                }
             }
             match page.last() {
                 Some(last) if more => after = Some(last.name.clone()),
                 _ => break,
             }
         }
+        drop(queued);
         drop(granted);
         self.inner.reset(applied);
     }

@@ -371,6 +371,10 @@ impl admin::AdminSource for Node {
                     delay_ms: delay.delay_ms,
                     started_at_ms: delay.started_at_ms,
                     token: delay.token.0,
+                    session: self
+                        .hub
+                        .delay_session_of(name, delay.token)
+                        .map_or(0, |s| s.0),
                 })
                 .collect(),
             now_ms: crate::proposer::wall_clock_ms(),

@@ -367,6 +367,8 @@ async fn an_expired_holder_s_lock_delay_grants_nobody_until_the_leader_ends_it()
     let delay = lock.lock_delay.expect("delay");
     assert!(lock.holders.is_empty());
     assert_eq!((delay.delay_ms, delay.token), (2_000, lost.token));
+    // It names whose lapse it is.
+    assert_eq!(delay.session_id, holder, "{delay:?}");
     assert!(delay.remaining_ms <= 2_000);
     // Nobody gets it during the delay.
     let refused = client
@@ -392,17 +394,20 @@ async fn an_expired_holder_s_lock_delay_grants_nobody_until_the_leader_ends_it()
         waited >= Duration::from_millis(1_000 + 2_000),
         "granted {waited:?} after the holder's session opened"
     );
-    let kinds: Vec<i32> = tokio::time::timeout(Duration::from_secs(10), watch)
+    let events = tokio::time::timeout(Duration::from_secs(10), watch)
         .await
         .expect("watch ends")
-        .expect("task")
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+        .expect("task");
+    let kinds: Vec<i32> = events.iter().map(|e| e.kind).collect();
     let started = kinds
         .iter()
         .position(|&k| k == pb::EventKind::LockDelayStarted as i32)
         .expect("delay started event");
+    assert_eq!(
+        events[started].session_id, holder,
+        "the delay's start names the expired session: {:?}",
+        events[started]
+    );
     let expired = kinds
         .iter()
         .position(|&k| k == pb::EventKind::Expired as i32)
@@ -508,6 +513,78 @@ async fn describe_shows_how_long_each_holder_held_and_each_waiter_waited() {
         text.contains("fencelock_lock_wait_seconds_count{prefix=\"timed\"}"),
         "{text}"
     );
+    cluster.shutdown().await;
+}
+
+/// The count of `fencelock_lock_wait_seconds` for lock-name prefix `prefix` in this
+/// process's `/metrics` (0 before the first sample).
+fn wait_samples(prefix: &str) -> u64 {
+    let text = fencelock_server::metrics::handle().render();
+    let key = format!("fencelock_lock_wait_seconds_count{{prefix=\"{prefix}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(key.as_str()))
+        .map_or(0, |count| count.trim().parse().expect("a count"))
+}
+
+/// Wait times are recorded from the applied log by every node, not by the node that
+/// served the wait: on 3 nodes (one process, one metrics registry), each waited grant
+/// is counted exactly three times, once per node, followers included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_records_each_waited_grant_once() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.locks(leader).await;
+    let holder = open_session(&mut client, 1, 30_000).await;
+    let mut token = try_lock(&mut client, holder, "waitall/x", 1)
+        .await
+        .expect("granted");
+    let waiters = 3u64;
+    let mut queued = Vec::new();
+    for i in 0..waiters {
+        let session = open_session(&mut client, 10 + u128::from(i), 30_000).await;
+        let mut waiting = cluster.locks(leader).await;
+        queued.push((
+            session,
+            tokio::spawn(async move {
+                waiting
+                    .acquire(pb::AcquireRequest {
+                        wait_timeout_ms: 60_000,
+                        ..acquire_request(session, "waitall/x", 1, pb::WaitPolicy::Timeout)
+                    })
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ));
+        // Queued one after the other.
+        eventually(Duration::from_secs(30), "the waiter queued", || {
+            let mut client = client.clone();
+            let want = (i + 1) as usize;
+            async move {
+                describe(&mut client, "waitall/x")
+                    .await
+                    .is_some_and(|lock| lock.waiters.len() == want)
+            }
+        })
+        .await;
+    }
+    let mut owner = holder;
+    for (session, task) in queued {
+        release(&mut client, owner, "waitall/x", token, 2).await;
+        let answer = task.await.expect("task").expect("acquire");
+        assert!(granted(&answer), "{answer:?}");
+        token = answer.token;
+        owner = session;
+    }
+    let expected = waiters * 3;
+    eventually(
+        Duration::from_secs(30),
+        "every node recorded the waits",
+        || async { wait_samples("waitall") >= expected },
+    )
+    .await;
+    // Settled: nothing counted twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wait_samples("waitall"), expected);
     cluster.shutdown().await;
 }
 

@@ -21,6 +21,13 @@
 //!   have taken effect by the time the observer saw an `expired` / `closed` event of the
 //!   session for this lock (otherwise it may never take effect).
 //!
+//! Two more things keep a free lock from a plain acquire, and the state carries both:
+//! a lock-delay (the lock-delay workload: an expiry on such a lock may start one, which
+//! may end at any moment; `lockdelay` checks its order), and the queued multi-lock
+//! requests that hold a place in its queue (`reserve`, at some point of the request or
+//! never, and `unreserve` at its answer). A refusal of a free lock fits only while one of
+//! them is in force.
+//!
 //! # Unknown outcomes
 //!
 //! An operation whose outcome is unknown (`info`, or never completed) may take effect at
@@ -57,6 +64,14 @@ pub struct LockState {
     pub holder: Option<(u64, Option<u64>)>,
     /// The largest token known to be granted so far.
     pub last_token: u64,
+    /// A lock-delay may be in force (the lock-delay workload): nobody is granted the lock,
+    /// though nobody holds it. It may end at any moment: the leader times it, and a new
+    /// leader restarts it; the `lockdelay` checker holds the order of its start and end.
+    pub delayed: bool,
+    /// The queued multi-locks that hold a place in this lock's queue, one bit per
+    /// reservation slot (see [`ModelOp::Reserve`]): the lock may be free, yet a plain
+    /// acquire must wait behind them (no overtaking, docs/design.md).
+    pub reserved: u64,
 }
 
 /// One operation of the model, with the answer it got.
@@ -99,6 +114,25 @@ pub enum ModelOp {
         /// The session.
         session: u64,
     },
+    /// The session ended, by a close or an expiry, on a lock whose grants ask for a
+    /// lock-delay: if it held the lock, a delay may follow.
+    EndMaybeDelayed {
+        /// The session.
+        session: u64,
+    },
+    /// A multi-lock request asking for this lock queued: it holds a place in the queue
+    /// (slot `slot` of [`LockState::reserved`]). It may happen at any point between the
+    /// request's invocation and its answer, or never (a request granted at once).
+    Reserve {
+        /// The request's reservation slot on this lock.
+        slot: u8,
+    },
+    /// The multi-lock request of `slot` was answered: its place in the queue is gone
+    /// (granted or withdrawn).
+    Unreserve {
+        /// The request's reservation slot on this lock.
+        slot: u8,
+    },
     /// An operation without effect on the model (reads that failed, and the like).
     Nothing,
 }
@@ -115,14 +149,27 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
             ..state
         });
     }
+    // A lock-delay may have ended at any time.
+    if state.delayed {
+        let ended: Vec<LockState> = starts
+            .iter()
+            .map(|s| LockState {
+                delayed: false,
+                ..*s
+            })
+            .collect();
+        starts.extend(ended);
+    }
     for s in starts {
         if unknown {
             out.push(s);
             match op {
-                ModelOp::Acquire { session, .. } if s.holder.is_none() => out.push(LockState {
-                    holder: Some((*session, None)),
-                    ..s
-                }),
+                ModelOp::Acquire { session, .. } if s.holder.is_none() && !s.delayed => {
+                    out.push(LockState {
+                        holder: Some((*session, None)),
+                        ..s
+                    })
+                }
                 ModelOp::Release { session, token, .. }
                     if s.holder == Some((*session, Some(*token))) =>
                 {
@@ -131,6 +178,15 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
                 ModelOp::End { session } if s.holder.is_some_and(|h| h.0 == *session) => {
                     out.push(LockState { holder: None, ..s })
                 }
+                ModelOp::EndMaybeDelayed { session }
+                    if s.holder.is_some_and(|h| h.0 == *session) =>
+                {
+                    out.extend(ended_maybe_delayed(s))
+                }
+                ModelOp::Reserve { slot } => out.push(LockState {
+                    reserved: s.reserved | 1 << slot,
+                    ..s
+                }),
                 _ => {}
             }
             continue;
@@ -138,15 +194,16 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
         match op {
             ModelOp::Acquire { session, answer } => match answer {
                 Some(Some(token)) => {
-                    if s.holder.is_none() && *token > s.last_token {
+                    if s.holder.is_none() && !s.delayed && *token > s.last_token {
                         out.push(LockState {
                             holder: Some((*session, Some(*token))),
                             last_token: *token,
+                            ..s
                         });
                     }
                 }
                 Some(None) => {
-                    if s.holder.is_some_and(|h| h.0 != *session) {
+                    if s.holder.is_some_and(|h| h.0 != *session) || s.delayed || s.reserved != 0 {
                         out.push(s);
                     }
                 }
@@ -204,12 +261,95 @@ pub fn step(state: LockState, op: &ModelOp, unknown: bool) -> Vec<LockState> {
                     out.push(s);
                 }
             }
+            ModelOp::EndMaybeDelayed { session } => {
+                if s.holder.is_some_and(|h| h.0 == *session) {
+                    out.extend(ended_maybe_delayed(s));
+                } else {
+                    out.push(s);
+                }
+            }
+            ModelOp::Reserve { slot } => out.push(LockState {
+                reserved: s.reserved | 1 << slot,
+                ..s
+            }),
+            ModelOp::Unreserve { slot } => out.push(LockState {
+                reserved: s.reserved & !(1 << slot),
+                ..s
+            }),
             ModelOp::Nothing => out.push(s),
         }
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// Identifies one name of one multi-lock request: process, group, lock.
+type ReservationKey = (String, u64, String);
+
+fn reservation_key(op: &Operation) -> ReservationKey {
+    (
+        op.invoke.process.clone(),
+        op.invoke.multi.unwrap_or(0),
+        op.lock().unwrap_or("").to_string(),
+    )
+}
+
+/// A reservation slot for each name of each multi-lock request (0..64 per lock, reused
+/// once a request is answered), and the locks that had more requests at once than slots.
+fn reservation_slots(ops: &[Operation]) -> (HashMap<ReservationKey, u8>, HashSet<String>) {
+    let mut per_lock: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for op in ops {
+        if op.op() == Op::Acquire
+            && op.invoke.multi.is_some()
+            && let Some(lock) = op.lock()
+        {
+            per_lock.entry(lock).or_default().push(op);
+        }
+    }
+    let mut slots = HashMap::new();
+    let mut crowded = HashSet::new();
+    for (lock, mut requests) in per_lock {
+        requests.sort_by_key(|op| op.start_ns());
+        // Slot → until when it is taken (the request's answer).
+        let mut taken: Vec<u64> = Vec::new();
+        for op in requests {
+            let until = if op.kind() == Kind::Info || op.complete.is_none() {
+                op.start_ns().saturating_add(UNKNOWN_HORIZON_NS)
+            } else {
+                op.end_ns()
+            };
+            let free = taken.iter().position(|&busy| busy < op.start_ns());
+            let slot = match free {
+                Some(slot) => slot,
+                None if taken.len() < 64 => {
+                    taken.push(0);
+                    taken.len() - 1
+                }
+                None => {
+                    crowded.insert(lock.to_string());
+                    break;
+                }
+            };
+            taken[slot] = until;
+            slots.insert(reservation_key(op), slot as u8);
+        }
+    }
+    slots.retain(|key, _| !crowded.contains(&key.2));
+    (slots, crowded)
+}
+
+/// The states after the holder of `s` lost its grant on a lock whose grants ask for a
+/// lock-delay: free, and delayed unless the loss was a close.
+fn ended_maybe_delayed(s: LockState) -> [LockState; 2] {
+    let free = LockState { holder: None, ..s };
+    [
+        free,
+        LockState {
+            delayed: true,
+            ..free
+        },
+    ]
 }
 
 /// One operation of a lock's sub-history, ready for the search.
@@ -243,6 +383,17 @@ const NONE: usize = usize::MAX;
 /// Search for a linearization of `entries` from the free state. A session in `mortal`
 /// may lose its grant (expire, unseen) at any point from the given time on.
 pub fn search(entries: &[Entry], mortal: &HashMap<u64, u64>, budget: u64) -> Outcome {
+    search_lock(entries, mortal, false, budget)
+}
+
+/// [`search`] on a lock whose grants ask for a lock-delay when `lock_delay`: an unseen
+/// expiry of its holder may start one.
+pub fn search_lock(
+    entries: &[Entry],
+    mortal: &HashMap<u64, u64>,
+    lock_delay: bool,
+    budget: u64,
+) -> Outcome {
     // The list of call and return events, sorted by time (calls first on ties).
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(entries.len() * 2);
     for (index, entry) in entries.iter().enumerate() {
@@ -274,6 +425,8 @@ pub fn search(entries: &[Entry], mortal: &HashMap<u64, u64>, budget: u64) -> Out
     let mut state: BTreeSet<LockState> = BTreeSet::from([LockState {
         holder: None,
         last_token: 0,
+        delayed: false,
+        reserved: 0,
     }]);
     let mut cache: HashSet<(Vec<u64>, Vec<LockState>)> = HashSet::new();
     let mut calls: Vec<(usize, BTreeSet<LockState>)> = Vec::new();
@@ -298,7 +451,11 @@ pub fn search(entries: &[Entry], mortal: &HashMap<u64, u64>, budget: u64) -> Out
                             .is_some_and(|&from| from <= e.end_ns)
                             .then_some(LockState { holder: None, ..*s })
                     });
-                    std::iter::once(*s).chain(expired)
+                    let delayed = expired.filter(|_| lock_delay).map(|free| LockState {
+                        delayed: true,
+                        ..free
+                    });
+                    std::iter::once(*s).chain(expired).chain(delayed)
                 })
                 .flat_map(|s| step(s, &e.op, e.unknown))
                 .collect();
@@ -433,6 +590,8 @@ pub struct LockHistory {
     pub entries: Vec<Entry>,
     /// Session → the time from which it may have expired without the observer seeing it.
     pub mortal: HashMap<u64, u64>,
+    /// Its grants ask for a lock-delay (the lock-delay workload).
+    pub lock_delay: bool,
 }
 
 /// Build each lock's sub-history from the run's history.
@@ -483,15 +642,12 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
         }
     }
 
-    // Locks that multi-locks asked for: a queued multi-lock holds a place in the queue of
-    // each of its names, free ones too (no overtaking, docs/design.md), so a plain acquire
-    // of such a free lock may rightly wait or be refused. The exclusive-lock model has no
-    // such reservation: there, only grants are checked, not refusals.
-    let reserved: HashSet<&str> = ops
-        .iter()
-        .filter(|op| op.op() == Op::Acquire && op.invoke.multi.is_some())
-        .filter_map(|op| op.lock())
-        .collect();
+    // A queued multi-lock holds a place in the queue of each of its names, free ones too
+    // (no overtaking, docs/design.md), so a plain acquire of such a free lock may rightly
+    // wait or be refused: each multi-lock's name gets a reservation slot on its lock,
+    // which the model sets at some point of the request and clears at its answer. A lock
+    // with more requests at once than slots keeps the coarse rule: refusals unchecked.
+    let (slots, crowded) = reservation_slots(&ops);
     let mut per_lock: BTreeMap<String, LockHistory> = BTreeMap::new();
     let mut sessions_of: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut closes: Vec<&Operation> = Vec::new();
@@ -501,7 +657,7 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
             Op::Acquire
                 if op.kind() == Kind::Ok
                     && op.outcome() != Some("granted")
-                    && op.lock().is_some_and(|lock| reserved.contains(lock)) =>
+                    && op.lock().is_some_and(|lock| crowded.contains(lock)) =>
             {
                 ModelOp::Nothing
             }
@@ -527,6 +683,28 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
         }
         let entries = &mut per_lock.entry(lock.to_string()).or_default().entries;
         let unknown = op.kind() == Kind::Info || ended_under_release(op);
+        if let Some(&slot) = slots.get(&reservation_key(op)) {
+            let answered = if unknown {
+                op.start_ns().saturating_add(UNKNOWN_HORIZON_NS)
+            } else {
+                op.end_ns()
+            };
+            // It queued before its answer: strictly before the slot is cleared.
+            entries.push(Entry {
+                op: ModelOp::Reserve { slot },
+                unknown: true,
+                start_ns: op.start_ns(),
+                end_ns: answered.saturating_sub(1).max(op.start_ns()),
+                label: format!("{} (queued: its place in the queue)", label(op)),
+            });
+            entries.push(Entry {
+                op: ModelOp::Unreserve { slot },
+                unknown: false,
+                start_ns: answered,
+                end_ns: answered,
+                label: format!("{} (answered: its place in the queue gone)", label(op)),
+            });
+        }
         if unknown && observed.complete_after(op.start_ns()) {
             match op.op() {
                 Op::Acquire => {
@@ -603,6 +781,7 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
     }
     for (lock, sessions) in &sessions_of {
         let history = per_lock.entry(lock.clone()).or_default();
+        history.lock_delay = crate::workload::lock_delay_of(lock).is_some();
         let entries = &mut history.entries;
         for close in &closes {
             let Some(session) = close.session() else {
@@ -637,7 +816,11 @@ pub fn lock_histories(evidence: &Evidence) -> BTreeMap<String, LockHistory> {
             }
             match end {
                 Some(end) => entries.push(Entry {
-                    op: ModelOp::End { session },
+                    op: if history.lock_delay {
+                        ModelOp::EndMaybeDelayed { session }
+                    } else {
+                        ModelOp::End { session }
+                    },
                     unknown: false,
                     start_ns: start.min(end),
                     end_ns: end,
@@ -726,7 +909,7 @@ pub fn check(evidence: &Evidence, budget: u64) -> Verdict {
     for (lock, history) in lock_histories(evidence) {
         let entries = history.entries;
         verdict.checked += entries.len();
-        match search(&entries, &history.mortal, budget) {
+        match search_lock(&entries, &history.mortal, history.lock_delay, budget) {
             Outcome::Linearizable => {}
             Outcome::NotLinearizable(why) => {
                 verdict.violation(format!("lock {lock:?}: not linearizable: {why}"))
@@ -836,6 +1019,103 @@ mod tests {
         h.release(10, 11, "c0", "l", 1, 3);
         let verdict_bad = verdict(h);
         assert!(!verdict_bad.valid, "{verdict_bad:?}");
+    }
+
+    /// After the observer saw the holder's grant expire, a rival's acquire that timed out
+    /// on a free lock is refuted on a plain lock, but fits a lock whose grants ask for a
+    /// lock-delay (the delay kept the lock from everyone); a grant after it fits both.
+    #[test]
+    fn a_refusal_after_an_expiry_fits_only_a_lock_delay() {
+        let run = |lock: &str| {
+            let mut h = H::default();
+            h.grant(0, 1, "c0", lock, 1, 3);
+            h.watch(10, "expired", lock, 1, 3, 20);
+            h.op(
+                12,
+                14,
+                "c1",
+                Op::Acquire,
+                Kind::Ok,
+                |e| e.lock(lock).session(2),
+                |e| e.lock(lock).session(2).outcome("timed_out"),
+            );
+            h.grant(15, 16, "c1", lock, 2, 4);
+            verdict(h)
+        };
+        let delayed = run("harness/delay500-l0");
+        assert!(delayed.valid, "{delayed:?}");
+        let plain = run("harness/l0");
+        assert!(!plain.valid, "{plain:?}");
+    }
+
+    /// A name of a multi-lock request of `session`, invoked at `a` ms and answered at
+    /// `b` ms with `outcome` (`granted` with `token`, or `timed_out`).
+    #[allow(clippy::too_many_arguments)]
+    fn multi_name(
+        h: &mut H,
+        a: u64,
+        b: u64,
+        process: &str,
+        lock: &'static str,
+        session: u64,
+        group: u64,
+        answer: Option<u64>,
+    ) {
+        h.op(
+            a,
+            b,
+            process,
+            Op::Acquire,
+            Kind::Ok,
+            |mut e| {
+                e.multi = Some(group);
+                e.lock(lock).session(session)
+            },
+            |mut e| {
+                e.multi = Some(group);
+                let e = e.lock(lock).session(session);
+                match answer {
+                    Some(token) => e.token(token).outcome("granted"),
+                    None => e.outcome("timed_out"),
+                }
+            },
+        );
+    }
+
+    /// A plain acquire of `lock` refused (`would_block`) from `a` to `b` ms.
+    fn refused(h: &mut H, a: u64, b: u64, lock: &'static str, session: u64) {
+        h.op(
+            a,
+            b,
+            "c2",
+            Op::Acquire,
+            Kind::Ok,
+            |e| e.lock(lock).session(session),
+            |e| e.lock(lock).session(session).outcome("would_block"),
+        );
+    }
+
+    /// A queued multi-lock holds a place in the queue of a free name: a plain acquire
+    /// refused while the request was waiting fits; the same refusal after the request
+    /// was answered (the lock free, nobody queued) does not, though the lock is one a
+    /// multi-lock asked for (the coarse rule let every refusal on such a lock pass).
+    #[test]
+    fn a_multi_lock_reserves_a_free_name_only_while_it_waits() {
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "m", 1, 3);
+        multi_name(&mut h, 2, 50, "c1", "m", 2, 7, None);
+        h.release(3, 4, "c0", "m", 1, 3);
+        refused(&mut h, 10, 11, "m", 3);
+        let during = verdict(h);
+        assert!(during.valid, "{during:?}");
+
+        let mut h = H::default();
+        h.grant(0, 1, "c0", "m", 1, 3);
+        multi_name(&mut h, 2, 50, "c1", "m", 2, 7, None);
+        h.release(3, 4, "c0", "m", 1, 3);
+        refused(&mut h, 60, 61, "m", 3);
+        let after = verdict(h);
+        assert!(!after.valid, "{after:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`durability`] | no acknowledged acquire, release or session is lost after faults and restarts |
 //! | [`lease`] | no holder wrote under a lease it still counted valid after the lock had been granted to someone else (exclusive locks) |
 //! | [`multilock`] | the names of an atomic multi-lock are granted together (one answer, one log entry) or not at all |
+//! | [`lockdelay`] | in the cluster's order, every expiry or revocation of a grant that asked for a lock-delay starts one, and no grant of the lock falls inside it (the lock-delay workload) |
 //! | [`liveness`] | after healing, every node agrees on leader and state, and a fresh acquire succeeds in time |
 
 pub mod durability;
@@ -18,6 +19,7 @@ pub mod fencing;
 pub mod lease;
 pub mod linearizable;
 pub mod liveness;
+pub mod lockdelay;
 pub mod multilock;
 pub mod tokens;
 
@@ -158,6 +160,7 @@ pub fn check_all(evidence: &Evidence) -> Vec<Verdict> {
         lease::check(evidence),
         liveness::check(evidence),
         multilock::check(evidence),
+        lockdelay::check(evidence),
     ]
 }
 

@@ -26,7 +26,7 @@ pub use log::{LogStore, LogStoreOptions};
 pub use state_machine::{StateMachineSnapshotBuilder, StateMachineStore};
 
 use crate::raft::{LogId, StoredMembership};
-use fencelock_core::{Event, State};
+use fencelock_core::{Event, SessionId, State};
 use std::sync::{Arc, RwLock};
 
 /// The applied state and what Raft needs to know about it.
@@ -47,6 +47,10 @@ pub trait ApplyObserver: Send + Sync + 'static {
     fn applied(&self, index: u64, events: &[Event], applied: &Applied);
     /// The whole state was replaced (a snapshot was installed or loaded at start-up).
     fn reset(&self, applied: &Applied);
+    /// A command of the entry being applied queued a wait of `session`; `applied` is the
+    /// state right after that command (before [`ApplyObserver::applied`] for the whole
+    /// entry).
+    fn queued(&self, _session: SessionId, _applied: &Applied) {}
 }
 
 /// An observer that ignores everything (tests, tools).

@@ -12,6 +12,7 @@ use super::{Disk, SharedState, StoreError};
 use crate::commit_trace::{CommitTrace, Point};
 use crate::raft::{BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig};
 use crate::space::DiskSpace;
+use fencelock_core::Response;
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError};
 use std::io::Cursor;
@@ -215,7 +216,13 @@ impl StateMachineStore {
                 EntryPayload::Normal(CommandBatch(commands)) => BatchResult(
                     commands
                         .into_iter()
-                        .map(|command| applied.state.apply(command, events))
+                        .map(|command| {
+                            let result = applied.state.apply(command, events);
+                            if let Ok(Response::Queued { session }) = &result {
+                                observer.queued(*session, applied);
+                            }
+                            result
+                        })
                         .collect(),
                 ),
                 EntryPayload::Membership(membership) => {

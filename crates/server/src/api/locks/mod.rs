@@ -50,6 +50,20 @@ pub struct LocksService {
 }
 
 impl LocksService {
+    /// The wire form of `lock`, its lock-delay naming the session whose lost grant
+    /// started it when this node saw it start. Called under the state's read lock.
+    fn lock_info(&self, lock: fencelock_core::LockView) -> pb::LockInfo {
+        let mut info = lock_info(lock, wall_clock_ms());
+        if let Some(delay) = info.lock_delay.as_mut() {
+            delay.session_id = self
+                .node
+                .hub()
+                .delay_session_of(&info.name, fencelock_core::FencingToken(delay.token))
+                .map_or(0, |s| s.0);
+        }
+        info
+    }
+
     /// Serve `node`.
     pub fn new(node: Arc<Node>) -> Self {
         LocksService {
@@ -728,7 +742,7 @@ impl Locks for LocksService {
                     lock: applied
                         .state
                         .lock(&request.name)
-                        .map(|lock| lock_info(lock, wall_clock_ms())),
+                        .map(|lock| self.lock_info(lock)),
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }
             })
@@ -756,10 +770,7 @@ impl Locks for LocksService {
                     String::new()
                 };
                 pb::ListResponse {
-                    locks: locks
-                        .into_iter()
-                        .map(|lock| lock_info(lock, wall_clock_ms()))
-                        .collect(),
+                    locks: locks.into_iter().map(|lock| self.lock_info(lock)).collect(),
                     next_start_after,
                     revision: applied.last_applied.map(|l| l.index).unwrap_or(0),
                 }

@@ -8,7 +8,7 @@ use crate::node::Node;
 use fencelock_core::{Command, FencingToken, Response, SessionId};
 use fencelock_proto::v1 as pb;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::Status;
 
 impl LocksService {
@@ -28,9 +28,6 @@ impl LocksService {
             Attach::NotWaiting => return self.settle_ended_wait(session, name),
             Attach::Waiting(ticket) => ticket,
         };
-        // The log's clock when the wait is known queued (the entry that queued it, or
-        // one just after): the start of its wait time.
-        let queued_ms = self.node.shared().read(|applied| applied.state.clock_ms());
         let mut guard = WaitGuard {
             node: self.node.clone(),
             ticket,
@@ -68,25 +65,12 @@ impl LocksService {
         };
         guard.disarm();
         match outcome {
-            Some(WaitOutcome::Granted(token)) => {
-                self.record_wait(name, queued_ms);
-                Ok(WaitEnd::Granted(token))
-            }
+            // Its wait time is recorded by every node from the log (`metrics::HoldTimes`).
+            Some(WaitOutcome::Granted(token)) => Ok(WaitEnd::Granted(token)),
             Some(WaitOutcome::Ended) => self.settle_ended_wait(session, name),
             // The deadline passed: ask the state machine, which decides between the grant
             // and the cancel; the reply reports its decision, never a guess.
             None => self.cancel_wait(session, name).await,
-        }
-    }
-
-    /// Records a granted wait's time into `/metrics`: from `queued_ms` to the log's
-    /// clock now (the granting entry's, or one just after), both as the log recorded
-    /// the leader's wall clock. Recorded by the node that served the wait.
-    fn record_wait(&self, name: &str, queued_ms: u64) {
-        let granted_ms = self.node.shared().read(|applied| applied.state.clock_ms());
-        if queued_ms != 0 {
-            let waited = Duration::from_millis(granted_ms.saturating_sub(queued_ms));
-            crate::metrics::record_wait(name, waited);
         }
     }
 

@@ -160,9 +160,15 @@ impl WatchTask {
             if position < self.next {
                 continue;
             }
-            if let Some(mut event) = watch_event(event, entry.index, &self.request) {
-                event.event_index = position.event;
-                self.send(event).await?;
+            if let Some(mut sent) = watch_event(event, entry.index, &self.request) {
+                sent.event_index = position.event;
+                // A delay names the session whose lost grant started it: that grant's
+                // release comes just before it in the entry.
+                if let Event::LockDelayStarted { token, .. } = event {
+                    sent.session_id = crate::events::delay_session(&entry.events, index, *token)
+                        .map_or(0, |s| s.0);
+                }
+                self.send(sent).await?;
             }
         }
         self.next = self.next.max(EventPosition::at_revision(entry.index + 1));

@@ -62,6 +62,7 @@ mod restore;
 mod state;
 mod types;
 mod validate;
+pub mod version;
 mod view;
 
 pub use auth::{
@@ -69,6 +70,6 @@ pub use auth::{
     Rights, password_fingerprint,
 };
 pub use restore::{RestoreError, RestoredSessions};
-pub use state::{State, StateV1, StateV2};
+pub use state::{State, StateV1, StateV2, StateV3, StateV3Ref};
 pub use types::*;
 pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

@@ -277,7 +277,8 @@ pub async fn start_with_listeners(
         tls.peer_link_client.clone(),
         config.network.max_peer_message_bytes,
     )
-    .with_cluster_id(cluster_id);
+    .with_cluster_id(cluster_id)
+    .with_versions(config.raft.protocol_versions());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -292,7 +293,11 @@ pub async fn start_with_listeners(
         config.node_id,
         config.write_path.proposer_limits(),
     )
-    .refuse_writes_without_space(space.clone());
+    .refuse_writes_without_space(space.clone())
+    .gate_by_cluster_version({
+        let shared = shared.clone();
+        Arc::new(move || shared.read(|applied| applied.state.cluster_version()))
+    });
     let barrier = ReadBarrier::spawn(raft.clone());
     let (stop, stopped) = watch::channel(false);
     let node = Arc::new(Node::new(NodeParts {
@@ -353,6 +358,7 @@ pub async fn start_with_listeners(
         PeerPort {
             raft: raft.clone(),
             tls: tls.peer_link_server.clone(),
+            versions: config.raft.protocol_versions(),
             limits: LinkLimits {
                 cluster_id,
                 ..config.network.link_limits()
@@ -430,6 +436,10 @@ pub async fn start_with_listeners(
         stopped.clone(),
     )));
     tasks.push(tokio::spawn(crate::duties::expire_sessions(
+        node.clone(),
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::duties::raise_cluster_version(
         node.clone(),
         stopped.clone(),
     )));

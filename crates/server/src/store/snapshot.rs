@@ -35,9 +35,26 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 /// [`decode`]. Version 2 added the auth revision and the remembered answers of
 /// session-less requests at the end of the state; version 3 the newer primitives
 /// (semaphore limits, per-grant times, weights, hold counts and lock-delays, multi-lock
-/// waits, lock-delays in force, the replicated wall clock); versions 1 and 2 are still
-/// read.
-pub const FORMAT_VERSION: u8 = 3;
+/// waits, lock-delays in force, the replicated wall clock); version 4 the cluster
+/// version; versions 1 to 3 are still read.
+///
+/// Version 3 is still *written* while the cluster version is 1 ([`format_for`]): the
+/// builds before version 4 read at most 3, and they may be members (and receive this
+/// node's snapshots) until the cluster version rises.
+pub const FORMAT_VERSION: u8 = 4;
+
+/// The newest format version before the cluster version was recorded.
+const FORMAT_VERSION_V3: u8 = 3;
+
+/// The format version [`encode`] writes `state` in: the newest, unless the cluster
+/// version says members of an older build may still read it.
+pub fn format_for(state: &State) -> u8 {
+    if state.cluster_version() <= fencelock_core::version::INITIAL_CLUSTER_VERSION {
+        FORMAT_VERSION_V3
+    } else {
+        FORMAT_VERSION
+    }
+}
 
 const MAGIC: [u8; 4] = *b"FLSN";
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4 + 8;
@@ -49,6 +66,13 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 struct ContentRef<'a> {
     meta: &'a SnapshotMeta,
     state: &'a State,
+}
+
+/// [`ContentRef`] in format version 3.
+#[derive(Serialize)]
+struct ContentRefV3<'a> {
+    meta: &'a SnapshotMeta,
+    state: fencelock_core::StateV3Ref<'a>,
 }
 
 /// A decoded snapshot.
@@ -74,21 +98,36 @@ struct SnapshotContentV2 {
     state: fencelock_core::StateV2,
 }
 
-/// Encode a snapshot of `state` described by `meta`, header and checksum included.
+/// A snapshot of format version 3 (see [`FORMAT_VERSION`]).
+#[derive(Deserialize)]
+struct SnapshotContentV3 {
+    meta: SnapshotMeta,
+    state: fencelock_core::StateV3,
+}
+
+/// Encode a snapshot of `state` described by `meta`, header and checksum included, in
+/// the format [`format_for`] picks.
 ///
 /// # Errors
 /// Only if postcard cannot encode the state (a bug).
 pub fn encode(meta: &SnapshotMeta, state: &State) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = postcard::to_extend(&ContentRef { meta, state }, vec![0; HEADER_BYTES])
-        .map_err(|source| StoreError::Encode {
-            what: "snapshot",
-            source,
-        })?;
+    let version = format_for(state);
+    let header = vec![0; HEADER_BYTES];
+    let encoded = if version == FORMAT_VERSION_V3 {
+        let state = fencelock_core::StateV3Ref(state);
+        postcard::to_extend(&ContentRefV3 { meta, state }, header)
+    } else {
+        postcard::to_extend(&ContentRef { meta, state }, header)
+    };
+    let mut bytes = encoded.map_err(|source| StoreError::Encode {
+        what: "snapshot",
+        source,
+    })?;
     let payload_len = (bytes.len() - HEADER_BYTES) as u64;
     let checksum = crc32fast::hash(&bytes[HEADER_BYTES..]);
     let header = &mut bytes[..HEADER_BYTES];
     header[..4].copy_from_slice(&MAGIC);
-    header[4] = FORMAT_VERSION;
+    header[4] = version;
     header[5..9].copy_from_slice(&checksum.to_le_bytes());
     header[9..17].copy_from_slice(&payload_len.to_le_bytes());
     Ok(bytes)
@@ -166,6 +205,13 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
             (content, rest)
         }),
         2 => postcard::take_from_bytes::<SnapshotContentV2>(payload).map(|(old, rest)| {
+            let content = SnapshotContent {
+                meta: old.meta,
+                state: old.state.0,
+            };
+            (content, rest)
+        }),
+        3 => postcard::take_from_bytes::<SnapshotContentV3>(payload).map(|(old, rest)| {
             let content = SnapshotContent {
                 meta: old.meta,
                 state: old.state.0,

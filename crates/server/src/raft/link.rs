@@ -816,10 +816,14 @@ struct LinkSide {
 
 /// Read a link's opening: the versioned one (answered, accepted or refused), or one of
 /// the old handshake's (version 1, no answer). Then TLS, when links are encrypted.
-async fn open_link(stream: &mut TcpStream, side: &LinkSide) -> io::Result<()> {
+async fn open_link(
+    stream: &mut TcpStream,
+    versions: VersionRange,
+    cluster_id: Option<ClusterId>,
+) -> io::Result<()> {
     let mut magic = [0u8; LINK_MAGIC.len()];
     stream.read_exact(&mut magic).await?;
-    let (opening, versioned) = if magic == LINK_MAGIC_VERSIONED && side.versions.max > 1 {
+    let (opening, versioned) = if magic == LINK_MAGIC_VERSIONED && versions.max > 1 {
         let mut rest = [0u8; VERSIONED_OPENING_BYTES];
         stream.read_exact(&mut rest).await?;
         let opening = Opening::decode(&rest)
@@ -849,11 +853,9 @@ async fn open_link(stream: &mut TcpStream, side: &LinkSide) -> io::Result<()> {
             "not a Raft link (wrong magic)",
         ));
     };
-    let decision = accept(&opening, side.versions, side.cluster_id);
+    let decision = accept(&opening, versions, cluster_id);
     if versioned {
-        stream
-            .write_all(&encode_answer(&decision, side.versions))
-            .await?;
+        stream.write_all(&encode_answer(&decision, versions)).await?;
     }
     if let Err(error) = decision {
         tracing::warn!(peer = ?stream.peer_addr().ok(), %error, "peer port: refused a Raft link");
@@ -868,7 +870,7 @@ async fn open_link(stream: &mut TcpStream, side: &LinkSide) -> io::Result<()> {
 /// Serve one link until the peer closes it, it breaks, or the node stops.
 async fn serve_link(mut stream: TcpStream, side: LinkSide, mut stopping: watch::Receiver<bool>) {
     let opened = async {
-        open_link(&mut stream, &side).await?;
+        open_link(&mut stream, side.versions, side.cluster_id).await?;
         Ok::<BoxedIo, io::Error>(match side.tls.clone() {
             None => Box::new(stream),
             Some(acceptor) => Box::new(acceptor.accept(stream).await?),
@@ -1094,9 +1096,9 @@ mod tests {
         let server = tokio::spawn(async move {
             for _ in 0..2 {
                 let (mut stream, _) = listener.accept().await.unwrap();
-                let mut magic = [0u8; LINK_MAGIC.len()];
-                stream.read_exact(&mut magic).await.unwrap();
-                assert_eq!(magic, LINK_MAGIC);
+                open_link(&mut stream, PROTOCOL_VERSIONS, None)
+                    .await
+                    .unwrap();
                 let (_, body) = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
                 let number: u32 = postcard::from_bytes(&body).unwrap();
                 let reply = encode_frame(FrameKind::Reply, &number).unwrap();
@@ -1129,8 +1131,9 @@ mod tests {
         assert!(addr.starts_with("[::1]:"), "{addr}");
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut magic = [0u8; LINK_MAGIC.len()];
-            stream.read_exact(&mut magic).await.unwrap();
+            open_link(&mut stream, PROTOCOL_VERSIONS, None)
+                .await
+                .unwrap();
             let _ = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
             let reply = encode_frame(FrameKind::Reply, &7u32).unwrap();
             stream.write_all(&reply).await.unwrap();
@@ -1159,5 +1162,257 @@ mod tests {
         assert!(matches!(error, LinkError::Failed { .. }), "{error}");
         assert!(error.to_string().contains("no reply within"), "{error}");
         drop(held);
+    }
+
+    const fn range(min: u32, max: u32) -> VersionRange {
+        VersionRange { min, max }
+    }
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version_or_refuses() {
+        // (ours, theirs, expected)
+        let cases = [
+            (range(1, 2), range(1, 2), Some(2)),
+            (range(1, 2), range(1, 1), Some(1)),
+            (range(1, 1), range(1, 2), Some(1)),
+            (range(1, 3), range(2, 5), Some(3)),
+            (range(2, 5), range(1, 3), Some(3)),
+            (range(2, 2), range(1, 1), None),
+            (range(1, 1), range(2, 3), None),
+            (range(3, 4), range(1, 2), None),
+            (range(1, 1), range(1, 1), Some(1)),
+        ];
+        for (ours, theirs, expected) in cases {
+            match (negotiate(ours, theirs), expected) {
+                (Ok(version), Some(want)) => assert_eq!(version, want, "{ours} and {theirs}"),
+                (Err(HandshakeError::NoCommonVersion { ours: o, theirs: t }), None) => {
+                    assert_eq!((o, t), (ours, theirs));
+                }
+                (got, want) => panic!("{ours} and {theirs}: {got:?}, expected {want:?}"),
+            }
+        }
+        // The answering side: the cluster first, then the versions.
+        let opening = Opening {
+            versions: range(1, 2),
+            cluster: Some([7; 16]),
+        };
+        assert_eq!(accept(&opening, range(1, 2), Some([7; 16])), Ok(2));
+        assert!(matches!(
+            accept(&opening, range(1, 2), None),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        assert!(matches!(
+            accept(&opening, range(3, 3), Some([7; 16])),
+            Err(HandshakeError::NoCommonVersion { .. })
+        ));
+        let refused = accept(&opening, range(1, 2), Some([8; 16])).unwrap_err();
+        assert!(refused.to_string().contains(&hex::encode([8u8; 16])), "{refused}");
+    }
+
+    #[test]
+    fn openings_and_answers_round_trip_and_bad_bytes_are_typed_errors() {
+        for opening in [
+            Opening {
+                versions: range(1, 2),
+                cluster: None,
+            },
+            Opening {
+                versions: range(2, 9),
+                cluster: Some([0xab; 16]),
+            },
+        ] {
+            let bytes = opening.encode();
+            assert_eq!(bytes.len(), LINK_MAGIC.len() + VERSIONED_OPENING_BYTES);
+            assert_eq!(bytes[..8], LINK_MAGIC_VERSIONED);
+            assert_eq!(bytes[0], LINK_MAGIC[0], "the dispatcher tells links by it");
+            let rest: [u8; VERSIONED_OPENING_BYTES] = bytes[8..].try_into().unwrap();
+            assert_eq!(Opening::decode(&rest), Ok(opening));
+        }
+        let good = Opening {
+            versions: range(1, 2),
+            cluster: None,
+        }
+        .encode();
+        let rest = |edit: &dyn Fn(&mut [u8])| {
+            let mut rest: [u8; VERSIONED_OPENING_BYTES] = good[8..].try_into().unwrap();
+            edit(&mut rest);
+            Opening::decode(&rest)
+        };
+        for (what, edit) in [
+            ("version 0", &(|b: &mut [u8]| b[..4].fill(0)) as &dyn Fn(&mut [u8])),
+            ("min above max", &|b: &mut [u8]| b[3] = 5),
+            ("cluster flag 2", &|b: &mut [u8]| b[8] = 2),
+        ] {
+            assert!(
+                matches!(rest(edit), Err(HandshakeError::BadBytes(_))),
+                "{what}"
+            );
+        }
+        // Answers.
+        let answer = |decision: Result<u32, HandshakeError>| encode_answer(&decision, range(1, 3));
+        assert_eq!(
+            decode_answer(&answer(Ok(2)), range(1, 2)),
+            Ok((2, range(1, 3)))
+        );
+        let none = HandshakeError::NoCommonVersion {
+            ours: range(1, 3),
+            theirs: range(4, 4),
+        };
+        assert!(matches!(
+            decode_answer(&answer(Err(none)), range(4, 4)),
+            Err(HandshakeError::NoCommonVersion { .. })
+        ));
+        let other = HandshakeError::OtherCluster {
+            ours: "a".into(),
+            theirs: "b".into(),
+        };
+        assert!(matches!(
+            decode_answer(&answer(Err(other)), range(1, 2)),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        let mut unknown = answer(Ok(2));
+        unknown[0] = 9;
+        assert!(matches!(
+            decode_answer(&unknown, range(1, 2)),
+            Err(HandshakeError::BadBytes(_))
+        ));
+        let mut bad_range = answer(Ok(2));
+        bad_range[1..5].copy_from_slice(&7u32.to_be_bytes());
+        assert!(matches!(
+            decode_answer(&bad_range, range(1, 2)),
+            Err(HandshakeError::BadBytes(_))
+        ));
+        // "Accepted" by a peer with no version in common is not believed.
+        let mut liar = encode_answer(&Ok(5), range(5, 6));
+        liar[0] = ANSWER_ACCEPTED;
+        assert!(decode_answer(&liar, range(1, 2)).is_err());
+    }
+
+    /// A peer of the builds before the versioned handshake: it knows only the old
+    /// openings and closes any other connection, as those builds' `serve_link` does;
+    /// it answers one request per link with the number it carried.
+    async fn old_build_peer(listener: TcpListener, links: usize) -> Vec<[u8; 8]> {
+        let mut magics = Vec::new();
+        for _ in 0..links {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut magic = [0u8; LINK_MAGIC.len()];
+            stream.read_exact(&mut magic).await.unwrap();
+            magics.push(magic);
+            if magic != LINK_MAGIC {
+                continue; // closed, the rest of the opening unread
+            }
+            let (_, body) = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+            let number: u32 = postcard::from_bytes(&body).unwrap();
+            let reply = encode_frame(FrameKind::Reply, &number).unwrap();
+            stream.write_all(&reply).await.unwrap();
+        }
+        magics
+    }
+
+    #[tokio::test]
+    async fn a_new_node_dials_a_node_of_the_old_handshake_again_as_version_1() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(old_build_peer(listener, 2));
+        let pool = LinkPool::new(None, 1 << 20);
+        assert_eq!(pool.peer_versions(&addr), None);
+        let request = encode_frame(FrameKind::Vote, &41u32).unwrap();
+        let reply = pool
+            .call(&addr, &request, Duration::from_secs(10))
+            .await
+            .expect("the old handshake after the new one was closed");
+        assert_eq!(postcard::from_bytes::<u32>(&reply).unwrap(), 41);
+        assert_eq!(pool.peer_versions(&addr), Some(VERSION_1_ONLY));
+        assert_eq!(peer.await.unwrap(), vec![LINK_MAGIC_VERSIONED, LINK_MAGIC]);
+    }
+
+    #[tokio::test]
+    async fn a_node_of_version_1_only_dials_with_the_old_handshake_and_new_nodes_answer_it() {
+        // Dialling an old node: no versioned opening at all.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(old_build_peer(listener, 1));
+        let pool = LinkPool::new(None, 1 << 20).with_versions(VERSION_1_ONLY);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        pool.call(&addr, &request, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(peer.await.unwrap(), vec![LINK_MAGIC]);
+        // A new node's answering side takes both old openings as version 1, and the
+        // versioned one; a version-1-only node refuses the versioned one.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for (versions, cluster) in [
+                (PROTOCOL_VERSIONS, None),
+                (PROTOCOL_VERSIONS, Some([3; 16])),
+                (PROTOCOL_VERSIONS, Some([3; 16])),
+                (VERSION_1_ONLY, None),
+                (PROTOCOL_VERSIONS, Some([4; 16])),
+            ] {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                results.push(open_link(&mut stream, versions, cluster).await.map_err(|e| e.kind()));
+            }
+            results
+        });
+        let send = |bytes: Vec<u8>| async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(&bytes).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            answer
+        };
+        let versioned = |cluster| {
+            Opening {
+                versions: PROTOCOL_VERSIONS,
+                cluster,
+            }
+            .encode()
+        };
+        assert!(send(Opening::encode_version_1(None)).await.is_empty(), "no answer");
+        assert!(send(Opening::encode_version_1(Some([3; 16]))).await.is_empty());
+        let answer: [u8; ANSWER_BYTES] = send(versioned(Some([3; 16]))).await.try_into().unwrap();
+        assert_eq!(
+            decode_answer(&answer, PROTOCOL_VERSIONS),
+            Ok((PROTOCOL_VERSIONS.max, PROTOCOL_VERSIONS))
+        );
+        assert!(send(versioned(None)).await.is_empty(), "closed unanswered");
+        let answer: [u8; ANSWER_BYTES] = send(versioned(None)).await.try_into().unwrap();
+        assert!(matches!(
+            decode_answer(&answer, PROTOCOL_VERSIONS),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        let results = server.await.unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err(io::ErrorKind::InvalidData),
+                Err(io::ErrorKind::PermissionDenied)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_is_unreachable_with_the_reason() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            open_link(&mut stream, range(3, 4), None).await
+        });
+        let pool = LinkPool::new(None, 1 << 20);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        let error = pool
+            .call(&addr, &request, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, LinkError::Unreachable { .. }), "{error}");
+        assert!(error.to_string().contains("no common protocol version"), "{error}");
+        assert!(server.await.unwrap().is_err());
+        assert_eq!(pool.peer_versions(&addr), None);
     }
 }

@@ -926,6 +926,7 @@ mod tests {
             total_grants: 5,
             total_expired_sessions: 0,
             disk: crate::status::DiskStatus::default(),
+            cluster_version: 1,
         }
     }
 

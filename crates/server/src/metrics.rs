@@ -567,6 +567,7 @@ mod tests {
                 reserve_bytes: 500,
                 ..Default::default()
             },
+            cluster_version: 1,
         }
     }
 

@@ -269,6 +269,7 @@ impl Node {
             total_grants: stats.total_grants,
             total_expired_sessions: stats.total_expired_sessions,
             disk: self.disk.status(),
+            cluster_version: self.shared.read(|applied| applied.state.cluster_version()),
         }
     }
 

@@ -13,7 +13,9 @@
 #    the old or the new binary, so a node can be replaced without the harness noticing.
 # 3. Meanwhile replaces one node at a time by the new binary (SIGTERM, restart on the
 #    same data directory), waiting after each for the node to be healthy and caught up
-#    with the leader, while locks are held.
+#    with the leader, while locks are held. The leader goes first while it runs the old
+#    build, so that a node of the new build is likely to lead nodes of the old one (the
+#    summary says whether one did).
 # 4. Waits until every node reports cluster version 2 (raised once all run the new
 #    build), lets the workload finish, and takes the harness's verdict: its checkers
 #    (tokens, exclusion, fencing, leases, linearizable history) must all pass.
@@ -178,10 +180,27 @@ failed=0
 wait_until 120 "three nodes started" all_started || failed=1
 [ $failed = 1 ] || wait_until 120 "a leader" leader_known || failed=1
 [ $failed = 1 ] || sleep "$gap_seconds"
-for id in 1 2 3; do
+current_leader() {
+    local id leader
+    for id in 1 2 3; do
+        leader="$(field "$id" leader_id)"
+        if [ -n "$leader" ]; then echo "$leader"; return; fi
+    done
+}
+led_old_nodes() { grep -qs 'peer protocol versions.*versions=1\.\.=1' "$work"/harness/node-*.log; }
+next_node() { # the leader while it runs the old build, else the lowest old node
+    local leader id
+    leader="$(current_leader)"
+    if [ -n "$leader" ] && [ ! -e "$work/upgraded-$leader" ]; then echo "$leader"; return; fi
+    for id in 1 2 3; do [ -e "$work/upgraded-$id" ] || { echo "$id"; return; }; done
+}
+mixed_lead=no
+for _ in 1 2 3; do
     [ $failed = 0 ] || break
+    id="$(next_node)"
+    led_old_nodes && mixed_lead=yes
     target_index="$(leader_applied)"
-    log "node $id: old build -> new build (leader applied index ${target_index:-?}, cluster version $(field "$id" cluster_version))"
+    log "node $id: old build -> new build (leader: node $(current_leader); its applied index ${target_index:-?}; cluster version $(field "$id" cluster_version))"
     touch "$work/upgraded-$id" "$work/restart-$id"
     kill -TERM "$(cat "$work/pid-$id")"
     wait_until 60 "node $id restarted on the new build" runs_new "$id" || { failed=1; break; }
@@ -189,6 +208,7 @@ for id in 1 2 3; do
     log "node $id: new build, caught up (applied $(field "$id" applied_index)), cluster version $(field "$id" cluster_version)"
     sleep "$gap_seconds"
 done
+led_old_nodes && mixed_lead=yes
 if [ $failed = 0 ]; then
     wait_until 60 "cluster version 2 on every node" version_2_everywhere || failed=1
     [ $failed = 1 ] || log "cluster version 2 on every node"
@@ -204,6 +224,7 @@ harness_pid=""
 cat "$work/harness.log"
 echo
 echo "rolling upgrade: $old_full -> $new_full, seed $seed, ${run_seconds}s of workload"
+echo "a node of the new build led nodes of the old one (dialled them with the old handshake): $mixed_lead"
 if [ $failed = 0 ] && [ $harness_status = 0 ]; then
     echo "PASS: every node replaced one at a time, cluster version 2, every checker passed"
     exit 0

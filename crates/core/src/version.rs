@@ -122,7 +122,10 @@ mod tests {
         assert!(raise.allowed_at(1));
         assert!(raise.allowed_at(2));
         let raise_to_1 = Command::SetClusterVersion { version: 1 };
-        assert!(!raise_to_1.allowed_at(1), "version 1 had no SetClusterVersion");
+        assert!(
+            !raise_to_1.allowed_at(1),
+            "version 1 had no SetClusterVersion"
+        );
         let close = Command::CloseSession {
             session: SessionId(1),
         };

@@ -252,7 +252,11 @@ fn version_3_bytes_are_still_written_and_decode() {
     let state = sample_v3();
     assert_eq!(state.cluster_version(), 1);
     let bytes = postcard::to_stdvec(&StateV3Ref(&state)).unwrap();
-    assert_eq!(hex(&bytes), GOLDEN_V3, "format 3 as the older builds read it");
+    assert_eq!(
+        hex(&bytes),
+        GOLDEN_V3,
+        "format 3 as the older builds read it"
+    );
     let StateV3(decoded) = postcard::from_bytes(&unhex(GOLDEN_V3)).unwrap();
     decoded.check_invariants().unwrap();
     assert_eq!(decoded, state);

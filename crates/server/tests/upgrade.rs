@@ -64,9 +64,14 @@ async fn grant_many(
     let mut client = cluster.locks(leader).await;
     let mut last = 0;
     for seq in 0..count {
-        let token = try_lock(&mut client, session, &format!("{prefix}{seq}"), first_seq + seq)
-            .await
-            .expect("free lock granted");
+        let token = try_lock(
+            &mut client,
+            session,
+            &format!("{prefix}{seq}"),
+            first_seq + seq,
+        )
+        .await
+        .expect("free lock granted");
         assert!(token > last, "token {token} after {last}");
         last = token;
     }
@@ -125,11 +130,8 @@ async fn a_node_of_protocol_version_1_holds_the_cluster_version_until_it_runs_th
             cluster: 1
         })
     );
-    let status = fencelock_server::api::status::from_propose(
-        leader_node.id(),
-        refused.unwrap_err(),
-        None,
-    );
+    let status =
+        fencelock_server::api::status::from_propose(leader_node.id(), refused.unwrap_err(), None);
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert_eq!(reason_of(&status), pb::ErrorReason::UnsupportedByCluster);
     // Several of the leader's checks later, the version is still 1, everywhere, and
@@ -176,7 +178,10 @@ async fn a_node_of_protocol_version_1_holds_the_cluster_version_until_it_runs_th
     let after = grant_many(&cluster, leader, session, ("after/", 200), 30).await;
     assert!(after > last, "token {after} after {last}");
     let passed = leader_node.proposer().propose(version_2_command()).await;
-    assert!(matches!(passed, Ok(Err(fencelock_core::Error::BadWrapper(_)))), "{passed:?}");
+    assert!(
+        matches!(passed, Ok(Err(fencelock_core::Error::BadWrapper(_)))),
+        "{passed:?}"
+    );
     let upgraded = cluster.running(OLD).node().clone();
     wait_for("the upgraded node applies every grant", SETTLE, || {
         upgraded.status().last_token == after

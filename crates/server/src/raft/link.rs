@@ -855,7 +855,9 @@ async fn open_link(
     };
     let decision = accept(&opening, versions, cluster_id);
     if versioned {
-        stream.write_all(&encode_answer(&decision, versions)).await?;
+        stream
+            .write_all(&encode_answer(&decision, versions))
+            .await?;
     }
     if let Err(error) = decision {
         tracing::warn!(peer = ?stream.peer_addr().ok(), %error, "peer port: refused a Raft link");
@@ -1206,7 +1208,10 @@ mod tests {
             Err(HandshakeError::NoCommonVersion { .. })
         ));
         let refused = accept(&opening, range(1, 2), Some([8; 16])).unwrap_err();
-        assert!(refused.to_string().contains(&hex::encode([8u8; 16])), "{refused}");
+        assert!(
+            refused.to_string().contains(&hex::encode([8u8; 16])),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -1239,7 +1244,10 @@ mod tests {
             Opening::decode(&rest)
         };
         for (what, edit) in [
-            ("version 0", &(|b: &mut [u8]| b[..4].fill(0)) as &dyn Fn(&mut [u8])),
+            (
+                "version 0",
+                &(|b: &mut [u8]| b[..4].fill(0)) as &dyn Fn(&mut [u8]),
+            ),
             ("min above max", &|b: &mut [u8]| b[3] = 5),
             ("cluster flag 2", &|b: &mut [u8]| b[8] = 2),
         ] {
@@ -1352,7 +1360,11 @@ mod tests {
                 (PROTOCOL_VERSIONS, Some([4; 16])),
             ] {
                 let (mut stream, _) = listener.accept().await.unwrap();
-                results.push(open_link(&mut stream, versions, cluster).await.map_err(|e| e.kind()));
+                results.push(
+                    open_link(&mut stream, versions, cluster)
+                        .await
+                        .map_err(|e| e.kind()),
+                );
             }
             results
         });
@@ -1370,8 +1382,15 @@ mod tests {
             }
             .encode()
         };
-        assert!(send(Opening::encode_version_1(None)).await.is_empty(), "no answer");
-        assert!(send(Opening::encode_version_1(Some([3; 16]))).await.is_empty());
+        assert!(
+            send(Opening::encode_version_1(None)).await.is_empty(),
+            "no answer"
+        );
+        assert!(
+            send(Opening::encode_version_1(Some([3; 16])))
+                .await
+                .is_empty()
+        );
         let answer: [u8; ANSWER_BYTES] = send(versioned(Some([3; 16]))).await.try_into().unwrap();
         assert_eq!(
             decode_answer(&answer, PROTOCOL_VERSIONS),
@@ -1411,7 +1430,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, LinkError::Unreachable { .. }), "{error}");
-        assert!(error.to_string().contains("no common protocol version"), "{error}");
+        assert!(
+            error.to_string().contains("no common protocol version"),
+            "{error}"
+        );
         assert!(server.await.unwrap().is_err());
         assert_eq!(pool.peer_versions(&addr), None);
     }

@@ -193,3 +193,41 @@ async fn a_node_of_protocol_version_1_holds_the_cluster_version_until_it_runs_th
     .await;
     cluster.shutdown().await;
 }
+
+/// Snapshot bytes: format 3 while the cluster version is 1 (the older builds read it and
+/// nothing in it is lost: their reading takes the version to be 1), format 4 once it is
+/// higher; both decode back to the same state.
+#[test]
+fn snapshots_are_written_in_the_format_the_cluster_version_allows() {
+    use fencelock_server::store::snapshot;
+    let mut state = fencelock_core::State::default();
+    let mut events = Vec::new();
+    state
+        .apply(
+            Command::OpenSession {
+                client_id: fencelock_core::ClientId(7),
+                ttl_ms: 10_000,
+            },
+            &mut events,
+        )
+        .unwrap();
+    let meta = snapshot::SnapshotMeta::default();
+    let at_1 = snapshot::encode(&meta, &state).unwrap();
+    assert_eq!(at_1[4], 3);
+    assert_eq!(snapshot::decode(&at_1).unwrap().state, state);
+    state
+        .apply(Command::SetClusterVersion { version: 2 }, &mut events)
+        .unwrap();
+    let at_2 = snapshot::encode(&meta, &state).unwrap();
+    assert_eq!(at_2[4], snapshot::FORMAT_VERSION);
+    assert_eq!(at_2[4], 4);
+    // Format 4's payload is format 3's and the version after it.
+    assert_eq!(at_2.len(), at_1.len() + 1);
+    let decoded = snapshot::decode(&at_2).unwrap().state;
+    assert_eq!(decoded, state);
+    assert_eq!(decoded.cluster_version(), 2);
+    // Format 3 bytes under a format 4 header are refused, not misread.
+    let mut relabelled = at_1.clone();
+    relabelled[4] = 4;
+    assert!(snapshot::decode(&relabelled).is_err());
+}

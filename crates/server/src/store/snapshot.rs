@@ -84,25 +84,26 @@ pub struct SnapshotContent {
     pub state: State,
 }
 
-/// A snapshot of format version 1 (see [`FORMAT_VERSION`]).
+/// A snapshot of an older format version (see [`FORMAT_VERSION`]): `S` decodes that
+/// version's state (`StateV1`, `StateV2`, `StateV3`).
 #[derive(Deserialize)]
-struct SnapshotContentV1 {
+struct OlderContent<S> {
     meta: SnapshotMeta,
-    state: fencelock_core::StateV1,
+    state: S,
 }
 
-/// A snapshot of format version 2 (see [`FORMAT_VERSION`]).
-#[derive(Deserialize)]
-struct SnapshotContentV2 {
-    meta: SnapshotMeta,
-    state: fencelock_core::StateV2,
-}
-
-/// A snapshot of format version 3 (see [`FORMAT_VERSION`]).
-#[derive(Deserialize)]
-struct SnapshotContentV3 {
-    meta: SnapshotMeta,
-    state: fencelock_core::StateV3,
+/// Decode the payload of an older format version with `S`, then take its state.
+fn decode_older<'a, S: Deserialize<'a>>(
+    payload: &'a [u8],
+    state_of: fn(S) -> State,
+) -> postcard::Result<(SnapshotContent, &'a [u8])> {
+    postcard::take_from_bytes::<OlderContent<S>>(payload).map(|(old, rest)| {
+        let content = SnapshotContent {
+            meta: old.meta,
+            state: state_of(old.state),
+        };
+        (content, rest)
+    })
 }
 
 /// Encode a snapshot of `state` described by `meta`, header and checksum included, in
@@ -197,27 +198,9 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
         );
     }
     let decoded = match header[4] {
-        1 => postcard::take_from_bytes::<SnapshotContentV1>(payload).map(|(old, rest)| {
-            let content = SnapshotContent {
-                meta: old.meta,
-                state: old.state.0,
-            };
-            (content, rest)
-        }),
-        2 => postcard::take_from_bytes::<SnapshotContentV2>(payload).map(|(old, rest)| {
-            let content = SnapshotContent {
-                meta: old.meta,
-                state: old.state.0,
-            };
-            (content, rest)
-        }),
-        3 => postcard::take_from_bytes::<SnapshotContentV3>(payload).map(|(old, rest)| {
-            let content = SnapshotContent {
-                meta: old.meta,
-                state: old.state.0,
-            };
-            (content, rest)
-        }),
+        1 => decode_older(payload, |old: fencelock_core::StateV1| old.0),
+        2 => decode_older(payload, |old: fencelock_core::StateV2| old.0),
+        3 => decode_older(payload, |old: fencelock_core::StateV3| old.0),
         _ => postcard::take_from_bytes::<SnapshotContent>(payload),
     };
     let (content, rest) = match decoded {

@@ -280,7 +280,8 @@ pub(crate) fn classify(status: &Status) -> Failure {
             message,
         }),
         ErrorReason::PermitsMismatch => fatal(Error::PermitsMismatch(message)),
-        ErrorReason::Unspecified => fatal(Error::Status {
+        // A rolling upgrade is under way: the command waits for every member's new build.
+        ErrorReason::UnsupportedByCluster | ErrorReason::Unspecified => fatal(Error::Status {
             code: status.code(),
             message,
         }),

@@ -135,6 +135,7 @@ impl State {
                 self.primitive_limits = limits;
                 Ok(Response::PrimitiveLimitsSet)
             }
+            Command::SetClusterVersion { version } => self.set_cluster_version(version),
         };
         assert!(
             result.is_ok() || events.len() == events_before,

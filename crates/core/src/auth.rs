@@ -483,7 +483,7 @@ impl State {
     ///
     /// As [`State::authorize`], and [`Error::BadWrapper`] for a command that cannot be
     /// sent on behalf of a caller (`ExpireSessions`, `SetLimits`, `WallClock`,
-    /// `EndLockDelay`, `SetPrimitiveLimits`, `Owned`, `Authorized`).
+    /// `EndLockDelay`, `SetPrimitiveLimits`, `SetClusterVersion`, `Owned`, `Authorized`).
     pub fn authorize_command(&self, caller: &Caller, command: &Command) -> Result<(), Error> {
         let accesses: Vec<Access<'_>> = match command {
             Command::OpenSession { .. } => vec![Access::Authenticated],
@@ -529,6 +529,7 @@ impl State {
             | Command::WallClock { .. }
             | Command::EndLockDelay { .. }
             | Command::SetPrimitiveLimits(_)
+            | Command::SetClusterVersion { .. }
             | Command::Owned { .. }
             | Command::Authorized { .. } => {
                 return Err(Error::BadWrapper(

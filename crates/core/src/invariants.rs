@@ -49,6 +49,11 @@ impl State {
             "limits in force are invalid"
         );
         ensure!(self.next_session_id >= 1, "session ids start at 1");
+        ensure!(
+            self.cluster_version >= crate::version::INITIAL_CLUSTER_VERSION,
+            "cluster version {} is below the first one",
+            self.cluster_version
+        );
         self.check_auth_invariants()?;
         self.check_grant_index()?;
         ensure!(

@@ -63,6 +63,7 @@ mod restore;
 mod state;
 mod types;
 mod validate;
+pub mod version;
 mod view;
 
 pub use auth::{
@@ -71,6 +72,6 @@ pub use auth::{
 };
 pub use grant_index::GrantAge;
 pub use restore::{RestoreError, RestoredSessions};
-pub use state::{State, StateV1, StateV2};
+pub use state::{State, StateV1, StateV2, StateV3, StateV3Ref};
 pub use types::*;
 pub use view::{HolderView, LockSummary, LockView, SessionView, Stats, WaiterView};

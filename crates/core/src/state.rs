@@ -85,6 +85,10 @@ pub struct State {
     /// [`State::locks`], not serialized, rebuilt when a state is decoded.
     #[serde(skip)]
     pub(crate) grant_index: GrantIndex,
+    /// The cluster version in force ([`crate::version`]); never goes down. Since
+    /// snapshot format 4, which is written only once it is above 1, so that nodes of
+    /// the builds before it can read a snapshot while they may still be members.
+    pub(crate) cluster_version: u32,
 }
 
 /// A lock-delay in force on one lock.
@@ -318,6 +322,41 @@ struct StateFields {
     lock_delays: BTreeMap<Name, LockDelay>,
     #[serde(skip)]
     grant_index: GrantIndex,
+    cluster_version: u32,
+}
+
+/// [`State`]'s fields as snapshot format 3 had them: all but the cluster version, which
+/// was 1 then. Both ways: a state whose cluster version is 1 is written in this form
+/// (see [`StateV3Ref`]).
+#[derive(Deserialize, Serialize)]
+#[serde(remote = "State")]
+struct StateFieldsV3 {
+    limits: Limits,
+    limits_envelope: Limits,
+    next_session_id: u64,
+    last_token: u64,
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    sessions_by_client: BTreeMap<ClientId, SessionId>,
+    locks: BTreeMap<Name, LockRecord>,
+    held_grants: u64,
+    waiters: u64,
+    total_grants: u64,
+    total_expired_sessions: u64,
+    auth: crate::auth::AuthState,
+    auth_revision: u64,
+    recent_requests: crate::auth::RecentRequests,
+    clock_ms: u64,
+    primitive_limits: PrimitiveLimits,
+    lock_delays: BTreeMap<Name, LockDelay>,
+    #[serde(skip)]
+    grant_index: GrantIndex,
+    #[serde(skip, default = "initial_cluster_version")]
+    cluster_version: u32,
+}
+
+/// The cluster version of the formats before it was recorded.
+fn initial_cluster_version() -> u32 {
+    crate::version::INITIAL_CLUSTER_VERSION
 }
 
 /// [`State`]'s fields as snapshot format 2 had them: the locks' records in their older
@@ -348,6 +387,8 @@ struct StateFieldsV2 {
     lock_delays: BTreeMap<Name, LockDelay>,
     #[serde(skip)]
     grant_index: GrantIndex,
+    #[serde(skip, default = "initial_cluster_version")]
+    cluster_version: u32,
 }
 
 /// A grant as snapshot formats 1 and 2 encode it.
@@ -445,6 +486,8 @@ struct StateFieldsV1 {
     lock_delays: BTreeMap<Name, LockDelay>,
     #[serde(skip)]
     grant_index: GrantIndex,
+    #[serde(skip, default = "initial_cluster_version")]
+    cluster_version: u32,
 }
 
 /// A [`State`] decoded from the encoding of snapshot format 1 (before the auth revision
@@ -479,6 +522,31 @@ impl<'de> Deserialize<'de> for StateV2 {
         let mut state = StateFieldsV2::deserialize(deserializer)?;
         state.share_names();
         Ok(StateV2(state))
+    }
+}
+
+/// A [`State`] decoded from the encoding of snapshot format 3 (before the cluster
+/// version): `postcard::from_bytes::<StateV3>(old)`, then `.0`. Its cluster version is 1.
+#[derive(Debug)]
+pub struct StateV3(pub State);
+
+impl<'de> Deserialize<'de> for StateV3 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StateV3, D::Error> {
+        let mut state = StateFieldsV3::deserialize(deserializer)?;
+        state.share_names();
+        Ok(StateV3(state))
+    }
+}
+
+/// Encodes a [`State`] in the form of snapshot format 3, which builds that do not know
+/// the cluster version read: every field but the cluster version. Only sound while the
+/// cluster version is 1 (what a format-3 reader takes it to be).
+#[derive(Debug)]
+pub struct StateV3Ref<'a>(pub &'a State);
+
+impl Serialize for StateV3Ref<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StateFieldsV3::serialize(self.0, serializer)
     }
 }
 
@@ -571,6 +639,7 @@ impl State {
             primitive_limits: PrimitiveLimits::default(),
             lock_delays: BTreeMap::new(),
             grant_index: GrantIndex::default(),
+            cluster_version: crate::version::INITIAL_CLUSTER_VERSION,
         }
     }
 }

@@ -258,6 +258,13 @@ pub enum Command {
     /// Replace the limits of the primitives added after [`Limits`] (proposed by the
     /// leader when its configured ones differ, as `SetLimits` is).
     SetPrimitiveLimits(PrimitiveLimits),
+    /// Raise the cluster version (see [`crate::version`]): the leader proposes it once
+    /// every member says it speaks `version`. A lower version than the one in force is
+    /// refused with [`Error::ClusterVersionDowngrade`]; the same one changes nothing.
+    SetClusterVersion {
+        /// The new cluster version.
+        version: u32,
+    },
 }
 
 /// One lock of a [`Command::AcquireLocks`].
@@ -457,6 +464,11 @@ pub enum Response {
     ValueSet,
     /// New primitive limits are in force.
     PrimitiveLimitsSet,
+    /// `SetClusterVersion` was applied; this cluster version is in force.
+    ClusterVersionSet {
+        /// The cluster version in force.
+        version: u32,
+    },
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses alike.
@@ -551,6 +563,14 @@ pub enum Error {
         asked_ms: u64,
         /// The limit.
         max_ms: u64,
+    },
+    /// A `SetClusterVersion` below the cluster version in force: it never goes down.
+    #[error("cluster version {proposed} is below the one in force ({current})")]
+    ClusterVersionDowngrade {
+        /// In force.
+        current: u32,
+        /// Proposed.
+        proposed: u32,
     },
 }
 

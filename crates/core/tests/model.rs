@@ -911,6 +911,10 @@ impl Model {
             | Command::Once { .. } => {
                 unreachable!("the model does not generate auth commands")
             }
+            // The cluster version decides nothing about locks (unit tests in `version`).
+            Command::SetClusterVersion { .. } => {
+                unreachable!("the model does not generate cluster versions")
+            }
             Command::WallClock { unix_ms } => {
                 self.clock_ms = self.clock_ms.max(unix_ms);
                 Ok(Response::ClockSet {

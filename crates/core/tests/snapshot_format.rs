@@ -8,7 +8,7 @@
 
 use fencelock_core::{
     AuthCommand, Caller, ClientId, Command, FencingToken, LockMode, LockSpec, RequestId, Response,
-    SessionId, State, StateV1, StateV2, WaitPolicy,
+    SessionId, State, StateV1, StateV2, StateV3, StateV3Ref, WaitPolicy,
 };
 
 fn acquire(session: u64, seq: u64, name: &str, mode: LockMode, value: &[u8]) -> Command {
@@ -209,9 +209,24 @@ fn unhex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `sample_v3()` with the cluster version raised to 2.
+fn sample_v4() -> State {
+    let mut state = sample_v3();
+    state
+        .apply(Command::SetClusterVersion { version: 2 }, &mut Vec::new())
+        .unwrap();
+    state
+}
+
+/// `sample_v4()`, postcard-encoded, as of snapshot format version 4: format 3's bytes
+/// and the cluster version after them.
+fn golden_v4() -> String {
+    format!("{GOLDEN_V3}02")
+}
+
 #[test]
 fn snapshot_encoding_is_unchanged() {
-    let state = sample_v3();
+    let state = sample_v4();
     assert_eq!(
         state.lock_delay("delayed").map(|delay| delay.token),
         Some(FencingToken(state.last_token().0))
@@ -220,12 +235,36 @@ fn snapshot_encoding_is_unchanged() {
     let bytes = postcard::to_stdvec(&state).unwrap();
     assert_eq!(
         hex(&bytes),
-        GOLDEN_V3,
+        golden_v4(),
         "the snapshot encoding changed (see this file's docs)"
     );
     let decoded: State = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(decoded, state);
+    assert_eq!(decoded.cluster_version(), 2);
     decoded.check_invariants().unwrap();
+}
+
+/// A state at cluster version 1 is still written as format 3 bytes, which the builds
+/// before the cluster version read, and those bytes decode, as [`StateV3`], to the
+/// same state at cluster version 1.
+#[test]
+fn version_3_bytes_are_still_written_and_decode() {
+    let state = sample_v3();
+    assert_eq!(state.cluster_version(), 1);
+    let bytes = postcard::to_stdvec(&StateV3Ref(&state)).unwrap();
+    assert_eq!(
+        hex(&bytes),
+        GOLDEN_V3,
+        "format 3 as the older builds read it"
+    );
+    let StateV3(decoded) = postcard::from_bytes(&unhex(GOLDEN_V3)).unwrap();
+    decoded.check_invariants().unwrap();
+    assert_eq!(decoded, state);
+    assert_eq!(decoded.cluster_version(), 1);
+    assert!(
+        postcard::from_bytes::<State>(&unhex(GOLDEN_V3)).is_err(),
+        "version 3 bytes are not a version 4 state"
+    );
 }
 
 /// Bytes written by format version 1 still decode, as [`StateV1`], to the same state with
@@ -239,7 +278,7 @@ fn version_1_bytes_still_decode() {
     assert_eq!(decoded.remembered_requests(), 0);
     assert!(
         postcard::from_bytes::<State>(&unhex(GOLDEN_V1)).is_err(),
-        "version 1 bytes are not a version 3 state"
+        "version 1 bytes are not a version 4 state"
     );
 }
 
@@ -261,6 +300,6 @@ fn version_2_bytes_still_decode() {
     );
     assert!(
         postcard::from_bytes::<State>(&unhex(GOLDEN_V2)).is_err(),
-        "version 2 bytes are not a version 3 state"
+        "version 2 bytes are not a version 4 state"
     );
 }

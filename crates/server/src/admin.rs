@@ -943,6 +943,7 @@ mod tests {
             total_expired_sessions: 0,
             disk: crate::status::DiskStatus::default(),
             oldest_grant: crate::status::OldestGrant::default(),
+            cluster_version: 1,
         }
     }
 

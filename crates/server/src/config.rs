@@ -4,7 +4,7 @@
 
 use crate::proposer::ProposerLimits;
 use crate::raft::NodeId;
-use crate::raft::link::LinkLimits;
+use crate::raft::link::{LinkLimits, PROTOCOL_VERSIONS, VersionRange};
 use crate::space::SpaceOptions;
 use crate::store::LogStoreOptions;
 use fencelock_core::{Limits, PrimitiveLimits};
@@ -140,6 +140,12 @@ pub struct RaftConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept behind a snapshot (for followers that are a little behind).
     pub log_entries_kept_after_snapshot: u64,
+    /// The highest protocol version this node speaks, lowered to test clusters of mixed
+    /// builds (`test-support` builds only): at 1 the node speaks only the link
+    /// handshake of the builds before versioned links, as they do.
+    #[cfg(feature = "test-support")]
+    #[serde(skip)]
+    pub max_protocol_version: Option<u32>,
 }
 
 /// The Raft log's caches and write-ahead file, and the watch on the data disk's space.
@@ -416,7 +422,21 @@ impl Default for RaftConfig {
             election_timeout: Duration::from_millis(300),
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 5_000,
+            #[cfg(feature = "test-support")]
+            max_protocol_version: None,
         }
+    }
+}
+
+impl RaftConfig {
+    /// The protocol versions this node speaks (`raft::link`, `fencelock_core::version`).
+    pub fn protocol_versions(&self) -> VersionRange {
+        #[cfg(feature = "test-support")]
+        if let Some(max) = self.max_protocol_version {
+            let min = PROTOCOL_VERSIONS.min.min(max);
+            return VersionRange { min, max };
+        }
+        PROTOCOL_VERSIONS
     }
 }
 

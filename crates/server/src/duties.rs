@@ -1,6 +1,6 @@
 //! The leader's background duties: follow leadership (lease clock, limits proposal, the
-//! leader's client address, the cached commit index), expire sessions and end
-//! lock-delays.
+//! leader's client address, the cached commit index), expire sessions, end lock-delays,
+//! and raise the cluster version once every member speaks a higher one.
 
 use crate::metrics;
 use crate::node::Node;
@@ -88,6 +88,49 @@ async fn propose_limits(node: &Node) {
             Ok(Ok(_)) => tracing::info!("replicated this node's limits"),
             Ok(Err(error)) => tracing::error!(%error, "configured limits refused"),
             Err(error) => tracing::warn!(%error, "could not replicate limits"),
+        }
+    }
+}
+
+/// How often the leader compares the cluster version with what the members speak.
+const CLUSTER_VERSION_CHECK: Duration = Duration::from_secs(1);
+
+/// While this node leads: once every member (voters and learners) says it speaks a
+/// protocol version above the cluster version in force, propose that version
+/// (`Command::SetClusterVersion`), so the commands it introduces may be proposed. Never
+/// lower: a member that speaks less than the version in force leaves it as it is.
+pub(crate) async fn raise_cluster_version(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(CLUSTER_VERSION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        if node.leader() != Some(node.id()) {
+            continue;
+        }
+        let Some(version) = node.version_every_member_speaks() else {
+            continue;
+        };
+        let current = node
+            .shared()
+            .read(|applied| applied.state.cluster_version());
+        if version <= current {
+            continue;
+        }
+        match node
+            .proposer()
+            .propose(Command::SetClusterVersion { version })
+            .await
+        {
+            Ok(Ok(_)) => tracing::info!(
+                from = current,
+                to = version,
+                "every member speaks a higher protocol version: raised the cluster version"
+            ),
+            Ok(Err(error)) => tracing::warn!(%error, "cluster version refused"),
+            Err(error) => tracing::warn!(%error, "could not raise the cluster version"),
         }
     }
 }

@@ -663,6 +663,7 @@ mod tests {
                 age_ms: 90_500,
                 unstamped: 0,
             },
+            cluster_version: 1,
         }
     }
 

@@ -209,6 +209,20 @@ impl Node {
         }
     }
 
+    /// The highest protocol version every member (voter or learner, this node
+    /// included) speaks, as far as this node knows: each peer says so when a Raft link
+    /// to it opens (`raft::link`). `None` while a member's versions are unknown.
+    pub fn version_every_member_speaks(&self) -> Option<u32> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let mut version = self.config.raft.protocol_versions().max;
+        for (id, member) in membership.membership().nodes() {
+            if *id != self.id {
+                version = version.min(self.channels.peer_versions(&member.peer_addr)?.max);
+            }
+        }
+        Some(version)
+    }
+
     /// What the node knows right now.
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
@@ -263,6 +277,7 @@ impl Node {
             total_expired_sessions: stats.total_expired_sessions,
             disk: self.disk.status(),
             oldest_grant,
+            cluster_version: self.shared.read(|applied| applied.state.cluster_version()),
         }
     }
 

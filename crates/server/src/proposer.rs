@@ -62,7 +62,19 @@ pub enum ProposeError {
     /// state; nothing was proposed. The text says why.
     #[error("no space on the data disk: {0}")]
     NoSpace(String),
+    /// The command needs a cluster version above the one in force (see
+    /// `fencelock_core::version`); nothing was proposed.
+    #[error("the command needs cluster version {needs}; the cluster is at {cluster}")]
+    UnsupportedByCluster {
+        /// The version that introduced the command.
+        needs: u32,
+        /// The cluster version in force on this node.
+        cluster: u32,
+    },
 }
+
+/// Reads the cluster version in force (the applied state's).
+pub type ClusterVersionSource = Arc<dyn Fn() -> u32 + Send + Sync>;
 
 /// The result of one proposed command.
 pub type ProposeResult = Result<Result<Response, CoreError>, ProposeError>;
@@ -127,6 +139,9 @@ pub struct Proposer {
     /// While its alarm is up, writes that add state are refused (see
     /// [`Proposer::refuse_writes_without_space`]).
     space: Option<Arc<DiskSpace>>,
+    /// Commands the cluster version does not allow are refused (see
+    /// [`Proposer::gate_by_cluster_version`]).
+    cluster_version: Option<ClusterVersionSource>,
 }
 
 /// Acquires held back to ride in the next entry (see the module docs), shared by the
@@ -228,7 +243,17 @@ impl Proposer {
             writer,
             held,
             space: None,
+            cluster_version: None,
         }
+    }
+
+    /// Refuse (as [`ProposeError::UnsupportedByCluster`]) every command whose
+    /// `Command::introduced_in` is above the cluster version `version` reads, so that a
+    /// command reaches the log only once every member's build decodes it (a rolling
+    /// upgrade; `fencelock_core::version` holds the table).
+    pub fn gate_by_cluster_version(mut self, version: ClusterVersionSource) -> Self {
+        self.cluster_version = Some(version);
+        self
     }
 
     /// While `space`'s NO_SPACE alarm is up, refuse (as [`ProposeError::NoSpace`]) every
@@ -244,6 +269,16 @@ impl Proposer {
 
     /// Why `command` is refused right now, if it is.
     fn refusal(&self, command: &Command) -> Option<ProposeError> {
+        let needs = command.introduced_in();
+        // Everything of the first version passes without a look at the state.
+        if needs > fencelock_core::version::INITIAL_CLUSTER_VERSION
+            && let Some(version) = &self.cluster_version
+        {
+            let cluster = version();
+            if !command.allowed_at(cluster) {
+                return Some(ProposeError::UnsupportedByCluster { needs, cluster });
+            }
+        }
         let space = self.space.as_ref()?;
         if !space.alarm() || frees_state(command) {
             return None;

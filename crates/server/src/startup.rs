@@ -307,7 +307,8 @@ async fn start_on(
         config.network.max_peer_message_bytes,
     )
     .with_cluster_id(cluster_id)
-    .with_commit_trace(trace.clone());
+    .with_commit_trace(trace.clone())
+    .with_versions(config.raft.protocol_versions());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -322,7 +323,11 @@ async fn start_on(
         config.node_id,
         config.write_path.proposer_limits(),
     )
-    .refuse_writes_without_space(space.clone());
+    .refuse_writes_without_space(space.clone())
+    .gate_by_cluster_version({
+        let shared = shared.clone();
+        Arc::new(move || shared.read(|applied| applied.state.cluster_version()))
+    });
     let barrier = ReadBarrier::spawn(raft.clone());
     let (stop, stopped) = watch::channel(false);
     let node = Arc::new(Node::new(NodeParts {
@@ -386,6 +391,7 @@ async fn start_on(
         PeerPort {
             raft: raft.clone(),
             tls: tls.peer_link_server.clone(),
+            versions: config.raft.protocol_versions(),
             limits: LinkLimits {
                 cluster_id,
                 ..config.network.link_limits()
@@ -464,6 +470,10 @@ async fn start_on(
         stopped.clone(),
     )));
     tasks.push(tokio::spawn(crate::duties::expire_sessions(
+        node.clone(),
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::duties::raise_cluster_version(
         node.clone(),
         stopped.clone(),
     )));

@@ -53,6 +53,8 @@ pub struct NodeStatus {
     pub total_expired_sessions: u64,
     /// The data disk: free space, reserve, and the NO_SPACE alarm.
     pub disk: DiskStatus,
+    /// The cluster version in force on this node (`fencelock_core::version`).
+    pub cluster_version: u32,
     /// The oldest grant in force (what an alert on a lock held too long reads).
     pub oldest_grant: OldestGrant,
 }

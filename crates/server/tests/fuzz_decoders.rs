@@ -19,7 +19,9 @@
 
 use fencelock_core::{ClientId, Command, LockMode, RequestId, SessionId, State, WaitPolicy};
 use fencelock_proto::peer::peer_client::PeerClient;
-use fencelock_server::raft::link::{FrameKind, LINK_MAGIC, LinkError, LinkPool, encode_frame};
+use fencelock_server::raft::link::{
+    FrameKind, LINK_MAGIC, LINK_MAGIC_VERSIONED, LinkError, LinkPool, encode_frame,
+};
 use fencelock_server::raft::{CommandBatch, LogId, NodeId, PeerNode, TypeConfig};
 use fencelock_server::store::snapshot::{self, SnapshotMeta};
 use fencelock_server::store::{record, wal};
@@ -552,7 +554,17 @@ async fn garbage_raft_payloads_are_refused_and_the_node_stays_up() {
     ]
     .concat();
     let wrong_magic = b"FLRAFT\x00\x09 and more".to_vec();
-    for bytes in [oversized, unknown_kind, a_reply_as_request, wrong_magic] {
+    // A versioned opening whose range is upside down (2..=1) is no handshake: no answer.
+    let mut bad_range = LINK_MAGIC_VERSIONED.to_vec();
+    bad_range.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 1, 0]);
+    bad_range.extend_from_slice(&[0; 16]);
+    for bytes in [
+        oversized,
+        unknown_kind,
+        a_reply_as_request,
+        wrong_magic,
+        bad_range,
+    ] {
         let mut stream = tokio::net::TcpStream::connect(&peer).await.unwrap();
         stream.write_all(&bytes).await.unwrap();
         let mut rest = Vec::new();

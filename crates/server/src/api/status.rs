@@ -113,6 +113,14 @@ pub fn from_propose(node: NodeId, error: ProposeError, leader: Option<Leader>) -
                  keepalives and releases still work; retry once space is freed"
             ),
         ),
+        ProposeError::UnsupportedByCluster { needs, cluster } => reason(
+            Code::FailedPrecondition,
+            ErrorReason::UnsupportedByCluster,
+            format!(
+                "UNSUPPORTED_BY_CLUSTER: this needs cluster version {needs}, the cluster is \
+                 at {cluster} (a member runs an older build); nothing was applied"
+            ),
+        ),
     }
 }
 
@@ -185,6 +193,9 @@ pub fn from_core(error: &CoreError) -> Status {
         }
         CoreError::InvalidLockSpec(_) | CoreError::LockDelayTooLong { .. } => {
             (Code::InvalidArgument, ErrorReason::InvalidArgument)
+        }
+        CoreError::ClusterVersionDowngrade { .. } => {
+            (Code::FailedPrecondition, ErrorReason::UnsupportedByCluster)
         }
     };
     reason(code, why, message)

@@ -7,13 +7,25 @@
 //! reads the reply itself, and the receiving node serves each connection from one task:
 //! fewer task hand-overs and context switches per commit (measured in docs/performance.md).
 //!
-//! The peer port carries both: a connection that opens with [`LINK_MAGIC`] (in the clear,
-//! before any TLS handshake) is a link; any other first byte (HTTP/2's preface, a TLS
-//! hello) goes to the peer gRPC service, which keeps `NodeInfo`. A node whose data
-//! directory names its cluster (one restored from a backup) opens its links with
-//! [`LINK_MAGIC_WITH_CLUSTER_ID`] and the id instead, and a node serves a link only
-//! from a node of its own cluster: a node of the cluster a backup came from cannot send
-//! Raft messages to the cluster restored from it, nor the other way round.
+//! The peer port carries both: a connection that opens with a link magic (in the clear,
+//! before any TLS handshake; each starts with `FLRAFT`) is a link; any other first byte
+//! (HTTP/2's preface, a TLS hello) goes to the peer gRPC service, which keeps `NodeInfo`.
+//!
+//! **The handshake** ([`LINK_MAGIC_VERSIONED`]) says which protocol versions the dialling
+//! node speaks (`min..=max`, see [`VersionRange`]) and its cluster id, if its data
+//! directory names one (a cluster restored from a backup). The other node answers with
+//! its own range and either accepts — the link then speaks the highest version both
+//! speak — or refuses: no common version, or another cluster (a node of the cluster a
+//! backup came from cannot send Raft messages to the cluster restored from it, nor the
+//! other way round). Both sides log why they refused.
+//!
+//! **Version 1** is the handshake of the builds before it, which know only
+//! [`LINK_MAGIC`] (no cluster id) and [`LINK_MAGIC_WITH_CLUSTER_ID`] and close a
+//! connection that opens otherwise. A node still accepts those openings, as version 1;
+//! and a dialling node whose versioned opening is closed unanswered dials again with
+//! the old one, and notes that the peer speaks version 1 only. Each node remembers the
+//! versions every peer it dialled speaks ([`LinkPool::peer_versions`]): the leader
+//! raises the cluster version from them.
 //!
 //! On a link, one request is in flight at a time. A frame is a 4-byte big-endian length
 //! (of what follows), a kind byte and a postcard body; a request's reply is one frame with
@@ -49,8 +61,213 @@ pub const LINK_MAGIC: [u8; 8] = *b"FLRAFT\x00\x01";
 /// 16 bytes.
 pub const LINK_MAGIC_WITH_CLUSTER_ID: [u8; 8] = *b"FLRAFT\x00\x02";
 
+/// The first bytes of a link that carries the protocol versions its node speaks, then
+/// [`VERSIONED_OPENING_BYTES`] more (see [`Opening`]).
+pub const LINK_MAGIC_VERSIONED: [u8; 8] = *b"FLRAFT\x00\x03";
+
+/// What follows [`LINK_MAGIC_VERSIONED`]: lowest and highest version (u32, big-endian
+/// each), whether a cluster id follows (0 or 1), and the id's 16 bytes (zeros if none).
+pub const VERSIONED_OPENING_BYTES: usize = 4 + 4 + 1 + 16;
+
+/// The answer to a versioned opening: a status byte ([`ANSWER_ACCEPTED`],
+/// [`ANSWER_NO_COMMON_VERSION`], [`ANSWER_OTHER_CLUSTER`]) and the answering node's
+/// lowest and highest version (u32, big-endian each).
+pub const ANSWER_BYTES: usize = 1 + 4 + 4;
+/// The link is accepted, at the highest version both speak.
+pub const ANSWER_ACCEPTED: u8 = 0;
+/// Refused: the two ranges have no version in common.
+pub const ANSWER_NO_COMMON_VERSION: u8 = 1;
+/// Refused: the nodes belong to different clusters.
+pub const ANSWER_OTHER_CLUSTER: u8 = 2;
+
 /// A cluster's id, as links carry it.
 pub type ClusterId = [u8; 16];
+
+/// The protocol versions a node speaks: `min..=max`, both at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionRange {
+    /// The lowest.
+    pub min: u32,
+    /// The highest.
+    pub max: u32,
+}
+
+impl std::fmt::Display for VersionRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..={}", self.min, self.max)
+    }
+}
+
+/// The versions of the builds before the versioned handshake: 1 only.
+pub const VERSION_1_ONLY: VersionRange = VersionRange { min: 1, max: 1 };
+
+/// The protocol versions this build speaks: every cluster version it knows (a new
+/// version's commands are the ones [`fencelock_core::Command::introduced_in`] names).
+pub const PROTOCOL_VERSIONS: VersionRange = VersionRange {
+    min: fencelock_core::version::INITIAL_CLUSTER_VERSION,
+    max: fencelock_core::version::MAX_CLUSTER_VERSION,
+};
+
+/// Why a link handshake failed: bytes that are not one, or a refusal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The bytes are not a link opening or answer.
+    #[error("not a Raft link handshake: {0}")]
+    BadBytes(String),
+    /// The two nodes speak no protocol version in common.
+    #[error("no common protocol version: this node speaks {ours}, the peer {theirs}")]
+    NoCommonVersion {
+        /// This node's versions.
+        ours: VersionRange,
+        /// The peer's.
+        theirs: VersionRange,
+    },
+    /// The two nodes belong to different clusters.
+    #[error("the peer belongs to another cluster (cluster id {theirs}, this node's {ours})")]
+    OtherCluster {
+        /// This node's cluster id (hex, or "none").
+        ours: String,
+        /// The peer's.
+        theirs: String,
+    },
+}
+
+/// What a dialling node says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opening {
+    /// The versions it speaks.
+    pub versions: VersionRange,
+    /// Its cluster's id, if it has one.
+    pub cluster: Option<ClusterId>,
+}
+
+impl Opening {
+    /// The whole opening: [`LINK_MAGIC_VERSIONED`] and what follows.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = LINK_MAGIC_VERSIONED.to_vec();
+        bytes.extend_from_slice(&self.versions.min.to_be_bytes());
+        bytes.extend_from_slice(&self.versions.max.to_be_bytes());
+        bytes.push(u8::from(self.cluster.is_some()));
+        bytes.extend_from_slice(&self.cluster.unwrap_or_default());
+        bytes
+    }
+
+    /// The opening the builds before the versioned handshake send (version 1).
+    pub fn encode_version_1(cluster: Option<ClusterId>) -> Vec<u8> {
+        match cluster {
+            None => LINK_MAGIC.to_vec(),
+            Some(id) => {
+                let mut bytes = LINK_MAGIC_WITH_CLUSTER_ID.to_vec();
+                bytes.extend_from_slice(&id);
+                bytes
+            }
+        }
+    }
+
+    /// Decode what follows [`LINK_MAGIC_VERSIONED`].
+    ///
+    /// # Errors
+    /// [`HandshakeError::BadBytes`]: a version 0, `min > max`, or a cluster flag other
+    /// than 0 or 1.
+    pub fn decode(bytes: &[u8; VERSIONED_OPENING_BYTES]) -> Result<Opening, HandshakeError> {
+        let versions = decode_range(&bytes[..8])?;
+        let cluster = match bytes[8] {
+            0 => None,
+            1 => Some(bytes[9..].try_into().expect("16 bytes")),
+            flag => {
+                return Err(HandshakeError::BadBytes(format!(
+                    "cluster id flag {flag:#04x}"
+                )));
+            }
+        };
+        Ok(Opening { versions, cluster })
+    }
+}
+
+/// A version range from 8 bytes (min, max; u32 big-endian each).
+fn decode_range(bytes: &[u8]) -> Result<VersionRange, HandshakeError> {
+    let word = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let range = VersionRange {
+        min: word(0),
+        max: word(4),
+    };
+    if range.min == 0 || range.min > range.max {
+        return Err(HandshakeError::BadBytes(format!(
+            "protocol version range {range}"
+        )));
+    }
+    Ok(range)
+}
+
+/// The highest version both `ours` and `theirs` speak.
+///
+/// # Errors
+/// [`HandshakeError::NoCommonVersion`].
+pub fn negotiate(ours: VersionRange, theirs: VersionRange) -> Result<u32, HandshakeError> {
+    let version = ours.max.min(theirs.max);
+    if version >= ours.min.max(theirs.min) {
+        Ok(version)
+    } else {
+        Err(HandshakeError::NoCommonVersion { ours, theirs })
+    }
+}
+
+/// The answering side's decision on `opening`: the link's version, or why it is refused.
+///
+/// # Errors
+/// Another cluster, or no common version.
+pub fn accept(
+    opening: &Opening,
+    ours: VersionRange,
+    cluster: Option<ClusterId>,
+) -> Result<u32, HandshakeError> {
+    if opening.cluster != cluster {
+        let name = |id: Option<ClusterId>| id.map_or_else(|| "none".to_owned(), hex::encode);
+        return Err(HandshakeError::OtherCluster {
+            ours: name(cluster),
+            theirs: name(opening.cluster),
+        });
+    }
+    negotiate(ours, opening.versions)
+}
+
+/// The answer frame to a versioned opening.
+fn encode_answer(decision: &Result<u32, HandshakeError>, ours: VersionRange) -> [u8; ANSWER_BYTES] {
+    let status = match decision {
+        Ok(_) => ANSWER_ACCEPTED,
+        Err(HandshakeError::OtherCluster { .. }) => ANSWER_OTHER_CLUSTER,
+        Err(_) => ANSWER_NO_COMMON_VERSION,
+    };
+    let mut answer = [0u8; ANSWER_BYTES];
+    answer[0] = status;
+    answer[1..5].copy_from_slice(&ours.min.to_be_bytes());
+    answer[5..].copy_from_slice(&ours.max.to_be_bytes());
+    answer
+}
+
+/// The dialling side's reading of an answer: the link's version and the peer's range,
+/// or why the peer refused.
+///
+/// # Errors
+/// A refusal, an unknown status or a bad range.
+pub fn decode_answer(
+    answer: &[u8; ANSWER_BYTES],
+    ours: VersionRange,
+) -> Result<(u32, VersionRange), HandshakeError> {
+    let theirs = decode_range(&answer[1..])?;
+    match answer[0] {
+        // The peer accepted: it must have picked a version both speak.
+        ANSWER_ACCEPTED => negotiate(ours, theirs).map(|version| (version, theirs)),
+        ANSWER_NO_COMMON_VERSION => Err(HandshakeError::NoCommonVersion { ours, theirs }),
+        ANSWER_OTHER_CLUSTER => Err(HandshakeError::OtherCluster {
+            ours: "this node's".to_owned(),
+            theirs: "another".to_owned(),
+        }),
+        status => Err(HandshakeError::BadBytes(format!(
+            "answer status {status:#04x}"
+        ))),
+    }
+}
 
 /// Frame header: length (u32, big-endian, counts the kind byte and the body) and kind.
 const HEADER_BYTES: usize = 5;
@@ -185,9 +402,16 @@ pub struct LinkClientTls {
     pub server_name: Option<String>,
 }
 
+/// How long a link opened with the old handshake (the peer spoke version 1 only) is
+/// reused before the next call dials afresh, so a peer upgraded in place meanwhile is
+/// found to speak more (one new connection per peer every so often).
+const VERSION_1_LINK_REUSE: Duration = Duration::from_secs(10);
+
 /// One connection, between calls.
 struct Link {
     io: BufReader<BoxedIo>,
+    /// For a link of the old handshake: when it is dropped rather than reused.
+    reuse_until: Option<std::time::Instant>,
 }
 
 /// Idle links per peer address, shared by every openraft network client of a node.
@@ -197,15 +421,44 @@ pub struct LinkPool {
     tls: Option<LinkClientTls>,
     max_frame_bytes: usize,
     cluster_id: Option<ClusterId>,
+    versions: VersionRange,
+    /// The versions each peer address said it speaks when last dialled.
+    peer_versions: Arc<Mutex<HashMap<String, VersionRange>>>,
 }
 
 impl LinkPool {
-    /// Links that name cluster `id` (see [`LINK_MAGIC_WITH_CLUSTER_ID`]); `None`: a
-    /// cluster without an id.
+    /// Links that name cluster `id` (see the module docs); `None`: a cluster without an
+    /// id.
     #[must_use]
     pub fn with_cluster_id(mut self, id: Option<ClusterId>) -> LinkPool {
         self.cluster_id = id;
         self
+    }
+
+    /// Links that offer the protocol versions `versions` ([`PROTOCOL_VERSIONS`] unless
+    /// set). A range whose highest version is 1 dials with the old handshake only.
+    #[must_use]
+    pub fn with_versions(mut self, versions: VersionRange) -> LinkPool {
+        self.versions = versions;
+        self
+    }
+
+    /// The protocol versions the node at `addr` said it speaks when this pool last
+    /// dialled it (`None`: not dialled yet).
+    pub fn peer_versions(&self, addr: &str) -> Option<VersionRange> {
+        self.peer_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .copied()
+    }
+
+    fn learned(&self, addr: &str, versions: VersionRange) {
+        let mut known = self.peer_versions.lock().unwrap_or_else(|e| e.into_inner());
+        if known.get(addr) != Some(&versions) {
+            tracing::info!(%addr, %versions, "peer protocol versions");
+        }
+        known.insert(addr.to_owned(), versions);
     }
 
     /// A pool whose links speak TLS when `tls` is given, for frames of at most
@@ -216,6 +469,8 @@ impl LinkPool {
             tls,
             max_frame_bytes,
             cluster_id: None,
+            versions: PROTOCOL_VERSIONS,
+            peer_versions: Arc::default(),
         }
     }
 
@@ -225,11 +480,11 @@ impl LinkPool {
     }
 
     fn take_idle(&self, addr: &str) -> Option<Link> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(addr)
-            .and_then(Vec::pop)
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let links = idle.get_mut(addr)?;
+        let now = std::time::Instant::now();
+        links.retain(|link| link.reuse_until.is_none_or(|until| now < until));
+        links.pop()
     }
 
     fn put_idle(&self, addr: &str, link: Link) {
@@ -240,19 +495,56 @@ impl LinkPool {
         }
     }
 
-    async fn dial(&self, addr: &str) -> io::Result<Link> {
-        let mut tcp = tokio::time::timeout(LINK_CONNECT_TIMEOUT, TcpStream::connect(addr))
+    async fn connect(addr: &str) -> io::Result<TcpStream> {
+        let tcp = tokio::time::timeout(LINK_CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         tcp.set_nodelay(true)?;
-        match &self.cluster_id {
-            None => tcp.write_all(&LINK_MAGIC).await?,
-            Some(id) => {
-                let mut opening = LINK_MAGIC_WITH_CLUSTER_ID.to_vec();
-                opening.extend_from_slice(id);
-                tcp.write_all(&opening).await?;
+        Ok(tcp)
+    }
+
+    /// Open a link to `addr`: the versioned handshake, or the old one when this node
+    /// speaks version 1 only or the peer closed the versioned opening unanswered (a
+    /// build before it); see the module docs.
+    async fn dial(&self, addr: &str) -> io::Result<Link> {
+        let refused = |error: HandshakeError| {
+            tracing::warn!(%addr, %error, "Raft link refused");
+            io::Error::new(io::ErrorKind::PermissionDenied, error.to_string())
+        };
+        if self.versions.max > 1 {
+            let mut tcp = Self::connect(addr).await?;
+            let opening = Opening {
+                versions: self.versions,
+                cluster: self.cluster_id,
+            };
+            tcp.write_all(&opening.encode()).await?;
+            let mut answer = [0u8; ANSWER_BYTES];
+            match tcp.read_exact(&mut answer).await {
+                Ok(_) => {
+                    let (_, theirs) = decode_answer(&answer, self.versions).map_err(refused)?;
+                    self.learned(addr, theirs);
+                    return self.secure(addr, tcp).await;
+                }
+                Err(error) if closed_unanswered(&error) => {
+                    tracing::debug!(%addr, %error, "versioned link opening closed; dialling as version 1");
+                }
+                Err(error) => return Err(error),
             }
         }
+        negotiate(self.versions, VERSION_1_ONLY).map_err(refused)?;
+        let mut tcp = Self::connect(addr).await?;
+        tcp.write_all(&Opening::encode_version_1(self.cluster_id))
+            .await?;
+        let mut link = self.secure(addr, tcp).await?;
+        self.learned(addr, VERSION_1_ONLY);
+        if self.versions.max > 1 {
+            link.reuse_until = Some(std::time::Instant::now() + VERSION_1_LINK_REUSE);
+        }
+        Ok(link)
+    }
+
+    /// TLS over `tcp` when the links are encrypted.
+    async fn secure(&self, addr: &str, tcp: TcpStream) -> io::Result<Link> {
         let io: BoxedIo = match &self.tls {
             None => Box::new(tcp),
             Some(tls) => {
@@ -268,6 +560,7 @@ impl LinkPool {
         };
         Ok(Link {
             io: BufReader::new(io),
+            reuse_until: None,
         })
     }
 
@@ -355,6 +648,19 @@ impl LinkPool {
     }
 }
 
+/// Whether a read of the handshake's answer failed because the peer closed the
+/// connection without one (a build before the versioned handshake does, on an opening
+/// it does not know; with the opening's bytes still unread, the close is a reset).
+fn closed_unanswered(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
 /// What came back for a request.
 enum Reply {
     /// The receiving Raft node's encoded result.
@@ -377,6 +683,10 @@ pub struct PeerPort {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// How large a frame and how many links it accepts.
     pub limits: LinkLimits,
+    /// The protocol versions this node speaks ([`PROTOCOL_VERSIONS`] but in tests);
+    /// with a highest version of 1 it knows only the old handshake, as the builds before
+    /// the versioned one.
+    pub versions: VersionRange,
     /// Where a follower marks the AppendEntries it reads and answers.
     pub trace: CommitTrace,
 }
@@ -418,6 +728,7 @@ pub fn dispatch_peer_port(
     let PeerPort {
         raft,
         tls,
+        versions,
         limits:
             LinkLimits {
                 max_frame_bytes,
@@ -474,16 +785,15 @@ pub fn dispatch_peer_port(
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(1)) if first[0] == LINK_MAGIC[0] => {
-                        serve_link(
-                            stream,
+                        let link = LinkSide {
                             raft,
                             tls,
                             max_frame_bytes,
                             cluster_id,
-                            stopping,
+                            versions,
                             trace,
-                        )
-                        .await;
+                        };
+                        serve_link(stream, link, stopping).await;
                     }
                     Ok(Ok(1)) => {
                         // gRPC connections are tonic's to bound; this slot was only for
@@ -504,45 +814,76 @@ pub fn dispatch_peer_port(
     )
 }
 
-/// Serve one link until the peer closes it, it breaks, or the node stops.
-async fn serve_link(
-    mut stream: TcpStream,
+/// What the answering side of a link needs.
+struct LinkSide {
     raft: Raft,
     tls: Option<TlsAcceptor>,
     max_frame_bytes: usize,
     cluster_id: Option<ClusterId>,
-    mut stopping: watch::Receiver<bool>,
+    versions: VersionRange,
     trace: CommitTrace,
-) {
+}
+
+/// Read a link's opening: the versioned one (answered, accepted or refused), or one of
+/// the old handshake's (version 1, no answer). Then TLS, when links are encrypted.
+async fn open_link(
+    stream: &mut TcpStream,
+    versions: VersionRange,
+    cluster_id: Option<ClusterId>,
+) -> io::Result<()> {
+    let mut magic = [0u8; LINK_MAGIC.len()];
+    stream.read_exact(&mut magic).await?;
+    let (opening, versioned) = if magic == LINK_MAGIC_VERSIONED && versions.max > 1 {
+        let mut rest = [0u8; VERSIONED_OPENING_BYTES];
+        stream.read_exact(&mut rest).await?;
+        let opening = Opening::decode(&rest)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        (opening, true)
+    } else if magic == LINK_MAGIC {
+        (
+            Opening {
+                versions: VERSION_1_ONLY,
+                cluster: None,
+            },
+            false,
+        )
+    } else if magic == LINK_MAGIC_WITH_CLUSTER_ID {
+        let mut id = ClusterId::default();
+        stream.read_exact(&mut id).await?;
+        (
+            Opening {
+                versions: VERSION_1_ONLY,
+                cluster: Some(id),
+            },
+            false,
+        )
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a Raft link (wrong magic)",
+        ));
+    };
+    let decision = accept(&opening, versions, cluster_id);
+    if versioned {
+        stream
+            .write_all(&encode_answer(&decision, versions))
+            .await?;
+    }
+    if let Err(error) = decision {
+        tracing::warn!(peer = ?stream.peer_addr().ok(), %error, "peer port: refused a Raft link");
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            error.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Serve one link until the peer closes it, it breaks, or the node stops.
+async fn serve_link(mut stream: TcpStream, side: LinkSide, mut stopping: watch::Receiver<bool>) {
     let opened = async {
-        let mut magic = [0u8; LINK_MAGIC.len()];
-        stream.read_exact(&mut magic).await?;
-        let peer_cluster = if magic == LINK_MAGIC {
-            None
-        } else if magic == LINK_MAGIC_WITH_CLUSTER_ID {
-            let mut id = ClusterId::default();
-            stream.read_exact(&mut id).await?;
-            Some(id)
-        } else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a Raft link (wrong magic)",
-            ));
-        };
-        if peer_cluster != cluster_id {
-            let name = |id: Option<ClusterId>| id.map_or_else(|| "none".to_owned(), hex::encode);
-            tracing::warn!(
-                peer = ?stream.peer_addr().ok(),
-                peer_cluster = %name(peer_cluster),
-                cluster = %name(cluster_id),
-                "peer port: refused a Raft link from a node of another cluster"
-            );
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "a Raft link from another cluster",
-            ));
-        }
-        Ok::<BoxedIo, io::Error>(match tls {
+        open_link(&mut stream, side.versions, side.cluster_id).await?;
+        Ok::<BoxedIo, io::Error>(match side.tls.clone() {
             None => Box::new(stream),
             Some(acceptor) => Box::new(acceptor.accept(stream).await?),
         })
@@ -555,6 +896,12 @@ async fn serve_link(
         }
         Err(_) => return,
     };
+    let LinkSide {
+        raft,
+        max_frame_bytes,
+        trace,
+        ..
+    } = side;
     let mut io = BufReader::new(io);
     loop {
         let frame = tokio::select! {
@@ -762,9 +1109,9 @@ mod tests {
         let server = tokio::spawn(async move {
             for _ in 0..2 {
                 let (mut stream, _) = listener.accept().await.unwrap();
-                let mut magic = [0u8; LINK_MAGIC.len()];
-                stream.read_exact(&mut magic).await.unwrap();
-                assert_eq!(magic, LINK_MAGIC);
+                open_link(&mut stream, PROTOCOL_VERSIONS, None)
+                    .await
+                    .unwrap();
                 let (_, body) = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
                 let number: u32 = postcard::from_bytes(&body).unwrap();
                 let reply = encode_frame(FrameKind::Reply, &number).unwrap();
@@ -797,8 +1144,9 @@ mod tests {
         assert!(addr.starts_with("[::1]:"), "{addr}");
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut magic = [0u8; LINK_MAGIC.len()];
-            stream.read_exact(&mut magic).await.unwrap();
+            open_link(&mut stream, PROTOCOL_VERSIONS, None)
+                .await
+                .unwrap();
             let _ = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
             let reply = encode_frame(FrameKind::Reply, &7u32).unwrap();
             stream.write_all(&reply).await.unwrap();
@@ -827,5 +1175,277 @@ mod tests {
         assert!(matches!(error, LinkError::Failed { .. }), "{error}");
         assert!(error.to_string().contains("no reply within"), "{error}");
         drop(held);
+    }
+
+    const fn range(min: u32, max: u32) -> VersionRange {
+        VersionRange { min, max }
+    }
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version_or_refuses() {
+        // (ours, theirs, expected)
+        let cases = [
+            (range(1, 2), range(1, 2), Some(2)),
+            (range(1, 2), range(1, 1), Some(1)),
+            (range(1, 1), range(1, 2), Some(1)),
+            (range(1, 3), range(2, 5), Some(3)),
+            (range(2, 5), range(1, 3), Some(3)),
+            (range(2, 2), range(1, 1), None),
+            (range(1, 1), range(2, 3), None),
+            (range(3, 4), range(1, 2), None),
+            (range(1, 1), range(1, 1), Some(1)),
+        ];
+        for (ours, theirs, expected) in cases {
+            match (negotiate(ours, theirs), expected) {
+                (Ok(version), Some(want)) => assert_eq!(version, want, "{ours} and {theirs}"),
+                (Err(HandshakeError::NoCommonVersion { ours: o, theirs: t }), None) => {
+                    assert_eq!((o, t), (ours, theirs));
+                }
+                (got, want) => panic!("{ours} and {theirs}: {got:?}, expected {want:?}"),
+            }
+        }
+        // The answering side: the cluster first, then the versions.
+        let opening = Opening {
+            versions: range(1, 2),
+            cluster: Some([7; 16]),
+        };
+        assert_eq!(accept(&opening, range(1, 2), Some([7; 16])), Ok(2));
+        assert!(matches!(
+            accept(&opening, range(1, 2), None),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        assert!(matches!(
+            accept(&opening, range(3, 3), Some([7; 16])),
+            Err(HandshakeError::NoCommonVersion { .. })
+        ));
+        let refused = accept(&opening, range(1, 2), Some([8; 16])).unwrap_err();
+        assert!(
+            refused.to_string().contains(&hex::encode([8u8; 16])),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn openings_and_answers_round_trip_and_bad_bytes_are_typed_errors() {
+        for opening in [
+            Opening {
+                versions: range(1, 2),
+                cluster: None,
+            },
+            Opening {
+                versions: range(2, 9),
+                cluster: Some([0xab; 16]),
+            },
+        ] {
+            let bytes = opening.encode();
+            assert_eq!(bytes.len(), LINK_MAGIC.len() + VERSIONED_OPENING_BYTES);
+            assert_eq!(bytes[..8], LINK_MAGIC_VERSIONED);
+            assert_eq!(bytes[0], LINK_MAGIC[0], "the dispatcher tells links by it");
+            let rest: [u8; VERSIONED_OPENING_BYTES] = bytes[8..].try_into().unwrap();
+            assert_eq!(Opening::decode(&rest), Ok(opening));
+        }
+        let good = Opening {
+            versions: range(1, 2),
+            cluster: None,
+        }
+        .encode();
+        let rest = |edit: &dyn Fn(&mut [u8])| {
+            let mut rest: [u8; VERSIONED_OPENING_BYTES] = good[8..].try_into().unwrap();
+            edit(&mut rest);
+            Opening::decode(&rest)
+        };
+        for (what, edit) in [
+            (
+                "version 0",
+                &(|b: &mut [u8]| b[..4].fill(0)) as &dyn Fn(&mut [u8]),
+            ),
+            ("min above max", &|b: &mut [u8]| b[3] = 5),
+            ("cluster flag 2", &|b: &mut [u8]| b[8] = 2),
+        ] {
+            assert!(
+                matches!(rest(edit), Err(HandshakeError::BadBytes(_))),
+                "{what}"
+            );
+        }
+        // Answers.
+        let answer = |decision: Result<u32, HandshakeError>| encode_answer(&decision, range(1, 3));
+        assert_eq!(
+            decode_answer(&answer(Ok(2)), range(1, 2)),
+            Ok((2, range(1, 3)))
+        );
+        let none = HandshakeError::NoCommonVersion {
+            ours: range(1, 3),
+            theirs: range(4, 4),
+        };
+        assert!(matches!(
+            decode_answer(&answer(Err(none)), range(4, 4)),
+            Err(HandshakeError::NoCommonVersion { .. })
+        ));
+        let other = HandshakeError::OtherCluster {
+            ours: "a".into(),
+            theirs: "b".into(),
+        };
+        assert!(matches!(
+            decode_answer(&answer(Err(other)), range(1, 2)),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        let mut unknown = answer(Ok(2));
+        unknown[0] = 9;
+        assert!(matches!(
+            decode_answer(&unknown, range(1, 2)),
+            Err(HandshakeError::BadBytes(_))
+        ));
+        let mut bad_range = answer(Ok(2));
+        bad_range[1..5].copy_from_slice(&7u32.to_be_bytes());
+        assert!(matches!(
+            decode_answer(&bad_range, range(1, 2)),
+            Err(HandshakeError::BadBytes(_))
+        ));
+        // "Accepted" by a peer with no version in common is not believed.
+        let mut liar = encode_answer(&Ok(5), range(5, 6));
+        liar[0] = ANSWER_ACCEPTED;
+        assert!(decode_answer(&liar, range(1, 2)).is_err());
+    }
+
+    /// A peer of the builds before the versioned handshake: it knows only the old
+    /// openings and closes any other connection, as those builds' `serve_link` does;
+    /// it answers one request per link with the number it carried.
+    async fn old_build_peer(listener: TcpListener, links: usize) -> Vec<[u8; 8]> {
+        let mut magics = Vec::new();
+        for _ in 0..links {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut magic = [0u8; LINK_MAGIC.len()];
+            stream.read_exact(&mut magic).await.unwrap();
+            magics.push(magic);
+            if magic != LINK_MAGIC {
+                continue; // closed, the rest of the opening unread
+            }
+            let (_, body) = read_frame(&mut stream, 1 << 20).await.unwrap().unwrap();
+            let number: u32 = postcard::from_bytes(&body).unwrap();
+            let reply = encode_frame(FrameKind::Reply, &number).unwrap();
+            stream.write_all(&reply).await.unwrap();
+        }
+        magics
+    }
+
+    #[tokio::test]
+    async fn a_new_node_dials_a_node_of_the_old_handshake_again_as_version_1() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(old_build_peer(listener, 2));
+        let pool = LinkPool::new(None, 1 << 20);
+        assert_eq!(pool.peer_versions(&addr), None);
+        let request = encode_frame(FrameKind::Vote, &41u32).unwrap();
+        let reply = pool
+            .call(&addr, &request, Duration::from_secs(10))
+            .await
+            .expect("the old handshake after the new one was closed");
+        assert_eq!(postcard::from_bytes::<u32>(&reply).unwrap(), 41);
+        assert_eq!(pool.peer_versions(&addr), Some(VERSION_1_ONLY));
+        assert_eq!(peer.await.unwrap(), vec![LINK_MAGIC_VERSIONED, LINK_MAGIC]);
+    }
+
+    #[tokio::test]
+    async fn a_node_of_version_1_only_dials_with_the_old_handshake_and_new_nodes_answer_it() {
+        // Dialling an old node: no versioned opening at all.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(old_build_peer(listener, 1));
+        let pool = LinkPool::new(None, 1 << 20).with_versions(VERSION_1_ONLY);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        pool.call(&addr, &request, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(peer.await.unwrap(), vec![LINK_MAGIC]);
+        // A new node's answering side takes both old openings as version 1, and the
+        // versioned one; a version-1-only node refuses the versioned one.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for (versions, cluster) in [
+                (PROTOCOL_VERSIONS, None),
+                (PROTOCOL_VERSIONS, Some([3; 16])),
+                (PROTOCOL_VERSIONS, Some([3; 16])),
+                (VERSION_1_ONLY, None),
+                (PROTOCOL_VERSIONS, Some([4; 16])),
+            ] {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                results.push(
+                    open_link(&mut stream, versions, cluster)
+                        .await
+                        .map_err(|e| e.kind()),
+                );
+            }
+            results
+        });
+        let send = |bytes: Vec<u8>| async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(&bytes).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            answer
+        };
+        let versioned = |cluster| {
+            Opening {
+                versions: PROTOCOL_VERSIONS,
+                cluster,
+            }
+            .encode()
+        };
+        assert!(
+            send(Opening::encode_version_1(None)).await.is_empty(),
+            "no answer"
+        );
+        assert!(
+            send(Opening::encode_version_1(Some([3; 16])))
+                .await
+                .is_empty()
+        );
+        let answer: [u8; ANSWER_BYTES] = send(versioned(Some([3; 16]))).await.try_into().unwrap();
+        assert_eq!(
+            decode_answer(&answer, PROTOCOL_VERSIONS),
+            Ok((PROTOCOL_VERSIONS.max, PROTOCOL_VERSIONS))
+        );
+        assert!(send(versioned(None)).await.is_empty(), "closed unanswered");
+        let answer: [u8; ANSWER_BYTES] = send(versioned(None)).await.try_into().unwrap();
+        assert!(matches!(
+            decode_answer(&answer, PROTOCOL_VERSIONS),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        let results = server.await.unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err(io::ErrorKind::InvalidData),
+                Err(io::ErrorKind::PermissionDenied)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_is_unreachable_with_the_reason() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            open_link(&mut stream, range(3, 4), None).await
+        });
+        let pool = LinkPool::new(None, 1 << 20);
+        let request = encode_frame(FrameKind::Vote, &1u32).unwrap();
+        let error = pool
+            .call(&addr, &request, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, LinkError::Unreachable { .. }), "{error}");
+        assert!(
+            error.to_string().contains("no common protocol version"),
+            "{error}"
+        );
+        assert!(server.await.unwrap().is_err());
+        assert_eq!(pool.peer_versions(&addr), None);
     }
 }

@@ -78,6 +78,19 @@ impl PeerChannels {
         self
     }
 
+    /// Raft links that offer the protocol versions `versions` (`raft::link`).
+    #[must_use]
+    pub fn with_versions(mut self, versions: super::link::VersionRange) -> PeerChannels {
+        self.links = self.links.with_versions(versions);
+        self
+    }
+
+    /// The protocol versions the node at `peer_addr` said it speaks when a Raft link to
+    /// it was last opened (`None`: none opened yet).
+    pub fn peer_versions(&self, peer_addr: &str) -> Option<super::link::VersionRange> {
+        self.links.peer_versions(peer_addr)
+    }
+
     /// Fault injection for in-process tests (`test-support` builds only): Raft messages
     /// from this node to any of `targets` fail as unreachable until the set is changed.
     /// Cut both directions (on both nodes) to model a partition.

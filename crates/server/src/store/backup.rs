@@ -85,7 +85,7 @@ impl BackupHeader {
             users,
             roles,
             taken_at_unix_ms,
-            snapshot_format_version: snapshot::FORMAT_VERSION,
+            snapshot_format_version: snapshot::format_for(state),
         }
     }
 }

@@ -35,9 +35,26 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 /// [`decode`]. Version 2 added the auth revision and the remembered answers of
 /// session-less requests at the end of the state; version 3 the newer primitives
 /// (semaphore limits, per-grant times, weights, hold counts and lock-delays, multi-lock
-/// waits, lock-delays in force, the replicated wall clock); versions 1 and 2 are still
-/// read.
-pub const FORMAT_VERSION: u8 = 3;
+/// waits, lock-delays in force, the replicated wall clock); version 4 the cluster
+/// version; versions 1 to 3 are still read.
+///
+/// Version 3 is still *written* while the cluster version is 1 ([`format_for`]): the
+/// builds before version 4 read at most 3, and they may be members (and receive this
+/// node's snapshots) until the cluster version rises.
+pub const FORMAT_VERSION: u8 = 4;
+
+/// The newest format version before the cluster version was recorded.
+const FORMAT_VERSION_V3: u8 = 3;
+
+/// The format version [`encode`] writes `state` in: the newest, unless the cluster
+/// version says members of an older build may still read it.
+pub fn format_for(state: &State) -> u8 {
+    if state.cluster_version() <= fencelock_core::version::INITIAL_CLUSTER_VERSION {
+        FORMAT_VERSION_V3
+    } else {
+        FORMAT_VERSION
+    }
+}
 
 const MAGIC: [u8; 4] = *b"FLSN";
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4 + 8;
@@ -51,6 +68,13 @@ struct ContentRef<'a> {
     state: &'a State,
 }
 
+/// [`ContentRef`] in format version 3.
+#[derive(Serialize)]
+struct ContentRefV3<'a> {
+    meta: &'a SnapshotMeta,
+    state: fencelock_core::StateV3Ref<'a>,
+}
+
 /// A decoded snapshot.
 #[derive(Debug, Deserialize)]
 pub struct SnapshotContent {
@@ -60,35 +84,51 @@ pub struct SnapshotContent {
     pub state: State,
 }
 
-/// A snapshot of format version 1 (see [`FORMAT_VERSION`]).
+/// A snapshot of an older format version (see [`FORMAT_VERSION`]): `S` decodes that
+/// version's state (`StateV1`, `StateV2`, `StateV3`).
 #[derive(Deserialize)]
-struct SnapshotContentV1 {
+struct OlderContent<S> {
     meta: SnapshotMeta,
-    state: fencelock_core::StateV1,
+    state: S,
 }
 
-/// A snapshot of format version 2 (see [`FORMAT_VERSION`]).
-#[derive(Deserialize)]
-struct SnapshotContentV2 {
-    meta: SnapshotMeta,
-    state: fencelock_core::StateV2,
+/// Decode the payload of an older format version with `S`, then take its state.
+fn decode_older<'a, S: Deserialize<'a>>(
+    payload: &'a [u8],
+    state_of: fn(S) -> State,
+) -> postcard::Result<(SnapshotContent, &'a [u8])> {
+    postcard::take_from_bytes::<OlderContent<S>>(payload).map(|(old, rest)| {
+        let content = SnapshotContent {
+            meta: old.meta,
+            state: state_of(old.state),
+        };
+        (content, rest)
+    })
 }
 
-/// Encode a snapshot of `state` described by `meta`, header and checksum included.
+/// Encode a snapshot of `state` described by `meta`, header and checksum included, in
+/// the format [`format_for`] picks.
 ///
 /// # Errors
 /// Only if postcard cannot encode the state (a bug).
 pub fn encode(meta: &SnapshotMeta, state: &State) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = postcard::to_extend(&ContentRef { meta, state }, vec![0; HEADER_BYTES])
-        .map_err(|source| StoreError::Encode {
-            what: "snapshot",
-            source,
-        })?;
+    let version = format_for(state);
+    let header = vec![0; HEADER_BYTES];
+    let encoded = if version == FORMAT_VERSION_V3 {
+        let state = fencelock_core::StateV3Ref(state);
+        postcard::to_extend(&ContentRefV3 { meta, state }, header)
+    } else {
+        postcard::to_extend(&ContentRef { meta, state }, header)
+    };
+    let mut bytes = encoded.map_err(|source| StoreError::Encode {
+        what: "snapshot",
+        source,
+    })?;
     let payload_len = (bytes.len() - HEADER_BYTES) as u64;
     let checksum = crc32fast::hash(&bytes[HEADER_BYTES..]);
     let header = &mut bytes[..HEADER_BYTES];
     header[..4].copy_from_slice(&MAGIC);
-    header[4] = FORMAT_VERSION;
+    header[4] = version;
     header[5..9].copy_from_slice(&checksum.to_le_bytes());
     header[9..17].copy_from_slice(&payload_len.to_le_bytes());
     Ok(bytes)
@@ -158,20 +198,9 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotContent, DecodeError> {
         );
     }
     let decoded = match header[4] {
-        1 => postcard::take_from_bytes::<SnapshotContentV1>(payload).map(|(old, rest)| {
-            let content = SnapshotContent {
-                meta: old.meta,
-                state: old.state.0,
-            };
-            (content, rest)
-        }),
-        2 => postcard::take_from_bytes::<SnapshotContentV2>(payload).map(|(old, rest)| {
-            let content = SnapshotContent {
-                meta: old.meta,
-                state: old.state.0,
-            };
-            (content, rest)
-        }),
+        1 => decode_older(payload, |old: fencelock_core::StateV1| old.0),
+        2 => decode_older(payload, |old: fencelock_core::StateV2| old.0),
+        3 => decode_older(payload, |old: fencelock_core::StateV3| old.0),
         _ => postcard::take_from_bytes::<SnapshotContent>(payload),
     };
     let (content, rest) = match decoded {

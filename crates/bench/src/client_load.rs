@@ -71,12 +71,8 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     let deadline = start + Duration::from_secs_f64(args.max_secs);
     let mut workers = Vec::new();
     for session in sessions {
-        let (claimed, errors, name, total) = (
-            claimed.clone(),
-            errors.clone(),
-            args.name.clone(),
-            args.ops,
-        );
+        let (claimed, errors, name, total) =
+            (claimed.clone(), errors.clone(), args.name.clone(), args.ops);
         workers.push(tokio::spawn(async move {
             let mut took = Vec::new();
             while claimed.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {

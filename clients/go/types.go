@@ -54,3 +54,20 @@ type ClusterStatus struct {
 	Locks        uint64   `json:"locks"`
 	LastToken    uint64   `json:"last_token"`
 }
+
+// HeldLock is a lock a session holds, with its grant's token.
+type HeldLock struct {
+	Name  string `json:"name"`
+	Token uint64 `json:"token"`
+}
+
+// SessionInfo is one live session of the cluster, as the admin listing shows it.
+type SessionInfo struct {
+	SessionID uint64 `json:"session_id"`
+	ClientID  string `json:"client_id"`
+	// TTLMillis is the session's lease TTL in milliseconds.
+	TTLMillis uint64     `json:"ttl_ms"`
+	Held      []HeldLock `json:"held"`
+	// Waiting names the locks the session waits for.
+	Waiting []string `json:"waiting"`
+}

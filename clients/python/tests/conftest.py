@@ -60,6 +60,8 @@ class Cluster:
 
     def __init__(self, root: Path, nodes: int = 3) -> None:
         self.root = root
+        #: More `serve` flags of a node (e.g. its TLS files), by node id.
+        self.extra_args: Callable[[int], List[str]] = lambda node: []
         self.ids = list(range(1, nodes + 1))
         self.client_ports = {i: free_port() for i in self.ids}
         self.peer_ports = {i: free_port() for i in self.ids}
@@ -86,6 +88,7 @@ class Cluster:
                 "--peers", self.peers,
                 "--heartbeat-ms", "50",
                 "--election-timeout-ms", "300",
+                *self.extra_args(node),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -212,6 +212,10 @@ pub struct SessionsResult {
     pub leader_cpu_pct: f64,
     /// The leader's RSS at the end, bytes.
     pub leader_rss: u64,
+    /// fencelock only: the live sessions the leader counted at the end, before they were
+    /// closed (the cluster held no others, so every one is still alive when this equals
+    /// `sessions`).
+    pub alive_at_end: Option<u64>,
 }
 
 /// How a keepalive was answered.
@@ -342,6 +346,10 @@ pub async fn sessions(
     }
     let hist = hist.lock().expect("histogram").clone();
     let ms = |v: u64| v as f64 / 1000.0;
+    let alive_at_end = match kind {
+        Kind::Fencelock => Some(cluster.status(leader).await?.sessions),
+        _ => None,
+    };
     // Close them all so later workloads start from a quiet cluster.
     futures::stream::iter(ids)
         .for_each_concurrent(64, |id| {
@@ -362,6 +370,7 @@ pub async fn sessions(
         errors: errors.load(Ordering::Relaxed),
         leader_cpu_pct: leader_cpu / secs * 100.0,
         leader_rss,
+        alive_at_end,
     })
 }
 

@@ -116,7 +116,11 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     /// Scale: the sizes, `LOCKS:SESSIONS` comma-separated, each on a fresh 3-node cluster.
-    #[arg(long, value_delimiter = ',', default_value = "100000:10000,1000000:100000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100000:10000,1000000:100000"
+    )]
     scale_sizes: Vec<scale::Size>,
     /// Scale: restarts of one node, of the whole cluster, and joins, each this many
     /// times per size (medians are reported).
@@ -643,7 +647,10 @@ fn write_scale_report(args: &Args, report: &Report, points: &[scale::Point]) -> 
         "points": points,
     }))?;
     let mut main_path = PathBuf::new();
-    for base in [format!("scale-{}", stamp(report)), "scale-latest".to_owned()] {
+    for base in [
+        format!("scale-{}", stamp(report)),
+        "scale-latest".to_owned(),
+    ] {
         let path = args.out.join(format!("{base}.md"));
         std::fs::write(&path, &md)?;
         std::fs::write(args.out.join(format!("{base}.json")), &json)?;

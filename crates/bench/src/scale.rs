@@ -219,7 +219,16 @@ pub async fn run(
             sessions: size.sessions,
             ..Point::default()
         };
-        let outcome = measure(options, &bins, &mut cluster, size, &mut point, bar, &mut progress).await;
+        let outcome = measure(
+            options,
+            &bins,
+            &mut cluster,
+            size,
+            &mut point,
+            bar,
+            &mut progress,
+        )
+        .await;
         if let Err(e) = outcome {
             point.errors.push(format!("{e:#}"));
         }
@@ -260,7 +269,13 @@ async fn measure(
         size.locks, size.sessions
     ));
     let started = Instant::now();
-    populate(cluster, size, Duration::from_secs_f64(options.populate_secs), bar).await?;
+    populate(
+        cluster,
+        size,
+        Duration::from_secs_f64(options.populate_secs),
+        bar,
+    )
+    .await?;
     point.populate_secs = started.elapsed().as_secs_f64();
     let leader = cluster.leader().await?.context("no leader")?;
     let status = cluster.status(leader).await?;
@@ -294,14 +309,34 @@ async fn measure(
     point.snapshot_bytes = largest_file(&cluster.dir().join("node-1/snapshots"));
 
     for run in 0..options.runs {
-        progress(format!("scale: one node restart {}/{}", run + 1, options.runs));
+        progress(format!(
+            "scale: one node restart {}/{}",
+            run + 1,
+            options.runs
+        ));
         let r = restart_one(cluster, ready).await;
-        record(&mut point.node_restarts, &mut point.errors, "node restart", r, progress);
+        record(
+            &mut point.node_restarts,
+            &mut point.errors,
+            "node restart",
+            r,
+            progress,
+        );
     }
     for run in 0..options.runs {
-        progress(format!("scale: cluster restart {}/{}", run + 1, options.runs));
+        progress(format!(
+            "scale: cluster restart {}/{}",
+            run + 1,
+            options.runs
+        ));
         let r = restart_all(cluster, ready).await;
-        record(&mut point.cluster_restarts, &mut point.errors, "cluster restart", r, progress);
+        record(
+            &mut point.cluster_restarts,
+            &mut point.errors,
+            "cluster restart",
+            r,
+            progress,
+        );
     }
     for run in 0..options.runs {
         progress(format!("scale: new member {}/{}", run + 1, options.runs));
@@ -362,12 +397,11 @@ async fn populate(cluster: &Cluster, size: Size, limit: Duration, bar: &Progress
                     .await?
                     .into_inner()
                     .session_id;
-                let mut seq = 0;
-                for k in (s..size.locks).step_by(size.sessions as usize) {
+                // Request ids count from 1; each answer arrives before the next request.
+                for (seq, k) in (1..).zip((s..size.locks).step_by(size.sessions as usize)) {
                     if Instant::now() > deadline {
                         bail!("out of time");
                     }
-                    seq += 1;
                     let answer = client
                         .acquire(AcquireRequest {
                             session_id: session,
@@ -738,8 +772,12 @@ pub fn markdown(points: &[Point]) -> String {
          |---|---|---|---|---|---|---|---|\n",
     );
     for p in points {
-        let node = |f: &dyn Fn(&Restart) -> Option<f64>| median(p.node_restarts.iter().filter_map(f).collect());
-        let all = |f: &dyn Fn(&Restart) -> Option<f64>| median(p.cluster_restarts.iter().filter_map(f).collect());
+        let node = |f: &dyn Fn(&Restart) -> Option<f64>| {
+            median(p.node_restarts.iter().filter_map(f).collect())
+        };
+        let all = |f: &dyn Fn(&Restart) -> Option<f64>| {
+            median(p.cluster_restarts.iter().filter_map(f).collect())
+        };
         let load = |r: &Restart| r.restored.first().map(|x| x.snapshot_load_ms as f64);
         let replay = |r: &Restart| r.restored.first().map(|x| x.log_replay_ms as f64);
         let disk = p.disk_bytes.iter().copied().max().unwrap_or(0);

@@ -196,7 +196,10 @@ fn a_tiny_scale_run_restarts_a_node_and_the_cluster_and_catches_up_a_new_member(
         ],
         out.path(),
     );
-    assert!(stdout.contains("## scale:"), "no scale table:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("## scale:"),
+        "no scale table:\n{stdout}\n{stderr}"
+    );
     let json =
         std::fs::read_to_string(out.path().join("scale-latest.json")).expect("scale-latest.json");
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
@@ -218,7 +221,13 @@ fn a_tiny_scale_run_restarts_a_node_and_the_cluster_and_catches_up_a_new_member(
             assert_eq!(node["sessions"], 100, "{restarts}: {restart}");
         }
     }
-    assert!(point["cluster_restarts"][0]["write_ms"].is_number(), "{point}");
-    assert!(point["cluster_restarts"][0]["read_ms"].is_number(), "{point}");
+    assert!(
+        point["cluster_restarts"][0]["write_ms"].is_number(),
+        "{point}"
+    );
+    assert!(
+        point["cluster_restarts"][0]["read_ms"].is_number(),
+        "{point}"
+    );
     assert!(point["joins"][0]["caught_up_ms"].is_number(), "{point}");
 }

@@ -277,9 +277,8 @@ pub async fn start_with_listeners(
         space.clone(),
     )?;
     let snapshot_load = loading.elapsed();
-    let applied_index = |shared: &SharedState| {
-        shared.read(|applied| applied.last_applied.map_or(0, |id| id.index))
-    };
+    let applied_index =
+        |shared: &SharedState| shared.read(|applied| applied.last_applied.map_or(0, |id| id.index));
     let from_snapshot = applied_index(&shared);
     let cluster_id = cluster_id(&config.data_dir)?;
     let channels = PeerChannels::new(

@@ -33,8 +33,6 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One size the part is run at.
@@ -95,6 +93,8 @@ const HOLDER_TTL: Duration = Duration::from_secs(3600);
 const CHANNELS: usize = 8;
 /// Sessions taking their locks at once.
 const CONCURRENT_SESSIONS: usize = 256;
+/// Failed calls one session's lock-taking may retry.
+const MAX_TRIES: u32 = 50;
 /// How often a start-up is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// Log filter of the nodes: warnings, and the start-up and snapshot-install lines.
@@ -382,48 +382,47 @@ async fn populate(cluster: &Cluster, size: Size, limit: Duration, bar: &Progress
     }
     bar.reset();
     bar.set_length(size.locks);
-    let failed = Arc::new(AtomicU64::new(0));
     let results: Vec<Result<()>> = futures::stream::iter(0..size.sessions)
         .map(|s| {
             let ch = channels[s as usize % CHANNELS].clone();
-            let (failed, bar) = (failed.clone(), bar.clone());
+            let bar = bar.clone();
             async move {
                 let mut client = LocksClient::new(ch);
-                let session = client
-                    .open_session(OpenSessionRequest {
-                        client_id: uuid::Uuid::new_v4().as_bytes().to_vec(),
-                        ttl_ms: HOLDER_TTL.as_millis() as u64,
-                    })
-                    .await?
-                    .into_inner()
-                    .session_id;
+                // Both calls are safe to repeat (the client id makes the open
+                // idempotent, the request id the acquire): a call that failed, say
+                // because the leader changed, is sent again to the leader.
+                let open = OpenSessionRequest {
+                    client_id: uuid::Uuid::new_v4().as_bytes().to_vec(),
+                    ttl_ms: HOLDER_TTL.as_millis() as u64,
+                };
+                let mut tries = 0;
+                let session = loop {
+                    match client.open_session(open.clone()).await {
+                        Ok(answer) => break answer.into_inner().session_id,
+                        Err(e) => retry(cluster, &mut client, &mut tries, deadline, e).await?,
+                    }
+                };
                 // Request ids count from 1; each answer arrives before the next request.
                 for (seq, k) in (1..).zip((s..size.locks).step_by(size.sessions as usize)) {
-                    if Instant::now() > deadline {
-                        bail!("out of time");
-                    }
-                    let answer = client
-                        .acquire(AcquireRequest {
-                            session_id: session,
-                            name: format!("scale/{k}"),
-                            request: Some(RequestId {
-                                seq,
-                                first_unanswered_seq: seq,
-                            }),
-                            ..AcquireRequest::default()
-                        })
-                        .await;
-                    match answer {
-                        Ok(a) if a.get_ref().outcome == AcquireOutcome::Granted as i32 => {
-                            bar.inc(1);
+                    let acquire = AcquireRequest {
+                        session_id: session,
+                        name: format!("scale/{k}"),
+                        request: Some(RequestId {
+                            seq,
+                            first_unanswered_seq: seq,
+                        }),
+                        ..AcquireRequest::default()
+                    };
+                    let answer = loop {
+                        match client.acquire(acquire.clone()).await {
+                            Ok(answer) => break answer.into_inner(),
+                            Err(e) => retry(cluster, &mut client, &mut tries, deadline, e).await?,
                         }
-                        Ok(a) => bail!("lock scale/{k}: {:?}", a.get_ref().outcome()),
-                        Err(e) => {
-                            if failed.fetch_add(1, Ordering::Relaxed) > 100 {
-                                bail!("lock scale/{k}: {e}");
-                            }
-                        }
+                    };
+                    if answer.outcome != AcquireOutcome::Granted as i32 {
+                        bail!("lock scale/{k}: {:?}", answer.outcome());
                     }
+                    bar.inc(1);
                 }
                 Ok(())
             }
@@ -432,6 +431,29 @@ async fn populate(cluster: &Cluster, size: Size, limit: Duration, bar: &Progress
         .collect()
         .await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(())
+}
+
+/// After a failed call: gives up after [`MAX_TRIES`] failures of one session's calls or
+/// past `deadline`; otherwise waits a moment and points `client` at the leader.
+async fn retry(
+    cluster: &Cluster,
+    client: &mut LocksClient<tonic::transport::Channel>,
+    tries: &mut u32,
+    deadline: Instant,
+    error: tonic::Status,
+) -> Result<()> {
+    *tries += 1;
+    if *tries > MAX_TRIES || Instant::now() > deadline {
+        bail!("giving up after {tries} tries: {error}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Ok(Some(leader)) = cluster.leader().await
+        && let Ok(c) =
+            LocksClient::connect(format!("http://{}", cluster.client_addrs[leader])).await
+    {
+        *client = c;
+    }
     Ok(())
 }
 
@@ -472,20 +494,27 @@ async fn settle_snapshots(cluster: &Cluster, index: u64, limit: Duration) -> Res
         if Instant::now() > deadline {
             bail!("no snapshot at index {index} on every node within {limit:?} (oldest {oldest})");
         }
+        let mut tries = 0;
         for _ in 0..100 {
-            let session = client
+            let open = client
                 .open_session(OpenSessionRequest {
                     client_id: uuid::Uuid::new_v4().as_bytes().to_vec(),
                     ttl_ms: 10_000,
                 })
-                .await?
-                .into_inner()
-                .session_id;
-            client
-                .close_session(CloseSessionRequest {
-                    session_id: session,
-                })
-                .await?;
+                .await;
+            let closed = match open {
+                Ok(answer) => {
+                    let session_id = answer.into_inner().session_id;
+                    client
+                        .close_session(CloseSessionRequest { session_id })
+                        .await
+                        .map(drop)
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = closed {
+                retry(cluster, &mut client, &mut tries, deadline, e).await?;
+            }
         }
     }
 }

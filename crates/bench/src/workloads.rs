@@ -248,17 +248,19 @@ pub async fn sessions(
     let kind = cluster.spec.kind;
     bar.set_message(format!("{}: opening {count} sessions", cluster.spec));
 
-    // Open every session, 64 at a time.
-    let ids: Vec<Result<u64>> = futures::stream::iter(0..count)
-        .map(|i| {
-            let ch = channels[i as usize % STREAMS].clone();
-            async move { open_lease(kind, ch, TTL).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    let ids: Vec<u64> = ids.into_iter().collect::<Result<_>>()?;
-    bar.set_message(format!("{}: keeping {count} sessions alive", cluster.spec));
+    // One session per stream first: etcd sends a stream's response headers only after
+    // its first request.
+    let mut first = Vec::new();
+    for channel in &channels {
+        first.push(open_lease(kind, channel.clone(), TTL).await?);
+    }
+    // Each stream's sessions; the rest are opened while these are kept alive, so that a
+    // session opened first does not expire while the last ones open (100,000 take
+    // longer than a TTL).
+    let mine: Vec<Arc<Mutex<Vec<u64>>>> = first
+        .iter()
+        .map(|&id| Arc::new(Mutex::new(vec![id])))
+        .collect();
 
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let hist = Arc::new(Mutex::new(histogram()));
@@ -269,26 +271,28 @@ pub async fn sessions(
     );
     let stop = Arc::new(AtomicBool::new(false));
     let leader_proc = cluster.procs[leader].as_ref().context("leader process")?;
-    let cpu_before = leader_proc.cpu_secs();
-    let start = Instant::now();
     let mut tasks = Vec::new();
-    for (k, channel) in channels.iter().enumerate() {
-        let mine: Vec<u64> = ids.iter().copied().skip(k).step_by(STREAMS).collect();
-        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(mine.len().max(1));
+    for (channel, mine) in channels.iter().zip(&mine) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(64 * 1024);
         // The sender: every 10 ms, the next slice of this stream's sessions, so each
         // session is renewed every TTL / 3.
-        let (sent_s, stop) = (sent.clone(), stop.clone());
+        let (sent_s, stop, mine) = (sent.clone(), stop.clone(), mine.clone());
         tasks.push(tokio::spawn(async move {
             let tick = Duration::from_millis(10);
             let per_round = (TTL / 3).as_millis() as f64 / tick.as_millis() as f64;
-            let per_tick = (mine.len() as f64 / per_round).ceil().max(1.0) as usize;
             let mut interval = tokio::time::interval(tick);
             let mut next = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 interval.tick().await;
-                for _ in 0..per_tick {
-                    let id = mine[next % mine.len()];
-                    next += 1;
+                let batch: Vec<u64> = {
+                    let mine = mine.lock().expect("sessions");
+                    let per_tick = (mine.len() as f64 / per_round).ceil().max(1.0) as usize;
+                    (0..per_tick)
+                        .map(|i| mine[(next + i) % mine.len()])
+                        .collect()
+                };
+                next += batch.len();
+                for id in batch {
                     sent_s.lock().expect("sent map").insert(id, Instant::now());
                     if tx.send(id).await.is_err() {
                         return;
@@ -326,6 +330,34 @@ pub async fn sessions(
             }
         }));
     }
+    // Open the rest, 64 at a time, each joining its stream's rotation once open.
+    bar.set_message(format!("{}: opening {count} sessions", cluster.spec));
+    let opened: Vec<Result<()>> = futures::stream::iter(STREAMS as u64..count.max(STREAMS as u64))
+        .map(|i| {
+            let k = i as usize % STREAMS;
+            let (ch, mine) = (channels[k].clone(), mine[k].clone());
+            async move {
+                let id = open_lease(kind, ch, TTL).await?;
+                mine.lock().expect("sessions").push(id);
+                Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    opened.into_iter().collect::<Result<Vec<()>>>()?;
+    let ids: Vec<u64> = mine
+        .iter()
+        .flat_map(|m| m.lock().expect("sessions").clone())
+        .collect();
+    let count = ids.len() as u64;
+    bar.set_message(format!("{}: keeping {count} sessions alive", cluster.spec));
+    // Measured from here, with every session open: round trips, answers and CPU (a
+    // session lost while the others opened still counts as lost).
+    *hist.lock().expect("histogram") = histogram();
+    ok.store(0, Ordering::Relaxed);
+    let cpu_before = leader_proc.cpu_secs();
+    let start = Instant::now();
     while start.elapsed() < duration {
         tokio::time::sleep(Duration::from_millis(250)).await;
         bar.set_message(format!(

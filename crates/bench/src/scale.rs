@@ -95,6 +95,8 @@ const CHANNELS: usize = 8;
 const CONCURRENT_SESSIONS: usize = 256;
 /// Failed calls one session's lock-taking may retry.
 const MAX_TRIES: u32 = 50;
+/// How long a step waits for a leader before it fails.
+const LEADER_WAIT: Duration = Duration::from_secs(60);
 /// How often a start-up is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// Log filter of the nodes: warnings, and the start-up and snapshot-install lines.
@@ -277,7 +279,7 @@ async fn measure(
     )
     .await?;
     point.populate_secs = started.elapsed().as_secs_f64();
-    let leader = cluster.leader().await?.context("no leader")?;
+    let leader = wait_leader(cluster).await?;
     let status = cluster.status(leader).await?;
     point.locks_held = status.locks;
     point.sessions_open = status.sessions;
@@ -370,7 +372,7 @@ fn record<T: std::fmt::Debug>(
 /// gRPC calls to the leader.
 async fn populate(cluster: &Cluster, size: Size, limit: Duration, bar: &ProgressBar) -> Result<()> {
     let deadline = Instant::now() + limit;
-    let leader = cluster.leader().await?.context("no leader")?;
+    let leader = wait_leader(cluster).await?;
     let addr = format!("http://{}", cluster.client_addrs[leader]);
     let mut channels = Vec::new();
     for _ in 0..CHANNELS {
@@ -480,7 +482,7 @@ fn newest_snapshot(dir: &Path) -> u64 {
 /// of those snapshots' indexes.
 async fn settle_snapshots(cluster: &Cluster, index: u64, limit: Duration) -> Result<u64> {
     let deadline = Instant::now() + limit;
-    let leader = cluster.leader().await?.context("no leader")?;
+    let leader = wait_leader(cluster).await?;
     let mut client =
         LocksClient::connect(format!("http://{}", cluster.client_addrs[leader])).await?;
     loop {
@@ -521,7 +523,7 @@ async fn settle_snapshots(cluster: &Cluster, index: u64, limit: Duration) -> Res
 
 /// Stops a follower and starts it again on its data.
 async fn restart_one(cluster: &mut Cluster, limit: Duration) -> Result<Restart> {
-    let leader = cluster.leader().await?.context("no leader")?;
+    let leader = wait_leader(cluster).await?;
     let node = (leader + 1) % 3;
     cluster.stop_node(node, Duration::from_secs(30));
     let target = cluster.status(leader).await?.commit_index;
@@ -636,7 +638,7 @@ async fn try_read(addr: &str) -> Result<()> {
 /// Starts node `id` with `serve --join-via`, waits until it has caught up and is a
 /// voter, then removes it and deletes its data.
 async fn join(cluster: &mut Cluster, bins: &Binaries, id: u64, limit: Duration) -> Result<Join> {
-    let leader = cluster.leader().await?.context("no leader")?;
+    let leader = wait_leader(cluster).await?;
     let target = cluster.status(leader).await?.commit_index;
     let dir = cluster.dir().join(format!("node-{id}"));
     let log = cluster.dir().join(format!("node-{id}.log"));
@@ -697,7 +699,7 @@ async fn remove_member(cluster: &Cluster, id: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = async {
-            let leader = cluster.leader().await?.context("no leader")?;
+            let leader = wait_leader(cluster).await?;
             let mut client =
                 ClusterClient::connect(format!("http://{}", cluster.client_addrs[leader])).await?;
             client.remove_member(RemoveMemberRequest { id }).await?;
@@ -709,6 +711,21 @@ async fn remove_member(cluster: &Cluster, id: u64) -> Result<()> {
             Err(_) if Instant::now() > deadline => bail!("removing node {id} timed out"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
+    }
+}
+
+/// The leader (0-based), waiting up to [`LEADER_WAIT`] for one: an election may be
+/// under way on a loaded machine.
+async fn wait_leader(cluster: &Cluster) -> Result<usize> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        if let Ok(Some(leader)) = cluster.leader().await {
+            return Ok(leader);
+        }
+        if Instant::now() > deadline {
+            bail!("no leader within {LEADER_WAIT:?}");
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 

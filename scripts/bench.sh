@@ -3,6 +3,9 @@
 #
 #   scripts/bench.sh                         # everything, as docs/benchmarks.md's table was made
 #   scripts/bench.sh --systems fencelock-3,etcd-3 --runs 1    # any fencelock-bench flags
+#   scripts/bench.sh --workloads scale       # fencelock-3 only: restarts, a new member's
+#                                            # catch-up, keepalives at 100k and 1M locks
+#                                            # (~30 min here; scale-latest.md/.json)
 #
 # Installs what is missing from Debian's packages (etcd-server, etcd-client, redis-server,
 # zookeeper and a Java runtime with it), builds the release binaries, runs

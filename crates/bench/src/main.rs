@@ -15,6 +15,7 @@ mod drivers;
 mod etcd_pb;
 mod procs;
 mod report;
+mod scale;
 mod systems;
 mod workloads;
 
@@ -44,7 +45,9 @@ struct Args {
         default_value = "fencelock-1,fencelock-3,etcd-1,etcd-3,zookeeper-1,zookeeper-3,redis,redis-aof"
     )]
     systems: Vec<String>,
-    /// Workloads, comma-separated: seq, uncontended, contended, sessions, held, failover.
+    /// Workloads, comma-separated: seq, uncontended, contended, sessions, held, failover,
+    /// and `scale` (fencelock-3 only, on clusters of its own, not in the default list:
+    /// restarts, a new member's catch-up and keepalives at each of `--scale-sizes`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -112,6 +115,29 @@ struct Args {
     /// No progress bars (CI, logs).
     #[arg(long)]
     quiet: bool,
+    /// Scale: the sizes, `LOCKS:SESSIONS` comma-separated, each on a fresh 3-node cluster.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100000:10000,1000000:100000"
+    )]
+    scale_sizes: Vec<scale::Size>,
+    /// Scale: restarts of one node, of the whole cluster, and joins, each this many
+    /// times per size (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    scale_runs: usize,
+    /// Scale: how long the size's sessions are kept alive, seconds (0: not measured).
+    #[arg(long, default_value_t = 60.0)]
+    scale_keepalive_secs: f64,
+    /// Scale: upper bound of taking the locks, seconds.
+    #[arg(long, default_value_t = 900.0)]
+    scale_populate_secs: f64,
+    /// Scale: upper bound of one restart or join, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    scale_ready_secs: f64,
+    /// Scale: the nodes' `--snapshot-every` [default: the server's].
+    #[arg(long)]
+    scale_snapshot_every: Option<u64>,
     /// Run each fencelock node with `--commit-trace` (files under `<out>/commit-trace`)
     /// and report, per workload, where the commits of seq, uncontended and contended spent
     /// their time, stage by stage. The marks cost the nodes some CPU: compare rates only
@@ -270,6 +296,7 @@ async fn run(args: Args) -> Result<()> {
         "sessions",
         "held",
         "failover",
+        "scale",
     ];
     for w in &args.workloads {
         if !known.contains(&w.as_str()) {
@@ -284,7 +311,7 @@ async fn run(args: Args) -> Result<()> {
             .context("exe dir")?
             .join("fencelock"),
     };
-    if specs.iter().any(|s| s.kind == Kind::Fencelock) && !fencelock.exists() {
+    if (wants("scale") || specs.iter().any(|s| s.kind == Kind::Fencelock)) && !fencelock.exists() {
         bail!(
             "no fencelock binary at {} (build it, or pass --fencelock-bin)",
             fencelock.display()
@@ -296,6 +323,7 @@ async fn run(args: Args) -> Result<()> {
         fencelock_worker_threads: args.fencelock_worker_threads,
         keep_data: args.keep_data,
         commit_trace: args.commit_trace.then(|| args.out.join("commit-trace")),
+        fencelock_extra_args: Vec::new(),
     };
     let root = tempfile::Builder::new()
         .prefix("fencelock-bench-")
@@ -353,6 +381,26 @@ async fn run(args: Args) -> Result<()> {
     )?);
     ops.enable_steady_tick(Duration::from_millis(200));
     std::fs::create_dir_all(&args.out)?;
+
+    if wants("scale") {
+        let options = scale::Options {
+            sizes: args.scale_sizes.clone(),
+            runs: args.scale_runs,
+            keepalive_secs: args.scale_keepalive_secs,
+            populate_secs: args.scale_populate_secs,
+            ready_secs: args.scale_ready_secs,
+            snapshot_every: args.scale_snapshot_every,
+        };
+        let points = scale::run(&options, &bins, root.path(), &ops, |m| step(&overall, m)).await?;
+        let path = write_scale_report(&args, &report, &points)?;
+        println!("{}", scale::markdown(&points));
+        eprintln!("scale report written to {}", path.display());
+        if args.workloads.iter().all(|w| w == "scale") {
+            overall.finish_with_message("done");
+            ops.finish_and_clear();
+            return Ok(());
+        }
+    }
 
     for spec in specs {
         step(&overall, format!("{spec}: starting"));
@@ -561,9 +609,9 @@ async fn bounded<T>(limit: Duration, work: impl Future<Output = Result<T>>) -> R
         .with_context(|| format!("did not finish within {limit:?}"))?
 }
 
-/// Writes `bench-<date>.{md,json,svg}` and `latest.{md,json,svg}`; returns the Markdown path.
-fn write_report(args: &Args, report: &Report) -> Result<PathBuf> {
-    let stamp: String = report
+/// The run's date as a file name part ("20261208-0012").
+fn stamp(report: &Report) -> String {
+    report
         .machine
         .date
         .chars()
@@ -574,7 +622,48 @@ fn write_report(args: &Args, report: &Report) -> Result<PathBuf> {
         })
         .collect::<String>()
         .trim_end_matches('-')
-        .to_owned();
+        .to_owned()
+}
+
+/// Writes `scale-<date>.{md,json}` and `scale-latest.{md,json}`; returns the Markdown path.
+fn write_scale_report(args: &Args, report: &Report, points: &[scale::Point]) -> Result<PathBuf> {
+    let m = &report.machine;
+    let md = format!(
+        "# fencelock scale figures\n\n{}, {} cores ({}), {:.0} GiB, kernel {}; 4 KiB write + \
+         fdatasync p50 {:.0} µs, p99 {:.0} µs. `{}`\n\n{}",
+        m.date,
+        m.cores,
+        m.cpu,
+        m.memory_gib,
+        m.kernel,
+        m.fsync_us.0,
+        m.fsync_us.1,
+        report.command,
+        scale::markdown(points)
+    );
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "machine": m,
+        "command": report.command,
+        "points": points,
+    }))?;
+    let mut main_path = PathBuf::new();
+    for base in [
+        format!("scale-{}", stamp(report)),
+        "scale-latest".to_owned(),
+    ] {
+        let path = args.out.join(format!("{base}.md"));
+        std::fs::write(&path, &md)?;
+        std::fs::write(args.out.join(format!("{base}.json")), &json)?;
+        if main_path.as_os_str().is_empty() {
+            main_path = path;
+        }
+    }
+    Ok(main_path)
+}
+
+/// Writes `bench-<date>.{md,json,svg}` and `latest.{md,json,svg}`; returns the Markdown path.
+fn write_report(args: &Args, report: &Report) -> Result<PathBuf> {
+    let stamp = stamp(report);
     let md = report.markdown();
     let json = serde_json::to_string_pretty(report)?;
     let svg = report.svg();

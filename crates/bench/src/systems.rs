@@ -90,6 +90,8 @@ pub struct Binaries {
     pub keep_data: bool,
     /// Run fencelock nodes with `--commit-trace`, their files under this directory.
     pub commit_trace: Option<PathBuf>,
+    /// More arguments for every fencelock node (global flags such as `--log-format`).
+    pub fencelock_extra_args: Vec<String>,
 }
 
 /// The `--commit-trace` prefix of `system`'s nodes under `dir` (files `<prefix>.<node id>`).
@@ -182,7 +184,8 @@ impl Cluster {
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{}", i + 1)))
                 .args(["--peers", &peers])
-                .args(["--log-level", &bins.fencelock_log_level]);
+                .args(["--log-level", &bins.fencelock_log_level])
+                .args(&bins.fencelock_extra_args);
             if let Some(dir) = &bins.commit_trace {
                 std::fs::create_dir_all(dir)?;
                 let prefix = commit_trace_prefix(dir, &self.spec.to_string());
@@ -326,10 +329,34 @@ impl Cluster {
     /// Starts a killed node (0-based) again on its data, with the same arguments, and
     /// waits until the system serves again.
     pub async fn restart(&mut self, node: usize, timeout: Duration) -> Result<()> {
+        self.spawn(node)?;
+        self.wait_ready(timeout).await
+    }
+
+    /// Starts a stopped node (0-based) again on its data, with the same arguments, and
+    /// returns at once.
+    pub fn spawn(&mut self, node: usize) -> Result<()> {
         if self.procs[node].is_none() {
             self.procs[node] = Some(self.launches[node].spawn()?);
         }
-        self.wait_ready(timeout).await
+        Ok(())
+    }
+
+    /// Stops one node (0-based): SIGTERM, up to `grace` to exit, then SIGKILL.
+    pub fn stop_node(&mut self, node: usize, grace: Duration) {
+        if let Some(mut p) = self.procs[node].take() {
+            p.stop(grace);
+        }
+    }
+
+    /// The file a node's output goes to (0-based).
+    pub fn log_path(&self, node: usize) -> &Path {
+        &self.launches[node].log
+    }
+
+    /// The directory every node's data and log is under.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -406,11 +433,7 @@ impl Cluster {
                     if self.procs[i].is_none() {
                         continue;
                     }
-                    let status = tokio::time::timeout(STATUS_TIMEOUT, async {
-                        let mut client = ClusterClient::connect(format!("http://{addr}")).await?;
-                        anyhow::Ok(client.status(FlStatusRequest {}).await?.into_inner())
-                    })
-                    .await??;
+                    let status = fencelock_status(addr).await?;
                     if status.leader_id == 0 {
                         return Ok(None);
                     }
@@ -447,6 +470,11 @@ impl Cluster {
         }
     }
 
+    /// fencelock only: one node's (0-based) `Status` answer.
+    pub async fn status(&self, node: usize) -> Result<fencelock_proto::v1::StatusResponse> {
+        fencelock_status(&self.client_addrs[node]).await
+    }
+
     /// The live processes.
     pub fn live(&self) -> impl Iterator<Item = &Proc> {
         self.procs.iter().flatten()
@@ -471,6 +499,15 @@ impl Cluster {
             p.stop(Duration::from_secs(10));
         }
     }
+}
+
+/// A fencelock node's `Status` answer (its own view, no read barrier).
+pub async fn fencelock_status(addr: &str) -> Result<fencelock_proto::v1::StatusResponse> {
+    tokio::time::timeout(STATUS_TIMEOUT, async {
+        let mut client = ClusterClient::connect(format!("http://{addr}")).await?;
+        Ok(client.status(FlStatusRequest {}).await?.into_inner())
+    })
+    .await?
 }
 
 /// etcd's Maintenance.Status of one member.

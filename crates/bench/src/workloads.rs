@@ -212,6 +212,10 @@ pub struct SessionsResult {
     pub leader_cpu_pct: f64,
     /// The leader's RSS at the end, bytes.
     pub leader_rss: u64,
+    /// fencelock only: the live sessions the leader counted at the end, before they were
+    /// closed (the cluster held no others, so every one is still alive when this equals
+    /// `sessions`).
+    pub alive_at_end: Option<u64>,
 }
 
 /// How a keepalive was answered.
@@ -244,17 +248,19 @@ pub async fn sessions(
     let kind = cluster.spec.kind;
     bar.set_message(format!("{}: opening {count} sessions", cluster.spec));
 
-    // Open every session, 64 at a time.
-    let ids: Vec<Result<u64>> = futures::stream::iter(0..count)
-        .map(|i| {
-            let ch = channels[i as usize % STREAMS].clone();
-            async move { open_lease(kind, ch, TTL).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    let ids: Vec<u64> = ids.into_iter().collect::<Result<_>>()?;
-    bar.set_message(format!("{}: keeping {count} sessions alive", cluster.spec));
+    // One session per stream first: etcd sends a stream's response headers only after
+    // its first request.
+    let mut first = Vec::new();
+    for channel in &channels {
+        first.push(open_lease(kind, channel.clone(), TTL).await?);
+    }
+    // Each stream's sessions; the rest are opened while these are kept alive, so that a
+    // session opened first does not expire while the last ones open (100,000 take
+    // longer than a TTL).
+    let mine: Vec<Arc<Mutex<Vec<u64>>>> = first
+        .iter()
+        .map(|&id| Arc::new(Mutex::new(vec![id])))
+        .collect();
 
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let hist = Arc::new(Mutex::new(histogram()));
@@ -265,26 +271,28 @@ pub async fn sessions(
     );
     let stop = Arc::new(AtomicBool::new(false));
     let leader_proc = cluster.procs[leader].as_ref().context("leader process")?;
-    let cpu_before = leader_proc.cpu_secs();
-    let start = Instant::now();
     let mut tasks = Vec::new();
-    for (k, channel) in channels.iter().enumerate() {
-        let mine: Vec<u64> = ids.iter().copied().skip(k).step_by(STREAMS).collect();
-        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(mine.len().max(1));
+    for (channel, mine) in channels.iter().zip(&mine) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(64 * 1024);
         // The sender: every 10 ms, the next slice of this stream's sessions, so each
         // session is renewed every TTL / 3.
-        let (sent_s, stop) = (sent.clone(), stop.clone());
+        let (sent_s, stop, mine) = (sent.clone(), stop.clone(), mine.clone());
         tasks.push(tokio::spawn(async move {
             let tick = Duration::from_millis(10);
             let per_round = (TTL / 3).as_millis() as f64 / tick.as_millis() as f64;
-            let per_tick = (mine.len() as f64 / per_round).ceil().max(1.0) as usize;
             let mut interval = tokio::time::interval(tick);
             let mut next = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 interval.tick().await;
-                for _ in 0..per_tick {
-                    let id = mine[next % mine.len()];
-                    next += 1;
+                let batch: Vec<u64> = {
+                    let mine = mine.lock().expect("sessions");
+                    let per_tick = (mine.len() as f64 / per_round).ceil().max(1.0) as usize;
+                    (0..per_tick)
+                        .map(|i| mine[(next + i) % mine.len()])
+                        .collect()
+                };
+                next += batch.len();
+                for id in batch {
                     sent_s.lock().expect("sent map").insert(id, Instant::now());
                     if tx.send(id).await.is_err() {
                         return;
@@ -322,6 +330,34 @@ pub async fn sessions(
             }
         }));
     }
+    // Open the rest, 64 at a time, each joining its stream's rotation once open.
+    bar.set_message(format!("{}: opening {count} sessions", cluster.spec));
+    let opened: Vec<Result<()>> = futures::stream::iter(STREAMS as u64..count.max(STREAMS as u64))
+        .map(|i| {
+            let k = i as usize % STREAMS;
+            let (ch, mine) = (channels[k].clone(), mine[k].clone());
+            async move {
+                let id = open_lease(kind, ch, TTL).await?;
+                mine.lock().expect("sessions").push(id);
+                Ok(())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    opened.into_iter().collect::<Result<Vec<()>>>()?;
+    let ids: Vec<u64> = mine
+        .iter()
+        .flat_map(|m| m.lock().expect("sessions").clone())
+        .collect();
+    let count = ids.len() as u64;
+    bar.set_message(format!("{}: keeping {count} sessions alive", cluster.spec));
+    // Measured from here, with every session open: round trips, answers and CPU (a
+    // session lost while the others opened still counts as lost).
+    *hist.lock().expect("histogram") = histogram();
+    ok.store(0, Ordering::Relaxed);
+    let cpu_before = leader_proc.cpu_secs();
+    let start = Instant::now();
     while start.elapsed() < duration {
         tokio::time::sleep(Duration::from_millis(250)).await;
         bar.set_message(format!(
@@ -342,6 +378,10 @@ pub async fn sessions(
     }
     let hist = hist.lock().expect("histogram").clone();
     let ms = |v: u64| v as f64 / 1000.0;
+    let alive_at_end = match kind {
+        Kind::Fencelock => Some(cluster.status(leader).await?.sessions),
+        _ => None,
+    };
     // Close them all so later workloads start from a quiet cluster.
     futures::stream::iter(ids)
         .for_each_concurrent(64, |id| {
@@ -362,6 +402,7 @@ pub async fn sessions(
         errors: errors.load(Ordering::Relaxed),
         leader_cpu_pct: leader_cpu / secs * 100.0,
         leader_rss,
+        alive_at_end,
     })
 }
 

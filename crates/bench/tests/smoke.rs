@@ -174,3 +174,60 @@ fn a_traced_run_reports_each_stage_of_a_commit() {
     }
     assert!(!stdout.contains("No breakdown"), "{stdout}\n{stderr}");
 }
+
+/// The scale part at a tiny size: 1,000 locks in 100 sessions on 3 nodes, one restart
+/// of a node, one of the whole cluster, one new member; every step measured, with the
+/// start-up split the nodes log.
+#[test]
+fn a_tiny_scale_run_restarts_a_node_and_the_cluster_and_catches_up_a_new_member() {
+    let out = tempfile::tempdir().expect("temporary directory");
+    let (stdout, stderr) = run_bench(
+        &[
+            "--workloads",
+            "scale",
+            "--scale-sizes",
+            "1000:100",
+            "--scale-runs",
+            "1",
+            "--scale-keepalive-secs",
+            "2",
+            "--scale-snapshot-every",
+            "100",
+        ],
+        out.path(),
+    );
+    assert!(
+        stdout.contains("## scale:"),
+        "no scale table:\n{stdout}\n{stderr}"
+    );
+    let json =
+        std::fs::read_to_string(out.path().join("scale-latest.json")).expect("scale-latest.json");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    let point = &parsed["points"][0];
+    assert_eq!(point["errors"], serde_json::json!([]), "{stdout}\n{stderr}");
+    assert_eq!(point["locks_held"], 1000, "{point}");
+    assert_eq!(point["keepalive"]["lost"], 0, "{point}");
+    assert_eq!(point["keepalive"]["alive_at_end"], 100, "{point}");
+    for restarts in ["node_restarts", "cluster_restarts"] {
+        let restart = &point[restarts][0];
+        assert!(restart.is_object(), "no {restarts}: {point}");
+        // What the restarted nodes logged about their start-up: the restored state
+        // holds every lock and session.
+        let restored = restart["restored"].as_array().expect("restored");
+        let expected = if restarts == "node_restarts" { 1 } else { 3 };
+        assert_eq!(restored.len(), expected, "{restarts}: {restart}");
+        for node in restored {
+            assert_eq!(node["locks"], 1000, "{restarts}: {restart}");
+            assert_eq!(node["sessions"], 100, "{restarts}: {restart}");
+        }
+    }
+    assert!(
+        point["cluster_restarts"][0]["write_ms"].is_number(),
+        "{point}"
+    );
+    assert!(
+        point["cluster_restarts"][0]["read_ms"].is_number(),
+        "{point}"
+    );
+    assert!(point["joins"][0]["caught_up_ms"].is_number(), "{point}");
+}

@@ -262,11 +262,15 @@ async fn start_on(
         path: config.data_dir.clone(),
         source,
     })?;
+    // Each step of restoring the node's data is timed and logged once ("data restored"),
+    // so an operator (and the benchmark's scale part) can tell where a slow start goes.
+    let opening = Instant::now();
     let log_options = LogStoreOptions {
         commit_trace: trace.clone(),
         ..config.storage.log_store_options()
     };
     let log_store = LogStore::open(&config.data_dir, log_options)?;
+    let log_open = opening.elapsed();
     let log_closed = log_store.close_watch();
     // One account of the data disk's space for the log, the snapshots, the monitor and
     // the write path; read once now, so a node that starts on a full disk refuses
@@ -293,6 +297,7 @@ async fn start_on(
         admin::AdminSecurity::from_config(&config, crate::auth::Authenticator::new(shared.clone()))
             .map_err(StartError::Tls)?;
     let snapshot_dir = config.data_dir.join("snapshots");
+    let loading = Instant::now();
     let state_machine = StateMachineStore::open_sharing_space(
         &Disk::for_dir(&snapshot_dir),
         &snapshot_dir,
@@ -300,6 +305,10 @@ async fn start_on(
         space.clone(),
     )?
     .with_commit_trace(trace.clone());
+    let snapshot_load = loading.elapsed();
+    let applied_index =
+        |shared: &SharedState| shared.read(|applied| applied.last_applied.map_or(0, |id| id.index));
+    let from_snapshot = applied_index(&shared);
     let cluster_id = cluster_id(&config.data_dir)?;
     let channels = PeerChannels::new(
         tls.peer_client.clone(),
@@ -309,6 +318,8 @@ async fn start_on(
     .with_cluster_id(cluster_id)
     .with_commit_trace(trace.clone())
     .with_versions(config.raft.protocol_versions());
+    let replaying = Instant::now();
+    // openraft applies the committed entries the snapshot does not hold before it returns.
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config(&config)?),
@@ -317,6 +328,20 @@ async fn start_on(
         state_machine,
     )
     .await?;
+    let log_replay = replaying.elapsed();
+    let applied = applied_index(&shared);
+    let stats = shared.read(|applied| applied.state.stats());
+    tracing::info!(
+        log_open_ms = log_open.as_millis() as u64,
+        snapshot_load_ms = snapshot_load.as_millis() as u64,
+        snapshot_index = from_snapshot,
+        log_replay_ms = log_replay.as_millis() as u64,
+        entries_replayed = applied.saturating_sub(from_snapshot),
+        applied_index = applied,
+        sessions = stats.sessions,
+        locks = stats.locks,
+        "data restored"
+    );
 
     let proposer = Proposer::spawn(
         raft.clone(),

@@ -355,9 +355,11 @@ fn install(
     meta: &SnapshotMeta,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     let content = snapshot::decode(bytes).map_err(|e| StoreError::InvalidSnapshot {
         reason: e.to_string(),
     })?;
+    let decoded = started.elapsed();
     if content.meta != *meta {
         return Err(StoreError::InvalidSnapshot {
             reason: format!(
@@ -373,5 +375,12 @@ fn install(
         applied.last_membership = meta.last_membership.clone();
         observer.reset(applied);
     });
+    tracing::info!(
+        bytes = bytes.len(),
+        index = meta.last_log_id.map_or(0, |id| id.index),
+        decode_ms = decoded.as_millis() as u64,
+        install_ms = started.elapsed().as_millis() as u64,
+        "snapshot installed"
+    );
     Ok(())
 }

@@ -31,7 +31,7 @@
 //! [`ProposeError::Unavailable`]: the caller must retry with the same request id, which
 //! the state machine deduplicates.
 
-use crate::raft::{BatchResult, CommandBatch, NodeId, Raft};
+use crate::raft::{AppliedCommand, BatchResult, CommandBatch, NodeId, Raft};
 use crate::space::DiskSpace;
 use fencelock_core::{Command, Error as CoreError, Response};
 use openraft::error::ClientWriteError;
@@ -79,16 +79,19 @@ pub type ClusterVersionSource = Arc<dyn Fn() -> u32 + Send + Sync>;
 /// The result of one proposed command.
 pub type ProposeResult = Result<Result<Response, CoreError>, ProposeError>;
 
+/// The result of one proposed command, with what was read beside it when applied.
+pub type ProposeAnswer = Result<AppliedCommand, ProposeError>;
+
 struct Pending {
     command: Command,
-    reply: oneshot::Sender<ProposeResult>,
+    reply: oneshot::Sender<ProposeAnswer>,
     /// Commands go into an entry in the order they arrived (queued and held-back ones
     /// are merged by it), so waits queue first come, first served.
     arrived: Instant,
 }
 
 impl Pending {
-    fn new(command: Command) -> (Pending, oneshot::Receiver<ProposeResult>) {
+    fn new(command: Command) -> (Pending, oneshot::Receiver<ProposeAnswer>) {
         let (reply, result) = oneshot::channel();
         let arrived = Instant::now();
         (
@@ -309,6 +312,13 @@ impl Proposer {
     /// its entry may still be in flight. Held-back commands that ride in its entry are
     /// answered whether or not it stays: that entry is submitted and awaited by a task.
     pub async fn propose(&self, command: Command) -> ProposeResult {
+        self.propose_applied(command)
+            .await
+            .map(|applied| applied.result)
+    }
+
+    /// [`Proposer::propose`], with what the applying node read beside the result.
+    pub async fn propose_applied(&self, command: Command) -> ProposeAnswer {
         if let Some(refusal) = self.refusal(&command) {
             return Err(refusal);
         }
@@ -349,15 +359,15 @@ impl Proposer {
     /// Propose an acquire that the caller expects to queue behind a holder (the
     /// applied state says the lock is held in a conflicting mode or has waiters). It
     /// waits up to `waiting_acquire_delay` for another write to share its entry; the
-    /// result is the same as from [`Proposer::propose`].
-    pub async fn propose_waiting(&self, command: Command) -> ProposeResult {
+    /// result is the same as from [`Proposer::propose_applied`].
+    pub async fn propose_waiting(&self, command: Command) -> ProposeAnswer {
         if let Some(refusal) = self.refusal(&command) {
             return Err(refusal);
         }
         let (pending, result) = Pending::new(command);
         match self.held.hold(pending) {
             None => result.await.unwrap_or(Err(ProposeError::ShuttingDown)),
-            Some(pending) => self.propose(pending.command).await,
+            Some(pending) => self.propose_applied(pending.command).await,
         }
     }
 }
@@ -383,7 +393,7 @@ fn frees_state(command: &Command) -> bool {
     }
 }
 
-fn unzip(pending: Vec<Pending>) -> (Vec<Command>, Vec<oneshot::Sender<ProposeResult>>) {
+fn unzip(pending: Vec<Pending>) -> (Vec<Command>, Vec<oneshot::Sender<ProposeAnswer>>) {
     pending
         .into_iter()
         .map(|pending| (pending.command, pending.reply))
@@ -391,7 +401,7 @@ fn unzip(pending: Vec<Pending>) -> (Vec<Command>, Vec<oneshot::Sender<ProposeRes
 }
 
 /// Give each caller its command's result, in order.
-fn answer(replies: Vec<oneshot::Sender<ProposeResult>>, results: Vec<ProposeResult>) {
+fn answer(replies: Vec<oneshot::Sender<ProposeAnswer>>, results: Vec<ProposeAnswer>) {
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
@@ -466,7 +476,7 @@ impl Writer {
     async fn submit(
         &self,
         commands: Vec<Command>,
-    ) -> impl std::future::Future<Output = Vec<ProposeResult>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Vec<ProposeAnswer>> + Send + 'static {
         let count = commands.len();
         let leader = self.raft.metrics().borrow().current_leader;
         let submitted = if leader == Some(self.node_id) {
@@ -511,7 +521,7 @@ type CommitOutcome = Result<
 >;
 
 /// Each of the `count` commands of one entry: its own result, or the entry's error.
-fn results(count: usize, outcome: CommitOutcome, write_timeout: Duration) -> Vec<ProposeResult> {
+fn results(count: usize, outcome: CommitOutcome, write_timeout: Duration) -> Vec<ProposeAnswer> {
     let error = match outcome {
         Ok(Ok(Ok(written))) => {
             let BatchResult(results) = written.data;
@@ -642,7 +652,13 @@ mod tests {
             .expect("the rider is answered")
             .expect("the rider's task");
         assert!(
-            matches!(answer, Ok(Ok(Response::SessionOpened { .. }))),
+            matches!(
+                answer,
+                Ok(AppliedCommand {
+                    result: Ok(Response::SessionOpened { .. }),
+                    session_ttl_ms: Some(60_000),
+                })
+            ),
             "{answer:?}"
         );
         cluster.shutdown().await;

@@ -1,8 +1,12 @@
 //! The state machine store: apply and the observer, snapshots on disk, restart recovery,
 //! and damaged snapshots.
 
-use fencelock_core::{ClientId, Command, Event, Response, SessionId};
-use fencelock_server::raft::{BatchResult, CommandBatch, LogId, NodeId, PeerNode, TypeConfig};
+use fencelock_core::{
+    ClientId, Command, Event, LockMode, RequestId, Response, SessionId, WaitPolicy,
+};
+use fencelock_server::raft::{
+    AppliedCommand, BatchResult, CommandBatch, LogId, NodeId, PeerNode, TypeConfig,
+};
 use fencelock_server::store::{Applied, ApplyObserver, SharedState, StateMachineStore, StoreError};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -150,9 +154,9 @@ async fn apply_returns_one_result_per_entry_and_tells_the_observer_under_the_loc
     let sessions: Vec<SessionId> = results[1]
         .0
         .iter()
-        .map(|result| match result {
-            Ok(Response::SessionOpened { session, .. }) => *session,
-            other => panic!("unexpected result {other:?}"),
+        .map(|applied| match applied.result {
+            Ok(Response::SessionOpened { session, .. }) => session,
+            ref other => panic!("unexpected result {other:?}"),
         })
         .collect();
     assert_eq!(sessions.len(), 3);
@@ -250,7 +254,7 @@ async fn a_restart_restores_the_snapshot_state_last_applied_and_membership() {
         .await
         .expect("apply");
     assert!(matches!(
-        results[0].0[0],
+        results[0].0[0].result,
         Ok(Response::SessionOpened { .. })
     ));
 }
@@ -397,5 +401,70 @@ async fn leftover_temporary_files_are_removed_at_start_up() {
             .await
             .expect("current")
             .is_none()
+    );
+}
+
+/// Each command's answer carries, beside it and outside the stored `Response`, the TTL
+/// of the session the response names, read right after the command was applied.
+#[tokio::test]
+async fn each_answer_carries_the_ttl_of_the_session_it_names() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (mut store, _recorder) = open(dir.path());
+    let results = populate(&mut store).await;
+    let opened = &results[1].0[0];
+    assert_eq!(opened.session_ttl_ms, Some(10_000), "{opened:?}");
+    let Ok(Response::SessionOpened { session, .. }) = opened.result else {
+        panic!("unexpected result {opened:?}");
+    };
+    let acquire = |seq, wait| Command::Acquire {
+        session,
+        request: RequestId {
+            seq,
+            first_unanswered_seq: 1,
+        },
+        name: "a".to_owned(),
+        mode: LockMode::Exclusive,
+        wait,
+        value: Vec::new(),
+    };
+    let results = store
+        .apply([normal(
+            4,
+            vec![
+                acquire(1, WaitPolicy::NoWait),
+                Command::AcquireWithLease {
+                    client_id: ClientId(9),
+                    ttl_ms: 5_000,
+                    name: "a".to_owned(),
+                    mode: LockMode::Exclusive,
+                    wait: WaitPolicy::Queue,
+                    value: Vec::new(),
+                },
+                Command::CloseSession { session },
+                acquire(2, WaitPolicy::NoWait),
+            ],
+        )])
+        .await
+        .expect("apply");
+    let granted = &results[0].0[0];
+    assert!(
+        matches!(granted.result, Ok(Response::Granted { .. })),
+        "{granted:?}"
+    );
+    let queued = &results[0].0[1];
+    assert!(
+        matches!(queued.result, Ok(Response::Queued { .. })),
+        "{queued:?}"
+    );
+    assert!(results[0].0[3].result.is_err(), "{:?}", results[0].0[3]);
+    assert_eq!(
+        results[0]
+            .0
+            .iter()
+            .map(|applied: &AppliedCommand| applied.session_ttl_ms)
+            .collect::<Vec<_>>(),
+        // Granted, Queued (the new session's own TTL), SessionClosed (names no session),
+        // the closed session's error.
+        vec![Some(10_000), Some(5_000), None, None]
     );
 }

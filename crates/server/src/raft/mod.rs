@@ -26,9 +26,24 @@ impl std::fmt::Display for PeerNode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandBatch(pub Vec<Command>);
 
-/// The results of one entry's commands, in the same order.
+/// The results of one entry's commands, in the same order. Only ever in memory (the
+/// answer the applying node hands to the proposer), never stored, so it may change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchResult(pub Vec<Result<Response, CoreError>>);
+pub struct BatchResult(pub Vec<AppliedCommand>);
+
+/// One command's result, with facts read from the state right after it was applied.
+///
+/// The `Response` is what a retry with the same request id gets again (it is kept in
+/// the state and its snapshots, so its shape is fixed); what travels beside it here is
+/// not kept, and lets the caller answer without reading the state again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedCommand {
+    /// The command's result.
+    pub result: Result<Response, CoreError>,
+    /// The TTL of the session the response names (`Granted`, `GrantedLocks`, `Queued`,
+    /// `WouldBlock`, `SessionOpened`), if that session is open after the command.
+    pub session_ttl_ms: Option<u64>,
+}
 
 impl std::fmt::Display for CommandBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -10,9 +10,11 @@
 use super::snapshot::{self, SnapshotDir, SnapshotMeta};
 use super::{Disk, SharedState, StoreError};
 use crate::commit_trace::{CommitTrace, Point};
-use crate::raft::{BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig};
+use crate::raft::{
+    AppliedCommand, BatchResult, CommandBatch, LogId, NodeId, StoredMembership, TypeConfig,
+};
 use crate::space::DiskSpace;
-use fencelock_core::Response;
+use fencelock_core::{Response, SessionId};
 use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError};
 use std::io::Cursor;
@@ -221,7 +223,15 @@ impl StateMachineStore {
                             if let Ok(Response::Queued { session }) = &result {
                                 observer.queued(*session, applied);
                             }
-                            result
+                            let session_ttl_ms = result
+                                .as_ref()
+                                .ok()
+                                .and_then(answered_session)
+                                .and_then(|session| applied.state.session_ttl_ms(session));
+                            AppliedCommand {
+                                result,
+                                session_ttl_ms,
+                            }
                         })
                         .collect(),
                 ),
@@ -234,6 +244,18 @@ impl StateMachineStore {
             observer.applied(log_id.index, events, applied);
             result
         })
+    }
+}
+
+/// The session a response names, whose TTL the caller reports beside it.
+fn answered_session(response: &Response) -> Option<SessionId> {
+    match response {
+        Response::Granted { session, .. }
+        | Response::GrantedLocks { session, .. }
+        | Response::Queued { session }
+        | Response::WouldBlock { session }
+        | Response::SessionOpened { session, .. } => Some(*session),
+        _ => None,
     }
 }
 

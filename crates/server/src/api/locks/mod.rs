@@ -23,6 +23,7 @@ use crate::commit_trace::{CommitTrace, Point};
 use crate::node::Node;
 use crate::proposer::ProposeResult;
 use crate::proposer::wall_clock_ms;
+use crate::raft::AppliedCommand;
 use crate::store::Applied;
 use fencelock_core::{
     Command, FencingToken, Grant, LockSpec, Response, Right, SessionId, WaitPolicy,
@@ -89,12 +90,30 @@ impl LocksService {
         self.outcome(proposed).await
     }
 
-    /// [`crate::proposer::Proposer::propose_waiting`]: for an acquire expected to queue.
-    async fn propose_waiting(&self, command: Command) -> Result<Response, Status> {
+    /// An acquire's proposal ([`crate::proposer::Proposer::propose_waiting`] if it is
+    /// expected to queue): its response, and the TTL of the session it names as the
+    /// applying node read it (0 if that session is not open).
+    async fn propose_acquire(
+        &self,
+        command: Command,
+        likely_queued: bool,
+    ) -> Result<(Response, u64), Status> {
         self.trace.mark(Point::Proposed, 0);
-        let proposed = self.node.proposer().propose_waiting(command).await;
+        let proposer = self.node.proposer();
+        let proposed = if likely_queued {
+            proposer.propose_waiting(command).await
+        } else {
+            proposer.propose_applied(command).await
+        };
         self.trace.mark(Point::Answered, 0);
-        self.outcome(proposed).await
+        let (proposed, ttl_ms) = match proposed {
+            Ok(AppliedCommand {
+                result,
+                session_ttl_ms,
+            }) => (Ok(result), session_ttl_ms.unwrap_or(0)),
+            Err(error) => (Err(error), 0),
+        };
+        Ok((self.outcome(proposed).await?, ttl_ms))
     }
 
     async fn outcome(&self, proposed: ProposeResult) -> Result<Response, Status> {
@@ -170,6 +189,8 @@ impl LocksService {
         }
     }
 
+    /// `session`'s TTL in the applied state (0 if it is not open), for an answer that
+    /// does not carry it (see [`AppliedCommand`]).
     fn session_ttl_ms(&self, session: SessionId) -> u64 {
         self.node
             .shared()
@@ -228,22 +249,23 @@ impl LocksService {
                 .node
                 .shared()
                 .read(|applied| applied.state.would_queue(&request.name, mode));
-        let response = if likely_queued {
-            self.propose_waiting(command).await?
-        } else {
-            self.propose(command).await?
-        };
+        let (response, mut ttl_ms) = self.propose_acquire(command, likely_queued).await?;
         let (session, end) = match response {
             Response::Granted { session, token } => (session, WaitEnd::Granted(token)),
             Response::WouldBlock { session } => {
                 return Ok(pb::AcquireResponse {
                     outcome: pb::AcquireOutcome::WouldBlock as i32,
                     session_id: session.0,
-                    ttl_ms: self.session_ttl_ms(session),
+                    ttl_ms,
                     ..Default::default()
                 });
             }
-            Response::WaitCancelled => (SessionId(request.session_id), WaitEnd::TimedOut),
+            Response::WaitCancelled => {
+                // The answer names no session: the request's own is the one.
+                let session = SessionId(request.session_id);
+                ttl_ms = self.session_ttl_ms(session);
+                (session, WaitEnd::TimedOut)
+            }
             Response::Queued { session } => (
                 session,
                 self.wait_for_grant(session, &request.name, deadline)
@@ -251,7 +273,6 @@ impl LocksService {
             ),
             other => return Err(unexpected(&other)),
         };
-        let ttl_ms = self.session_ttl_ms(session);
         if convenience && matches!(end, WaitEnd::TimedOut) {
             // The one-lock session of the convenience form has nothing left to hold:
             // end it now rather than leave it until its TTL runs out.
@@ -601,11 +622,7 @@ impl Locks for LocksService {
                     .shared()
                     .read(|applied| applied.state.would_queue_locks(&specs));
             let command = authorized(&caller, command);
-            let response = if likely_queued {
-                self.propose_waiting(command).await?
-            } else {
-                self.propose(command).await?
-            };
+            let (response, mut ttl_ms) = self.propose_acquire(command, likely_queued).await?;
             // A multi-lock is granted in one entry, so the wait of its first name ends
             // when all of them are granted (and a cancel of it withdraws them all).
             let first = &specs[0].name;
@@ -615,11 +632,16 @@ impl Locks for LocksService {
                     return Ok(pb::AcquireResponse {
                         outcome: pb::AcquireOutcome::WouldBlock as i32,
                         session_id: session.0,
-                        ttl_ms: self.session_ttl_ms(session),
+                        ttl_ms,
                         ..Default::default()
                     });
                 }
-                Response::WaitCancelled => (SessionId(request.session_id), None),
+                Response::WaitCancelled => {
+                    // The answer names no session: the request's own is the one.
+                    let session = SessionId(request.session_id);
+                    ttl_ms = self.session_ttl_ms(session);
+                    (session, None)
+                }
                 Response::Queued { session } => {
                     match self.wait_for_grant(session, first, deadline).await? {
                         WaitEnd::Granted(_) => (
@@ -631,7 +653,6 @@ impl Locks for LocksService {
                 }
                 other => return Err(unexpected(&other)),
             };
-            let ttl_ms = self.session_ttl_ms(session);
             let Some(grants) = grants else {
                 if convenience {
                     self.close_idle_lease_session(session).await;

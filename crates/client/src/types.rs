@@ -447,6 +447,9 @@ pub struct ClusterStatus {
     pub locks: u64,
     /// The last token minted.
     pub last_token: u64,
+    /// The cluster version in force in the answering node's applied state; `None`
+    /// from a node that predates reporting it.
+    pub cluster_version: Option<u32>,
 }
 
 impl ClusterStatus {
@@ -463,6 +466,7 @@ impl ClusterStatus {
             sessions: status.sessions,
             locks: status.locks,
             last_token: status.last_token,
+            cluster_version: (status.cluster_version != 0).then_some(status.cluster_version),
         }
     }
 }

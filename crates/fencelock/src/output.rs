@@ -520,6 +520,7 @@ pub fn status_json(status: &ClusterStatus) -> Value {
         "sessions": status.sessions,
         "locks": status.locks,
         "last_token": status.last_token,
+        "cluster_version": status.cluster_version,
         "members": status.members.iter().map(member_json).collect::<Vec<_>>(),
     })
 }
@@ -547,6 +548,14 @@ pub fn status_text(status: &ClusterStatus) -> String {
     let _ = writeln!(out, "sessions:     {}", status.sessions);
     let _ = writeln!(out, "locks:        {}", status.locks);
     let _ = writeln!(out, "last token:   {}", status.last_token);
+    let _ = writeln!(
+        out,
+        "cluster version: {}",
+        status.cluster_version.map_or_else(
+            || "unknown (the node predates reporting it)".to_owned(),
+            |v| v.to_string()
+        )
+    );
     out.push('\n');
     out.push_str(&members_text(&status.members, status.leader_id));
     out
@@ -585,6 +594,42 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster_status(cluster_version: Option<u32>) -> ClusterStatus {
+        ClusterStatus {
+            node_id: 1,
+            leader_id: Some(1),
+            leader_addr: None,
+            term: 2,
+            commit_index: 9,
+            applied_index: 9,
+            members: Vec::new(),
+            state: "Leader".to_owned(),
+            sessions: 0,
+            locks: 0,
+            last_token: 4,
+            cluster_version,
+        }
+    }
+
+    #[test]
+    fn cluster_status_shows_the_cluster_version() {
+        let status = cluster_status(Some(2));
+        assert!(
+            status_text(&status).contains("cluster version: 2\n"),
+            "{}",
+            status_text(&status)
+        );
+        assert_eq!(status_json(&status)["cluster_version"], 2);
+        // A node older than the field reports none: said so, not shown as 0.
+        let old = cluster_status(None);
+        assert!(
+            status_text(&old).contains("cluster version: unknown"),
+            "{}",
+            status_text(&old)
+        );
+        assert!(status_json(&old)["cluster_version"].is_null());
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -195,8 +195,13 @@ async fn cluster_status_and_force_release_in_json() {
     ] {
         assert!(!status[field].is_null(), "{field} in {status}");
     }
+    let version = status["cluster_version"]
+        .as_u64()
+        .expect("a cluster version");
+    assert!(version >= 1, "{status}");
     let human = fencelock(&e, &["cluster", "status"]).await;
     assert!(human.stdout.contains("leader"), "{human:?}");
+    assert!(human.stdout.contains("cluster version: "), "{human:?}");
 
     let acquired = fencelock(&e, &["--output", "json", "acquire", "admin/stuck"]).await;
     assert_eq!(acquired.code, 0, "{acquired:?}");

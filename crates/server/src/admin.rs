@@ -662,6 +662,7 @@ function render(s, l, ev) {
   $("held").textContent = s.held_grants;
   $("waiters").textContent = s.waiters;
   $("token").textContent = s.last_token;
+  $("cluster-version").textContent = s.cluster_version;
   $("totals").textContent = s.total_grants + " / " + s.total_expired_sessions;
   $("members").innerHTML = rows(s.members, (m) => {
     const role = [m.voter ? "voter" : "learner"];
@@ -764,6 +765,7 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
          <tr><th>held grants</th><td id=\"held\">{held}</td></tr>\n\
          <tr><th>waiters</th><td id=\"waiters\">{waiters}</td></tr>\n\
          <tr><th>last token</th><td id=\"token\">{token}</td></tr>\n\
+         <tr><th>cluster version</th><td id=\"cluster-version\">{cluster_version}</td></tr>\n\
          <tr><th>grants / expired sessions (total)</th><td id=\"totals\">{grants} / {expired}</td></tr>\n\
          </table>\n<h2>members</h2>\n<table>\n\
          <thead><tr><th>id</th><th>role</th><th>peer address</th><th>client address</th></tr></thead>\n\
@@ -781,6 +783,7 @@ fn render_page(s: &NodeStatus, locks: &LocksOverview, events: &[RecentEvent]) ->
         held = s.held_grants,
         waiters = s.waiters,
         token = s.last_token,
+        cluster_version = s.cluster_version,
         grants = s.total_grants,
         expired = s.total_expired_sessions,
     );
@@ -1080,6 +1083,7 @@ mod tests {
     async fn status_metrics_and_page() {
         let mut status = leader_status();
         status.members[1].peer_addr = "<script>".into();
+        status.cluster_version = 2;
         let server = start(status.clone()).await;
 
         let (code, text) = get(server.addr, "/status").await;
@@ -1095,9 +1099,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fencelock_raft_term{node=\"1\"} 3"), "{text}");
+        assert!(
+            text.contains("fencelock_cluster_version{node=\"1\"} 2"),
+            "{text}"
+        );
 
         let (code, text) = get(server.addr, "/").await;
         assert_eq!(code, 200);
+        assert!(text.contains("<td id=\"cluster-version\">2</td>"), "{text}");
         assert!(text.contains("http-equiv=\"refresh\""));
         assert!(text.contains("&lt;script&gt;"));
         // The page's own script is the only one: the hostile address is escaped.

@@ -74,6 +74,8 @@ pub const WAITERS: &str = "fencelock_waiters";
 pub const LAST_TOKEN: &str = "fencelock_last_token";
 /// Gauge: cluster members (voters and learners) in the membership this node knows.
 pub const MEMBERS: &str = "fencelock_members";
+/// Gauge: the cluster version in force in this node's applied state.
+pub const CLUSTER_VERSION: &str = "fencelock_cluster_version";
 /// Gauge: free bytes on the data disk at the last check.
 pub const DISK_FREE_BYTES: &str = "fencelock_disk_free_bytes";
 /// Gauge: the configured reserve of free bytes below which the NO_SPACE alarm goes up.
@@ -477,6 +479,11 @@ fn describe_all() {
         "Queued lock waiters in the applied state."
     );
     describe_gauge!(
+        CLUSTER_VERSION,
+        Unit::Count,
+        "The cluster version in force in this node's applied state."
+    );
+    describe_gauge!(
         LAST_TOKEN,
         Unit::Count,
         "The last fencing token minted (exact up to 2^53)."
@@ -612,6 +619,7 @@ pub fn render(status: &NodeStatus) -> String {
         set(UNSTAMPED_GRANTS, oldest.unstamped);
         set(LAST_TOKEN, status.last_token);
         set(MEMBERS, status.members.len() as u64);
+        set(CLUSTER_VERSION, u64::from(status.cluster_version));
         set(DISK_FREE_BYTES, status.disk.free_bytes);
         set(DISK_RESERVE_BYTES, status.disk.reserve_bytes);
         set(DISK_NO_SPACE_ALARM, u64::from(status.disk.no_space_alarm));
@@ -663,7 +671,7 @@ mod tests {
                 age_ms: 90_500,
                 unstamped: 0,
             },
-            cluster_version: 1,
+            cluster_version: 3,
         }
     }
 
@@ -712,6 +720,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fencelock_members{node=\"2\"} 1"), "{text}");
+        assert!(
+            text.contains("fencelock_cluster_version{node=\"2\"} 3"),
+            "{text}"
+        );
         assert!(
             text.contains("fencelock_oldest_grant_age_seconds{node=\"2\"} 90.5"),
             "{text}"

@@ -102,6 +102,7 @@ impl Cluster for ClusterService {
             sessions: status.sessions,
             locks: status.locks,
             last_token: status.last_token,
+            cluster_version: status.cluster_version,
         }))
     }
 

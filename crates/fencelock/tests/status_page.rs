@@ -182,6 +182,15 @@ async fn status_page_renders_leader_and_held_lock_in_headless_chromium() {
     // The script ran (it marks the body), and rendered the leader, the held lock with
     // its holder's token, and the queue behind it.
     assert!(dom_text.contains("data-rendered=\"js\""), "{dom_text}");
+    let cluster_version = dom_text
+        .split("<td id=\"cluster-version\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</td>").next())
+        .expect("a cluster version row");
+    assert!(
+        cluster_version.parse::<u32>().is_ok_and(|v| v >= 1),
+        "{cluster_version}"
+    );
     assert!(
         dom_text.contains(&format!("<td id=\"leader\">node 1 ({client_addr})</td>")),
         "{dom_text}"

@@ -675,8 +675,16 @@ async fn every_node_reports_the_oldest_grant_in_force_and_its_age() {
     for node in [leader, follower] {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // Both grants applied here: a follower may have applied the first only.
             let status = cluster.running(node).node().status();
-            if status.oldest_grant.granted_at_ms == Some(granted_at_ms) {
+            let applied_both = cluster
+                .running(node)
+                .node()
+                .locks_overview()
+                .longest_held
+                .len()
+                >= 2;
+            if status.oldest_grant.granted_at_ms == Some(granted_at_ms) && applied_both {
                 break;
             }
             assert!(Instant::now() < deadline, "node {node}: {status:?}");

@@ -262,7 +262,7 @@ impl Run {
                         .lock()
                         .unwrap()
                         .iter()
-                        .find(|(e, _)| kind_of(e) == kind && e.token() == Some(token))
+                        .find(|(e, _)| e.kind() == kind && e.token() == Some(token))
                         .map(|(_, at)| *at)
                 };
                 eventually(PATIENCE, "lost and the event seen", || {
@@ -294,7 +294,7 @@ impl Run {
                     let mut want = wanted.iter().peekable();
                     for (event, _) in seen.iter() {
                         if let Some((kind, token)) = want.peek()
-                            && kind_of(event) == kind
+                            && event.kind() == kind
                             && event.token() == Some(*token)
                         {
                             want.next();
@@ -351,18 +351,6 @@ fn names(step: &Value, key: &str) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().expect("a name").to_string())
         .collect()
-}
-
-fn kind_of(event: &WatchEvent) -> &'static str {
-    match event {
-        WatchEvent::Acquired { .. } => "acquired",
-        WatchEvent::Released { .. } => "released",
-        WatchEvent::Expired { .. } => "expired",
-        WatchEvent::Forced { .. } => "forced",
-        WatchEvent::SessionClosed { .. } => "session_closed",
-        WatchEvent::Revoked { .. } => "revoked",
-        _ => "resync",
-    }
 }
 
 async fn run(scenario: &Value) {
